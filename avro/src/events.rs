@@ -1,0 +1,629 @@
+//! Rust types of the event contract, one per `.avsc` file in `avro/schemas/`.
+//!
+//! Each struct mirrors its schema field for field; `tests::every_type_matches_its_schema`
+//! proves it. Fields that have an Avro default carry `#[serde(default)]` so a record written
+//! with an older schema (without the field) still decodes — that is how schema evolution
+//! works on the typed fast path (see `docs/SCHEMA-EVOLUTION.md`).
+//!
+//! Money is always an `i64` amount in minor units with an ISO-4217 `currency` beside it.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Timestamp;
+
+// ---------------------------------------------------------------- storefront.sessions
+
+/// A storefront page was shown.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PageViewed {
+    pub event_id: String,
+    pub occurred_at: Timestamp,
+    pub session_id: String,
+    #[serde(default)]
+    pub customer_id: Option<String>,
+    pub page: String,
+    #[serde(default)]
+    pub referrer: Option<String>,
+}
+
+/// A product detail page was shown.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProductViewed {
+    pub event_id: String,
+    pub occurred_at: Timestamp,
+    pub session_id: String,
+    #[serde(default)]
+    pub customer_id: Option<String>,
+    pub product_id: String,
+    pub vendor_id: String,
+    pub category: String,
+}
+
+/// A shopper searched the catalogue.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SearchPerformed {
+    pub event_id: String,
+    pub occurred_at: Timestamp,
+    pub session_id: String,
+    #[serde(default)]
+    pub customer_id: Option<String>,
+    pub query: String,
+    #[serde(default)]
+    pub category: Option<String>,
+    pub result_count: i32,
+}
+
+/// Units of a product went into a cart.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CartItemAdded {
+    pub event_id: String,
+    pub occurred_at: Timestamp,
+    pub session_id: String,
+    #[serde(default)]
+    pub customer_id: Option<String>,
+    pub cart_id: String,
+    pub product_id: String,
+    pub sku: String,
+    pub vendor_id: String,
+    pub quantity: i32,
+    pub unit_price_minor: i64,
+    pub currency: String,
+}
+
+/// Units of a product left a cart.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CartItemRemoved {
+    pub event_id: String,
+    pub occurred_at: Timestamp,
+    pub session_id: String,
+    #[serde(default)]
+    pub customer_id: Option<String>,
+    pub cart_id: String,
+    pub product_id: String,
+    pub sku: String,
+    pub quantity: i32,
+}
+
+/// A shopper opened the checkout.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CheckoutStarted {
+    pub event_id: String,
+    pub occurred_at: Timestamp,
+    pub session_id: String,
+    #[serde(default)]
+    pub customer_id: Option<String>,
+    pub cart_id: String,
+    pub item_count: i32,
+    pub subtotal_minor: i64,
+    pub currency: String,
+}
+
+// ---------------------------------------------------------------- storefront.customers
+
+/// A customer created an account.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CustomerRegistered {
+    pub event_id: String,
+    pub occurred_at: Timestamp,
+    pub customer_id: String,
+    pub email: String,
+    pub name: String,
+    pub country: String,
+    #[serde(default)]
+    pub marketing_opt_in: bool,
+}
+
+/// A customer asked to be forgotten.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CustomerErased {
+    pub event_id: String,
+    pub occurred_at: Timestamp,
+    pub customer_id: String,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+// ---------------------------------------------------------------- storefront.orders
+
+/// A postal address.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Address {
+    pub name: String,
+    pub line1: String,
+    #[serde(default)]
+    pub line2: Option<String>,
+    pub city: String,
+    pub postal_code: String,
+    #[serde(default)]
+    pub region: Option<String>,
+    /// ISO-3166-1 alpha-2.
+    pub country: String,
+}
+
+/// One order line.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderItem {
+    pub sku: String,
+    pub product_id: String,
+    pub vendor_id: String,
+    pub quantity: i32,
+    pub unit_price_minor: i64,
+}
+
+/// A customer placed an order; the saga starts here.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OrderPlaced {
+    pub event_id: String,
+    pub occurred_at: Timestamp,
+    pub order_id: String,
+    pub customer_id: String,
+    #[serde(default)]
+    pub session_id: Option<String>,
+    #[serde(default)]
+    pub customer_since: Option<Timestamp>,
+    pub items: Vec<OrderItem>,
+    pub currency: String,
+    pub shipping_address: Address,
+    pub billing_address: Address,
+    #[serde(default)]
+    pub shipping_minor: i64,
+    #[serde(default)]
+    pub tax_minor: i64,
+    #[serde(default)]
+    pub discount_minor: i64,
+    pub payment_method_token: String,
+    pub client_ip: String,
+}
+
+impl OrderPlaced {
+    /// Sum of the lines: quantity × unit price.
+    pub fn subtotal_minor(&self) -> i64 {
+        self.items
+            .iter()
+            .map(|i| i64::from(i.quantity) * i.unit_price_minor)
+            .sum()
+    }
+
+    /// What the customer pays: subtotal + shipping + tax − discount.
+    pub fn total_minor(&self) -> i64 {
+        self.subtotal_minor() + self.shipping_minor + self.tax_minor - self.discount_minor
+    }
+}
+
+/// Someone asked to cancel an order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OrderCancelRequested {
+    pub event_id: String,
+    pub occurred_at: Timestamp,
+    pub order_id: String,
+    pub requested_by: String,
+    pub reason: String,
+}
+
+/// Units to return (or counted back in).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkuQuantity {
+    pub sku: String,
+    pub quantity: i32,
+}
+
+/// A customer asked to return delivered units.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReturnRequested {
+    pub event_id: String,
+    pub occurred_at: Timestamp,
+    pub order_id: String,
+    pub return_id: String,
+    pub items: Vec<SkuQuantity>,
+    pub reason: String,
+}
+
+// ---------------------------------------------------------------- storefront.payments
+
+/// The payment provider authorized the order's amount.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PaymentAuthorized {
+    pub event_id: String,
+    pub occurred_at: Timestamp,
+    pub order_id: String,
+    pub payment_id: String,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub provider: String,
+}
+
+/// The authorized amount was captured.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PaymentCaptured {
+    pub event_id: String,
+    pub occurred_at: Timestamp,
+    pub order_id: String,
+    pub payment_id: String,
+    pub amount_minor: i64,
+    pub currency: String,
+}
+
+/// The payment was declined or errored.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PaymentFailed {
+    pub event_id: String,
+    pub occurred_at: Timestamp,
+    pub order_id: String,
+    #[serde(default)]
+    pub payment_id: Option<String>,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub failure_code: String,
+    pub failure_message: String,
+}
+
+/// Part of a refund attributed to one sku and vendor.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundLine {
+    pub sku: String,
+    pub vendor_id: String,
+    pub quantity: i32,
+    pub amount_minor: i64,
+}
+
+/// Money went back to the customer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RefundIssued {
+    pub event_id: String,
+    pub occurred_at: Timestamp,
+    pub order_id: String,
+    pub payment_id: String,
+    pub refund_id: String,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub reason: String,
+    #[serde(default)]
+    pub lines: Vec<RefundLine>,
+}
+
+// ---------------------------------------------------------------- storefront.fulfillment
+
+/// A warehouse started preparing a shipment.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ShipmentCreated {
+    pub event_id: String,
+    pub occurred_at: Timestamp,
+    pub order_id: String,
+    pub shipment_id: String,
+    pub warehouse_id: String,
+    pub carrier: String,
+    pub lines: Vec<SkuQuantity>,
+}
+
+/// A shipment left the warehouse.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ShipmentShipped {
+    pub event_id: String,
+    pub occurred_at: Timestamp,
+    pub order_id: String,
+    pub shipment_id: String,
+    pub warehouse_id: String,
+    pub tracking_number: String,
+    pub lines: Vec<SkuQuantity>,
+}
+
+/// A shipment reached the customer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ShipmentDelivered {
+    pub event_id: String,
+    pub occurred_at: Timestamp,
+    pub order_id: String,
+    pub shipment_id: String,
+}
+
+/// Returned units arrived at a warehouse.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReturnReceived {
+    pub event_id: String,
+    pub occurred_at: Timestamp,
+    pub order_id: String,
+    pub return_id: String,
+    pub warehouse_id: String,
+    pub lines: Vec<SkuQuantity>,
+    #[serde(default = "yes")]
+    pub restockable: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+// ---------------------------------------------------------------- storefront.inventory
+
+/// Units arrived at a warehouse.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StockReceived {
+    pub event_id: String,
+    pub occurred_at: Timestamp,
+    pub sku: String,
+    pub warehouse_id: String,
+    pub quantity: i32,
+    #[serde(default)]
+    pub reference: Option<String>,
+}
+
+/// A stock count corrected on-hand units.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StockAdjusted {
+    pub event_id: String,
+    pub occurred_at: Timestamp,
+    pub sku: String,
+    pub warehouse_id: String,
+    pub delta: i32,
+    pub reason: String,
+}
+
+/// Units moved between two warehouses.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StockTransferred {
+    pub event_id: String,
+    pub occurred_at: Timestamp,
+    pub sku: String,
+    pub from_warehouse_id: String,
+    pub to_warehouse_id: String,
+    pub quantity: i32,
+}
+
+// ---------------------------------------------------------------- storefront.catalog
+
+/// Title and description in another language.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Translation {
+    pub title: String,
+    pub description: String,
+}
+
+/// A vendor listed a new product.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProductCreated {
+    pub event_id: String,
+    pub occurred_at: Timestamp,
+    pub product_id: String,
+    pub vendor_id: String,
+    pub sku: String,
+    pub title: String,
+    pub description: String,
+    /// Keyed by BCP-47 language tag.
+    #[serde(default)]
+    pub translations: BTreeMap<String, Translation>,
+    pub category: String,
+    pub brand: String,
+    pub price_minor: i64,
+    pub currency: String,
+}
+
+/// A vendor changed a product's details; `None` fields are unchanged.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProductUpdated {
+    pub event_id: String,
+    pub occurred_at: Timestamp,
+    pub product_id: String,
+    pub vendor_id: String,
+    #[serde(default)]
+    pub title: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub category: Option<String>,
+    #[serde(default)]
+    pub brand: Option<String>,
+    #[serde(default)]
+    pub status: Option<String>,
+}
+
+/// A product's price changed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PriceChanged {
+    pub event_id: String,
+    pub occurred_at: Timestamp,
+    pub product_id: String,
+    pub vendor_id: String,
+    pub sku: String,
+    #[serde(default)]
+    pub old_price_minor: Option<i64>,
+    pub price_minor: i64,
+    pub currency: String,
+}
+
+/// A vendor joined the marketplace.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VendorOnboarded {
+    pub event_id: String,
+    pub occurred_at: Timestamp,
+    pub vendor_id: String,
+    pub name: String,
+    pub country: String,
+    /// basic, pro or enterprise.
+    pub plan: String,
+    pub payout_currency: String,
+    #[serde(default)]
+    pub stripe_account_id: Option<String>,
+}
+
+/// A customer reviewed a product.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReviewSubmitted {
+    pub event_id: String,
+    pub occurred_at: Timestamp,
+    pub review_id: String,
+    pub product_id: String,
+    pub vendor_id: String,
+    pub customer_id: String,
+    pub rating: i32,
+    #[serde(default)]
+    pub title: Option<String>,
+    #[serde(default)]
+    pub body: Option<String>,
+}
+
+// ---------------------------------------------------------------- storefront.exchange_rates
+
+/// A new currency exchange rate.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExchangeRateUpdated {
+    pub event_id: String,
+    pub occurred_at: Timestamp,
+    pub base_currency: String,
+    pub quote_currency: String,
+    /// Units of quote currency per unit of base currency, × 10⁹.
+    pub rate_e9: i64,
+}
+
+// ---------------------------------------------------------------- inventory.reservations
+
+/// Units reserved in one warehouse.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ReservedLine {
+    pub sku: String,
+    pub warehouse_id: String,
+    pub quantity: i32,
+}
+
+/// Stock was reserved for every line of an order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReservationMade {
+    pub event_id: String,
+    pub occurred_at: Timestamp,
+    pub order_id: String,
+    pub lines: Vec<ReservedLine>,
+    pub expires_at: Timestamp,
+}
+
+/// A sku that lacked stock.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MissingStock {
+    pub sku: String,
+    pub requested: i32,
+    pub available: i32,
+}
+
+/// An order could not be reserved; nothing was held.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReservationRejected {
+    pub event_id: String,
+    pub occurred_at: Timestamp,
+    pub order_id: String,
+    pub missing: Vec<MissingStock>,
+    pub reason: String,
+}
+
+/// A reservation was given back to available stock.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReservationReleased {
+    pub event_id: String,
+    pub occurred_at: Timestamp,
+    pub order_id: String,
+    pub lines: Vec<ReservedLine>,
+    pub reason: String,
+}
+
+/// A reservation became a sale.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReservationCommitted {
+    pub event_id: String,
+    pub occurred_at: Timestamp,
+    pub order_id: String,
+    pub lines: Vec<ReservedLine>,
+}
+
+/// Available stock of a sku fell below its threshold.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LowStockAlert {
+    pub event_id: String,
+    pub occurred_at: Timestamp,
+    pub sku: String,
+    #[serde(default)]
+    pub warehouse_id: Option<String>,
+    pub available: i32,
+    pub threshold: i32,
+}
+
+// ---------------------------------------------------------------- orders.lifecycle
+
+/// The order saga moved an order to a new state.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OrderStatusChanged {
+    pub event_id: String,
+    pub occurred_at: Timestamp,
+    pub order_id: String,
+    pub customer_id: String,
+    #[serde(default)]
+    pub previous_status: Option<String>,
+    pub status: String,
+    pub payment_status: String,
+    pub fulfillment_status: String,
+    pub reason: String,
+    pub total_minor: i64,
+    pub currency: String,
+}
+
+// ---------------------------------------------------------------- fraud.scores
+
+/// One signal that contributed to a fraud score.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FraudReason {
+    pub code: String,
+    pub points: i32,
+    pub detail: String,
+}
+
+/// The fraud processor scored an order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FraudScored {
+    pub event_id: String,
+    pub occurred_at: Timestamp,
+    pub order_id: String,
+    pub customer_id: String,
+    pub score: i32,
+    pub reasons: Vec<FraudReason>,
+    /// allow, review or hold.
+    pub decision: String,
+}
+
+// ---------------------------------------------------------------- recommendations.updates
+
+/// A related product and its score.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScoredProduct {
+    pub product_id: String,
+    pub score: f64,
+}
+
+/// New related-product scores for a product.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RecommendationsUpdated {
+    pub event_id: String,
+    pub occurred_at: Timestamp,
+    pub product_id: String,
+    /// similar, bought_together or trending.
+    pub kind: String,
+    pub items: Vec<ScoredProduct>,
+}
+
+// ---------------------------------------------------------------- sales.vendor_minute
+
+/// A vendor's sales in one minute and one currency, as of now.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VendorSalesMinute {
+    pub event_id: String,
+    pub occurred_at: Timestamp,
+    pub vendor_id: String,
+    pub minute: Timestamp,
+    pub currency: String,
+    pub orders: i32,
+    pub units: i32,
+    pub gmv_minor: i64,
+    pub refunds_minor: i64,
+    pub commission_minor: i64,
+    pub net_payout_minor: i64,
+    pub base_currency: String,
+    pub gmv_base_minor: i64,
+    pub net_payout_base_minor: i64,
+}

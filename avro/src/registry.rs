@@ -1,0 +1,152 @@
+//! Schema registries: where the 4-byte schema id of the Confluent wire format comes from.
+//!
+//! - [`EmbeddedRegistry`] (local mode) knows every schema compiled into the binary — the
+//!   current `avro/schemas/` and every frozen version in `avro/history/` — and gives each a
+//!   stable id derived from its Avro fingerprint, so the same schema gets the same id on
+//!   every machine and in every run, and records written by older versions stay readable.
+//! - In distributed mode a Confluent-compatible registry over HTTP assigns the ids (issue #3).
+
+use std::collections::HashMap;
+
+use apache_avro::rabin::Rabin;
+use parking_lot::RwLock;
+
+use crate::event::EVENT_TYPES;
+use crate::{AvroError, Result};
+
+include!(concat!(env!("OUT_DIR"), "/history.rs"));
+
+/// Where schema ids come from.
+pub trait SchemaRegistry: Send + Sync {
+    /// Registers `schema` (JSON) under `subject` — or finds it if it is already there — and
+    /// returns its id.
+    fn register(&self, subject: &str, schema: &str) -> Result<u32>;
+
+    /// The schema (JSON) with this id.
+    fn schema_by_id(&self, id: u32) -> Result<String>;
+
+    /// A short description for start-up messages, e.g. `embedded` or the registry's URL.
+    fn describe(&self) -> String;
+}
+
+/// The stable id of a schema: the low 31 bits of its CRC-64-AVRO (Rabin) fingerprint over
+/// the Parsing Canonical Form, never 0.
+pub fn stable_id(schema: &apache_avro::Schema) -> u32 {
+    let fp = schema.fingerprint::<Rabin>().bytes;
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&fp[..8]);
+    let id = (u64::from_le_bytes(b) & 0x7fff_ffff) as u32;
+    id.max(1)
+}
+
+#[derive(Default)]
+struct Inner {
+    by_id: HashMap<u32, String>,
+    subjects: HashMap<String, Vec<u32>>,
+}
+
+/// The registry of local mode: stable fingerprint ids, nothing to run.
+pub struct EmbeddedRegistry {
+    inner: RwLock<Inner>,
+}
+
+impl EmbeddedRegistry {
+    /// A registry that already knows every current and frozen schema of the contract.
+    pub fn new() -> Result<Self> {
+        let reg = EmbeddedRegistry {
+            inner: RwLock::new(Inner::default()),
+        };
+        for (name, _version, json) in HISTORY {
+            let Some(t) = crate::EventType::by_name(name) else {
+                // A removed event type: keep its id resolvable for old records.
+                reg.register(&format!("history-storeflow.v1.{name}"), json)?;
+                continue;
+            };
+            reg.register(&t.subject(), json)?;
+        }
+        for t in EVENT_TYPES {
+            reg.register(&t.subject(), t.schema)?;
+        }
+        Ok(reg)
+    }
+
+    /// Every subject and the ids registered under it, oldest first.
+    pub fn subjects(&self) -> Vec<(String, Vec<u32>)> {
+        let inner = self.inner.read();
+        let mut v: Vec<_> = inner
+            .subjects
+            .iter()
+            .map(|(s, ids)| (s.clone(), ids.clone()))
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+impl SchemaRegistry for EmbeddedRegistry {
+    fn register(&self, subject: &str, schema: &str) -> Result<u32> {
+        let parsed = apache_avro::Schema::parse_str(schema).map_err(|e| AvroError::Schema {
+            name: subject.to_string(),
+            reason: e.to_string(),
+        })?;
+        let id = stable_id(&parsed);
+        let canonical = parsed.canonical_form();
+        let mut inner = self.inner.write();
+        if let Some(existing) = inner.by_id.get(&id) {
+            let existing = apache_avro::Schema::parse_str(existing)
+                .map(|s| s.canonical_form())
+                .unwrap_or_default();
+            if existing != canonical {
+                return Err(AvroError::Schema {
+                    name: subject.to_string(),
+                    reason: format!("schema id {id} collides with another schema; change a doc string or field order to get a new fingerprint"),
+                });
+            }
+        } else {
+            inner.by_id.insert(id, schema.to_string());
+        }
+        let ids = inner.subjects.entry(subject.to_string()).or_default();
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+        Ok(id)
+    }
+
+    fn schema_by_id(&self, id: u32) -> Result<String> {
+        self.inner
+            .read()
+            .by_id
+            .get(&id)
+            .cloned()
+            .ok_or(AvroError::UnknownSchemaId(id))
+    }
+
+    fn describe(&self) -> String {
+        "embedded (stable fingerprint ids)".to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_stable_and_distinct_for_every_current_schema() {
+        let a = EmbeddedRegistry::new().unwrap();
+        let b = EmbeddedRegistry::new().unwrap();
+        let mut seen = std::collections::HashSet::new();
+        for t in EVENT_TYPES {
+            let ida = a.register(&t.subject(), t.schema).unwrap();
+            let idb = b.register(&t.subject(), t.schema).unwrap();
+            assert_eq!(ida, idb, "{} got two ids", t.name);
+            assert!(seen.insert(ida), "{} shares id {ida}", t.name);
+            assert_eq!(a.schema_by_id(ida).unwrap(), t.schema);
+        }
+    }
+
+    #[test]
+    fn an_unknown_id_is_an_error_not_a_panic() {
+        let r = EmbeddedRegistry::new().unwrap();
+        assert!(matches!(r.schema_by_id(0), Err(AvroError::UnknownSchemaId(0))));
+    }
+}
