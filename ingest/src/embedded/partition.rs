@@ -1,0 +1,503 @@
+//! One topic-partition of the embedded log: a directory of append-only segment files
+//! (`<base offset>.log`), an in-memory sparse index per segment, one writer at a time and
+//! any number of concurrent readers.
+//!
+//! Readers see records up to `visible_end` only. A plain append publishes its records once
+//! they are written; a transaction writes its records first and publishes them only after
+//! its commit entry is in the journal, so a read_committed reader never sees an aborted or
+//! in-flight transaction.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use bytes::Bytes;
+use parking_lot::{Mutex, MutexGuard, RwLock};
+
+use super::frame::{self, Parsed};
+use crate::types::{Header, Record, TopicPartition};
+use crate::{LogError, Result};
+
+/// One sparse index entry every this many bytes.
+const INDEX_INTERVAL: u64 = 4096;
+/// Bytes read per `pread` when fetching records.
+const READ_CHUNK: usize = 256 * 1024;
+
+/// A segment file.
+pub(crate) struct Segment {
+    pub base: u64,
+    path: PathBuf,
+    file: File,
+    /// (offset, byte position) of some frames, ascending.
+    index: RwLock<Vec<(u64, u64)>>,
+    /// Bytes of complete frames.
+    size: AtomicU64,
+    /// Largest record timestamp (for time retention).
+    max_ts: AtomicI64,
+}
+
+impl Segment {
+    fn position_for(&self, offset: u64) -> u64 {
+        let idx = self.index.read();
+        match idx.binary_search_by_key(&offset, |&(o, _)| o) {
+            Ok(i) => idx[i].1,
+            Err(0) => 0,
+            Err(i) => idx[i - 1].1,
+        }
+    }
+}
+
+fn seg_path(dir: &Path, base: u64) -> PathBuf {
+    dir.join(format!("{base:020}.log"))
+}
+
+fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> LogError {
+    let context = context.into();
+    move |source| LogError::Io { context, source }
+}
+
+pub(crate) struct Writer {
+    active: Arc<Segment>,
+    /// Next offset to assign.
+    pub next_offset: u64,
+    last_index_pos: u64,
+    buf: Vec<u8>,
+    /// Bytes written since the last fsync.
+    pub dirty: bool,
+}
+
+/// One topic-partition.
+pub(crate) struct Partition {
+    pub tp: TopicPartition,
+    dir: PathBuf,
+    segments: RwLock<Vec<Arc<Segment>>>,
+    writer: Mutex<Writer>,
+    /// Readers see offsets below this.
+    visible_end: AtomicU64,
+    /// First offset still held.
+    start: AtomicU64,
+}
+
+/// What recovery found in one partition.
+#[derive(Debug, Default)]
+pub(crate) struct Recovered {
+    /// Bytes cut from a torn or corrupt tail.
+    pub torn_bytes: u64,
+    /// Records cut because their transaction never committed.
+    pub uncommitted: u64,
+}
+
+impl Partition {
+    /// Opens (creating if needed) the partition in `dir`, cutting a torn tail and any
+    /// records of transactions with a sequence above `last_committed_txn`.
+    pub(crate) fn open(tp: TopicPartition, dir: PathBuf, last_committed_txn: u64) -> Result<(Partition, Recovered)> {
+        std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
+        let mut bases: Vec<u64> = std::fs::read_dir(&dir)
+            .map_err(io(format!("listing {}", dir.display())))?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.strip_suffix(".log")?.parse::<u64>().ok()
+            })
+            .collect();
+        bases.sort_unstable();
+        if bases.is_empty() {
+            bases.push(0);
+        }
+        let mut recovered = Recovered::default();
+        let mut segments = Vec::with_capacity(bases.len());
+        let mut expected = bases[0];
+        let last = bases.len() - 1;
+        for (i, base) in bases.iter().copied().enumerate() {
+            let path = seg_path(&dir, base);
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .map_err(io(format!("opening {}", path.display())))?;
+            let seg = Segment {
+                base,
+                path: path.clone(),
+                file,
+                index: RwLock::new(Vec::new()),
+                size: AtomicU64::new(0),
+                max_ts: AtomicI64::new(i64::MIN),
+            };
+            if base != expected && i > 0 {
+                return Err(LogError::Corrupt(format!(
+                    "{}: segment starts at offset {base} but the previous one ends at {expected}",
+                    path.display()
+                )));
+            }
+            let cut_txn = if i == last { last_committed_txn } else { u64::MAX };
+            let (end, cut) = scan(&seg, base, cut_txn)?;
+            let file_len = seg.file.metadata().map_err(io(format!("stat {}", path.display())))?.len();
+            let good = seg.size.load(Ordering::Relaxed);
+            if file_len > good {
+                if i != last {
+                    return Err(LogError::Corrupt(format!(
+                        "{}: {} bytes at position {good} are unreadable in a sealed segment",
+                        path.display(),
+                        file_len - good
+                    )));
+                }
+                if cut.is_none() {
+                    recovered.torn_bytes += file_len - good;
+                }
+                seg.file
+                    .set_len(good)
+                    .map_err(io(format!("truncating {}", path.display())))?;
+                seg.file.sync_all().map_err(io(format!("syncing {}", path.display())))?;
+            }
+            if let Some(n) = cut {
+                recovered.uncommitted += n;
+            }
+            expected = end;
+            segments.push(Arc::new(seg));
+        }
+        let active = segments.last().expect("at least one segment").clone();
+        let start = segments[0].base;
+        let last_index_pos = active.index.read().last().map(|&(_, p)| p).unwrap_or(0);
+        let p = Partition {
+            tp,
+            dir,
+            writer: Mutex::new(Writer {
+                active,
+                next_offset: expected,
+                last_index_pos,
+                buf: Vec::with_capacity(64 * 1024),
+                dirty: false,
+            }),
+            segments: RwLock::new(segments),
+            visible_end: AtomicU64::new(expected),
+            start: AtomicU64::new(start),
+        };
+        Ok((p, recovered))
+    }
+
+    /// First offset held.
+    pub(crate) fn start(&self) -> u64 {
+        self.start.load(Ordering::Acquire)
+    }
+
+    /// Offset after the last visible record.
+    pub(crate) fn end(&self) -> u64 {
+        self.visible_end.load(Ordering::Acquire)
+    }
+
+    /// Locks the writer (one appender at a time).
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Writer> {
+        self.writer.lock()
+    }
+
+    /// Writes records under the locked writer without publishing them. Returns the first
+    /// offset. `roll_at` is the segment size that starts a new segment.
+    pub(crate) fn write(
+        &self,
+        w: &mut Writer,
+        records: &[(Option<&[u8]>, Option<&[u8]>, &[Header], i64)],
+        txn: u64,
+        roll_at: u64,
+    ) -> Result<u64> {
+        let first = w.next_offset;
+        w.buf.clear();
+        let mut positions = Vec::new();
+        let mut size = w.active.size.load(Ordering::Relaxed);
+        if size > 0 && size >= roll_at {
+            self.roll(w)?;
+            size = 0;
+        }
+        let mut max_ts = i64::MIN;
+        for (i, (key, value, headers, ts)) in records.iter().enumerate() {
+            let at = size + w.buf.len() as u64;
+            if at == 0 || at - w.last_index_pos >= INDEX_INTERVAL {
+                positions.push((first + i as u64, at));
+                w.last_index_pos = at;
+            }
+            frame::encode(&mut w.buf, first + i as u64, *ts, txn, *key, *value, headers);
+            max_ts = max_ts.max(*ts);
+        }
+        w.active
+            .file
+            .write_all_at(&w.buf, size)
+            .map_err(io(format!("appending to {}", w.active.path.display())))?;
+        w.active.size.store(size + w.buf.len() as u64, Ordering::Release);
+        w.active.max_ts.fetch_max(max_ts, Ordering::Relaxed);
+        if !positions.is_empty() {
+            w.active.index.write().extend(positions);
+        }
+        w.next_offset += records.len() as u64;
+        w.dirty = true;
+        Ok(first)
+    }
+
+    /// Makes everything written so far visible to readers.
+    pub(crate) fn publish(&self, w: &Writer) {
+        self.visible_end.store(w.next_offset, Ordering::Release);
+    }
+
+    /// Flushes the active segment to disk.
+    pub(crate) fn sync(&self, w: &mut Writer) -> Result<()> {
+        if w.dirty {
+            w.active
+                .file
+                .sync_data()
+                .map_err(io(format!("syncing {}", w.active.path.display())))?;
+            w.dirty = false;
+        }
+        Ok(())
+    }
+
+    fn roll(&self, w: &mut Writer) -> Result<()> {
+        self.sync(w)?;
+        let base = w.next_offset;
+        let path = seg_path(&self.dir, base);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .map_err(io(format!("creating {}", path.display())))?;
+        let seg = Arc::new(Segment {
+            base,
+            path,
+            file,
+            index: RwLock::new(Vec::new()),
+            size: AtomicU64::new(0),
+            max_ts: AtomicI64::new(i64::MIN),
+        });
+        // Make the new file's name durable before records in it are acknowledged.
+        if let Ok(d) = File::open(&self.dir) {
+            let _ = d.sync_all();
+        }
+        self.segments.write().push(seg.clone());
+        w.active = seg;
+        w.last_index_pos = 0;
+        Ok(())
+    }
+
+    /// Deletes whole sealed segments that are older than `older_than_ms` (by their newest
+    /// record) or that push the partition over `max_bytes`. Returns records dropped.
+    pub(crate) fn apply_retention(&self, older_than_ms: Option<i64>, max_bytes: Option<u64>) -> u64 {
+        let mut segs = self.segments.write();
+        let mut total: u64 = segs.iter().map(|s| s.size.load(Ordering::Relaxed)).sum();
+        let mut dropped = 0;
+        while segs.len() > 1 {
+            let s = &segs[0];
+            let too_old = older_than_ms.is_some_and(|t| s.max_ts.load(Ordering::Relaxed) < t);
+            let too_big = max_bytes.is_some_and(|m| total > m);
+            if !(too_old || too_big) {
+                break;
+            }
+            let s = segs.remove(0);
+            total -= s.size.load(Ordering::Relaxed);
+            dropped += segs[0].base - s.base;
+            self.start.store(segs[0].base, Ordering::Release);
+            // Readers holding the Arc keep reading the unlinked file until they drop it.
+            let _ = std::fs::remove_file(&s.path);
+        }
+        dropped
+    }
+
+    /// Reads visible records from `offset`: up to `max` records or about `max_bytes`.
+    pub(crate) fn read(&self, offset: u64, max: usize, max_bytes: usize) -> Result<Vec<Record>> {
+        let end = self.end();
+        let mut out = Vec::new();
+        if offset >= end || max == 0 {
+            return Ok(out);
+        }
+        let segs: Vec<Arc<Segment>> = self.segments.read().clone();
+        let Some(first) = segs.iter().rposition(|s| s.base <= offset) else {
+            return Ok(out);
+        };
+        let mut bytes_read = 0usize;
+        for (i, seg) in segs.iter().enumerate().skip(first) {
+            let mut pos = if i == first { seg.position_for(offset) } else { 0 };
+            let seg_size = seg.size.load(Ordering::Acquire);
+            let mut want = READ_CHUNK;
+            while pos < seg_size {
+                let mut buf = vec![0u8; want.min((seg_size - pos) as usize)];
+                let n = read_at_most(&seg.file, &mut buf, pos)
+                    .map_err(io(format!("reading {}", seg.path.display())))?;
+                buf.truncate(n);
+                let chunk = Bytes::from(buf);
+                let mut at = 0usize;
+                loop {
+                    match frame::parse(&chunk[at..]) {
+                        Parsed::Frame(f) => {
+                            if f.offset >= end {
+                                return Ok(out);
+                            }
+                            if f.offset >= offset {
+                                let (key, value) = f.key_value(&chunk, at);
+                                out.push(Record {
+                                    topic: self.tp.topic.clone(),
+                                    partition: self.tp.partition,
+                                    offset: f.offset,
+                                    timestamp: f.timestamp,
+                                    key,
+                                    value,
+                                    headers: f.headers(&chunk[at..at + f.len]),
+                                });
+                                bytes_read += f.len;
+                                if out.len() >= max || bytes_read >= max_bytes {
+                                    return Ok(out);
+                                }
+                            }
+                            at += f.len;
+                        }
+                        Parsed::Incomplete { need } => {
+                            // At the start of a chunk: the frame is bigger than the chunk.
+                            want = if at == 0 { need } else { READ_CHUNK };
+                            break;
+                        }
+                        Parsed::Corrupt(why) => {
+                            return Err(LogError::Corrupt(format!(
+                                "{}: {why} at position {}",
+                                seg.path.display(),
+                                pos + at as u64
+                            )));
+                        }
+                    }
+                }
+                if at == 0 && pos + want as u64 > seg_size {
+                    return Err(LogError::Corrupt(format!(
+                        "{}: frame at position {pos} runs past the end of the segment",
+                        seg.path.display()
+                    )));
+                }
+                pos += at as u64;
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn read_at_most(file: &File, buf: &mut [u8], pos: u64) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read_at(&mut buf[n..], pos + n as u64) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// Scans a segment from the start, building its index and size. Stops at the first torn
+/// or corrupt frame, at an offset out of sequence, or (when `cut_txn` is given) at the
+/// first frame of a transaction above `cut_txn`. Returns the next offset and, if frames
+/// of uncommitted transactions were cut, how many.
+fn scan(seg: &Segment, base: u64, cut_txn: u64) -> Result<(u64, Option<u64>)> {
+    let len = seg.file.metadata().map_err(io(format!("stat {}", seg.path.display())))?.len();
+    let mut pos = 0u64;
+    let mut next = base;
+    let mut last_index_pos = 0u64;
+    let mut index = Vec::new();
+    let mut max_ts = i64::MIN;
+    let mut buf = vec![0u8; READ_CHUNK];
+    let mut cut: Option<(u64, u64)> = None; // (position, offset) of the first uncommitted frame
+    let mut uncommitted = 0u64;
+    'outer: while pos < len {
+        let n = read_at_most(&seg.file, &mut buf, pos).map_err(io(format!("reading {}", seg.path.display())))?;
+        if n == 0 {
+            break;
+        }
+        let mut at = 0usize;
+        loop {
+            match frame::parse(&buf[at..n]) {
+                Parsed::Frame(f) => {
+                    if f.offset != next {
+                        break 'outer;
+                    }
+                    let fpos = pos + at as u64;
+                    if f.txn > cut_txn {
+                        cut.get_or_insert((fpos, f.offset));
+                        uncommitted += 1;
+                    } else if cut.is_some() {
+                        // A committed frame after an uncommitted one cannot happen: the
+                        // partition lock is held from a transaction's write to its commit.
+                        return Err(LogError::Corrupt(format!(
+                            "{}: committed record {} follows an uncommitted transaction",
+                            seg.path.display(),
+                            f.offset
+                        )));
+                    }
+                    if cut.is_none() {
+                        if fpos == 0 || fpos - last_index_pos >= INDEX_INTERVAL {
+                            index.push((f.offset, fpos));
+                            last_index_pos = fpos;
+                        }
+                        max_ts = max_ts.max(f.timestamp);
+                    }
+                    next += 1;
+                    at += f.len;
+                }
+                Parsed::Incomplete { need } => {
+                    if at == 0 {
+                        if need > buf.len() && pos + need as u64 <= len {
+                            buf.resize(need, 0);
+                            continue 'outer;
+                        }
+                        break 'outer;
+                    }
+                    break;
+                }
+                Parsed::Corrupt(_) => break 'outer,
+            }
+        }
+        pos += at as u64;
+    }
+    let (size, end) = match cut {
+        Some((p, o)) => (p, o),
+        None => (pos, next),
+    };
+    seg.size.store(size, Ordering::Release);
+    seg.max_ts.store(max_ts, Ordering::Relaxed);
+    *seg.index.write() = index;
+    Ok((end, cut.map(|_| uncommitted)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_of_an_uncommitted_transaction_are_cut_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let tp = TopicPartition::new("t", 0);
+        {
+            let (p, _) = Partition::open(tp.clone(), dir.path().to_path_buf(), 0).unwrap();
+            let mut w = p.lock();
+            let h: &[Header] = &[];
+            p.write(&mut w, &[(None, Some(b"plain".as_slice()), h, 1)], 0, 1 << 20).unwrap();
+            p.write(&mut w, &[(None, Some(b"txn4".as_slice()), h, 2)], 4, 1 << 20).unwrap();
+            p.write(&mut w, &[(None, Some(b"txn5".as_slice()), h, 3), (None, Some(b"txn5".as_slice()), h, 3)], 5, 1 << 20).unwrap();
+        }
+        // The journal's last committed sequence is 4: transaction 5 never committed.
+        let (p, rec) = Partition::open(tp, dir.path().to_path_buf(), 4).unwrap();
+        assert_eq!(rec.uncommitted, 2);
+        assert_eq!(p.end(), 2);
+        let recs = p.read(0, 10, 1 << 20).unwrap();
+        assert_eq!(recs.iter().map(|r| r.value.clone().unwrap()).collect::<Vec<_>>(), vec!["plain", "txn4"]);
+    }
+
+    #[test]
+    fn unpublished_records_are_invisible_to_readers() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, _) = Partition::open(TopicPartition::new("t", 0), dir.path().to_path_buf(), 0).unwrap();
+        let mut w = p.lock();
+        let h: &[Header] = &[];
+        p.write(&mut w, &[(None, Some(b"x".as_slice()), h, 1)], 1, 1 << 20).unwrap();
+        assert!(p.read(0, 10, 1 << 20).unwrap().is_empty());
+        p.publish(&w);
+        assert_eq!(p.read(0, 10, 1 << 20).unwrap().len(), 1);
+    }
+}
