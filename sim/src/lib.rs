@@ -134,7 +134,7 @@ pub struct SimSummary {
 }
 
 impl SimSummary {
-    /// Counts `e`.
+    /// Counts `e` (orders and GMV are added by the simulator, which knows the rates).
     pub fn count(&mut self, e: &Event) {
         *self.by_type.entry(e.name()).or_default() += 1;
         *self.by_topic.entry(e.topic().name()).or_default() += 1;
@@ -164,6 +164,8 @@ pub struct Simulator {
     stock: HashMap<(usize, usize), i32>,
     rates_per_eur: [f64; 4],
     summary: SimSummary,
+    gmv_eur: HashMap<String, i64>,
+    ring_ids: std::collections::HashSet<String>,
     popularity: rand::distr::weighted::WeightedIndex<f64>,
 }
 
@@ -196,6 +198,8 @@ impl Simulator {
             stock: HashMap::new(),
             rates_per_eur: CURRENCIES.map(|c| c.per_eur),
             summary: SimSummary::default(),
+            gmv_eur: HashMap::new(),
+            ring_ids: Default::default(),
             popularity,
         };
         sim.setup();
@@ -214,7 +218,7 @@ impl Simulator {
 
     /// True for order ids placed by the fraud ring.
     pub fn is_ring_order(&self, order_id: &str) -> bool {
-        self.orders.iter().any(|o| o.ring && o.id == order_id)
+        self.ring_ids.contains(order_id)
     }
 
     fn event_id(&mut self) -> String {
@@ -227,9 +231,7 @@ impl Simulator {
     }
 
     fn emit(&mut self, e: impl Into<Event>) {
-        let e = e.into();
-        self.summary.count(&e);
-        self.pending.push_back(e);
+        self.pending.push_back(e.into());
     }
 
     fn schedule(&mut self, after_ms: i64, task: Task) {
@@ -390,7 +392,6 @@ impl Simulator {
     fn run(&mut self, task: Task) {
         match task {
             Task::NewSession => {
-                self.summary.sessions += 1;
                 let customer = if self.rng.random::<f64>() < 0.7 {
                     if self.customers.is_empty() || self.rng.random::<f64>() < 0.15 {
                         Some(self.new_customer(false))
@@ -839,9 +840,10 @@ impl Simulator {
             payment_method_token: card,
             client_ip: ip,
         };
-        self.summary.orders += 1;
-        self.summary.ring_orders += ring as u64;
-        self.summary.gmv_eur_minor += minor_to_eur(total, currency, &self.rates_per_eur);
+        self.gmv_eur.insert(order_id.clone(), minor_to_eur(total, currency, &self.rates_per_eur));
+        if ring {
+            self.ring_ids.insert(order_id.clone());
+        }
         self.emit(e);
         self.orders.push(Order {
             id: order_id,
@@ -896,6 +898,16 @@ impl Iterator for Simulator {
     fn next(&mut self) -> Option<Event> {
         loop {
             if let Some(e) = self.pending.pop_front() {
+                self.summary.count(&e);
+                match &e {
+                    Event::PageViewed(_) => self.summary.sessions += 1,
+                    Event::OrderPlaced(o) => {
+                        self.summary.orders += 1;
+                        self.summary.ring_orders += self.ring_ids.contains(&o.order_id) as u64;
+                        self.summary.gmv_eur_minor += self.gmv_eur.remove(&o.order_id).unwrap_or(0);
+                    }
+                    _ => {}
+                }
                 return Some(e);
             }
             let Reverse((at, _, id)) = self.queue.pop()?;
@@ -915,6 +927,15 @@ mod tests {
         Simulator::new(SimConfig { seed, start: Timestamp(1_764_000_000_000), fraud_ring_share: 0.02, ..Default::default() })
             .take(n)
             .collect()
+    }
+
+    #[test]
+    fn the_summary_counts_exactly_the_events_taken() {
+        let mut sim = Simulator::new(SimConfig { seed: 3, ..Default::default() });
+        let taken: Vec<Event> = sim.by_ref().take(777).collect();
+        assert_eq!(sim.summary().events(), 777);
+        let orders = taken.iter().filter(|e| matches!(e, Event::OrderPlaced(_))).count() as u64;
+        assert_eq!(sim.summary().orders, orders);
     }
 
     #[test]

@@ -1,0 +1,1 @@
+//! The HTTP API: see issue #8. Nothing here yet.

@@ -1,0 +1,1 @@
+//! Sinks: see issue #7. Nothing here yet.

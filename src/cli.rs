@@ -1,0 +1,196 @@
+//! The command line: `storeflow --help` is the first page of the manual.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// storeflow — the event backbone of a multi-vendor marketplace.
+///
+/// Every storefront action (views, carts, orders, payments, shipments, returns, stock moves,
+/// catalog changes) is an Avro event on a log. Stream processors keep inventory balanced,
+/// drive orders through their lifecycle, score fraud and learn recommendations; sinks land
+/// the results in a read model, a search index and analytics; an HTTP API takes writes and
+/// serves reads.
+///
+/// With no configuration everything runs embedded in one process, data under ./data.
+/// Point it at real services with storeflow.toml or STOREFLOW__* environment variables
+/// (see `storeflow config --help`).
+#[derive(Debug, Parser)]
+#[command(name = "storeflow", version, propagate_version = true, max_term_width = 100)]
+#[command(after_help = "First steps:\n  storeflow demo                  run everything on simulated traffic and show what flowed\n  storeflow simulate --events 1e5 publish simulated traffic into ./data\n  storeflow topics list           what the log holds\n  storeflow schemas check         is every schema change backward compatible?")]
+pub struct Cli {
+    /// Configuration file (default: ./storeflow.toml when it exists).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Log verbosity: error, warn, info, debug or trace (or a tracing filter).
+    #[arg(long, global = true, default_value = "warn", env = "STOREFLOW_LOG")]
+    pub log: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where data lives and where the API listens.
+#[derive(Debug, Args, Clone, Default)]
+pub struct Place {
+    /// Directory of the embedded log and stores [default: ./data, or `data_dir` in the config].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Address of the HTTP API [default: 127.0.0.1:8080, or `listen` in the config].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+}
+
+/// How much simulated traffic.
+#[derive(Debug, Args, Clone)]
+pub struct Traffic {
+    /// Number of events to publish (accepts 20000, 2e4, 20k).
+    #[arg(long, default_value = "20000", value_parser = parse_count)]
+    pub events: u64,
+
+    /// Events per second of wall-clock time; 0 publishes as fast as the log takes them.
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+
+    /// Seed of the simulation: the same seed gives the same events.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+
+    /// Share of orders placed by a simulated fraud ring (0 to 1).
+    #[arg(long, default_value_t = 0.01)]
+    pub fraud_ring: f64,
+
+    /// Hide the progress bar (it is hidden anyway when output is not a terminal).
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// What to do.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run storeflow: the log, then everything built on it, until Ctrl-C.
+    Run(Place),
+
+    /// Run storeflow on simulated storefront traffic, then show what flowed through it.
+    ///
+    /// The README's first command. Publishes `--events` simulated events through the same
+    /// ingest path the API uses, reads every one back from the log, and prints a summary.
+    Demo {
+        #[command(flatten)]
+        place: Place,
+        #[command(flatten)]
+        traffic: Traffic,
+    },
+
+    /// Publish realistic simulated storefront traffic into the log.
+    ///
+    /// Sessions browse, search, add to cart and check out; orders span vendors, warehouses
+    /// and currencies; payments mostly succeed; shipments, deliveries, cancellations,
+    /// returns, refunds, stock receipts and catalog changes follow.
+    Simulate {
+        #[command(flatten)]
+        place: Place,
+        #[command(flatten)]
+        traffic: Traffic,
+    },
+
+    /// Inspect and check the Avro event contract.
+    #[command(subcommand)]
+    Schemas(SchemasCommand),
+
+    /// Inspect the log's topics.
+    #[command(subcommand)]
+    Topics(TopicsCommand),
+
+    /// Print the effective configuration (defaults, file and STOREFLOW__* merged).
+    ///
+    /// Keys: data_dir, listen, partitions, [log] segment_bytes, retention_hours,
+    /// retention_bytes, fsync (always|interval|never), fsync_interval_ms; [kafka] brokers,
+    /// [kafka.properties]; [schema_registry] url; [postgres] url; [clickhouse] url;
+    /// [elasticsearch] url; [stripe] api_base. Environment: STOREFLOW__LOG__FSYNC=always,
+    /// STOREFLOW__KAFKA__BROKERS=host:9092, …
+    Config,
+}
+
+/// `storeflow schemas …`
+#[derive(Debug, Subcommand)]
+pub enum SchemasCommand {
+    /// Check every schema against its frozen versions (BACKWARD_TRANSITIVE) and the
+    /// contract's conventions; exits 1 on any incompatible change.
+    Check(SchemaDirs),
+    /// Freeze new and changed schemas into the history as their next version (do it when a
+    /// release ships the change).
+    Freeze(SchemaDirs),
+    /// List every event type with its topic, key and schema id.
+    List,
+    /// Validate JSON events against the contract, naming the field at fault.
+    ///
+    /// Reads a JSON object, an array of objects, or one object per line (JSON Lines) from
+    /// FILE or standard input — the same validation the API applies. Exits 1 if any fails.
+    Validate {
+        /// File to read; `-` or nothing reads standard input.
+        file: Option<PathBuf>,
+    },
+    /// Print an example event of a type as JSON (what the API accepts).
+    Example {
+        /// Event type, e.g. OrderPlaced.
+        name: String,
+    },
+}
+
+/// Where the schemas are.
+#[derive(Debug, Args)]
+pub struct SchemaDirs {
+    /// Current schemas.
+    #[arg(long, default_value = "avro/schemas")]
+    pub dir: PathBuf,
+    /// Frozen versions (`<Name>/v<N>.avsc`).
+    #[arg(long, default_value = "avro/history")]
+    pub history: PathBuf,
+}
+
+/// `storeflow topics …`
+#[derive(Debug, Subcommand)]
+pub enum TopicsCommand {
+    /// List topics with their partitions and how many records they hold.
+    List(Place),
+}
+
+/// Parses `20000`, `2e4`, `20k`, `1.5M`.
+pub fn parse_count(s: &str) -> Result<u64, String> {
+    let s = s.trim().replace('_', "");
+    let (num, mult) = match s.chars().last() {
+        Some('k' | 'K') => (&s[..s.len() - 1], 1e3),
+        Some('m' | 'M') => (&s[..s.len() - 1], 1e6),
+        _ => (s.as_str(), 1.0),
+    };
+    let v: f64 = num.parse().map_err(|_| format!("`{s}` is not a count (try 20000, 2e4 or 20k)"))?;
+    if !(v >= 0.0 && v * mult <= 1e12) {
+        return Err(format!("`{s}` is out of range"));
+    }
+    Ok((v * mult).round() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_accept_plain_scientific_and_suffixed_forms() {
+        assert_eq!(parse_count("20000"), Ok(20_000));
+        assert_eq!(parse_count("2e4"), Ok(20_000));
+        assert_eq!(parse_count("20k"), Ok(20_000));
+        assert_eq!(parse_count("1.5M"), Ok(1_500_000));
+        assert!(parse_count("lots").is_err());
+        assert!(parse_count("-5").is_err());
+    }
+
+    #[test]
+    fn the_cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,7 @@
+//! One module per subcommand.
+
+pub mod demo;
+pub mod run;
+pub mod schemas;
+pub mod simulate;
+pub mod topics;

@@ -1,0 +1,170 @@
+//! Configuration, layered: defaults in code → `storeflow.toml` (or `--config FILE`) →
+//! environment variables `STOREFLOW__<SECTION>__<KEY>` (for example
+//! `STOREFLOW__KAFKA__BROKERS=127.0.0.1:9092`) → command-line flags.
+//!
+//! Every field is documented here; `storeflow config` prints the effective values.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use storeflow_ingest::EmbeddedConfig;
+
+/// The whole configuration.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Directory of the embedded log and the embedded stores.
+    pub data_dir: PathBuf,
+    /// Address the HTTP API listens on.
+    pub listen: SocketAddr,
+    /// Partitions of each contract topic when storeflow creates it.
+    pub partitions: u32,
+    /// The embedded log.
+    pub log: EmbeddedConfig,
+    /// Kafka; when set, storeflow uses it instead of the embedded log.
+    pub kafka: Option<KafkaConfig>,
+    /// A Confluent-compatible schema registry; when set, it assigns schema ids.
+    pub schema_registry: Option<UrlConfig>,
+    /// Postgres for the read model; when set, instead of embedded SQLite.
+    pub postgres: Option<UrlConfig>,
+    /// ClickHouse for analytics; when set, instead of embedded Parquet + DataFusion.
+    pub clickhouse: Option<UrlConfig>,
+    /// Elasticsearch for product search; when set, instead of the embedded tantivy index.
+    pub elasticsearch: Option<UrlConfig>,
+    /// Stripe (or stripe-mock) for payments; when unset, a clearly labelled test-mode provider.
+    pub stripe: Option<StripeConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("data"),
+            listen: "127.0.0.1:8080".parse().expect("a valid address"),
+            partitions: 4,
+            log: EmbeddedConfig::default(),
+            kafka: None,
+            schema_registry: None,
+            postgres: None,
+            clickhouse: None,
+            elasticsearch: None,
+            stripe: None,
+        }
+    }
+}
+
+/// Kafka connection settings.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, comma-separated (`host:port,host:port`).
+    pub brokers: String,
+    /// Any librdkafka property, passed through (`[kafka.properties]` in the TOML file).
+    #[serde(default)]
+    pub properties: std::collections::BTreeMap<String, String>,
+}
+
+/// A service reached by URL.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UrlConfig {
+    /// Where the service is, e.g. `http://127.0.0.1:8081`.
+    pub url: String,
+}
+
+/// Stripe settings.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StripeConfig {
+    /// API base URL (`https://api.stripe.com`, or stripe-mock's address in tests).
+    pub api_base: String,
+}
+
+impl Config {
+    /// Loads the layers. `file` is `--config`; without it `./storeflow.toml` is read if it
+    /// exists.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        match file {
+            Some(f) => {
+                if !f.is_file() {
+                    bail!("config file {} does not exist", f.display());
+                }
+                fig = fig.merge(Toml::file(f));
+            }
+            None => {
+                if Path::new("storeflow.toml").is_file() {
+                    fig = fig.merge(Toml::file("storeflow.toml"));
+                }
+            }
+        }
+        fig = fig.merge(Env::prefixed("STOREFLOW__").split("__"));
+        let config: Config = fig.extract().context("reading the configuration (defaults, storeflow.toml, STOREFLOW__* variables)")?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values without connecting to anything.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.partitions == 0 {
+            bail!("partitions must be at least 1");
+        }
+        self.log.validate().context("in [log]")?;
+        Ok(())
+    }
+
+    /// The real services configured, for start-up messages and to refuse what this build
+    /// cannot use yet.
+    pub fn external_services(&self) -> Vec<(&'static str, String)> {
+        let mut v = Vec::new();
+        if let Some(k) = &self.kafka {
+            v.push(("kafka", k.brokers.clone()));
+        }
+        for (name, u) in [
+            ("schema_registry", &self.schema_registry),
+            ("postgres", &self.postgres),
+            ("clickhouse", &self.clickhouse),
+            ("elasticsearch", &self.elasticsearch),
+        ] {
+            if let Some(u) = u {
+                v.push((name, u.url.clone()));
+            }
+        }
+        if let Some(s) = &self.stripe {
+            v.push(("stripe", s.api_base.clone()));
+        }
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_overrides_the_file_and_nested_keys_use_double_underscores() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("storeflow.toml", "partitions = 8\n[log]\nfsync = \"always\"\n")?;
+            jail.set_env("STOREFLOW__PARTITIONS", "2");
+            jail.set_env("STOREFLOW__KAFKA__BROKERS", "127.0.0.1:19092");
+            let c = Config::load(None).expect("loads");
+            assert_eq!(c.partitions, 2);
+            assert_eq!(c.log.fsync, storeflow_ingest::FsyncPolicy::Always);
+            assert_eq!(c.kafka.expect("kafka set").brokers, "127.0.0.1:19092");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn an_unknown_key_is_an_error_that_names_it() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("storeflow.toml", "partitons = 8\n")?;
+            let err = format!("{:#}", Config::load(None).expect_err("typo accepted"));
+            assert!(err.contains("partitons"), "{err}");
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,60 @@
+//! The `storeflow` binary: wires the parts together behind one CLI.
+
+mod backends;
+mod cli;
+mod commands;
+mod config;
+mod report;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use cli::{Cli, Command, SchemasCommand, TopicsCommand};
+use config::Config;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    match run(cli) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<bool> {
+    let mut config = Config::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Run(place) => {
+            backends::apply_place(&mut config, &place);
+            commands::run::run(&backends::open(&config)?)?;
+        }
+        Command::Demo { place, traffic } => {
+            backends::apply_place(&mut config, &place);
+            commands::demo::run(&backends::open(&config)?, &traffic)?;
+        }
+        Command::Simulate { place, traffic } => {
+            backends::apply_place(&mut config, &place);
+            commands::simulate::run(&backends::open(&config)?, &traffic)?;
+        }
+        Command::Schemas(SchemasCommand::Check(dirs)) => return commands::schemas::check(&dirs),
+        Command::Schemas(SchemasCommand::Freeze(dirs)) => commands::schemas::freeze(&dirs)?,
+        Command::Schemas(SchemasCommand::List) => commands::schemas::list()?,
+        Command::Schemas(SchemasCommand::Example { name }) => commands::schemas::example(&name)?,
+        Command::Schemas(SchemasCommand::Validate { file }) => return commands::schemas::validate(file.as_deref()),
+        Command::Topics(TopicsCommand::List(place)) => {
+            backends::apply_place(&mut config, &place);
+            commands::topics::list(&backends::open(&config)?)?;
+        }
+        Command::Config => print!("{}", toml_string(&config)?),
+    }
+    Ok(true)
+}
+
+fn toml_string(config: &Config) -> anyhow::Result<String> {
+    Ok(toml::to_string_pretty(config)?)
+}

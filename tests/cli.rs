@@ -1,0 +1,125 @@
+//! The `storeflow` binary end to end: what a newcomer and an operator type.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+fn storeflow(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_storeflow"))
+        .args(args)
+        .current_dir(cwd)
+        // A clean environment: no STOREFLOW__* from the caller's shell.
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .output()
+        .expect("run storeflow")
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+#[test]
+fn schemas_check_passes_on_the_repository() {
+    let o = storeflow(&["schemas", "check"], repo());
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("All 37 schemas are compatible"), "{}", text(&o));
+}
+
+#[test]
+fn schemas_check_fails_naming_a_field_added_to_order_placed_without_a_default() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&repo().join("avro"), &dir.path().join("avro"));
+    let path = dir.path().join("avro/schemas/OrderPlaced.avsc");
+    let mut schema: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    schema["fields"].as_array_mut().unwrap().push(serde_json::json!(
+        {"name": "coupon_code", "type": "string", "doc": "A coupon."}));
+    std::fs::write(&path, serde_json::to_string_pretty(&schema).unwrap()).unwrap();
+    let o = storeflow(&["schemas", "check"], dir.path());
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let out = text(&o);
+    assert!(out.contains("FAIL OrderPlaced") && out.contains("coupon_code") && out.contains("default"), "{out}");
+}
+
+#[test]
+fn demo_publishes_simulated_traffic_and_reads_every_event_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = storeflow(&["demo", "--events", "3000", "--data-dir", "data"], dir.path());
+    assert!(o.status.success(), "{}", text(&o));
+    let out = text(&o);
+    assert!(out.contains("Verified 3,000 of 3,000 records"), "{out}");
+    assert!(out.contains("0 decode errors"), "{out}");
+    // A second demo on the same directory adds to it and verifies only what it added.
+    let o = storeflow(&["demo", "--events", "1000", "--data-dir", "data"], dir.path());
+    assert!(text(&o).contains("Verified 1,000 of 1,000 records"), "{}", text(&o));
+    let o = storeflow(&["topics", "list", "--data-dir", "data"], dir.path());
+    assert!(o.status.success(), "{}", text(&o));
+    let sessions = text(&o).lines().find(|l| l.starts_with("storefront.sessions ")).unwrap_or_default().to_string();
+    assert!(sessions.contains(" 4 "), "four partitions expected: {sessions}");
+}
+
+#[test]
+fn validate_names_the_field_of_a_wrong_type_and_survives_malformed_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = storeflow(&["schemas", "example", "CartItemAdded"], repo());
+    assert!(example.status.success());
+    let mut v: serde_json::Value = serde_json::from_slice(&example.stdout).unwrap();
+    std::fs::write(dir.path().join("good.json"), v.to_string()).unwrap();
+    let o = storeflow(&["schemas", "validate", "good.json"], dir.path());
+    assert!(o.status.success(), "{}", text(&o));
+
+    v["quantity"] = serde_json::Value::from("two");
+    std::fs::write(dir.path().join("bad.json"), v.to_string()).unwrap();
+    let o = storeflow(&["schemas", "validate", "bad.json"], dir.path());
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("error event: quantity: invalid type"), "{}", text(&o));
+
+    std::fs::write(dir.path().join("broken.jsonl"), "{\"type\": \"PageViewed\",\n").unwrap();
+    let o = storeflow(&["schemas", "validate", "broken.jsonl"], dir.path());
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("malformed JSON"), "{}", text(&o));
+    assert!(!text(&o).contains("panicked"));
+}
+
+#[test]
+fn config_merges_the_environment_and_refuses_unknown_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_storeflow"))
+        .arg("config")
+        .current_dir(dir.path())
+        .env("STOREFLOW__PARTITIONS", "7")
+        .env("STOREFLOW__LOG__FSYNC", "always")
+        .stdout(Stdio::piped())
+        .output()
+        .unwrap();
+    let out = text(&o);
+    assert!(out.contains("partitions = 7") && out.contains("fsync = \"always\""), "{out}");
+    std::fs::write(dir.path().join("storeflow.toml"), "[log]\nfsync = \"sometimes\"\n").unwrap();
+    let o = storeflow(&["config"], dir.path());
+    assert!(!o.status.success());
+    assert!(text(&o).contains("sometimes"), "{}", text(&o));
+}
+
+#[test]
+fn help_lists_every_command_with_a_sentence() {
+    let o = storeflow(&["--help"], repo());
+    let out = text(&o);
+    for cmd in ["run", "demo", "simulate", "schemas", "topics", "config"] {
+        assert!(out.lines().any(|l| l.trim_start().starts_with(cmd) && l.len() > cmd.len() + 10), "no help line for {cmd}:\n{out}");
+    }
+}
