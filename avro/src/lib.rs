@@ -24,7 +24,7 @@ pub use codec::Codec;
 pub use event::{EVENT_TYPES, Event, EventKind, EventType, Topic, dlq_topic};
 pub use events::*;
 pub use json::{JsonOptions, ValidationError};
-pub use registry::{EmbeddedRegistry, SchemaRegistry};
+pub use registry::{EmbeddedRegistry, HttpRegistry, SchemaRegistry};
 pub use timestamp::Timestamp;
 
 /// The Avro namespace of every event type.

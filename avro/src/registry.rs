@@ -4,7 +4,9 @@
 //!   current `avro/schemas/` and every frozen version in `avro/history/` — and gives each a
 //!   stable id derived from its Avro fingerprint, so the same schema gets the same id on
 //!   every machine and in every run, and records written by older versions stay readable.
-//! - In distributed mode a Confluent-compatible registry over HTTP assigns the ids (issue #3).
+//! - [`HttpRegistry`] (distributed mode): a Confluent-compatible registry over HTTP
+//!   (`schema_registry_converter`) assigns the ids; registering an incompatible version is
+//!   refused by the registry itself under its compatibility setting.
 
 use std::collections::HashMap;
 
@@ -123,6 +125,67 @@ impl SchemaRegistry for EmbeddedRegistry {
 
     fn describe(&self) -> String {
         "embedded (stable fingerprint ids)".to_string()
+    }
+}
+
+/// A Confluent-compatible schema registry over HTTP (Confluent, Karapace, Apicurio's
+/// `ccompat` API). Calls block; they happen at start-up (registration) and once per unknown
+/// schema id when decoding.
+pub struct HttpRegistry {
+    url: String,
+    settings: schema_registry_converter::blocking::schema_registry::SrSettings,
+    by_id: RwLock<HashMap<u32, String>>,
+}
+
+impl HttpRegistry {
+    /// A client for the registry at `url` (e.g. `http://127.0.0.1:8081`).
+    pub fn new(url: &str) -> Result<Self> {
+        let settings = schema_registry_converter::blocking::schema_registry::SrSettings::new_builder(url.to_string())
+            .set_timeout(std::time::Duration::from_secs(10))
+            .build()
+            .map_err(|e| AvroError::Registry(format!("{url}: {e}")))?;
+        Ok(HttpRegistry {
+            url: url.to_string(),
+            settings,
+            by_id: RwLock::new(HashMap::new()),
+        })
+    }
+}
+
+impl SchemaRegistry for HttpRegistry {
+    fn register(&self, subject: &str, schema: &str) -> Result<u32> {
+        use schema_registry_converter::schema_registry_common::{SchemaType, SuppliedSchema};
+        let parsed = apache_avro::Schema::parse_str(schema).map_err(|e| AvroError::Schema {
+            name: subject.to_string(),
+            reason: e.to_string(),
+        })?;
+        let name = match &parsed {
+            apache_avro::Schema::Record(r) => Some(r.name.fullname(None)),
+            _ => None,
+        };
+        let supplied = SuppliedSchema::new(name, SchemaType::Avro, schema.to_string());
+        let registered = schema_registry_converter::blocking::schema_registry::post_schema(
+            &self.settings,
+            subject.to_string(),
+            supplied,
+        )
+        .map_err(|e| AvroError::Registry(format!("registering {subject} at {}: {e}", self.url)))?;
+        self.by_id.write().insert(registered.id, schema.to_string());
+        Ok(registered.id)
+    }
+
+    fn schema_by_id(&self, id: u32) -> Result<String> {
+        if let Some(s) = self.by_id.read().get(&id) {
+            return Ok(s.clone());
+        }
+        let got = schema_registry_converter::blocking::schema_registry::get_schema_by_id(id, &self.settings)
+            .map_err(|e| AvroError::Registry(format!("schema id {id} at {}: {e}", self.url)))?;
+        self.by_id.write().insert(id, got.schema.clone());
+        Ok(got.schema)
+    }
+
+    fn describe(&self) -> String {
+        format!("schema registry at {}", self.url)
     }
 }
 

@@ -3,12 +3,14 @@
 //! - [`log`] — the trait family ([`Log`], [`Producer`], [`Consumer`],
 //!   [`TransactionalProducer`]) that processors, sinks, the API and the simulator use.
 //! - [`embedded`] — the embedded segment log (local mode, the default).
+//! - [`kafka`] — the Kafka backend (distributed mode), on rdkafka.
 //! - [`partitioner`] — Kafka's murmur2 partitioner, so keys land alike on both backends.
 //! - `contract` (feature `contract-tests`) — the behaviour every backend must show, as a
 //!   test suite generic over the backend.
 //! - [`publish`] — encoding events and publishing them to their topics.
 
 pub mod embedded;
+pub mod kafka;
 pub mod log;
 pub mod partitioner;
 pub mod publish;
@@ -18,6 +20,7 @@ pub mod types;
 pub mod contract;
 
 pub use embedded::{EmbeddedConfig, EmbeddedLog, FsyncPolicy};
+pub use kafka::{KafkaLog, KafkaSettings};
 pub use log::{Consumer, Log, OffsetCommitter, Producer, RebalanceListener, TransactionalProducer};
 pub use types::*;
 

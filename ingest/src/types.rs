@@ -300,6 +300,5 @@ pub struct GroupMetadata {
     /// Group generation the member belongs to.
     pub generation: u64,
     /// Backend-specific token (Kafka's `ConsumerGroupMetadata`).
-    #[allow(dead_code, reason = "read by the Kafka backend")]
     pub(crate) backend: Option<Arc<dyn std::any::Any + Send + Sync>>,
 }

@@ -25,4 +25,4 @@ impl Harness for Embedded {
     }
 }
 
-storeflow_ingest::contract_tests!(harness());
+storeflow_ingest::contract_tests!(Some(harness()));
