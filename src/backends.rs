@@ -1,13 +1,12 @@
 //! Opens what the configuration asks for: the embedded twins by default, real services
 //! when they are configured.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{Context, bail};
-use storeflow_avro::Codec;
+use anyhow::Context;
+use storeflow_avro::{Codec, EmbeddedRegistry, HttpRegistry, SchemaRegistry};
 use storeflow_ingest::publish::contract_topics;
-use storeflow_ingest::{EmbeddedLog, Log};
+use storeflow_ingest::{EmbeddedLog, KafkaLog, KafkaSettings, Log};
 
 use crate::cli::Place;
 use crate::config::Config;
@@ -18,8 +17,8 @@ pub struct Backends {
     pub log: Arc<dyn Log>,
     /// The event codec with its schema registry.
     pub codec: Arc<Codec>,
-    /// Where the data lives (embedded mode).
-    pub data_dir: PathBuf,
+    /// Where events go, for messages: "the embedded log in ./data" or "Kafka at host:9092".
+    pub target: String,
     /// One line per backend, for the start-up banner.
     pub banner: Vec<String>,
 }
@@ -34,48 +33,70 @@ pub fn apply_place(config: &mut Config, place: &Place) {
     }
 }
 
-/// Opens the log and the codec, and creates the contract's topics.
+/// Opens the log and the codec, and creates the contract's topics. Each configured real
+/// service replaces its embedded twin, and the banner says which is which.
 pub fn open(config: &Config) -> anyhow::Result<Backends> {
-    let unsupported: Vec<String> = config
-        .external_services()
-        .into_iter()
-        .map(|(name, at)| format!("{name} ({at})"))
-        .collect();
-    if !unsupported.is_empty() {
-        bail!(
-            "configured for {}, but this build of storeflow runs only the embedded backends so far; \
-             unset those STOREFLOW__* variables (or the storeflow.toml sections) to run embedded",
-            unsupported.join(", ")
-        );
-    }
-    let log = EmbeddedLog::open_with(&config.data_dir, config.log.clone())
-        .with_context(|| format!("opening the embedded log in {}", config.data_dir.display()))?;
-    let mut banner = vec![format!(
-        "log: embedded, {} (fsync {}, segments {} MiB)",
-        config.data_dir.display(),
-        match config.log.fsync {
-            storeflow_ingest::FsyncPolicy::Always => "always".to_string(),
-            storeflow_ingest::FsyncPolicy::Interval => format!("every {} ms", config.log.fsync_interval_ms),
-            storeflow_ingest::FsyncPolicy::Never => "never".to_string(),
-        },
-        config.log.segment_bytes >> 20
-    )];
-    let r = log.recovery();
-    if r.torn_bytes > 0 || r.uncommitted_records > 0 {
-        banner.push(format!(
-            "log recovery: cut {} torn bytes and {} records of unfinished transactions left by a crash",
-            r.torn_bytes, r.uncommitted_records
-        ));
-    }
-    let log: Arc<dyn Log> = Arc::new(log);
+    let mut banner = Vec::new();
+    let log: Arc<dyn Log> = match &config.kafka {
+        Some(k) => {
+            let settings = KafkaSettings {
+                properties: k.properties.clone(),
+                replication_factor: k.replication_factor,
+                ..KafkaSettings::new(&k.brokers)
+            };
+            let log = KafkaLog::connect(settings).with_context(|| format!("connecting to Kafka at {}", k.brokers))?;
+            banner.push(format!("log: Kafka at {} (STOREFLOW__KAFKA__BROKERS; instead of the embedded log)", k.brokers));
+            Arc::new(log)
+        }
+        None => {
+            let log = EmbeddedLog::open_with(&config.data_dir, config.log.clone())
+                .with_context(|| format!("opening the embedded log in {}", config.data_dir.display()))?;
+            banner.push(format!(
+                "log: embedded, {} (fsync {}, segments {} MiB)",
+                config.data_dir.display(),
+                match config.log.fsync {
+                    storeflow_ingest::FsyncPolicy::Always => "always".to_string(),
+                    storeflow_ingest::FsyncPolicy::Interval => format!("every {} ms", config.log.fsync_interval_ms),
+                    storeflow_ingest::FsyncPolicy::Never => "never".to_string(),
+                },
+                config.log.segment_bytes >> 20
+            ));
+            let r = log.recovery();
+            if r.torn_bytes > 0 || r.uncommitted_records > 0 {
+                banner.push(format!(
+                    "log recovery: cut {} torn bytes and {} records of unfinished transactions left by a crash",
+                    r.torn_bytes, r.uncommitted_records
+                ));
+            }
+            Arc::new(log)
+        }
+    };
     log.create_topics(&contract_topics(Some(config.partitions)))
         .context("creating the contract's topics")?;
-    let codec = Arc::new(Codec::embedded().context("loading the event contract")?);
-    banner.push(format!("schemas: {}", codec.registry().describe()));
+    let registry: Arc<dyn SchemaRegistry> = match &config.schema_registry {
+        Some(r) => Arc::new(HttpRegistry::new(&r.url).with_context(|| format!("schema registry at {}", r.url))?),
+        None => Arc::new(EmbeddedRegistry::new().context("loading the event contract")?),
+    };
+    let codec = Arc::new(Codec::new(registry).context("registering the event contract's schemas")?);
+    banner.push(match &config.schema_registry {
+        Some(r) => format!("schemas: registry at {} (STOREFLOW__SCHEMA_REGISTRY__URL; instead of the embedded registry)", r.url),
+        None => format!("schemas: {}", codec.registry().describe()),
+    });
+    for (name, at) in config.external_services() {
+        if matches!(name, "postgres" | "clickhouse" | "elasticsearch" | "stripe") {
+            banner.push(format!(
+                "{name}: configured at {at}, but nothing in this build uses it yet (the sinks and payments arrive with later issues)"
+            ));
+        }
+    }
+    let target = match &config.kafka {
+        Some(k) => format!("Kafka at {}", k.brokers),
+        None => format!("the embedded log in {}", config.data_dir.display()),
+    };
     Ok(Backends {
         log,
         codec,
-        data_dir: config.data_dir.clone(),
+        target,
         banner,
     })
 }

@@ -65,6 +65,13 @@ pub struct KafkaConfig {
     /// Any librdkafka property, passed through (`[kafka.properties]` in the TOML file).
     #[serde(default)]
     pub properties: std::collections::BTreeMap<String, String>,
+    /// Replication factor of the topics storeflow creates (-1: the brokers' default).
+    #[serde(default = "broker_default")]
+    pub replication_factor: i32,
+}
+
+fn broker_default() -> i32 {
+    -1
 }
 
 /// A service reached by URL.
@@ -116,8 +123,7 @@ impl Config {
         Ok(())
     }
 
-    /// The real services configured, for start-up messages and to refuse what this build
-    /// cannot use yet.
+    /// The real services configured, for start-up messages.
     pub fn external_services(&self) -> Vec<(&'static str, String)> {
         let mut v = Vec::new();
         if let Some(k) = &self.kafka {

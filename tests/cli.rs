@@ -123,3 +123,45 @@ fn help_lists_every_command_with_a_sentence() {
         assert!(out.lines().any(|l| l.trim_start().starts_with(cmd) && l.len() > cmd.len() + 10), "no help line for {cmd}:\n{out}");
     }
 }
+
+#[test]
+fn demo_through_kafka_leaves_confluent_framed_events_on_the_contract_topics() {
+    use storeflow_ingest::contract::service_address;
+    use storeflow_ingest::{ConsumerConfig, KafkaLog, KafkaSettings, Log, TopicPartition};
+    let Some(brokers) = service_address("STOREFLOW_TEST_KAFKA", "Apache Kafka") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_storeflow"))
+        .args(["demo", "--events", "2000", "--seed", "11"])
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("STOREFLOW__KAFKA__BROKERS", &brokers)
+        .output()
+        .unwrap();
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains(&format!("log: Kafka at {brokers}")), "{out}");
+    assert!(out.contains("Verified 2,000 of 2,000 records"), "{out}");
+    assert!(!dir.path().join("data").exists(), "the embedded log was used instead of Kafka");
+
+    // Any Kafka client sees the topics and Confluent-framed Avro values.
+    let log = KafkaLog::connect(KafkaSettings::new(&brokers)).unwrap();
+    let topics = log.describe_topics().unwrap();
+    for t in storeflow_avro::Topic::ALL {
+        assert!(topics.iter().any(|i| i.name == t.name()), "{} missing on the broker", t.name());
+    }
+    let orders = topics.iter().find(|t| t.name == "storefront.orders").unwrap();
+    let mut c = log.consumer(ConsumerConfig::new(&format!("cli-check-{}", std::process::id())), None).unwrap();
+    c.assign(&orders.partitions.iter().map(|p| (TopicPartition::new(&orders.name, p.partition), p.start)).collect::<Vec<_>>()).unwrap();
+    let recs = c.poll(100, std::time::Duration::from_secs(10)).unwrap();
+    assert!(!recs.is_empty(), "no records on storefront.orders");
+    let codec = storeflow_avro::Codec::embedded().unwrap();
+    for r in &recs {
+        let v = r.value.as_deref().unwrap();
+        assert_eq!(v[0], 0, "not the Confluent magic byte");
+        let e = codec.decode(v).unwrap();
+        assert_eq!(e.topic(), storeflow_avro::Topic::Orders);
+        assert_eq!(r.key.as_deref(), Some(e.key().as_bytes()));
+    }
+    c.close().unwrap();
+}

@@ -72,6 +72,18 @@ impl EmbeddedRegistry {
         Ok(reg)
     }
 
+    /// The id `schema` already has under `subject`, if it is registered there.
+    pub fn register_probe(&self, subject: &str, schema: &apache_avro::Schema) -> Option<u32> {
+        let id = stable_id(schema);
+        let inner = self.inner.read();
+        inner.subjects.get(subject).filter(|ids| ids.contains(&id)).map(|_| id)
+    }
+
+    /// The ids registered under `subject`, oldest first (version N is element N−1).
+    pub fn versions(&self, subject: &str) -> Option<Vec<u32>> {
+        self.inner.read().subjects.get(subject).cloned()
+    }
+
     /// Every subject and the ids registered under it, oldest first.
     pub fn subjects(&self) -> Vec<(String, Vec<u32>)> {
         let inner = self.inner.read();

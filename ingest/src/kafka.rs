@@ -132,6 +132,24 @@ impl KafkaLog {
         &self.settings.brokers
     }
 
+    /// A partition's low and high watermarks, retrying while its leadership settles (a new
+    /// topic answers `NotLeaderForPartition` for a moment after its creation).
+    fn watermarks(&self, topic: &str, partition: i32) -> Result<(i64, i64)> {
+        let deadline = Instant::now() + self.settings.timeout;
+        loop {
+            match self.meta.fetch_watermarks(topic, partition, self.settings.timeout) {
+                Ok(w) => return Ok(w),
+                Err(e) => {
+                    let err = kerr(&format!("watermarks of {topic}/{partition}"), e);
+                    if !err.is_retriable() || Instant::now() > deadline {
+                        return Err(err);
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+    }
+
     fn partition_counts(&self) -> Result<HashMap<String, (u32, bool)>> {
         let md = self
             .meta
@@ -244,10 +262,7 @@ impl Log for KafkaLog {
             }
             let mut partitions = Vec::new();
             for p in t.partitions() {
-                let (lo, hi) = self
-                    .meta
-                    .fetch_watermarks(t.name(), p.id(), self.settings.timeout)
-                    .map_err(|e| kerr(&format!("watermarks of {}/{}", t.name(), p.id()), e))?;
+                let (lo, hi) = self.watermarks(t.name(), p.id())?;
                 partitions.push(PartitionInfo { partition: p.id() as u32, start: lo.max(0) as u64, end: hi.max(0) as u64 });
             }
             partitions.sort_by_key(|p| p.partition);

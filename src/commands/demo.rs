@@ -28,7 +28,7 @@ pub fn run(b: &Backends, traffic: &Traffic) -> anyhow::Result<()> {
         .flat_map(|t| t.partitions.into_iter().map(move |p| ((t.name.clone(), p.partition), p.end)))
         .collect();
     let published = simulate::publish(b, traffic)?;
-    simulate::print_published(&published, &format!("the embedded log in {}", b.data_dir.display()));
+    simulate::print_published(&published, &b.target);
 
     // Read every new record back through a consumer and decode it.
     let started = Instant::now();

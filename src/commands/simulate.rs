@@ -95,7 +95,7 @@ pub fn run(b: &Backends, traffic: &Traffic) -> anyhow::Result<()> {
         eprintln!("{line}");
     }
     let p = publish(b, traffic)?;
-    print_published(&p, &format!("the embedded log in {}", b.data_dir.display()));
+    print_published(&p, &b.target);
     println!("  {:<28} {:>10} {:>10}", "topic", "events", "bytes");
     for (topic, n) in &p.summary.by_topic {
         println!(
