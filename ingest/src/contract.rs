@@ -58,6 +58,7 @@ macro_rules! contract_tests {
             a_newer_transactional_producer_fences_the_older_one,
             creating_topics_is_idempotent_and_unknown_topics_are_errors,
             describe_topics_reports_partition_ends,
+            co_partitioned_members_own_the_same_partition_numbers_of_every_topic,
         );
     };
     (@cases $harness:expr; $($case:ident),* $(,)?) => {
@@ -336,7 +337,15 @@ pub fn a_committed_transaction_publishes_records_and_offsets_together(h: &dyn Ha
         tx.send(ProduceRecord::new(&output, r.key.as_deref().unwrap_or_default().to_vec(), format!("out-{}", value(r)))).expect("send");
     }
     tx.send_offsets(&next_offsets(&recs), &meta).expect("send offsets");
-    tx.commit().expect("commit");
+    let ends = tx.commit().expect("commit");
+    let out_info = log.describe_topics().expect("describe").into_iter().find(|t| t.name == output).expect("output topic");
+    for (tp, end) in &ends {
+        assert_eq!(&*tp.topic, output.as_str(), "commit reported a partition it did not write");
+        let p = out_info.partitions.iter().find(|p| p.partition == tp.partition).expect("partition");
+        // Kafka puts a commit marker after the records, so the end may sit one before it.
+        assert!(*end <= p.end && *end + 1 >= p.end, "reported end {end}, partition end {}", p.end);
+    }
+    assert!(!ends.is_empty(), "commit reported no partitions");
     let committed = log.committed_offsets(&g, &[TopicPartition::new(&input, 0)]).expect("committed");
     assert_eq!(committed, vec![Some(recs.last().expect("10 records").offset + 1)]);
     let mut r = log.consumer(ConsumerConfig::new(&group("txread")), None).expect("consumer");
@@ -418,4 +427,38 @@ pub fn describe_topics_reports_partition_ends(h: &dyn Harness) {
         assert_eq!(p.end - p.start, n, "partition {}", p.partition);
     }
     assert_eq!(info.records(), 30);
+}
+
+/// With `co_partitioned`, each member owns the same partition numbers of every topic it
+/// reads (the processor runtime's tasks depend on it).
+pub fn co_partitioned_members_own_the_same_partition_numbers_of_every_topic(h: &dyn Harness) {
+    let log = h.log();
+    let a_topic = topic(h, "copart-a", 4);
+    let b_topic = topic(h, "copart-b", 4);
+    let g = group("copart");
+    let mut cfg = ConsumerConfig::new(&g);
+    cfg.co_partitioned = true;
+    let mut m1 = log.consumer(cfg.clone(), None).expect("consumer");
+    let mut m2 = log.consumer(cfg, None).expect("consumer");
+    m1.subscribe(&[&a_topic, &b_topic]).expect("subscribe");
+    m2.subscribe(&[&a_topic, &b_topic]).expect("subscribe");
+    let deadline = Instant::now() + h.patience() * 3;
+    while !(m1.assignment().len() == 4 && m2.assignment().len() == 4) && Instant::now() < deadline {
+        m1.poll(10, Duration::from_millis(100)).expect("poll");
+        m2.poll(10, Duration::from_millis(100)).expect("poll");
+    }
+    for m in [&m1, &m2] {
+        let a = m.assignment();
+        assert_eq!(a.len(), 4, "expected 2 partitions of each topic, got {a:?}");
+        let nums = |t: &str| {
+            let mut v: Vec<u32> = a.iter().filter(|tp| &*tp.topic == t).map(|tp| tp.partition).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(nums(&a_topic), nums(&b_topic), "partition numbers differ across topics: {a:?}");
+    }
+    let ws = log.watermarks(&[TopicPartition::new(&a_topic, 0)]).expect("watermarks");
+    assert_eq!(ws, vec![(0, 0)]);
+    m1.close().expect("close");
+    m2.close().expect("close");
 }

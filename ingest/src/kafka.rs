@@ -134,7 +134,7 @@ impl KafkaLog {
 
     /// A partition's low and high watermarks, retrying while its leadership settles (a new
     /// topic answers `NotLeaderForPartition` for a moment after its creation).
-    fn watermarks(&self, topic: &str, partition: i32) -> Result<(i64, i64)> {
+    fn partition_watermarks(&self, topic: &str, partition: i32) -> Result<(i64, i64)> {
         let deadline = Instant::now() + self.settings.timeout;
         loop {
             match self.meta.fetch_watermarks(topic, partition, self.settings.timeout) {
@@ -262,7 +262,7 @@ impl Log for KafkaLog {
             }
             let mut partitions = Vec::new();
             for p in t.partitions() {
-                let (lo, hi) = self.watermarks(t.name(), p.id())?;
+                let (lo, hi) = self.partition_watermarks(t.name(), p.id())?;
                 partitions.push(PartitionInfo { partition: p.id() as u32, start: lo.max(0) as u64, end: hi.max(0) as u64 });
             }
             partitions.sort_by_key(|p| p.partition);
@@ -299,7 +299,10 @@ impl Log for KafkaLog {
             ("enable.auto.offset.store", "false"),
             ("auto.offset.reset", reset),
             ("isolation.level", isolation),
-            ("partition.assignment.strategy", "cooperative-sticky"),
+            (
+                "partition.assignment.strategy",
+                if config.co_partitioned { "range" } else { "cooperative-sticky" },
+            ),
             ("enable.partition.eof", "false"),
         ]);
         for (k, v) in &config.properties {
@@ -338,6 +341,13 @@ impl Log for KafkaLog {
             tid: transactional_id.to_string(),
             timeout: self.settings.timeout,
         }))
+    }
+
+    fn watermarks(&self, partitions: &[TopicPartition]) -> Result<Vec<(u64, u64)>> {
+        partitions
+            .iter()
+            .map(|tp| self.partition_watermarks(&tp.topic, tp.partition as i32).map(|(lo, hi)| (lo.max(0) as u64, hi.max(0) as u64)))
+            .collect()
     }
 
     fn committed_offsets(&self, group: &str, partitions: &[TopicPartition]) -> Result<Vec<Option<u64>>> {
@@ -475,6 +485,11 @@ impl OffsetCommitter for ConsumerCommitter<'_> {
     fn commit(&mut self, offsets: &[(TopicPartition, u64)]) -> Result<()> {
         commit_sync(self.consumer, offsets)
     }
+
+    fn group_metadata(&self) -> Option<GroupMetadata> {
+        let cgm = self.consumer.group_metadata()?;
+        Some(GroupMetadata { group: String::new(), member: String::new(), generation: 0, backend: Some(Arc::new(cgm)) })
+    }
 }
 
 fn commit_sync(consumer: &BaseConsumer<RebalanceContext>, offsets: &[(TopicPartition, u64)]) -> Result<()> {
@@ -607,13 +622,18 @@ impl Consumer for KafkaConsumer {
     }
 
     fn position(&self, partition: &TopicPartition) -> Option<u64> {
-        if let Some(p) = self.positions.get(partition) {
-            return Some(*p);
-        }
-        let tpl = self.consumer.as_ref()?.position().ok()?;
-        match tpl.find_partition(&partition.topic, partition.partition as i32)?.offset() {
-            Offset::Offset(o) if o >= 0 => Some(o as u64),
-            _ => None,
+        // librdkafka's own position also moves past transaction markers, which are never
+        // returned as records; take the larger of the two.
+        let ours = self.positions.get(partition).copied();
+        let theirs = self.consumer.as_ref().and_then(|c| c.position().ok()).and_then(|tpl| {
+            match tpl.find_partition(&partition.topic, partition.partition as i32)?.offset() {
+                Offset::Offset(o) if o >= 0 => Some(o as u64),
+                _ => None,
+            }
+        });
+        match (ours, theirs) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
         }
     }
 
@@ -673,6 +693,8 @@ impl Drop for KafkaConsumer {
 #[derive(Default)]
 struct TxnContext {
     failed: Mutex<Option<String>>,
+    /// Per partition, the offset after the last record delivered in this transaction.
+    ends: Mutex<BTreeMap<TopicPartition, u64>>,
 }
 
 impl ClientContext for TxnContext {}
@@ -681,9 +703,18 @@ impl ProducerContext for TxnContext {
     type DeliveryOpaque = ();
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        if let Err((e, m)) = result {
-            let mut f = self.failed.lock().expect("lock");
-            f.get_or_insert_with(|| format!("delivering to {}: {e}", m.topic()));
+        match result {
+            Ok(m) => {
+                let tp = TopicPartition::new(m.topic(), m.partition() as u32);
+                let end = m.offset() as u64 + 1;
+                let mut ends = self.ends.lock().expect("lock");
+                let e = ends.entry(tp).or_default();
+                *e = (*e).max(end);
+            }
+            Err((e, m)) => {
+                let mut f = self.failed.lock().expect("lock");
+                f.get_or_insert_with(|| format!("delivering to {}: {e}", m.topic()));
+            }
         }
     }
 }
@@ -712,6 +743,7 @@ struct KafkaTransaction {
 impl TransactionalProducer for KafkaTransaction {
     fn begin(&mut self) -> Result<()> {
         *self.producer.context().failed.lock().expect("lock") = None;
+        self.producer.context().ends.lock().expect("lock").clear();
         self.producer.begin_transaction().map_err(|e| txn_err(&self.tid, "beginning a transaction", e))
     }
 
@@ -738,7 +770,7 @@ impl TransactionalProducer for KafkaTransaction {
             .map_err(|e| txn_err(&self.tid, "adding offsets to the transaction", e))
     }
 
-    fn commit(&mut self) -> Result<()> {
+    fn commit(&mut self) -> Result<Vec<(TopicPartition, u64)>> {
         self.producer
             .commit_transaction(self.timeout)
             .map_err(|e| txn_err(&self.tid, "committing", e))?;
@@ -746,7 +778,8 @@ impl TransactionalProducer for KafkaTransaction {
             // commit_transaction fails when a delivery failed; this is a second guard.
             return Err(LogError::Transaction(f));
         }
-        Ok(())
+        // commit_transaction flushed: every delivery report of this transaction has arrived.
+        Ok(std::mem::take(&mut *self.producer.context().ends.lock().expect("lock")).into_iter().collect())
     }
 
     fn abort(&mut self) -> Result<()> {

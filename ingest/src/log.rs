@@ -41,6 +41,10 @@ pub trait Log: Send + Sync {
 
     /// The offsets `group` has committed for `partitions` (the next offset to read).
     fn committed_offsets(&self, group: &str, partitions: &[TopicPartition]) -> Result<Vec<Option<u64>>>;
+
+    /// The first offset held and the end (the offset the next record will get) of each
+    /// partition.
+    fn watermarks(&self, partitions: &[TopicPartition]) -> Result<Vec<(u64, u64)>>;
 }
 
 /// Publishes records. Every record is acknowledged once it is durable under the log's
@@ -62,6 +66,8 @@ pub trait Producer: Send + Sync {
 pub trait OffsetCommitter {
     /// Commits `offsets` (the next offset to read, per partition) for the group, now.
     fn commit(&mut self, offsets: &[(TopicPartition, u64)]) -> Result<()>;
+    /// The member's identity now, to commit offsets inside a transaction instead.
+    fn group_metadata(&self) -> Option<GroupMetadata>;
 }
 
 /// Hears about partition assignment changes of a group consumer.
@@ -118,8 +124,10 @@ pub trait TransactionalProducer: Send {
     fn send_offsets(&mut self, offsets: &[(TopicPartition, u64)], group: &GroupMetadata) -> Result<()>;
 
     /// Commits the transaction: records become visible to read_committed consumers and the
-    /// offsets become the group's, together.
-    fn commit(&mut self) -> Result<()>;
+    /// offsets become the group's, together. Returns, per partition written, the offset
+    /// after the transaction's last record there (where a reader that has applied the
+    /// transaction stands — the processor runtime checkpoints its state stores with it).
+    fn commit(&mut self) -> Result<Vec<(TopicPartition, u64)>>;
 
     /// Abandons the transaction: nothing of it is ever visible.
     fn abort(&mut self) -> Result<()>;

@@ -273,6 +273,10 @@ pub struct ConsumerConfig {
     pub reset: OffsetReset,
     /// Read only committed transactional records (always true on the embedded log).
     pub read_committed: bool,
+    /// Give a member partition p of every subscribed topic together (co-partitioned topics
+    /// meet in one task). Kafka: the range assignor instead of cooperative-sticky. The
+    /// embedded log always assigns this way.
+    pub co_partitioned: bool,
     /// Backend-specific properties (librdkafka names on Kafka).
     pub properties: Vec<(String, String)>,
 }
@@ -284,6 +288,7 @@ impl ConsumerConfig {
             group: group.to_string(),
             reset: OffsetReset::Earliest,
             read_committed: true,
+            co_partitioned: false,
             properties: Vec::new(),
         }
     }

@@ -1,1 +1,90 @@
-//! Processors: see issue #4 (runtime) and #5/#6 (domain processors). Nothing here yet.
+//! Stream processors and the runtime that runs them.
+//!
+//! A processor is one struct in one file implementing [`Processor`] — business logic only —
+//! plus one line in [`registry`]. The runtime ([`runtime`]) owns everything else: partitions
+//! (as tasks), state stores backed by a changelog, exactly-once commits (Kafka transactions,
+//! or the embedded log's atomic commits), retries, the dead-letter topics, timers and
+//! metrics. [`TestDriver`] runs any processor, or a chain, on in-memory records with
+//! controllable time — no broker, no disk.
+
+pub mod ctx;
+pub mod dlq;
+pub mod driver;
+pub mod metrics;
+pub mod processor;
+pub mod runtime;
+pub mod store;
+pub mod task;
+pub mod testing;
+pub mod wire;
+
+pub use ctx::{Ctx, Store};
+pub use driver::TestDriver;
+pub use processor::{Input, ProcessError, Processor, Timer};
+pub use runtime::{Runtime, RuntimeConfig, StateBackend};
+pub use task::{DynProcessor, dlq_headers};
+pub use wire::Wire;
+
+/// What can go wrong in the runtime (as opposed to in a record).
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The log failed.
+    #[error(transparent)]
+    Log(#[from] storeflow_ingest::LogError),
+    /// A state store failed.
+    #[error("state store: {0}")]
+    Store(String),
+    /// The processors or their inputs are not set up right.
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// Result with [`RuntimeError`].
+pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;
+
+/// A registered processor: how to build it from its configuration.
+pub struct Registration {
+    /// [`Processor::NAME`].
+    pub name: &'static str,
+    /// Builds it from `[processors.<name>]` (JSON); `null` means defaults.
+    pub build: fn(&serde_json::Value) -> Result<Box<dyn DynProcessor>>,
+}
+
+/// Builds processor `P` from a JSON config (defaults for `null`).
+pub fn build<P: Processor>(config: &serde_json::Value) -> Result<Box<dyn DynProcessor>> {
+    let cfg: P::Config = if config.is_null() {
+        P::Config::default()
+    } else {
+        serde_json::from_value(config.clone())
+            .map_err(|e| RuntimeError::Setup(format!("[processors.{}]: {e}", P::NAME)))?
+    };
+    Ok(Box::new(P::new(cfg)))
+}
+
+macro_rules! registry {
+    ($($p:path),* $(,)?) => {
+        /// Every processor storeflow runs, in order. Adding one is one line here.
+        pub fn registry() -> Vec<Registration> {
+            vec![$(Registration { name: <$p as Processor>::NAME, build: build::<$p> }),*]
+        }
+    };
+}
+
+registry!();
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn processor_names_are_unique_snake_case() {
+        let names: Vec<&str> = registry().iter().map(|r| r.name).collect();
+        let mut sorted = names.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), names.len(), "duplicate processor names: {names:?}");
+        for n in names {
+            assert!(n.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "`{n}` is not snake_case");
+        }
+    }
+}

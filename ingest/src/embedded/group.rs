@@ -37,45 +37,59 @@ impl Group {
         !self.members.is_empty()
     }
 
-    /// Recomputes the target assignment: every partition of every subscribed topic to one
-    /// subscribed member, balanced, keeping partitions where they are when it can.
+    /// Recomputes the target assignment. Partition *numbers* are what gets assigned: a member
+    /// owning number p owns partition p of every topic it subscribes to, so co-partitioned
+    /// topics (same key, same partition count) meet in one member — what Kafka's range
+    /// assignor gives the processor runtime. Balanced, and sticky: a number stays with its
+    /// member when the balance allows.
     fn rebalance(&mut self, partitions_of: &dyn Fn(&str) -> u32) {
         self.generation += 1;
-        let mut by_topic: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-        for (m, topics) in &self.members {
-            for t in topics {
-                by_topic.entry(t.as_str()).or_default().push(m.as_str());
-            }
-        }
+        let members: Vec<&str> = self.members.keys().map(String::as_str).collect();
         let mut target: HashMap<String, BTreeSet<TopicPartition>> =
-            self.members.keys().map(|m| (m.clone(), BTreeSet::new())).collect();
-        for (topic, members) in by_topic {
-            let n = partitions_of(topic);
-            let quota = (n as usize).div_ceil(members.len());
-            let mut count: HashMap<&str, usize> = members.iter().map(|m| (*m, 0)).collect();
-            let mut unplaced = Vec::new();
-            for p in 0..n {
-                let tp = TopicPartition::new(topic, p);
-                let prev = self
-                    .target
-                    .iter()
-                    .find(|(_, set)| set.contains(&tp))
-                    .map(|(m, _)| m.as_str());
-                match prev {
-                    Some(m) if count.get(m).is_some_and(|c| *c < quota) => {
-                        *count.get_mut(m).expect("checked") += 1;
-                        target.get_mut(m).expect("member").insert(tp);
+            members.iter().map(|m| (m.to_string(), BTreeSet::new())).collect();
+        if members.is_empty() {
+            self.target = target;
+            return;
+        }
+        let max_p = self
+            .members
+            .values()
+            .flat_map(|ts| ts.iter().map(|t| partitions_of(t)))
+            .max()
+            .unwrap_or(0);
+        let quota = (max_p as usize).div_ceil(members.len());
+        let prev_owner = |p: u32| {
+            self.target
+                .iter()
+                .find(|(_, set)| set.iter().any(|tp| tp.partition == p))
+                .map(|(m, _)| m.clone())
+        };
+        let mut owner_of: Vec<Option<String>> = vec![None; max_p as usize];
+        let mut count: HashMap<&str, usize> = members.iter().map(|m| (*m, 0)).collect();
+        for p in 0..max_p {
+            if let Some(m) = prev_owner(p) {
+                if let Some(c) = count.get_mut(m.as_str()) {
+                    if *c < quota {
+                        *c += 1;
+                        owner_of[p as usize] = Some(m);
                     }
-                    _ => unplaced.push(tp),
                 }
             }
-            for tp in unplaced {
-                let m = *members
-                    .iter()
-                    .min_by_key(|m| (count[**m], **m))
-                    .expect("a topic in by_topic has members");
+        }
+        for p in 0..max_p {
+            if owner_of[p as usize].is_none() {
+                let m = *members.iter().min_by_key(|m| (count[**m], **m)).expect("members is not empty");
                 *count.get_mut(m).expect("member") += 1;
-                target.get_mut(m).expect("member").insert(tp);
+                owner_of[p as usize] = Some(m.to_string());
+            }
+        }
+        for (m, topics) in &self.members {
+            for t in topics {
+                for p in 0..partitions_of(t) {
+                    if owner_of[p as usize].as_deref() == Some(m.as_str()) {
+                        target.get_mut(m).expect("member").insert(TopicPartition::new(t, p));
+                    }
+                }
             }
         }
         self.target = target;
@@ -247,6 +261,16 @@ impl OffsetCommitter for MemberCommitter<'_> {
     fn commit(&mut self, offsets: &[(TopicPartition, u64)]) -> Result<()> {
         self.inner.commit_offsets(self.group, Some(self.member), offsets)
     }
+
+    fn group_metadata(&self) -> Option<GroupMetadata> {
+        let generation = self.inner.groups.lock().get(self.group).map(|g| g.generation).unwrap_or(0);
+        Some(GroupMetadata {
+            group: self.group.to_string(),
+            member: self.member.to_string(),
+            generation,
+            backend: None,
+        })
+    }
 }
 
 impl Consumer for EmbeddedConsumer {
@@ -323,7 +347,9 @@ impl Consumer for EmbeddedConsumer {
     }
 
     fn group_metadata(&self) -> Option<GroupMetadata> {
-        let member = self.member.clone()?;
+        // Outside the group (not subscribed) the metadata names the group only, like Kafka's
+        // before a join; offsets committed with it are accepted while the group is empty.
+        let member = self.member.clone().unwrap_or_default();
         let generation = self.inner.groups.lock().get(&self.config.group).map(|g| g.generation).unwrap_or(0);
         Some(GroupMetadata {
             group: self.config.group.clone(),

@@ -449,13 +449,14 @@ impl Inner {
         epoch: u64,
         records: Vec<ProduceRecord>,
         offsets: &[(GroupMetadata, Vec<(TopicPartition, u64)>)],
-    ) -> Result<()> {
+    ) -> Result<Vec<(TopicPartition, u64)>> {
         let mut j = self.journal.lock();
         if j.state.epochs.get(tid).copied().unwrap_or(0) != epoch {
             return Err(LogError::Fenced(tid.to_string()));
         }
         for (meta, offs) in offsets {
-            self.check_ownership(&meta.group, Some(&meta.member), offs)?;
+            let member = (!meta.member.is_empty()).then_some(meta.member.as_str());
+            self.check_ownership(&meta.group, member, offs)?;
         }
         let mut by_part: BTreeMap<(String, u32), Vec<ProduceRecord>> = BTreeMap::new();
         for r in records {
@@ -494,13 +495,15 @@ impl Inner {
                 .collect(),
         };
         j.append(entry, self.config.fsync == FsyncPolicy::Always)?;
+        let mut ends = Vec::with_capacity(parts.len());
         for (part, w) in parts.iter().zip(&writers) {
             part.publish(w);
+            ends.push((part.tp.clone(), w.next_offset));
         }
         drop(writers);
         drop(j);
         self.notify();
-        Ok(())
+        Ok(ends)
     }
 
     fn sync_all(&self) -> Result<()> {
@@ -632,6 +635,13 @@ impl Log for EmbeddedLog {
     fn committed_offsets(&self, group: &str, partitions: &[TopicPartition]) -> Result<Vec<Option<u64>>> {
         Ok(partitions.iter().map(|tp| self.inner.committed(group, tp)).collect())
     }
+
+    fn watermarks(&self, partitions: &[TopicPartition]) -> Result<Vec<(u64, u64)>> {
+        partitions
+            .iter()
+            .map(|tp| self.inner.partition(&tp.topic, tp.partition).map(|p| (p.start(), p.end())))
+            .collect()
+    }
 }
 
 /// Producer of the embedded log: every call is one write; acknowledged when it returns.
@@ -699,7 +709,7 @@ impl TransactionalProducer for EmbeddedTransaction {
         Ok(())
     }
 
-    fn commit(&mut self) -> Result<()> {
+    fn commit(&mut self) -> Result<Vec<(TopicPartition, u64)>> {
         if !self.open {
             return Err(LogError::Transaction("commit without begin".into()));
         }

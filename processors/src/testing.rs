@@ -1,0 +1,112 @@
+//! Small processors over JSON records, used by the runtime's own tests, its crash test and
+//! its benchmarks (the domain processors use the Avro contract instead).
+
+use serde::{Deserialize, Serialize};
+use storeflow_avro::Codec;
+
+use crate::{Ctx, Input, ProcessError, Processor, Wire};
+
+/// A JSON record: a key, a number and where it goes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Note {
+    /// Partitioning key.
+    pub key: String,
+    /// The number it carries.
+    pub n: u64,
+    /// Event time (ms).
+    pub time: i64,
+    /// Destination topic when emitted.
+    #[serde(default)]
+    pub topic: String,
+}
+
+impl Wire for Note {
+    fn decode(_: &Codec, bytes: &[u8]) -> Result<Self, String> {
+        serde_json::from_slice(bytes).map_err(|e| e.to_string())
+    }
+    fn encode(&self, _: &Codec) -> Result<Vec<u8>, String> {
+        serde_json::to_vec(self).map_err(|e| e.to_string())
+    }
+    fn topic(&self) -> String {
+        self.topic.clone()
+    }
+    fn key(&self) -> String {
+        self.key.clone()
+    }
+    fn time(&self) -> i64 {
+        self.time
+    }
+    fn kind(&self) -> &'static str {
+        "Note"
+    }
+}
+
+/// Where a test processor reads and writes.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct Route {
+    /// Input topic.
+    pub input: String,
+    /// Output topic.
+    pub output: String,
+}
+
+/// Counts records per key; emits the running count. A record with `n == u64::MAX` is
+/// refused (a poison record, for DLQ tests).
+pub struct Count(Route);
+
+impl Processor for Count {
+    const NAME: &'static str = "count";
+    type Config = Route;
+    type In = Note;
+    type Out = Note;
+
+    fn new(config: Route) -> Self {
+        Count(config)
+    }
+    fn inputs(&self) -> Vec<String> {
+        vec![self.0.input.clone()]
+    }
+    fn stores(&self) -> &'static [&'static str] {
+        &["counts"]
+    }
+    fn process(&mut self, input: &Input<Note>, ctx: &mut Ctx<'_, Note>) -> Result<(), ProcessError> {
+        if input.value.n == u64::MAX {
+            return Err(ProcessError::permanent("poison: n is u64::MAX"));
+        }
+        let key = &input.value.key;
+        let n = ctx.store::<u64>("counts").get(key)?.unwrap_or(0) + 1;
+        ctx.store::<u64>("counts").put(key, &n)?;
+        ctx.emit(Note { key: key.clone(), n, time: input.value.time, topic: self.0.output.clone() });
+        Ok(())
+    }
+}
+
+/// Second stage: checks that counts arrive in sequence per key, keeps the last, relays it.
+pub struct Relay(Route);
+
+impl Processor for Relay {
+    const NAME: &'static str = "relay";
+    type Config = Route;
+    type In = Note;
+    type Out = Note;
+
+    fn new(config: Route) -> Self {
+        Relay(config)
+    }
+    fn inputs(&self) -> Vec<String> {
+        vec![self.0.input.clone()]
+    }
+    fn stores(&self) -> &'static [&'static str] {
+        &["last"]
+    }
+    fn process(&mut self, input: &Input<Note>, ctx: &mut Ctx<'_, Note>) -> Result<(), ProcessError> {
+        let key = &input.value.key;
+        let last = ctx.store::<u64>("last").get(key)?.unwrap_or(0);
+        if input.value.n != last + 1 {
+            return Err(ProcessError::permanent(format!("{key}: count {} after {last}", input.value.n)));
+        }
+        ctx.store::<u64>("last").put(key, &input.value.n)?;
+        ctx.emit(Note { topic: self.0.output.clone(), ..input.value.clone() });
+        Ok(())
+    }
+}
