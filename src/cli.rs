@@ -105,6 +105,20 @@ pub enum Command {
     #[command(subcommand)]
     Topics(TopicsCommand),
 
+    /// Run stream processors only (no API): scale out by starting more of these with the
+    /// same configuration; instances share partitions, and state moves with them.
+    Process {
+        #[command(flatten)]
+        place: Place,
+        /// Run only these processors (comma-separated); all by default.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+    },
+
+    /// Inspect dead-letter topics and put their records back.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+
     /// Print the effective configuration (defaults, file and STOREFLOW__* merged).
     ///
     /// Keys: data_dir, listen, partitions, [log] segment_bytes, retention_hours,
@@ -150,6 +164,29 @@ pub struct SchemaDirs {
     /// Frozen versions (`<Name>/v<N>.avsc`).
     #[arg(long, default_value = "avro/history")]
     pub history: PathBuf,
+}
+
+/// `storeflow dlq …`
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// Show the records a processor gave up on, with the reason and where they came from.
+    List {
+        /// A topic (`storefront.orders`) or its dead-letter topic (`storefront.orders.dlq`).
+        topic: String,
+        /// Show at most this many (the newest).
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[command(flatten)]
+        place: Place,
+    },
+    /// Re-publish dead letters to their original topic (each one once, however often this
+    /// runs) — after fixing what made them fail.
+    Replay {
+        /// A topic or its dead-letter topic.
+        topic: String,
+        #[command(flatten)]
+        place: Place,
+    },
 }
 
 /// `storeflow topics …`

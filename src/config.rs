@@ -37,6 +37,39 @@ pub struct Config {
     pub elasticsearch: Option<UrlConfig>,
     /// Stripe (or stripe-mock) for payments; when unset, a clearly labelled test-mode provider.
     pub stripe: Option<StripeConfig>,
+    /// The processor runtime.
+    pub runtime: RuntimeSettings,
+    /// Per-processor settings, `[processors.<name>]` (see docs/ADDING-A-PROCESSOR.md).
+    pub processors: std::collections::BTreeMap<String, serde_json::Value>,
+}
+
+/// `[runtime]`: how processors run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeSettings {
+    /// Application id: prefix of consumer groups, changelogs and transactional ids.
+    pub app: String,
+    /// Commit each task's transaction at least this often.
+    pub commit_interval_ms: u64,
+    /// …or after this many records, whichever comes first.
+    pub commit_records: u64,
+    /// Where task state lives: `redb` (files under `<data_dir>/state`) or `memory` (rebuilt
+    /// from the changelogs at every start).
+    pub state: String,
+    /// A stable name for this instance (Kafka static membership: restarts keep partitions).
+    pub instance: Option<String>,
+}
+
+impl Default for RuntimeSettings {
+    fn default() -> Self {
+        RuntimeSettings {
+            app: "storeflow".into(),
+            commit_interval_ms: 100,
+            commit_records: 10_000,
+            state: "redb".into(),
+            instance: None,
+        }
+    }
 }
 
 impl Default for Config {
@@ -52,6 +85,8 @@ impl Default for Config {
             clickhouse: None,
             elasticsearch: None,
             stripe: None,
+            runtime: RuntimeSettings::default(),
+            processors: Default::default(),
         }
     }
 }
@@ -120,6 +155,15 @@ impl Config {
             bail!("partitions must be at least 1");
         }
         self.log.validate().context("in [log]")?;
+        if !matches!(self.runtime.state.as_str(), "redb" | "memory") {
+            bail!("runtime.state must be \"redb\" or \"memory\", not {:?}", self.runtime.state);
+        }
+        let known: Vec<&str> = storeflow_processors::registry().iter().map(|r| r.name).collect();
+        for name in self.processors.keys() {
+            if !known.contains(&name.as_str()) {
+                bail!("[processors.{name}]: there is no processor named {name} (known: {})", known.join(", "));
+            }
+        }
         Ok(())
     }
 

@@ -4,12 +4,13 @@ mod backends;
 mod cli;
 mod commands;
 mod config;
+mod pipeline;
 mod report;
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use cli::{Cli, Command, SchemasCommand, TopicsCommand};
+use cli::{Cli, Command, DlqCommand, SchemasCommand, TopicsCommand};
 use config::Config;
 
 fn main() -> ExitCode {
@@ -31,11 +32,23 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
     match cli.command {
         Command::Run(place) => {
             backends::apply_place(&mut config, &place);
-            commands::run::run(&backends::open(&config)?)?;
+            commands::run::run(&backends::open(&config)?, &config, &[])?;
+        }
+        Command::Process { place, only } => {
+            backends::apply_place(&mut config, &place);
+            commands::run::run(&backends::open(&config)?, &config, &only)?;
         }
         Command::Demo { place, traffic } => {
             backends::apply_place(&mut config, &place);
-            commands::demo::run(&backends::open(&config)?, &traffic)?;
+            commands::demo::run(&backends::open(&config)?, &config, &traffic)?;
+        }
+        Command::Dlq(DlqCommand::List { topic, limit, place }) => {
+            backends::apply_place(&mut config, &place);
+            commands::dlq::list(&backends::open(&config)?, &topic, limit)?;
+        }
+        Command::Dlq(DlqCommand::Replay { topic, place }) => {
+            backends::apply_place(&mut config, &place);
+            commands::dlq::replay(&backends::open(&config)?, &topic)?;
         }
         Command::Simulate { place, traffic } => {
             backends::apply_place(&mut config, &place);

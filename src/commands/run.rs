@@ -1,24 +1,38 @@
-//! `storeflow run`: open the backends and serve until Ctrl-C.
+//! `storeflow run` and `storeflow process`: open the backends, start the processors, and
+//! serve until Ctrl-C.
+
+use std::sync::Arc;
+
+use storeflow_processors::metrics::Metrics;
 
 use crate::backends::Backends;
-use crate::report;
+use crate::config::Config;
+use crate::{pipeline, report};
 
-/// `storeflow run`.
-pub fn run(b: &Backends) -> anyhow::Result<()> {
+/// Runs the processors in `only` (all when empty) until Ctrl-C.
+pub fn run(b: &Backends, config: &Config, only: &[String]) -> anyhow::Result<()> {
     for line in &b.banner {
         eprintln!("{line}");
     }
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = Arc::new(Metrics::register(&mut registry));
+    let pipeline = pipeline::start(b, config, only, metrics)?;
     let topics = b.log.describe_topics()?;
     let records: u64 = topics.iter().map(|t| t.records()).sum();
     println!(
-        "storeflow is running: the log holds {} topics and {} records. Publish with `storeflow simulate` \
-         from another terminal once this one stops (the embedded log has one owner at a time).",
+        "storeflow is running on {}: {} topics, {} records.",
+        b.target,
         topics.len(),
         report::count(records)
     );
-    println!("Not running yet in this build: processors, sinks and the HTTP API. Press Ctrl-C to stop.");
+    if pipeline.names().is_empty() {
+        println!("Processors: none registered in this build yet.");
+    } else {
+        println!("Processors: {} (state: {}).", pipeline.names().join(", "), config.runtime.state);
+    }
+    println!("Not running yet in this build: sinks and the HTTP API. Press Ctrl-C to stop.");
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(tokio::signal::ctrl_c())?;
-    println!("stopping");
-    Ok(())
+    println!("stopping: committing and handing partitions back");
+    pipeline.stop()
 }

@@ -1,0 +1,95 @@
+//! The test driver runs processors without a broker: chains, state, timers, expiry, DLQ.
+
+use serde::{Deserialize, Serialize};
+use storeflow_processors::testing::{Count, Note, Relay, Route};
+use storeflow_processors::{Ctx, DynProcessor, Input, ProcessError, Processor, TestDriver, Timer};
+
+fn note(key: &str, n: u64, time: i64) -> Note {
+    Note { key: key.into(), n, time, topic: "in".into() }
+}
+
+#[test]
+fn a_chain_feeds_one_processors_outputs_to_the_next() {
+    let procs: Vec<Box<dyn DynProcessor>> = vec![
+        Box::new(Count::new(Route { input: "in".into(), output: "mid".into() })),
+        Box::new(Relay::new(Route { input: "mid".into(), output: "out".into() })),
+    ];
+    let mut d = TestDriver::chain(procs);
+    for (i, k) in ["a", "b", "a", "a"].iter().enumerate() {
+        d.pipe(note(k, 0, i as i64));
+    }
+    let out: Vec<(String, u64)> = d.outputs::<Note>("out").into_iter().map(|n| (n.key, n.n)).collect();
+    assert_eq!(out, vec![("a".into(), 1), ("b".into(), 1), ("a".into(), 2), ("a".into(), 3)]);
+    assert_eq!(d.store::<u64>("count", "counts", "a"), Some(3));
+    assert_eq!(d.store::<u64>("relay", "last", "b"), Some(1));
+    assert_eq!(d.store_scan::<u64>("count", "counts", "").len(), 2);
+}
+
+#[test]
+fn a_poison_record_is_dead_lettered_with_its_reason_and_changes_nothing() {
+    let mut d = TestDriver::new(Count::new(Route { input: "in".into(), output: "out".into() }));
+    d.pipe(note("a", 1, 1));
+    d.pipe(note("a", u64::MAX, 2));
+    d.pipe_raw("in", "a", b"{not json", 3);
+    d.pipe(note("a", 1, 4));
+    let dlq = d.dlq("in");
+    assert_eq!(dlq.len(), 2);
+    assert!(dlq[0].reason.contains("poison") && dlq[0].processor == "count", "{dlq:?}");
+    assert!(dlq[1].reason.contains("cannot decode"), "{dlq:?}");
+    assert_eq!(d.store::<u64>("count", "counts", "a"), Some(2));
+}
+
+/// Remembers each key for 1 s of stream time, and says so when a timer fires.
+struct Remember;
+
+#[derive(Default, Deserialize)]
+struct NoConfig {}
+
+#[derive(Serialize, Deserialize)]
+struct Seen(u64);
+
+impl Processor for Remember {
+    const NAME: &'static str = "remember";
+    type Config = NoConfig;
+    type In = Note;
+    type Out = Note;
+    fn new(_: NoConfig) -> Self {
+        Remember
+    }
+    fn inputs(&self) -> Vec<String> {
+        vec!["in".into()]
+    }
+    fn stores(&self) -> &'static [&'static str] {
+        &["seen"]
+    }
+    fn process(&mut self, input: &Input<Note>, ctx: &mut Ctx<'_, Note>) -> Result<(), ProcessError> {
+        let t = ctx.time();
+        ctx.store::<Seen>("seen").put_until(&input.value.key, &Seen(input.value.n), t + 1000)?;
+        ctx.set_timer(t + 1000, &input.value.key);
+        Ok(())
+    }
+    fn on_timer(&mut self, timer: &Timer, ctx: &mut Ctx<'_, Note>) -> Result<(), ProcessError> {
+        ctx.emit(Note { key: timer.key.clone(), n: timer.at as u64, time: timer.at, topic: "expired".into() });
+        Ok(())
+    }
+}
+
+#[test]
+fn timers_fire_when_stream_time_reaches_them_and_expired_state_disappears() {
+    let mut d = TestDriver::new(Remember).with_partitions(1);
+    d.pipe(note("a", 7, 10_000));
+    d.pipe(note("b", 8, 10_500));
+    assert!(d.outputs::<Note>("expired").is_empty(), "nothing is due yet");
+    assert!(d.store::<Seen>("remember", "seen", "a").is_some());
+    // Stream time reaches 11 000: a's timer fires and a's entry expires; b's (11 500) do not.
+    d.pipe(note("c", 9, 11_000));
+    let fired: Vec<String> = d.outputs::<Note>("expired").into_iter().map(|n| n.key).collect();
+    assert_eq!(fired, vec!["a"]);
+    assert!(d.store::<Seen>("remember", "seen", "a").is_none(), "a expired");
+    assert!(d.store::<Seen>("remember", "seen", "b").is_some());
+    // Time passes with no traffic.
+    d.advance_time(20_000);
+    let fired: Vec<String> = d.outputs::<Note>("expired").into_iter().map(|n| n.key).collect();
+    assert_eq!(fired, vec!["a", "b", "c"]);
+    assert!(d.store_scan::<Seen>("remember", "seen", "").is_empty(), "everything expired");
+}
