@@ -65,7 +65,7 @@ impl Default for RuntimeSettings {
         RuntimeSettings {
             app: "storeflow".into(),
             commit_interval_ms: 100,
-            commit_records: 10_000,
+            commit_records: 100_000,
             state: "redb".into(),
             instance: None,
         }
