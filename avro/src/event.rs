@@ -41,11 +41,15 @@ pub enum Topic {
     Recommendations,
     /// Derived by the sales processor; key: vendor id.
     VendorSales,
+    /// Internal: the order saga's instructions to inventory; key: sku.
+    InventoryCommands,
+    /// Internal: inventory's answers to the order saga; key: order id.
+    InventoryReplies,
 }
 
 impl Topic {
     /// Every topic of the contract, inputs first.
-    pub const ALL: [Topic; 13] = [
+    pub const ALL: [Topic; 15] = [
         Topic::Sessions,
         Topic::Customers,
         Topic::Orders,
@@ -59,6 +63,8 @@ impl Topic {
         Topic::FraudScores,
         Topic::Recommendations,
         Topic::VendorSales,
+        Topic::InventoryCommands,
+        Topic::InventoryReplies,
     ];
 
     /// The topic's name on the log.
@@ -77,6 +83,8 @@ impl Topic {
             Topic::FraudScores => "fraud.scores",
             Topic::Recommendations => "recommendations.updates",
             Topic::VendorSales => "sales.vendor_minute",
+            Topic::InventoryCommands => "inventory.commands",
+            Topic::InventoryReplies => "inventory.replies",
         }
     }
 
@@ -98,6 +106,8 @@ impl Topic {
             Topic::Lifecycle | Topic::FraudScores => "order_id",
             Topic::Recommendations => "product_id",
             Topic::VendorSales => "vendor_id",
+            Topic::InventoryCommands => "sku",
+            Topic::InventoryReplies => "order_id",
         }
     }
 
@@ -344,6 +354,8 @@ contract! {
     FraudScored => FraudScores, |e| e.order_id.clone();
     RecommendationsUpdated => Recommendations, |e| e.product_id.clone();
     VendorSalesMinute => VendorSales, |e| e.vendor_id.clone();
+    InventoryCommand => InventoryCommands, |e| e.sku.clone();
+    InventoryReply => InventoryReplies, |e| e.order_id.clone();
 }
 
 impl Event {

@@ -627,3 +627,49 @@ pub struct VendorSalesMinute {
     pub gmv_base_minor: i64,
     pub net_payout_base_minor: i64,
 }
+
+// ---------------------------------------------------------------- inventory.commands / replies (internal)
+
+/// An instruction from the order saga to the inventory of one sku.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InventoryCommand {
+    pub event_id: String,
+    pub occurred_at: Timestamp,
+    pub order_id: String,
+    pub sku: String,
+    /// reserve, release, commit, ship or restock.
+    pub action: String,
+    pub quantity: i32,
+    #[serde(default)]
+    pub warehouse_id: Option<String>,
+    #[serde(default)]
+    pub ship_country: Option<String>,
+    #[serde(default)]
+    pub expires_at: Option<Timestamp>,
+    pub reason: String,
+    #[serde(default = "yes")]
+    pub restockable: bool,
+}
+
+/// Units available in one warehouse.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WarehouseStock {
+    pub warehouse_id: String,
+    pub available: i32,
+}
+
+/// The inventory of one sku answering the order saga.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InventoryReply {
+    pub event_id: String,
+    pub occurred_at: Timestamp,
+    pub order_id: String,
+    pub sku: String,
+    /// reserve, release or expire.
+    pub action: String,
+    pub ok: bool,
+    pub requested: i32,
+    pub lines: Vec<ReservedLine>,
+    pub availability: Vec<WarehouseStock>,
+    pub reason: String,
+}

@@ -24,10 +24,13 @@ pub struct Emitted<O> {
     pub value: O,
     /// Timestamp (ms).
     pub timestamp: i64,
+    /// Extra headers (dead letters carry their reason here).
+    pub headers: Vec<storeflow_ingest::Header>,
 }
 
 /// The context of one record (or timer).
 pub struct Ctx<'a, O> {
+    pub(crate) processor: &'static str,
     pub(crate) state: &'a mut TaskState,
     pub(crate) out: Vec<Emitted<O>>,
     pub(crate) partition: u32,
@@ -45,20 +48,38 @@ pub(crate) fn parse_time_key(s: &str) -> Option<i64> {
 }
 
 impl<'a, O: Wire> Ctx<'a, O> {
-    pub(crate) fn new(state: &'a mut TaskState, partition: u32, stores: &'static [&'static str], time: i64) -> Self {
-        Ctx { state, out: Vec::new(), partition, stores, time }
+    pub(crate) fn new(processor: &'static str, state: &'a mut TaskState, partition: u32, stores: &'static [&'static str], time: i64) -> Self {
+        Ctx { processor, state, out: Vec::new(), partition, stores, time }
     }
 
     /// Sends `value` to its topic ([`Wire::topic`]) with its key, when the record commits.
     pub fn emit(&mut self, value: O) {
         let (topic, key, timestamp) = (value.topic(), value.key(), value.time());
-        self.out.push(Emitted { topic, key, value, timestamp });
+        self.out.push(Emitted { topic, key, value, timestamp, headers: vec![] });
     }
 
     /// Sends `value` to `topic` under `key` (an internal or repartition topic).
     pub fn emit_to(&mut self, topic: &str, key: &str, value: O) {
         let timestamp = value.time();
-        self.out.push(Emitted { topic: topic.to_string(), key: key.to_string(), value, timestamp });
+        self.out.push(Emitted { topic: topic.to_string(), key: key.to_string(), value, timestamp, headers: vec![] });
+    }
+
+    /// Sends `value` — a record of `topic` that the processor accepted earlier and held back
+    /// (say, an event that arrived before the state it needs) — to `<topic>.dlq` with
+    /// `reason`, as the runtime does for a record that fails when it arrives.
+    pub fn dead_letter(&mut self, topic: &str, key: &str, value: O, reason: &str) {
+        use crate::task::dlq_headers as h;
+        use storeflow_ingest::Header;
+        let timestamp = value.time();
+        let headers = vec![
+            Header::text(h::PROCESSOR, self.processor),
+            Header::text(h::REASON, reason),
+            Header::text(h::TOPIC, topic),
+            Header::text(h::PARTITION, self.partition.to_string()),
+            Header::text(h::OFFSET, "held back"),
+            Header::text(h::TIME, self.time.to_string()),
+        ];
+        self.out.push(Emitted { topic: storeflow_avro::dlq_topic(topic), key: key.to_string(), value, timestamp, headers });
     }
 
     /// The state store `name` (declared in [`crate::Processor::stores`]), typed by `V`.
@@ -80,6 +101,17 @@ impl<'a, O: Wire> Ctx<'a, O> {
     /// Cancels a timer set with the same `at` and `key`.
     pub fn cancel_timer(&mut self, at: i64, key: &str) {
         self.state.delete(full_key(TIMERS, &format!("{}|{key}", time_key(at))));
+    }
+
+    /// A mark of the outputs so far, to [`Ctx::rollback_outputs`] to.
+    pub fn savepoint(&self) -> usize {
+        self.out.len()
+    }
+
+    /// Forgets the outputs emitted since `savepoint` (when a held-back record fails after
+    /// the record that replays it succeeded).
+    pub fn rollback_outputs(&mut self, savepoint: usize) {
+        self.out.truncate(savepoint);
     }
 
     /// The event time of the record being processed (or the due time of the timer).

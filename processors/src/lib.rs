@@ -10,7 +10,9 @@
 pub mod ctx;
 pub mod dlq;
 pub mod driver;
+pub mod inventory;
 pub mod metrics;
+pub mod orders;
 pub mod processor;
 pub mod runtime;
 pub mod store;
@@ -70,7 +72,7 @@ macro_rules! registry {
     };
 }
 
-registry!();
+registry!(inventory::Inventory, orders::Orders);
 
 #[cfg(test)]
 mod tests {

@@ -72,6 +72,10 @@ pub struct RuntimeConfig {
     pub instance: Option<String>,
     /// Extra consumer properties (librdkafka names on Kafka).
     pub consumer_properties: Vec<(String, String)>,
+    /// How long a task holds its records back while one of its inputs still has records to
+    /// fetch, so records of all inputs are handled in timestamp order (Kafka Streams'
+    /// `max.task.idle.ms`). An input that is caught up is not waited for.
+    pub max_task_idle: Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -86,6 +90,7 @@ impl Default for RuntimeConfig {
             max_backoff: Duration::from_secs(5),
             instance: None,
             consumer_properties: Vec::new(),
+            max_task_idle: Duration::from_millis(500),
         }
     }
 }
@@ -110,6 +115,10 @@ fn now_ms() -> i64 {
 struct RtTask {
     core: TaskCore,
     txn: Box<dyn TransactionalProducer>,
+    /// Polled records not yet handled, per input partition (handled in timestamp order).
+    buffers: BTreeMap<TopicPartition, std::collections::VecDeque<Record>>,
+    /// Since when the task holds records back waiting for a lagging input.
+    waiting_since: Option<Instant>,
     /// Next offset per input partition, not yet committed.
     offsets: BTreeMap<TopicPartition, u64>,
     /// Stream time at the last commit (restored on abort).
@@ -125,6 +134,8 @@ struct Shared {
     metrics: Arc<Metrics>,
     changelog: String,
     tasks: Mutex<BTreeMap<u32, RtTask>>,
+    /// Assigned partitions whose task could not start yet (retried by the thread).
+    unopened: Mutex<std::collections::BTreeSet<u32>>,
     /// Set to simulate a crash in tests: stop without committing anything.
     crashed: AtomicBool,
 }
@@ -155,6 +166,8 @@ impl Shared {
         Ok(RtTask {
             core: TaskCore::new(p, state),
             txn,
+            buffers: BTreeMap::new(),
+            waiting_since: None,
             offsets: BTreeMap::new(),
             committed_time: i64::MIN,
             last_record: Instant::now(),
@@ -344,6 +357,10 @@ impl RebalanceListener for Listener {
             let _ = t.txn.abort();
             tracing::info!(processor = s.name, partition = p, "task handed over");
         }
+        let mut unopened = s.unopened.lock();
+        for tp in partitions {
+            unopened.remove(&tp.partition);
+        }
     }
 
     fn on_assigned(&mut self, partitions: &[TopicPartition]) {
@@ -358,7 +375,10 @@ impl RebalanceListener for Listener {
                 Ok(t) => {
                     tasks.insert(p, t);
                 }
-                Err(e) => tracing::error!(processor = s.name, partition = p, error = %e, "could not start a task; its records wait"),
+                Err(e) => {
+                    tracing::error!(processor = s.name, partition = p, error = %e, "could not start a task; retrying, its records wait");
+                    s.unopened.lock().insert(p);
+                }
             }
         }
     }
@@ -410,6 +430,7 @@ impl Runtime {
             metrics,
             changelog,
             tasks: Mutex::new(BTreeMap::new()),
+            unopened: Mutex::new(Default::default()),
             crashed: AtomicBool::new(false),
         });
         let stop = Arc::new(AtomicBool::new(false));
@@ -481,6 +502,7 @@ fn run(
     let mut consumer = shared.log.consumer(cfg, Some(Box::new(Listener(shared.clone()))))?;
     consumer.subscribe(&inputs.iter().map(String::as_str).collect::<Vec<_>>())?;
     let mut since_commit = 0u64;
+    let ends = EndCache::new(shared.log.clone());
     let mut last_commit = Instant::now();
     let mut last_lag = Instant::now() - Duration::from_secs(60);
     let label = Metrics::label(name);
@@ -490,19 +512,59 @@ fn run(
             if shared.crashed.load(Ordering::Relaxed) {
                 return Ok(());
             }
+            // Tasks that could not start: retry, then re-read their inputs from the last commit
+            // (records polled for them meanwhile were not handled).
+            let retry: Vec<u32> = shared.unopened.lock().iter().copied().collect();
+            for p in retry {
+                match shared.open_task(p) {
+                    Ok(t) => {
+                        shared.tasks.lock().insert(p, t);
+                        shared.unopened.lock().remove(&p);
+                        rewind_inputs(&shared, &mut *consumer, &inputs, p)?;
+                    }
+                    Err(e) => tracing::warn!(processor = name, partition = p, error = %e, "a task still cannot start"),
+                }
+            }
             let mut rewind: Vec<u32> = Vec::new();
             {
                 let mut tasks = shared.tasks.lock();
-                for rec in &records {
-                    let Some(t) = tasks.get_mut(&rec.partition) else { continue };
-                    if !handle_with_retries(&mut *processor, t, &codec, rec, &shared, &stop) {
-                        return Ok(());
+                for rec in records {
+                    if let Some(t) = tasks.get_mut(&rec.partition) {
+                        t.buffers.entry(rec.tp()).or_default().push_back(rec);
                     }
-                    t.offsets.insert(rec.tp(), rec.offset + 1);
-                    t.last_record = Instant::now();
-                    since_commit += 1;
-                    if let Err(e) = processor.fire_timers(&mut t.core, &codec) {
-                        tracing::error!(processor = name, error = %e, "timers failed");
+                }
+                for t in tasks.values_mut() {
+                    let p = t.core.partition;
+                    let tps: Vec<TopicPartition> = inputs.iter().map(|i| TopicPartition::new(i, p)).collect();
+                    loop {
+                        // The input whose next record is oldest goes first.
+                        let next = tps
+                            .iter()
+                            .filter_map(|tp| t.buffers.get(tp).and_then(|b| b.front()).map(|r| (r.timestamp, tp.clone())))
+                            .min_by_key(|(ts, _)| *ts);
+                        let Some((_, tp)) = next else {
+                            t.waiting_since = None;
+                            break;
+                        };
+                        let lagging = tps.iter().any(|other| {
+                            t.buffers.get(other).is_none_or(|b| b.is_empty()) && ends.lags(&*consumer, other)
+                        });
+                        if lagging {
+                            let since = *t.waiting_since.get_or_insert_with(Instant::now);
+                            if since.elapsed() < shared.config.max_task_idle {
+                                break;
+                            }
+                        }
+                        let rec = t.buffers.get_mut(&tp).and_then(|b| b.pop_front()).expect("a head was found");
+                        if !handle_with_retries(&mut *processor, t, &codec, &rec, &shared, &stop) {
+                            return Ok(());
+                        }
+                        t.offsets.insert(rec.tp(), rec.offset + 1);
+                        t.last_record = Instant::now();
+                        since_commit += 1;
+                        if let Err(e) = processor.fire_timers(&mut t.core, &codec) {
+                            tracing::error!(processor = name, error = %e, "timers failed");
+                        }
                     }
                 }
                 if let Some(idle) = shared.config.idle_advance {
@@ -537,6 +599,8 @@ fn run(
                             let Some(t) = tasks.get_mut(&p) else { continue };
                             let p = &p;
                             if let Err(e) = result {
+                                t.buffers.clear();
+                                t.waiting_since = None;
                                 tracing::warn!(processor = name, partition = p, error = %e, "commit failed; rewinding the task to its last commit");
                                 if matches!(e, LogError::Fenced(_)) {
                                     rewind.push(u32::MAX - *p);
@@ -561,14 +625,7 @@ fn run(
                 }
             }
             for p in rewind.into_iter().filter(|c| *c <= u32::MAX / 2) {
-                let tps: Vec<TopicPartition> = inputs.iter().map(|t| TopicPartition::new(t, p)).collect();
-                let committed = shared.log.committed_offsets(&shared.group(), &tps)?;
-                let marks = shared.log.watermarks(&tps)?;
-                for ((tp, c), (start, _)) in tps.iter().zip(committed).zip(marks) {
-                    if consumer.position(tp).is_some() {
-                        consumer.seek(tp, c.unwrap_or(start))?;
-                    }
-                }
+                rewind_inputs(&shared, &mut *consumer, &inputs, p)?;
             }
             if last_lag.elapsed() > Duration::from_secs(5) {
                 last_lag = Instant::now();
@@ -609,6 +666,48 @@ fn run(
     }
     consumer.close()?;
     result
+}
+
+/// Moves the consumer back to the committed offsets of task `p`'s input partitions.
+fn rewind_inputs(shared: &Shared, consumer: &mut dyn storeflow_ingest::Consumer, inputs: &[String], p: u32) -> Result<()> {
+    let tps: Vec<TopicPartition> = inputs.iter().map(|t| TopicPartition::new(t, p)).collect();
+    let committed = shared.log.committed_offsets(&shared.group(), &tps)?;
+    let marks = shared.log.watermarks(&tps)?;
+    for ((tp, c), (start, _)) in tps.iter().zip(committed).zip(marks) {
+        if consumer.assignment().contains(tp) {
+            consumer.seek(tp, c.unwrap_or(start))?;
+        }
+    }
+    Ok(())
+}
+
+/// Ends of input partitions, refreshed at most every 200 ms, to tell a lagging input (more
+/// records to fetch) from a caught-up one.
+struct EndCache {
+    log: Arc<dyn Log>,
+    ends: std::cell::RefCell<(Instant, BTreeMap<TopicPartition, u64>)>,
+}
+
+impl EndCache {
+    fn new(log: Arc<dyn Log>) -> Self {
+        EndCache { log, ends: std::cell::RefCell::new((Instant::now() - Duration::from_secs(1), BTreeMap::new())) }
+    }
+
+    /// True when `tp` has records the consumer has not fetched yet.
+    fn lags(&self, consumer: &dyn storeflow_ingest::Consumer, tp: &TopicPartition) -> bool {
+        let Some(pos) = consumer.position(tp) else { return false };
+        let mut cache = self.ends.borrow_mut();
+        let stale = cache.0.elapsed() > Duration::from_millis(200);
+        if stale || !cache.1.contains_key(tp) {
+            let tps: Vec<TopicPartition> = consumer.assignment();
+            if let Ok(marks) = self.log.watermarks(&tps) {
+                cache.1 = tps.into_iter().zip(marks).map(|(tp, (_, end))| (tp, end)).collect();
+                cache.0 = Instant::now();
+            }
+        }
+        // Kafka's last offset may be a transaction marker that is never fetched.
+        cache.1.get(tp).is_some_and(|end| pos + 1 < *end)
+    }
 }
 
 /// Handles one record, retrying transient failures with capped back-off. False when asked

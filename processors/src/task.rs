@@ -95,12 +95,14 @@ fn encode_all<O: Wire>(codec: &Codec, out: Vec<crate::ctx::Emitted<O>>) -> Resul
     out.into_iter()
         .map(|e| {
             let value = e.value.encode(codec).map_err(|err| format!("encoding a {} output: {err}", e.value.kind()))?;
+            let mut headers = vec![Header::text(storeflow_ingest::publish::EVENT_TYPE_HEADER, e.value.kind())];
+            headers.extend(e.headers);
             Ok(ProduceRecord {
                 topic: e.topic,
                 partition: None,
                 key: Some(e.key.into_bytes()),
                 value: Some(value),
-                headers: vec![Header::text(storeflow_ingest::publish::EVENT_TYPE_HEADER, e.value.kind())],
+                headers,
                 timestamp: Some(e.timestamp),
             })
         })
@@ -141,7 +143,7 @@ impl<P: Processor> DynProcessor for P {
             key: record.key.as_deref().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default(),
         };
         let stores = self.stores();
-        let mut ctx = Ctx::new(&mut task.state, task.partition, stores, record.timestamp);
+        let mut ctx = Ctx::new(P::NAME, &mut task.state, task.partition, stores, record.timestamp);
         let result = self.process(&input, &mut ctx);
         let out = std::mem::take(&mut ctx.out);
         match result.map_err(|e| e).and_then(|()| encode_all(codec, out).map_err(ProcessError::Permanent)) {
@@ -173,7 +175,7 @@ impl<P: Processor> DynProcessor for P {
         let stores = self.stores();
         let mut fired = 0;
         for timer in due {
-            let mut ctx = Ctx::new(&mut task.state, task.partition, stores, timer.at);
+            let mut ctx = Ctx::new(P::NAME, &mut task.state, task.partition, stores, timer.at);
             let result = self.on_timer(&timer, &mut ctx);
             let out = std::mem::take(&mut ctx.out);
             match result.and_then(|()| encode_all(codec, out).map_err(ProcessError::Permanent)) {
