@@ -229,22 +229,29 @@ impl EmbeddedConsumer {
         if tps.is_empty() {
             return Ok(out);
         }
-        for i in 0..tps.len() {
-            if out.len() >= max {
-                break;
+        // Two passes: first a fair share per partition, so one partition's backlog does not
+        // crowd out the others (processors order records of several inputs by time); then
+        // whatever room is left.
+        let share = (max / tps.len()).max(1);
+        for pass in 0..2 {
+            for i in 0..tps.len() {
+                if out.len() >= max {
+                    break;
+                }
+                let tp = &tps[(self.cursor + i) % tps.len()];
+                let p = self.inner.partition(&tp.topic, tp.partition)?;
+                let mut pos = self.positions[tp];
+                if pos < p.start() {
+                    pos = p.start();
+                }
+                let room = if pass == 0 { share.min(max - out.len()) } else { max - out.len() };
+                let recs = p.read(pos, room, 1 << 20)?;
+                if let Some(last) = recs.last() {
+                    pos = last.offset + 1;
+                }
+                self.positions.insert(tp.clone(), pos);
+                out.extend(recs);
             }
-            let tp = &tps[(self.cursor + i) % tps.len()];
-            let p = self.inner.partition(&tp.topic, tp.partition)?;
-            let mut pos = self.positions[tp];
-            if pos < p.start() {
-                pos = p.start();
-            }
-            let recs = p.read(pos, max - out.len(), 1 << 20)?;
-            if let Some(last) = recs.last() {
-                pos = last.offset + 1;
-            }
-            self.positions.insert(tp.clone(), pos);
-            out.extend(recs);
         }
         self.cursor = (self.cursor + 1) % tps.len();
         Ok(out)
