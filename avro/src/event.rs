@@ -45,11 +45,13 @@ pub enum Topic {
     InventoryCommands,
     /// Internal: inventory's answers to the order saga; key: order id.
     InventoryReplies,
+    /// Derived by the inventory processor: stock levels after each change; key: sku.
+    StockLevels,
 }
 
 impl Topic {
     /// Every topic of the contract, inputs first.
-    pub const ALL: [Topic; 15] = [
+    pub const ALL: [Topic; 16] = [
         Topic::Sessions,
         Topic::Customers,
         Topic::Orders,
@@ -65,6 +67,7 @@ impl Topic {
         Topic::VendorSales,
         Topic::InventoryCommands,
         Topic::InventoryReplies,
+        Topic::StockLevels,
     ];
 
     /// The topic's name on the log.
@@ -85,6 +88,7 @@ impl Topic {
             Topic::VendorSales => "sales.vendor_minute",
             Topic::InventoryCommands => "inventory.commands",
             Topic::InventoryReplies => "inventory.replies",
+            Topic::StockLevels => "inventory.levels",
         }
     }
 
@@ -108,6 +112,7 @@ impl Topic {
             Topic::VendorSales => "vendor_id",
             Topic::InventoryCommands => "sku",
             Topic::InventoryReplies => "order_id",
+            Topic::StockLevels => "sku",
         }
     }
 
@@ -356,6 +361,7 @@ contract! {
     VendorSalesMinute => VendorSales, |e| e.vendor_id.clone();
     InventoryCommand => InventoryCommands, |e| e.sku.clone();
     InventoryReply => InventoryReplies, |e| e.order_id.clone();
+    StockLevelChanged => StockLevels, |e| e.sku.clone();
 }
 
 impl Event {

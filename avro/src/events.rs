@@ -673,3 +673,19 @@ pub struct InventoryReply {
     pub availability: Vec<WarehouseStock>,
     pub reason: String,
 }
+
+// ---------------------------------------------------------------- inventory.levels
+
+/// The stock of one sku in one warehouse after a change.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StockLevelChanged {
+    pub event_id: String,
+    pub occurred_at: Timestamp,
+    pub sku: String,
+    pub warehouse_id: String,
+    pub on_hand: i32,
+    pub reserved: i32,
+    pub available: i32,
+    /// received, adjusted, transferred, reserved, released, shipped, restocked.
+    pub cause: String,
+}

@@ -4,8 +4,9 @@
 //! Reads `storefront.inventory` (stock received, adjusted, transferred) and
 //! `inventory.commands` (the order saga's reserve / release / commit / ship / restock
 //! instructions), both keyed by sku, so one task owns every fact about a sku. Writes
-//! `inventory.replies` (answers to the saga, keyed by order) and `inventory.reservations`
-//! (low-stock alerts, keyed by sku). The design across partitions is in
+//! `inventory.replies` (answers to the saga, keyed by order), `inventory.reservations`
+//! (low-stock alerts, keyed by sku) and `inventory.levels` (the level of a sku in a
+//! warehouse after every change, for read models). The design across partitions is in
 //! `docs/RESERVATIONS.md`.
 //!
 //! Invariant, after every record: 0 ≤ reserved ≤ on_hand per (sku, warehouse); available =
@@ -178,7 +179,9 @@ impl Inventory {
         Ok(())
     }
 
-    fn change(ctx: &mut Ctx<'_, Event>, sku: &str, warehouse: &str, f: impl FnOnce(&mut Stock)) -> Result<Stock, ProcessError> {
+    /// Applies `f` to the stock of `sku` at `warehouse`, refusing a result that breaks the
+    /// invariant, and publishes the new level (`inventory.levels`) for read models.
+    fn change_because(ctx: &mut Ctx<'_, Event>, sku: &str, warehouse: &str, cause: &str, f: impl FnOnce(&mut Stock)) -> Result<Stock, ProcessError> {
         let k = key(sku, warehouse);
         let before = ctx.store::<Stock>("stock").get(&k)?.unwrap_or_default();
         let mut s = before;
@@ -190,6 +193,18 @@ impl Inventory {
             )));
         }
         ctx.store::<Stock>("stock").put(&k, &s)?;
+        let t = ctx.time();
+        let clamp = |v: i64| v.clamp(0, i64::from(i32::MAX)) as i32;
+        ctx.emit(Event::StockLevelChanged(storeflow_avro::StockLevelChanged {
+            event_id: new_id(t, &["level", &k, &s.on_hand.to_string(), &s.reserved.to_string(), cause]),
+            occurred_at: Timestamp(t),
+            sku: sku.to_string(),
+            warehouse_id: warehouse.to_string(),
+            on_hand: clamp(s.on_hand),
+            reserved: clamp(s.reserved),
+            available: clamp(s.available()),
+            cause: cause.to_string(),
+        }));
         Ok(s)
     }
 
@@ -250,7 +265,7 @@ impl Inventory {
         let hold = ctx.store::<Hold>("holds").get(&k)?;
         if let Some(h) = &hold {
             for (w, q) in &h.lines {
-                Self::change(ctx, sku, w, |s| s.reserved -= q)?;
+                Self::change_because(ctx, sku, w, "released", |s| s.reserved -= q)?;
             }
             ctx.store::<Hold>("holds").delete(&k);
             ctx.cancel_timer(h.expires_at, &format!("expire|{k}"));
@@ -260,7 +275,7 @@ impl Inventory {
 
     fn put_hold(&self, ctx: &mut Ctx<'_, Event>, sku: &str, order: &str, hold: &Hold) -> Result<(), ProcessError> {
         for (w, q) in &hold.lines {
-            Self::change(ctx, sku, w, |s| s.reserved += q)?;
+            Self::change_because(ctx, sku, w, "reserved", |s| s.reserved += q)?;
         }
         let k = Self::hold_key(order, sku);
         ctx.store::<Hold>("holds").put(&k, hold)?;
@@ -346,7 +361,7 @@ impl Inventory {
                     if take == 0 {
                         continue;
                     }
-                    Self::change(ctx, sku, w, |s| {
+                    Self::change_because(ctx, sku, w, "shipped", |s| {
                         s.reserved -= take;
                         s.on_hand -= take;
                     })?;
@@ -370,7 +385,7 @@ impl Inventory {
                     if w.is_empty() {
                         return Err(ProcessError::permanent(format!("restock of {sku} names no warehouse")));
                     }
-                    Self::change(ctx, sku, w, |s| s.on_hand += qty)?;
+                    Self::change_because(ctx, sku, w, "restocked", |s| s.on_hand += qty)?;
                 }
             }
             other => return Err(ProcessError::permanent(format!("unknown inventory action `{other}`"))),
@@ -403,7 +418,7 @@ impl Processor for Inventory {
                 if e.quantity <= 0 {
                     return Err(ProcessError::permanent(format!("received {} units", e.quantity)));
                 }
-                Self::change(ctx, &e.sku, &e.warehouse_id, |s| s.on_hand += i64::from(e.quantity))?;
+                Self::change_because(ctx, &e.sku, &e.warehouse_id, "received", |s| s.on_hand += i64::from(e.quantity))?;
                 self.check_low_stock(ctx, &e.sku)
             }
             Event::StockAdjusted(e) => {
@@ -415,7 +430,7 @@ impl Processor for Inventory {
                         e.sku, e.delta, e.warehouse_id, s.reserved
                     )));
                 }
-                Self::change(ctx, &e.sku, &e.warehouse_id, |s| s.on_hand = on_hand)?;
+                Self::change_because(ctx, &e.sku, &e.warehouse_id, "adjusted", |s| s.on_hand = on_hand)?;
                 self.check_low_stock(ctx, &e.sku)
             }
             Event::StockTransferred(e) => {
@@ -429,8 +444,8 @@ impl Processor for Inventory {
                         from.available()
                     )));
                 }
-                Self::change(ctx, &e.sku, &e.from_warehouse_id, |s| s.on_hand -= q)?;
-                Self::change(ctx, &e.sku, &e.to_warehouse_id, |s| s.on_hand += q)?;
+                Self::change_because(ctx, &e.sku, &e.from_warehouse_id, "transferred", |s| s.on_hand -= q)?;
+                Self::change_because(ctx, &e.sku, &e.to_warehouse_id, "transferred", |s| s.on_hand += q)?;
                 Ok(())
             }
             Event::InventoryCommand(cmd) => self.command(cmd, ctx),
