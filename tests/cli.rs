@@ -38,7 +38,7 @@ fn copy_dir(from: &Path, to: &Path) {
 fn schemas_check_passes_on_the_repository() {
     let o = storeflow(&["schemas", "check"], repo());
     assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("All 40 schemas are compatible"), "{}", text(&o));
+    assert!(text(&o).contains("All 44 schemas are compatible"), "{}", text(&o));
 }
 
 #[test]

@@ -47,11 +47,19 @@ pub enum Topic {
     InventoryReplies,
     /// Derived by the inventory processor: stock levels after each change; key: sku.
     StockLevels,
+    /// Internal to fraud: order facts by customer or by IP; key: customer id or IP.
+    FraudChecks,
+    /// Internal to fraud: per-stage findings; key: order id.
+    FraudSignals,
+    /// Internal to recommendations: learning signals; key: product id (category for trend).
+    RecoSignals,
+    /// Internal to sales: vendor shares of sales and refunds; key: vendor id.
+    SalesEvents,
 }
 
 impl Topic {
     /// Every topic of the contract, inputs first.
-    pub const ALL: [Topic; 16] = [
+    pub const ALL: [Topic; 20] = [
         Topic::Sessions,
         Topic::Customers,
         Topic::Orders,
@@ -68,6 +76,10 @@ impl Topic {
         Topic::InventoryCommands,
         Topic::InventoryReplies,
         Topic::StockLevels,
+        Topic::FraudChecks,
+        Topic::FraudSignals,
+        Topic::RecoSignals,
+        Topic::SalesEvents,
     ];
 
     /// The topic's name on the log.
@@ -89,6 +101,10 @@ impl Topic {
             Topic::InventoryCommands => "inventory.commands",
             Topic::InventoryReplies => "inventory.replies",
             Topic::StockLevels => "inventory.levels",
+            Topic::FraudChecks => "fraud.checks",
+            Topic::FraudSignals => "fraud.signals",
+            Topic::RecoSignals => "recommendations.signals",
+            Topic::SalesEvents => "sales.events",
         }
     }
 
@@ -108,11 +124,15 @@ impl Topic {
             Topic::ExchangeRates => "base_currency/quote_currency",
             Topic::Reservations => "order_id (low-stock alerts: sku)",
             Topic::Lifecycle | Topic::FraudScores => "order_id",
-            Topic::Recommendations => "product_id",
+            Topic::Recommendations => "product_id (category for trending, session_id for for_session)",
             Topic::VendorSales => "vendor_id",
             Topic::InventoryCommands => "sku",
             Topic::InventoryReplies => "order_id",
             Topic::StockLevels => "sku",
+            Topic::FraudChecks => "customer_id or client_ip",
+            Topic::FraudSignals => "order_id",
+            Topic::RecoSignals => "product_id (category for trend)",
+            Topic::SalesEvents => "vendor_id",
         }
     }
 
@@ -357,11 +377,15 @@ contract! {
     LowStockAlert => Reservations, |e| e.sku.clone();
     OrderStatusChanged => Lifecycle, |e| e.order_id.clone();
     FraudScored => FraudScores, |e| e.order_id.clone();
-    RecommendationsUpdated => Recommendations, |e| e.product_id.clone();
+    RecommendationsUpdated => Recommendations, |e| e.category.clone().or_else(|| e.session_id.clone()).unwrap_or_else(|| e.product_id.clone());
     VendorSalesMinute => VendorSales, |e| e.vendor_id.clone();
     InventoryCommand => InventoryCommands, |e| e.sku.clone();
     InventoryReply => InventoryReplies, |e| e.order_id.clone();
     StockLevelChanged => StockLevels, |e| e.sku.clone();
+    FraudCheck => FraudChecks, |e| e.dimension_key.clone();
+    FraudSignal => FraudSignals, |e| e.order_id.clone();
+    RecoSignal => RecoSignals, |e| if e.kind == "trend" { e.category.clone().unwrap_or_default() } else { e.product_id.clone() };
+    VendorSaleRecorded => SalesEvents, |e| e.vendor_id.clone();
 }
 
 impl Event {

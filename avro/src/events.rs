@@ -596,15 +596,23 @@ pub struct ScoredProduct {
     pub score: f64,
 }
 
-/// New related-product scores for a product.
+/// New related-product scores for a product, trending products of a category, or the
+/// recent interest of a session.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RecommendationsUpdated {
     pub event_id: String,
     pub occurred_at: Timestamp,
+    /// Empty for trending and for_session lists.
     pub product_id: String,
-    /// similar, bought_together or trending.
+    /// similar, bought_together, trending or for_session.
     pub kind: String,
     pub items: Vec<ScoredProduct>,
+    /// for_session: the session.
+    #[serde(default)]
+    pub session_id: Option<String>,
+    /// trending: the category.
+    #[serde(default)]
+    pub category: Option<String>,
 }
 
 // ---------------------------------------------------------------- sales.vendor_minute
@@ -688,4 +696,67 @@ pub struct StockLevelChanged {
     pub available: i32,
     /// received, adjusted, transferred, reserved, released, shipped, restocked.
     pub cause: String,
+}
+
+// ---------------------------------------------------------------- internal stages of fraud, recommendations, sales
+
+/// An order's facts for the fraud processor's per-customer or per-IP stage.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FraudCheck {
+    pub event_id: String,
+    pub occurred_at: Timestamp,
+    pub order_id: String,
+    /// customer or ip.
+    pub dimension: String,
+    pub dimension_key: String,
+    pub customer_id: String,
+    pub client_ip: String,
+    pub total_minor: i64,
+    pub currency: String,
+    pub payment_fingerprint: String,
+    pub address_fingerprint: String,
+}
+
+/// What one stage of the fraud processor found about an order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FraudSignal {
+    pub event_id: String,
+    pub occurred_at: Timestamp,
+    pub order_id: String,
+    pub dimension: String,
+    pub points: i32,
+    pub reasons: Vec<FraudReason>,
+}
+
+/// A learning signal of the recommendations processor.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RecoSignal {
+    pub event_id: String,
+    pub occurred_at: Timestamp,
+    /// seen, pair, popularity or trend.
+    pub kind: String,
+    pub product_id: String,
+    #[serde(default)]
+    pub other_product_id: Option<String>,
+    #[serde(default)]
+    pub category: Option<String>,
+    /// view or purchase.
+    pub source: String,
+    pub weight: f64,
+    pub count: f64,
+}
+
+/// A vendor's share of an order or a refund, re-keyed by vendor.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VendorSaleRecorded {
+    pub event_id: String,
+    pub occurred_at: Timestamp,
+    pub order_id: String,
+    pub vendor_id: String,
+    pub minute: Timestamp,
+    pub currency: String,
+    pub orders: i32,
+    pub units: i32,
+    pub gmv_minor: i64,
+    pub refunds_minor: i64,
 }

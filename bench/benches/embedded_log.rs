@@ -22,7 +22,7 @@ const BATCH: usize = 1000;
 fn batch() -> Vec<ProduceRecord> {
     (0..BATCH)
         .map(|i| {
-            ProduceRecord::new("bench", format!("key-{:012}", i).into_bytes(), vec![b'x'; 100]).to_partition(0).at(1_764_000_000_000)
+            ProduceRecord::new("bench", format!("key-{:012}", i).into_bytes(), vec![b'x'; 100]).to_partition(0)
         })
         .collect()
 }

@@ -27,11 +27,13 @@ const KEYS: u64 = 10_000;
 fn produce(log: &dyn Log, topic: &str) {
     log.create_topics(&[TopicSpec::new(topic, 4)]).expect("topic");
     let p = log.producer().expect("producer");
+    // Current timestamps: Kafka's time retention (7 days by default) deletes old ones.
+    let base = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
     let mut batch = Vec::with_capacity(5000);
     let mut acks = Vec::new();
     for i in 0..N {
         let key = format!("k{}", (i * 7919) % KEYS);
-        let note = Note { key: key.clone(), n: i, time: 1_764_000_000_000 + i as i64, topic: String::new() };
+        let note = Note { key: key.clone(), n: i, time: base + i as i64, topic: String::new() };
         batch.push(ProduceRecord::new(topic, key, serde_json::to_vec(&note).expect("json")).at(note.time));
         if batch.len() == 5000 {
             acks.extend(p.send_batch(std::mem::take(&mut batch)).expect("send"));

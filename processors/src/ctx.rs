@@ -161,15 +161,31 @@ impl<V: Serialize + DeserializeOwned, O> Store<'_, '_, V, O> {
     pub fn put_until(&mut self, key: &str, value: &V, expires_at: i64) -> Result<(), ProcessError> {
         let bytes = encode_value(value, Some(expires_at)).map_err(|e| ProcessError::Permanent(e.to_string()))?;
         let full = full_key(self.name, key);
-        let index = full_key(EXPIRY, &format!("{}|{}", time_key(expires_at), String::from_utf8_lossy(&full)));
+        let previous = self.previous_expiry(&full)?;
+        if previous != Some(expires_at) {
+            if let Some(at) = previous {
+                self.ctx.state.delete(expiry_index(at, &full));
+            }
+            self.ctx.state.put(expiry_index(expires_at, &full), encode_value(&(), None).expect("unit encodes"));
+        }
         self.ctx.state.put(full, bytes);
-        self.ctx.state.put(index, encode_value(&(), None).expect("unit encodes"));
         Ok(())
     }
 
     /// Deletes `key`.
-    pub fn delete(&mut self, key: &str) {
-        self.ctx.state.delete(full_key(self.name, key));
+    pub fn delete(&mut self, key: &str) -> Result<(), ProcessError> {
+        let full = full_key(self.name, key);
+        if let Some(at) = self.previous_expiry(&full)? {
+            self.ctx.state.delete(expiry_index(at, &full));
+        }
+        self.ctx.state.delete(full);
+        Ok(())
+    }
+
+    /// The expiry the stored value of `full` carries, so its index entry can go when the
+    /// value is replaced or deleted (otherwise the index would grow with every write).
+    fn previous_expiry(&mut self, full: &[u8]) -> Result<Option<i64>, ProcessError> {
+        Ok(self.ctx.state.get_raw(full).map_err(transient)?.as_deref().and_then(expiry_of))
     }
 
     /// Every live entry whose key starts with `prefix`, in key order.
@@ -194,6 +210,11 @@ impl<V: Serialize + DeserializeOwned, O> Store<'_, '_, V, O> {
 }
 
 /// Deletes expired entries up to the task's stream time. Returns how many.
+/// The expiry index's key for `full` expiring at `at`.
+fn expiry_index(at: i64, full: &[u8]) -> Vec<u8> {
+    full_key(EXPIRY, &format!("{}|{}", time_key(at), String::from_utf8_lossy(full)))
+}
+
 pub(crate) fn sweep_expired(state: &mut TaskState) -> Result<usize, crate::RuntimeError> {
     let start = full_key(EXPIRY, "");
     let end = full_key(EXPIRY, &format!("{}|", time_key(state.stream_time.saturating_add(1))));

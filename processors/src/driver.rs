@@ -45,6 +45,7 @@ pub struct DeadLetter {
 struct Node {
     processor: Box<dyn DynProcessor>,
     inputs: Vec<String>,
+    globals: Vec<String>,
     tasks: BTreeMap<u32, TaskCore>,
 }
 
@@ -75,7 +76,7 @@ impl TestDriver {
             partitions: 4,
             nodes: processors
                 .into_iter()
-                .map(|p| Node { inputs: p.inputs(), processor: p, tasks: BTreeMap::new() })
+                .map(|p| Node { inputs: p.inputs(), globals: p.global_inputs(), processor: p, tasks: BTreeMap::new() })
                 .collect(),
             topics: BTreeMap::new(),
             written: Vec::new(),
@@ -204,6 +205,31 @@ impl TestDriver {
         out
     }
 
+    /// How many entries `store` of `processor` holds over all partitions, and their size in
+    /// bytes (keys and encoded values) — for measuring that state stays bounded.
+    pub fn store_size(&mut self, processor: &str, store: &str) -> (usize, usize) {
+        let Some(node) = self.nodes.iter_mut().find(|n| n.processor.name() == processor) else { return (0, 0) };
+        let start = full_key(store, "");
+        let mut end = full_key(store, "");
+        end.push(0xff);
+        let (mut entries, mut bytes) = (0, 0);
+        for task in node.tasks.values_mut() {
+            for (k, v) in task.state.scan(&start, &end).expect("in-memory state") {
+                entries += 1;
+                bytes += k.len() + v.len();
+            }
+        }
+        (entries, bytes)
+    }
+
+    /// Forgets every record written so far (outputs included), keeping the processors' state:
+    /// long runs such as benchmarks stay flat in memory. Only between pipes.
+    pub fn forget_records(&mut self) {
+        assert!(self.queue.is_empty(), "records are still in flight");
+        self.topics.clear();
+        self.written.clear();
+    }
+
     fn append(&mut self, rec: ProduceRecord) {
         let p = match (rec.partition, &rec.key) {
             (Some(p), _) => p % self.partitions,
@@ -228,6 +254,9 @@ impl TestDriver {
     fn run(&mut self) {
         while let Some((topic, p, offset)) = self.queue.pop_front() {
             let record = self.topics[&topic][p as usize][offset as usize].clone();
+            for node in self.nodes.iter_mut().filter(|n| n.globals.contains(&topic)) {
+                node.processor.handle_global(&self.codec, &record);
+            }
             for n in 0..self.nodes.len() {
                 if !self.nodes[n].inputs.contains(&topic) {
                     continue;

@@ -174,7 +174,7 @@ impl Inventory {
                 threshold,
             }));
         } else if available >= i64::from(threshold) && alerted {
-            ctx.store::<bool>("alerted").delete(sku);
+            ctx.store::<bool>("alerted").delete(sku)?;
         }
         Ok(())
     }
@@ -267,7 +267,7 @@ impl Inventory {
             for (w, q) in &h.lines {
                 Self::change_because(ctx, sku, w, "released", |s| s.reserved -= q)?;
             }
-            ctx.store::<Hold>("holds").delete(&k);
+            ctx.store::<Hold>("holds").delete(&k)?;
             ctx.cancel_timer(h.expires_at, &format!("expire|{k}"));
         }
         Ok(hold)
@@ -373,7 +373,7 @@ impl Inventory {
                 }
                 h.lines.retain(|(_, q)| *q > 0);
                 if h.lines.is_empty() {
-                    ctx.store::<Hold>("holds").delete(&k);
+                    ctx.store::<Hold>("holds").delete(&k)?;
                     ctx.cancel_timer(h.expires_at, &format!("expire|{k}"));
                 } else {
                     ctx.store::<Hold>("holds").put(&k, &h)?;

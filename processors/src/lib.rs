@@ -10,9 +10,12 @@
 pub mod ctx;
 pub mod dlq;
 pub mod driver;
+pub mod fraud;
 pub mod inventory;
 pub mod metrics;
 pub mod orders;
+pub mod recommendations;
+pub mod sales;
 pub mod processor;
 pub mod runtime;
 pub mod store;
@@ -72,7 +75,13 @@ macro_rules! registry {
     };
 }
 
-registry!(inventory::Inventory, orders::Orders);
+registry!(
+    inventory::Inventory,
+    orders::Orders,
+    fraud::Fraud,
+    recommendations::Recommendations,
+    sales::Sales,
+);
 
 #[cfg(test)]
 mod tests {

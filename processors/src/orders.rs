@@ -47,6 +47,11 @@ pub struct OrdersConfig {
     /// Warehouse id → ISO country, to choose one warehouse for a whole order (the same
     /// table as `[processors.inventory] warehouses`).
     pub warehouses: BTreeMap<String, String>,
+    /// The fraud gate: an authorized order is confirmed only once its fraud score is known,
+    /// or this long (ms of event time) after it was placed without one — then it is confirmed
+    /// and the lifecycle says so. Captures and shipments that arrive meanwhile are held back.
+    /// 0 turns the gate off (confirm on authorization; a later hold still stops shipping).
+    pub fraud_gate_ms: i64,
 }
 
 impl Default for OrdersConfig {
@@ -55,6 +60,7 @@ impl Default for OrdersConfig {
             payment_timeout_ms: 15 * 60_000,
             hold_ttl_ms: 20 * 60_000,
             warehouses: crate::inventory::InventoryConfig::default().warehouses,
+            fraud_gate_ms: 10 * 60_000,
         }
     }
 }
@@ -149,6 +155,10 @@ pub struct OrderState {
     pub shipped: BTreeMap<String, i32>,
     /// The order state a fraud hold interrupted.
     pub held_from: Option<String>,
+    /// The fraud decision once known ("allow", "review", "hold"), or "none in time" when the
+    /// gate's wait ran out.
+    #[serde(default)]
+    pub fraud: Option<String>,
     /// Ids of the last events applied (duplicates are ignored).
     pub seen: Vec<String>,
     /// Events that arrived while the reservation was still being made (JSON), replayed
@@ -363,9 +373,19 @@ impl Orders {
         Self::go(o, ctx, "reserved", "every line is reserved")?;
         if o.authorized {
             Self::go(o, ctx, "payment_authorized", "payment was authorized before the reservation completed")?;
-            self.confirm(o, ctx)?;
+            self.confirm(o, ctx, "reserved and paid")?;
         }
         Ok(())
+    }
+
+    /// True while the order is authorized but waits for its fraud score to be confirmed.
+    fn awaits_fraud(&self, o: &OrderState) -> bool {
+        self.0.fraud_gate_ms > 0 && o.fraud.is_none() && o.status == "payment_authorized"
+    }
+
+    /// True while events about the order must wait: for inventory's answers or the fraud gate.
+    fn waits(&self, o: &OrderState) -> bool {
+        Self::awaits_reservation(o) || self.awaits_fraud(o)
     }
 
     /// True while the order waits for inventory's answers.
@@ -390,7 +410,7 @@ impl Orders {
     /// Once the reservation settled, applies the events held back, in arrival order; one
     /// that is illegal now goes to its dead-letter topic with the reason.
     fn replay_deferred(&self, o: &mut OrderState, ctx: &mut Ctx<'_, Event>) {
-        if Self::awaits_reservation(o) || o.deferred.is_empty() {
+        if self.waits(o) || o.deferred.is_empty() {
             return;
         }
         for json in std::mem::take(&mut o.deferred) {
@@ -426,7 +446,7 @@ impl Orders {
                 o.payment_id = Some(p.payment_id.clone());
                 o.payment_status = "authorized".into();
                 if o.status == "payment_authorized" {
-                    self.confirm(o, ctx)?;
+                    self.confirm(o, ctx, "reserved and paid")?;
                 }
             }
             Event::PaymentFailed(_) => {
@@ -457,9 +477,14 @@ impl Orders {
                 }
             }
             Event::FraudScored(f) => {
+                o.fraud = Some(f.decision.clone());
                 if f.decision == "hold" && matches!(o.status.as_str(), "placed" | "reserved" | "payment_authorized" | "confirmed") {
                     o.held_from = Some(o.status.clone());
-                    Self::go(o, ctx, "fraud_hold", &format!("fraud score {}", f.score))?;
+                    let top: Vec<&str> = f.reasons.iter().take(3).map(|r| r.code.as_str()).collect();
+                    let why = if top.is_empty() { format!("fraud score {}", f.score) } else { format!("fraud score {} ({})", f.score, top.join(", ")) };
+                    Self::go(o, ctx, "fraud_hold", &why)?;
+                } else if o.status == "payment_authorized" {
+                    self.confirm(o, ctx, &format!("reserved, paid and fraud-checked (score {}, {})", f.score, f.decision))?;
                 }
             }
             Event::OrderCancelRequested(c) => {
@@ -543,12 +568,14 @@ impl Orders {
 
     /// payment_authorized → confirmed. The holds stop expiring now: the order is paid for,
     /// and shipping (when the payment is captured) may be days away.
-    fn confirm(&self, o: &mut OrderState, ctx: &mut Ctx<'_, Event>) -> Result<(), ProcessError> {
-        if o.status == "payment_authorized" {
+    /// Confirms an authorized order (its holds stop expiring) — unless the fraud gate is
+    /// still waiting for its score.
+    fn confirm(&self, o: &mut OrderState, ctx: &mut Ctx<'_, Event>, why: &str) -> Result<(), ProcessError> {
+        if o.status == "payment_authorized" && !self.awaits_fraud(o) {
             for (sku, qty) in o.wanted.clone() {
                 self.command(o, ctx, &sku, "commit", qty, None, "payment authorized", true);
             }
-            Self::go(o, ctx, "confirmed", "reserved and paid")?;
+            Self::go(o, ctx, "confirmed", why)?;
         }
         Ok(())
     }
@@ -621,6 +648,7 @@ impl Processor for Orders {
                 refunded_minor: 0,
                 shipped: BTreeMap::new(),
                 held_from: None,
+                fraud: None,
                 seen: vec![p.event_id.clone()],
                 deferred: Vec::new(),
             };
@@ -629,6 +657,9 @@ impl Processor for Orders {
                 self.command(&o, ctx, &sku, "reserve", qty, None, "order placed", true);
             }
             ctx.set_timer(o.placed_at + self.0.payment_timeout_ms, &format!("payment|{}", o.order_id));
+            if self.0.fraud_gate_ms > 0 {
+                ctx.set_timer(o.placed_at + self.0.fraud_gate_ms, &format!("fraud|{}", o.order_id));
+            }
             o.seen.truncate(32);
             return Self::save(ctx, &o);
         }
@@ -651,9 +682,9 @@ impl Processor for Orders {
         if o.seen.contains(&e.event_id().to_string()) {
             return Ok(());
         }
-        if Self::awaits_reservation(&o) && Self::deferrable(e) {
-            // It came before the reservation settled (replaying a backlog, inventory's answer
-            // is still in flight): hold it back and apply it once the order knows its stock.
+        if self.waits(&o) && Self::deferrable(e) {
+            // It came before the reservation settled or the fraud score arrived (replaying a
+            // backlog, an answer still in flight): hold it back and apply it once they have.
             o.deferred.push(serde_json::to_string(&e.to_json()).expect("events are JSON"));
         } else {
             self.apply(&mut o, e, ctx)?;
@@ -665,6 +696,17 @@ impl Processor for Orders {
     }
 
     fn on_timer(&mut self, timer: &Timer, ctx: &mut Ctx<'_, Event>) -> Result<(), ProcessError> {
+        if let Some(order_id) = timer.key.strip_prefix("fraud|") {
+            let Some(mut o) = ctx.store::<OrderState>("orders").get(order_id)? else { return Ok(()) };
+            if o.fraud.is_none() {
+                o.fraud = Some("none in time".into());
+                let why = format!("reserved and paid; no fraud score within {} s of placing", self.0.fraud_gate_ms / 1000);
+                self.confirm(&mut o, ctx, &why)?;
+                self.replay_deferred(&mut o, ctx);
+                Self::save(ctx, &o)?;
+            }
+            return Ok(());
+        }
         let Some(order_id) = timer.key.strip_prefix("payment|") else { return Ok(()) };
         let Some(mut o) = ctx.store::<OrderState>("orders").get(order_id)? else { return Ok(()) };
         if !o.authorized && matches!(o.status.as_str(), "placed" | "reserved") {
@@ -750,6 +792,16 @@ mod tests {
                 reason: String::new(),
             });
         }
+        /// The fraud processor's answer for o-1.
+        fn score(&mut self, score: i32, decision: &str) {
+            let (event_id, occurred_at) = (id(&mut self.n), self.tick());
+            let reasons = if decision == "hold" {
+                vec![FraudReason { code: "ip_customers_1h".into(), points: 25, detail: "5 customers ordered from 198.51.100.66 in an hour".into() }]
+            } else {
+                vec![]
+            };
+            self.pipe(FraudScored { event_id, occurred_at, order_id: "o-1".into(), customer_id: "c-1".into(), score, reasons, decision: decision.into() });
+        }
         fn status(&mut self) -> String {
             self.d.store::<OrderState>("orders", "orders", "o-1").map(|o| o.status).unwrap_or_default()
         }
@@ -778,10 +830,12 @@ mod tests {
             };
             self.pipe(e);
         }
-        /// Drives the order (2 × A, 1 × B) to `status`.
+        /// Drives the order (2 × A, 1 × B) to `status`; its fraud score (allow) arrives right
+        /// after it is placed.
         fn reach(status: &str) -> Run {
             let mut r = Run::new();
             r.place(&[("A", 2), ("B", 1)]);
+            r.score(5, "allow");
             let steps: &[Step] = match status {
                 "placed" => &[],
                 "reserved" => &[Step::Hold],
@@ -1030,5 +1084,79 @@ mod tests {
         let o = r.d.store::<OrderState>("orders", "orders", "o-1").unwrap();
         assert_eq!((o.subtotal_minor, o.total_minor), (3000, 3000));
         assert_eq!(o.vendor_totals.get("v-1"), Some(&3000));
+    }
+
+    #[test]
+    fn an_authorized_order_waits_for_its_fraud_score_and_holds_back_capture_and_shipping_meanwhile() {
+        let mut r = Run::new();
+        r.place(&[("A", 2), ("B", 1)]);
+        r.reply("A", 2, true);
+        r.reply("B", 1, true);
+        r.act(Act::Authorize);
+        assert_eq!(r.status(), "payment_authorized", "confirmed before the fraud score");
+        r.act(Act::Capture);
+        r.act(Act::ShipA);
+        assert_eq!((r.status().as_str(), r.dead()), ("payment_authorized", 0));
+        assert_eq!(r.d.store::<OrderState>("orders", "orders", "o-1").unwrap().deferred.len(), 2);
+        r.score(12, "allow");
+        assert_eq!(r.status(), "partially_shipped", "confirmed, then the held-back capture and shipment applied");
+        assert_eq!(r.dead(), 0);
+        let confirmed = r.d.outputs::<Event>(Topic::Lifecycle.name()).into_iter().find_map(|e| match e {
+            Event::OrderStatusChanged(s) if s.status == "confirmed" => Some(s.reason),
+            _ => None,
+        });
+        assert_eq!(confirmed.as_deref(), Some("reserved, paid and fraud-checked (score 12, allow)"));
+    }
+
+    #[test]
+    fn a_hold_that_arrives_after_authorization_stops_the_order_before_it_ships() {
+        let mut r = Run::new();
+        r.place(&[("A", 2), ("B", 1)]);
+        r.reply("A", 2, true);
+        r.reply("B", 1, true);
+        r.act(Act::Authorize);
+        r.act(Act::ShipCreated);
+        r.score(85, "hold");
+        assert_eq!(r.status(), "fraud_hold");
+        let dlq = r.d.dlq(Topic::Fulfillment.name());
+        assert_eq!(dlq.len(), 1, "the held-back shipment is refused: {dlq:?}");
+        assert!(dlq[0].reason.contains("is fraud_hold"), "{}", dlq[0].reason);
+        let held = r.d.outputs::<Event>(Topic::Lifecycle.name()).into_iter().find_map(|e| match e {
+            Event::OrderStatusChanged(s) if s.status == "fraud_hold" => Some(s.reason),
+            _ => None,
+        });
+        assert_eq!(held.as_deref(), Some("fraud score 85 (ip_customers_1h)"));
+        let commits = r.d.outputs::<Event>(Topic::InventoryCommands.name()).into_iter().filter(|e| matches!(e, Event::InventoryCommand(c) if c.action == "commit")).count();
+        assert_eq!(commits, 0, "a held order's stock is not committed");
+    }
+
+    #[test]
+    fn without_a_fraud_score_in_time_the_order_is_confirmed_and_the_lifecycle_says_why() {
+        let mut r = Run::new();
+        r.place(&[("A", 2), ("B", 1)]);
+        r.reply("A", 2, true);
+        r.reply("B", 1, true);
+        r.act(Act::Authorize);
+        r.d.advance_time(T0 + OrdersConfig::default().fraud_gate_ms - 1);
+        assert_eq!(r.status(), "payment_authorized");
+        r.d.advance_time(T0 + OrdersConfig::default().fraud_gate_ms + 1000);
+        assert_eq!(r.status(), "confirmed");
+        let reason = r.d.outputs::<Event>(Topic::Lifecycle.name()).into_iter().find_map(|e| match e {
+            Event::OrderStatusChanged(s) if s.status == "confirmed" => Some(s.reason),
+            _ => None,
+        });
+        assert_eq!(reason.as_deref(), Some("reserved and paid; no fraud score within 600 s of placing"));
+        // A hold that turns up later still stops it before shipping.
+        r.score(90, "hold");
+        assert_eq!(r.status(), "fraud_hold");
+    }
+
+    #[test]
+    fn with_the_gate_off_an_authorized_order_is_confirmed_at_once() {
+        let mut r = Run { d: TestDriver::new(Orders::new(OrdersConfig { fraud_gate_ms: 0, ..OrdersConfig::default() })), n: 0, t: T0 };
+        r.place(&[("A", 2)]);
+        r.reply("A", 2, true);
+        r.act(Act::Authorize);
+        assert_eq!(r.status(), "confirmed");
     }
 }

@@ -79,6 +79,16 @@ pub trait Processor: Send + 'static {
         &[]
     }
 
+    /// Topics every instance reads in full, from the start, whatever partitions it owns —
+    /// reference data such as exchange rates (Kafka Streams' global tables). Keep them small.
+    fn global_inputs(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Applies a record of a global input. This is the one place a processor keeps state in
+    /// `self`: every instance rebuilds it from the global topics when it starts.
+    fn on_global(&mut self, _input: &Input<Self::In>) {}
+
     /// Handles one record.
     fn process(&mut self, input: &Input<Self::In>, ctx: &mut Ctx<'_, Self::Out>) -> Result<(), ProcessError>;
 

@@ -417,6 +417,11 @@ impl Runtime {
                 "the inputs of {name} are not co-partitioned (same key, same partition count): {counts:?}"
             )));
         }
+        for t in processor.global_inputs() {
+            if !infos.iter().any(|i| i.name == t) {
+                return Err(RuntimeError::Setup(format!("{name} reads the global input {t}, which does not exist")));
+            }
+        }
         let changelog = changelog_of(&config.app, name);
         let mut specs = vec![TopicSpec::compacted(&changelog, n)];
         for t in &inputs {
@@ -499,6 +504,8 @@ fn run(
     if let Some(instance) = &shared.config.instance {
         cfg.properties.push(("group.instance.id".into(), format!("{}.{instance}", shared.group())));
     }
+    let mut globals = GlobalReader::start(&shared, &*processor)?;
+    globals.catch_up(&mut *processor, &codec, Duration::from_secs(60))?;
     let mut consumer = shared.log.consumer(cfg, Some(Box::new(Listener(shared.clone()))))?;
     consumer.subscribe(&inputs.iter().map(String::as_str).collect::<Vec<_>>())?;
     let mut since_commit = 0u64;
@@ -508,6 +515,7 @@ fn run(
     let label = Metrics::label(name);
     let result = (|| -> Result<()> {
         while !stop.load(Ordering::Relaxed) {
+            globals.poll(&mut *processor, &codec)?;
             let records = consumer.poll(shared.config.max_poll, Duration::from_millis(100))?;
             if shared.crashed.load(Ordering::Relaxed) {
                 return Ok(());
@@ -666,6 +674,64 @@ fn run(
     }
     consumer.close()?;
     result
+}
+
+/// Reads a processor's global inputs in full: every partition, from the start, in every
+/// instance; nothing is committed (each start rebuilds the processor's global state).
+struct GlobalReader {
+    consumer: Option<Box<dyn storeflow_ingest::Consumer>>,
+    ends: Vec<(TopicPartition, u64)>,
+}
+
+impl GlobalReader {
+    fn start(shared: &Shared, processor: &dyn DynProcessor) -> Result<GlobalReader> {
+        let topics = processor.global_inputs();
+        if topics.is_empty() {
+            return Ok(GlobalReader { consumer: None, ends: vec![] });
+        }
+        let infos = shared.log.describe_topics()?;
+        let mut assignment = Vec::new();
+        for t in &topics {
+            if let Some(info) = infos.iter().find(|i| &i.name == t) {
+                for p in &info.partitions {
+                    assignment.push((TopicPartition::new(t, p.partition), p.start));
+                }
+            }
+        }
+        let tps: Vec<TopicPartition> = assignment.iter().map(|(tp, _)| tp.clone()).collect();
+        let ends = tps.iter().cloned().zip(shared.log.watermarks(&tps)?.into_iter().map(|(_, e)| e)).collect();
+        let mut cfg = ConsumerConfig::new(&format!("{}.global", shared.group()));
+        cfg.reset = OffsetReset::Earliest;
+        let mut consumer = shared.log.consumer(cfg, None)?;
+        consumer.assign(&assignment)?;
+        Ok(GlobalReader { consumer: Some(consumer), ends })
+    }
+
+    /// Reads up to where the global topics ended at start-up, before anything else.
+    fn catch_up(&mut self, processor: &mut dyn DynProcessor, codec: &Arc<Codec>, patience: Duration) -> Result<()> {
+        let Some(c) = self.consumer.as_mut() else { return Ok(()) };
+        let deadline = Instant::now() + patience;
+        loop {
+            // Kafka's last offset may be a transaction marker that is never fetched.
+            let done = self.ends.iter().all(|(tp, end)| c.position(tp).unwrap_or(0) + 1 >= *end || *end == 0);
+            if done || Instant::now() > deadline {
+                return Ok(());
+            }
+            for r in c.poll(10_000, Duration::from_millis(100))? {
+                processor.handle_global(codec, &r);
+            }
+        }
+    }
+
+    /// Applies whatever arrived since, without waiting.
+    fn poll(&mut self, processor: &mut dyn DynProcessor, codec: &Arc<Codec>) -> Result<()> {
+        if let Some(c) = self.consumer.as_mut() {
+            for r in c.poll(10_000, Duration::ZERO)? {
+                processor.handle_global(codec, &r);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Moves the consumer back to the committed offsets of task `p`'s input partitions.

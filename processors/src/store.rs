@@ -242,11 +242,16 @@ impl TaskState {
 
     /// The live value of `key` (not expired at stream time), through the layers.
     pub fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, RuntimeError> {
-        let v = match self.record.get(key).or_else(|| self.accepted.get(key)) {
-            Some(v) => v.clone(),
-            None => self.backend.get(key)?,
-        };
+        let v = self.get_raw(key)?;
         Ok(v.filter(|b| expiry_of(b).is_none_or(|t| t > self.stream_time)))
+    }
+
+    /// The stored value of `key` through the layers, expired or not.
+    pub fn get_raw(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, RuntimeError> {
+        match self.record.get(key).or_else(|| self.accepted.get(key)) {
+            Some(v) => Ok(v.clone()),
+            None => self.backend.get(key),
+        }
     }
 
     /// Live entries with `start <= key < end`, through the layers, in key order.

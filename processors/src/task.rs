@@ -71,6 +71,10 @@ pub trait DynProcessor: Send {
     fn handle(&mut self, task: &mut TaskCore, codec: &Arc<Codec>, record: &Record) -> Outcome;
     /// Fires the timers that are due and sweeps expired state; returns how many timers fired.
     fn fire_timers(&mut self, task: &mut TaskCore, codec: &Arc<Codec>) -> Result<usize, RuntimeError>;
+    /// [`Processor::global_inputs`].
+    fn global_inputs(&self) -> Vec<String>;
+    /// Applies a record of a global input (an undecodable one is logged and skipped).
+    fn handle_global(&mut self, codec: &Arc<Codec>, record: &Record);
 }
 
 fn dlq_record(processor: &str, record: &Record, reason: &str, now: i64) -> ProduceRecord {
@@ -164,6 +168,25 @@ impl<P: Processor> DynProcessor for P {
                 task.state.reject();
                 Outcome::Retry(reason)
             }
+        }
+    }
+
+    fn global_inputs(&self) -> Vec<String> {
+        Processor::global_inputs(self)
+    }
+
+    fn handle_global(&mut self, codec: &Arc<Codec>, record: &Record) {
+        let Some(bytes) = record.value.as_deref() else { return };
+        match P::In::decode(codec, bytes) {
+            Ok(value) => self.on_global(&Input {
+                value,
+                topic: record.topic.to_string(),
+                partition: record.partition,
+                offset: record.offset,
+                timestamp: record.timestamp,
+                key: record.key.as_deref().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default(),
+            }),
+            Err(e) => tracing::warn!(processor = P::NAME, topic = %record.topic, offset = record.offset, error = %e, "skipping an undecodable record of a global input"),
         }
     }
 

@@ -93,3 +93,19 @@ fn timers_fire_when_stream_time_reaches_them_and_expired_state_disappears() {
     assert_eq!(fired, vec!["a", "b", "c"]);
     assert!(d.store_scan::<Seen>("remember", "seen", "").is_empty(), "everything expired");
 }
+
+#[test]
+fn rewriting_a_key_with_a_later_expiry_keeps_one_expiry_entry_and_the_latest_expiry_wins() {
+    let mut d = TestDriver::new(Remember).with_partitions(1);
+    for t in (10_000..10_900).step_by(100) {
+        d.pipe(note("a", 1, t));
+    }
+    assert_eq!(d.store_size("remember", "seen").0, 1);
+    assert_eq!(d.store_size("remember", "__expiry").0, 1, "the replaced expiries' index entries are gone");
+    // The first write's expiry (11 000) has passed; the last one's (11 800) has not.
+    d.advance_time(11_500);
+    assert!(d.store::<Seen>("remember", "seen", "a").is_some(), "the latest expiry counts");
+    d.advance_time(11_800);
+    assert!(d.store::<Seen>("remember", "seen", "a").is_none());
+    assert_eq!(d.store_size("remember", "__expiry"), (0, 0), "nothing is left behind");
+}

@@ -154,6 +154,9 @@ impl World {
                     payment_method_token: "pm".into(),
                     client_ip: "203.0.113.1".into(),
                 }));
+                // The fraud processor's answer (allow), as it follows every placement.
+                let (event_id, occurred_at) = self.next();
+                self.d.pipe(Event::FraudScored(FraudScored { event_id, occurred_at, order_id: order_id(order), customer_id: "c".into(), score: 0, reasons: vec![], decision: "allow".into() }));
                 let lines: Vec<(usize, i32)> = merged.into_iter().collect();
                 let ok = lines.iter().all(|(sku, q)| self.m.available(*sku) >= i64::from(*q));
                 if ok {

@@ -47,6 +47,10 @@ pub struct SimConfig {
     /// Fast-forward of the days between shipping, delivery and returns, so a run of a few
     /// simulated hours shows whole order lifecycles (1.0: real durations).
     pub fulfillment_speedup: f64,
+    /// Accounts that exist when the simulation starts (opened 30 days to 4 years earlier):
+    /// a marketplace's established customers. Their `CustomerRegistered` is published at the
+    /// start, as importing them would; `OrderPlaced.customer_since` carries the real age.
+    pub established_customers: usize,
 }
 
 impl Default for SimConfig {
@@ -61,6 +65,7 @@ impl Default for SimConfig {
             fraud_ring_share: 0.0,
             checkout_conversion: 0.75,
             fulfillment_speedup: 300.0,
+            established_customers: 1000,
         }
     }
 }
@@ -297,6 +302,11 @@ impl Simulator {
                 let qty = self.rng.random_range(20..120);
                 self.receive(i, w, qty);
             }
+        }
+        for _ in 0..self.config.established_customers {
+            let c = self.new_customer(false);
+            let days = self.rng.random_range(30..1460);
+            self.customers[c].since = Timestamp(self.now - days * 86_400_000);
         }
         self.schedule(0, Task::NewSession);
         self.schedule(60_000, Task::Restock);

@@ -15,11 +15,13 @@ pub fn produce_notes(log: &dyn Log, topic: &str, partitions: u32, n: u64, keys: 
     log.create_topics(&[TopicSpec::new(topic, partitions)]).expect("topic");
     let p = log.producer().expect("producer");
     let mut counts = BTreeMap::new();
+    // Current timestamps: Kafka's time retention (7 days by default) deletes old ones.
+    let base = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
     let mut batch = Vec::new();
     for i in 0..n {
         let key = format!("k{}", (i * 7919) % keys);
         *counts.entry(key.clone()).or_insert(0) += 1;
-        let note = Note { key: key.clone(), n: i, time: 1_764_000_000_000 + i as i64, topic: String::new() };
+        let note = Note { key: key.clone(), n: i, time: base + i as i64, topic: String::new() };
         batch.push(ProduceRecord::new(topic, key, serde_json::to_vec(&note).unwrap()).at(note.time));
         if batch.len() == 5000 {
             for f in p.send_batch(std::mem::take(&mut batch)).expect("send") {

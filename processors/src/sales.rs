@@ -1,0 +1,401 @@
+//! sales — vendors' real-time sales per minute: orders, units, GMV, refunds, marketplace
+//! commission and net payout, in the order currency and in the base currency.
+//!
+//! Two stages in one processor (all inputs have the same partition count, so a vendor's
+//! records always meet in one task and an order's in another):
+//! 1. keyed by order — `storefront.orders` (OrderPlaced) and `storefront.payments`
+//!    (RefundIssued): each order or refund is split by vendor (a refund without lines is split
+//!    in proportion to the order's vendor totals, largest remainder first, so the parts add
+//!    up exactly) and re-keyed by vendor to `sales.events`;
+//! 2. keyed by vendor — `sales.events` and `storefront.catalog` (VendorOnboarded: the plan):
+//!    the vendor-minute is updated and emitted to `sales.vendor_minute` (one update per
+//!    change, so a report refreshes within a second).
+//!
+//! Every amount lands in the minute of its own event time: a late refund updates the minute
+//! it happened in. Exchange rates come from `storefront.exchange_rates`, read in full by
+//! every instance (a global input), and convert with the latest rate known.
+//!
+//! Money rules, stated: all amounts are integers in minor units. Commission =
+//! (GMV − refunds) × plan rate, rounded half to even to a minor unit; net payout =
+//! GMV − refunds − commission, so for every vendor-minute GMV − refunds = commission + net,
+//! exactly. Conversion to the base currency: amount × rate, scaled by the two currencies'
+//! minor-unit exponents, rounded half to even.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use storeflow_avro::{Event, Timestamp, Topic, VendorSaleRecorded, VendorSalesMinute};
+
+use crate::{Ctx, Input, ProcessError, Processor};
+
+/// `[processors.sales]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SalesConfig {
+    /// ISO-4217 currency of the `*_base_minor` amounts.
+    pub base_currency: String,
+    /// Commission in basis points per vendor plan (1500 = 15 %).
+    pub commission_bps: BTreeMap<String, i64>,
+    /// Plan of a vendor not (yet) onboarded.
+    pub default_plan: String,
+    /// How long minute and order state is kept (days of event time).
+    pub keep_days: i64,
+}
+
+impl Default for SalesConfig {
+    fn default() -> Self {
+        SalesConfig {
+            base_currency: "EUR".into(),
+            commission_bps: [("basic", 1500), ("pro", 1200), ("enterprise", 800)].iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            default_plan: "basic".into(),
+            keep_days: 90,
+        }
+    }
+}
+
+/// Digits after the decimal point of a currency's minor unit (ISO 4217).
+pub fn exponent(currency: &str) -> u32 {
+    match currency {
+        "BIF" | "CLP" | "DJF" | "GNF" | "ISK" | "JPY" | "KMF" | "KRW" | "PYG" | "RWF" | "UGX" | "UYI" | "VND" | "VUV" | "XAF" | "XOF" | "XPF" => 0,
+        "BHD" | "IQD" | "JOD" | "KWD" | "LYD" | "OMR" | "TND" => 3,
+        _ => 2,
+    }
+}
+
+/// `num / den` rounded half to even (`den > 0`).
+pub fn div_round_half_even(num: i128, den: i128) -> i128 {
+    let q = num.div_euclid(den);
+    let r = num.rem_euclid(den);
+    match (2 * r).cmp(&den) {
+        std::cmp::Ordering::Less => q,
+        std::cmp::Ordering::Greater => q + 1,
+        std::cmp::Ordering::Equal => q + (q & 1),
+    }
+}
+
+/// Converts `amount` minor units of `from` to minor units of `to` at `rate_e9` (units of
+/// `to` per unit of `from`, × 10⁹), rounding half to even.
+pub fn convert(amount: i64, from: &str, to: &str, rate_e9: i64) -> i64 {
+    let num = i128::from(amount) * i128::from(rate_e9) * 10i128.pow(exponent(to));
+    let den = 10i128.pow(exponent(from)) * 1_000_000_000;
+    div_round_half_even(num, den) as i64
+}
+
+/// A vendor-minute in one currency.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Minute {
+    pub orders: i64,
+    pub units: i64,
+    pub gmv_minor: i64,
+    pub refunds_minor: i64,
+}
+
+/// What stage 1 keeps of an order: its currency and each vendor's units and value.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderSplit {
+    pub currency: String,
+    pub vendors: BTreeMap<String, (i64, i64)>,
+}
+
+/// The sales processor.
+pub struct Sales {
+    config: SalesConfig,
+    /// Latest rates: (base, quote) → rate × 10⁹ (global state, rebuilt at every start).
+    rates: BTreeMap<(String, String), i64>,
+}
+
+fn fresh_id(t: i64, parts: &[&str]) -> String {
+    let mut h: u64 = 0x9ce4_8422_2325_cbf2;
+    for b in parts.iter().flat_map(|p| p.bytes().chain(std::iter::once(0))) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    let mut b = [0u8; 16];
+    b[..8].copy_from_slice(&h.to_be_bytes());
+    b[8..].copy_from_slice(&(t as u64 ^ h.rotate_left(13)).to_be_bytes());
+    uuid::Builder::from_random_bytes(b).into_uuid().to_string()
+}
+
+impl Sales {
+    /// The rate from `from` to the base currency, direct or inverse.
+    pub fn rate_to_base(&self, from: &str) -> Option<i64> {
+        let base = &self.config.base_currency;
+        if from == base {
+            return Some(1_000_000_000);
+        }
+        if let Some(r) = self.rates.get(&(from.to_string(), base.clone())) {
+            return Some(*r);
+        }
+        self.rates
+            .get(&(base.clone(), from.to_string()))
+            .filter(|r| **r > 0)
+            .map(|r| div_round_half_even(1_000_000_000_000_000_000, i128::from(*r)) as i64)
+    }
+
+    fn share(&self, ctx: &mut Ctx<'_, Event>, order_id: &str, vendor: &str, minute: i64, currency: &str, orders: i32, units: i64, gmv: i64, refunds: i64, tag: &str) {
+        let t = ctx.time();
+        ctx.emit(Event::VendorSaleRecorded(VendorSaleRecorded {
+            event_id: fresh_id(t, &["share", order_id, vendor, tag]),
+            occurred_at: Timestamp(t),
+            order_id: order_id.to_string(),
+            vendor_id: vendor.to_string(),
+            minute: Timestamp(minute),
+            currency: currency.to_string(),
+            orders,
+            units: units.clamp(0, i64::from(i32::MAX)) as i32,
+            gmv_minor: gmv,
+            refunds_minor: refunds,
+        }));
+    }
+}
+
+impl Processor for Sales {
+    const NAME: &'static str = "sales";
+    type Config = SalesConfig;
+    type In = Event;
+    type Out = Event;
+
+    fn new(config: SalesConfig) -> Self {
+        Sales { config, rates: BTreeMap::new() }
+    }
+
+    fn inputs(&self) -> Vec<String> {
+        [Topic::Orders, Topic::Payments, Topic::Catalog, Topic::SalesEvents].iter().map(|t| t.name().to_string()).collect()
+    }
+
+    fn global_inputs(&self) -> Vec<String> {
+        vec![Topic::ExchangeRates.name().to_string()]
+    }
+
+    fn stores(&self) -> &'static [&'static str] {
+        &["orders", "plans", "minutes"]
+    }
+
+    fn on_global(&mut self, input: &Input<Event>) {
+        if let Event::ExchangeRateUpdated(r) = &input.value {
+            self.rates.insert((r.base_currency.clone(), r.quote_currency.clone()), r.rate_e9);
+        }
+    }
+
+    fn process(&mut self, input: &Input<Event>, ctx: &mut Ctx<'_, Event>) -> Result<(), ProcessError> {
+        let keep = self.config.keep_days * 86_400_000;
+        match &input.value {
+            Event::OrderPlaced(o) => {
+                let mut split = OrderSplit { currency: o.currency.clone(), vendors: BTreeMap::new() };
+                for i in &o.items {
+                    let e = split.vendors.entry(i.vendor_id.clone()).or_default();
+                    e.0 += i64::from(i.quantity);
+                    e.1 += i64::from(i.quantity) * i.unit_price_minor;
+                }
+                let minute = o.occurred_at.minute_floor().millis();
+                for (vendor, (units, gmv)) in &split.vendors {
+                    self.share(ctx, &o.order_id, vendor, minute, &o.currency, 1, *units, *gmv, 0, "sale");
+                }
+                ctx.store::<OrderSplit>("orders").put_until(&o.order_id, &split, o.occurred_at.millis() + keep)?;
+            }
+            Event::RefundIssued(r) => {
+                let minute = r.occurred_at.minute_floor().millis();
+                let mut parts: BTreeMap<String, i64> = BTreeMap::new();
+                if !r.lines.is_empty() {
+                    let lines_total: i64 = r.lines.iter().map(|l| l.amount_minor).sum();
+                    for l in &r.lines {
+                        *parts.entry(l.vendor_id.clone()).or_default() += l.amount_minor;
+                    }
+                    // A refund larger than its lines (shipping, tax) is attributed to the lines.
+                    if lines_total != r.amount_minor && lines_total > 0 {
+                        parts = split_proportionally(r.amount_minor, &parts);
+                    }
+                } else {
+                    let Some(split) = ctx.store::<OrderSplit>("orders").get(&r.order_id)? else {
+                        return Err(ProcessError::permanent(format!("refund {} for order {} without lines, and the order is unknown to sales", r.refund_id, r.order_id)));
+                    };
+                    let weights: BTreeMap<String, i64> = split.vendors.iter().map(|(v, (_, g))| (v.clone(), *g)).collect();
+                    parts = split_proportionally(r.amount_minor, &weights);
+                }
+                for (vendor, amount) in parts {
+                    self.share(ctx, &r.order_id, &vendor, minute, &r.currency, 0, 0, 0, amount, &format!("refund {}", r.refund_id));
+                }
+            }
+            Event::VendorOnboarded(v) => {
+                ctx.store::<String>("plans").put(&v.vendor_id, &v.plan)?;
+            }
+            Event::VendorSaleRecorded(s) => {
+                let minute = s.minute.millis();
+                let key = format!("{}|{minute:020}|{}", s.vendor_id, s.currency);
+                let mut m = ctx.store::<Minute>("minutes").get(&key)?.unwrap_or_default();
+                m.orders += i64::from(s.orders);
+                m.units += i64::from(s.units);
+                m.gmv_minor += s.gmv_minor;
+                m.refunds_minor += s.refunds_minor;
+                ctx.store::<Minute>("minutes").put_until(&key, &m, minute + keep)?;
+                let plan = ctx.store::<String>("plans").get(&s.vendor_id)?.unwrap_or_else(|| self.config.default_plan.clone());
+                let bps = self.config.commission_bps.get(&plan).copied().unwrap_or(0);
+                let net_sales = m.gmv_minor - m.refunds_minor;
+                let commission = div_round_half_even(i128::from(net_sales) * i128::from(bps), 10_000) as i64;
+                let net_payout = net_sales - commission;
+                let (gmv_base, net_base) = match self.rate_to_base(&s.currency) {
+                    Some(rate) => (
+                        convert(m.gmv_minor, &s.currency, &self.config.base_currency, rate),
+                        convert(net_payout, &s.currency, &self.config.base_currency, rate),
+                    ),
+                    None => {
+                        tracing::warn!(currency = %s.currency, base = %self.config.base_currency, "no exchange rate yet; base amounts are 0");
+                        (0, 0)
+                    }
+                };
+                let t = ctx.time();
+                let clamp = |v: i64| v.clamp(0, i64::from(i32::MAX)) as i32;
+                ctx.emit(Event::VendorSalesMinute(VendorSalesMinute {
+                    event_id: fresh_id(t, &["minute", &key, &s.event_id]),
+                    occurred_at: Timestamp(t),
+                    vendor_id: s.vendor_id.clone(),
+                    minute: s.minute,
+                    currency: s.currency.clone(),
+                    orders: clamp(m.orders),
+                    units: clamp(m.units),
+                    gmv_minor: m.gmv_minor,
+                    refunds_minor: m.refunds_minor,
+                    commission_minor: commission,
+                    net_payout_minor: net_payout,
+                    base_currency: self.config.base_currency.clone(),
+                    gmv_base_minor: gmv_base,
+                    net_payout_base_minor: net_base,
+                }));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// Splits `amount` over `weights` in proportion, exactly: floors first, then the remainder
+/// one unit at a time to the largest fractional parts (ties: by key).
+pub fn split_proportionally(amount: i64, weights: &BTreeMap<String, i64>) -> BTreeMap<String, i64> {
+    let total: i128 = weights.values().map(|w| i128::from(*w)).sum();
+    if total <= 0 {
+        let mut out = BTreeMap::new();
+        if let Some(k) = weights.keys().next() {
+            out.insert(k.clone(), amount);
+        }
+        return out;
+    }
+    let mut parts: Vec<(String, i64, i128)> = weights
+        .iter()
+        .map(|(k, w)| {
+            let exact = i128::from(amount) * i128::from(*w);
+            (k.clone(), exact.div_euclid(total) as i64, exact.rem_euclid(total))
+        })
+        .collect();
+    let mut left = amount - parts.iter().map(|p| p.1).sum::<i64>();
+    parts.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)));
+    for p in parts.iter_mut() {
+        if left == 0 {
+            break;
+        }
+        p.1 += 1;
+        left -= 1;
+    }
+    parts.into_iter().map(|(k, v, _)| (k, v)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::TestDriver;
+    use storeflow_avro::*;
+
+    const T0: i64 = 1_764_000_000_000; // a minute boundary
+
+    fn uid(n: u128) -> String {
+        uuid::Uuid::from_u128(n).to_string()
+    }
+
+    fn order(id: &str, t: i64, currency: &str, lines: &[(&str, i32, i64)]) -> Event {
+        let a = Address { name: "A".into(), line1: "1".into(), line2: None, city: "X".into(), postal_code: "1".into(), region: None, country: "DE".into() };
+        Event::OrderPlaced(OrderPlaced {
+            event_id: uid(t as u128),
+            occurred_at: Timestamp(t),
+            order_id: id.into(),
+            customer_id: "c".into(),
+            session_id: None,
+            customer_since: None,
+            items: lines.iter().map(|(v, q, p)| OrderItem { sku: format!("s-{v}"), product_id: "p".into(), vendor_id: v.to_string(), quantity: *q, unit_price_minor: *p }).collect(),
+            currency: currency.into(),
+            shipping_address: a.clone(),
+            billing_address: a,
+            shipping_minor: 0,
+            tax_minor: 0,
+            discount_minor: 0,
+            payment_method_token: "pm".into(),
+            client_ip: "203.0.113.1".into(),
+        })
+    }
+
+    fn refund(order: &str, t: i64, amount: i64, lines: Vec<RefundLine>) -> Event {
+        Event::RefundIssued(RefundIssued { event_id: uid(9_000 + t as u128), occurred_at: Timestamp(t), order_id: order.into(), payment_id: "pi".into(), refund_id: format!("re-{t}"), amount_minor: amount, currency: "EUR".into(), reason: "return".into(), lines })
+    }
+
+    fn minutes(d: &TestDriver) -> Vec<VendorSalesMinute> {
+        d.outputs::<Event>(Topic::VendorSales.name()).into_iter().filter_map(|e| if let Event::VendorSalesMinute(m) = e { Some(m) } else { None }).collect()
+    }
+
+    fn last(d: &TestDriver, vendor: &str, minute: i64) -> VendorSalesMinute {
+        minutes(d).into_iter().filter(|m| m.vendor_id == vendor && m.minute.millis() == minute).last().expect("a minute")
+    }
+
+    fn rate(d: &mut TestDriver, base: &str, quote: &str, rate_e9: i64) {
+        d.pipe(Event::ExchangeRateUpdated(ExchangeRateUpdated { event_id: uid(77 + rate_e9 as u128), occurred_at: Timestamp(T0), base_currency: base.into(), quote_currency: quote.into(), rate_e9 }));
+    }
+
+    #[test]
+    fn an_order_is_split_by_vendor_with_commission_and_payout_that_add_up() {
+        let mut d = TestDriver::new(Sales::new(SalesConfig::default()));
+        d.pipe(Event::VendorOnboarded(VendorOnboarded { event_id: uid(1), occurred_at: Timestamp(T0), vendor_id: "v-pro".into(), name: "P".into(), country: "DE".into(), plan: "pro".into(), payout_currency: "EUR".into(), stripe_account_id: None }));
+        d.pipe(order("o1", T0 + 5_000, "EUR", &[("v-pro", 2, 1_005), ("v-basic", 1, 333)]));
+        let pro = last(&d, "v-pro", T0);
+        assert_eq!((pro.orders, pro.units, pro.gmv_minor), (1, 2, 2_010));
+        assert_eq!(pro.commission_minor, 241, "12 % of 20.10 = 2.412 → 2.41");
+        assert_eq!(pro.net_payout_minor, 2_010 - 241);
+        let basic = last(&d, "v-basic", T0);
+        assert_eq!(basic.commission_minor, 50, "15 % of 3.33 = 0.4995 → 0.50");
+        assert_eq!(basic.gmv_minor - basic.refunds_minor, basic.commission_minor + basic.net_payout_minor);
+    }
+
+    #[test]
+    fn a_late_refund_updates_the_minute_it_happened_in() {
+        let mut d = TestDriver::new(Sales::new(SalesConfig::default()));
+        d.pipe(order("o1", T0 + 1_000, "EUR", &[("v1", 1, 10_000)]));
+        d.pipe(order("o2", T0 + 600_000, "EUR", &[("v1", 1, 5_000)]));
+        // A refund of the first order's value, issued in the minute T0+2min, arriving after
+        // later sales were processed.
+        d.pipe(refund("o1", T0 + 120_000, 4_000, vec![]));
+        let m = last(&d, "v1", T0 + 120_000);
+        assert_eq!((m.gmv_minor, m.refunds_minor, m.orders), (0, 4_000, 0));
+        assert_eq!(m.commission_minor, -600, "commission is given back with the refund");
+        assert_eq!(last(&d, "v1", T0).gmv_minor, 10_000, "the sale's own minute is untouched");
+    }
+
+    #[test]
+    fn a_refund_without_lines_splits_by_vendor_share_exactly() {
+        let mut d = TestDriver::new(Sales::new(SalesConfig::default()));
+        d.pipe(order("o1", T0, "EUR", &[("a", 1, 1_000), ("b", 1, 1_000), ("c", 1, 1_000)]));
+        d.pipe(refund("o1", T0 + 30_000, 1_000, vec![]));
+        let parts: i64 = ["a", "b", "c"].iter().map(|v| last(&d, v, T0).refunds_minor).sum();
+        assert_eq!(parts, 1_000, "333 + 333 + 334");
+        assert_eq!(split_proportionally(1_000, &[("a".to_string(), 1), ("b".to_string(), 1), ("c".to_string(), 1)].into_iter().collect())["a"], 334);
+    }
+
+    #[test]
+    fn amounts_convert_to_the_base_currency_with_the_latest_rate_rounding_half_to_even() {
+        let mut d = TestDriver::new(Sales::new(SalesConfig::default()));
+        rate(&mut d, "JPY", "EUR", 6_172_840); // 1 JPY = 0.00617284 EUR
+        d.pipe(order("o1", T0, "JPY", &[("v1", 1, 1_000)]));
+        assert_eq!(last(&d, "v1", T0).gmv_base_minor, 617, "¥1000 = €6.17284 → 617 cents");
+        rate(&mut d, "EUR", "USD", 1_080_000_000); // only the inverse is known for USD
+        d.pipe(order("o2", T0 + 60_000, "USD", &[("v1", 1, 1_080)]));
+        assert_eq!(last(&d, "v1", T0 + 60_000).gmv_base_minor, 1_000, "$10.80 / 1.08 = €10.00");
+        assert_eq!(convert(5, "EUR", "EUR", 500_000_000), 2, "2.5 rounds to the even 2");
+        assert_eq!(convert(7, "EUR", "EUR", 500_000_000), 4, "3.5 rounds to the even 4");
+        assert_eq!(div_round_half_even(-5, 2), -2);
+    }
+}
