@@ -1,0 +1,439 @@
+//! Analytics: fact and dimension tables for every event family, materialized rollups, and
+//! the dashboards' questions — on ClickHouse, or on Parquet files queried with DataFusion.
+//!
+//! - [`config`] — `[sinks.analytics]`.
+//! - [`rows`] — the tables as Rust rows (ClickHouse rows and Arrow batches alike).
+//! - [`sink`] — events → rows, with the per-partition high-water marks that make writes
+//!   idempotent.
+//! - [`clickhouse`], [`parquet`] — the two stores.
+//! - [`questions`] — the dashboards' questions in both dialects (`sql/analytics/`).
+//! - [`service`] — the retry-or-give-up decision.
+//!
+//! **Money.** Every amount is kept in its own currency *and* in the base currency (EUR by
+//! default, `*_eur_minor` columns), converted when written with the rate in force at the
+//! event's time ([`crate::money`]). Dashboards sum the base-currency columns.
+
+pub mod clickhouse;
+pub mod config;
+pub mod parquet;
+pub mod questions;
+pub mod rows;
+pub mod service;
+pub mod sink;
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use tokio::runtime::Handle;
+
+pub use self::clickhouse::Param;
+pub use questions::Question;
+pub use sink::{AnalyticsSink, Store};
+
+use crate::{Result, SinkError};
+
+/// The sink's name: config key, consumer group suffix, metrics label.
+pub const NAME: &str = "analytics";
+
+/// The time window of a dashboard, aligned to the hourly rollups: `1h` and `24h` are the
+/// last 1 or 24 whole hours up to and including the current one; `7d` and `30d` the last 7
+/// or 30 UTC days including today.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DashboardRange {
+    /// `1h`.
+    #[serde(rename = "1h")]
+    Hour,
+    /// `24h`.
+    #[serde(rename = "24h")]
+    Day,
+    /// `7d`.
+    #[serde(rename = "7d")]
+    Week,
+    /// `30d`.
+    #[serde(rename = "30d")]
+    Month,
+}
+
+impl FromStr for DashboardRange {
+    type Err = SinkError;
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s {
+            "1h" => DashboardRange::Hour,
+            "24h" => DashboardRange::Day,
+            "7d" => DashboardRange::Week,
+            "30d" => DashboardRange::Month,
+            other => return Err(SinkError::Config(format!("range `{other}`: expected 1h, 24h, 7d or 30d"))),
+        })
+    }
+}
+
+const HOUR: i64 = 3_600_000;
+const DAY: i64 = 24 * HOUR;
+
+impl DashboardRange {
+    /// `[from, to)` in milliseconds for a dashboard as of `as_of`.
+    pub fn window(self, as_of: i64) -> (i64, i64) {
+        match self {
+            DashboardRange::Hour | DashboardRange::Day => {
+                let to = as_of.div_euclid(HOUR) * HOUR + HOUR;
+                (to - if self == DashboardRange::Hour { HOUR } else { 24 * HOUR }, to)
+            }
+            DashboardRange::Week | DashboardRange::Month => {
+                let to = as_of.div_euclid(DAY) * DAY + DAY;
+                (to - if self == DashboardRange::Week { 7 * DAY } else { 30 * DAY }, to)
+            }
+        }
+    }
+}
+
+/// A product's sales in a window.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TopProduct {
+    /// Product.
+    pub product_id: String,
+    /// Its title, if known.
+    pub title: Option<String>,
+    /// Its category.
+    pub category: Option<String>,
+    /// Units sold.
+    pub units: i64,
+    /// GMV in base-currency minor units.
+    pub gmv_eur_minor: i64,
+}
+
+/// A category's sales in a window.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TopCategory {
+    /// Category path.
+    pub category: String,
+    /// Units sold.
+    pub units: i64,
+    /// GMV in base-currency minor units.
+    pub gmv_eur_minor: i64,
+}
+
+/// Sessions reaching each stage of the funnel.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Funnel {
+    /// Sessions with any activity.
+    pub sessions: i64,
+    /// … that viewed a product.
+    pub viewed: i64,
+    /// … that added to a cart.
+    pub carted: i64,
+    /// … that started a checkout.
+    pub checkout: i64,
+    /// … that placed an order.
+    pub ordered: i64,
+}
+
+#[derive(Deserialize)]
+struct SalesRow {
+    orders: Option<i64>,
+    units: Option<i64>,
+    gmv_eur_minor: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct NewCustomersRow {
+    new_customers: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct ReturnsRow {
+    returned_orders: Option<i64>,
+    returned_units: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct RatingRow {
+    reviews: Option<i64>,
+    rating_avg: Option<f64>,
+}
+
+#[derive(Deserialize)]
+struct StockRow {
+    on_hand: Option<i64>,
+    available: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct RefundsRow {
+    refunds_eur_minor: Option<i64>,
+}
+
+/// The marketplace dashboard for one window.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Dashboard {
+    /// The window asked for.
+    pub range: DashboardRange,
+    /// Start (ms, inclusive).
+    pub from: i64,
+    /// End (ms, exclusive).
+    pub to: i64,
+    /// Currency of every `*_eur_minor` figure.
+    pub base_currency: String,
+    /// Gross merchandise value: order totals placed in the window.
+    pub gmv_eur_minor: i64,
+    /// Orders placed.
+    pub orders: i64,
+    /// Units ordered.
+    pub units: i64,
+    /// Average order value.
+    pub aov_eur_minor: i64,
+    /// Best products by GMV.
+    pub top_products: Vec<TopProduct>,
+    /// Best categories by GMV.
+    pub top_categories: Vec<TopCategory>,
+    /// The conversion funnel.
+    pub funnel: Funnel,
+    /// Sessions that ordered / sessions (0 when there were none).
+    pub conversion_rate: f64,
+    /// Customers registered.
+    pub new_customers: i64,
+    /// Orders with a return requested in the window.
+    pub returned_orders: i64,
+    /// Units asked back.
+    pub returned_units: i64,
+    /// Returned orders / orders placed in the window.
+    pub return_rate: f64,
+}
+
+/// One vendor's performance in a window.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VendorPerformance {
+    /// Vendor.
+    pub vendor_id: String,
+    /// Start (ms, inclusive).
+    pub from: i64,
+    /// End (ms, exclusive).
+    pub to: i64,
+    /// GMV of its lines.
+    pub gmv_eur_minor: i64,
+    /// Orders with at least one of its lines.
+    pub orders: i64,
+    /// Units sold.
+    pub units: i64,
+    /// GMV / orders.
+    pub aov_eur_minor: i64,
+    /// Refunds of its lines.
+    pub refunds_eur_minor: i64,
+    /// Average review rating, all time.
+    pub rating_avg: Option<f64>,
+    /// Reviews, all time.
+    pub reviews: i64,
+    /// Units on hand now over its skus and warehouses.
+    pub on_hand: i64,
+    /// Units available now.
+    pub available: i64,
+    /// Units sold in the window / units on hand now (`None` with nothing on hand).
+    pub inventory_turnover: Option<f64>,
+    /// Its best products.
+    pub top_products: Vec<TopProduct>,
+}
+
+/// A customer's lifetime value.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CustomerValue {
+    /// Customer.
+    pub customer_id: String,
+    /// Orders placed.
+    pub orders: i64,
+    /// GMV, base currency.
+    pub gmv_eur_minor: i64,
+    /// First order (ms).
+    pub first_order: i64,
+    /// Last order (ms).
+    pub last_order: i64,
+}
+
+/// A cohort's orders in one month.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CohortMonth {
+    /// Month the customers registered (ms at its start).
+    pub cohort_month: i64,
+    /// Month of the orders (ms at its start).
+    pub order_month: i64,
+    /// Customers of the cohort who ordered that month.
+    pub customers: i64,
+    /// Their orders.
+    pub orders: i64,
+    /// Their GMV.
+    pub gmv_eur_minor: i64,
+}
+
+/// Async analytics queries for the API. Cheap to clone, `Send + Sync`; queries run on the
+/// sinks' own runtime.
+#[derive(Clone, Debug)]
+pub struct Analytics {
+    store: Store,
+    base_currency: String,
+    rt: Handle,
+}
+
+fn first<T>(v: Vec<T>) -> Option<T> {
+    v.into_iter().next()
+}
+
+fn ratio(a: i64, b: i64) -> f64 {
+    if b == 0 { 0.0 } else { a as f64 / b as f64 }
+}
+
+fn clean(mut v: Vec<TopProduct>) -> Vec<TopProduct> {
+    for p in &mut v {
+        p.title = p.title.take().filter(|t| !t.is_empty());
+        p.category = p.category.take().filter(|t| !t.is_empty());
+    }
+    v
+}
+
+impl Analytics {
+    /// A handle on `store`, running queries on `rt`.
+    pub fn new(store: Store, base_currency: &str, rt: Handle) -> Self {
+        Analytics { store, base_currency: base_currency.to_string(), rt }
+    }
+
+    /// `clickhouse` or `parquet`.
+    pub fn backend(&self) -> &'static str {
+        self.store.backend()
+    }
+
+    /// The store, for tools and tests.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    async fn on_rt<T: Send + 'static>(&self, f: impl std::future::Future<Output = Result<T>> + Send + 'static) -> Result<T> {
+        self.rt.spawn(f).await.map_err(|_| SinkError::Stopped)?
+    }
+
+    /// The dashboard for `range` as of `as_of` (ms; default now).
+    pub async fn dashboard(&self, range: DashboardRange, as_of: Option<i64>) -> Result<Dashboard> {
+        let (from, to) = range.window(as_of.unwrap_or_else(|| chrono::Utc::now().timestamp_millis()));
+        let store = self.store.clone();
+        let base = self.base_currency.clone();
+        self.on_rt(async move {
+            let p = [("from", Param::Time(from)), ("to", Param::Time(to))];
+            let sales: Option<SalesRow> = first(questions::run(&store, Question::Sales, &p).await?);
+            let (orders, units, gmv) = sales.map_or((0, 0, 0), |s| (s.orders.unwrap_or(0), s.units.unwrap_or(0), s.gmv_eur_minor.unwrap_or(0)));
+            let top_products = clean(questions::run(&store, Question::TopProducts, &p).await?);
+            let top_categories = questions::run(&store, Question::TopCategories, &p).await?;
+            let funnel: Funnel = first(questions::run(&store, Question::Funnel, &p).await?).unwrap_or_default();
+            let new_customers = first(questions::run::<NewCustomersRow>(&store, Question::NewCustomers, &p).await?)
+                .and_then(|r| r.new_customers)
+                .unwrap_or(0);
+            let returns: Option<ReturnsRow> = first(questions::run(&store, Question::Returns, &p).await?);
+            let (returned_orders, returned_units) =
+                returns.map_or((0, 0), |r| (r.returned_orders.unwrap_or(0), r.returned_units.unwrap_or(0)));
+            Ok(Dashboard {
+                range,
+                from,
+                to,
+                base_currency: base,
+                gmv_eur_minor: gmv,
+                orders,
+                units,
+                aov_eur_minor: if orders == 0 { 0 } else { gmv / orders },
+                top_products,
+                top_categories,
+                conversion_rate: ratio(funnel.ordered, funnel.sessions),
+                funnel,
+                new_customers,
+                returned_orders,
+                returned_units,
+                return_rate: ratio(returned_orders, orders),
+            })
+        })
+        .await
+    }
+
+    /// One vendor's performance for `range` as of `as_of` (ms; default now).
+    pub async fn vendor_performance(&self, vendor_id: &str, range: DashboardRange, as_of: Option<i64>) -> Result<VendorPerformance> {
+        let (from, to) = range.window(as_of.unwrap_or_else(|| chrono::Utc::now().timestamp_millis()));
+        let store = self.store.clone();
+        let vendor = vendor_id.to_string();
+        self.on_rt(async move {
+            let p = [("from", Param::Time(from)), ("to", Param::Time(to)), ("vendor", Param::Text(vendor.clone()))];
+            let v = [("vendor", Param::Text(vendor.clone()))];
+            let sales: Option<SalesRow> = first(questions::run(&store, Question::VendorSales, &p).await?);
+            let (orders, units, gmv) = sales.map_or((0, 0, 0), |s| (s.orders.unwrap_or(0), s.units.unwrap_or(0), s.gmv_eur_minor.unwrap_or(0)));
+            let top_products = clean(questions::run(&store, Question::VendorTopProducts, &p).await?);
+            let rating: Option<RatingRow> = first(questions::run(&store, Question::VendorRating, &v).await?);
+            let stock: Option<StockRow> = first(questions::run(&store, Question::VendorStock, &v).await?);
+            let refunds: Option<RefundsRow> = first(questions::run(&store, Question::VendorRefunds, &p).await?);
+            let (on_hand, available) = stock.map_or((0, 0), |s| (s.on_hand.unwrap_or(0), s.available.unwrap_or(0)));
+            Ok(VendorPerformance {
+                vendor_id: vendor,
+                from,
+                to,
+                gmv_eur_minor: gmv,
+                orders,
+                units,
+                aov_eur_minor: if orders == 0 { 0 } else { gmv / orders },
+                refunds_eur_minor: refunds.and_then(|r| r.refunds_eur_minor).unwrap_or(0),
+                rating_avg: rating.as_ref().and_then(|r| r.rating_avg),
+                reviews: rating.and_then(|r| r.reviews).unwrap_or(0),
+                on_hand,
+                available,
+                inventory_turnover: (on_hand > 0).then(|| units as f64 / on_hand as f64),
+                top_products,
+            })
+        })
+        .await
+    }
+
+    /// The ten customers with the highest lifetime value.
+    pub async fn customer_value(&self) -> Result<Vec<CustomerValue>> {
+        let store = self.store.clone();
+        self.on_rt(async move { questions::run(&store, Question::CustomerValue, &[]).await }).await
+    }
+
+    /// Cohort acquisition: per registration month and order month.
+    pub async fn cohorts(&self) -> Result<Vec<CohortMonth>> {
+        let store = self.store.clone();
+        self.on_rt(async move { questions::run(&store, Question::Cohorts, &[]).await }).await
+    }
+
+    /// Rows per table (facts and dimensions).
+    pub async fn row_counts(&self) -> Result<BTreeMap<String, u64>> {
+        let store = self.store.clone();
+        self.on_rt(async move {
+            match &store {
+                Store::ClickHouse(c) => {
+                    let mut out = BTreeMap::new();
+                    for t in rows::Rows::TABLES {
+                        let n: u64 = c
+                            .client()
+                            .query(&format!("SELECT count() FROM `{t}`"))
+                            .fetch_one()
+                            .await
+                            .map_err(SinkError::ch(format!("counting {t}")))?;
+                        out.insert(t.to_string(), n);
+                    }
+                    Ok(out)
+                }
+                Store::Parquet(p) => parquet::count_rows(p.dir()),
+            }
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_are_aligned_to_whole_hours_and_days() {
+        let t = 1_764_096_684_000; // 2025-11-25T18:51:24Z
+        let (f, to) = DashboardRange::Hour.window(t);
+        assert_eq!((to - f, to % HOUR), (HOUR, 0));
+        assert!(f <= t && t < to);
+        let (f, to) = DashboardRange::Week.window(t);
+        assert_eq!((to - f, to % DAY), (7 * DAY, 0));
+        assert!(t < to);
+        assert_eq!("30d".parse::<DashboardRange>().unwrap(), DashboardRange::Month);
+        assert!("2w".parse::<DashboardRange>().is_err());
+    }
+}

@@ -1,0 +1,792 @@
+//! The read model sink: turns each event into upserts (`Op`s) and writes a batch in one
+//! transaction.
+//!
+//! Reads `storefront.orders`, `storefront.payments`, `storefront.fulfillment`,
+//! `storefront.catalog`, `storefront.customers`, `inventory.reservations`,
+//! `inventory.levels`, `orders.lifecycle` and `fraud.scores`. Every write is an upsert keyed
+//! by the entity's id; mutable column groups carry their own event-time guard (`status_at`,
+//! `price_at`, `catalog_at`, `updated_at`, …) so the newest event wins whatever order two
+//! topics deliver in, and a redelivered batch changes nothing. Append-only rows (order
+//! items, history, reviews, refunds) are keyed by their own id and inserted with
+//! `DO NOTHING`.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use secrecy::ExposeSecret;
+use serde_json::Value;
+use storeflow_avro::{Event, Topic};
+use storeflow_ingest::TopicPartition;
+
+use super::config::ReadModelConfig;
+use super::dialect::{After, Col, Db, Op, Plan, Val};
+use crate::config::Batching;
+use crate::runner::{Item, Sink};
+use crate::{Result, Retry, SinkError};
+
+fn t(v: &str) -> Val {
+    Val::Text(Some(v.to_string()))
+}
+fn ot(v: &Option<String>) -> Val {
+    Val::Text(v.clone())
+}
+fn i(v: i64) -> Val {
+    Val::Int(Some(v))
+}
+fn j(v: &impl serde::Serialize) -> Val {
+    Val::Text(Some(serde_json::to_string(v).unwrap_or_else(|_| "null".into())))
+}
+const NULL_INT: Val = Val::Int(None);
+
+static VENDOR: Op = Op {
+    name: "vendor onboarded",
+    table: "vendors",
+    cols: &[
+        ("vendor_id", Col::Text),
+        ("name", Col::Text),
+        ("country", Col::Text),
+        ("plan", Col::Text),
+        ("payout_currency", Col::Text),
+        ("stripe_account_id", Col::Text),
+        ("onboarded_at", Col::Int),
+        ("updated_at", Col::Int),
+    ],
+    key: &[0],
+    tail: "ON CONFLICT (vendor_id) DO UPDATE SET name = excluded.name, country = excluded.country, plan = excluded.plan, \
+           payout_currency = excluded.payout_currency, stripe_account_id = excluded.stripe_account_id, \
+           onboarded_at = excluded.onboarded_at, updated_at = excluded.updated_at \
+           WHERE vendors.updated_at <= excluded.updated_at",
+};
+
+const PRICE_GUARD: &str = "products.price_at IS NULL OR products.price_at <= excluded.price_at";
+
+static PRODUCT_CREATED: Op = Op {
+    name: "product created",
+    table: "products",
+    cols: &[
+        ("product_id", Col::Text),
+        ("vendor_id", Col::Text),
+        ("sku", Col::Text),
+        ("title", Col::Text),
+        ("description", Col::Text),
+        ("translations", Col::Json),
+        ("category", Col::Text),
+        ("brand", Col::Text),
+        ("price_minor", Col::Int),
+        ("currency", Col::Text),
+        ("price_at", Col::Int),
+        ("created_at", Col::Int),
+        ("catalog_at", Col::Int),
+    ],
+    key: &[0],
+    tail: "ON CONFLICT (product_id) DO UPDATE SET vendor_id = excluded.vendor_id, sku = excluded.sku, \
+           title = excluded.title, description = excluded.description, translations = excluded.translations, \
+           category = excluded.category, brand = excluded.brand, created_at = excluded.created_at, \
+           catalog_at = excluded.catalog_at, \
+           price_minor = CASE WHEN products.price_at IS NULL OR products.price_at <= excluded.price_at THEN excluded.price_minor ELSE products.price_minor END, \
+           currency = CASE WHEN products.price_at IS NULL OR products.price_at <= excluded.price_at THEN excluded.currency ELSE products.currency END, \
+           price_at = CASE WHEN products.price_at IS NULL OR products.price_at <= excluded.price_at THEN excluded.price_at ELSE products.price_at END \
+           WHERE products.catalog_at <= excluded.catalog_at",
+};
+
+static PRODUCT_UPDATED: Op = Op {
+    name: "product updated",
+    table: "products",
+    cols: &[
+        ("product_id", Col::Text),
+        ("vendor_id", Col::Text),
+        ("title", Col::Text),
+        ("description", Col::Text),
+        ("category", Col::Text),
+        ("brand", Col::Text),
+        ("status", Col::Text),
+        ("catalog_at", Col::Int),
+    ],
+    key: &[0],
+    tail: "ON CONFLICT (product_id) DO UPDATE SET vendor_id = excluded.vendor_id, \
+           title = COALESCE(excluded.title, products.title), description = COALESCE(excluded.description, products.description), \
+           category = COALESCE(excluded.category, products.category), brand = COALESCE(excluded.brand, products.brand), \
+           status = COALESCE(excluded.status, products.status), catalog_at = excluded.catalog_at \
+           WHERE products.catalog_at <= excluded.catalog_at",
+};
+
+static PRICE_CHANGED: Op = Op {
+    name: "price changed",
+    table: "products",
+    cols: &[
+        ("product_id", Col::Text),
+        ("vendor_id", Col::Text),
+        ("sku", Col::Text),
+        ("price_minor", Col::Int),
+        ("currency", Col::Text),
+        ("price_at", Col::Int),
+        ("catalog_at", Col::Int),
+    ],
+    key: &[0],
+    tail: "ON CONFLICT (product_id) DO UPDATE SET price_minor = excluded.price_minor, currency = excluded.currency, \
+           price_at = excluded.price_at, sku = COALESCE(products.sku, excluded.sku) \
+           WHERE products.price_at IS NULL OR products.price_at <= excluded.price_at",
+};
+
+static REVIEW: Op = Op {
+    name: "review submitted",
+    table: "reviews",
+    cols: &[
+        ("review_id", Col::Text),
+        ("product_id", Col::Text),
+        ("vendor_id", Col::Text),
+        ("customer_id", Col::Text),
+        ("rating", Col::Int),
+        ("title", Col::Text),
+        ("body", Col::Text),
+        ("submitted_at", Col::Int),
+    ],
+    key: &[0],
+    tail: "ON CONFLICT (review_id) DO NOTHING",
+};
+
+const RATING: &str = "UPDATE products SET \
+    rating_avg = (SELECT CAST(AVG(rating) AS DOUBLE PRECISION) FROM reviews WHERE reviews.product_id = $1), \
+    rating_count = (SELECT COUNT(*) FROM reviews WHERE reviews.product_id = $1) \
+    WHERE product_id = $1";
+
+static CUSTOMER: Op = Op {
+    name: "customer registered",
+    table: "customers",
+    cols: &[
+        ("customer_id", Col::Text),
+        ("email", Col::Text),
+        ("name", Col::Text),
+        ("country", Col::Text),
+        ("marketing_opt_in", Col::Bool),
+        ("registered_at", Col::Int),
+    ],
+    key: &[0],
+    // Erasure is sticky: once erased_at is set, PII is never written again.
+    tail: "ON CONFLICT (customer_id) DO UPDATE SET \
+           email = CASE WHEN customers.erased_at IS NULL THEN excluded.email ELSE NULL END, \
+           name = CASE WHEN customers.erased_at IS NULL THEN excluded.name ELSE NULL END, \
+           country = excluded.country, marketing_opt_in = excluded.marketing_opt_in, registered_at = excluded.registered_at",
+};
+
+static CUSTOMER_ERASED: Op = Op {
+    name: "customer erased",
+    table: "customers",
+    cols: &[("customer_id", Col::Text), ("erased_at", Col::Int), ("erase_reason", Col::Text)],
+    key: &[0],
+    tail: "ON CONFLICT (customer_id) DO UPDATE SET email = NULL, name = NULL, \
+           erased_at = COALESCE(customers.erased_at, excluded.erased_at), \
+           erase_reason = COALESCE(customers.erase_reason, excluded.erase_reason)",
+};
+
+static ORDER_PLACED: Op = Op {
+    name: "order placed",
+    table: "orders",
+    cols: &[
+        ("order_id", Col::Text),
+        ("customer_id", Col::Text),
+        ("session_id", Col::Text),
+        ("currency", Col::Text),
+        ("subtotal_minor", Col::Int),
+        ("shipping_minor", Col::Int),
+        ("tax_minor", Col::Int),
+        ("discount_minor", Col::Int),
+        ("total_minor", Col::Int),
+        ("item_count", Col::Int),
+        ("units", Col::Int),
+        ("ship_country", Col::Text),
+        ("bill_country", Col::Text),
+        ("placed_at", Col::Int),
+    ],
+    key: &[0],
+    tail: "ON CONFLICT (order_id) DO UPDATE SET customer_id = excluded.customer_id, session_id = excluded.session_id, \
+           currency = excluded.currency, subtotal_minor = excluded.subtotal_minor, shipping_minor = excluded.shipping_minor, \
+           tax_minor = excluded.tax_minor, discount_minor = excluded.discount_minor, total_minor = excluded.total_minor, \
+           item_count = excluded.item_count, units = excluded.units, ship_country = excluded.ship_country, \
+           bill_country = excluded.bill_country, placed_at = excluded.placed_at",
+};
+
+static ORDER_ITEM: Op = Op {
+    name: "order item",
+    table: "order_items",
+    cols: &[
+        ("order_id", Col::Text),
+        ("line_no", Col::Int),
+        ("sku", Col::Text),
+        ("product_id", Col::Text),
+        ("vendor_id", Col::Text),
+        ("quantity", Col::Int),
+        ("unit_price_minor", Col::Int),
+    ],
+    key: &[0, 1],
+    tail: "ON CONFLICT (order_id, line_no) DO NOTHING",
+};
+
+static ORDER_STATUS: Op = Op {
+    name: "order status changed",
+    table: "orders",
+    cols: &[
+        ("order_id", Col::Text),
+        ("customer_id", Col::Text),
+        ("currency", Col::Text),
+        ("total_minor", Col::Int),
+        ("status", Col::Text),
+        ("payment_status", Col::Text),
+        ("fulfillment_status", Col::Text),
+        ("status_reason", Col::Text),
+        ("status_at", Col::Int),
+    ],
+    key: &[0],
+    tail: "ON CONFLICT (order_id) DO UPDATE SET status = excluded.status, payment_status = excluded.payment_status, \
+           fulfillment_status = excluded.fulfillment_status, status_reason = excluded.status_reason, \
+           status_at = excluded.status_at, customer_id = COALESCE(orders.customer_id, excluded.customer_id), \
+           currency = COALESCE(orders.currency, excluded.currency), total_minor = COALESCE(orders.total_minor, excluded.total_minor) \
+           WHERE orders.status_at IS NULL OR orders.status_at <= excluded.status_at",
+};
+
+static ORDER_EVENT: Op = Op {
+    name: "order history",
+    table: "order_events",
+    cols: &[
+        ("event_id", Col::Text),
+        ("order_id", Col::Text),
+        ("event_type", Col::Text),
+        ("occurred_at", Col::Int),
+        ("topic", Col::Text),
+        ("partition_no", Col::Int),
+        ("offset_no", Col::Int),
+        ("payload", Col::Json),
+    ],
+    key: &[0],
+    tail: "ON CONFLICT (event_id) DO NOTHING",
+};
+
+static INVENTORY: Op = Op {
+    name: "stock level",
+    table: "inventory",
+    cols: &[
+        ("sku", Col::Text),
+        ("warehouse_id", Col::Text),
+        ("on_hand", Col::Int),
+        ("reserved", Col::Int),
+        ("available", Col::Int),
+        ("cause", Col::Text),
+        ("updated_at", Col::Int),
+    ],
+    key: &[0, 1],
+    tail: "ON CONFLICT (sku, warehouse_id) DO UPDATE SET on_hand = excluded.on_hand, reserved = excluded.reserved, \
+           available = excluded.available, cause = excluded.cause, updated_at = excluded.updated_at \
+           WHERE inventory.updated_at <= excluded.updated_at",
+};
+
+static RESERVATION: Op = Op {
+    name: "reservation",
+    table: "reservations",
+    cols: &[
+        ("order_id", Col::Text),
+        ("sku", Col::Text),
+        ("warehouse_id", Col::Text),
+        ("quantity", Col::Int),
+        ("status", Col::Text),
+        ("reason", Col::Text),
+        ("expires_at", Col::Int),
+        ("updated_at", Col::Int),
+    ],
+    key: &[0, 1, 2],
+    tail: "ON CONFLICT (order_id, sku, warehouse_id) DO UPDATE SET quantity = excluded.quantity, status = excluded.status, \
+           reason = excluded.reason, expires_at = COALESCE(excluded.expires_at, reservations.expires_at), \
+           updated_at = excluded.updated_at WHERE reservations.updated_at <= excluded.updated_at",
+};
+
+const STATUS_NEWER: &str = "payments.status_at <= excluded.status_at";
+
+static PAYMENT_AUTHORIZED: Op = Op {
+    name: "payment authorized",
+    table: "payments",
+    cols: &[
+        ("payment_id", Col::Text),
+        ("order_id", Col::Text),
+        ("provider", Col::Text),
+        ("currency", Col::Text),
+        ("authorized_minor", Col::Int),
+        ("status", Col::Text),
+        ("authorized_at", Col::Int),
+        ("status_at", Col::Int),
+    ],
+    key: &[0],
+    tail: "ON CONFLICT (payment_id) DO UPDATE SET provider = excluded.provider, authorized_minor = excluded.authorized_minor, \
+           authorized_at = excluded.authorized_at, \
+           status = CASE WHEN payments.status_at <= excluded.status_at THEN excluded.status ELSE payments.status END, \
+           status_at = CASE WHEN payments.status_at <= excluded.status_at THEN excluded.status_at ELSE payments.status_at END",
+};
+
+static PAYMENT_CAPTURED: Op = Op {
+    name: "payment captured",
+    table: "payments",
+    cols: &[
+        ("payment_id", Col::Text),
+        ("order_id", Col::Text),
+        ("currency", Col::Text),
+        ("captured_minor", Col::Int),
+        ("status", Col::Text),
+        ("captured_at", Col::Int),
+        ("status_at", Col::Int),
+    ],
+    key: &[0],
+    tail: "ON CONFLICT (payment_id) DO UPDATE SET captured_minor = excluded.captured_minor, captured_at = excluded.captured_at, \
+           status = CASE WHEN payments.status_at <= excluded.status_at THEN excluded.status ELSE payments.status END, \
+           status_at = CASE WHEN payments.status_at <= excluded.status_at THEN excluded.status_at ELSE payments.status_at END",
+};
+
+static PAYMENT_FAILED: Op = Op {
+    name: "payment failed",
+    table: "payments",
+    cols: &[
+        ("payment_id", Col::Text),
+        ("order_id", Col::Text),
+        ("currency", Col::Text),
+        ("authorized_minor", Col::Int),
+        ("status", Col::Text),
+        ("failure_code", Col::Text),
+        ("failure_message", Col::Text),
+        ("failed_at", Col::Int),
+        ("status_at", Col::Int),
+    ],
+    key: &[0],
+    tail: "ON CONFLICT (payment_id) DO UPDATE SET failure_code = excluded.failure_code, \
+           failure_message = excluded.failure_message, failed_at = excluded.failed_at, \
+           status = CASE WHEN payments.status_at <= excluded.status_at THEN excluded.status ELSE payments.status END, \
+           status_at = CASE WHEN payments.status_at <= excluded.status_at THEN excluded.status_at ELSE payments.status_at END",
+};
+
+static REFUND: Op = Op {
+    name: "refund issued",
+    table: "refunds",
+    cols: &[
+        ("refund_id", Col::Text),
+        ("payment_id", Col::Text),
+        ("order_id", Col::Text),
+        ("amount_minor", Col::Int),
+        ("currency", Col::Text),
+        ("reason", Col::Text),
+        ("lines", Col::Json),
+        ("issued_at", Col::Int),
+    ],
+    key: &[0],
+    tail: "ON CONFLICT (refund_id) DO NOTHING",
+};
+
+static SHIPMENT_CREATED: Op = Op {
+    name: "shipment created",
+    table: "shipments",
+    cols: &[
+        ("shipment_id", Col::Text),
+        ("order_id", Col::Text),
+        ("warehouse_id", Col::Text),
+        ("carrier", Col::Text),
+        ("lines", Col::Json),
+        ("created_at", Col::Int),
+    ],
+    key: &[0],
+    tail: "ON CONFLICT (shipment_id) DO UPDATE SET warehouse_id = excluded.warehouse_id, carrier = excluded.carrier, \
+           lines = COALESCE(shipments.lines, excluded.lines), created_at = excluded.created_at",
+};
+
+static SHIPMENT_SHIPPED: Op = Op {
+    name: "shipment shipped",
+    table: "shipments",
+    cols: &[
+        ("shipment_id", Col::Text),
+        ("order_id", Col::Text),
+        ("warehouse_id", Col::Text),
+        ("tracking_number", Col::Text),
+        ("lines", Col::Json),
+        ("shipped_at", Col::Int),
+    ],
+    key: &[0],
+    tail: "ON CONFLICT (shipment_id) DO UPDATE SET warehouse_id = excluded.warehouse_id, \
+           tracking_number = excluded.tracking_number, lines = excluded.lines, shipped_at = excluded.shipped_at",
+};
+
+static SHIPMENT_DELIVERED: Op = Op {
+    name: "shipment delivered",
+    table: "shipments",
+    cols: &[("shipment_id", Col::Text), ("order_id", Col::Text), ("delivered_at", Col::Int)],
+    key: &[0],
+    tail: "ON CONFLICT (shipment_id) DO UPDATE SET delivered_at = excluded.delivered_at",
+};
+
+static FRAUD: Op = Op {
+    name: "fraud scored",
+    table: "fraud_scores",
+    cols: &[
+        ("order_id", Col::Text),
+        ("customer_id", Col::Text),
+        ("score", Col::Int),
+        ("decision", Col::Text),
+        ("reasons", Col::Json),
+        ("scored_at", Col::Int),
+    ],
+    key: &[0],
+    tail: "ON CONFLICT (order_id) DO UPDATE SET customer_id = excluded.customer_id, score = excluded.score, \
+           decision = excluded.decision, reasons = excluded.reasons, scored_at = excluded.scored_at \
+           WHERE fraud_scores.scored_at <= excluded.scored_at",
+};
+
+// Keep the guards' text in one place for the docs.
+const _: (&str, &str) = (PRICE_GUARD, STATUS_NEWER);
+
+/// The topics the read model reads.
+pub const TOPICS: [Topic; 9] = [
+    Topic::Orders,
+    Topic::Payments,
+    Topic::Fulfillment,
+    Topic::Catalog,
+    Topic::Customers,
+    Topic::Reservations,
+    Topic::StockLevels,
+    Topic::Lifecycle,
+    Topic::FraudScores,
+];
+
+/// The order an event is about, for the order history.
+fn order_of(e: &Event) -> Option<&str> {
+    Some(match e {
+        Event::OrderPlaced(x) => &x.order_id,
+        Event::OrderCancelRequested(x) => &x.order_id,
+        Event::ReturnRequested(x) => &x.order_id,
+        Event::PaymentAuthorized(x) => &x.order_id,
+        Event::PaymentCaptured(x) => &x.order_id,
+        Event::PaymentFailed(x) => &x.order_id,
+        Event::RefundIssued(x) => &x.order_id,
+        Event::ShipmentCreated(x) => &x.order_id,
+        Event::ShipmentShipped(x) => &x.order_id,
+        Event::ShipmentDelivered(x) => &x.order_id,
+        Event::ReturnReceived(x) => &x.order_id,
+        Event::ReservationMade(x) => &x.order_id,
+        Event::ReservationRejected(x) => &x.order_id,
+        Event::ReservationReleased(x) => &x.order_id,
+        Event::ReservationCommitted(x) => &x.order_id,
+        Event::OrderStatusChanged(x) => &x.order_id,
+        Event::FraudScored(x) => &x.order_id,
+        _ => return None,
+    })
+}
+
+/// The event as the history keeps it: OrderPlaced without its addresses (only their
+/// countries), card token and client IP.
+pub fn history_payload(e: &Event) -> Value {
+    let mut v = e.to_json();
+    if let (Event::OrderPlaced(o), Value::Object(m)) = (e, &mut v) {
+        m.remove("payment_method_token");
+        m.remove("client_ip");
+        m.insert("shipping_address".into(), serde_json::json!({ "country": o.shipping_address.country }));
+        m.insert("billing_address".into(), serde_json::json!({ "country": o.billing_address.country }));
+    }
+    v
+}
+
+/// Adds the rows `item` needs to `plan`; returns a product whose rating must be recomputed.
+pub fn plan_item(plan: &mut Plan, item: &Item) -> Option<String> {
+    let at = item.event.occurred_at().millis();
+    if let Some(order_id) = order_of(&item.event) {
+        plan.push(
+            &ORDER_EVENT,
+            vec![
+                t(item.event.event_id()),
+                t(order_id),
+                t(item.event.name()),
+                i(at),
+                t(&item.topic),
+                i(i64::from(item.partition)),
+                i(item.offset as i64),
+                j(&history_payload(&item.event)),
+            ],
+        );
+    }
+    match &item.event {
+        Event::VendorOnboarded(v) => plan.push(
+            &VENDOR,
+            vec![t(&v.vendor_id), t(&v.name), t(&v.country), t(&v.plan), t(&v.payout_currency), ot(&v.stripe_account_id), i(at), i(at)],
+        ),
+        Event::ProductCreated(p) => {
+            plan.push(
+                &PRODUCT_CREATED,
+                vec![
+                    t(&p.product_id),
+                    t(&p.vendor_id),
+                    t(&p.sku),
+                    t(&p.title),
+                    t(&p.description),
+                    j(&p.translations),
+                    t(&p.category),
+                    t(&p.brand),
+                    i(p.price_minor),
+                    t(&p.currency),
+                    i(at),
+                    i(at),
+                    i(at),
+                ],
+            );
+            return Some(p.product_id.clone());
+        }
+        Event::ProductUpdated(p) => plan.push(
+            &PRODUCT_UPDATED,
+            vec![t(&p.product_id), t(&p.vendor_id), ot(&p.title), ot(&p.description), ot(&p.category), ot(&p.brand), ot(&p.status), i(at)],
+        ),
+        Event::PriceChanged(p) => plan.push(
+            &PRICE_CHANGED,
+            // catalog_at -1: a product known only by its price yet; its ProductCreated wins.
+            vec![t(&p.product_id), t(&p.vendor_id), t(&p.sku), i(p.price_minor), t(&p.currency), i(at), i(-1)],
+        ),
+        Event::ReviewSubmitted(r) => {
+            plan.push(
+                &REVIEW,
+                vec![
+                    t(&r.review_id),
+                    t(&r.product_id),
+                    t(&r.vendor_id),
+                    t(&r.customer_id),
+                    i(i64::from(r.rating)),
+                    ot(&r.title),
+                    ot(&r.body),
+                    i(at),
+                ],
+            );
+            return Some(r.product_id.clone());
+        }
+        Event::CustomerRegistered(c) => plan.push(
+            &CUSTOMER,
+            vec![t(&c.customer_id), t(&c.email), t(&c.name), t(&c.country), Val::Bool(Some(c.marketing_opt_in)), i(at)],
+        ),
+        Event::CustomerErased(c) => plan.push(&CUSTOMER_ERASED, vec![t(&c.customer_id), i(at), ot(&c.reason)]),
+        Event::OrderPlaced(o) => {
+            let units: i64 = o.items.iter().map(|x| i64::from(x.quantity)).sum();
+            plan.push(
+                &ORDER_PLACED,
+                vec![
+                    t(&o.order_id),
+                    t(&o.customer_id),
+                    ot(&o.session_id),
+                    t(&o.currency),
+                    i(o.subtotal_minor()),
+                    i(o.shipping_minor),
+                    i(o.tax_minor),
+                    i(o.discount_minor),
+                    i(o.total_minor()),
+                    i(o.items.len() as i64),
+                    i(units),
+                    t(&o.shipping_address.country),
+                    t(&o.billing_address.country),
+                    i(at),
+                ],
+            );
+            for (n, it) in o.items.iter().enumerate() {
+                plan.push(
+                    &ORDER_ITEM,
+                    vec![
+                        t(&o.order_id),
+                        i(n as i64),
+                        t(&it.sku),
+                        t(&it.product_id),
+                        t(&it.vendor_id),
+                        i(i64::from(it.quantity)),
+                        i(it.unit_price_minor),
+                    ],
+                );
+            }
+        }
+        Event::OrderStatusChanged(s) => plan.push(
+            &ORDER_STATUS,
+            vec![
+                t(&s.order_id),
+                t(&s.customer_id),
+                t(&s.currency),
+                i(s.total_minor),
+                t(&s.status),
+                t(&s.payment_status),
+                t(&s.fulfillment_status),
+                t(&s.reason),
+                i(at),
+            ],
+        ),
+        Event::StockLevelChanged(s) => plan.push(
+            &INVENTORY,
+            vec![
+                t(&s.sku),
+                t(&s.warehouse_id),
+                i(i64::from(s.on_hand)),
+                i(i64::from(s.reserved)),
+                i(i64::from(s.available)),
+                t(&s.cause),
+                i(at),
+            ],
+        ),
+        Event::ReservationMade(r) => {
+            for l in &r.lines {
+                plan.push(
+                    &RESERVATION,
+                    vec![t(&r.order_id), t(&l.sku), t(&l.warehouse_id), i(i64::from(l.quantity)), t("held"), Val::Text(None), i(r.expires_at.millis()), i(at)],
+                );
+            }
+        }
+        Event::ReservationReleased(r) => {
+            for l in &r.lines {
+                plan.push(
+                    &RESERVATION,
+                    vec![t(&r.order_id), t(&l.sku), t(&l.warehouse_id), i(i64::from(l.quantity)), t("released"), t(&r.reason), NULL_INT, i(at)],
+                );
+            }
+        }
+        Event::ReservationCommitted(r) => {
+            for l in &r.lines {
+                plan.push(
+                    &RESERVATION,
+                    vec![t(&r.order_id), t(&l.sku), t(&l.warehouse_id), i(i64::from(l.quantity)), t("committed"), Val::Text(None), NULL_INT, i(at)],
+                );
+            }
+        }
+        Event::ReservationRejected(r) => {
+            for m in &r.missing {
+                plan.push(
+                    &RESERVATION,
+                    vec![t(&r.order_id), t(&m.sku), t(""), i(i64::from(m.requested)), t("rejected"), t(&r.reason), NULL_INT, i(at)],
+                );
+            }
+        }
+        Event::PaymentAuthorized(p) => plan.push(
+            &PAYMENT_AUTHORIZED,
+            vec![t(&p.payment_id), t(&p.order_id), t(&p.provider), t(&p.currency), i(p.amount_minor), t("authorized"), i(at), i(at)],
+        ),
+        Event::PaymentCaptured(p) => plan.push(
+            &PAYMENT_CAPTURED,
+            vec![t(&p.payment_id), t(&p.order_id), t(&p.currency), i(p.amount_minor), t("captured"), i(at), i(at)],
+        ),
+        Event::PaymentFailed(p) => {
+            // A decline before a payment existed has no payment id: key it by the event.
+            let id = p.payment_id.clone().unwrap_or_else(|| format!("failed:{}", p.event_id));
+            plan.push(
+                &PAYMENT_FAILED,
+                vec![
+                    t(&id),
+                    t(&p.order_id),
+                    t(&p.currency),
+                    i(p.amount_minor),
+                    t("failed"),
+                    t(&p.failure_code),
+                    t(&p.failure_message),
+                    i(at),
+                    i(at),
+                ],
+            );
+        }
+        Event::RefundIssued(r) => plan.push(
+            &REFUND,
+            vec![t(&r.refund_id), t(&r.payment_id), t(&r.order_id), i(r.amount_minor), t(&r.currency), t(&r.reason), j(&r.lines), i(at)],
+        ),
+        Event::ShipmentCreated(s) => plan.push(
+            &SHIPMENT_CREATED,
+            vec![t(&s.shipment_id), t(&s.order_id), t(&s.warehouse_id), t(&s.carrier), j(&s.lines), i(at)],
+        ),
+        Event::ShipmentShipped(s) => plan.push(
+            &SHIPMENT_SHIPPED,
+            vec![t(&s.shipment_id), t(&s.order_id), t(&s.warehouse_id), t(&s.tracking_number), j(&s.lines), i(at)],
+        ),
+        Event::ShipmentDelivered(s) => plan.push(&SHIPMENT_DELIVERED, vec![t(&s.shipment_id), t(&s.order_id), i(at)]),
+        Event::FraudScored(f) => plan.push(
+            &FRAUD,
+            vec![t(&f.order_id), t(&f.customer_id), i(i64::from(f.score)), t(&f.decision), j(&f.reasons), i(at)],
+        ),
+        _ => {}
+    }
+    None
+}
+
+/// True if the read model writes something for `e`.
+pub fn wants(e: &Event) -> bool {
+    order_of(e).is_some()
+        || matches!(
+            e,
+            Event::VendorOnboarded(_)
+                | Event::ProductCreated(_)
+                | Event::ProductUpdated(_)
+                | Event::PriceChanged(_)
+                | Event::ReviewSubmitted(_)
+                | Event::CustomerRegistered(_)
+                | Event::CustomerErased(_)
+                | Event::StockLevelChanged(_)
+        )
+}
+
+/// The read model sink (Postgres or SQLite).
+pub struct ReadModelSink {
+    db: Db,
+    batching: Batching,
+}
+
+impl ReadModelSink {
+    /// Connects (Postgres when configured, else SQLite under `data_dir`) and runs the
+    /// migrations.
+    pub async fn open(config: &ReadModelConfig, data_dir: &Path) -> Result<ReadModelSink> {
+        config.validate()?;
+        let db = match &config.postgres_url {
+            Some(url) => Db::postgres(url.expose_secret(), config.pool_size).await?,
+            None => Db::sqlite(&data_dir.join("read_model.sqlite"), config.pool_size).await?,
+        };
+        Ok(ReadModelSink { db, batching: config.batching() })
+    }
+
+    /// The database (shared with the query handle).
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// The plan for `items`.
+    pub fn plan(items: &[Item]) -> Plan {
+        let mut plan = Plan::default();
+        let mut rated = BTreeSet::new();
+        for it in items {
+            if let Some(p) = plan_item(&mut plan, it) {
+                rated.insert(p);
+            }
+        }
+        for p in rated {
+            plan.after.push(After { sql: RATING, binds: vec![Val::Text(Some(p))] });
+        }
+        plan
+    }
+}
+
+impl Sink for ReadModelSink {
+    fn name(&self) -> &'static str {
+        super::NAME
+    }
+
+    fn topics(&self) -> Vec<Topic> {
+        TOPICS.to_vec()
+    }
+
+    fn batching(&self) -> Batching {
+        self.batching
+    }
+
+    fn wants(&self, event: &Event) -> bool {
+        wants(event)
+    }
+
+    fn retry(&self, err: &SinkError) -> Retry {
+        super::service::retry_logic(err)
+    }
+
+    async fn assigned(&mut self, _partitions: &[TopicPartition]) -> Result<()> {
+        Ok(())
+    }
+
+    async fn write(&mut self, items: &[Item]) -> Result<()> {
+        let plan = Self::plan(items);
+        if plan.is_empty() {
+            return Ok(());
+        }
+        self.db.write(plan).await
+    }
+}

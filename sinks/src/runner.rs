@@ -1,0 +1,498 @@
+//! The loop every sink runs on: consume, batch, write idempotently, retry, dead-letter,
+//! commit.
+//!
+//! One thread per sink owns a plain (non-transactional) consumer in the group
+//! `<app>.sink.<name>` and a producer for dead letters. Records are buffered until the
+//! sink's batch size or batch time is reached, decoded, and handed to [`Sink::write`] in
+//! log order. Then:
+//!
+//! - **transient failure** (the sink's `service.rs` says [`Retry::Transient`]): the same batch
+//!   is tried again with exponential back-off capped at `max_backoff`, and nothing is
+//!   committed meanwhile — the offsets are held, so a crash now re-reads the batch;
+//! - **permanent failure** ([`Retry::Permanent`]): the batch is split in halves and each half
+//!   written on its own, down to the single record that can never be written, which goes to
+//!   `<topic>.dlq` with the reason (headers of `storeflow_processors::dlq_headers`, the
+//!   sink's name as the processor) — the rest of the stream carries on;
+//! - a record that does not decode goes to the dead-letter topic straight away.
+//!
+//! Only after the write returned (durable in the store) and the dead letters are
+//! acknowledged are the offsets committed. A crash between the write and the commit makes
+//! the next owner write the batch again, which is why every sink's write is idempotent
+//! (upsert by entity id, per-partition offset high-water marks, or `_bulk` with external
+//! versions): at-least-once delivery plus idempotent writes is effectively once.
+//!
+//! On a rebalance, buffered records of revoked partitions are dropped (nothing written is
+//! ever left uncommitted when `poll` runs, so there is nothing to commit), and the sink
+//! hears of newly assigned partitions before its next write ([`Sink::assigned`]).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use storeflow_avro::{Codec, Event, Topic};
+use storeflow_ingest::{
+    ConsumerConfig, Header, Log, OffsetCommitter, OffsetReset, ProduceRecord, RebalanceListener, Record, TopicPartition,
+    TopicSpec,
+};
+use storeflow_processors::dlq_headers;
+use tokio::runtime::Handle;
+
+use crate::config::Batching;
+use crate::metrics::{PartitionLabels, SinkMetrics};
+use crate::{Result, Retry, SinkError};
+
+/// One decoded record handed to a sink.
+#[derive(Clone, Debug)]
+pub struct Item {
+    /// Topic it was read from.
+    pub topic: Arc<str>,
+    /// Partition.
+    pub partition: u32,
+    /// Offset in the partition.
+    pub offset: u64,
+    /// Record timestamp (ms).
+    pub timestamp: i64,
+    /// The event.
+    pub event: Event,
+}
+
+impl Item {
+    /// `topic/partition`, the key of per-partition offset high-water marks.
+    pub fn source(&self) -> String {
+        format!("{}/{}", self.topic, self.partition)
+    }
+
+    /// An item as if read from `topic`/`partition` at `offset` (tests and benchmarks).
+    pub fn new(event: Event, partition: u32, offset: u64) -> Item {
+        Item {
+            topic: Arc::from(event.topic().name()),
+            partition,
+            offset,
+            timestamp: event.occurred_at().millis(),
+            event,
+        }
+    }
+}
+
+/// A sink: what the runner needs from one. Writes must be idempotent: writing the same
+/// items again, or a batch that overlaps one written before, changes nothing.
+///
+/// The methods are `async` and are driven by the runner's thread with `Handle::block_on`,
+/// so their futures need not be `Send`.
+#[allow(async_fn_in_trait)]
+pub trait Sink: Send + 'static {
+    /// The snake_case name: module, config key, consumer group suffix, metrics label.
+    fn name(&self) -> &'static str;
+    /// Topics the sink reads.
+    fn topics(&self) -> Vec<Topic>;
+    /// Batch size and time.
+    fn batching(&self) -> Batching;
+    /// True if the sink writes something for `event` (others are skipped and committed).
+    fn wants(&self, event: &Event) -> bool;
+    /// The one function that decides retry-or-give-up (the sink's `service.rs`).
+    fn retry(&self, err: &SinkError) -> Retry;
+    /// Partitions newly assigned to this instance: drop per-partition caches for them.
+    async fn assigned(&mut self, partitions: &[TopicPartition]) -> Result<()>;
+    /// Writes `items` (in log order) durably and idempotently.
+    async fn write(&mut self, items: &[Item]) -> Result<()>;
+}
+
+/// How the runner runs a sink.
+#[derive(Clone, Debug)]
+pub struct RunnerSettings {
+    /// Consumer group.
+    pub group: String,
+    /// Records per poll.
+    pub max_poll: usize,
+    /// Longest back-off between tries.
+    pub max_backoff: Duration,
+}
+
+/// A running sink thread.
+pub struct SinkThread {
+    /// Sink name.
+    pub name: &'static str,
+    /// Its consumer group.
+    pub group: String,
+    /// Its input topics.
+    pub topics: Vec<String>,
+    /// Set when the thread ended with an error.
+    pub failure: Arc<Mutex<Option<String>>>,
+    pub(crate) thread: Option<JoinHandle<()>>,
+}
+
+/// Creates the input and dead-letter topics that do not exist yet.
+pub fn ensure_topics(log: &dyn Log, topics: &[Topic]) -> Result<()> {
+    let existing: Vec<String> = log.describe_topics()?.into_iter().map(|t| t.name).collect();
+    let mut specs = Vec::new();
+    for t in topics {
+        if !existing.iter().any(|e| e == t.name()) {
+            specs.push(TopicSpec::new(t.name(), t.default_partitions()));
+        }
+        if !existing.iter().any(|e| *e == t.dlq_name()) {
+            specs.push(TopicSpec::new(&t.dlq_name(), 1));
+        }
+    }
+    if !specs.is_empty() {
+        log.create_topics(&specs)?;
+    }
+    Ok(())
+}
+
+/// Starts `sink` on its own thread.
+pub fn spawn<S: Sink>(
+    sink: S,
+    log: Arc<dyn Log>,
+    codec: Arc<Codec>,
+    rt: Handle,
+    settings: RunnerSettings,
+    metrics: SinkMetrics,
+    stop: Arc<AtomicBool>,
+) -> Result<SinkThread> {
+    let topics = sink.topics();
+    ensure_topics(log.as_ref(), &topics)?;
+    let names: Vec<String> = topics.iter().map(|t| t.name().to_string()).collect();
+    let rebalance = Arc::new(Mutex::new(Rebalance::default()));
+    let mut cfg = ConsumerConfig::new(&settings.group);
+    cfg.reset = OffsetReset::Earliest;
+    let mut consumer = log.consumer(cfg, Some(Box::new(Listener(rebalance.clone()))))?;
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    consumer.subscribe(&refs)?;
+    let producer = log.producer()?;
+    let name = sink.name();
+    let failure = Arc::new(Mutex::new(None));
+    let mut runner = Runner {
+        batching: sink.batching(),
+        sink,
+        log,
+        codec,
+        rt,
+        settings: settings.clone(),
+        metrics,
+        stop,
+        consumer,
+        producer,
+        rebalance,
+        last_lag: Instant::now() - Duration::from_secs(10),
+    };
+    let fail = failure.clone();
+    let thread = std::thread::Builder::new()
+        .name(format!("sink-{name}"))
+        .spawn(move || {
+            if let Err(e) = runner.run() {
+                tracing::error!(sink = name, "sink stopped: {e}");
+                *fail.lock() = Some(e.to_string());
+            }
+            let Runner { consumer, .. } = runner;
+            if let Err(e) = consumer.close() {
+                tracing::warn!(sink = name, "closing the consumer: {e}");
+            }
+        })
+        .map_err(SinkError::io(format!("starting the {name} sink thread")))?;
+    Ok(SinkThread { name, group: settings.group, topics: names, failure, thread: Some(thread) })
+}
+
+impl SinkThread {
+    /// Waits for the thread to end (after the stop flag was set).
+    pub fn join(&mut self) {
+        if let Some(t) = self.thread.take() {
+            if t.join().is_err() {
+                *self.failure.lock() = Some(format!("the {} sink thread panicked", self.name));
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct Rebalance {
+    revoked: Vec<TopicPartition>,
+    assigned: Vec<TopicPartition>,
+}
+
+struct Listener(Arc<Mutex<Rebalance>>);
+
+impl RebalanceListener for Listener {
+    fn on_revoked(&mut self, partitions: &[TopicPartition], _committer: &mut dyn OffsetCommitter) {
+        // Everything written has been committed before `poll` runs; buffered records of
+        // these partitions are dropped by the loop (their next owner reads them again).
+        self.0.lock().revoked.extend_from_slice(partitions);
+    }
+
+    fn on_assigned(&mut self, partitions: &[TopicPartition]) {
+        self.0.lock().assigned.extend_from_slice(partitions);
+    }
+}
+
+struct Runner<S: Sink> {
+    sink: S,
+    batching: Batching,
+    log: Arc<dyn Log>,
+    codec: Arc<Codec>,
+    rt: Handle,
+    settings: RunnerSettings,
+    metrics: SinkMetrics,
+    stop: Arc<AtomicBool>,
+    consumer: Box<dyn storeflow_ingest::Consumer>,
+    producer: Box<dyn storeflow_ingest::Producer>,
+    rebalance: Arc<Mutex<Rebalance>>,
+    last_lag: Instant,
+}
+
+/// The batch was abandoned because the sinks are stopping.
+struct Stopping;
+
+impl<S: Sink> Runner<S> {
+    fn run(&mut self) -> Result<()> {
+        let mut buffer: Vec<Record> = Vec::new();
+        let mut first_at: Option<Instant> = None;
+        loop {
+            let stopping = self.stop.load(Ordering::SeqCst);
+            let due = first_at.is_some_and(|t| t.elapsed() >= self.batching.max_wait);
+            if !buffer.is_empty() && (stopping || due || buffer.len() >= self.batching.max_batch) {
+                let batch = std::mem::take(&mut buffer);
+                first_at = None;
+                if self.flush(batch).is_err() {
+                    return Ok(()); // stopping while the store is down: nothing committed
+                }
+            }
+            if stopping {
+                return Ok(());
+            }
+            let wait = match first_at {
+                Some(t) => self.batching.max_wait.saturating_sub(t.elapsed()).min(Duration::from_millis(100)),
+                None => Duration::from_millis(100),
+            };
+            let room = self.batching.max_batch.saturating_sub(buffer.len()).clamp(1, self.settings.max_poll);
+            let records = match self.consumer.poll(room, wait.max(Duration::from_millis(1))) {
+                Ok(r) => r,
+                Err(e) if e.is_retriable() => {
+                    tracing::warn!(sink = self.sink.name(), "poll: {e}; retrying");
+                    std::thread::sleep(Duration::from_millis(200));
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            self.after_rebalance(&mut buffer)?;
+            if !records.is_empty() {
+                if first_at.is_none() {
+                    first_at = Some(Instant::now());
+                }
+                buffer.extend(records);
+            }
+            if buffer.is_empty() {
+                first_at = None;
+            }
+            if self.last_lag.elapsed() >= Duration::from_secs(1) {
+                self.update_lag();
+            }
+        }
+    }
+
+    fn after_rebalance(&mut self, buffer: &mut Vec<Record>) -> Result<()> {
+        let (revoked, assigned) = {
+            let mut r = self.rebalance.lock();
+            (std::mem::take(&mut r.revoked), std::mem::take(&mut r.assigned))
+        };
+        if !revoked.is_empty() {
+            buffer.retain(|r| !revoked.iter().any(|tp| *tp.topic == *r.topic && tp.partition == r.partition));
+        }
+        if !assigned.is_empty() {
+            loop {
+                match self.rt.block_on(self.sink.assigned(&assigned)) {
+                    Ok(()) => break,
+                    Err(e) if self.stop.load(Ordering::SeqCst) => return Err(e),
+                    Err(e) => {
+                        tracing::warn!(sink = self.sink.name(), "preparing assigned partitions: {e}; retrying");
+                        std::thread::sleep(Duration::from_millis(500));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn update_lag(&mut self) {
+        self.last_lag = Instant::now();
+        let tps = self.consumer.assignment();
+        if tps.is_empty() {
+            return;
+        }
+        let (Ok(ends), Ok(committed)) =
+            (self.log.watermarks(&tps), self.log.committed_offsets(&self.settings.group, &tps))
+        else {
+            return;
+        };
+        for ((tp, (start, end)), c) in tps.iter().zip(ends).zip(committed) {
+            let at = c.unwrap_or(start).max(start);
+            self.metrics
+                .lag
+                .get_or_create(&PartitionLabels {
+                    sink: self.sink.name().to_string(),
+                    topic: tp.topic.to_string(),
+                    partition: tp.partition.to_string(),
+                })
+                .set(end.saturating_sub(at) as i64);
+        }
+    }
+
+    /// Writes one batch and commits it. `Err` only when stopping abandoned the batch.
+    fn flush(&mut self, records: Vec<Record>) -> std::result::Result<(), Stopping> {
+        let name = self.sink.name();
+        let started = Instant::now();
+        let mut dead: Vec<(usize, String)> = Vec::new();
+        let mut items: Vec<(usize, Item)> = Vec::with_capacity(records.len());
+        let mut skipped = 0u64;
+        for (i, r) in records.iter().enumerate() {
+            let Some(value) = &r.value else {
+                skipped += 1;
+                continue;
+            };
+            match self.codec.decode(value) {
+                Ok(event) if self.sink.wants(&event) => items.push((
+                    i,
+                    Item { topic: r.topic.clone(), partition: r.partition, offset: r.offset, timestamp: r.timestamp, event },
+                )),
+                Ok(_) => skipped += 1,
+                Err(e) => dead.push((i, format!("cannot decode the record: {e}"))),
+            }
+        }
+        self.metrics.batch_records.get_or_create(&SinkMetrics::sink(name)).observe(records.len() as f64);
+        self.metrics.skipped.get_or_create(&SinkMetrics::sink(name)).inc_by(skipped);
+        self.write_all(&items, &mut dead)?;
+        if !dead.is_empty() {
+            self.dead_letter(&records, &dead)?;
+        }
+        self.commit(&records)?;
+        self.metrics.write_seconds.get_or_create(&SinkMetrics::sink(name)).observe(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// Writes `items`, retrying transient failures and bisecting permanent ones down to the
+    /// records that can never be written (added to `dead`).
+    fn write_all(&mut self, items: &[(usize, Item)], dead: &mut Vec<(usize, String)>) -> std::result::Result<(), Stopping> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let name = self.sink.name();
+        let batch: Vec<Item> = items.iter().map(|(_, it)| it.clone()).collect();
+        let mut backoff = Duration::from_millis(100);
+        let mut tries = 0u32;
+        loop {
+            let result = self.rt.block_on(self.sink.write(&batch));
+            let err = match result {
+                Ok(()) => {
+                    self.metrics.written.get_or_create(&SinkMetrics::sink(name)).inc_by(batch.len() as u64);
+                    if tries > 0 {
+                        tracing::info!(sink = name, "write succeeded after {tries} retries");
+                    }
+                    return Ok(());
+                }
+                Err(e) => e,
+            };
+            match self.sink.retry(&err) {
+                Retry::Transient => {
+                    self.metrics.errors.get_or_create(&SinkMetrics::error(name, "transient")).inc();
+                    tries += 1;
+                    if tries == 1 || tries.is_power_of_two() {
+                        tracing::warn!(sink = name, "write of {} records failed (try {tries}): {err}; retrying in {backoff:?}, offsets held", batch.len());
+                    }
+                    self.sleep(backoff)?;
+                    backoff = (backoff * 2).min(self.settings.max_backoff);
+                }
+                Retry::Permanent => {
+                    self.metrics.errors.get_or_create(&SinkMetrics::error(name, "permanent")).inc();
+                    if items.len() == 1 {
+                        let it = &items[0].1;
+                        tracing::warn!(sink = name, "{} at {}/{}@{} can never be written: {err}; to the DLQ", it.event.name(), it.topic, it.partition, it.offset);
+                        dead.push((items[0].0, err.to_string()));
+                        return Ok(());
+                    }
+                    let mid = items.len() / 2;
+                    self.write_all(&items[..mid], dead)?;
+                    return self.write_all(&items[mid..], dead);
+                }
+            }
+        }
+    }
+
+    fn sleep(&self, d: Duration) -> std::result::Result<(), Stopping> {
+        let until = Instant::now() + d;
+        while Instant::now() < until {
+            if self.stop.load(Ordering::SeqCst) {
+                return Err(Stopping);
+            }
+            std::thread::sleep(Duration::from_millis(20).min(until.saturating_duration_since(Instant::now())));
+        }
+        Ok(())
+    }
+
+    fn dead_letter(&mut self, records: &[Record], dead: &[(usize, String)]) -> std::result::Result<(), Stopping> {
+        let name = self.sink.name();
+        let now = chrono::Utc::now().timestamp_millis();
+        let out: Vec<ProduceRecord> = dead
+            .iter()
+            .map(|(i, reason)| {
+                let r = &records[*i];
+                let mut headers = r.headers.clone();
+                headers.push(Header::text(dlq_headers::PROCESSOR, name));
+                headers.push(Header::text(dlq_headers::REASON, reason.clone()));
+                headers.push(Header::text(dlq_headers::TOPIC, r.topic.to_string()));
+                headers.push(Header::text(dlq_headers::PARTITION, r.partition.to_string()));
+                headers.push(Header::text(dlq_headers::OFFSET, r.offset.to_string()));
+                headers.push(Header::text(dlq_headers::TIME, now.to_string()));
+                ProduceRecord {
+                    topic: storeflow_avro::dlq_topic(&r.topic),
+                    partition: Some(0),
+                    key: r.key.as_ref().map(|k| k.to_vec()),
+                    value: r.value.as_ref().map(|v| v.to_vec()),
+                    headers,
+                    timestamp: Some(r.timestamp),
+                }
+            })
+            .collect();
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let sent = self.producer.send_batch(out.clone()).and_then(|acks| acks.into_iter().try_for_each(|a| a.wait().map(|_| ())));
+            match sent {
+                Ok(()) => {
+                    self.metrics.dlq.get_or_create(&SinkMetrics::sink(name)).inc_by(out.len() as u64);
+                    return Ok(());
+                }
+                Err(e) => {
+                    tracing::warn!(sink = name, "sending {} dead letters failed: {e}; retrying", out.len());
+                    self.sleep(backoff)?;
+                    backoff = (backoff * 2).min(self.settings.max_backoff);
+                }
+            }
+        }
+    }
+
+    fn commit(&mut self, records: &[Record]) -> std::result::Result<(), Stopping> {
+        let mut next: BTreeMap<TopicPartition, u64> = BTreeMap::new();
+        for r in records {
+            let e = next.entry(r.tp()).or_insert(0);
+            *e = (*e).max(r.offset + 1);
+        }
+        let offsets: Vec<(TopicPartition, u64)> = next.into_iter().collect();
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.consumer.commit(&offsets) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.is_retriable() => {
+                    tracing::warn!(sink = self.sink.name(), "commit failed: {e}; retrying");
+                    self.sleep(backoff)?;
+                    backoff = (backoff * 2).min(self.settings.max_backoff);
+                }
+                Err(e) => {
+                    // Typically a rebalance moved the partitions: their new owner re-reads
+                    // from the last commit and rewrites idempotently.
+                    tracing::warn!(sink = self.sink.name(), "commit refused: {e}; the partitions' next owner writes the batch again");
+                    return Ok(());
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! `[sinks.search]`: where the product index lives and how the sink batches.
+
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+use crate::config::Batching;
+use crate::{Result, SinkError};
+
+/// Configuration of the search sink.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SearchConfig {
+    /// Run this sink.
+    pub enabled: bool,
+    /// Elasticsearch; unset: a tantivy index under `<data_dir>/search/`.
+    pub elasticsearch: Option<ElasticsearchConfig>,
+    /// Records per write.
+    pub max_batch: usize,
+    /// Longest a record waits before it is written, in milliseconds.
+    pub max_wait_ms: u64,
+    /// Product documents kept in memory between batches (read-modify-write cache).
+    pub cache_docs: usize,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        SearchConfig { enabled: true, elasticsearch: None, max_batch: 5_000, max_wait_ms: 500, cache_docs: 100_000 }
+    }
+}
+
+/// An Elasticsearch cluster.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ElasticsearchConfig {
+    /// `http://host:9200`.
+    pub url: String,
+    /// Index of the product documents (created with `sql/elasticsearch/products.json`).
+    pub index: String,
+    /// Basic-auth user.
+    pub username: Option<String>,
+    /// Basic-auth password.
+    #[serde(serialize_with = "crate::config::redact")]
+    pub password: Option<SecretString>,
+}
+
+impl Default for ElasticsearchConfig {
+    fn default() -> Self {
+        ElasticsearchConfig { url: "http://127.0.0.1:9200".into(), index: "storeflow-products".into(), username: None, password: None }
+    }
+}
+
+impl SearchConfig {
+    /// Checks the values without connecting.
+    pub fn validate(&self) -> Result<()> {
+        if self.max_batch == 0 {
+            return Err(SinkError::Config("[sinks.search] max_batch must be at least 1".into()));
+        }
+        if let Some(es) = &self.elasticsearch {
+            if !(es.url.starts_with("http://") || es.url.starts_with("https://")) {
+                return Err(SinkError::Config("[sinks.search.elasticsearch] url must start with http:// or https://".into()));
+            }
+            let ok = !es.index.is_empty()
+                && es.index.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c))
+                && !es.index.starts_with(['-', '_', '.']);
+            if !ok {
+                return Err(SinkError::Config(format!("[sinks.search.elasticsearch] index `{}` is not a valid index name", es.index)));
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn batching(&self) -> Batching {
+        Batching { max_batch: self.max_batch, max_wait: Duration::from_millis(self.max_wait_ms.max(1)) }
+    }
+}

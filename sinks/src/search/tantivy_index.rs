@@ -1,0 +1,461 @@
+//! The embedded twin of Elasticsearch: a tantivy index under `<data_dir>/search/`.
+//!
+//! Same documents ([`ProductDoc`], stored whole as JSON), same query semantics: each query
+//! token must match a text field exactly (boosted) or within `fuzziness: AUTO` edits with
+//! transpositions ([`FuzzyTermQuery`]); the same filters; facets from tantivy's
+//! aggregations, which take the very request Elasticsearch gets; sorting by fast fields;
+//! highlights computed over the stored text with the same fuzzy rule.
+//!
+//! Versions: a write replaces a document only if its `version` is at least the stored one
+//! (Elasticsearch's `external_gte`), checked under the writer lock. Writes are durable when
+//! [`TantivyIndex::put`] returns (tantivy's commit fsyncs), and visible to searches then.
+//! Documents over Elasticsearch's keyword limit are refused the same way.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Weak};
+
+use parking_lot::Mutex;
+use tantivy::aggregation::agg_req::Aggregations;
+use tantivy::aggregation::{AggContextParams, AggregationCollector, AggregationLimitsGuard};
+use tantivy::collector::{Count, TopDocs};
+use tantivy::directory::MmapDirectory;
+use tantivy::query::{AllQuery, BooleanQuery, BoostQuery, FuzzyTermQuery, Occur, Query, RangeQuery, TermQuery};
+use tantivy::schema::{FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TEXT, TantivyDocument, Value as _};
+use tantivy::tokenizer::TokenizerManager;
+use tantivy::{DocAddress, Index, IndexReader, IndexWriter, Order, ReloadPolicy, Term};
+
+use super::doc::{PRODUCT, ProductDoc};
+use super::elastic::{aggregations, parse_facets};
+use super::{FacetCount, Hit, PRICE_BUCKETS, RATING_BUCKETS, SearchQuery, SearchResults, SortBy, fuzziness};
+use crate::{Result, SinkError};
+
+#[derive(Clone, Copy)]
+struct Fields {
+    id: Field,
+    kind: Field,
+    product_id: Field,
+    sku: Field,
+    title: Field,
+    description: Field,
+    i18n_title: Field,
+    i18n_description: Field,
+    brand_text: Field,
+    category_text: Field,
+    vendor_id: Field,
+    category: Field,
+    category_path: Field,
+    brand: Field,
+    status: Field,
+    listed: Field,
+    price_eur_minor: Field,
+    rating: Field,
+    in_stock: Field,
+    popularity: Field,
+    version: Field,
+    doc: Field,
+}
+
+fn schema() -> (Schema, Fields) {
+    let mut b = Schema::builder();
+    let f = Fields {
+        id: b.add_text_field("id", STRING | STORED),
+        kind: b.add_text_field("kind", STRING),
+        product_id: b.add_text_field("product_id", STRING | FAST),
+        sku: b.add_text_field("sku", STRING),
+        title: b.add_text_field("title", TEXT),
+        description: b.add_text_field("description", TEXT),
+        i18n_title: b.add_text_field("i18n_title", TEXT),
+        i18n_description: b.add_text_field("i18n_description", TEXT),
+        brand_text: b.add_text_field("brand_text", TEXT),
+        category_text: b.add_text_field("category_text", TEXT),
+        vendor_id: b.add_text_field("vendor_id", STRING | FAST),
+        category: b.add_text_field("category", STRING | FAST),
+        category_path: b.add_text_field("category_path", STRING),
+        brand: b.add_text_field("brand", STRING | FAST),
+        status: b.add_text_field("status", STRING),
+        listed: b.add_bool_field("listed", INDEXED),
+        price_eur_minor: b.add_i64_field("price_eur_minor", INDEXED | FAST),
+        rating: b.add_f64_field("rating", INDEXED | FAST),
+        in_stock: b.add_bool_field("in_stock", INDEXED | FAST),
+        popularity: b.add_f64_field("popularity", FAST),
+        version: b.add_i64_field("version", FAST),
+        doc: b.add_text_field("doc", STORED),
+    };
+    (b.build(), f)
+}
+
+/// A tantivy index of product documents.
+pub struct TantivyIndex {
+    reader: IndexReader,
+    writer: Mutex<IndexWriter>,
+    f: Fields,
+}
+
+impl std::fmt::Debug for TantivyIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TantivyIndex").finish_non_exhaustive()
+    }
+}
+
+/// Text fields a token is matched against, with their boosts (as on Elasticsearch).
+fn text_fields(f: &Fields) -> [(Field, f32); 6] {
+    [(f.title, 3.0), (f.i18n_title, 2.0), (f.brand_text, 2.0), (f.description, 1.0), (f.i18n_description, 1.0), (f.category_text, 1.0)]
+}
+
+impl TantivyIndex {
+    /// Opens (or creates) the index in `dir`. One process holds one writer per index, so
+    /// opening the same folder again returns the instance already open.
+    pub fn open(dir: &Path) -> Result<Arc<TantivyIndex>> {
+        static OPEN: std::sync::LazyLock<Mutex<HashMap<PathBuf, Weak<TantivyIndex>>>> = std::sync::LazyLock::new(Default::default);
+        std::fs::create_dir_all(dir).map_err(SinkError::io(format!("creating {}", dir.display())))?;
+        let key = dir.canonicalize().map_err(SinkError::io(format!("resolving {}", dir.display())))?;
+        let mut open = OPEN.lock();
+        open.retain(|_, w| w.strong_count() > 0);
+        if let Some(i) = open.get(&key).and_then(Weak::upgrade) {
+            return Ok(i);
+        }
+        let i = Arc::new(Self::open_new(&key)?);
+        open.insert(key, Arc::downgrade(&i));
+        Ok(i)
+    }
+
+    fn open_new(dir: &Path) -> Result<TantivyIndex> {
+        std::fs::create_dir_all(dir).map_err(SinkError::io(format!("creating {}", dir.display())))?;
+        let (schema, f) = schema();
+        let mmap = MmapDirectory::open(dir).map_err(|e| SinkError::Tantivy { context: format!("opening {}", dir.display()), source: e.into() })?;
+        let index = Index::open_or_create(mmap, schema).map_err(SinkError::tantivy(format!("opening the index in {}", dir.display())))?;
+        let writer = index.writer_with_num_threads(1, 50_000_000).map_err(SinkError::tantivy("opening the index writer"))?;
+        let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into().map_err(SinkError::tantivy("opening the index reader"))?;
+        Ok(TantivyIndex { reader, writer: Mutex::new(writer), f })
+    }
+
+    fn stored(&self, searcher: &tantivy::Searcher, addr: DocAddress) -> Result<Option<ProductDoc>> {
+        let d: TantivyDocument = searcher.doc(addr).map_err(SinkError::tantivy("reading a stored document"))?;
+        Ok(d.get_first(self.f.doc).and_then(|v| v.as_str()).and_then(|s| serde_json::from_str(s).ok()))
+    }
+
+    fn by_id(&self, searcher: &tantivy::Searcher, id: &str) -> Result<Option<ProductDoc>> {
+        let q = TermQuery::new(Term::from_field_text(self.f.id, id), IndexRecordOption::Basic);
+        let top = searcher.search(&q, &TopDocs::with_limit(1).order_by_score()).map_err(SinkError::tantivy("looking up a document"))?;
+        match top.first() {
+            Some((_, addr)) => self.stored(searcher, *addr),
+            None => Ok(None),
+        }
+    }
+
+    /// The documents with these ids.
+    pub async fn get(&self, ids: &[String]) -> Result<BTreeMap<String, ProductDoc>> {
+        let searcher = self.reader.searcher();
+        let mut out = BTreeMap::new();
+        for id in ids {
+            if let Some(d) = self.by_id(&searcher, id)? {
+                out.insert(id.clone(), d);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Product ids of these skus.
+    pub async fn find_skus(&self, skus: &[String]) -> Result<BTreeMap<String, String>> {
+        let searcher = self.reader.searcher();
+        let mut out = BTreeMap::new();
+        for sku in skus {
+            let q = BooleanQuery::new(vec![(Occur::Must, self.term(self.f.sku, sku)), (Occur::Must, self.term(self.f.kind, PRODUCT))]);
+            let top = searcher.search(&q, &TopDocs::with_limit(1).order_by_score()).map_err(SinkError::tantivy("looking up a sku"))?;
+            if let Some((_, addr)) = top.first()
+                && let Some(d) = self.stored(&searcher, *addr)?
+            {
+                out.insert(sku.clone(), d.product_id);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The indexed version of document `id` (a fast-field read, no stored-document decode).
+    fn version_of(&self, searcher: &tantivy::Searcher, id: &str) -> Result<Option<i64>> {
+        let q = TermQuery::new(Term::from_field_text(self.f.id, id), IndexRecordOption::Basic);
+        let top = searcher.search(&q, &TopDocs::with_limit(1).order_by_score()).map_err(SinkError::tantivy("looking up a document"))?;
+        let Some((_, addr)) = top.first() else { return Ok(None) };
+        let col = searcher.segment_reader(addr.segment_ord).fast_fields().i64("version").map_err(SinkError::tantivy("reading versions"))?;
+        Ok(col.first(addr.doc_id))
+    }
+
+    fn document(&self, id: &str, d: &ProductDoc) -> Result<TantivyDocument> {
+        let f = &self.f;
+        let mut t = TantivyDocument::new();
+        t.add_text(f.id, id);
+        t.add_text(f.kind, &d.kind);
+        t.add_text(f.product_id, &d.product_id);
+        t.add_text(f.sku, &d.sku);
+        t.add_text(f.title, &d.title);
+        t.add_text(f.description, &d.description);
+        for l in d.i18n.values() {
+            t.add_text(f.i18n_title, &l.title);
+            t.add_text(f.i18n_description, &l.description);
+        }
+        t.add_text(f.brand_text, &d.brand);
+        t.add_text(f.category_text, &d.category);
+        t.add_text(f.vendor_id, &d.vendor_id);
+        t.add_text(f.category, &d.category);
+        for p in &d.category_path {
+            t.add_text(f.category_path, p);
+        }
+        t.add_text(f.brand, &d.brand);
+        t.add_text(f.status, &d.status);
+        t.add_bool(f.listed, d.listed);
+        if let Some(p) = d.price_eur_minor {
+            t.add_i64(f.price_eur_minor, p);
+        }
+        if let Some(r) = d.rating {
+            t.add_f64(f.rating, r);
+        }
+        t.add_bool(f.in_stock, d.in_stock);
+        t.add_f64(f.popularity, d.popularity);
+        t.add_i64(f.version, d.version);
+        let json = serde_json::to_string(d).map_err(|e| SinkError::Rejected(format!("encoding {id}: {e}")))?;
+        t.add_text(f.doc, json);
+        Ok(t)
+    }
+
+    /// Writes whole documents; a document older than the stored one is dropped.
+    pub async fn put(&self, docs: &BTreeMap<String, ProductDoc>) -> Result<()> {
+        if docs.is_empty() {
+            return Ok(());
+        }
+        for d in docs.values() {
+            d.check().map_err(SinkError::Rejected)?;
+        }
+        let mut w = self.writer.lock();
+        let searcher = self.reader.searcher();
+        let mut written = 0;
+        for (id, d) in docs {
+            if self.version_of(&searcher, id)?.is_some_and(|v| v > d.version) {
+                continue; // a newer version is indexed already
+            }
+            let doc = self.document(id, d)?;
+            w.delete_term(Term::from_field_text(self.f.id, id));
+            w.add_document(doc).map_err(SinkError::tantivy("adding a document"))?;
+            written += 1;
+        }
+        if written > 0 {
+            if let Err(e) = w.commit() {
+                let _ = w.rollback();
+                return Err(SinkError::Tantivy { context: "committing the index".into(), source: e });
+            }
+            self.reader.reload().map_err(SinkError::tantivy("reloading the index reader"))?;
+        }
+        Ok(())
+    }
+
+    /// Adds documents without reading anything back or checking versions, and commits:
+    /// tantivy's raw bulk path (the baseline of the sink benchmark).
+    pub fn put_unversioned(&self, docs: &BTreeMap<String, ProductDoc>) -> Result<()> {
+        let mut w = self.writer.lock();
+        for (id, d) in docs {
+            w.delete_term(Term::from_field_text(self.f.id, id));
+            w.add_document(self.document(id, d)?).map_err(SinkError::tantivy("adding a document"))?;
+        }
+        w.commit().map_err(SinkError::tantivy("committing the index"))?;
+        self.reader.reload().map_err(SinkError::tantivy("reloading the index reader"))
+    }
+
+    /// Nothing to do: writes are visible once [`Self::put`] returns.
+    pub async fn refresh(&self) -> Result<()> {
+        self.reader.reload().map_err(SinkError::tantivy("reloading the index reader"))
+    }
+
+    /// Number of documents of a kind.
+    pub fn count(&self, kind: &str) -> Result<u64> {
+        let q = TermQuery::new(Term::from_field_text(self.f.kind, kind), IndexRecordOption::Basic);
+        Ok(self.reader.searcher().search(&q, &Count).map_err(SinkError::tantivy("counting"))? as u64)
+    }
+
+    fn term(&self, field: Field, v: &str) -> Box<dyn Query> {
+        Box::new(TermQuery::new(Term::from_field_text(field, v), IndexRecordOption::Basic))
+    }
+
+    fn query(&self, q: &SearchQuery, in_stock: Option<bool>) -> Box<dyn Query> {
+        let f = &self.f;
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![
+            (Occur::Must, self.term(f.kind, PRODUCT)),
+            (Occur::Must, Box::new(TermQuery::new(Term::from_field_bool(f.listed, true), IndexRecordOption::Basic))),
+            (Occur::Must, self.term(f.status, "active")),
+        ];
+        for tok in q.tokens() {
+            let mut alts: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+            for (field, boost) in text_fields(f) {
+                let term = Term::from_field_text(field, &tok);
+                alts.push((Occur::Should, Box::new(BoostQuery::new(Box::new(TermQuery::new(term.clone(), IndexRecordOption::WithFreqs)), boost * 2.0))));
+                let d = fuzziness(&tok);
+                if d > 0 {
+                    alts.push((Occur::Should, Box::new(BoostQuery::new(Box::new(FuzzyTermQuery::new(term, d, true)), boost))));
+                }
+            }
+            clauses.push((Occur::Must, Box::new(BooleanQuery::new(alts))));
+        }
+        if let Some(c) = &q.category {
+            clauses.push((Occur::Must, self.term(f.category_path, c.trim_matches('/'))));
+        }
+        if !q.brands.is_empty() {
+            let any: Vec<(Occur, Box<dyn Query>)> = q.brands.iter().map(|b| (Occur::Should, self.term(f.brand, b))).collect();
+            clauses.push((Occur::Must, Box::new(BooleanQuery::new(any))));
+        }
+        if let Some(v) = &q.vendor_id {
+            clauses.push((Occur::Must, self.term(f.vendor_id, v)));
+        }
+        if q.min_price_eur_minor.is_some() || q.max_price_eur_minor.is_some() {
+            let lo = q.min_price_eur_minor.map_or(Bound::Unbounded, |v| Bound::Included(Term::from_field_i64(f.price_eur_minor, v)));
+            let hi = q.max_price_eur_minor.map_or(Bound::Unbounded, |v| Bound::Included(Term::from_field_i64(f.price_eur_minor, v)));
+            clauses.push((Occur::Must, Box::new(RangeQuery::new(lo, hi))));
+        }
+        if let Some(r) = q.min_rating {
+            clauses.push((Occur::Must, Box::new(RangeQuery::new(Bound::Included(Term::from_field_f64(f.rating, r)), Bound::Unbounded))));
+        }
+        if let Some(s) = in_stock.or(q.in_stock.then_some(true)) {
+            clauses.push((Occur::Must, Box::new(TermQuery::new(Term::from_field_bool(f.in_stock, s), IndexRecordOption::Basic))));
+        }
+        if clauses.is_empty() { Box::new(AllQuery) } else { Box::new(BooleanQuery::new(clauses)) }
+    }
+
+    /// Runs a search.
+    pub async fn search(&self, q: &SearchQuery) -> Result<SearchResults> {
+        let searcher = self.reader.searcher();
+        let query = self.query(q, None);
+        let mut aggs_req = aggregations();
+        if let Some(m) = aggs_req.as_object_mut() {
+            m.remove("in_stock"); // counted below: tantivy's terms aggregation does not take booleans
+            // tantivy refuses overlapping ranges in one aggregation: one per rating bucket.
+            m.remove("rating");
+            for (i, (key, from)) in RATING_BUCKETS.iter().enumerate() {
+                m.insert(format!("rating_{i}"), serde_json::json!({"range": {"field": "rating", "ranges": [{"key": key, "from": from}]}}));
+            }
+        }
+        let aggs: Aggregations = serde_json::from_value(aggs_req).map_err(|e| SinkError::Config(format!("facet request: {e}")))?;
+        let agg = AggregationCollector::from_aggs(aggs, AggContextParams::new(AggregationLimitsGuard::default(), TokenizerManager::default()));
+        let (total, agg_res) = searcher.search(&query, &(Count, agg)).map_err(SinkError::tantivy("searching"))?;
+        let agg_json = serde_json::to_value(&agg_res).map_err(|e| SinkError::Config(format!("facet answer: {e}")))?;
+        let mut facets = parse_facets(&agg_json);
+        facets.rating = (0..RATING_BUCKETS.len())
+            .flat_map(|i| parse_facets(&serde_json::json!({"rating": agg_json[format!("rating_{i}")].clone()})).rating)
+            // tantivy adds a bucket for the gap below a range (`*-4`): not one of ours.
+            .filter(|b| RATING_BUCKETS.iter().any(|(k, _)| *k == b.value))
+            .collect();
+        facets.price.retain(|b| PRICE_BUCKETS.iter().any(|(k, _, _)| *k == b.value));
+        let mut in_stock = Vec::new();
+        for s in [true, false] {
+            if q.in_stock && !s {
+                continue; // filtered to in-stock products: no out-of-stock bucket
+            }
+            let n = searcher.search(&self.query(q, Some(s)), &Count).map_err(SinkError::tantivy("counting stock"))?;
+            if n > 0 {
+                in_stock.push(FacetCount { value: s.to_string(), count: n as u64 });
+            }
+        }
+        facets.in_stock = in_stock;
+        let top = TopDocs::with_limit(q.per_page()).and_offset(q.offset());
+        let addrs: Vec<(Option<f64>, DocAddress)> = match q.sort {
+            SortBy::Relevance if !q.tokens().is_empty() => searcher
+                .search(&query, &top.order_by_score())
+                .map_err(SinkError::tantivy("searching"))?
+                .into_iter()
+                .map(|(s, a)| (Some(f64::from(s)), a))
+                .collect(),
+            SortBy::Relevance => {
+                searcher.search(&query, &top.order_by_string_fast_field("product_id", Order::Asc)).map_err(SinkError::tantivy("searching"))?.into_iter().map(|(_, a)| (None, a)).collect()
+            }
+            SortBy::PriceAsc | SortBy::PriceDesc => {
+                let order = if q.sort == SortBy::PriceAsc { Order::Asc } else { Order::Desc };
+                searcher
+                    .search(&query, &top.order_by_fast_field::<i64>("price_eur_minor", order))
+                    .map_err(SinkError::tantivy("searching"))?
+                    .into_iter()
+                    .map(|(_, a)| (None, a))
+                    .collect()
+            }
+            SortBy::Rating | SortBy::Popularity => {
+                let field = if q.sort == SortBy::Rating { "rating" } else { "popularity" };
+                searcher
+                    .search(&query, &top.order_by_fast_field::<f64>(field, Order::Desc))
+                    .map_err(SinkError::tantivy("searching"))?
+                    .into_iter()
+                    .map(|(_, a)| (None, a))
+                    .collect()
+            }
+        };
+        let toks = q.tokens();
+        let mut hits = Vec::new();
+        for (score, addr) in addrs {
+            if let Some(d) = self.stored(&searcher, addr)? {
+                let mut hl = BTreeMap::new();
+                if !toks.is_empty() {
+                    if let Some(t) = highlight(&d.title, &toks, None) {
+                        hl.insert("title".to_string(), vec![t]);
+                    }
+                    if let Some(t) = highlight(&d.description, &toks, Some(150)) {
+                        hl.insert("description".to_string(), vec![t]);
+                    }
+                }
+                hits.push(Hit::from_doc(&d, score, hl));
+            }
+        }
+        Ok(SearchResults { total: total as u64, hits, facets })
+    }
+}
+
+/// True when indexed word `w` matches query token `t` under `fuzziness: AUTO`.
+pub fn fuzzy_match(w: &str, t: &str) -> bool {
+    let w = w.to_lowercase();
+    w == t || (fuzziness(t) > 0 && strsim::damerau_levenshtein(&w, t) <= usize::from(fuzziness(t)))
+}
+
+/// `text` with `<em>` around words matching a token; with `fragment`, only about that many
+/// characters around the first match. `None` when nothing matches.
+pub fn highlight(text: &str, toks: &[String], fragment: Option<usize>) -> Option<String> {
+    let mut words: Vec<(usize, usize)> = Vec::new();
+    let mut start = None;
+    for (i, c) in text.char_indices().chain(std::iter::once((text.len(), ' '))) {
+        match (c.is_alphanumeric(), start) {
+            (true, None) => start = Some(i),
+            (false, Some(s)) => {
+                words.push((s, i));
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    let hits: Vec<(usize, usize)> = words.into_iter().filter(|(s, e)| toks.iter().any(|t| fuzzy_match(&text[*s..*e], t))).collect();
+    let first = hits.first()?;
+    let (from, to) = match fragment {
+        None => (0, text.len()),
+        Some(n) => {
+            let from = text[..first.0].char_indices().rev().nth(n / 3).map_or(0, |(i, _)| i);
+            let to = text[first.0..].char_indices().nth(n).map_or(text.len(), |(i, _)| first.0 + i);
+            (from, to)
+        }
+    };
+    let mut out = String::new();
+    let mut at = from;
+    for (s, e) in hits.into_iter().filter(|(s, e)| *s >= from && *e <= to) {
+        out.push_str(&text[at..s]);
+        out.push_str("<em>");
+        out.push_str(&text[s..e]);
+        out.push_str("</em>");
+        at = e;
+    }
+    out.push_str(&text[at..to]);
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn highlights_mark_fuzzy_matches() {
+        let toks = vec!["nordlciht".to_string()];
+        assert_eq!(highlight("Nordlicht Pro headphones", &toks, None).unwrap(), "<em>Nordlicht</em> Pro headphones");
+        assert!(highlight("Acme kettle", &toks, None).is_none());
+    }
+}

@@ -1,0 +1,218 @@
+//! [`Sinks`]: starts the enabled sinks on a log, hands out their query handles, waits for
+//! them to catch up, and stops them.
+//!
+//! The sinks own a small multi-threaded tokio runtime (two workers): the stores' clients
+//! (sqlx, clickhouse, elasticsearch, DataFusion) live on it, each sink's consumer loop runs
+//! on its own thread and drives its writes with `block_on`, and the query handles spawn
+//! their queries onto it — so the caller needs no runtime, and an axum handler on another
+//! runtime can await the handles.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use prometheus_client::registry::Registry;
+use storeflow_avro::Codec;
+use storeflow_ingest::{Log, TopicPartition};
+
+use crate::analytics::{Analytics, AnalyticsSink};
+use crate::config::SinksConfig;
+use crate::metrics::SinkMetrics;
+use crate::read_model::{ReadModel, ReadModelSink};
+use crate::runner::{RunnerSettings, SinkThread, spawn};
+use crate::search::{Search, SearchSink};
+use crate::{Result, SinkError};
+
+/// The running sinks.
+pub struct Sinks {
+    rt: Option<tokio::runtime::Runtime>,
+    threads: Vec<SinkThread>,
+    stop: Arc<AtomicBool>,
+    log: Arc<dyn Log>,
+    read_model: Option<ReadModel>,
+    analytics: Option<Analytics>,
+    search: Option<Search>,
+}
+
+impl std::fmt::Debug for Sinks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sinks").field("sinks", &self.names()).finish()
+    }
+}
+
+/// Runs `f` to completion on `rt` from a plain thread (so it works whether or not the
+/// caller is inside an async runtime).
+fn on_runtime<T: Send + 'static>(rt: &tokio::runtime::Runtime, f: impl std::future::Future<Output = T> + Send + 'static) -> T {
+    let handle = rt.handle().clone();
+    std::thread::scope(|s| s.spawn(move || handle.block_on(f)).join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+}
+
+impl Sinks {
+    /// Opens the stores of the enabled sinks (running migrations and DDL), and starts each
+    /// sink on its own thread in its consumer group `<app>.sink.<name>`. Metrics are
+    /// registered in `registry` under `storeflow_sink_`.
+    pub fn start(log: Arc<dyn Log>, codec: Arc<Codec>, config: SinksConfig, registry: &mut Registry) -> Result<Sinks> {
+        config.validate()?;
+        let metrics = SinkMetrics::register(registry);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("storeflow-sinks")
+            .enable_all()
+            .build()
+            .map_err(SinkError::io("starting the sinks' runtime"))?;
+        let mut sinks = Sinks {
+            rt: None,
+            threads: Vec::new(),
+            stop: Arc::new(AtomicBool::new(false)),
+            log: log.clone(),
+            read_model: None,
+            analytics: None,
+            search: None,
+        };
+        match sinks.start_all(&rt, codec, &config, metrics) {
+            Ok(()) => {
+                sinks.rt = Some(rt);
+                Ok(sinks)
+            }
+            Err(e) => {
+                sinks.rt = Some(rt);
+                sinks.shutdown();
+                Err(e)
+            }
+        }
+    }
+
+    fn start_all(&mut self, rt: &tokio::runtime::Runtime, codec: Arc<Codec>, config: &SinksConfig, metrics: SinkMetrics) -> Result<()> {
+        let settings = |name: &str| RunnerSettings { group: config.group(name), max_poll: config.max_poll, max_backoff: config.max_backoff() };
+        let dir = config.data_dir.clone();
+        if config.read_model.enabled {
+            let (c, d) = (config.read_model.clone(), dir.clone());
+            let sink = on_runtime(rt, async move { ReadModelSink::open(&c, &d).await })?;
+            self.read_model = Some(ReadModel::new(sink.db().clone(), rt.handle().clone()));
+            let t = spawn(sink, self.log.clone(), codec.clone(), rt.handle().clone(), settings(crate::read_model::NAME), metrics.clone(), self.stop.clone())?;
+            self.threads.push(t);
+        }
+        if config.analytics.enabled {
+            let (c, d) = (config.analytics.clone(), dir.clone());
+            let sink = on_runtime(rt, async move { AnalyticsSink::open(&c, &d).await })?;
+            self.analytics = Some(Analytics::new(sink.store().clone(), &config.analytics.base_currency, rt.handle().clone()));
+            let t = spawn(sink, self.log.clone(), codec.clone(), rt.handle().clone(), settings(crate::analytics::NAME), metrics.clone(), self.stop.clone())?;
+            self.threads.push(t);
+        }
+        if config.search.enabled {
+            let (c, d, base) = (config.search.clone(), dir.clone(), config.analytics.base_currency.clone());
+            let sink = on_runtime(rt, async move { SearchSink::open(&c, &base, &d).await })?;
+            self.search = Some(Search::new(sink.index().clone(), rt.handle().clone()));
+            let t = spawn(sink, self.log.clone(), codec, rt.handle().clone(), settings(crate::search::NAME), metrics, self.stop.clone())?;
+            self.threads.push(t);
+        }
+        Ok(())
+    }
+
+    /// Names of the running sinks.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.threads.iter().map(|t| t.name).collect()
+    }
+
+    /// The read model's query handle (when that sink runs).
+    pub fn read_model(&self) -> Option<ReadModel> {
+        self.read_model.clone()
+    }
+
+    /// Analytics' query handle (when that sink runs).
+    pub fn analytics(&self) -> Option<Analytics> {
+        self.analytics.clone()
+    }
+
+    /// Search's query handle (when that sink runs).
+    pub fn search(&self) -> Option<Search> {
+        self.search.clone()
+    }
+
+    fn inputs(&self, t: &SinkThread) -> Result<Vec<(TopicPartition, u64)>> {
+        let infos = self.log.describe_topics()?;
+        Ok(infos
+            .iter()
+            .filter(|i| t.topics.contains(&i.name))
+            .flat_map(|i| i.partitions.iter().map(move |p| (TopicPartition::new(&i.name, p.partition), p.end)))
+            .collect())
+    }
+
+    /// Records each sink has not committed yet (per sink).
+    pub fn lag(&self) -> Result<BTreeMap<String, u64>> {
+        let mut out = BTreeMap::new();
+        for t in &self.threads {
+            let ends = self.inputs(t)?;
+            let tps: Vec<TopicPartition> = ends.iter().map(|(tp, _)| tp.clone()).collect();
+            let committed = self.log.committed_offsets(&t.group, &tps)?;
+            let starts = self.log.watermarks(&tps)?;
+            let lag = ends.iter().zip(committed).zip(starts).map(|(((_, end), c), (start, _))| end.saturating_sub(c.unwrap_or(start).max(start))).sum();
+            out.insert(t.name.to_string(), lag);
+        }
+        Ok(out)
+    }
+
+    /// Waits until every sink has committed everything its topics held when this was
+    /// called; fails after `patience`, or as soon as a sink thread died.
+    pub fn wait_caught_up(&self, patience: Duration) -> Result<()> {
+        let deadline = Instant::now() + patience;
+        let targets: Vec<(&SinkThread, Vec<(TopicPartition, u64)>)> =
+            self.threads.iter().map(|t| Ok((t, self.inputs(t)?))).collect::<Result<_>>()?;
+        for (t, ends) in targets {
+            let tps: Vec<TopicPartition> = ends.iter().map(|(tp, _)| tp.clone()).collect();
+            loop {
+                if let Some(f) = t.failure.lock().clone() {
+                    return Err(SinkError::Timeout(format!("the {} sink stopped: {f}", t.name)));
+                }
+                let committed = self.log.committed_offsets(&t.group, &tps)?;
+                let behind: u64 = ends.iter().zip(&committed).map(|((_, end), c)| end.saturating_sub(c.unwrap_or(0))).sum();
+                let starts = self.log.watermarks(&tps)?;
+                // Partitions whose records were all deleted by retention count as caught up.
+                let behind_held: u64 = ends
+                    .iter()
+                    .zip(&committed)
+                    .zip(starts)
+                    .map(|(((_, end), c), (start, _))| end.saturating_sub(c.unwrap_or(0).max(start)))
+                    .sum();
+                if behind == 0 || behind_held == 0 {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    return Err(SinkError::Timeout(format!("the {} sink is still {behind_held} records behind after {patience:?}", t.name)));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Ok(())
+    }
+
+    fn shutdown(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in &mut self.threads {
+            t.join();
+        }
+        if let Some(rt) = self.rt.take() {
+            // Dropping a runtime inside another one panics; this works from anywhere.
+            rt.shutdown_background();
+        }
+    }
+
+    /// Stops every sink: each writes and commits what it buffered (unless its store is
+    /// down, in which case nothing more is committed and the records are read again next
+    /// time), closes its consumer and ends its thread. Returns the first sink failure.
+    pub fn stop(mut self) -> Result<()> {
+        self.shutdown();
+        let failures: Vec<String> = self.threads.iter().filter_map(|t| t.failure.lock().clone().map(|f| format!("{}: {f}", t.name))).collect();
+        match failures.first() {
+            Some(f) => Err(SinkError::Timeout(format!("a sink had stopped with an error: {f}"))),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Sinks {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

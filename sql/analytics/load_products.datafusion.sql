@@ -1,0 +1,5 @@
+-- The newest state of every product (the analytics sink's catalogue at start-up).
+SELECT event_id, occurred_at, product_id, vendor_id, sku, title, category, brand, status, price_minor, currency,
+       created_at, version, src_topic, src_partition, src_offset
+FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY product_id ORDER BY version DESC, src_offset DESC) AS rn FROM dim_products)
+WHERE rn = 1

@@ -1,0 +1,3 @@
+-- Every exchange rate seen (the analytics sink's rates at start-up).
+SELECT event_id, occurred_at, base_currency, quote_currency, rate_e9, src_topic, src_partition, src_offset
+FROM fact_exchange_rates ORDER BY occurred_at
