@@ -134,8 +134,9 @@ struct Shared {
     metrics: Arc<Metrics>,
     changelog: String,
     tasks: Mutex<BTreeMap<u32, RtTask>>,
-    /// Assigned partitions whose task could not start yet (retried by the thread).
-    unopened: Mutex<std::collections::BTreeSet<u32>>,
+    /// Assigned partitions without a running task, with the earliest moment to (re)open it:
+    /// a task that could not start, lost its producer to a fence, or could not rewind.
+    unopened: Mutex<BTreeMap<u32, Instant>>,
     /// Set to simulate a crash in tests: stop without committing anything.
     crashed: AtomicBool,
 }
@@ -377,7 +378,7 @@ impl RebalanceListener for Listener {
                 }
                 Err(e) => {
                     tracing::error!(processor = s.name, partition = p, error = %e, "could not start a task; retrying, its records wait");
-                    s.unopened.lock().insert(p);
+                    s.unopened.lock().insert(p, Instant::now() + Duration::from_secs(1));
                 }
             }
         }
@@ -443,7 +444,13 @@ impl Runtime {
             let (shared, stop) = (shared.clone(), stop.clone());
             std::thread::Builder::new()
                 .name(format!("processor-{name}"))
-                .spawn(move || run(processor, shared, codec, inputs, stop))
+                .spawn(move || {
+                    let result = run(processor, shared, codec, inputs, stop);
+                    if let Err(e) = &result {
+                        tracing::error!(processor = name, error = %e, "the processor thread stopped with an error");
+                    }
+                    result
+                })
                 .map_err(|e| RuntimeError::Setup(format!("starting the {name} thread: {e}")))?
         };
         Ok(Runtime { shared, stop, thread: Some(thread) })
@@ -515,22 +522,39 @@ fn run(
     let label = Metrics::label(name);
     let result = (|| -> Result<()> {
         while !stop.load(Ordering::Relaxed) {
-            globals.poll(&mut *processor, &codec)?;
-            let records = consumer.poll(shared.config.max_poll, Duration::from_millis(100))?;
+            // A failing poll is transient (a broker restarting, a rebalance in flight): the
+            // thread waits and polls again rather than dying with its partitions assigned.
+            if let Err(e) = globals.poll(&mut *processor, &codec) {
+                tracing::warn!(processor = name, error = %e, "reading the global inputs failed; retrying");
+                std::thread::sleep(Duration::from_millis(500));
+                continue;
+            }
+            let records = match consumer.poll(shared.config.max_poll, Duration::from_millis(100)) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(processor = name, error = %e, "polling the inputs failed; retrying");
+                    std::thread::sleep(Duration::from_millis(500));
+                    continue;
+                }
+            };
             if shared.crashed.load(Ordering::Relaxed) {
                 return Ok(());
             }
             // Tasks that could not start: retry, then re-read their inputs from the last commit
             // (records polled for them meanwhile were not handled).
-            let retry: Vec<u32> = shared.unopened.lock().iter().copied().collect();
+            let now = Instant::now();
+            let retry: Vec<u32> = shared.unopened.lock().iter().filter(|(_, at)| **at <= now).map(|(p, _)| *p).collect();
             for p in retry {
                 match shared.open_task(p) {
                     Ok(t) => {
                         shared.tasks.lock().insert(p, t);
                         shared.unopened.lock().remove(&p);
-                        rewind_inputs(&shared, &mut *consumer, &inputs, p)?;
+                        reopen_on_rewind_failure(&shared, &mut *consumer, &inputs, p);
                     }
-                    Err(e) => tracing::warn!(processor = name, partition = p, error = %e, "a task still cannot start"),
+                    Err(e) => {
+                        tracing::warn!(processor = name, partition = p, error = %e, "a task still cannot start");
+                        shared.unopened.lock().insert(p, Instant::now() + Duration::from_secs(1));
+                    }
                 }
             }
             let mut rewind: Vec<u32> = Vec::new();
@@ -626,14 +650,20 @@ fn run(
                 }
                 for code in &rewind {
                     if *code > u32::MAX / 2 {
+                        // Another producer took this task's transactional id. If another
+                        // instance owns the partition now, the group revokes it from us at the
+                        // next rebalance; if that producer was a zombie, the partition is still
+                        // ours: reopen the task (restore, new epoch, rewind) after a pause,
+                        // rather than leave an assigned partition unprocessed for good.
                         let p = u32::MAX - code;
-                        tracing::warn!(processor = name, partition = p, "fenced: another instance owns this task now");
+                        tracing::warn!(processor = name, partition = p, "fenced by another producer; reopening the task in 5 s unless the partition is revoked");
                         tasks.remove(&p);
+                        shared.unopened.lock().insert(p, Instant::now() + Duration::from_secs(5));
                     }
                 }
             }
             for p in rewind.into_iter().filter(|c| *c <= u32::MAX / 2) {
-                rewind_inputs(&shared, &mut *consumer, &inputs, p)?;
+                reopen_on_rewind_failure(&shared, &mut *consumer, &inputs, p);
             }
             if last_lag.elapsed() > Duration::from_secs(5) {
                 last_lag = Instant::now();
@@ -735,6 +765,19 @@ impl GlobalReader {
 }
 
 /// Moves the consumer back to the committed offsets of task `p`'s input partitions.
+/// Rewinds task `p`'s inputs to its last commit; if that fails (a transient broker error),
+/// the task is dropped and reopened shortly, which rewinds again — never processes on from
+/// a position that does not match its state.
+fn reopen_on_rewind_failure(shared: &Shared, consumer: &mut dyn storeflow_ingest::Consumer, inputs: &[String], p: u32) {
+    if let Err(e) = rewind_inputs(shared, consumer, inputs, p) {
+        tracing::warn!(processor = shared.name, partition = p, error = %e, "rewinding a task failed; reopening it in 1 s");
+        if let Some(mut t) = shared.tasks.lock().remove(&p) {
+            let _ = t.txn.abort();
+        }
+        shared.unopened.lock().insert(p, Instant::now() + Duration::from_secs(1));
+    }
+}
+
 fn rewind_inputs(shared: &Shared, consumer: &mut dyn storeflow_ingest::Consumer, inputs: &[String], p: u32) -> Result<()> {
     let tps: Vec<TopicPartition> = inputs.iter().map(|t| TopicPartition::new(t, p)).collect();
     let committed = shared.log.committed_offsets(&shared.group(), &tps)?;

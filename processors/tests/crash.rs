@@ -42,7 +42,10 @@ fn kill_and_restart(backend: &[&str], prefix: &str, state: &std::path::Path) {
         // verification then checks there is no more and nothing twice.
         let mut c = child(backend, prefix, state, false);
         let log: Arc<dyn Log> = Arc::new(KafkaLog::connect(KafkaSettings::new(brokers)).expect("kafka"));
-        wait_for(&log, &format!("{prefix}.out"), INPUTS, Duration::from_secs(600));
+        wait_for_while(&log, &format!("{prefix}.out"), INPUTS, Duration::from_secs(600), &mut || match c.try_wait() {
+            Ok(Some(status)) => Err(format!("the pipeline exited ({status}); its log is above")),
+            _ => Ok(()),
+        });
         std::thread::sleep(Duration::from_secs(2));
         c.kill().expect("stop the last run");
         c.wait().expect("reap");
@@ -120,7 +123,10 @@ fn when_one_of_two_kafka_instances_is_killed_the_survivor_restores_its_state_and
     b.wait().expect("reap b");
     // a gets b's partitions once b's session times out (6 s), restores their state from the
     // changelog, and finishes the stream.
-    wait_for(&log, &format!("{prefix}.out"), INPUTS, Duration::from_secs(600));
+    wait_for_while(&log, &format!("{prefix}.out"), INPUTS, Duration::from_secs(600), &mut || match a.try_wait() {
+        Ok(Some(status)) => Err(format!("instance a exited ({status}); its log is above")),
+        _ => Ok(()),
+    });
     a.kill().expect("stop a");
     a.wait().expect("reap a");
     verify(&*log, &prefix, &counts);

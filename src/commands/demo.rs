@@ -155,15 +155,21 @@ fn read_since(b: &Backends, topic: Topic, before: &BTreeMap<(String, u32), u64>)
     let mut consumer = b.log.consumer(cfg, None)?;
     consumer.assign(&ranges.iter().map(|(tp, from, _)| (tp.clone(), *from)).collect::<Vec<_>>())?;
     let ends: BTreeMap<TopicPartition, u64> = ranges.iter().map(|(tp, _, end)| (tp.clone(), *end)).collect();
-    let mut left: u64 = ranges.iter().map(|(_, from, end)| end - from).sum();
     let mut out = Vec::new();
+    // Processors write transactionally: on Kafka, commit markers take offsets too, so the
+    // read ends when every partition's position has reached its end (or, should a position
+    // stop short of a trailing marker, when nothing more has come for 3 s).
+    let mut last_record = Instant::now();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while left > 0 && Instant::now() < deadline {
+    while Instant::now() < deadline && last_record.elapsed() < Duration::from_secs(3) {
+        if ends.iter().all(|(tp, end)| consumer.position(tp).is_some_and(|p| p >= *end)) {
+            break;
+        }
         for r in consumer.poll(10_000, Duration::from_millis(200))? {
+            last_record = Instant::now();
             if r.offset >= ends[&r.tp()] {
                 continue;
             }
-            left -= 1;
             if let Ok(e) = b.codec.decode(r.value.as_deref().unwrap_or_default()) {
                 out.push(e);
             }

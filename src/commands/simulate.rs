@@ -28,6 +28,9 @@ pub fn publish(b: &Backends, traffic: &Traffic) -> anyhow::Result<Published> {
         seed: traffic.seed,
         start: Timestamp::now(),
         fraud_ring_share: traffic.fraud_ring.clamp(0.0, 1.0),
+        // Established customers are imported first; a short run keeps most of its event
+        // budget for sessions and orders (1,000 from 20,000 events up).
+        established_customers: (traffic.events / 20).min(1000) as usize,
         ..SimConfig::default()
     });
     let producer = b.log.producer()?;

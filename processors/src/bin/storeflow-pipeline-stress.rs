@@ -70,7 +70,8 @@ fn main() {
     loop {
         std::thread::sleep(Duration::from_millis(200));
         if !count.is_running() || !relay.is_running() {
-            eprintln!("a runtime thread stopped");
+            let (c, r) = (count.stop(), relay.stop());
+            eprintln!("a runtime thread stopped: count: {c:?}, relay: {r:?}");
             std::process::exit(1);
         }
         let now = total();

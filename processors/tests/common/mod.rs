@@ -93,6 +93,12 @@ pub fn state_from_changelog(log: &dyn Log, changelog: &str, store: &str) -> BTre
 /// Waits until `n` committed records of `topic` can be read. (Counted by reading: on Kafka
 /// offsets also number transaction markers and aborted records.)
 pub fn wait_for(log: &Arc<dyn Log>, topic: &str, n: u64, patience: Duration) {
+    wait_for_while(log, topic, n, patience, &mut || Ok(()))
+}
+
+/// [`wait_for`], failing at once when `alive` reports that the process producing the
+/// records has gone (its error says how).
+pub fn wait_for_while(log: &Arc<dyn Log>, topic: &str, n: u64, patience: Duration, alive: &mut dyn FnMut() -> Result<(), String>) {
     let deadline = Instant::now() + patience;
     let info = loop {
         if let Some(i) = log.describe_topics().unwrap().into_iter().find(|t| t.name == topic) {
@@ -106,6 +112,9 @@ pub fn wait_for(log: &Arc<dyn Log>, topic: &str, n: u64, patience: Duration) {
     let mut have = 0u64;
     while have < n {
         assert!(Instant::now() < deadline, "{topic} has {have} of {n} records after {patience:?}");
+        if let Err(why) = alive() {
+            panic!("{topic} has {have} of {n} records and {why}");
+        }
         have += c.poll(50_000, Duration::from_millis(200)).unwrap().len() as u64;
     }
     c.close().unwrap();
