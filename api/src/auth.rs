@@ -1,0 +1,319 @@
+//! API keys, roles and the per-key rate limit.
+//!
+//! A key is `sf_` + 32 random bytes in hex. Only its SHA-256 is stored, in
+//! `<data-dir>/api-keys.json` (a plain digest is right for long random keys: guessing is
+//! hopeless either way, and a password hash like argon2 would cost milliseconds on every
+//! request). On a data dir without keys, [`KeyStore::open`] creates one admin key and
+//! writes it to `<data-dir>/admin.key` with mode 0600.
+//!
+//! Roles: `app` (events, orders, inventory, search, recommendations), `vendor:<id>` (that
+//! vendor's sales, analytics and products only), `analyst` (analytics), `admin`
+//! (everything, key management).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use parking_lot::RwLock;
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::ApiError;
+
+/// What a key may do.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Storefront and mobile apps.
+    App,
+    /// One vendor.
+    Vendor(String),
+    /// Analysts.
+    Analyst,
+    /// Operators.
+    Admin,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Role::App => f.write_str("app"),
+            Role::Vendor(v) => write!(f, "vendor:{v}"),
+            Role::Analyst => f.write_str("analyst"),
+            Role::Admin => f.write_str("admin"),
+        }
+    }
+}
+
+impl FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "app" => Ok(Role::App),
+            "analyst" => Ok(Role::Analyst),
+            "admin" => Ok(Role::Admin),
+            other => match other.strip_prefix("vendor:") {
+                Some(v) if !v.trim().is_empty() => Ok(Role::Vendor(v.to_string())),
+                _ => Err(format!("unknown role `{other}`: expected app, analyst, admin or vendor:<vendor_id>")),
+            },
+        }
+    }
+}
+
+/// Who is calling: the role of a valid key, or nobody (public endpoints only).
+#[derive(Clone, Debug)]
+pub enum Caller {
+    /// No `Authorization` header.
+    Anonymous,
+    /// A valid key.
+    Key {
+        /// The key's id (not the secret), for logs and rate limits.
+        id: String,
+        /// Its role.
+        role: Role,
+    },
+}
+
+impl Caller {
+    /// The caller's role, or 401.
+    pub fn role(&self) -> Result<&Role, ApiError> {
+        match self {
+            Caller::Anonymous => Err(ApiError::Unauthorized(
+                "this endpoint needs an API key: send `Authorization: Bearer <key>`".into(),
+            )),
+            Caller::Key { role, .. } => Ok(role),
+        }
+    }
+
+    /// Passes when the caller is admin or one of `roles`; 401 without a key, 403 otherwise.
+    pub fn require(&self, what: &str, allowed: &[&Role]) -> Result<&Role, ApiError> {
+        let role = self.role()?;
+        if *role == Role::Admin || allowed.contains(&role) {
+            Ok(role)
+        } else {
+            Err(ApiError::Forbidden(format!("the role {role} may not {what}")))
+        }
+    }
+
+    /// Passes for admin, analyst (when `analyst_ok`), apps (when `app_ok`) and the vendor
+    /// itself; 403 for every other vendor.
+    pub fn require_vendor(&self, vendor_id: &str, what: &str, app_ok: bool, analyst_ok: bool) -> Result<(), ApiError> {
+        match self.role()? {
+            Role::Admin => Ok(()),
+            Role::Vendor(v) if v == vendor_id => Ok(()),
+            Role::App if app_ok => Ok(()),
+            Role::Analyst if analyst_ok => Ok(()),
+            role => Err(ApiError::Forbidden(format!("the role {role} may not {what} of vendor {vendor_id}"))),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct StoredKey {
+    id: String,
+    role: String,
+    sha256: String,
+    created_at: i64,
+}
+
+/// The API keys, hashed, persisted in `<data-dir>/api-keys.json` (or in memory only).
+pub struct KeyStore {
+    path: Option<PathBuf>,
+    keys: RwLock<HashMap<[u8; 32], (String, Role)>>,
+    stored: RwLock<Vec<StoredKey>>,
+}
+
+impl fmt::Debug for KeyStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyStore").field("path", &self.path).field("keys", &self.keys.read().len()).finish()
+    }
+}
+
+fn digest(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+fn new_secret() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    format!("sf_{}", hex::encode(bytes))
+}
+
+/// The file the admin key is written to on a fresh data dir.
+pub fn admin_key_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("admin.key")
+}
+
+impl KeyStore {
+    /// Keys kept in memory only (tests, `storeflow api --ephemeral`).
+    pub fn in_memory() -> KeyStore {
+        KeyStore { path: None, keys: RwLock::new(HashMap::new()), stored: RwLock::new(Vec::new()) }
+    }
+
+    /// Opens the keys of `data_dir`. When there are none, creates an admin key, writes it
+    /// to `<data-dir>/admin.key` (mode 0600) and returns it so the caller can print it
+    /// once.
+    pub fn open(data_dir: &Path) -> std::io::Result<(KeyStore, Option<String>)> {
+        std::fs::create_dir_all(data_dir)?;
+        let path = data_dir.join("api-keys.json");
+        let stored: Vec<StoredKey> = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {e}", path.display()))
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        let mut keys = HashMap::new();
+        for k in &stored {
+            let role = k.role.parse::<Role>().map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+            let mut d = [0u8; 32];
+            hex::decode_to_slice(&k.sha256, &mut d)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("key {}: {e}", k.id)))?;
+            keys.insert(d, (k.id.clone(), role));
+        }
+        let store = KeyStore { path: Some(path), keys: RwLock::new(keys), stored: RwLock::new(stored) };
+        if !store.stored.read().is_empty() {
+            return Ok((store, None));
+        }
+        let admin = store.create(Role::Admin)?;
+        write_secret_file(&admin_key_path(data_dir), &admin)?;
+        Ok((store, Some(admin)))
+    }
+
+    /// Creates a key with `role` and returns the secret (shown once, never stored).
+    pub fn create(&self, role: Role) -> std::io::Result<String> {
+        let secret = new_secret();
+        let d = digest(&secret);
+        let id = format!("k_{}", &hex::encode(d)[..12]);
+        let entry = StoredKey {
+            id: id.clone(),
+            role: role.to_string(),
+            sha256: hex::encode(d),
+            created_at: storeflow_avro::Timestamp::now().millis(),
+        };
+        {
+            let mut stored = self.stored.write();
+            stored.push(entry);
+            if let Some(path) = &self.path {
+                let tmp = path.with_extension("json.tmp");
+                write_secret_file(&tmp, &serde_json::to_string_pretty(&*stored).map_err(std::io::Error::other)?)?;
+                std::fs::rename(&tmp, path)?;
+            }
+        }
+        self.keys.write().insert(d, (id, role));
+        Ok(secret)
+    }
+
+    /// The id and role of `secret`, if it is a key.
+    pub fn lookup(&self, secret: &str) -> Option<(String, Role)> {
+        self.keys.read().get(&digest(secret)).cloned()
+    }
+}
+
+fn write_secret_file(path: &Path, content: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path)?;
+    f.write_all(content.as_bytes())?;
+    f.sync_all()
+}
+
+/// Requests per second per key (or per client address for anonymous calls), GCRA via
+/// `governor`.
+pub struct RateLimits {
+    limiter: DefaultKeyedRateLimiter<String>,
+}
+
+impl fmt::Debug for RateLimits {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RateLimits")
+    }
+}
+
+impl RateLimits {
+    /// `per_second` sustained, bursts of `burst`.
+    pub fn new(per_second: u32, burst: u32) -> Arc<RateLimits> {
+        let rate = NonZeroU32::new(per_second.max(1)).expect("at least 1");
+        let burst = NonZeroU32::new(burst.max(1)).expect("at least 1");
+        Arc::new(RateLimits { limiter: RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)) })
+    }
+
+    /// Ok, or 429 with the seconds to wait.
+    pub fn check(&self, who: &str) -> Result<(), ApiError> {
+        // Allocation-free on the hot path would need a borrowed key; keyed limiters take
+        // owned keys, and a short String is cheap next to the rest of a request.
+        match self.limiter.check_key(&who.to_string()) {
+            Ok(()) => Ok(()),
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                Err(ApiError::RateLimited { retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0) })
+            }
+        }
+    }
+
+    /// Forgets keys that are back to a full bucket (call now and then).
+    pub fn prune(&self) {
+        self.limiter.retain_recent();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_parse_and_print_the_same() {
+        for r in ["app", "analyst", "admin", "vendor:v-1"] {
+            assert_eq!(r.parse::<Role>().unwrap().to_string(), r);
+        }
+        assert!("vendor:".parse::<Role>().is_err());
+        assert!("root".parse::<Role>().is_err());
+    }
+
+    #[test]
+    fn a_fresh_data_dir_gets_one_admin_key_readable_only_by_its_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, admin) = KeyStore::open(dir.path()).unwrap();
+        let admin = admin.expect("a fresh dir creates an admin key");
+        assert_eq!(store.lookup(&admin).unwrap().1, Role::Admin);
+        let on_disk = std::fs::read_to_string(admin_key_path(dir.path())).unwrap();
+        assert_eq!(on_disk, admin);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(admin_key_path(dir.path())).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let keys_file = std::fs::read_to_string(dir.path().join("api-keys.json")).unwrap();
+        assert!(!keys_file.contains(&admin), "the secret itself is never stored");
+        let app = store.create(Role::App).unwrap();
+        drop(store);
+        let (again, none) = KeyStore::open(dir.path()).unwrap();
+        assert!(none.is_none(), "a second open creates no new admin key");
+        assert_eq!(again.lookup(&app).unwrap().1, Role::App);
+        assert!(again.lookup("sf_nope").is_none());
+    }
+
+    #[test]
+    fn the_rate_limit_answers_with_a_wait_after_the_burst() {
+        let limits = RateLimits::new(1, 2);
+        assert!(limits.check("k").is_ok());
+        assert!(limits.check("k").is_ok());
+        match limits.check("k") {
+            Err(ApiError::RateLimited { retry_after_secs }) => assert!(retry_after_secs >= 1),
+            other => panic!("expected 429, got {other:?}"),
+        }
+        assert!(limits.check("other").is_ok(), "limits are per key");
+    }
+}

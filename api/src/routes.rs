@@ -1,0 +1,813 @@
+//! The handlers, one per endpoint, each with its OpenAPI description (utoipa): the spec at
+//! `/openapi.json` is generated from these annotations and the router is built from the
+//! same list, so a route cannot exist without being documented.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use futures::Stream;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use storeflow_avro::{Address, Event, OrderCancelRequested, OrderItem, OrderPlaced, ReturnRequested, SkuQuantity, Timestamp};
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::BroadcastStream;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::auth::{Caller, Role};
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::read::*;
+use crate::writes::{Writer, body_digest, derived_uuid};
+use crate::ApiState;
+
+// ------------------------------------------------------------------------------ helpers
+
+/// The body as JSON, with 413 past the limit and 400 for malformed JSON.
+fn json_body(body: Result<Bytes, BytesRejection>) -> ApiResult<(Bytes, Value)> {
+    let bytes = body?;
+    let v = serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request("malformed_json", format!("malformed JSON: {e}")))?;
+    Ok((bytes, v))
+}
+
+/// A typed body: 400 naming the field that does not fit.
+fn typed<T: serde::de::DeserializeOwned>(v: Value) -> ApiResult<T> {
+    serde_path_to_error::deserialize(v).map_err(|e| {
+        let path = e.path().to_string();
+        let msg = e.inner().to_string();
+        if let Some(missing) = msg.strip_prefix("missing field `").and_then(|m| m.strip_suffix('`')) {
+            let field = if path == "." { missing.to_string() } else { format!("{path}.{missing}") };
+            return ApiError::field(field, "required field is missing");
+        }
+        if let Some(unknown) = msg.strip_prefix("unknown field `").and_then(|m| m.split('`').next()) {
+            // serde_path_to_error's path already ends with the unknown field.
+            let field = if path == "." { unknown.to_string() } else { path };
+            return ApiError::field(field, msg.clone());
+        }
+        if path == "." { ApiError::bad_request("invalid_body", msg) } else { ApiError::field(path, msg) }
+    })
+}
+
+/// Query strings: 400 naming the parameter.
+fn query<T>(q: Result<Query<T>, QueryRejection>) -> ApiResult<T> {
+    match q {
+        Ok(Query(t)) => Ok(t),
+        Err(r) => {
+            let text = r.body_text();
+            let detail = text.strip_prefix("Failed to deserialize query string: ").unwrap_or(&text).to_string();
+            let field = detail.split_once(':').map(|(f, _)| f.trim().to_string()).filter(|f| !f.contains(' '));
+            Err(ApiError::Invalid { code: "invalid_query", message: detail, field })
+        }
+    }
+}
+
+/// A time in the query: milliseconds since the epoch or RFC 3339.
+fn time_param(name: &str, v: Option<&str>) -> ApiResult<Option<i64>> {
+    match v {
+        None | Some("") => Ok(None),
+        Some(s) => s
+            .parse::<i64>()
+            .ok()
+            .or_else(|| Timestamp::parse_rfc3339(s).map(|t| t.millis()))
+            .map(Some)
+            .ok_or_else(|| ApiError::field(name, format!("`{s}` is neither milliseconds since the epoch nor an RFC 3339 time"))),
+    }
+}
+
+fn public_or(caller: &Caller, public: bool, what: &str) -> ApiResult<()> {
+    if public && matches!(caller, Caller::Anonymous) {
+        return Ok(());
+    }
+    match caller.role()? {
+        Role::Admin | Role::App => Ok(()),
+        Role::Vendor(_) if what == "search products" => Ok(()),
+        _ if public => Ok(()),
+        role => Err(ApiError::Forbidden(format!("the role {role} may not {what}"))),
+    }
+}
+
+// ------------------------------------------------------------------------------- events
+
+/// `202` answer of `POST /v1/events`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct EventsAccepted {
+    /// Events accepted (published now or already accepted before by `event_id`).
+    pub accepted: usize,
+    /// Of those, how many were duplicates of an earlier `event_id` and not published again.
+    pub duplicates: usize,
+}
+
+/// Publish storefront events.
+///
+/// One event (`{"type": "<RecordName>", ...fields}`) or `{"events": [...]}` with up to
+/// `max_batch` events (500 by default). Every event is validated against its Avro schema
+/// before anything is published: one bad event refuses the whole batch, and the error names
+/// the field (`events[2].items[0].quantity`). Only storefront input types are accepted, not
+/// the ones storeflow's processors derive. An `event_id` already accepted is acknowledged
+/// and not published again.
+#[utoipa::path(post, path = "/v1/events", tag = "events",
+    request_body(content = Object, description = "one event, or {\"events\": [...]}", content_type = "application/json"),
+    responses(
+        (status = 202, description = "published", body = EventsAccepted),
+        (status = 400, description = "malformed JSON, unknown event type or a field that does not fit", body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn post_events(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<(StatusCode, Json<EventsAccepted>)> {
+    caller.require("publish events", &[&Role::App])?;
+    let (_, v) = json_body(body)?;
+    let (values, batch) = match v {
+        Value::Object(mut m) if m.contains_key("events") && !m.contains_key("type") => match m.remove("events") {
+            Some(Value::Array(a)) => (a, true),
+            _ => return Err(ApiError::field("events", "expected an array of events")),
+        },
+        other => (vec![other], false),
+    };
+    if values.is_empty() {
+        return Err(ApiError::field("events", "the batch is empty"));
+    }
+    let max = s.inner.config.max_batch;
+    if values.len() > max {
+        return Err(ApiError::field("events", format!("at most {max} events per request, got {}", values.len())));
+    }
+    let events = Writer::validate(values, batch)?;
+    let n = events.len();
+    let a = s.inner.writer.publish(events).await?;
+    s.inner.metrics.events_published.inc_by(a.published as u64);
+    s.inner.metrics.events_duplicate.inc_by(a.duplicates as u64);
+    Ok((StatusCode::ACCEPTED, Json(EventsAccepted { accepted: n, duplicates: a.duplicates })))
+}
+
+// ------------------------------------------------------------------------------- orders
+
+/// A line of a new order.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewOrderLine {
+    pub sku: String,
+    pub quantity: i32,
+}
+
+/// A postal address.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewAddress {
+    pub name: String,
+    pub line1: String,
+    #[serde(default)]
+    pub line2: Option<String>,
+    pub city: String,
+    pub postal_code: String,
+    #[serde(default)]
+    pub region: Option<String>,
+    /// ISO-3166-1 alpha-2.
+    pub country: String,
+}
+
+impl From<NewAddress> for Address {
+    fn from(a: NewAddress) -> Address {
+        Address { name: a.name, line1: a.line1, line2: a.line2, city: a.city, postal_code: a.postal_code, region: a.region, country: a.country }
+    }
+}
+
+/// `POST /v1/orders` body. Prices come from the catalog.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewOrder {
+    pub customer_id: String,
+    #[serde(default)]
+    pub session_id: Option<String>,
+    pub items: Vec<NewOrderLine>,
+    /// ISO-4217; every sku must be priced in it.
+    pub currency: String,
+    pub shipping_address: NewAddress,
+    /// Defaults to the shipping address.
+    #[serde(default)]
+    pub billing_address: Option<NewAddress>,
+    /// A payment provider token (never card data).
+    pub payment_method_token: String,
+    #[serde(default)]
+    pub shipping_minor: i64,
+    #[serde(default)]
+    pub tax_minor: i64,
+    #[serde(default)]
+    pub discount_minor: i64,
+    /// The customer's IP when the caller is a backend proxying for them (fraud checks use
+    /// it); defaults to the caller's address.
+    #[serde(default)]
+    pub client_ip: Option<String>,
+}
+
+/// `202` answer for order requests.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct OrderAccepted {
+    pub order_id: String,
+    /// What was asked: placed, cancel_requested, return_requested. The saga decides what
+    /// happens next: follow it at `GET /v1/orders/{id}`.
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub return_id: Option<String>,
+}
+
+/// Place an order.
+///
+/// Needs an `Idempotency-Key` header: the same key with the same body names the same order
+/// (a retry is answered again, not placed twice); with another body it is a 409.
+#[utoipa::path(post, path = "/v1/orders", tag = "orders", request_body = NewOrder,
+    params(("Idempotency-Key" = String, Header, description = "a unique key per order attempt")),
+    responses(
+        (status = 202, body = OrderAccepted),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 409, description = "Idempotency-Key reused with another body", body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 429, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn post_order(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    peer: Option<Extension<ConnectInfo<std::net::SocketAddr>>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<(StatusCode, Json<OrderAccepted>)> {
+    caller.require("place orders", &[&Role::App])?;
+    let idem = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|k| !k.is_empty() && k.len() <= 255)
+        .ok_or_else(|| ApiError::field("Idempotency-Key", "the header is required (1–255 characters): one unique key per order attempt"))?
+        .to_string();
+    let (bytes, v) = json_body(body)?;
+    let req: NewOrder = typed(v)?;
+    let key_id = match &caller {
+        Caller::Key { id, .. } => id.clone(),
+        Caller::Anonymous => String::new(),
+    };
+    let digest = body_digest(&bytes);
+    let (order_id, replay) = s.inner.writer.order_for(&key_id, &idem, digest)?;
+    if replay {
+        return Ok((StatusCode::ACCEPTED, Json(OrderAccepted { order_id, status: "placed".into(), return_id: None })));
+    }
+    let mut items = Vec::with_capacity(req.items.len());
+    for (i, line) in req.items.iter().enumerate() {
+        let p = s
+            .inner
+            .reads
+            .catalog
+            .product_by_sku(&line.sku)
+            .await?
+            .ok_or_else(|| ApiError::field(format!("items[{i}].sku"), format!("no product is sold under sku `{}`", line.sku)))?;
+        let (Some(price), Some(cur)) = (p.price_minor, p.currency.as_deref()) else {
+            return Err(ApiError::field(format!("items[{i}].sku"), format!("sku `{}` has no price", line.sku)));
+        };
+        if cur != req.currency {
+            return Err(ApiError::field(
+                format!("items[{i}].sku"),
+                format!("sku `{}` is priced in {cur}, the order is in {}", line.sku, req.currency),
+            ));
+        }
+        items.push(OrderItem { sku: line.sku.clone(), product_id: p.product_id, vendor_id: p.vendor_id, quantity: line.quantity, unit_price_minor: price });
+    }
+    let client_ip = req.client_ip.clone().unwrap_or_else(|| peer.map(|Extension(ConnectInfo(p))| p.ip().to_string()).unwrap_or_else(|| "0.0.0.0".into()));
+    let shipping: Address = req.shipping_address.clone().into();
+    let order = OrderPlaced {
+        event_id: derived_uuid(&format!("{order_id}/placed")),
+        occurred_at: Timestamp::now(),
+        order_id: order_id.clone(),
+        customer_id: req.customer_id,
+        session_id: req.session_id,
+        customer_since: None,
+        items,
+        currency: req.currency,
+        billing_address: req.billing_address.map(Address::from).unwrap_or_else(|| shipping.clone()),
+        shipping_address: shipping,
+        shipping_minor: req.shipping_minor,
+        tax_minor: req.tax_minor,
+        discount_minor: req.discount_minor,
+        payment_method_token: req.payment_method_token,
+        client_ip,
+    };
+    // The contract's conventions (currency and country codes, positive quantities, …)
+    // with the field named as the caller wrote it.
+    let event = Writer::validate(vec![Event::OrderPlaced(order).to_json()], false)?;
+    s.inner.writer.publish(event).await?;
+    s.inner.writer.remember_order(&key_id, &idem, digest, &order_id);
+    Ok((StatusCode::ACCEPTED, Json(OrderAccepted { order_id, status: "placed".into(), return_id: None })))
+}
+
+/// An order: states, items, totals, reservations and its event history.
+#[utoipa::path(get, path = "/v1/orders/{id}", tag = "orders",
+    params(("id" = String, Path, description = "order id")),
+    responses((status = 200, body = Order), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn get_order(State(s): State<ApiState>, Extension(caller): Extension<Caller>, Path(id): Path<String>) -> ApiResult<Json<Order>> {
+    caller.require("read orders", &[&Role::App])?;
+    let o = s.inner.reads.orders.order(&id).await?.ok_or_else(|| ApiError::NotFound(format!("no order {id}")))?;
+    Ok(Json(o))
+}
+
+/// `POST /v1/orders/{id}/cancel` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CancelRequest {
+    pub reason: String,
+    /// customer (default), vendor or support.
+    #[serde(default)]
+    pub requested_by: Option<String>,
+}
+
+async fn known_order(s: &ApiState, id: &str) -> ApiResult<Order> {
+    s.inner.reads.orders.order(id).await?.ok_or_else(|| ApiError::NotFound(format!("no order {id}")))
+}
+
+/// Ask to cancel an order.
+///
+/// 409 when the order's known state forbids it (shipped, delivered, already cancelled…).
+#[utoipa::path(post, path = "/v1/orders/{id}/cancel", tag = "orders", request_body = CancelRequest,
+    params(("id" = String, Path, description = "order id")),
+    responses((status = 202, body = OrderAccepted), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn cancel_order(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<(StatusCode, Json<OrderAccepted>)> {
+    caller.require("cancel orders", &[&Role::App])?;
+    let (_, v) = json_body(body)?;
+    let req: CancelRequest = typed(v)?;
+    let order = known_order(&s, &id).await?;
+    if !storeflow_processors::orders::legal(&order.status, "cancelled") {
+        return Err(ApiError::Conflict {
+            code: "conflict",
+            message: format!("order {id} is {}; it can no longer be cancelled", order.status),
+        });
+    }
+    let e = Event::OrderCancelRequested(OrderCancelRequested {
+        event_id: uuid::Uuid::new_v4().to_string(),
+        occurred_at: Timestamp::now(),
+        order_id: id.clone(),
+        requested_by: req.requested_by.unwrap_or_else(|| "customer".into()),
+        reason: req.reason,
+    });
+    let e = Writer::validate(vec![e.to_json()], false)?;
+    s.inner.writer.publish(e).await?;
+    Ok((StatusCode::ACCEPTED, Json(OrderAccepted { order_id: id, status: "cancel_requested".into(), return_id: None })))
+}
+
+/// A line to return.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReturnLine {
+    pub sku: String,
+    pub quantity: i32,
+}
+
+/// `POST /v1/orders/{id}/returns` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReturnBody {
+    pub items: Vec<ReturnLine>,
+    pub reason: String,
+}
+
+/// Ask to return delivered units.
+///
+/// 409 unless the order is delivered; 400 for a sku not in the order or more units than
+/// bought.
+#[utoipa::path(post, path = "/v1/orders/{id}/returns", tag = "orders", request_body = ReturnBody,
+    params(("id" = String, Path, description = "order id")),
+    responses((status = 202, body = OrderAccepted), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn return_order(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<(StatusCode, Json<OrderAccepted>)> {
+    caller.require("return orders", &[&Role::App])?;
+    let (_, v) = json_body(body)?;
+    let req: ReturnBody = typed(v)?;
+    let order = known_order(&s, &id).await?;
+    if !storeflow_processors::orders::legal(&order.status, "return_requested") {
+        return Err(ApiError::Conflict {
+            code: "conflict",
+            message: format!("order {id} is {}; only delivered orders can be returned", order.status),
+        });
+    }
+    for (i, l) in req.items.iter().enumerate() {
+        let bought: i64 = order.items.iter().filter(|o| o.sku == l.sku).map(|o| o.quantity).sum();
+        if bought == 0 {
+            return Err(ApiError::field(format!("items[{i}].sku"), format!("order {id} has no sku `{}`", l.sku)));
+        }
+        if i64::from(l.quantity) > bought {
+            return Err(ApiError::field(format!("items[{i}].quantity"), format!("only {bought} units were bought")));
+        }
+    }
+    let return_id = format!("ret_{}", uuid::Uuid::new_v4().simple());
+    let e = Event::ReturnRequested(ReturnRequested {
+        event_id: uuid::Uuid::new_v4().to_string(),
+        occurred_at: Timestamp::now(),
+        order_id: id.clone(),
+        return_id: return_id.clone(),
+        items: req.items.into_iter().map(|l| SkuQuantity { sku: l.sku, quantity: l.quantity }).collect(),
+        reason: req.reason,
+    });
+    let e = Writer::validate(vec![e.to_json()], false)?;
+    s.inner.writer.publish(e).await?;
+    Ok((StatusCode::ACCEPTED, Json(OrderAccepted { order_id: id, status: "return_requested".into(), return_id: Some(return_id) })))
+}
+
+// ---------------------------------------------------------------------------- inventory
+
+/// Stock of a sku: on hand, reserved and available, in total and per warehouse.
+#[utoipa::path(get, path = "/v1/inventory/{sku}", tag = "inventory",
+    params(("sku" = String, Path)),
+    responses((status = 200, body = Inventory), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn get_inventory(State(s): State<ApiState>, Extension(caller): Extension<Caller>, Path(sku): Path<String>) -> ApiResult<Json<Inventory>> {
+    caller.require("read inventory", &[&Role::App])?;
+    let inv = s.inner.reads.inventory.inventory(&sku).await?.ok_or_else(|| ApiError::NotFound(format!("no stock was ever recorded for sku {sku}")))?;
+    Ok(Json(inv))
+}
+
+// ------------------------------------------------------------------- catalog and search
+
+/// A product. Vendors may read only their own products.
+#[utoipa::path(get, path = "/v1/products/{id}", tag = "catalog",
+    params(("id" = String, Path)),
+    responses((status = 200, body = Product), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn get_product(State(s): State<ApiState>, Extension(caller): Extension<Caller>, Path(id): Path<String>) -> ApiResult<Json<Product>> {
+    if !(s.inner.config.public_search && matches!(caller, Caller::Anonymous)) {
+        caller.role()?;
+    }
+    let p = s.inner.reads.catalog.product(&id).await?;
+    if let Caller::Key { role, .. } = &caller {
+        match role {
+            Role::Admin | Role::App | Role::Analyst => {}
+            Role::Vendor(v) => {
+                // Same answer whether the product exists or not: no probing of others' ids.
+                if p.as_ref().is_none_or(|p| &p.vendor_id != v) {
+                    return Err(ApiError::Forbidden(format!("the role {role} may read only its own products")));
+                }
+            }
+        }
+    }
+    p.map(Json).ok_or_else(|| ApiError::NotFound(format!("no product {id}")))
+}
+
+/// `GET /v1/search` query.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SearchParams {
+    /// Free text (typos tolerated).
+    pub q: Option<String>,
+    /// Category path or a prefix of one.
+    pub category: Option<String>,
+    /// Brands, comma-separated (any of them).
+    pub brand: Option<String>,
+    /// Lowest price, base-currency minor units.
+    pub price_min: Option<i64>,
+    /// Highest price, base-currency minor units.
+    pub price_max: Option<i64>,
+    /// Lowest average rating (1–5).
+    pub rating: Option<f64>,
+    /// Only products in stock.
+    pub in_stock: Option<bool>,
+    /// Only this vendor (vendor keys: always their own).
+    pub vendor: Option<String>,
+    /// relevance, price_asc, price_desc, rating, popularity.
+    pub sort: Option<SearchSort>,
+    /// Page, from 0.
+    pub page: Option<u32>,
+    /// Results per page, 1–100 (default 20).
+    pub size: Option<u32>,
+}
+
+/// Search products, with facets.
+#[utoipa::path(get, path = "/v1/search", tag = "catalog", params(SearchParams),
+    responses((status = 200, body = SearchResults), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 503, description = "no search backend", body = ErrorBody)),
+    security((), ("bearer" = [])))]
+pub async fn search(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    q: Result<Query<SearchParams>, QueryRejection>,
+) -> ApiResult<Json<SearchResults>> {
+    public_or(&caller, s.inner.config.public_search, "search products")?;
+    let p = query(q)?;
+    let mut vendor_id = p.vendor.clone();
+    if let Caller::Key { role: Role::Vendor(v), .. } = &caller {
+        if vendor_id.as_ref().is_some_and(|x| x != v) {
+            return Err(ApiError::Forbidden(format!("vendor {v} may search only its own products")));
+        }
+        vendor_id = Some(v.clone());
+    }
+    let size = p.size.unwrap_or(20);
+    if !(1..=100).contains(&size) {
+        return Err(ApiError::field("size", format!("between 1 and 100, got {size}")));
+    }
+    if let Some(r) = p.rating
+        && !(0.0..=5.0).contains(&r)
+    {
+        return Err(ApiError::field("rating", format!("between 0 and 5, got {r}")));
+    }
+    if let (Some(a), Some(b)) = (p.price_min, p.price_max)
+        && a > b
+    {
+        return Err(ApiError::field("price_min", format!("price_min {a} is above price_max {b}")));
+    }
+    let sq = SearchQuery {
+        text: p.q.filter(|t| !t.trim().is_empty()),
+        category: p.category,
+        brands: p.brand.map(|b| b.split(',').map(str::trim).filter(|b| !b.is_empty()).map(String::from).collect()).unwrap_or_default(),
+        vendor_id,
+        price_min: p.price_min,
+        price_max: p.price_max,
+        min_rating: p.rating,
+        in_stock: p.in_stock.unwrap_or(false),
+        sort: p.sort.unwrap_or_default(),
+        page: p.page.unwrap_or(0),
+        size,
+    };
+    let backend = s.inner.reads.search.as_ref().ok_or_else(|| ApiError::Unavailable("no search backend is configured".into()))?;
+    Ok(Json(backend.search(&sq).await?))
+}
+
+// ---------------------------------------------------------------------- recommendations
+
+/// `GET /v1/recommendations` query.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RecoParams {
+    /// similar, bought_together, trending or for_session.
+    #[serde(rename = "type")]
+    #[param(rename = "type")]
+    pub kind: String,
+    /// For similar and bought_together.
+    pub product_id: Option<String>,
+    /// For for_session.
+    pub session_id: Option<String>,
+    /// For trending (all categories without it).
+    pub category: Option<String>,
+    /// 1–100, default 10.
+    pub limit: Option<usize>,
+}
+
+/// Recommendations answer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Recommendations {
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Best first; products out of stock are left out.
+    pub items: Vec<ScoredProduct>,
+}
+
+/// Recommended products (out-of-stock products are left out).
+#[utoipa::path(get, path = "/v1/recommendations", tag = "catalog", params(RecoParams),
+    responses((status = 200, body = Recommendations), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody)),
+    security((), ("bearer" = [])))]
+pub async fn recommendations(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    q: Result<Query<RecoParams>, QueryRejection>,
+) -> ApiResult<Json<Recommendations>> {
+    public_or(&caller, s.inner.config.public_recommendations, "read recommendations")?;
+    let p = query(q)?;
+    let need = |v: Option<String>, name: &str| v.filter(|x| !x.is_empty()).ok_or_else(|| ApiError::field(name, format!("required for type={}", p.kind)));
+    let list = match p.kind.as_str() {
+        "similar" => RecoList::Similar(need(p.product_id.clone(), "product_id")?),
+        "bought_together" => RecoList::BoughtTogether(need(p.product_id.clone(), "product_id")?),
+        "for_session" => RecoList::ForSession(need(p.session_id.clone(), "session_id")?),
+        "trending" => RecoList::Trending(p.category.clone().filter(|c| !c.is_empty())),
+        other => return Err(ApiError::field("type", format!("`{other}`: expected similar, bought_together, trending or for_session"))),
+    };
+    let limit = p.limit.unwrap_or(10);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::field("limit", format!("between 1 and 100, got {limit}")));
+    }
+    let items = s.inner.reads.recommendations.recommendations(&list, limit).await?;
+    Ok(Json(Recommendations { kind: p.kind, items }))
+}
+
+// -------------------------------------------------------------------------------- sales
+
+/// `GET /v1/vendors/{id}/sales` query.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SalesParams {
+    /// Start (inclusive): milliseconds or RFC 3339. Default: 1 h / 24 h / 30 d before `to`.
+    pub from: Option<String>,
+    /// End (exclusive): milliseconds or RFC 3339. Default: now.
+    pub to: Option<String>,
+    /// minute (default), hour or day.
+    pub granularity: Option<Granularity>,
+}
+
+/// A vendor's sales report.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SalesReport {
+    pub vendor_id: String,
+    pub from: i64,
+    pub to: i64,
+    pub granularity: Granularity,
+    /// Oldest first, one per bucket and currency.
+    pub buckets: Vec<SalesBucket>,
+}
+
+/// A vendor's sales per minute, hour or day (the vendor itself, analysts and admins).
+#[utoipa::path(get, path = "/v1/vendors/{id}/sales", tag = "vendors",
+    params(("id" = String, Path), SalesParams),
+    responses((status = 200, body = SalesReport), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn vendor_sales(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    q: Result<Query<SalesParams>, QueryRejection>,
+) -> ApiResult<Json<SalesReport>> {
+    caller.require_vendor(&id, "read the sales", false, true)?;
+    let p = query(q)?;
+    let granularity = p.granularity.unwrap_or_default();
+    let to = time_param("to", p.to.as_deref())?.unwrap_or_else(|| Timestamp::now().millis() + 1);
+    let default_span = match granularity {
+        Granularity::Minute => 3_600_000,
+        Granularity::Hour => 86_400_000,
+        Granularity::Day => 30 * 86_400_000,
+    };
+    let from = time_param("from", p.from.as_deref())?.unwrap_or(to - default_span);
+    if from >= to {
+        return Err(ApiError::field("from", "must be before `to`"));
+    }
+    let buckets = s.inner.reads.sales.sales(&id, from, to, granularity).await?;
+    Ok(Json(SalesReport { vendor_id: id, from, to, granularity, buckets }))
+}
+
+/// A vendor's sales as Server-Sent Events: one `sales` message (a minute bucket as JSON)
+/// per update, as the sales processor emits them.
+#[utoipa::path(get, path = "/v1/vendors/{id}/sales/stream", tag = "vendors",
+    params(("id" = String, Path)),
+    responses((status = 200, description = "text/event-stream of SalesBucket JSON messages", content_type = "text/event-stream", body = SalesBucket),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn vendor_sales_stream(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
+    caller.require_vendor(&id, "stream the sales", false, true)?;
+    let rx = s.inner.reads.sales.subscribe();
+    let stream = BroadcastStream::new(rx).filter_map(move |m| match m {
+        Ok((vendor, bucket)) if vendor == id => {
+            Some(Ok(SseEvent::default().event("sales").json_data(&bucket).unwrap_or_else(|_| SseEvent::default().comment("unencodable"))))
+        }
+        Ok(_) => None,
+        // A slow reader missed messages: say so; the next update carries the new totals.
+        Err(_) => Some(Ok(SseEvent::default().event("lagged").data("some updates were skipped"))),
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+// ---------------------------------------------------------------------------- analytics
+
+/// `?range=` of the analytics endpoints.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RangeParams {
+    /// 1h, 24h (default), 7d or 30d.
+    pub range: Option<Range>,
+}
+
+/// The marketplace's sales dashboard (analysts and admins).
+#[utoipa::path(get, path = "/v1/analytics/dashboard", tag = "analytics", params(RangeParams),
+    responses((status = 200, body = Dashboard), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn dashboard(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    q: Result<Query<RangeParams>, QueryRejection>,
+) -> ApiResult<Json<Dashboard>> {
+    caller.require("read the marketplace dashboard", &[&Role::Analyst])?;
+    let range = query(q)?.range.unwrap_or(Range::Day);
+    let a = s.inner.reads.analytics.as_ref().ok_or_else(|| ApiError::Unavailable("no analytics backend is configured".into()))?;
+    Ok(Json(a.dashboard(range).await?))
+}
+
+/// One vendor's performance (the vendor itself, analysts and admins).
+#[utoipa::path(get, path = "/v1/analytics/vendors/{id}", tag = "analytics",
+    params(("id" = String, Path), RangeParams),
+    responses((status = 200, body = VendorPerformance), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn vendor_analytics(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    q: Result<Query<RangeParams>, QueryRejection>,
+) -> ApiResult<Json<VendorPerformance>> {
+    caller.require_vendor(&id, "read the analytics", false, true)?;
+    let range = query(q)?.range.unwrap_or(Range::Day);
+    let a = s.inner.reads.analytics.as_ref().ok_or_else(|| ApiError::Unavailable("no analytics backend is configured".into()))?;
+    Ok(Json(a.vendor_performance(&id, range).await?))
+}
+
+// -------------------------------------------------------------------------------- admin
+
+/// `POST /v1/admin/keys` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewKey {
+    /// app, analyst, admin or vendor:<vendor_id>.
+    pub role: String,
+}
+
+/// A new key: shown once, stored only hashed.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CreatedKey {
+    pub key: String,
+    pub role: String,
+}
+
+/// Create an API key (admins).
+#[utoipa::path(post, path = "/v1/admin/keys", tag = "admin", request_body = NewKey,
+    responses((status = 201, body = CreatedKey), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn create_key(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<(StatusCode, Json<CreatedKey>)> {
+    caller.require("manage keys", &[])?;
+    let (_, v) = json_body(body)?;
+    let req: NewKey = typed(v)?;
+    let role: Role = req.role.parse().map_err(|e: String| ApiError::field("role", e))?;
+    let key = s.inner.keys.create(role.clone()).map_err(|e| ApiError::Internal(format!("storing a new key: {e}")))?;
+    Ok((StatusCode::CREATED, Json(CreatedKey { key, role: role.to_string() })))
+}
+
+// ---------------------------------------------------------------------------- operations
+
+/// Health answer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    /// ok, or what is not ready.
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
+}
+
+/// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health)))]
+pub async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok".into(), problems: Vec::new() })
+}
+
+/// The backends answer (the log and every read backend); 503 with the problems otherwise.
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, body = Health), (status = 503, body = Health)))]
+pub async fn readyz(State(s): State<ApiState>) -> Response {
+    let mut problems = Vec::new();
+    let log = s.inner.log.clone();
+    match tokio::task::spawn_blocking(move || log.describe_topics()).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => problems.push(format!("log: {e}")),
+        Err(e) => problems.push(format!("log: {e}")),
+    }
+    for (name, r) in &s.inner.reads.readiness {
+        if let Err(e) = r.ready().await {
+            problems.push(format!("{name}: {e}"));
+        }
+    }
+    let status = if problems.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let body = Health { status: if problems.is_empty() { "ok".into() } else { "not ready".into() }, problems };
+    (status, Json(body)).into_response()
+}
+
+/// Prometheus metrics (text exposition format).
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
+pub async fn metrics(State(s): State<ApiState>) -> Response {
+    let mut out = String::new();
+    match prometheus_client::encoding::text::encode(&mut out, &s.inner.registry) {
+        Ok(()) => ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], out).into_response(),
+        Err(e) => ApiError::Internal(format!("encoding metrics: {e}")).into_response(),
+    }
+}

@@ -1,0 +1,200 @@
+//! The write side: validated events and orders published to their topics with the codec.
+//!
+//! - Events are validated against their Avro schema (`storeflow_avro::json`) before
+//!   anything is published; a batch is all or nothing. An `event_id` seen recently (a
+//!   bounded window, in memory) is accepted once: the duplicate is acknowledged but not
+//!   published again.
+//! - Orders are priced from the catalog and become an `OrderPlaced` whose `order_id` and
+//!   `event_id` derive from the caller's key and its `Idempotency-Key`, so a retry — even
+//!   after a restart of the API — names the same order.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use sha2::{Digest, Sha256};
+use storeflow_avro::{Codec, Event, JsonOptions};
+use storeflow_ingest::Log;
+use storeflow_ingest::publish::Publisher;
+
+use crate::error::{ApiError, ApiResult};
+
+/// Remembers the last `capacity` event ids.
+struct Recent {
+    set: HashSet<String>,
+    order: VecDeque<String>,
+    capacity: usize,
+}
+
+impl Recent {
+    fn insert(&mut self, id: &str) -> bool {
+        if self.set.contains(id) {
+            return false;
+        }
+        if self.order.len() >= self.capacity
+            && let Some(old) = self.order.pop_front()
+        {
+            self.set.remove(&old);
+        }
+        self.set.insert(id.to_string());
+        self.order.push_back(id.to_string());
+        true
+    }
+
+    fn remove(&mut self, id: &str) {
+        if self.set.remove(id) {
+            self.order.retain(|x| x != id);
+        }
+    }
+}
+
+/// Publishes validated events.
+pub struct Writer {
+    publisher: Publisher,
+    recent: Mutex<Recent>,
+    orders: Mutex<HashMap<String, ([u8; 32], String)>>,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Writer")
+    }
+}
+
+/// What happened to a batch of events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Accepted {
+    /// Events published now.
+    pub published: usize,
+    /// Events whose `event_id` was already accepted (not published again).
+    pub duplicates: usize,
+}
+
+impl Writer {
+    /// A writer on `log`, remembering the last `dedup_window` event ids.
+    pub fn new(log: &dyn Log, codec: Arc<Codec>, dedup_window: usize) -> Result<Writer, storeflow_ingest::LogError> {
+        Ok(Writer {
+            publisher: Publisher::new(log, codec)?,
+            recent: Mutex::new(Recent { set: HashSet::new(), order: VecDeque::new(), capacity: dedup_window.max(1) }),
+            orders: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Validates JSON events (inputs only: apps cannot send derived events). The error of
+    /// the first bad event names it: `events[3].items[0].quantity` in a batch.
+    pub fn validate(values: Vec<serde_json::Value>, batch: bool) -> ApiResult<Vec<Event>> {
+        let opts = JsonOptions { fill_missing_ids: false, inputs_only: true };
+        values
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| {
+                storeflow_avro::json::event_from_json(v, opts).map_err(|mut e| {
+                    if batch {
+                        e.field = Some(match e.field.take() {
+                            Some(f) => format!("events[{i}].{f}"),
+                            None => format!("events[{i}]"),
+                        });
+                    }
+                    ApiError::from(e)
+                })
+            })
+            .collect()
+    }
+
+    /// Publishes the events not seen before and waits until the log acknowledged them.
+    pub async fn publish(&self, events: Vec<Event>) -> ApiResult<Accepted> {
+        let total = events.len();
+        let fresh: Vec<Event> = {
+            let mut recent = self.recent.lock();
+            events.into_iter().filter(|e| recent.insert(e.event_id())).collect()
+        };
+        let accepted = Accepted { published: fresh.len(), duplicates: total - fresh.len() };
+        if fresh.is_empty() {
+            return Ok(accepted);
+        }
+        let result = async {
+            let deliveries = self.publisher.publish_batch(&fresh)?;
+            for d in deliveries {
+                d.await?;
+            }
+            Ok::<_, storeflow_ingest::LogError>(())
+        }
+        .await;
+        if let Err(e) = result {
+            // Not published (or not known to be): let a retry through.
+            let mut recent = self.recent.lock();
+            for ev in &fresh {
+                recent.remove(ev.event_id());
+            }
+            return Err(if e.is_retriable() {
+                ApiError::Unavailable(format!("the log did not acknowledge the events; retry: {e}"))
+            } else {
+                ApiError::Internal(format!("publishing events: {e}"))
+            });
+        }
+        Ok(accepted)
+    }
+
+    /// The order id for `idempotency_key` of key `key_id`, and whether this exact request
+    /// (by `body_digest`) was already placed. A reused key with another body is a 409.
+    pub fn order_for(&self, key_id: &str, idempotency_key: &str, body_digest: [u8; 32]) -> ApiResult<(String, bool)> {
+        let slot = format!("{key_id}\u{0}{idempotency_key}");
+        let orders = self.orders.lock();
+        if let Some((digest, order_id)) = orders.get(&slot) {
+            if *digest != body_digest {
+                return Err(ApiError::Conflict {
+                    code: "idempotency_key_reused",
+                    message: format!("Idempotency-Key `{idempotency_key}` was used for another order body ({order_id})"),
+                });
+            }
+            return Ok((order_id.clone(), true));
+        }
+        Ok((derived_id("ord_", &slot), false))
+    }
+
+    /// Remembers that this request placed `order_id`.
+    pub fn remember_order(&self, key_id: &str, idempotency_key: &str, body_digest: [u8; 32], order_id: &str) {
+        let slot = format!("{key_id}\u{0}{idempotency_key}");
+        self.orders.lock().insert(slot, (body_digest, order_id.to_string()));
+    }
+}
+
+/// A stable id from `seed`: `prefix` + 24 hex digits of its SHA-256.
+pub fn derived_id(prefix: &str, seed: &str) -> String {
+    format!("{prefix}{}", &hex::encode(Sha256::digest(seed.as_bytes()))[..24])
+}
+
+/// A stable UUID (v4 layout) from `seed`, for event ids that must repeat on retries.
+pub fn derived_uuid(seed: &str) -> String {
+    let d = Sha256::digest(seed.as_bytes());
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&d[..16]);
+    uuid::Builder::from_random_bytes(b).into_uuid().to_string()
+}
+
+/// SHA-256 of a request body, to tell a retry from a reused idempotency key.
+pub fn body_digest(body: &[u8]) -> [u8; 32] {
+    Sha256::digest(body).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_dedup_window_forgets_the_oldest_ids() {
+        let mut r = Recent { set: HashSet::new(), order: VecDeque::new(), capacity: 2 };
+        assert!(r.insert("a"));
+        assert!(!r.insert("a"));
+        assert!(r.insert("b"));
+        assert!(r.insert("c"));
+        assert!(r.insert("a"), "a fell out of the window");
+    }
+
+    #[test]
+    fn derived_ids_are_stable_and_uuids_parse() {
+        assert_eq!(derived_id("ord_", "x"), derived_id("ord_", "x"));
+        assert_ne!(derived_id("ord_", "x"), derived_id("ord_", "y"));
+        assert!(uuid::Uuid::parse_str(&derived_uuid("x")).is_ok());
+    }
+}

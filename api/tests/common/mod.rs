@@ -1,0 +1,148 @@
+//! Shared set-up of the API tests: an embedded log in a temp dir, views fed by hand, and
+//! one key per role.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use storeflow_api::read::Reads;
+use storeflow_api::{ApiConfig, ApiMetrics, ApiState, KeyStore, LogViews, Role};
+use storeflow_avro::{Codec, Event, JsonOptions};
+use storeflow_ingest::publish::contract_topics;
+use storeflow_ingest::{ConsumerConfig, EmbeddedLog, Log, TopicPartition};
+use tower::ServiceExt;
+
+pub struct Harness {
+    pub dir: tempfile::TempDir,
+    pub log: Arc<dyn Log>,
+    pub codec: Arc<Codec>,
+    pub views: Arc<LogViews>,
+    pub app: Router,
+    pub state: ApiState,
+    pub admin: String,
+    pub app_key: String,
+    pub vendor_a: String,
+    pub vendor_b: String,
+    pub analyst: String,
+}
+
+pub fn harness() -> Harness {
+    harness_with(ApiConfig::default(), |r| r)
+}
+
+pub fn harness_with(config: ApiConfig, reads: impl FnOnce(Reads) -> Reads) -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let log: Arc<dyn Log> = Arc::new(EmbeddedLog::open(dir.path().join("log")).unwrap());
+    log.create_topics(&contract_topics(Some(2))).unwrap();
+    let codec = Arc::new(Codec::embedded().unwrap());
+    let views = LogViews::new();
+    let (keys, admin) = KeyStore::open(dir.path()).unwrap();
+    let admin = admin.unwrap();
+    let app_key = keys.create(Role::App).unwrap();
+    let vendor_a = keys.create(Role::Vendor("V-A".into())).unwrap();
+    let vendor_b = keys.create(Role::Vendor("V-B".into())).unwrap();
+    let analyst = keys.create(Role::Analyst).unwrap();
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = ApiMetrics::register(&mut registry);
+    let state = ApiState::new(config, log.clone(), codec.clone(), keys, reads(views.reads()), Arc::new(registry), metrics).unwrap();
+    let app = storeflow_api::router(state.clone());
+    Harness { dir, log, codec, views, app, state, admin, app_key, vendor_a, vendor_b, analyst }
+}
+
+/// An event from JSON (ids and times filled in), derived types allowed.
+pub fn ev(v: Value) -> Event {
+    storeflow_avro::json::event_from_json(v, JsonOptions { fill_missing_ids: true, inputs_only: false }).unwrap()
+}
+
+pub fn address() -> Value {
+    json!({"name": "Ada", "line1": "Street 1", "city": "Berlin", "postal_code": "10115", "country": "DE"})
+}
+
+impl Harness {
+    pub async fn call(&self, method: Method, uri: &str, key: Option<&str>, body: Option<Value>) -> (StatusCode, HeaderMap, Value) {
+        let body = body.map(|b| b.to_string().into_bytes());
+        self.raw(method, uri, key, body, &[]).await
+    }
+
+    pub async fn raw(&self, method: Method, uri: &str, key: Option<&str>, body: Option<Vec<u8>>, headers: &[(&str, &str)]) -> (StatusCode, HeaderMap, Value) {
+        let mut b = Request::builder().method(method).uri(uri);
+        if let Some(k) = key {
+            b = b.header("authorization", format!("Bearer {k}"));
+        }
+        for (n, v) in headers {
+            b = b.header(*n, *v);
+        }
+        let req = match body {
+            Some(bytes) => b.header("content-type", "application/json").body(Body::from(bytes)).unwrap(),
+            None => b.body(Body::empty()).unwrap(),
+        };
+        let resp = self.app.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let v = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        (status, headers, v)
+    }
+
+    /// Every event on `topic`, decoded.
+    pub fn events_on(&self, topic: &str) -> Vec<Event> {
+        let info = self.log.describe_topics().unwrap().into_iter().find(|t| t.name == topic).unwrap();
+        let mut c = self.log.consumer(ConsumerConfig::new("test-reader"), None).unwrap();
+        let parts: Vec<_> = info.partitions.iter().map(|p| (TopicPartition::new(topic, p.partition), p.start)).collect();
+        let total: u64 = info.partitions.iter().map(|p| p.end - p.start).sum();
+        c.assign(&parts).unwrap();
+        let mut out = Vec::new();
+        for _ in 0..50 {
+            if out.len() as u64 >= total {
+                break;
+            }
+            for r in c.poll(1000, std::time::Duration::from_millis(20)).unwrap() {
+                out.push(self.codec.decode(r.value.as_ref().unwrap()).unwrap());
+            }
+        }
+        out
+    }
+
+    /// A catalog: two products of vendor V-A (EUR), one of V-B; stock for two of them.
+    pub fn seed_catalog(&self) {
+        for (pid, vendor, sku, cat, price) in [
+            ("P1", "V-A", "S1", "electronics/audio", 1999),
+            ("P2", "V-A", "S2", "electronics/audio", 4999),
+            ("P3", "V-B", "S3", "home/kitchen", 2500),
+        ] {
+            self.views.apply(&ev(json!({"type": "ProductCreated", "product_id": pid, "vendor_id": vendor, "sku": sku,
+                "title": format!("Product {pid}"), "description": "nice", "category": cat, "brand": "Acme",
+                "price_minor": price, "currency": "EUR"})));
+        }
+        for (sku, wh, on_hand, reserved) in [("S1", "W1", 10, 2), ("S1", "W2", 5, 0), ("S3", "W1", 3, 0)] {
+            self.views.apply(&ev(json!({"type": "StockLevelChanged", "sku": sku, "warehouse_id": wh, "on_hand": on_hand,
+                "reserved": reserved, "available": on_hand - reserved, "cause": "received"})));
+        }
+        // S2 sold out.
+        self.views.apply(&ev(json!({"type": "StockLevelChanged", "sku": "S2", "warehouse_id": "W1", "on_hand": 0,
+            "reserved": 0, "available": 0, "cause": "shipped"})));
+    }
+
+    /// An order `id` of S1 × 2 in `status`.
+    pub fn seed_order(&self, id: &str, status: &str) {
+        self.views.apply(&ev(json!({"type": "OrderPlaced", "order_id": id, "customer_id": "C1",
+            "items": [{"sku": "S1", "product_id": "P1", "vendor_id": "V-A", "quantity": 2, "unit_price_minor": 1999}],
+            "currency": "EUR", "shipping_address": address(), "billing_address": address(),
+            "payment_method_token": "pm_x", "client_ip": "203.0.113.9"})));
+        if status != "placed" {
+            self.views.apply(&ev(json!({"type": "OrderStatusChanged", "order_id": id, "customer_id": "C1",
+                "previous_status": "placed", "status": status, "payment_status": "captured",
+                "fulfillment_status": status, "reason": "test", "total_minor": 3998, "currency": "EUR"})));
+        }
+    }
+}
+
+pub fn order_body() -> Value {
+    json!({"customer_id": "C1", "items": [{"sku": "S1", "quantity": 2}], "currency": "EUR",
+        "shipping_address": address(), "payment_method_token": "pm_card_visa", "client_ip": "198.51.100.7"})
+}
