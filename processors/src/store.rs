@@ -104,7 +104,20 @@ impl RedbBackend {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| RuntimeError::Store(format!("creating {}: {e}", dir.display())))?;
         }
-        let db = redb::Database::create(path).map_err(|e| RuntimeError::Store(format!("opening {}: {e}", path.display())))?;
+        let db = match redb::Database::create(path) {
+            Ok(db) => db,
+            // Another process (or task) holds it: not ours to touch; the caller retries.
+            Err(e @ redb::DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(RuntimeError::Store(format!("opening {}: {e}", path.display())));
+            }
+            // A file torn by a crash while it was being created or upgraded. Local state is
+            // only a cache of the changelog: start an empty store, which restores in full.
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "the local state store is unreadable; rebuilding it from the changelog");
+                std::fs::remove_file(path).map_err(|e| RuntimeError::Store(format!("removing {}: {e}", path.display())))?;
+                redb::Database::create(path).map_err(|e| RuntimeError::Store(format!("opening {}: {e}", path.display())))?
+            }
+        };
         let w = db.begin_write().map_err(|e| db_err("begin")(e.into()))?;
         {
             w.open_table(KV).map_err(|e| db_err("kv table")(e.into()))?;
@@ -378,5 +391,28 @@ mod tests {
         b.wipe().unwrap();
         assert_eq!(b.get(b"x").unwrap(), None);
         assert_eq!(b.checkpoint().unwrap(), None);
+    }
+
+    #[test]
+    fn a_store_file_torn_by_a_crash_is_replaced_by_an_empty_store_to_restore_into() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.redb");
+        // What a SIGKILL while redb writes a new file's header can leave behind.
+        std::fs::write(&path, [0u8; 100]).unwrap();
+        let mut b = RedbBackend::open(&path).expect("a torn file does not stop the task for good");
+        assert_eq!(b.checkpoint().unwrap(), None, "no checkpoint: the task restores the whole changelog");
+        assert_eq!(b.get(b"x").unwrap(), None);
+    }
+
+    #[test]
+    fn a_store_file_held_by_another_opener_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.redb");
+        let mut first = RedbBackend::open(&path).unwrap();
+        let mut c = Changes::new();
+        c.insert(b"x".to_vec(), Some(b"1".to_vec()));
+        first.apply(&c, 3).unwrap();
+        assert!(RedbBackend::open(&path).is_err(), "a second opener must not wipe a store in use");
+        assert_eq!(first.get(b"x").unwrap(), Some(b"1".to_vec()));
     }
 }
