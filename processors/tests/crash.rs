@@ -26,6 +26,30 @@ fn child(backend: &[&str], prefix: &str, state: &std::path::Path, final_run: boo
     c.spawn().expect("start the pipeline")
 }
 
+/// A pipeline process that is killed when the test ends, failed or not, so no orphan
+/// outlives the test (and the services it talks to).
+struct Pipeline(std::process::Child);
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl std::ops::Deref for Pipeline {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Pipeline {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
 fn kill_and_restart(backend: &[&str], prefix: &str, state: &std::path::Path) {
     let mut x: u64 = 0x2545_f491_4f6c_dd1d;
     for _ in 0..10 {
@@ -40,7 +64,7 @@ fn kill_and_restart(backend: &[&str], prefix: &str, state: &std::path::Path) {
     if let ["--kafka", brokers] = backend {
         // The last run goes on until every input has come out at the end of the pipeline; the
         // verification then checks there is no more and nothing twice.
-        let mut c = child(backend, prefix, state, false);
+        let mut c = Pipeline(child(backend, prefix, state, false));
         let log: Arc<dyn Log> = Arc::new(KafkaLog::connect(KafkaSettings::new(brokers)).expect("kafka"));
         wait_for_while(&log, &format!("{prefix}.out"), INPUTS, Duration::from_secs(600), &mut || match c.try_wait() {
             Ok(Some(status)) => Err(format!("the pipeline exited ({status}); its log is above")),
@@ -53,7 +77,7 @@ fn kill_and_restart(backend: &[&str], prefix: &str, state: &std::path::Path) {
     }
     // The embedded log has one owner: the last run stops by itself when idle, then the test
     // opens the log to check.
-    let mut c = child(backend, prefix, state, true);
+    let mut c = Pipeline(child(backend, prefix, state, true));
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
         if let Some(status) = c.try_wait().expect("wait") {
@@ -107,13 +131,13 @@ fn when_one_of_two_kafka_instances_is_killed_the_survivor_restores_its_state_and
     let counts = produce_notes(&*log, &format!("{prefix}.in"), 4, INPUTS, 1000);
     log.create_topics(&[TopicSpec::new(&format!("{prefix}.mid"), 4), TopicSpec::new(&format!("{prefix}.out"), 4)]).unwrap();
     let start = |name: &str| {
-        Command::new(env!("CARGO_BIN_EXE_storeflow-pipeline-stress"))
+        Pipeline(Command::new(env!("CARGO_BIN_EXE_storeflow-pipeline-stress"))
             .args(["--kafka", &brokers, "--prefix", &prefix, "--instance", name, "--state"])
             .arg(dir.path().join(name))
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("start an instance")
+            .expect("start an instance"))
     };
     let mut a = start("a");
     let mut b = start("b");
