@@ -110,7 +110,8 @@ pub struct EventsAccepted {
 /// before anything is published: one bad event refuses the whole batch, and the error names
 /// the field (`events[2].items[0].quantity`). Only storefront input types are accepted, not
 /// the ones storeflow's processors derive. An `event_id` already accepted is acknowledged
-/// and not published again.
+/// and not published again; without `event_id` (or `occurred_at`) the API assigns one (or
+/// now), and cannot deduplicate a retry.
 #[utoipa::path(post, path = "/v1/events", tag = "events",
     request_body(content = Object, description = "one event, or {\"events\": [...]}", content_type = "application/json"),
     responses(

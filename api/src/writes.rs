@@ -3,7 +3,7 @@
 //! - Events are validated against their Avro schema (`storeflow_avro::json`) before
 //!   anything is published; a batch is all or nothing. An `event_id` seen recently (a
 //!   bounded window, in memory) is accepted once: the duplicate is acknowledged but not
-//!   published again.
+//!   published again. Without an `event_id` the API assigns one (no deduplication then).
 //! - Orders are priced from the catalog and become an `OrderPlaced` whose `order_id` and
 //!   `event_id` derive from the caller's key and its `Idempotency-Key`, so a retry — even
 //!   after a restart of the API — names the same order.
@@ -83,7 +83,9 @@ impl Writer {
     /// Validates JSON events (inputs only: apps cannot send derived events). The error of
     /// the first bad event names it: `events[3].items[0].quantity` in a batch.
     pub fn validate(values: Vec<serde_json::Value>, batch: bool) -> ApiResult<Vec<Event>> {
-        let opts = JsonOptions { fill_missing_ids: false, inputs_only: true };
+        // A missing event_id or occurred_at is filled in (now, a new UUID): apps that do
+        // not make ids can still send events, without deduplication.
+        let opts = JsonOptions { fill_missing_ids: true, inputs_only: true };
         values
             .into_iter()
             .enumerate()

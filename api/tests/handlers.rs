@@ -52,6 +52,19 @@ async fn a_batch_is_published_whole_and_a_duplicate_event_id_is_accepted_once() 
 }
 
 #[tokio::test]
+async fn an_event_without_an_id_gets_one_and_is_not_deduplicated() {
+    let h = harness();
+    let e = json!({"type": "PageViewed", "session_id": "sess-1", "page": "/home"});
+    for _ in 0..2 {
+        let (st, _, v) = h.call(Method::POST, "/v1/events", Some(&h.app_key), Some(e.clone())).await;
+        assert_eq!((st, v["duplicates"].as_u64()), (StatusCode::ACCEPTED, Some(0)), "{v}");
+    }
+    let on_log = h.events_on("storefront.sessions");
+    assert_eq!(on_log.len(), 2);
+    assert_ne!(on_log[0].event_id(), on_log[1].event_id());
+}
+
+#[tokio::test]
 async fn malformed_json_is_refused_and_nothing_is_published() {
     let h = harness();
     let (st, _, v) = h.raw(Method::POST, "/v1/events", Some(&h.app_key), Some(b"{\"type\": ".to_vec()), &[]).await;

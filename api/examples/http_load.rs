@@ -1,0 +1,110 @@
+//! HTTP load test of the API with a real load generator (oha) on loopback.
+//!
+//! Starts the API on the embedded log in a temp dir (views fed from the log, no
+//! processors), seeds a sku and an order, then runs oha against `GET /healthz` (the
+//! baseline: routing, middleware, no work), `POST /v1/events` (validate + encode + publish
+//! + acknowledge), `GET /v1/inventory/{sku}` and `GET /v1/orders/{id}`, and prints one
+//! markdown row each: requests/s, p50, p99.
+//!
+//! ```text
+//! cargo install oha --locked --root ~/.cache/storeflow     # once
+//! cargo run -p storeflow-api --example http_load -- [seconds] [connections]
+//! ```
+//! `OHA=/path/to/oha` overrides where oha is looked for.
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use storeflow_api::{ApiConfig, ApiMetrics, ApiState, KeyStore, LogViews, Role};
+use storeflow_avro::{Codec, JsonOptions};
+use storeflow_ingest::publish::{Publisher, contract_topics};
+use storeflow_ingest::{EmbeddedLog, Log};
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let secs: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(10);
+    let conns: u32 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(32);
+    let oha = std::env::var("OHA").unwrap_or_else(|_| {
+        format!("{}/.cache/storeflow/bin/oha", std::env::var("HOME").unwrap_or_default())
+    });
+
+    let dir = tempfile::tempdir()?;
+    let log: Arc<dyn Log> = Arc::new(EmbeddedLog::open(dir.path().join("log"))?);
+    log.create_topics(&contract_topics(None))?;
+    let codec = Arc::new(Codec::embedded()?);
+    // Seed a sku's stock and an order, as the processors would have published them.
+    let publisher = Publisher::new(log.as_ref(), codec.clone())?;
+    let opts = JsonOptions { fill_missing_ids: true, inputs_only: false };
+    for v in [
+        json!({"type": "StockLevelChanged", "sku": "S1", "warehouse_id": "wh-de-berlin", "on_hand": 10, "reserved": 2, "available": 8, "cause": "received"}),
+        json!({"type": "OrderPlaced", "order_id": "o-1", "customer_id": "C1",
+            "items": [{"sku": "S1", "product_id": "P1", "vendor_id": "V-A", "quantity": 2, "unit_price_minor": 1999}],
+            "currency": "EUR", "shipping_address": address(), "billing_address": address(),
+            "payment_method_token": "pm_x", "client_ip": "203.0.113.9"}),
+    ] {
+        let e = storeflow_avro::json::event_from_json(v, opts).map_err(|e| anyhow::anyhow!("{e}"))?;
+        publisher.publish(&e)?.wait()?;
+    }
+
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let (base, key) = rt.block_on(async {
+        let views = LogViews::start(log.clone(), codec.clone())?;
+        while !views.caught_up() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let keys = KeyStore::in_memory();
+        let key = keys.create(Role::App)?;
+        let mut registry = prometheus_client::registry::Registry::default();
+        let metrics = ApiMetrics::register(&mut registry);
+        // The rate limit would be what is measured otherwise.
+        let config = ApiConfig { rate_per_second: 10_000_000, rate_burst: 10_000_000, ..ApiConfig::default() };
+        let state = ApiState::new(config, log.clone(), codec.clone(), keys, views.reads(), Arc::new(registry), metrics)?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let base = format!("http://{}", listener.local_addr()?);
+        tokio::spawn(storeflow_api::serve(listener, state, std::future::pending()));
+        anyhow::Ok((base, key))
+    })?;
+
+    let event = json!({"type": "PageViewed", "session_id": "sess-1", "page": "/home"}).to_string();
+    let auth = format!("Authorization: Bearer {key}");
+    println!("| request | requests/s | p50 | p99 | non-2xx |");
+    println!("|---|---|---|---|---|");
+    for (name, method, path, body) in [
+        ("GET /healthz (baseline)", "GET", "/healthz", None),
+        ("POST /v1/events (1 event)", "POST", "/v1/events", Some(event.as_str())),
+        ("GET /v1/inventory/{sku}", "GET", "/v1/inventory/S1", None),
+        ("GET /v1/orders/{id}", "GET", "/v1/orders/o-1", None),
+    ] {
+        let mut cmd = Command::new(&oha);
+        cmd.args(["--no-tui", "--output-format", "json", "-z", &format!("{secs}s"), "-c", &conns.to_string(), "-m", method])
+            .args(["-H", &auth, "-H", "content-type: application/json"]);
+        if let Some(b) = body {
+            cmd.args(["-d", b]);
+        }
+        let out = cmd.arg(format!("{base}{path}")).output().map_err(|e| anyhow::anyhow!("running {oha}: {e} (install it: see the top of this file)"))?;
+        anyhow::ensure!(out.status.success(), "oha failed: {}", String::from_utf8_lossy(&out.stderr));
+        let r: Value = serde_json::from_slice(&out.stdout)?;
+        let ms = |p: &str| r["latencyPercentiles"][p].as_f64().unwrap_or(f64::NAN) * 1000.0;
+        let ok: u64 = r["statusCodeDistribution"].as_object().map(|m| {
+            m.iter().filter(|(k, _)| k.starts_with('2')).map(|(_, v)| v.as_u64().unwrap_or(0)).sum()
+        }).unwrap_or(0);
+        let all: u64 = r["statusCodeDistribution"].as_object().map(|m| m.values().map(|v| v.as_u64().unwrap_or(0)).sum()).unwrap_or(0);
+        println!(
+            "| {name} | {:.0} | {:.2} ms | {:.2} ms | {} |",
+            r["summary"]["requestsPerSec"].as_f64().unwrap_or(f64::NAN),
+            ms("p50"),
+            ms("p99"),
+            all - ok
+        );
+    }
+    let topics = log.describe_topics()?;
+    let sessions: u64 = topics.iter().filter(|t| t.name == "storefront.sessions").map(|t| t.records()).sum();
+    println!("\nevents on storefront.sessions after the run: {sessions}");
+    Ok(())
+}
+
+fn address() -> Value {
+    json!({"name": "Ada", "line1": "Street 1", "city": "Berlin", "postal_code": "10115", "country": "DE"})
+}
