@@ -41,6 +41,9 @@ pub struct Config {
     pub runtime: RuntimeSettings,
     /// Per-processor settings, `[processors.<name>]` (see docs/ADDING-A-PROCESSOR.md).
     pub processors: std::collections::BTreeMap<String, serde_json::Value>,
+    /// The sinks, `[sinks]` (see docs/SINKS.md). `data_dir` empty: `<data_dir>/sinks`. A
+    /// store named here wins over `[postgres]`, `[clickhouse]` and `[elasticsearch]`.
+    pub sinks: storeflow_sinks::SinksConfig,
 }
 
 /// `[runtime]`: how processors run.
@@ -87,6 +90,7 @@ impl Default for Config {
             stripe: None,
             runtime: RuntimeSettings::default(),
             processors: Default::default(),
+            sinks: storeflow_sinks::SinksConfig { data_dir: PathBuf::new(), ..storeflow_sinks::SinksConfig::default() },
         }
     }
 }
@@ -158,6 +162,7 @@ impl Config {
         if !matches!(self.runtime.state.as_str(), "redb" | "memory") {
             bail!("runtime.state must be \"redb\" or \"memory\", not {:?}", self.runtime.state);
         }
+        self.sinks.validate().context("in [sinks]")?;
         let known: Vec<&str> = storeflow_processors::registry().iter().map(|r| r.name).collect();
         for name in self.processors.keys() {
             if !known.contains(&name.as_str()) {
@@ -180,7 +185,7 @@ impl Config {
             ("elasticsearch", &self.elasticsearch),
         ] {
             if let Some(u) = u {
-                v.push((name, u.url.clone()));
+                v.push((name, crate::pipeline::redact_url(&u.url)));
             }
         }
         if let Some(s) = &self.stripe {

@@ -32,11 +32,11 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
     match cli.command {
         Command::Run(place) => {
             backends::apply_place(&mut config, &place);
-            commands::run::run(&backends::open(&config)?, &config, &[])?;
+            commands::run::run(&backends::open(&config)?, &config, &[], true)?;
         }
         Command::Process { place, only } => {
             backends::apply_place(&mut config, &place);
-            commands::run::run(&backends::open(&config)?, &config, &only)?;
+            commands::run::run(&backends::open(&config)?, &config, &only, false)?;
         }
         Command::Demo { place, traffic } => {
             backends::apply_place(&mut config, &place);

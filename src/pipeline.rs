@@ -1,4 +1,5 @@
-//! Starts the registered processors on the opened backends, and waits for them to catch up.
+//! Starts the registered processors and the sinks on the opened backends, and waits for
+//! them to catch up.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use storeflow_ingest::TopicPartition;
 use storeflow_processors::metrics::Metrics;
 use storeflow_processors::runtime::group_of;
 use storeflow_processors::{Runtime, RuntimeConfig, StateBackend};
+use storeflow_sinks::{Sinks, SinksConfig};
 
 use crate::backends::Backends;
 use crate::config::Config;
@@ -122,5 +124,101 @@ impl Pipeline {
             r.stop().with_context(|| format!("stopping {name}"))?;
         }
         Ok(())
+    }
+}
+
+/// The sinks' configuration: `[sinks]`, with the stores of `[postgres]`, `[clickhouse]` and
+/// `[elasticsearch]` (`STOREFLOW__POSTGRES__URL`, …) when `[sinks]` names none, and the
+/// embedded twins under `<data_dir>/sinks` when `[sinks] data_dir` is left empty.
+pub fn sinks_config(config: &Config) -> SinksConfig {
+    let mut c = config.sinks.clone();
+    if c.data_dir.as_os_str().is_empty() {
+        c.data_dir = config.data_dir.join("sinks");
+    }
+    if let (None, Some(pg)) = (&c.read_model.postgres_url, &config.postgres) {
+        c = c.with_postgres(pg.url.clone());
+    }
+    if let (None, Some(ch)) = (&c.analytics.clickhouse, &config.clickhouse) {
+        c = c.with_clickhouse(ch.url.clone());
+    }
+    if let (None, Some(es)) = (&c.search.elasticsearch, &config.elasticsearch) {
+        c = c.with_elasticsearch(es.url.clone());
+    }
+    c
+}
+
+/// One line per enabled sink for the start-up banner: which store it writes to.
+pub fn sinks_banner(config: &Config) -> Vec<String> {
+    let c = sinks_config(config);
+    let dir = c.data_dir.display();
+    let mut lines = Vec::new();
+    if c.read_model.enabled {
+        lines.push(match &c.read_model.postgres_url {
+            Some(url) => format!("read model: Postgres at {} (instead of embedded SQLite)", redact_url(secrecy::ExposeSecret::expose_secret(url))),
+            None => format!("read model: embedded SQLite, {dir}/read_model.sqlite"),
+        });
+    }
+    if c.analytics.enabled {
+        lines.push(match &c.analytics.clickhouse {
+            Some(ch) => format!("analytics: ClickHouse at {}, database {} (instead of embedded Parquet + DataFusion)", redact_url(&ch.url), ch.database),
+            None => format!("analytics: embedded Parquet + DataFusion, {dir}/analytics"),
+        });
+    }
+    if c.search.enabled {
+        lines.push(match &c.search.elasticsearch {
+            Some(es) => format!("search: Elasticsearch at {}, index {} (instead of the embedded tantivy index)", redact_url(&es.url), es.index),
+            None => format!("search: embedded tantivy index, {dir}/search"),
+        });
+    }
+    lines
+}
+
+/// `scheme://user:password@host/…` → `scheme://user:***@host/…`, for messages.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let (authority, path) = rest.split_once('/').map_or((rest, None), |(a, p)| (a, Some(p)));
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{host}"),
+            None => format!("{userinfo}@{host}"),
+        },
+        None => authority.to_string(),
+    };
+    match path {
+        Some(p) => format!("{scheme}://{authority}/{p}"),
+        None => format!("{scheme}://{authority}"),
+    }
+}
+
+/// Starts the enabled sinks (`[sinks.*] enabled`), each in its consumer group
+/// `<app>.sink.<name>`; their metrics go to `registry`.
+pub fn start_sinks(b: &Backends, config: &Config, registry: &mut prometheus_client::registry::Registry) -> anyhow::Result<Sinks> {
+    let c = sinks_config(config);
+    Sinks::start(b.log.clone(), b.codec.clone(), c, registry).context("starting the sinks")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_in_urls_are_masked_in_messages() {
+        assert_eq!(redact_url("postgres://u:hunter2@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(redact_url("http://127.0.0.1:18123"), "http://127.0.0.1:18123");
+        assert_eq!(redact_url("http://elastic@h:9200"), "http://elastic@h:9200");
+    }
+
+    #[test]
+    fn service_urls_replace_the_embedded_twins_and_sinks_live_under_the_data_dir() {
+        let mut config = Config { data_dir: "d".into(), ..Config::default() };
+        let c = sinks_config(&config);
+        assert_eq!(c.data_dir, std::path::Path::new("d/sinks"));
+        assert!(c.read_model.postgres_url.is_none() && c.analytics.clickhouse.is_none() && c.search.elasticsearch.is_none());
+        config.postgres = Some(crate::config::UrlConfig { url: "postgres://u:p@h/db".into() });
+        config.elasticsearch = Some(crate::config::UrlConfig { url: "http://h:9200".into() });
+        let c = sinks_config(&config);
+        assert!(c.read_model.postgres_url.is_some() && c.analytics.clickhouse.is_none());
+        assert_eq!(c.search.elasticsearch.map(|e| e.url).as_deref(), Some("http://h:9200"));
+        assert!(sinks_banner(&config).iter().any(|l| l.contains("Postgres at postgres://u:***@h/db")));
     }
 }

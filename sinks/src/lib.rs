@@ -28,7 +28,7 @@ pub use analytics::{Analytics, Dashboard, DashboardRange, VendorPerformance};
 pub use config::SinksConfig;
 pub use read_model::ReadModel;
 pub use search::{Search, SearchQuery, SearchResults, SortBy};
-pub use sinks::Sinks;
+pub use sinks::{SinkCounts, Sinks};
 
 /// Whether a failed write may succeed if tried again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -25,7 +25,7 @@
 //! ever left uncommitted when `poll` runs, so there is nothing to commit), and the sink
 //! hears of newly assigned partitions before its next write ([`Sink::assigned`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -177,6 +177,7 @@ pub fn spawn<S: Sink>(
         producer,
         rebalance,
         last_lag: Instant::now() - Duration::from_secs(10),
+        committed: HashMap::new(),
     };
     let fail = failure.clone();
     let thread = std::thread::Builder::new()
@@ -239,6 +240,8 @@ struct Runner<S: Sink> {
     producer: Box<dyn storeflow_ingest::Producer>,
     rebalance: Arc<Mutex<Rebalance>>,
     last_lag: Instant,
+    /// What this instance last committed (or found committed) per assigned partition.
+    committed: HashMap<TopicPartition, u64>,
 }
 
 /// The batch was abandoned because the sinks are stopping.
@@ -286,6 +289,9 @@ impl<S: Sink> Runner<S> {
                 first_at = None;
             }
             if self.last_lag.elapsed() >= Duration::from_secs(1) {
+                if buffer.is_empty() {
+                    self.commit_idle_positions();
+                }
                 self.update_lag();
             }
         }
@@ -296,6 +302,9 @@ impl<S: Sink> Runner<S> {
             let mut r = self.rebalance.lock();
             (std::mem::take(&mut r.revoked), std::mem::take(&mut r.assigned))
         };
+        for tp in revoked.iter().chain(&assigned) {
+            self.committed.remove(tp);
+        }
         if !revoked.is_empty() {
             buffer.retain(|r| !revoked.iter().any(|tp| *tp.topic == *r.topic && tp.partition == r.partition));
         }
@@ -312,6 +321,36 @@ impl<S: Sink> Runner<S> {
             }
         }
         Ok(())
+    }
+
+    /// With nothing buffered, every record before the consumer's position is written (or
+    /// had nothing to write): commit the positions that moved past the last commit. This is
+    /// what moves the group over Kafka transaction markers (a processor's output ends with
+    /// one), which take an offset but are never handed out as records, so the group's lag
+    /// can reach zero.
+    fn commit_idle_positions(&mut self) {
+        let tps = self.consumer.assignment();
+        let unknown: Vec<TopicPartition> = tps.iter().filter(|tp| !self.committed.contains_key(*tp)).cloned().collect();
+        if !unknown.is_empty() {
+            let Ok(found) = self.log.committed_offsets(&self.settings.group, &unknown) else { return };
+            for (tp, c) in unknown.into_iter().zip(found) {
+                self.committed.insert(tp, c.unwrap_or(0));
+            }
+        }
+        let moved: Vec<(TopicPartition, u64)> = tps
+            .into_iter()
+            .filter_map(|tp| {
+                let pos = self.consumer.position(&tp)?;
+                (pos > self.committed.get(&tp).copied().unwrap_or(0)).then_some((tp, pos))
+            })
+            .collect();
+        if moved.is_empty() {
+            return;
+        }
+        match self.consumer.commit(&moved) {
+            Ok(()) => self.committed.extend(moved),
+            Err(e) => tracing::debug!(sink = self.sink.name(), "committing idle positions: {e}; trying again later"),
+        }
     }
 
     fn update_lag(&mut self) {
@@ -480,7 +519,10 @@ impl<S: Sink> Runner<S> {
         let mut backoff = Duration::from_millis(100);
         loop {
             match self.consumer.commit(&offsets) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    self.committed.extend(offsets);
+                    return Ok(());
+                }
                 Err(e) if e.is_retriable() => {
                     tracing::warn!(sink = self.sink.name(), "commit failed: {e}; retrying");
                     self.sleep(backoff)?;

@@ -33,6 +33,18 @@ pub struct Sinks {
     read_model: Option<ReadModel>,
     analytics: Option<Analytics>,
     search: Option<Search>,
+    metrics: SinkMetrics,
+}
+
+/// What one sink has done since [`Sinks::start`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SinkCounts {
+    /// Records written durably to the store.
+    pub written: u64,
+    /// Records of its topics it had nothing to write for.
+    pub skipped: u64,
+    /// Records sent to a dead-letter topic.
+    pub dead_lettered: u64,
 }
 
 impl std::fmt::Debug for Sinks {
@@ -69,6 +81,7 @@ impl Sinks {
             read_model: None,
             analytics: None,
             search: None,
+            metrics: metrics.clone(),
         };
         match sinks.start_all(&rt, codec, &config, metrics) {
             Ok(()) => {
@@ -130,6 +143,22 @@ impl Sinks {
         self.search.clone()
     }
 
+    /// Records written, skipped and dead-lettered per running sink since start.
+    pub fn counts(&self) -> BTreeMap<&'static str, SinkCounts> {
+        self.threads
+            .iter()
+            .map(|t| {
+                let l = SinkMetrics::sink(t.name);
+                let c = SinkCounts {
+                    written: self.metrics.written.get_or_create(&l).get(),
+                    skipped: self.metrics.skipped.get_or_create(&l).get(),
+                    dead_lettered: self.metrics.dlq.get_or_create(&l).get(),
+                };
+                (t.name, c)
+            })
+            .collect()
+    }
+
     fn inputs(&self, t: &SinkThread) -> Result<Vec<(TopicPartition, u64)>> {
         let infos = self.log.describe_topics()?;
         Ok(infos
@@ -165,9 +194,20 @@ impl Sinks {
                 if let Some(f) = t.failure.lock().clone() {
                     return Err(SinkError::Timeout(format!("the {} sink stopped: {f}", t.name)));
                 }
-                let committed = self.log.committed_offsets(&t.group, &tps)?;
+                // A broker restarting or a group coordinator moving is no reason to give up
+                // waiting: ask again until the patience runs out.
+                let (committed, starts) = match (self.log.committed_offsets(&t.group, &tps), self.log.watermarks(&tps)) {
+                    (Ok(c), Ok(s)) => (c, s),
+                    (Err(e), _) | (_, Err(e)) => {
+                        if Instant::now() >= deadline {
+                            return Err(e.into());
+                        }
+                        tracing::warn!(sink = t.name, "reading the {} group's offsets: {e}; asking again", t.group);
+                        std::thread::sleep(Duration::from_millis(500));
+                        continue;
+                    }
+                };
                 let behind: u64 = ends.iter().zip(&committed).map(|((_, end), c)| end.saturating_sub(c.unwrap_or(0))).sum();
-                let starts = self.log.watermarks(&tps)?;
                 // Partitions whose records were all deleted by retention count as caught up.
                 let behind_held: u64 = ends
                     .iter()

@@ -349,6 +349,21 @@ impl Search {
             .map_err(|_| SinkError::Stopped)?
     }
 
+    /// Number of product documents in the index (pending stock-only documents of skus
+    /// whose product was not seen yet are not counted).
+    pub async fn product_count(&self) -> Result<u64> {
+        let index = self.index.clone();
+        self.rt
+            .spawn(async move {
+                match &index {
+                    Index::Elastic(e) => e.count(doc::PRODUCT).await,
+                    Index::Tantivy(t) => t.count(doc::PRODUCT),
+                }
+            })
+            .await
+            .map_err(|_| SinkError::Stopped)?
+    }
+
     /// Makes every write so far visible to searches (tests; the index refreshes by itself
     /// within a second).
     pub async fn refresh(&self) -> Result<()> {
