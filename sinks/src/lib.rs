@@ -24,7 +24,7 @@ pub mod runner;
 pub mod search;
 mod sinks;
 
-pub use analytics::{Analytics, Dashboard, DashboardRange, VendorPerformance};
+pub use analytics::{Analytics, Dashboard, DashboardRange, Granularity, SalesBucket, VendorPerformance};
 pub use config::SinksConfig;
 pub use read_model::ReadModel;
 pub use search::{Search, SearchQuery, SearchResults, SortBy};

@@ -10,7 +10,7 @@ use std::path::Path;
 use prometheus_client::registry::Registry;
 use storeflow_avro::*;
 use storeflow_sinks::analytics::config::{AnalyticsConfig, ClickHouseConfig};
-use storeflow_sinks::analytics::{Analytics, AnalyticsSink, DashboardRange};
+use storeflow_sinks::analytics::{Analytics, AnalyticsSink, DashboardRange, Granularity, SalesBucket};
 use storeflow_sinks::money::Rates;
 use storeflow_sinks::runner::Sink;
 use storeflow_sinks::{Sinks, SinksConfig};
@@ -56,6 +56,7 @@ on_both!(
     stopped_sinks_restart_and_drain_the_backlog_without_loss_or_doubles,
     the_dashboard_matches_a_brute_force_count_over_the_events,
     vendor_performance_matches_a_brute_force_count_over_the_events,
+    vendor_sales_per_hour_and_day_match_a_brute_force_count_over_the_events,
 );
 
 fn rt() -> tokio::runtime::Runtime {
@@ -258,5 +259,37 @@ fn vendor_performance_matches_a_brute_force_count_over_the_events(b: Backend) {
             assert!((v.rating_avg.unwrap_or(0.0) - avg).abs() < 1e-9);
         }
         assert!(v.top_products.iter().all(|p| mine.iter().any(|(_, l)| l.product_id == p.product_id)));
+    });
+}
+
+fn vendor_sales_per_hour_and_day_match_a_brute_force_count_over_the_events(b: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let events = sim(8_000, 26);
+    let eur = to_eur(&events);
+    rt().block_on(async {
+        let mut sink = AnalyticsSink::open(&b.config(), dir.path()).await.expect("open");
+        sink.write(&items(&events)).await.expect("write");
+        let a = handle(&sink);
+        let lines: Vec<(&OrderPlaced, &OrderItem)> =
+            events.iter().filter_map(|e| if let Event::OrderPlaced(o) = e { Some(o) } else { None }).flat_map(|o| o.items.iter().map(move |l| (o, l))).collect();
+        let vendor = lines[0].1.vendor_id.clone();
+        let (from, to) = DashboardRange::Month.window(START + 60_000);
+        for (g, step) in [(Granularity::Hour, 3_600_000i64), (Granularity::Day, 86_400_000)] {
+            let mut want: BTreeMap<i64, (HashSet<&str>, i64, i64)> = BTreeMap::new();
+            for (o, l) in lines.iter().filter(|(o, l)| l.vendor_id == vendor && (from..to).contains(&o.occurred_at.millis())) {
+                let at = o.occurred_at.millis();
+                let w = want.entry(at.div_euclid(step) * step).or_default();
+                w.0.insert(&o.order_id);
+                w.1 += i64::from(l.quantity);
+                w.2 += eur(i64::from(l.quantity) * l.unit_price_minor, &o.currency, at);
+            }
+            let want: Vec<SalesBucket> = want
+                .into_iter()
+                .map(|(bucket, (orders, units, gmv))| SalesBucket { bucket, orders: orders.len() as i64, units, gmv_eur_minor: gmv })
+                .collect();
+            assert!(!want.is_empty(), "the fixture has sales of {vendor}");
+            let got = a.vendor_sales(&vendor, from, to, g).await.expect("vendor sales");
+            assert_eq!(got, want, "{g:?}");
+        }
     });
 }

@@ -233,6 +233,49 @@ pub struct VendorPerformance {
     pub top_products: Vec<TopProduct>,
 }
 
+/// How finely a sales series is cut.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Granularity {
+    /// Whole hours.
+    Hour,
+    /// Whole UTC days.
+    Day,
+}
+
+impl Granularity {
+    fn unit(self) -> &'static str {
+        match self {
+            Granularity::Hour => "hour",
+            Granularity::Day => "day",
+        }
+    }
+}
+
+impl FromStr for Granularity {
+    type Err = SinkError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "hour" => Ok(Granularity::Hour),
+            "day" => Ok(Granularity::Day),
+            other => Err(SinkError::Config(format!("granularity `{other}`: expected hour or day"))),
+        }
+    }
+}
+
+/// A vendor's sales in one hour or day.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SalesBucket {
+    /// Start of the hour or UTC day (ms).
+    pub bucket: i64,
+    /// Orders with at least one of the vendor's lines.
+    pub orders: i64,
+    /// Units sold.
+    pub units: i64,
+    /// GMV of the vendor's lines, base currency.
+    pub gmv_eur_minor: i64,
+}
+
 /// A customer's lifetime value.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CustomerValue {
@@ -379,6 +422,23 @@ impl Analytics {
                 inventory_turnover: (on_hand > 0).then(|| units as f64 / on_hand as f64),
                 top_products,
             })
+        })
+        .await
+    }
+
+    /// One vendor's sales per hour or UTC day in `[from, to)` (ms), oldest first; buckets
+    /// without sales are left out. `from`/`to` are best given on bucket boundaries.
+    pub async fn vendor_sales(&self, vendor_id: &str, from: i64, to: i64, granularity: Granularity) -> Result<Vec<SalesBucket>> {
+        let store = self.store.clone();
+        let vendor = vendor_id.to_string();
+        self.on_rt(async move {
+            let p = [
+                ("from", Param::Time(from)),
+                ("to", Param::Time(to)),
+                ("vendor", Param::Text(vendor)),
+                ("unit", Param::Text(granularity.unit().to_string())),
+            ];
+            questions::run(&store, Question::VendorSalesSeries, &p).await
         })
         .await
     }

@@ -49,6 +49,7 @@ questions! {
     NewCustomers = "new_customers",
     Returns = "returns",
     VendorSales = "vendor_sales",
+    VendorSalesSeries = "vendor_sales_series",
     VendorTopProducts = "vendor_top_products",
     VendorRating = "vendor_rating",
     VendorStock = "vendor_stock",
@@ -57,7 +58,8 @@ questions! {
     Cohorts = "cohorts",
 }
 
-/// Asks `store` question `q`; `params` are `from`/`to` (times, ms) and `vendor`.
+/// Asks `store` question `q`; `params` are `from`/`to` (times, ms), `vendor` and `unit`
+/// (`hour` or `day`).
 pub async fn run<T: DeserializeOwned>(store: &Store, q: Question, params: &[(&str, Param)]) -> Result<Vec<T>> {
     match store {
         Store::ClickHouse(c) => c.query(q.clickhouse(), params).await,
@@ -72,7 +74,7 @@ mod tests {
     #[test]
     fn both_dialects_of_a_question_use_the_same_parameters() {
         for q in Question::ALL {
-            for p in ["from", "to", "vendor"] {
+            for p in ["from", "to", "vendor", "unit"] {
                 let ch = q.clickhouse().contains(&format!("{{{p}:"));
                 let df = q.datafusion().contains(&format!("${p}"));
                 assert_eq!(ch, df, "{}: parameter {p}", q.name());
