@@ -2,8 +2,8 @@
 //!
 //! Starts the API on the embedded log in a temp dir (views fed from the log, no
 //! processors), seeds a sku and an order, then runs oha against `GET /healthz` (the
-//! baseline: routing, middleware, no work), `POST /v1/events` (validate + encode + publish
-//! + acknowledge), `GET /v1/inventory/{sku}` and `GET /v1/orders/{id}`, and prints one
+//! baseline: routing, middleware, no work), `POST /v1/events` (validate, encode, publish,
+//! acknowledge), `GET /v1/inventory/{sku}` and `GET /v1/orders/{id}`, and prints one
 //! markdown row each: requests/s, p50, p99.
 //!
 //! ```text

@@ -4,7 +4,9 @@
 //! out), vendor sales (`VendorSalesMinute`, also pushed to SSE subscribers) and a simple
 //! dashboard. They live in memory and are rebuilt from the start of the topics at each
 //! start — the embedded default; with the `sinks` feature the read model, search index and
-//! analytics can answer instead.
+//! analytics can answer instead. Sessions and sign-ups older than the dashboard's 30 days
+//! are forgotten; orders, stock, the catalog and sales minutes are kept for the log's
+//! retention (what the read model is for at scale).
 //!
 //! Reads: `storefront.{orders,payments,fulfillment,catalog,customers,sessions,exchange_rates}`,
 //! `orders.lifecycle`, `inventory.reservations`, `inventory.levels`, `fraud.scores`,
@@ -346,6 +348,13 @@ impl LogViews {
             e if topic == Topic::Sessions => {
                 let at = e.occurred_at().millis();
                 s.sessions.entry(e.key()).or_insert(at);
+                // Only the dashboard's longest range (30 days) needs sessions and sign-ups:
+                // forget older ones now and then, so these two stay bounded.
+                if s.sessions.len().is_multiple_of(100_000) {
+                    let horizon = Timestamp::now().millis() - Range::Month.millis() - 86_400_000;
+                    s.sessions.retain(|_, t| *t >= horizon);
+                    s.customers.retain(|t| *t >= horizon);
+                }
             }
             _ => {}
         }

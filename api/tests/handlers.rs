@@ -257,7 +257,8 @@ async fn a_bad_order_is_a_400_naming_the_field() {
     h.seed_catalog();
     let (st, _, v) = h.call(Method::POST, "/v1/orders", Some(&h.app_key), Some(order_body())).await;
     assert_eq!((st, error_of(&v).1), (StatusCode::BAD_REQUEST, Some("Idempotency-Key")), "{v}");
-    let cases: Vec<(Box<dyn Fn(&mut Value)>, &str)> = vec![
+    type Edit = Box<dyn Fn(&mut Value)>;
+    let cases: Vec<(Edit, &str)> = vec![
         (Box::new(|b| b["items"][0]["sku"] = json!("NOPE")), "items[0].sku"),
         (Box::new(|b| b["items"][0]["quantity"] = json!("two")), "items[0].quantity"),
         (Box::new(|b| b["items"][0]["quantity"] = json!(0)), "items[0].quantity"),

@@ -1,0 +1,151 @@
+//! End to end with the sinks (feature `sinks`): the API, every processor and the sinks'
+//! embedded twins (SQLite read model, tantivy search, Parquet + DataFusion analytics) on
+//! the embedded log. Orders, stock and products come from the read model, search from the
+//! index, the dashboard from analytics. Against the real services (Postgres,
+//! Elasticsearch, ClickHouse) the same test needs SinksConfig pointed at them — not wired
+//! here yet.
+//!
+//! `cargo test -p storeflow-api --features sinks --test e2e_sinks`
+
+#![cfg(feature = "sinks")]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use storeflow_api::{ApiConfig, ApiMetrics, ApiState, KeyStore, LogViews};
+use storeflow_avro::Codec;
+use storeflow_ingest::publish::contract_topics;
+use storeflow_ingest::{EmbeddedLog, Log};
+use storeflow_processors::metrics::Metrics;
+use storeflow_processors::{Runtime, RuntimeConfig, StateBackend};
+use storeflow_sinks::{Sinks, SinksConfig};
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Client {
+    async fn send(&self, method: reqwest::Method, path: &str, key: &str, body: Option<Value>, idem: Option<&str>) -> (u16, Value) {
+        let mut req = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(key);
+        if let Some(b) = body {
+            req = req.header("content-type", "application/json").body(b.to_string());
+        }
+        if let Some(k) = idem {
+            req = req.header("idempotency-key", k);
+        }
+        let resp = req.send().await.expect("the API answers");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    async fn get(&self, path: &str, key: &str) -> (u16, Value) {
+        self.send(reqwest::Method::GET, path, key, None, None).await
+    }
+
+    async fn post(&self, path: &str, key: &str, body: Value) -> (u16, Value) {
+        self.send(reqwest::Method::POST, path, key, Some(body), None).await
+    }
+
+    async fn new_key(&self, admin: &str, role: &str) -> String {
+        let (st, v) = self.post("/v1/admin/keys", admin, json!({"role": role})).await;
+        assert_eq!(st, 201, "{v}");
+        v["key"].as_str().unwrap().to_string()
+    }
+
+    /// GETs `path` until `ok` holds (processors work asynchronously).
+    async fn eventually(&self, path: &str, key: &str, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
+        let start = Instant::now();
+        loop {
+            let (status, v) = self.get(path, key).await;
+            if status == 200 && ok(&v) {
+                return v;
+            }
+            assert!(start.elapsed() < Duration::from_secs(60), "{what}: still {status} {v} after 60 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn address() -> Value {
+    json!({"name": "Ada", "line1": "Street 1", "city": "Berlin", "postal_code": "10115", "country": "DE"})
+}
+
+fn uuid(n: u128) -> String {
+    uuid::Uuid::from_u128(0x0b4f6a4e_58a4_4b7b_9a53_000000000000 + n).to_string()
+}
+
+fn now() -> i64 {
+    storeflow_avro::Timestamp::now().millis()
+}
+
+#[test]
+fn an_order_placed_over_http_shows_in_the_read_model_the_search_index_and_analytics() {
+    let dir = tempfile::tempdir().unwrap();
+    let log: Arc<dyn Log> = Arc::new(EmbeddedLog::open(dir.path().join("log")).unwrap());
+    log.create_topics(&contract_topics(Some(2))).unwrap();
+    let codec = Arc::new(Codec::embedded().unwrap());
+    let mut registry = prometheus_client::registry::Registry::default();
+    let pmetrics = Arc::new(Metrics::register(&mut registry));
+    let rc = RuntimeConfig { app: "e2e".into(), state: StateBackend::Memory, ..RuntimeConfig::default() };
+    let runtimes: Vec<Runtime> = storeflow_processors::registry()
+        .iter()
+        .map(|reg| Runtime::spawn((reg.build)(&Value::Null).unwrap(), log.clone(), codec.clone(), rc.clone(), pmetrics.clone()).unwrap())
+        .collect();
+    // Sinks make and drop their own runtime: start and stop them outside the API's.
+    let sinks = Sinks::start(log.clone(), codec.clone(), SinksConfig::embedded(dir.path().join("sinks")), &mut registry).unwrap();
+
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let views = rt.block_on(async { LogViews::start(log.clone(), codec.clone()) }).unwrap();
+    let reads = storeflow_api::sinks_adapter::with_sinks(views.reads(), sinks.read_model(), sinks.search(), sinks.analytics());
+    let (keys, admin) = KeyStore::open(dir.path()).unwrap();
+    let admin = admin.unwrap();
+    let metrics = ApiMetrics::register(&mut registry);
+    let state = ApiState::new(ApiConfig::default(), log.clone(), codec.clone(), keys, reads, Arc::new(registry), metrics).unwrap();
+
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(storeflow_api::serve(listener, state, std::future::pending()));
+        let c = Client { http: reqwest::Client::new(), base };
+        let app = c.new_key(&admin, "app").await;
+        let analyst = c.new_key(&admin, "analyst").await;
+
+        let (st, v) = c
+            .post("/v1/events", &app, json!({"events": [
+                {"type": "VendorOnboarded", "event_id": uuid(1), "occurred_at": now(), "vendor_id": "V-A", "name": "Acme", "country": "DE", "plan": "pro", "payout_currency": "EUR"},
+                {"type": "ProductCreated", "event_id": uuid(2), "occurred_at": now(), "product_id": "P1", "vendor_id": "V-A", "sku": "S1", "title": "Studio headphones", "description": "Closed-back",
+                 "category": "electronics/audio", "brand": "Acme", "price_minor": 4999, "currency": "EUR"},
+                {"type": "StockReceived", "event_id": uuid(3), "occurred_at": now(), "sku": "S1", "warehouse_id": "wh-de-berlin", "quantity": 10}
+            ]}))
+            .await;
+        assert_eq!(st, 202, "{v}");
+        c.eventually("/v1/products/P1", &app, "product in the read model", |v| v["price_minor"] == 4999).await;
+        c.eventually("/v1/inventory/S1", &app, "stock in the read model", |v| v["available"] == 10).await;
+
+        let order = json!({"customer_id": "C1", "items": [{"sku": "S1", "quantity": 2}], "currency": "EUR",
+            "shipping_address": address(), "payment_method_token": "pm_card_visa", "client_ip": "198.51.100.7"});
+        let (st, placed) = c.send(reqwest::Method::POST, "/v1/orders", &app, Some(order), Some("e2e-sinks-1")).await;
+        assert_eq!(st, 202, "{placed}");
+        let id = placed["order_id"].as_str().unwrap().to_string();
+        let o = c.eventually(&format!("/v1/orders/{id}"), &app, "reserved in the read model", |v| v["status"] == "reserved").await;
+        assert_eq!(o["totals"]["total_minor"], 9998);
+        c.eventually("/v1/inventory/S1", &app, "stock reserved in the read model", |v| v["reserved"] == 2 && v["available"] == 8).await;
+
+        let found = c.eventually("/v1/search?q=headphnes&in_stock=true", &app, "found by a typo", |v| v["total"] == 1).await;
+        assert_eq!(found["hits"][0]["product_id"], "P1");
+        assert!(found["facets"]["brands"].as_array().is_some_and(|b| !b.is_empty()), "{found}");
+
+        let d = c.eventually("/v1/analytics/dashboard?range=1h", &analyst, "dashboard from analytics", |v| v["orders"] == 1).await;
+        assert_eq!(d["gmv_eur_minor"], 9998, "{d}");
+        assert_eq!(c.get("/readyz", &app).await.0, 200);
+    });
+    rt.shutdown_timeout(Duration::from_secs(5));
+    views.stop();
+    sinks.stop().unwrap();
+    for r in runtimes {
+        r.stop().unwrap();
+    }
+}
