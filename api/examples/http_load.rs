@@ -4,11 +4,12 @@
 //! processors), seeds a sku and an order, then runs oha against `GET /healthz` (the
 //! baseline: routing, middleware, no work), `POST /v1/events` (validate, encode, publish,
 //! acknowledge), `GET /v1/inventory/{sku}` and `GET /v1/orders/{id}`, and prints one
-//! markdown row each: requests/s, p50, p99.
+//! markdown row each: requests/s, p50, p99. With `--features sinks` it also indexes 2,000
+//! products with the search sink's tantivy twin and measures `GET /v1/search`.
 //!
 //! ```text
 //! cargo install oha --locked --root ~/.cache/storeflow     # once
-//! cargo run -p storeflow-api --example http_load -- [seconds] [connections]
+//! cargo run -p storeflow-api --example http_load [--features sinks] -- [seconds] [connections]
 //! ```
 //! `OHA=/path/to/oha` overrides where oha is looked for.
 
@@ -48,6 +49,34 @@ fn main() -> anyhow::Result<()> {
         publisher.publish(&e)?.wait()?;
     }
 
+    // The search sink's tantivy twin over 2,000 products (started outside the API's
+    // runtime: the sinks run their own).
+    #[cfg(feature = "sinks")]
+    let sinks = {
+        let brands = ["Acme", "Zed", "Nova", "Orbit"];
+        let words = ["wireless", "headphones", "kettle", "lamp", "chair", "speaker", "mug", "desk"];
+        for i in 0..2000usize {
+            let e = storeflow_avro::json::event_from_json(
+                json!({"type": "ProductCreated", "product_id": format!("P{i}"), "vendor_id": format!("V{}", i % 20), "sku": format!("S{i}"),
+                    "title": format!("{} {} {i}", words[i % 8], words[(i / 8) % 8]), "description": "a product for the load test",
+                    "category": format!("cat{}/sub{}", i % 5, i % 3), "brand": brands[i % 4], "price_minor": 500 + (i as i64 * 37) % 30_000, "currency": "EUR"}),
+                opts,
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            publisher.publish(&e)?;
+        }
+        publisher.flush(Duration::from_secs(10))?;
+        let mut registry = prometheus_client::registry::Registry::default();
+        let sinks = storeflow_sinks::Sinks::start(
+            log.clone(),
+            codec.clone(),
+            storeflow_sinks::SinksConfig::embedded(dir.path().join("sinks")).only(&["search"]),
+            &mut registry,
+        )?;
+        sinks.wait_caught_up(Duration::from_secs(120))?;
+        sinks
+    };
+
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let (base, key) = rt.block_on(async {
         let views = LogViews::start(log.clone(), codec.clone())?;
@@ -60,7 +89,10 @@ fn main() -> anyhow::Result<()> {
         let metrics = ApiMetrics::register(&mut registry);
         // The rate limit would be what is measured otherwise.
         let config = ApiConfig { rate_per_second: 10_000_000, rate_burst: 10_000_000, ..ApiConfig::default() };
-        let state = ApiState::new(config, log.clone(), codec.clone(), keys, views.reads(), Arc::new(registry), metrics)?;
+        let reads = views.reads();
+        #[cfg(feature = "sinks")]
+        let reads = storeflow_api::sinks_adapter::with_sinks(reads, None, sinks.search(), None);
+        let state = ApiState::new(config, log.clone(), codec.clone(), keys, reads, Arc::new(registry), metrics)?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let base = format!("http://{}", listener.local_addr()?);
         tokio::spawn(storeflow_api::serve(listener, state, std::future::pending()));
@@ -76,6 +108,8 @@ fn main() -> anyhow::Result<()> {
         ("POST /v1/events (1 event)", "POST", "/v1/events", Some(event.as_str())),
         ("GET /v1/inventory/{sku}", "GET", "/v1/inventory/S1", None),
         ("GET /v1/orders/{id}", "GET", "/v1/orders/o-1", None),
+        #[cfg(feature = "sinks")]
+        ("GET /v1/search?q=wireless+speaker&brand=Acme (tantivy, 2,000 products)", "GET", "/v1/search?q=wireless+speaker&brand=Acme", None),
     ] {
         let mut cmd = Command::new(&oha);
         cmd.args(["--no-tui", "--output-format", "json", "-z", &format!("{secs}s"), "-c", &conns.to_string(), "-m", method])
