@@ -199,10 +199,10 @@ pub fn spawn<S: Sink>(
 impl SinkThread {
     /// Waits for the thread to end (after the stop flag was set).
     pub fn join(&mut self) {
-        if let Some(t) = self.thread.take() {
-            if t.join().is_err() {
-                *self.failure.lock() = Some(format!("the {} sink thread panicked", self.name));
-            }
+        if let Some(t) = self.thread.take()
+            && t.join().is_err()
+        {
+            *self.failure.lock() = Some(format!("the {} sink thread panicked", self.name));
         }
     }
 }

@@ -42,7 +42,7 @@ fn classify(e: &sqlx::Error) -> Retry {
             } else {
                 // SQLite: an extended result code; the primary code is its low byte.
                 match code.parse::<i64>().map(|n| n & 0xff) {
-                    Ok(18 | 19 | 20) => Retry::Permanent,
+                    Ok(18..=20) => Retry::Permanent,
                     _ => Retry::Transient,
                 }
             }
