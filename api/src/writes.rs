@@ -52,7 +52,11 @@ impl Recent {
 pub struct Writer {
     publisher: Publisher,
     recent: Mutex<Recent>,
-    orders: Mutex<HashMap<String, ([u8; 32], String)>>,
+    /// Idempotency slots (key id + Idempotency-Key) → (body digest, order id), the last
+    /// `dedup_window` of them; older retries still name the same order (the id is
+    /// derived), only the 409 for a changed body is lost.
+    orders: Mutex<(HashMap<String, ([u8; 32], String)>, VecDeque<String>)>,
+    window: usize,
 }
 
 impl std::fmt::Debug for Writer {
@@ -76,7 +80,8 @@ impl Writer {
         Ok(Writer {
             publisher: Publisher::new(log, codec)?,
             recent: Mutex::new(Recent { set: HashSet::new(), order: VecDeque::new(), capacity: dedup_window.max(1) }),
-            orders: Mutex::new(HashMap::new()),
+            orders: Mutex::new((HashMap::new(), VecDeque::new())),
+            window: dedup_window.max(1),
         })
     }
 
@@ -142,7 +147,7 @@ impl Writer {
     pub fn order_for(&self, key_id: &str, idempotency_key: &str, body_digest: [u8; 32]) -> ApiResult<(String, bool)> {
         let slot = format!("{key_id}\u{0}{idempotency_key}");
         let orders = self.orders.lock();
-        if let Some((digest, order_id)) = orders.get(&slot) {
+        if let Some((digest, order_id)) = orders.0.get(&slot) {
             if *digest != body_digest {
                 return Err(ApiError::Conflict {
                     code: "idempotency_key_reused",
@@ -157,7 +162,15 @@ impl Writer {
     /// Remembers that this request placed `order_id`.
     pub fn remember_order(&self, key_id: &str, idempotency_key: &str, body_digest: [u8; 32], order_id: &str) {
         let slot = format!("{key_id}\u{0}{idempotency_key}");
-        self.orders.lock().insert(slot, (body_digest, order_id.to_string()));
+        let mut orders = self.orders.lock();
+        if orders.0.insert(slot.clone(), (body_digest, order_id.to_string())).is_none() {
+            orders.1.push_back(slot);
+            if orders.1.len() > self.window
+                && let Some(old) = orders.1.pop_front()
+            {
+                orders.0.remove(&old);
+            }
+        }
     }
 }
 
