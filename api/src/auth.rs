@@ -250,10 +250,8 @@ impl RateLimits {
     }
 
     /// Ok, or 429 with the seconds to wait.
-    pub fn check(&self, who: &str) -> Result<(), ApiError> {
-        // Allocation-free on the hot path would need a borrowed key; keyed limiters take
-        // owned keys, and a short String is cheap next to the rest of a request.
-        match self.limiter.check_key(&who.to_string()) {
+    pub fn check(&self, who: String) -> Result<(), ApiError> {
+        match self.limiter.check_key(&who) {
             Ok(()) => Ok(()),
             Err(not_until) => {
                 let wait = not_until.wait_time_from(DefaultClock::default().now());
@@ -308,12 +306,12 @@ mod tests {
     #[test]
     fn the_rate_limit_answers_with_a_wait_after_the_burst() {
         let limits = RateLimits::new(1, 2);
-        assert!(limits.check("k").is_ok());
-        assert!(limits.check("k").is_ok());
-        match limits.check("k") {
+        assert!(limits.check("k".into()).is_ok());
+        assert!(limits.check("k".into()).is_ok());
+        match limits.check("k".into()) {
             Err(ApiError::RateLimited { retry_after_secs }) => assert!(retry_after_secs >= 1),
             other => panic!("expected 429, got {other:?}"),
         }
-        assert!(limits.check("other").is_ok(), "limits are per key");
+        assert!(limits.check("other".into()).is_ok(), "limits are per key");
     }
 }

@@ -241,7 +241,7 @@ async fn authenticate(State(s): State<ApiState>, mut req: Request, next: Next) -
                 None => "anonymous".to_string(),
             },
         };
-        if let Err(e) = s.inner.limits.check(&who) {
+        if let Err(e) = s.inner.limits.check(who) {
             return e.into_response();
         }
     }

@@ -48,6 +48,9 @@ impl Recent {
     }
 }
 
+/// The digest of the body that placed an order, and the order's id.
+type OrderSlot = ([u8; 32], String);
+
 /// Publishes validated events.
 pub struct Writer {
     publisher: Publisher,
@@ -55,7 +58,7 @@ pub struct Writer {
     /// Idempotency slots (key id + Idempotency-Key) → (body digest, order id), the last
     /// `dedup_window` of them; older retries still name the same order (the id is
     /// derived), only the 409 for a changed body is lost.
-    orders: Mutex<(HashMap<String, ([u8; 32], String)>, VecDeque<String>)>,
+    orders: Mutex<(HashMap<String, OrderSlot>, VecDeque<String>)>,
     window: usize,
 }
 

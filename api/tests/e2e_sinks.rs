@@ -9,9 +9,13 @@
 
 #![cfg(feature = "sinks")]
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+#[path = "common/client.rs"]
+mod client;
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use client::{Client, address, now, uuid};
 use serde_json::{Value, json};
 use storeflow_api::{ApiConfig, ApiMetrics, ApiState, KeyStore, LogViews};
 use storeflow_avro::Codec;
@@ -20,66 +24,6 @@ use storeflow_ingest::{EmbeddedLog, Log};
 use storeflow_processors::metrics::Metrics;
 use storeflow_processors::{Runtime, RuntimeConfig, StateBackend};
 use storeflow_sinks::{Sinks, SinksConfig};
-
-struct Client {
-    http: reqwest::Client,
-    base: String,
-}
-
-impl Client {
-    async fn send(&self, method: reqwest::Method, path: &str, key: &str, body: Option<Value>, idem: Option<&str>) -> (u16, Value) {
-        let mut req = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(key);
-        if let Some(b) = body {
-            req = req.header("content-type", "application/json").body(b.to_string());
-        }
-        if let Some(k) = idem {
-            req = req.header("idempotency-key", k);
-        }
-        let resp = req.send().await.expect("the API answers");
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
-    }
-
-    async fn get(&self, path: &str, key: &str) -> (u16, Value) {
-        self.send(reqwest::Method::GET, path, key, None, None).await
-    }
-
-    async fn post(&self, path: &str, key: &str, body: Value) -> (u16, Value) {
-        self.send(reqwest::Method::POST, path, key, Some(body), None).await
-    }
-
-    async fn new_key(&self, admin: &str, role: &str) -> String {
-        let (st, v) = self.post("/v1/admin/keys", admin, json!({"role": role})).await;
-        assert_eq!(st, 201, "{v}");
-        v["key"].as_str().unwrap().to_string()
-    }
-
-    /// GETs `path` until `ok` holds (processors work asynchronously).
-    async fn eventually(&self, path: &str, key: &str, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
-        let start = Instant::now();
-        loop {
-            let (status, v) = self.get(path, key).await;
-            if status == 200 && ok(&v) {
-                return v;
-            }
-            assert!(start.elapsed() < Duration::from_secs(60), "{what}: still {status} {v} after 60 s");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-fn address() -> Value {
-    json!({"name": "Ada", "line1": "Street 1", "city": "Berlin", "postal_code": "10115", "country": "DE"})
-}
-
-fn uuid(n: u128) -> String {
-    uuid::Uuid::from_u128(0x0b4f6a4e_58a4_4b7b_9a53_000000000000 + n).to_string()
-}
-
-fn now() -> i64 {
-    storeflow_avro::Timestamp::now().millis()
-}
 
 #[test]
 fn an_order_placed_over_http_shows_in_the_read_model_the_search_index_and_analytics() {
