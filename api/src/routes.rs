@@ -278,6 +278,14 @@ pub async fn post_order(
         }
         items.push(OrderItem { sku: line.sku.clone(), product_id: p.product_id, vendor_id: p.vendor_id, quantity: line.quantity, unit_price_minor: price });
     }
+    // Totals must fit in i64 minor units: downstream code multiplies and adds them.
+    let total = items
+        .iter()
+        .try_fold(0i64, |a, i| i64::from(i.quantity).checked_mul(i.unit_price_minor).and_then(|l| a.checked_add(l)))
+        .and_then(|t| t.checked_add(req.shipping_minor)?.checked_add(req.tax_minor));
+    if total.is_none() {
+        return Err(ApiError::field("items", "the order total does not fit in 64-bit minor units"));
+    }
     let client_ip = req.client_ip.clone().unwrap_or_else(|| peer.map(|Extension(ConnectInfo(p))| p.ip().to_string()).unwrap_or_else(|| "0.0.0.0".into()));
     let shipping: Address = req.shipping_address.clone().into();
     let order = OrderPlaced {

@@ -124,7 +124,14 @@ impl LogViews {
                             for r in &records {
                                 if let Some(value) = &r.value {
                                     match codec.decode(value) {
-                                        Ok(e) => views.apply(&e),
+                                        Ok(e) => {
+                                            // A bug in a view must not stop the others: skip
+                                            // the record, say so, keep reading.
+                                            let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| views.apply(&e)));
+                                            if applied.is_err() {
+                                                tracing::error!(topic = %r.topic, offset = r.offset, "api views could not apply a {}", e.name());
+                                            }
+                                        }
                                         Err(e) => tracing::warn!(topic = %r.topic, offset = r.offset, "api views skip a record: {e}"),
                                     }
                                 }
@@ -197,7 +204,7 @@ impl LogViews {
         }
         match event {
             Event::OrderPlaced(p) => {
-                let o = s.orders.get_mut(&p.order_id).expect("inserted above");
+                let o = s.orders.entry(p.order_id.clone()).or_insert_with(|| empty_order(&p.order_id));
                 o.customer_id = Some(p.customer_id.clone());
                 o.currency = Some(p.currency.clone());
                 o.placed_at = Some(p.occurred_at.millis());
@@ -212,16 +219,21 @@ impl LogViews {
                         unit_price_minor: i.unit_price_minor,
                     })
                     .collect();
+                // Saturating: absurd amounts from outside must not panic the views.
+                let subtotal = p
+                    .items
+                    .iter()
+                    .fold(0i64, |a, i| a.saturating_add(i64::from(i.quantity).saturating_mul(i.unit_price_minor)));
                 o.totals = OrderTotals {
-                    subtotal_minor: p.subtotal_minor(),
+                    subtotal_minor: subtotal,
                     shipping_minor: p.shipping_minor,
                     tax_minor: p.tax_minor,
                     discount_minor: p.discount_minor,
-                    total_minor: p.total_minor(),
+                    total_minor: subtotal.saturating_add(p.shipping_minor).saturating_add(p.tax_minor).saturating_sub(p.discount_minor),
                 };
             }
             Event::OrderStatusChanged(c) => {
-                let o = s.orders.get_mut(&c.order_id).expect("inserted above");
+                let o = s.orders.entry(c.order_id.clone()).or_insert_with(|| empty_order(&c.order_id));
                 o.status = c.status.clone();
                 o.payment_status = c.payment_status.clone();
                 o.fulfillment_status = c.fulfillment_status.clone();
@@ -230,7 +242,7 @@ impl LogViews {
                 o.currency.get_or_insert_with(|| c.currency.clone());
             }
             Event::ReservationMade(r) => {
-                let o = s.orders.get_mut(&r.order_id).expect("inserted above");
+                let o = s.orders.entry(r.order_id.clone()).or_insert_with(|| empty_order(&r.order_id));
                 o.reservations = r
                     .lines
                     .iter()
@@ -522,7 +534,7 @@ impl LogViews {
             for l in o.items.iter().filter(|l| vendor.is_none_or(|v| v == l.vendor_id)) {
                 let e = by.entry(l.product_id.clone()).or_default();
                 e.0 += l.quantity;
-                e.1 += to_eur(s, l.quantity * l.unit_price_minor, cur);
+                e.1 = e.1.saturating_add(to_eur(s, l.quantity.saturating_mul(l.unit_price_minor), cur));
             }
         }
         top(by, 10)
@@ -549,7 +561,7 @@ impl AnalyticsRead for LogViews {
         let (from, to) = LogViews::window(range);
         let orders: Vec<&Order> =
             s.orders.values().filter(|o| o.placed_at.is_some_and(|t| t >= from && t < to) && COUNTED(o)).collect();
-        let gmv: i64 = orders.iter().map(|o| to_eur(&s, o.totals.total_minor, o.currency.as_deref().unwrap_or("EUR"))).sum();
+        let gmv: i64 = orders.iter().fold(0i64, |a, o| a.saturating_add(to_eur(&s, o.totals.total_minor, o.currency.as_deref().unwrap_or("EUR"))));
         let units: i64 = orders.iter().flat_map(|o| o.items.iter()).map(|l| l.quantity).sum();
         let mut cats: HashMap<String, (i64, i64)> = HashMap::new();
         for o in &orders {
@@ -558,7 +570,7 @@ impl AnalyticsRead for LogViews {
                 let c = s.products.get(&l.product_id).and_then(|p| p.category.clone()).unwrap_or_else(|| "unknown".into());
                 let e = cats.entry(c).or_default();
                 e.0 += l.quantity;
-                e.1 += to_eur(&s, l.quantity * l.unit_price_minor, cur);
+                e.1 = e.1.saturating_add(to_eur(&s, l.quantity.saturating_mul(l.unit_price_minor), cur));
             }
         }
         let returned = orders.iter().filter(|o| matches!(o.status.as_str(), "return_requested" | "returned" | "refunded")).count() as i64;
@@ -591,13 +603,13 @@ impl AnalyticsRead for LogViews {
             .values()
             .filter(|o| o.placed_at.is_some_and(|t| t >= from && t < to) && COUNTED(o) && o.items.iter().any(|l| l.vendor_id == vendor_id))
             .collect();
-        let mut gmv = 0;
+        let mut gmv = 0i64;
         let mut units = 0;
         for o in &orders {
             let cur = o.currency.as_deref().unwrap_or("EUR");
             for l in o.items.iter().filter(|l| l.vendor_id == vendor_id) {
                 units += l.quantity;
-                gmv += to_eur(&s, l.quantity * l.unit_price_minor, cur);
+                gmv = gmv.saturating_add(to_eur(&s, l.quantity.saturating_mul(l.unit_price_minor), cur));
             }
         }
         let refunds: i64 = s

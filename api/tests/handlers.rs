@@ -589,3 +589,27 @@ async fn every_route_is_in_the_openapi_document() {
         assert!(spec["components"]["schemas"].get(name).is_some(), "schema {name} is referenced but not defined");
     }
 }
+
+#[tokio::test]
+async fn absurd_amounts_do_not_crash_the_views_or_the_api() {
+    let h = harness();
+    h.views.apply(&ev(json!({"type": "ProductCreated", "product_id": "PX", "vendor_id": "V-A", "sku": "SX", "title": "Gold",
+        "description": "x", "category": "c", "brand": "b", "price_minor": 4_000_000_000_000_000_000i64, "currency": "EUR"})));
+    let mut body = order_body();
+    body["items"] = json!([{"sku": "SX", "quantity": 2_000_000_000}]);
+    let (st, _, v) = h.raw(Method::POST, "/v1/orders", Some(&h.app_key), Some(body.to_string().into_bytes()), &[("idempotency-key", "big")]).await;
+    assert_eq!((st, error_of(&v).1), (StatusCode::BAD_REQUEST, Some("items")), "the API refuses a total that overflows: {v}");
+    assert!(h.events_on("storefront.orders").is_empty());
+    // Such an order arriving on the log some other way does not crash the views.
+    h.views.apply(&ev(json!({"type": "OrderPlaced", "order_id": "o-big", "customer_id": "C1",
+        "items": [{"sku": "SX", "product_id": "PX", "vendor_id": "V-A", "quantity": 2_000_000_000, "unit_price_minor": 4_000_000_000_000_000_000i64}],
+        "currency": "EUR", "shipping_address": address(), "billing_address": address(),
+        "payment_method_token": "pm_x", "client_ip": "203.0.113.9"})));
+    let (st, _, v) = h.call(Method::GET, "/v1/orders/o-big", Some(&h.app_key), None).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(v["totals"]["total_minor"], i64::MAX, "saturated, not wrapped or panicked");
+    let (st, _, _) = h.call(Method::GET, "/v1/analytics/dashboard?range=1h", Some(&h.analyst), None).await;
+    assert_eq!(st, StatusCode::OK);
+    let (st, _, _) = h.raw(Method::GET, "/v1/orders/%FF%FE", Some(&h.app_key), None, &[]).await;
+    assert!(st == StatusCode::NOT_FOUND || st == StatusCode::BAD_REQUEST, "{st}");
+}
