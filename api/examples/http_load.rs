@@ -99,13 +99,16 @@ fn main() -> anyhow::Result<()> {
         anyhow::Ok((base, key))
     })?;
 
-    let event = json!({"type": "PageViewed", "session_id": "sess-1", "page": "/home"}).to_string();
+    let one = json!({"type": "PageViewed", "session_id": "sess-1", "page": "/home"});
+    let event = one.to_string();
+    let batch = json!({"events": vec![one; 100]}).to_string();
     let auth = format!("Authorization: Bearer {key}");
     println!("| request | requests/s | p50 | p99 | non-2xx |");
     println!("|---|---|---|---|---|");
     for (name, method, path, body) in [
         ("GET /healthz (baseline)", "GET", "/healthz", None),
         ("POST /v1/events (1 event)", "POST", "/v1/events", Some(event.as_str())),
+        ("POST /v1/events (batch of 100)", "POST", "/v1/events", Some(batch.as_str())),
         ("GET /v1/inventory/{sku}", "GET", "/v1/inventory/S1", None),
         ("GET /v1/orders/{id}", "GET", "/v1/orders/o-1", None),
         #[cfg(feature = "sinks")]
