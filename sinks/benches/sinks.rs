@@ -149,8 +149,45 @@ fn main() {
             out.push(elasticsearch(&url).await);
         }
         out.push(tantivy().await);
+        cleanup().await;
     });
     print(&out);
+}
+
+/// Drops the databases and indexes the runs created (`bench_…`), leaving the services as
+/// they were.
+async fn cleanup() {
+    if let Some(base) = env("STOREFLOW_TEST_POSTGRES") {
+        use sqlx::{Connection, Row as _};
+        if let Ok(mut c) = sqlx::PgConnection::connect(&base).await {
+            let names: Vec<String> = sqlx::query("SELECT datname FROM pg_database WHERE datname LIKE 'bench\\_%'")
+                .fetch_all(&mut c)
+                .await
+                .map(|rows| rows.iter().map(|r| r.get::<String, _>(0)).collect())
+                .unwrap_or_default();
+            for n in names {
+                let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {n} WITH (FORCE)"))).execute(&mut c).await;
+            }
+        }
+    }
+    if let Some(url) = env("STOREFLOW_TEST_CLICKHOUSE") {
+        let client = clickhouse::Client::default().with_url(&url);
+        let names: Vec<String> = client.query("SELECT name FROM system.databases WHERE startsWith(name, 'bench_')").fetch_all().await.unwrap_or_default();
+        for n in names {
+            let _ = client.query(&format!("DROP DATABASE IF EXISTS `{n}` SYNC")).execute().await;
+        }
+    }
+    if let Some(url) = env("STOREFLOW_TEST_ELASTICSEARCH") {
+        let Ok(transport) = elasticsearch::http::transport::Transport::single_node(&url) else { return };
+        let es = elasticsearch::Elasticsearch::new(transport);
+        let names: Vec<String> = match es.cat().indices(elasticsearch::cat::CatIndicesParts::Index(&["bench_*"])).format("json").send().await {
+            Ok(r) => r.json::<Vec<serde_json::Value>>().await.unwrap_or_default().iter().filter_map(|i| i["index"].as_str().map(str::to_string)).collect(),
+            Err(_) => Vec::new(),
+        };
+        for n in names {
+            let _ = es.indices().delete(elasticsearch::indices::IndicesDeleteParts::Index(&[&n])).send().await;
+        }
+    }
 }
 
 async fn pg_database(base: &str) -> String {
