@@ -177,18 +177,54 @@ pub struct OrderPlaced {
     pub client_ip: String,
 }
 
+/// The largest amount an order may carry, in minor units (10¹⁵: ten trillion euros' worth of
+/// cents). Far above any real order, far below where sums and commission products overflow.
+pub const MAX_ORDER_MINOR: i64 = 1_000_000_000_000_000;
+
 impl OrderPlaced {
-    /// Sum of the lines: quantity × unit price.
+    /// Sum of the lines: quantity × unit price (saturating; [`OrderPlaced::check_amounts`]
+    /// refuses orders where that matters).
     pub fn subtotal_minor(&self) -> i64 {
         self.items
             .iter()
-            .map(|i| i64::from(i.quantity) * i.unit_price_minor)
-            .sum()
+            .map(|i| i64::from(i.quantity).saturating_mul(i.unit_price_minor))
+            .fold(0i64, i64::saturating_add)
     }
 
-    /// What the customer pays: subtotal + shipping + tax − discount.
+    /// What the customer pays: subtotal + shipping + tax − discount (saturating).
     pub fn total_minor(&self) -> i64 {
-        self.subtotal_minor() + self.shipping_minor + self.tax_minor - self.discount_minor
+        self.subtotal_minor().saturating_add(self.shipping_minor).saturating_add(self.tax_minor).saturating_sub(self.discount_minor)
+    }
+
+    /// Whether the amounts make an order that can be processed: at least one line, positive
+    /// quantities, no negative price, shipping, tax or discount, and every line and the
+    /// total within [`MAX_ORDER_MINOR`]. The error names the field.
+    pub fn check_amounts(&self) -> Result<(), String> {
+        if self.items.is_empty() {
+            return Err("items: an order needs at least one line".into());
+        }
+        for (n, i) in self.items.iter().enumerate() {
+            if i.quantity <= 0 {
+                return Err(format!("items[{n}].quantity: {} is not a positive quantity", i.quantity));
+            }
+            if !(0..=MAX_ORDER_MINOR).contains(&i.unit_price_minor) {
+                return Err(format!("items[{n}].unit_price_minor: {} is outside 0..={MAX_ORDER_MINOR}", i.unit_price_minor));
+            }
+        }
+        for (field, v) in [("shipping_minor", self.shipping_minor), ("tax_minor", self.tax_minor), ("discount_minor", self.discount_minor)] {
+            if !(0..=MAX_ORDER_MINOR).contains(&v) {
+                return Err(format!("{field}: {v} is outside 0..={MAX_ORDER_MINOR}"));
+            }
+        }
+        let subtotal = self.subtotal_minor();
+        if subtotal > MAX_ORDER_MINOR {
+            return Err(format!("items: the lines add up to more than {MAX_ORDER_MINOR} minor units"));
+        }
+        let total = self.total_minor();
+        if !(0..=MAX_ORDER_MINOR).contains(&total) {
+            return Err(format!("total: {total} minor units is outside 0..={MAX_ORDER_MINOR}"));
+        }
+        Ok(())
     }
 }
 

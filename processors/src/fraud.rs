@@ -330,6 +330,7 @@ impl Processor for Fraud {
         let w = &self.0.weights;
         match &input.value {
             Event::OrderPlaced(o) => {
+                o.check_amounts().map_err(ProcessError::permanent)?;
                 let now = o.occurred_at.millis();
                 let mut reasons = Vec::new();
                 let (bill, ship) = (&o.billing_address.country, &o.shipping_address.country);

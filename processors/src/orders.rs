@@ -605,6 +605,7 @@ impl Processor for Orders {
     fn process(&mut self, input: &Input<Event>, ctx: &mut Ctx<'_, Event>) -> Result<(), ProcessError> {
         let e = &input.value;
         if let Event::OrderPlaced(p) = e {
+            p.check_amounts().map_err(ProcessError::permanent)?;
             if let Some(existing) = ctx.store::<OrderState>("orders").get(&p.order_id)? {
                 if existing.seen.contains(&p.event_id) {
                     return Ok(());
@@ -755,6 +756,9 @@ mod tests {
             self.d.pipe(e.into());
         }
         fn place(&mut self, skus: &[(&str, i32)]) {
+            self.place_priced(skus, 1000);
+        }
+        fn place_priced(&mut self, skus: &[(&str, i32)], unit_price_minor: i64) {
             let (event_id, occurred_at) = (id(&mut self.n), self.tick());
             self.pipe(OrderPlaced {
                 event_id,
@@ -765,7 +769,7 @@ mod tests {
                 customer_since: None,
                 items: skus
                     .iter()
-                    .map(|(s, q)| OrderItem { sku: s.to_string(), product_id: format!("p-{s}"), vendor_id: "v-1".into(), quantity: *q, unit_price_minor: 1000 })
+                    .map(|(s, q)| OrderItem { sku: s.to_string(), product_id: format!("p-{s}"), vendor_id: "v-1".into(), quantity: *q, unit_price_minor })
                     .collect(),
                 currency: "EUR".into(),
                 shipping_address: addr("DE"),
@@ -1076,6 +1080,21 @@ mod tests {
         assert_eq!(r.dead(), 0, "a redelivered event was treated as new");
         r.pipe(ShipmentShipped { order_id: "o-404".into(), ..ship });
         assert_eq!(r.d.dlq(Topic::Fulfillment.name())[0].reason, "unknown order o-404: nothing was placed under that id");
+    }
+
+    #[test]
+    fn an_order_whose_amounts_overflow_goes_to_the_dlq_and_places_nothing() {
+        let mut r = Run::new();
+        // 3 × i64::MAX / 2 overflows a 64-bit subtotal: refused, not wrapped, not a panic.
+        r.place_priced(&[("A", 3)], i64::MAX / 2);
+        assert_eq!(r.status(), "", "nothing was placed");
+        let dlq = r.d.dlq(Topic::Orders.name());
+        assert_eq!(dlq.len(), 1);
+        assert!(dlq[0].reason.contains("items[0].unit_price_minor"), "{}", dlq[0].reason);
+        assert!(r.d.outputs::<Event>(Topic::InventoryCommands.name()).is_empty(), "no stock was asked for");
+        // An ordinary order afterwards goes through.
+        r.place(&[("A", 1)]);
+        assert_eq!(r.status(), "placed");
     }
 
     #[test]

@@ -323,6 +323,7 @@ impl Processor for Recommendations {
                 self.on_view(&c.session_id, &c.product_id, &category, 2.0, c.occurred_at.millis(), ctx)
             }
             Event::OrderPlaced(o) => {
+                o.check_amounts().map_err(ProcessError::permanent)?;
                 let t = o.occurred_at.millis();
                 let mut products: Vec<&str> = o.items.iter().map(|i| i.product_id.as_str()).collect();
                 products.sort();

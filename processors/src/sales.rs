@@ -181,6 +181,7 @@ impl Processor for Sales {
         let keep = self.config.keep_days * 86_400_000;
         match &input.value {
             Event::OrderPlaced(o) => {
+                o.check_amounts().map_err(ProcessError::permanent)?;
                 let mut split = OrderSplit { currency: o.currency.clone(), vendors: BTreeMap::new() };
                 for i in &o.items {
                     let e = split.vendors.entry(i.vendor_id.clone()).or_default();
