@@ -44,6 +44,9 @@ pub struct Config {
     /// The sinks, `[sinks]` (see docs/SINKS.md). `data_dir` empty: `<data_dir>/sinks`. A
     /// store named here wins over `[postgres]`, `[clickhouse]` and `[elasticsearch]`.
     pub sinks: storeflow_sinks::SinksConfig,
+    /// The HTTP API, `[api]`: body and batch limits, per-key rate, public reads (see
+    /// docs/API.md). It listens on `listen`.
+    pub api: storeflow_api::ApiConfig,
 }
 
 /// `[runtime]`: how processors run.
@@ -91,6 +94,7 @@ impl Default for Config {
             runtime: RuntimeSettings::default(),
             processors: Default::default(),
             sinks: storeflow_sinks::SinksConfig { data_dir: PathBuf::new(), ..storeflow_sinks::SinksConfig::default() },
+            api: storeflow_api::ApiConfig::default(),
         }
     }
 }

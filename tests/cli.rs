@@ -191,3 +191,69 @@ fn demo_lands_the_traffic_in_the_embedded_sinks_and_their_counts_agree_with_the_
     assert!(out.contains("Not running yet in this build: the HTTP API."), "{out}");
     assert!(!out.contains("sinks and the HTTP API"), "{out}");
 }
+
+/// One HTTP/1.1 request over a plain socket; returns the status code and the body.
+fn http(port: u16, method: &str, path: &str, key: Option<&str>, body: Option<&str>) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    let auth = key.map(|k| format!("Authorization: Bearer {k}\r\n")).unwrap_or_default();
+    let body = body.unwrap_or("");
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    let code = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Ok((code, body))
+}
+
+#[test]
+fn run_serves_the_http_api_with_a_fresh_admin_key_and_stops_cleanly_on_ctrl_c() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_storeflow"))
+        .arg("run")
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("STOREFLOW__LISTEN", format!("127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while http(port, "GET", "/healthz", None, None).map(|r| r.0).ok() != Some(200) {
+        assert!(child.try_wait().unwrap().is_none(), "storeflow run exited early");
+        assert!(std::time::Instant::now() < deadline, "no /healthz within 2 minutes");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let key_file = dir.path().join("data/admin.key");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777, 0o600, "admin.key is readable by others");
+    let key = std::fs::read_to_string(&key_file).unwrap().trim().to_string();
+    let event = storeflow(&["schemas", "example", "ProductViewed"], dir.path());
+    let event = String::from_utf8_lossy(&event.stdout).to_string();
+    assert_eq!(http(port, "POST", "/v1/events", None, Some(&event)).unwrap().0, 401, "a write without a key");
+    let (code, body) = http(port, "POST", "/v1/events", Some(&key), Some(&event)).unwrap();
+    assert_eq!(code, 202, "{body}");
+    assert!(body.contains("\"accepted\":1"), "{body}");
+    let (code, body) = http(port, "POST", "/v1/events", Some(&key), Some(&event.replace("\"occurred_at\"", "\"occured_at\""))).unwrap();
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("occured_at"), "the error names the field: {body}");
+    let (code, spec) = http(port, "GET", "/openapi.json", None, None).unwrap();
+    assert_eq!(code, 200);
+    assert!(spec.contains("/v1/orders"), "{spec}");
+
+    // Ctrl-C: the API drains, the processors and sinks commit, the process exits 0.
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+    let out = child.wait_with_output().unwrap();
+    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{all}");
+    assert!(all.contains(&format!("HTTP API on http://127.0.0.1:{port}")), "{all}");
+    assert!(all.contains("Admin API key, shown once"), "{all}");
+}

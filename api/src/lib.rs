@@ -64,7 +64,7 @@ pub use read::Reads;
 pub use views::LogViews;
 
 /// `[api]` settings.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApiConfig {
     /// Largest request body, bytes (413 past it).

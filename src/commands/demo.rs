@@ -141,7 +141,7 @@ pub fn run(b: &Backends, config: &Config, traffic: &Traffic) -> anyhow::Result<(
     pipeline.stop()?;
     sinks::print_summary(&sinks, &stored_before, &published.summary)?;
     sinks.stop()?;
-    println!("Not running yet in this build: the HTTP API.");
+    println!("The HTTP API serves these results with `storeflow run` (http://{}, docs/API.md).", config.listen);
     Ok(())
 }
 

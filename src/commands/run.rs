@@ -1,7 +1,9 @@
 //! `storeflow run` and `storeflow process`: open the backends, start the processors (and,
-//! for `run`, the sinks), and serve until Ctrl-C.
+//! for `run`, the sinks and the HTTP API on `listen`), and serve until Ctrl-C.
 
 use std::sync::Arc;
+
+use anyhow::Context;
 
 use storeflow_processors::metrics::Metrics;
 
@@ -42,13 +44,47 @@ pub fn run(b: &Backends, config: &Config, only: &[String], sinks: bool) -> anyho
         Some(_) => println!("Sinks: all disabled in [sinks]."),
         None => {}
     }
-    println!("Not running yet in this build: the HTTP API. Press Ctrl-C to stop.");
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    rt.block_on(tokio::signal::ctrl_c())?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    if !sinks {
+        // `storeflow process`: processors only, no listener (several may share a host).
+        println!("Press Ctrl-C to stop.");
+        rt.block_on(tokio::signal::ctrl_c())?;
+        println!("stopping: committing and handing partitions back");
+        return pipeline.stop();
+    }
+    // The HTTP API: writes go to the log; reads come from the sinks and from views of the
+    // processors' outputs.
+    let api_metrics = storeflow_api::ApiMetrics::register(&mut registry);
+    let (keys, new_admin) = storeflow_api::KeyStore::open(&config.data_dir)?;
+    let views = storeflow_api::LogViews::start(b.log.clone(), b.codec.clone())?;
+    let mut reads = views.reads();
+    if let Some(s) = &running_sinks {
+        reads = storeflow_api::sinks_adapter::with_sinks(reads, s.read_model(), s.search(), s.analytics());
+    }
+    let state = storeflow_api::ApiState::new(config.api.clone(), b.log.clone(), b.codec.clone(), keys, reads, Arc::new(registry), api_metrics)?;
+    let served = rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding the HTTP API to {} (`listen` / STOREFLOW__LISTEN)", config.listen))?;
+        println!("HTTP API on http://{} (OpenAPI: /openapi.json; docs/API.md).", listener.local_addr()?);
+        if let Some(k) = &new_admin {
+            println!(
+                "Admin API key, shown once (also in {}, mode 0600): {k}",
+                storeflow_api::auth::admin_key_path(&config.data_dir).display()
+            );
+        }
+        println!("Press Ctrl-C to stop.");
+        storeflow_api::serve(listener, state, async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .context("serving the HTTP API")
+    });
+    views.stop();
     println!("stopping: committing and handing partitions back");
     let processors = pipeline.stop();
     if let Some(s) = running_sinks {
         s.stop()?;
     }
-    processors
+    served.and(processors)
 }
