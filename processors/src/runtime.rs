@@ -375,6 +375,7 @@ impl RebalanceListener for Listener {
             match s.open_task(p) {
                 Ok(t) => {
                     tasks.insert(p, t);
+                    s.unopened.lock().remove(&p);
                 }
                 Err(e) => {
                     tracing::error!(processor = s.name, partition = p, error = %e, "could not start a task; retrying, its records wait");
@@ -545,6 +546,11 @@ fn run(
             let now = Instant::now();
             let retry: Vec<u32> = shared.unopened.lock().iter().filter(|(_, at)| **at <= now).map(|(p, _)| *p).collect();
             for p in retry {
+                if shared.tasks.lock().contains_key(&p) {
+                    // A rebalance opened it meanwhile.
+                    shared.unopened.lock().remove(&p);
+                    continue;
+                }
                 match shared.open_task(p) {
                     Ok(t) => {
                         shared.tasks.lock().insert(p, t);
