@@ -188,8 +188,8 @@ fn demo_lands_the_traffic_in_the_embedded_sinks_and_their_counts_agree_with_the_
         agree(what);
     }
     assert!(dir.path().join("data/sinks/read_model.sqlite").is_file());
-    assert!(out.contains("Not running yet in this build: the HTTP API."), "{out}");
-    assert!(!out.contains("sinks and the HTTP API"), "{out}");
+    assert!(out.contains("The HTTP API serves these results with `storeflow run`"), "{out}");
+    assert!(!out.contains("Not running yet"), "{out}");
 }
 
 /// One HTTP/1.1 request over a plain socket; returns the status code and the body.
