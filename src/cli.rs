@@ -71,7 +71,11 @@ pub struct Traffic {
 /// What to do.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run storeflow: the log, then everything built on it, until Ctrl-C.
+    /// Run storeflow: the log, the processors, the sinks and the HTTP API, until Ctrl-C.
+    ///
+    /// The API listens on `--listen` (default 127.0.0.1:8080; OpenAPI at /openapi.json). On a
+    /// fresh data dir it prints one admin API key, once, and writes it to
+    /// <data-dir>/admin.key (mode 0600).
     Run(Place),
 
     /// Run storeflow on simulated storefront traffic, then show what flowed through it.
