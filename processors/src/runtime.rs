@@ -770,7 +770,6 @@ impl GlobalReader {
     }
 }
 
-/// Moves the consumer back to the committed offsets of task `p`'s input partitions.
 /// Rewinds task `p`'s inputs to its last commit; if that fails (a transient broker error),
 /// the task is dropped and reopened shortly, which rewinds again — never processes on from
 /// a position that does not match its state.
@@ -784,6 +783,7 @@ fn reopen_on_rewind_failure(shared: &Shared, consumer: &mut dyn storeflow_ingest
     }
 }
 
+/// Moves the consumer back to the committed offsets of task `p`'s input partitions.
 fn rewind_inputs(shared: &Shared, consumer: &mut dyn storeflow_ingest::Consumer, inputs: &[String], p: u32) -> Result<()> {
     let tps: Vec<TopicPartition> = inputs.iter().map(|t| TopicPartition::new(t, p)).collect();
     let committed = shared.log.committed_offsets(&shared.group(), &tps)?;
