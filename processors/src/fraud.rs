@@ -188,20 +188,16 @@ pub struct Fraud(FraudConfig);
 /// A short, stable fingerprint (FNV-1a) — enough to count distinct values, never reversible
 /// to the token.
 fn fingerprint(parts: &[&str]) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in parts.iter().flat_map(|p| p.bytes().chain(std::iter::once(0x1f))) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{h:016x}")
+    format!("{:016x}", fingerprint_hash(parts))
+}
+
+fn fingerprint_hash(parts: &[&str]) -> u64 {
+    crate::ids::fnv1a(0xcbf2_9ce4_8422_2325, 0x1f, parts)
 }
 
 fn fresh_id(t: i64, parts: &[&str]) -> String {
-    let h = u64::from_str_radix(&fingerprint(parts), 16).unwrap_or(0);
-    let mut b = [0u8; 16];
-    b[..8].copy_from_slice(&h.to_be_bytes());
-    b[8..].copy_from_slice(&(t as u64 ^ h.rotate_left(7)).to_be_bytes());
-    uuid::Builder::from_random_bytes(b).into_uuid().to_string()
+    // The fingerprint's hash, without formatting it to hex and parsing it back.
+    crate::ids::event_id_from_hash(fingerprint_hash(parts), 7, t)
 }
 
 impl Fraud {

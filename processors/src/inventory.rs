@@ -118,16 +118,7 @@ fn key(sku: &str, warehouse: &str) -> String {
 }
 
 fn new_id(ctx_time: i64, parts: &[&str]) -> String {
-    // Deterministic: the same input always makes the same output id (replays dedup).
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for p in parts.iter().flat_map(|p| p.bytes().chain(std::iter::once(0))) {
-        h ^= u64::from(p);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    let mut b = [0u8; 16];
-    b[..8].copy_from_slice(&h.to_be_bytes());
-    b[8..].copy_from_slice(&(ctx_time as u64 ^ h.rotate_left(17)).to_be_bytes());
-    uuid::Builder::from_random_bytes(b).into_uuid().to_string()
+    crate::ids::derived_event_id(0xcbf2_9ce4_8422_2325, 17, ctx_time, parts)
 }
 
 impl Inventory {

@@ -11,6 +11,7 @@ pub mod ctx;
 pub mod dlq;
 pub mod driver;
 pub mod fraud;
+mod ids;
 pub mod inventory;
 pub mod metrics;
 pub mod orders;

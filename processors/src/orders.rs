@@ -171,15 +171,7 @@ pub struct OrderState {
 pub struct Orders(OrdersConfig);
 
 fn fresh_id(t: i64, parts: &[&str]) -> String {
-    let mut h: u64 = 0x8422_2325_cbf2_9ce4;
-    for b in parts.iter().flat_map(|p| p.bytes().chain(std::iter::once(0))) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    let mut b = [0u8; 16];
-    b[..8].copy_from_slice(&h.to_be_bytes());
-    b[8..].copy_from_slice(&(t as u64 ^ h.rotate_left(29)).to_be_bytes());
-    uuid::Builder::from_random_bytes(b).into_uuid().to_string()
+    crate::ids::derived_event_id(0x8422_2325_cbf2_9ce4, 29, t, parts)
 }
 
 fn illegal(o: &OrderState, what: &str) -> ProcessError {
