@@ -3,8 +3,8 @@
 //! effects come back through the API: reserved then confirmed, stock moved, the sale in
 //! the vendor's report and stream, the dashboard's totals.
 //!
-//! (The same flow on the real services needs the sinks adapters wired by the binary; see
-//! docs/API.md.)
+//! The same flow on the real services (Kafka, Postgres, ClickHouse, Elasticsearch) is
+//! `e2e_services.rs`.
 
 #[path = "common/client.rs"]
 mod client;

@@ -1,9 +1,8 @@
 //! End to end with the sinks (feature `sinks`): the API, every processor and the sinks'
 //! embedded twins (SQLite read model, tantivy search, Parquet + DataFusion analytics) on
 //! the embedded log. Orders, stock and products come from the read model, search from the
-//! index, the dashboard from analytics. Against the real services (Postgres,
-//! Elasticsearch, ClickHouse) the same test needs SinksConfig pointed at them — not wired
-//! here yet.
+//! index, the dashboard from analytics. The same reads on the real services (Kafka,
+//! Postgres, Elasticsearch, ClickHouse) are `e2e_services.rs`.
 //!
 //! `cargo test -p storeflow-api --features sinks --test e2e_sinks`
 

@@ -1,0 +1,272 @@
+//! End to end on the real services (feature `sinks`): the API on a bound port, every
+//! processor on Apache Kafka, the read model on Postgres, analytics on ClickHouse and search
+//! on Elasticsearch — the flow of `e2e.rs`, with each read answered by the store that
+//! serves it in production.
+//!
+//! The contract topics on the test broker are shared with other tests, so everything here
+//! is named after a fresh tag (app id, vendor, product, sku, customer) and gets its own
+//! Postgres database, ClickHouse database and Elasticsearch index, dropped at the end. The
+//! dashboard is global: the test waits until the pipeline is idle, reads it, and checks
+//! that the order moves its totals by exactly the order's amount.
+//!
+//! `scripts/services up kafka postgres clickhouse elasticsearch && eval "$(scripts/services env)"`
+//! `cargo test -p storeflow-api --features sinks --test e2e_services`
+
+#![cfg(feature = "sinks")]
+
+#[path = "common/client.rs"]
+mod client;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use client::{Client, address, now};
+use serde_json::{Value, json};
+use storeflow_api::{ApiConfig, ApiMetrics, ApiState, KeyStore, LogViews};
+use storeflow_avro::Codec;
+use storeflow_ingest::contract::service_address;
+use storeflow_ingest::publish::contract_topics;
+use storeflow_ingest::{KafkaLog, KafkaSettings, Log};
+use storeflow_processors::metrics::Metrics;
+use storeflow_processors::{Runtime, RuntimeConfig, StateBackend};
+use storeflow_sinks::analytics::config::ClickHouseConfig;
+use storeflow_sinks::search::config::ElasticsearchConfig;
+use storeflow_sinks::{Sinks, SinksConfig};
+
+/// How long a step may take: the processors and sinks of a fresh app first work through
+/// whatever earlier tests left on the shared topics.
+const PATIENCE: Duration = Duration::from_secs(180);
+
+/// The four services, or `None` (skipped outside CI) when one is missing.
+struct Services {
+    kafka: String,
+    postgres: String,
+    clickhouse: String,
+    elasticsearch: String,
+}
+
+impl Services {
+    fn from_env() -> Option<Services> {
+        Some(Services {
+            kafka: service_address("STOREFLOW_TEST_KAFKA", "Apache Kafka")?,
+            postgres: service_address("STOREFLOW_TEST_POSTGRES", "Postgres")?,
+            clickhouse: service_address("STOREFLOW_TEST_CLICKHOUSE", "ClickHouse")?,
+            elasticsearch: service_address("STOREFLOW_TEST_ELASTICSEARCH", "Elasticsearch")?,
+        })
+    }
+}
+
+/// The test's own Postgres database, ClickHouse database and Elasticsearch index; dropped
+/// when the guard goes, whether the test passed or not.
+struct Stores {
+    services: Services,
+    name: String,
+    postgres_url: String,
+}
+
+async fn postgres_exec(url: &str, sql: String) -> Result<(), sqlx::Error> {
+    use sqlx::Connection;
+    let mut c = sqlx::PgConnection::connect(url).await?;
+    sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut c).await.map(|_| ())
+}
+
+impl Stores {
+    async fn create(services: Services, name: &str) -> Stores {
+        postgres_exec(&services.postgres, format!("CREATE DATABASE {name}")).await.expect("create the test's Postgres database");
+        let (prefix, _) = services.postgres.rsplit_once('/').expect("a database in STOREFLOW_TEST_POSTGRES");
+        let postgres_url = format!("{prefix}/{name}");
+        Stores { services, name: name.to_string(), postgres_url }
+    }
+
+    fn config(&self, data_dir: &std::path::Path, app: &str) -> SinksConfig {
+        let mut c = SinksConfig::embedded(data_dir).with_postgres(&self.postgres_url);
+        c.app = app.to_string();
+        c.analytics.clickhouse = Some(ClickHouseConfig { url: self.services.clickhouse.clone(), database: self.name.clone(), ..ClickHouseConfig::default() });
+        c.search.elasticsearch = Some(ElasticsearchConfig { url: self.services.elasticsearch.clone(), index: self.name.clone(), ..ElasticsearchConfig::default() });
+        c
+    }
+}
+
+impl Drop for Stores {
+    fn drop(&mut self) {
+        let s = &self.services;
+        let (pg, ch, es, name) = (s.postgres.clone(), s.clickhouse.clone(), s.elasticsearch.clone(), self.name.clone());
+        // On its own thread: the guard may be dropped inside a runtime.
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async move {
+                let _ = postgres_exec(&pg, format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
+                let http = reqwest::Client::new();
+                let _ = http.post(ch).body(format!("DROP DATABASE IF EXISTS {name} SYNC")).send().await;
+                let _ = http.delete(format!("{es}/{name}")).send().await;
+            })
+        })
+        .join();
+    }
+}
+
+/// Sum of every `storeflow_*_lag` gauge on `/metrics` (processors' and sinks'), and how many
+/// partitions report one.
+async fn lag(c: &Client) -> (i64, usize) {
+    let text = c.http.get(format!("{}/metrics", c.base)).send().await.unwrap().text().await.unwrap();
+    let gauges: Vec<i64> = text
+        .lines()
+        .filter(|l| l.starts_with("storeflow_processor_lag{") || l.starts_with("storeflow_sink_lag{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (gauges.iter().sum(), gauges.len())
+}
+
+/// Waits until the processors and sinks have nothing left to do and the dashboard stops
+/// changing, and returns it.
+async fn settled_dashboard(c: &Client, key: &str, path: &str) -> Value {
+    let start = Instant::now();
+    let mut last = Value::Null;
+    loop {
+        let (lagging, partitions) = lag(c).await;
+        let (status, d) = c.get(path, key).await;
+        if status == 200 && lagging == 0 && partitions > 0 && d["orders"] == last["orders"] && d["gmv_eur_minor"] == last["gmv_eur_minor"] {
+            return d;
+        }
+        assert!(start.elapsed() < PATIENCE, "the pipeline never settled: lag {lagging} over {partitions} partitions, dashboard {status} {d}");
+        last = d;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+async fn eventually(c: &Client, path: &str, key: &str, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
+    let start = Instant::now();
+    loop {
+        let (status, v) = c.get(path, key).await;
+        if status == 200 && ok(&v) {
+            return v;
+        }
+        assert!(start.elapsed() < PATIENCE, "{what}: still {status} {v} after {PATIENCE:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn eid() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+fn i(v: &Value) -> i64 {
+    v.as_i64().unwrap_or_else(|| panic!("not an integer: {v}"))
+}
+
+#[test]
+fn an_order_placed_over_http_on_kafka_shows_in_postgres_elasticsearch_clickhouse_and_the_vendor_stream() {
+    let Some(services) = Services::from_env() else { return };
+    let tag = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
+    let (app_id, vendor, product, sku, customer) = (format!("e2e{tag}"), format!("V-{tag}"), format!("P-{tag}"), format!("S-{tag}"), format!("C-{tag}"));
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let stores = rt.block_on(Stores::create(services, &format!("api_e2e_{tag}")));
+
+    let log: Arc<dyn Log> = Arc::new(KafkaLog::connect(KafkaSettings::new(&stores.services.kafka)).expect("connect to Kafka"));
+    log.create_topics(&contract_topics(None)).unwrap();
+    let codec = Arc::new(Codec::embedded().unwrap());
+    let mut registry = prometheus_client::registry::Registry::default();
+    let pmetrics = Arc::new(Metrics::register(&mut registry));
+    let rc = RuntimeConfig { app: app_id.clone(), state: StateBackend::Memory, ..RuntimeConfig::default() };
+    let runtimes: Vec<Runtime> = storeflow_processors::registry()
+        .iter()
+        .map(|reg| Runtime::spawn((reg.build)(&Value::Null).unwrap(), log.clone(), codec.clone(), rc.clone(), pmetrics.clone()).unwrap())
+        .collect();
+    let sinks = Sinks::start(log.clone(), codec.clone(), stores.config(&dir.path().join("sinks"), &app_id), &mut registry).expect("start the sinks on the real stores");
+
+    let views = rt.block_on(async { LogViews::start(log.clone(), codec.clone()) }).unwrap();
+    let reads = storeflow_api::sinks_adapter::with_sinks(views.reads(), sinks.read_model(), sinks.search(), sinks.analytics());
+    let (keys, admin) = KeyStore::open(dir.path()).unwrap();
+    let admin = admin.unwrap();
+    let metrics = ApiMetrics::register(&mut registry);
+    let state = ApiState::new(ApiConfig::default(), log.clone(), codec.clone(), keys, reads, Arc::new(registry), metrics).unwrap();
+
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(storeflow_api::serve(listener, state, std::future::pending()));
+        let c = Client { http: reqwest::Client::new(), base };
+        let app = c.new_key(&admin, "app").await;
+        let vendor_key = c.new_key(&admin, &format!("vendor:{vendor}")).await;
+        let analyst = c.new_key(&admin, "analyst").await;
+        eventually(&c, "/readyz", &app, "ready (Kafka, Postgres, ClickHouse and Elasticsearch reachable)", |_| true).await;
+
+        let (st, v) = c
+            .post("/v1/events", &app, json!({"events": [
+                {"type": "VendorOnboarded", "event_id": eid(), "occurred_at": now(), "vendor_id": vendor, "name": "Acme", "country": "DE", "plan": "pro", "payout_currency": "EUR"},
+                {"type": "ProductCreated", "event_id": eid(), "occurred_at": now(), "product_id": product, "vendor_id": vendor, "sku": sku, "title": "Studio headphones", "description": "Closed-back",
+                 "category": "electronics/audio", "brand": "Acme", "price_minor": 4999, "currency": "EUR"},
+                {"type": "StockReceived", "event_id": eid(), "occurred_at": now(), "sku": sku, "warehouse_id": "wh-de-berlin", "quantity": 10}
+            ]}))
+            .await;
+        assert_eq!((st, v["accepted"].as_u64()), (202, Some(3)), "{v}");
+        let p = eventually(&c, &format!("/v1/products/{product}"), &app, "the product in Postgres", |v| v["price_minor"] == 4999).await;
+        assert_eq!(p["vendor_id"], vendor.as_str());
+        eventually(&c, &format!("/v1/inventory/{sku}"), &app, "the stock in Postgres", |v| v["available"] == 10).await;
+
+        // Search on Elasticsearch: a typo finds the product (scoped to the vendor, as the
+        // shared topics may carry other headphones), with facets.
+        let found = eventually(&c, &format!("/v1/search?q=headphnes&vendor={vendor}&in_stock=true"), &app, "found in Elasticsearch by a typo", |v| v["total"] == 1).await;
+        assert_eq!(found["hits"][0]["product_id"], product.as_str());
+        assert!(found["facets"]["brands"].as_array().is_some_and(|b| !b.is_empty()), "{found}");
+
+        let dashboard = "/v1/analytics/dashboard?range=30d";
+        let before = settled_dashboard(&c, &analyst, dashboard).await;
+
+        let mut stream = c.http.get(format!("{}/v1/vendors/{vendor}/sales/stream", c.base)).bearer_auth(&vendor_key).send().await.unwrap();
+        assert_eq!(stream.status().as_u16(), 200);
+
+        let order = json!({"customer_id": customer, "items": [{"sku": sku, "quantity": 2}], "currency": "EUR",
+            "shipping_address": address(), "payment_method_token": "pm_card_visa", "client_ip": "198.51.100.77"});
+        let (st, placed) = c.send(reqwest::Method::POST, "/v1/orders", &app, Some(order), Some(&format!("e2e-services-{tag}"))).await;
+        assert_eq!(st, 202, "{placed}");
+        let id = placed["order_id"].as_str().unwrap().to_string();
+
+        let o = eventually(&c, &format!("/v1/orders/{id}"), &app, "the order reserved in Postgres", |v| v["status"] == "reserved").await;
+        assert_eq!(o["totals"]["total_minor"], 9998);
+        assert_eq!(o["reservations"][0]["quantity"], 2);
+        let inv = eventually(&c, &format!("/v1/inventory/{sku}"), &app, "the stock reserved in Postgres", |v| v["reserved"] == 2).await;
+        assert_eq!((i(&inv["on_hand"]), i(&inv["available"])), (10, 8));
+
+        let (st, v) = c
+            .post("/v1/events", &app, json!({"type": "PaymentAuthorized", "event_id": eid(), "occurred_at": now(), "order_id": id,
+                "payment_id": format!("pay_{tag}"), "amount_minor": 9998, "currency": "EUR", "provider": "stripe"}))
+            .await;
+        assert_eq!(st, 202, "{v}");
+        let o = eventually(&c, &format!("/v1/orders/{id}"), &app, "the order confirmed in Postgres", |v| v["status"] == "confirmed").await;
+        let history: Vec<&str> = o["history"].as_array().unwrap().iter().map(|e| e["event_type"].as_str().unwrap()).collect();
+        for t in ["OrderPlaced", "ReservationMade", "PaymentAuthorized", "FraudScored", "OrderStatusChanged"] {
+            assert!(history.contains(&t), "{t} missing from the order's history in Postgres: {history:?}");
+        }
+
+        // The sale: the vendor's report and stream (processor outputs on Kafka), the
+        // vendor's performance and the dashboard (ClickHouse).
+        let report = eventually(&c, &format!("/v1/vendors/{vendor}/sales?granularity=hour"), &vendor_key, "the sale in the vendor's report", |v| {
+            v["buckets"].as_array().is_some_and(|b| b.iter().map(|b| b["gmv_minor"].as_i64().unwrap_or(0)).sum::<i64>() == 9998)
+        })
+        .await;
+        assert_eq!(report["buckets"][0]["units"], 2);
+        let chunk = tokio::time::timeout(Duration::from_secs(60), stream.chunk()).await.expect("an SSE message within 60 s").unwrap().unwrap();
+        let text = String::from_utf8_lossy(&chunk);
+        assert!(text.contains("event: sales") && text.contains("\"gmv_minor\":9998"), "{text}");
+        let perf = eventually(&c, &format!("/v1/analytics/vendors/{vendor}?range=1h"), &vendor_key, "the vendor's performance in ClickHouse", |v| v["gmv_eur_minor"] == 9998).await;
+        assert_eq!(perf["orders"], 1, "{perf}");
+        let after = eventually(&c, dashboard, &analyst, "the dashboard moved by the order", |d| i(&d["orders"]) > i(&before["orders"])).await;
+        assert_eq!(i(&after["orders"]) - i(&before["orders"]), 1, "before {before}\nafter {after}");
+        assert_eq!(i(&after["gmv_eur_minor"]) - i(&before["gmv_eur_minor"]), 9998, "before {before}\nafter {after}");
+        assert_eq!(i(&after["units"]) - i(&before["units"]), 2, "before {before}\nafter {after}");
+
+        // Another vendor's key sees nothing of it.
+        let other = c.new_key(&admin, "vendor:V-someone-else").await;
+        assert_eq!(c.get(&format!("/v1/vendors/{vendor}/sales"), &other).await.0, 403);
+        assert_eq!(c.get(&format!("/v1/analytics/vendors/{vendor}"), &other).await.0, 403);
+        drop(stream);
+    });
+    rt.shutdown_timeout(Duration::from_secs(5));
+    views.stop();
+    sinks.stop().unwrap();
+    for r in runtimes {
+        r.stop().unwrap();
+    }
+    drop(stores);
+}
