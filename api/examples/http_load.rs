@@ -5,7 +5,10 @@
 //! baseline: routing, middleware, no work), `POST /v1/events` (validate, encode, publish,
 //! acknowledge), `GET /v1/inventory/{sku}` and `GET /v1/orders/{id}`, and prints one
 //! markdown row each: requests/s, p50, p99. With `--features sinks` it also indexes 2,000
-//! products with the search sink's tantivy twin and measures `GET /v1/search`.
+//! products with the search sink's tantivy twin and measures `GET /v1/search`; with
+//! `STOREFLOW_BENCH_ELASTICSEARCH=http://127.0.0.1:19200` (`scripts/services up
+//! elasticsearch`) the products go to a fresh Elasticsearch index instead (deleted at the
+//! end), which is what production searches.
 //!
 //! ```text
 //! cargo install oha --locked --root ~/.cache/storeflow     # once
@@ -49,7 +52,15 @@ fn main() -> anyhow::Result<()> {
         publisher.publish(&e)?.wait()?;
     }
 
-    // The search sink's tantivy twin over 2,000 products (started outside the API's
+    #[cfg(feature = "sinks")]
+    let elasticsearch = std::env::var("STOREFLOW_BENCH_ELASTICSEARCH").ok().filter(|v| !v.is_empty()).map(|url| TempIndex {
+        url,
+        index: format!("bench-http-{}", uuid::Uuid::new_v4().simple()),
+    });
+    #[cfg(feature = "sinks")]
+    let search_backend = if elasticsearch.is_some() { "Elasticsearch" } else { "tantivy" };
+
+    // The search sink's tantivy twin (or Elasticsearch) over 2,000 products (started outside the API's
     // runtime: the sinks run their own).
     #[cfg(feature = "sinks")]
     let sinks = {
@@ -67,12 +78,15 @@ fn main() -> anyhow::Result<()> {
         }
         publisher.flush(Duration::from_secs(10))?;
         let mut registry = prometheus_client::registry::Registry::default();
-        let sinks = storeflow_sinks::Sinks::start(
-            log.clone(),
-            codec.clone(),
-            storeflow_sinks::SinksConfig::embedded(dir.path().join("sinks")).only(&["search"]),
-            &mut registry,
-        )?;
+        let mut config = storeflow_sinks::SinksConfig::embedded(dir.path().join("sinks")).only(&["search"]);
+        if let Some(es) = &elasticsearch {
+            config.search.elasticsearch = Some(storeflow_sinks::search::config::ElasticsearchConfig {
+                url: es.url.clone(),
+                index: es.index.clone(),
+                ..Default::default()
+            });
+        }
+        let sinks = storeflow_sinks::Sinks::start(log.clone(), codec.clone(), config, &mut registry)?;
         sinks.wait_caught_up(Duration::from_secs(120))?;
         sinks
     };
@@ -106,13 +120,13 @@ fn main() -> anyhow::Result<()> {
     println!("| request | requests/s | p50 | p99 | non-2xx |");
     println!("|---|---|---|---|---|");
     for (name, method, path, body) in [
-        ("GET /healthz (baseline)", "GET", "/healthz", None),
-        ("POST /v1/events (1 event)", "POST", "/v1/events", Some(event.as_str())),
-        ("POST /v1/events (batch of 100)", "POST", "/v1/events", Some(batch.as_str())),
-        ("GET /v1/inventory/{sku}", "GET", "/v1/inventory/S1", None),
-        ("GET /v1/orders/{id}", "GET", "/v1/orders/o-1", None),
+        ("GET /healthz (baseline)".to_string(), "GET", "/healthz", None),
+        ("POST /v1/events (1 event)".into(), "POST", "/v1/events", Some(event.as_str())),
+        ("POST /v1/events (batch of 100)".into(), "POST", "/v1/events", Some(batch.as_str())),
+        ("GET /v1/inventory/{sku}".into(), "GET", "/v1/inventory/S1", None),
+        ("GET /v1/orders/{id}".into(), "GET", "/v1/orders/o-1", None),
         #[cfg(feature = "sinks")]
-        ("GET /v1/search?q=wireless+speaker&brand=Acme (tantivy, 2,000 products)", "GET", "/v1/search?q=wireless+speaker&brand=Acme", None),
+        (format!("GET /v1/search?q=wireless+speaker&brand=Acme ({search_backend}, 2,000 products)"), "GET", "/v1/search?q=wireless+speaker&brand=Acme", None),
     ] {
         let mut cmd = Command::new(&oha);
         cmd.args(["--no-tui", "--output-format", "json", "-z", &format!("{secs}s"), "-c", &conns.to_string(), "-m", method])
@@ -140,6 +154,24 @@ fn main() -> anyhow::Result<()> {
     let sessions: u64 = topics.iter().filter(|t| t.name == "storefront.sessions").map(|t| t.records()).sum();
     println!("\nevents on storefront.sessions after the run: {sessions}");
     Ok(())
+}
+
+/// A benchmark's Elasticsearch index, deleted when dropped.
+#[cfg(feature = "sinks")]
+struct TempIndex {
+    url: String,
+    index: String,
+}
+
+#[cfg(feature = "sinks")]
+impl Drop for TempIndex {
+    fn drop(&mut self) {
+        let url = format!("{}/{}", self.url, self.index);
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread().enable_all().build().map(|rt| rt.block_on(reqwest::Client::new().delete(url).send()))
+        })
+        .join();
+    }
 }
 
 fn address() -> Value {

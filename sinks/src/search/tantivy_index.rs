@@ -19,12 +19,12 @@ use std::sync::{Arc, Weak};
 use parking_lot::Mutex;
 use tantivy::aggregation::agg_req::Aggregations;
 use tantivy::aggregation::{AggContextParams, AggregationCollector, AggregationLimitsGuard};
-use tantivy::collector::{Count, TopDocs};
+use tantivy::collector::{Collector, Count, SegmentCollector, TopDocs};
 use tantivy::directory::MmapDirectory;
 use tantivy::query::{AllQuery, BooleanQuery, BoostQuery, FuzzyTermQuery, Occur, Query, RangeQuery, TermQuery};
 use tantivy::schema::{FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TEXT, TantivyDocument, Value as _};
 use tantivy::tokenizer::TokenizerManager;
-use tantivy::{DocAddress, Index, IndexReader, IndexWriter, Order, ReloadPolicy, Term};
+use tantivy::{DocAddress, DocId, Index, IndexReader, IndexWriter, Order, ReloadPolicy, Score, SegmentOrdinal, SegmentReader, Term};
 
 use super::doc::{PRODUCT, ProductDoc};
 use super::elastic::{aggregations, parse_facets};
@@ -276,7 +276,7 @@ impl TantivyIndex {
         Box::new(TermQuery::new(Term::from_field_text(field, v), IndexRecordOption::Basic))
     }
 
-    fn query(&self, q: &SearchQuery, in_stock: Option<bool>) -> Box<dyn Query> {
+    fn query(&self, q: &SearchQuery) -> Box<dyn Query> {
         let f = &self.f;
         let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![
             (Occur::Must, self.term(f.kind, PRODUCT)),
@@ -313,19 +313,19 @@ impl TantivyIndex {
         if let Some(r) = q.min_rating {
             clauses.push((Occur::Must, Box::new(RangeQuery::new(Bound::Included(Term::from_field_f64(f.rating, r)), Bound::Unbounded))));
         }
-        if let Some(s) = in_stock.or(q.in_stock.then_some(true)) {
-            clauses.push((Occur::Must, Box::new(TermQuery::new(Term::from_field_bool(f.in_stock, s), IndexRecordOption::Basic))));
+        if q.in_stock {
+            clauses.push((Occur::Must, Box::new(TermQuery::new(Term::from_field_bool(f.in_stock, true), IndexRecordOption::Basic))));
         }
         if clauses.is_empty() { Box::new(AllQuery) } else { Box::new(BooleanQuery::new(clauses)) }
     }
 
-    /// Runs a search.
-    pub async fn search(&self, q: &SearchQuery) -> Result<SearchResults> {
-        let searcher = self.reader.searcher();
-        let query = self.query(q, None);
+    /// The facets' collectors, run in the same pass as the page's: the total, the
+    /// aggregations Elasticsearch gets (brands, categories, price and rating buckets) and
+    /// the in-stock counts.
+    fn facet_collector() -> Result<(Count, AggregationCollector, StockCounter)> {
         let mut aggs_req = aggregations();
         if let Some(m) = aggs_req.as_object_mut() {
-            m.remove("in_stock"); // counted below: tantivy's terms aggregation does not take booleans
+            m.remove("in_stock"); // StockCounter: tantivy's terms aggregation does not take booleans
             // tantivy refuses overlapping ranges in one aggregation: one per rating bucket.
             m.remove("rating");
             for (i, (key, from)) in RATING_BUCKETS.iter().enumerate() {
@@ -334,7 +334,37 @@ impl TantivyIndex {
         }
         let aggs: Aggregations = serde_json::from_value(aggs_req).map_err(|e| SinkError::Config(format!("facet request: {e}")))?;
         let agg = AggregationCollector::from_aggs(aggs, AggContextParams::new(AggregationLimitsGuard::default(), TokenizerManager::default()));
-        let (total, agg_res) = searcher.search(&query, &(Count, agg)).map_err(SinkError::tantivy("searching"))?;
+        Ok((Count, agg, StockCounter))
+    }
+
+    /// Runs a search: one pass over the matching documents collects the page, the total
+    /// and every facet (the fuzzy terms' automata are built once per query).
+    pub async fn search(&self, q: &SearchQuery) -> Result<SearchResults> {
+        let searcher = self.reader.searcher();
+        let query = self.query(q);
+        let facets = Self::facet_collector()?;
+        let top = TopDocs::with_limit(q.per_page()).and_offset(q.offset());
+        let failed = SinkError::tantivy("searching");
+        let (addrs, (total, agg_res, stock)): (Vec<(Option<f64>, DocAddress)>, _) = match q.sort {
+            SortBy::Relevance if !q.tokens().is_empty() => {
+                let (page, rest) = searcher.search(&query, &(top.order_by_score(), facets)).map_err(failed)?;
+                (page.into_iter().map(|(s, a)| (Some(f64::from(s)), a)).collect(), rest)
+            }
+            SortBy::Relevance => {
+                let (page, rest) = searcher.search(&query, &(top.order_by_string_fast_field("product_id", Order::Asc), facets)).map_err(failed)?;
+                (page.into_iter().map(|(_, a)| (None, a)).collect(), rest)
+            }
+            SortBy::PriceAsc | SortBy::PriceDesc => {
+                let order = if q.sort == SortBy::PriceAsc { Order::Asc } else { Order::Desc };
+                let (page, rest) = searcher.search(&query, &(top.order_by_fast_field::<i64>("price_eur_minor", order), facets)).map_err(failed)?;
+                (page.into_iter().map(|(_, a)| (None, a)).collect(), rest)
+            }
+            SortBy::Rating | SortBy::Popularity => {
+                let field = if q.sort == SortBy::Rating { "rating" } else { "popularity" };
+                let (page, rest) = searcher.search(&query, &(top.order_by_fast_field::<f64>(field, Order::Desc), facets)).map_err(failed)?;
+                (page.into_iter().map(|(_, a)| (None, a)).collect(), rest)
+            }
+        };
         let agg_json = serde_json::to_value(&agg_res).map_err(|e| SinkError::Config(format!("facet answer: {e}")))?;
         let mut facets = parse_facets(&agg_json);
         facets.rating = (0..RATING_BUCKETS.len())
@@ -343,47 +373,12 @@ impl TantivyIndex {
             .filter(|b| RATING_BUCKETS.iter().any(|(k, _)| *k == b.value))
             .collect();
         facets.price.retain(|b| PRICE_BUCKETS.iter().any(|(k, _, _)| *k == b.value));
-        let mut in_stock = Vec::new();
-        for s in [true, false] {
-            if q.in_stock && !s {
-                continue; // filtered to in-stock products: no out-of-stock bucket
-            }
-            let n = searcher.search(&self.query(q, Some(s)), &Count).map_err(SinkError::tantivy("counting stock"))?;
-            if n > 0 {
-                in_stock.push(FacetCount { value: s.to_string(), count: n as u64 });
-            }
-        }
-        facets.in_stock = in_stock;
-        let top = TopDocs::with_limit(q.per_page()).and_offset(q.offset());
-        let addrs: Vec<(Option<f64>, DocAddress)> = match q.sort {
-            SortBy::Relevance if !q.tokens().is_empty() => searcher
-                .search(&query, &top.order_by_score())
-                .map_err(SinkError::tantivy("searching"))?
-                .into_iter()
-                .map(|(s, a)| (Some(f64::from(s)), a))
-                .collect(),
-            SortBy::Relevance => {
-                searcher.search(&query, &top.order_by_string_fast_field("product_id", Order::Asc)).map_err(SinkError::tantivy("searching"))?.into_iter().map(|(_, a)| (None, a)).collect()
-            }
-            SortBy::PriceAsc | SortBy::PriceDesc => {
-                let order = if q.sort == SortBy::PriceAsc { Order::Asc } else { Order::Desc };
-                searcher
-                    .search(&query, &top.order_by_fast_field::<i64>("price_eur_minor", order))
-                    .map_err(SinkError::tantivy("searching"))?
-                    .into_iter()
-                    .map(|(_, a)| (None, a))
-                    .collect()
-            }
-            SortBy::Rating | SortBy::Popularity => {
-                let field = if q.sort == SortBy::Rating { "rating" } else { "popularity" };
-                searcher
-                    .search(&query, &top.order_by_fast_field::<f64>(field, Order::Desc))
-                    .map_err(SinkError::tantivy("searching"))?
-                    .into_iter()
-                    .map(|(_, a)| (None, a))
-                    .collect()
-            }
-        };
+        // In stock first, like Elasticsearch's terms bucket order here; empty buckets left out.
+        facets.in_stock = [(true, stock.in_stock), (false, stock.out_of_stock)]
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(s, n)| FacetCount { value: s.to_string(), count: n })
+            .collect();
         let toks = q.tokens();
         let mut hits = Vec::new();
         for (score, addr) in addrs {
@@ -401,6 +396,57 @@ impl TantivyIndex {
             }
         }
         Ok(SearchResults { total: total as u64, hits, facets })
+    }
+}
+
+/// Counts the matching documents by their `in_stock` value, in the search's own pass (the
+/// facet tantivy's terms aggregation cannot build over a bool field).
+struct StockCounter;
+
+#[derive(Clone, Copy, Default)]
+struct StockCounts {
+    in_stock: u64,
+    out_of_stock: u64,
+}
+
+struct StockSegment {
+    column: tantivy::columnar::Column<bool>,
+    counts: StockCounts,
+}
+
+impl Collector for StockCounter {
+    type Fruit = StockCounts;
+    type Child = StockSegment;
+
+    fn for_segment(&self, _: SegmentOrdinal, segment: &SegmentReader) -> tantivy::Result<StockSegment> {
+        Ok(StockSegment { column: segment.fast_fields().bool("in_stock")?, counts: StockCounts::default() })
+    }
+
+    fn requires_scoring(&self) -> bool {
+        false
+    }
+
+    fn merge_fruits(&self, fruits: Vec<StockCounts>) -> tantivy::Result<StockCounts> {
+        Ok(fruits.into_iter().fold(StockCounts::default(), |a, b| StockCounts {
+            in_stock: a.in_stock + b.in_stock,
+            out_of_stock: a.out_of_stock + b.out_of_stock,
+        }))
+    }
+}
+
+impl SegmentCollector for StockSegment {
+    type Fruit = StockCounts;
+
+    fn collect(&mut self, doc: DocId, _: Score) {
+        match self.column.first(doc) {
+            Some(true) => self.counts.in_stock += 1,
+            Some(false) => self.counts.out_of_stock += 1,
+            None => {}
+        }
+    }
+
+    fn harvest(self) -> StockCounts {
+        self.counts
     }
 }
 
