@@ -142,7 +142,7 @@ pub async fn post_events(
         return Err(ApiError::field("events", format!("at most {max} events per request, got {}", values.len())));
     }
     let events = Writer::validate(values, batch)?;
-    let n = events.len();
+    let n = events.events().len();
     let a = s.inner.writer.publish(events).await?;
     s.inner.metrics.events_published.inc_by(a.published as u64);
     s.inner.metrics.events_duplicate.inc_by(a.duplicates as u64);

@@ -45,6 +45,29 @@ pub const TOPICS: &[Topic] = &[
     Topic::VendorSales,
 ];
 
+/// The topics the views must read when sinks serve some reads (`read_model`: orders,
+/// stock and products from the read model; `analytics`: the dashboard and vendor
+/// performance from analytics). What always stays on the views: prices by sku (to place
+/// orders), exchange rates, stock levels (to drop sold-out recommendations),
+/// recommendations and vendor sales. Leaving the rest out keeps the API from decoding every
+/// page view and from holding every order in memory when Postgres already serves them.
+pub fn topics_beside_sinks(read_model: bool, analytics: bool) -> Vec<Topic> {
+    TOPICS
+        .iter()
+        .copied()
+        .filter(|t| match t {
+            Topic::Catalog | Topic::ExchangeRates | Topic::StockLevels | Topic::Recommendations | Topic::VendorSales => true,
+            // Orders' own views, and the dashboard's top products.
+            Topic::Orders | Topic::Payments | Topic::Fulfillment | Topic::Lifecycle | Topic::Reservations | Topic::FraudScores => {
+                !read_model || !analytics
+            }
+            // The dashboard's sessions and new customers.
+            Topic::Sessions | Topic::Customers => !analytics,
+            _ => true,
+        })
+        .collect()
+}
+
 #[derive(Default)]
 struct State {
     orders: HashMap<String, Order>,
@@ -92,12 +115,18 @@ impl LogViews {
     /// (outside any consumer group: nothing is committed). `/readyz` waits until the
     /// thread has read what was there at start.
     pub fn start(log: Arc<dyn Log>, codec: Arc<Codec>) -> Result<Arc<LogViews>, LogError> {
+        Self::start_reading(log, codec, TOPICS)
+    }
+
+    /// Views fed from `topics` only (see [`topics_beside_sinks`]): the views of the other
+    /// topics stay empty.
+    pub fn start_reading(log: Arc<dyn Log>, codec: Arc<Codec>, topics: &[Topic]) -> Result<Arc<LogViews>, LogError> {
         let views = LogViews::new();
         views.caught_up.store(false, Ordering::SeqCst);
         let infos = log.describe_topics()?;
         let mut assignment = Vec::new();
         let mut ends = HashMap::new();
-        for t in TOPICS {
+        for t in topics {
             let Some(info) = infos.iter().find(|i| i.name == t.name()) else { continue };
             for p in &info.partitions {
                 let tp = TopicPartition::new(t.name(), p.partition);
@@ -646,5 +675,25 @@ impl Ready for LogViews {
             Ok(())
         };
         async move { r }.boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn beside_the_read_model_and_analytics_the_views_skip_orders_and_page_views() {
+        let t = topics_beside_sinks(true, true);
+        for skipped in [Topic::Orders, Topic::Lifecycle, Topic::Sessions, Topic::Customers] {
+            assert!(!t.contains(&skipped), "{skipped:?} read");
+        }
+        for kept in [Topic::Catalog, Topic::StockLevels, Topic::Recommendations, Topic::VendorSales, Topic::ExchangeRates] {
+            assert!(t.contains(&kept), "{kept:?} not read");
+        }
+        // Without analytics the dashboard still needs orders and sessions from the views.
+        let t = topics_beside_sinks(true, false);
+        assert!(t.contains(&Topic::Orders) && t.contains(&Topic::Sessions));
+        assert_eq!(topics_beside_sinks(false, false), TOPICS.to_vec());
     }
 }

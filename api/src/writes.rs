@@ -1,9 +1,10 @@
 //! The write side: validated events and orders published to their topics with the codec.
 //!
 //! - Events are validated against their Avro schema (`storeflow_avro::json`) before
-//!   anything is published; a batch is all or nothing. An `event_id` seen recently (a
-//!   bounded window, in memory) is accepted once: the duplicate is acknowledged but not
-//!   published again. Without an `event_id` the API assigns one (no deduplication then).
+//!   anything is published; a batch is all or nothing. An `event_id` the caller named and
+//!   that was seen recently (a bounded window, in memory) is accepted once: the duplicate
+//!   is acknowledged but not published again. Without an `event_id` the API assigns one
+//!   (no deduplication then, and the assigned id does not take a place in the window).
 //! - Orders are priced from the catalog and become an `OrderPlaced` whose `order_id` and
 //!   `event_id` derive from the caller's key and its `Idempotency-Key`, so a retry — even
 //!   after a restart of the API — names the same order.
@@ -19,32 +20,57 @@ use storeflow_ingest::publish::Publisher;
 
 use crate::error::{ApiError, ApiResult};
 
-/// Remembers the last `capacity` event ids.
+/// Remembers the last `capacity` event ids, as 128-bit values (a UUID's own bits, else
+/// the first half of the id's SHA-256): no allocation per event, and growing the set
+/// rehashes 16-byte keys, not strings.
 struct Recent {
-    set: HashSet<String>,
-    order: VecDeque<String>,
+    set: HashSet<u128>,
+    order: VecDeque<u128>,
     capacity: usize,
+}
+
+fn id_key(id: &str) -> u128 {
+    uuid::Uuid::try_parse(id).map(|u| u.as_u128()).unwrap_or_else(|_| {
+        let d = Sha256::digest(id.as_bytes());
+        u128::from_be_bytes(d[..16].try_into().expect("16 bytes"))
+    })
 }
 
 impl Recent {
     fn insert(&mut self, id: &str) -> bool {
-        if self.set.contains(id) {
+        let k = id_key(id);
+        if !self.set.insert(k) {
             return false;
         }
-        if self.order.len() >= self.capacity
+        self.order.push_back(k);
+        if self.order.len() > self.capacity
             && let Some(old) = self.order.pop_front()
         {
             self.set.remove(&old);
         }
-        self.set.insert(id.to_string());
-        self.order.push_back(id.to_string());
         true
     }
 
     fn remove(&mut self, id: &str) {
-        if self.set.remove(id) {
-            self.order.retain(|x| x != id);
+        let k = id_key(id);
+        if self.set.remove(&k) {
+            self.order.retain(|x| *x != k);
         }
+    }
+}
+
+/// Events that passed validation, and for each whether the caller named its `event_id`
+/// (only those can be retried with the same id, so only those are deduplicated).
+#[derive(Debug)]
+pub struct Checked {
+    events: Vec<Event>,
+    named: Vec<bool>,
+}
+
+impl Checked {
+    /// The events, in the request's order.
+    pub fn events(&self) -> &[Event] {
+        &self.events
     }
 }
 
@@ -90,11 +116,12 @@ impl Writer {
 
     /// Validates JSON events (inputs only: apps cannot send derived events). The error of
     /// the first bad event names it: `events[3].items[0].quantity` in a batch.
-    pub fn validate(values: Vec<serde_json::Value>, batch: bool) -> ApiResult<Vec<Event>> {
+    pub fn validate(values: Vec<serde_json::Value>, batch: bool) -> ApiResult<Checked> {
         // A missing event_id or occurred_at is filled in (now, a new UUID): apps that do
         // not make ids can still send events, without deduplication.
         let opts = JsonOptions { fill_missing_ids: true, inputs_only: true };
-        values
+        let named: Vec<bool> = values.iter().map(|v| v.get("event_id").is_some_and(|id| !id.is_null())).collect();
+        let events = values
             .into_iter()
             .enumerate()
             .map(|(i, v)| {
@@ -108,15 +135,32 @@ impl Writer {
                     ApiError::from(e)
                 })
             })
-            .collect()
+            .collect::<ApiResult<Vec<Event>>>()?;
+        Ok(Checked { events, named })
     }
 
     /// Publishes the events not seen before and waits until the log acknowledged them.
-    pub async fn publish(&self, events: Vec<Event>) -> ApiResult<Accepted> {
-        let total = events.len();
+    pub async fn publish(&self, checked: Checked) -> ApiResult<Accepted> {
+        let total = checked.events.len();
+        let mut remembered = Vec::new();
         let fresh: Vec<Event> = {
             let mut recent = self.recent.lock();
-            events.into_iter().filter(|e| recent.insert(e.event_id())).collect()
+            checked
+                .events
+                .into_iter()
+                .zip(checked.named)
+                .filter(|(e, named)| {
+                    if !named {
+                        return true;
+                    }
+                    let new = recent.insert(e.event_id());
+                    if new {
+                        remembered.push(e.event_id().to_string());
+                    }
+                    new
+                })
+                .map(|(e, _)| e)
+                .collect()
         };
         let accepted = Accepted { published: fresh.len(), duplicates: total - fresh.len() };
         if fresh.is_empty() {
@@ -133,8 +177,8 @@ impl Writer {
         if let Err(e) = result {
             // Not published (or not known to be): let a retry through.
             let mut recent = self.recent.lock();
-            for ev in &fresh {
-                recent.remove(ev.event_id());
+            for id in &remembered {
+                recent.remove(id);
             }
             return Err(if e.is_retriable() {
                 ApiError::Unavailable(format!("the log did not acknowledge the events; retry: {e}"))
@@ -202,11 +246,15 @@ mod tests {
     #[test]
     fn the_dedup_window_forgets_the_oldest_ids() {
         let mut r = Recent { set: HashSet::new(), order: VecDeque::new(), capacity: 2 };
-        assert!(r.insert("a"));
-        assert!(!r.insert("a"));
-        assert!(r.insert("b"));
+        let a = "0b4f6a4e-58a4-4b7b-9a53-000000000001";
+        assert!(r.insert(a));
+        assert!(!r.insert(a));
+        assert!(!r.insert(&a.to_uppercase()), "the same UUID spelled in capitals");
+        assert!(r.insert("b (not a UUID)"));
+        assert!(!r.insert("b (not a UUID)"));
         assert!(r.insert("c"));
-        assert!(r.insert("a"), "a fell out of the window");
+        assert!(r.insert(a), "a fell out of the window");
+        assert_eq!(r.set.len(), 2);
     }
 
     #[test]

@@ -174,7 +174,9 @@ fn an_order_placed_over_http_on_kafka_shows_in_postgres_elasticsearch_clickhouse
         .collect();
     let sinks = Sinks::start(log.clone(), codec.clone(), stores.config(&dir.path().join("sinks"), &app_id), &mut registry).expect("start the sinks on the real stores");
 
-    let views = rt.block_on(async { LogViews::start(log.clone(), codec.clone()) }).unwrap();
+    // As `storeflow run` does: the views read only what the sinks do not serve.
+    let topics = storeflow_api::views::topics_beside_sinks(true, true);
+    let views = rt.block_on(async { LogViews::start_reading(log.clone(), codec.clone(), &topics) }).unwrap();
     let reads = storeflow_api::sinks_adapter::with_sinks(views.reads(), sinks.read_model(), sinks.search(), sinks.analytics());
     let (keys, admin) = KeyStore::open(dir.path()).unwrap();
     let admin = admin.unwrap();

@@ -41,7 +41,9 @@ fn an_order_placed_over_http_shows_in_the_read_model_the_search_index_and_analyt
     let sinks = Sinks::start(log.clone(), codec.clone(), SinksConfig::embedded(dir.path().join("sinks")), &mut registry).unwrap();
 
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let views = rt.block_on(async { LogViews::start(log.clone(), codec.clone()) }).unwrap();
+    // As `storeflow run` does: the views read only what the sinks do not serve.
+    let topics = storeflow_api::views::topics_beside_sinks(true, true);
+    let views = rt.block_on(async { LogViews::start_reading(log.clone(), codec.clone(), &topics) }).unwrap();
     let reads = storeflow_api::sinks_adapter::with_sinks(views.reads(), sinks.read_model(), sinks.search(), sinks.analytics());
     let (keys, admin) = KeyStore::open(dir.path()).unwrap();
     let admin = admin.unwrap();

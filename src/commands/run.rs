@@ -56,7 +56,12 @@ pub fn run(b: &Backends, config: &Config, only: &[String], sinks: bool) -> anyho
     // processors' outputs.
     let api_metrics = storeflow_api::ApiMetrics::register(&mut registry);
     let (keys, new_admin) = storeflow_api::KeyStore::open(&config.data_dir)?;
-    let views = storeflow_api::LogViews::start(b.log.clone(), b.codec.clone())?;
+    // The views read only what the sinks do not serve (see topics_beside_sinks).
+    let topics = match &running_sinks {
+        Some(s) => storeflow_api::views::topics_beside_sinks(s.read_model().is_some(), s.analytics().is_some()),
+        None => storeflow_api::views::TOPICS.to_vec(),
+    };
+    let views = storeflow_api::LogViews::start_reading(b.log.clone(), b.codec.clone(), &topics)?;
     let mut reads = views.reads();
     if let Some(s) = &running_sinks {
         reads = storeflow_api::sinks_adapter::with_sinks(reads, s.read_model(), s.search(), s.analytics());

@@ -510,8 +510,7 @@ impl Inner {
         let topics: Vec<Arc<TopicState>> = self.topics.read().values().cloned().collect();
         for t in topics {
             for p in &t.partitions {
-                let mut w = p.lock();
-                p.sync(&mut w)?;
+                p.sync_detached()?;
             }
         }
         self.journal.lock().sync()

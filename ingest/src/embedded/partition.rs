@@ -252,6 +252,27 @@ impl Partition {
         Ok(())
     }
 
+    /// Flushes the active segment like [`Partition::sync`], but runs the `fsync` after
+    /// releasing the writer lock: appends to the partition go on while the disk catches up
+    /// (the background flush would otherwise stall every producer of the partition for the
+    /// length of an fsync, every interval). What is appended meanwhile may or may not be in
+    /// this flush; it is marked dirty for the next one either way.
+    pub(crate) fn sync_detached(&self) -> Result<()> {
+        let seg = {
+            let mut w = self.lock();
+            if !w.dirty {
+                return Ok(());
+            }
+            w.dirty = false;
+            w.active.clone()
+        };
+        seg.file.sync_data().map_err(|e| {
+            // Not known to be on disk: the next flush tries again.
+            self.lock().dirty = true;
+            io(format!("syncing {}", seg.path.display()))(e)
+        })
+    }
+
     fn roll(&self, w: &mut Writer) -> Result<()> {
         self.sync(w)?;
         let base = w.next_offset;
