@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 
 use super::config::ElasticsearchConfig;
 use super::doc::{PRODUCT, ProductDoc};
+use super::highlight::highlights;
 use super::{Facets, Hit, PRICE_BUCKETS, RATING_BUCKETS, SearchQuery, SearchResults, SortBy};
 use crate::{Result, SinkError};
 
@@ -262,10 +263,6 @@ impl ElasticIndex {
             "query": {"bool": {"must": must, "filter": filter}},
             "sort": sort,
             "aggs": aggregations(),
-            "highlight": {
-                "pre_tags": ["<em>"], "post_tags": ["</em>"],
-                "fields": {"title": {"number_of_fragments": 0}, "description": {"fragment_size": 150, "number_of_fragments": 1}}
-            }
         })
     }
 
@@ -278,15 +275,11 @@ impl ElasticIndex {
             // Partial results (a shard recovering) would under-count totals and facets.
             return Err(SinkError::Elasticsearch { context: ctx, status: Some(503), message: v["_shards"]["failures"].to_string(), transport: false });
         }
+        let toks = q.tokens();
         let mut hits = Vec::new();
         for h in v["hits"]["hits"].as_array().into_iter().flatten() {
             let Ok(d) = serde_json::from_value::<ProductDoc>(h["_source"].clone()) else { continue };
-            let mut hl = BTreeMap::new();
-            if let Some(m) = h["highlight"].as_object() {
-                for (f, frags) in m {
-                    hl.insert(f.clone(), frags.as_array().into_iter().flatten().filter_map(|x| x.as_str().map(str::to_string)).collect());
-                }
-            }
+            let hl = highlights(&d, &toks);
             let score = if q.sort == SortBy::Relevance { h["_score"].as_f64() } else { None };
             hits.push(Hit::from_doc(&d, score, hl));
         }

@@ -19,6 +19,7 @@
 pub mod config;
 pub mod doc;
 pub mod elastic;
+pub mod highlight;
 pub mod service;
 pub mod sink;
 pub mod tantivy_index;

@@ -28,6 +28,7 @@ use tantivy::{DocAddress, DocId, Index, IndexReader, IndexWriter, Order, ReloadP
 
 use super::doc::{PRODUCT, ProductDoc};
 use super::elastic::{aggregations, parse_facets};
+use super::highlight::highlights;
 use super::{FacetCount, Hit, PRICE_BUCKETS, RATING_BUCKETS, SearchQuery, SearchResults, SortBy, fuzziness};
 use crate::{Result, SinkError};
 
@@ -383,15 +384,7 @@ impl TantivyIndex {
         let mut hits = Vec::new();
         for (score, addr) in addrs {
             if let Some(d) = self.stored(&searcher, addr)? {
-                let mut hl = BTreeMap::new();
-                if !toks.is_empty() {
-                    if let Some(t) = highlight(&d.title, &toks, None) {
-                        hl.insert("title".to_string(), vec![t]);
-                    }
-                    if let Some(t) = highlight(&d.description, &toks, Some(150)) {
-                        hl.insert("description".to_string(), vec![t]);
-                    }
-                }
+                let hl = highlights(&d, &toks);
                 hits.push(Hit::from_doc(&d, score, hl));
             }
         }
@@ -447,61 +440,5 @@ impl SegmentCollector for StockSegment {
 
     fn harvest(self) -> StockCounts {
         self.counts
-    }
-}
-
-/// True when indexed word `w` matches query token `t` under `fuzziness: AUTO`.
-pub fn fuzzy_match(w: &str, t: &str) -> bool {
-    let w = w.to_lowercase();
-    w == t || (fuzziness(t) > 0 && strsim::damerau_levenshtein(&w, t) <= usize::from(fuzziness(t)))
-}
-
-/// `text` with `<em>` around words matching a token; with `fragment`, only about that many
-/// characters around the first match. `None` when nothing matches.
-pub fn highlight(text: &str, toks: &[String], fragment: Option<usize>) -> Option<String> {
-    let mut words: Vec<(usize, usize)> = Vec::new();
-    let mut start = None;
-    for (i, c) in text.char_indices().chain(std::iter::once((text.len(), ' '))) {
-        match (c.is_alphanumeric(), start) {
-            (true, None) => start = Some(i),
-            (false, Some(s)) => {
-                words.push((s, i));
-                start = None;
-            }
-            _ => {}
-        }
-    }
-    let hits: Vec<(usize, usize)> = words.into_iter().filter(|(s, e)| toks.iter().any(|t| fuzzy_match(&text[*s..*e], t))).collect();
-    let first = hits.first()?;
-    let (from, to) = match fragment {
-        None => (0, text.len()),
-        Some(n) => {
-            let from = text[..first.0].char_indices().rev().nth(n / 3).map_or(0, |(i, _)| i);
-            let to = text[first.0..].char_indices().nth(n).map_or(text.len(), |(i, _)| first.0 + i);
-            (from, to)
-        }
-    };
-    let mut out = String::new();
-    let mut at = from;
-    for (s, e) in hits.into_iter().filter(|(s, e)| *s >= from && *e <= to) {
-        out.push_str(&text[at..s]);
-        out.push_str("<em>");
-        out.push_str(&text[s..e]);
-        out.push_str("</em>");
-        at = e;
-    }
-    out.push_str(&text[at..to]);
-    Some(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn highlights_mark_fuzzy_matches() {
-        let toks = vec!["nordlciht".to_string()];
-        assert_eq!(highlight("Nordlicht Pro headphones", &toks, None).unwrap(), "<em>Nordlicht</em> Pro headphones");
-        assert!(highlight("Acme kettle", &toks, None).is_none());
     }
 }
