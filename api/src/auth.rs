@@ -113,6 +113,28 @@ impl Caller {
     }
 }
 
+/// A key as `GET /v1/admin/keys` lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct KeyInfo {
+    /// `k_` + 12 hex digits of the secret's SHA-256.
+    pub id: String,
+    /// app, analyst, admin or vendor:<vendor_id>.
+    pub role: String,
+    /// Milliseconds since the epoch.
+    pub created_at: i64,
+}
+
+/// Why a key was not revoked.
+#[derive(Debug, thiserror::Error)]
+pub enum RevokeError {
+    #[error("no such key")]
+    Unknown,
+    #[error("the last admin key cannot be revoked: create another admin key first")]
+    LastAdmin,
+    #[error("storing the keys: {0}")]
+    Io(#[from] std::io::Error),
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct StoredKey {
     id: String,
@@ -209,6 +231,38 @@ impl KeyStore {
         Ok(secret)
     }
 
+    /// Every key's id, role and creation time (never a secret or its digest), oldest first.
+    pub fn list(&self) -> Vec<KeyInfo> {
+        self.stored
+            .read()
+            .iter()
+            .map(|k| KeyInfo { id: k.id.clone(), role: k.role.clone(), created_at: k.created_at })
+            .collect()
+    }
+
+    /// Revokes key `id`: it answers 401 from the next request on. The last admin key
+    /// cannot be revoked (nobody could manage keys any more).
+    pub fn revoke(&self, id: &str) -> Result<(), RevokeError> {
+        let mut stored = self.stored.write();
+        let Some(at) = stored.iter().position(|k| k.id == id) else {
+            return Err(RevokeError::Unknown);
+        };
+        let admins = stored.iter().filter(|k| k.role == "admin").count();
+        if stored[at].role == "admin" && admins == 1 {
+            return Err(RevokeError::LastAdmin);
+        }
+        let mut kept = stored.clone();
+        let gone = kept.remove(at);
+        if let Some(path) = &self.path {
+            let tmp = path.with_extension("json.tmp");
+            write_secret_file(&tmp, &serde_json::to_string_pretty(&kept).map_err(std::io::Error::other)?)?;
+            std::fs::rename(&tmp, path)?;
+        }
+        *stored = kept;
+        self.keys.write().retain(|_, (kid, _)| *kid != gone.id);
+        Ok(())
+    }
+
     /// The id and role of `secret`, if it is a key.
     pub fn lookup(&self, secret: &str) -> Option<(String, Role)> {
         self.keys.read().get(&digest(secret)).cloned()
@@ -269,6 +323,26 @@ impl RateLimits {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_revoked_key_stops_working_and_stays_revoked_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, admin) = KeyStore::open(dir.path()).unwrap();
+        let admin = admin.unwrap();
+        let app = store.create(Role::App).unwrap();
+        let (app_id, _) = store.lookup(&app).unwrap();
+        assert_eq!(store.list().len(), 2);
+        store.revoke(&app_id).unwrap();
+        assert!(store.lookup(&app).is_none());
+        assert!(matches!(store.revoke(&app_id), Err(RevokeError::Unknown)));
+        let (admin_id, _) = store.lookup(&admin).unwrap();
+        assert!(matches!(store.revoke(&admin_id), Err(RevokeError::LastAdmin)));
+        drop(store);
+        let (store, fresh) = KeyStore::open(dir.path()).unwrap();
+        assert!(fresh.is_none(), "keys exist: no new admin key");
+        assert!(store.lookup(&app).is_none() && store.lookup(&admin).is_some());
+        assert_eq!(store.list().iter().map(|k| k.role.as_str()).collect::<Vec<_>>(), ["admin"]);
+    }
 
     #[test]
     fn roles_parse_and_print_the_same() {

@@ -21,7 +21,7 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::BroadcastStream;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::auth::{Caller, Role};
+use crate::auth::{Caller, KeyInfo, RevokeError, Role};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::read::*;
 use crate::writes::{Writer, body_digest, derived_uuid};
@@ -771,6 +771,38 @@ pub async fn create_key(
     let role: Role = req.role.parse().map_err(|e: String| ApiError::field("role", e))?;
     let key = s.inner.keys.create(role.clone()).map_err(|e| ApiError::Internal(format!("storing a new key: {e}")))?;
     Ok((StatusCode::CREATED, Json(CreatedKey { key, role: role.to_string() })))
+}
+
+/// `GET /v1/admin/keys` answer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct KeyList {
+    pub keys: Vec<KeyInfo>,
+}
+
+/// List the API keys: ids, roles, creation times — never a secret (admins).
+#[utoipa::path(get, path = "/v1/admin/keys", tag = "admin",
+    responses((status = 200, body = KeyList), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list_keys(State(s): State<ApiState>, Extension(caller): Extension<Caller>) -> ApiResult<Json<KeyList>> {
+    caller.require("manage keys", &[])?;
+    Ok(Json(KeyList { keys: s.inner.keys.list() }))
+}
+
+/// Revoke an API key by its id (admins). The key answers 401 from the next request on;
+/// the last admin key cannot be revoked (409).
+#[utoipa::path(delete, path = "/v1/admin/keys/{id}", tag = "admin",
+    params(("id" = String, Path, description = "The key's id (`k_…`, from GET /v1/admin/keys)")),
+    responses((status = 204, description = "Revoked"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn revoke_key(State(s): State<ApiState>, Extension(caller): Extension<Caller>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    caller.require("manage keys", &[])?;
+    match s.inner.keys.revoke(&id) {
+        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Err(RevokeError::Unknown) => Err(ApiError::NotFound(format!("no API key {id}"))),
+        Err(e @ RevokeError::LastAdmin) => Err(ApiError::Conflict { code: "last_admin_key", message: e.to_string() }),
+        Err(e) => Err(ApiError::Internal(format!("revoking key {id}: {e}"))),
+    }
 }
 
 // ---------------------------------------------------------------------------- operations

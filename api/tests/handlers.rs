@@ -522,6 +522,35 @@ async fn an_admin_creates_keys_that_work_at_once() {
 }
 
 #[tokio::test]
+async fn an_admin_lists_keys_without_secrets_and_a_revoked_key_gets_401() {
+    let h = harness();
+    let (st, _, v) = h.call(Method::GET, "/v1/admin/keys", Some(&h.admin), None).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let keys = v["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 5, "admin, app, two vendors, analyst: {v}");
+    assert!(!v.to_string().contains(&h.app_key) && !v.to_string().contains("sha256"), "{v}");
+    let app_id = keys.iter().find(|k| k["role"] == "app").unwrap()["id"].as_str().unwrap().to_string();
+
+    assert_eq!(h.call(Method::GET, "/v1/inventory/S1", Some(&h.app_key), None).await.0, StatusCode::NOT_FOUND);
+    let (st, _, v) = h.call(Method::DELETE, &format!("/v1/admin/keys/{app_id}"), Some(&h.admin), None).await;
+    assert_eq!(st, StatusCode::NO_CONTENT, "{v}");
+    let (st, _, v) = h.call(Method::GET, "/v1/inventory/S1", Some(&h.app_key), None).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED, "{v}");
+    let (st, _, v) = h.call(Method::DELETE, &format!("/v1/admin/keys/{app_id}"), Some(&h.admin), None).await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "{v}");
+
+    // Only admins manage keys, and the last admin key stays.
+    let (st, _, _) = h.call(Method::GET, "/v1/admin/keys", Some(&h.analyst), None).await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    let (st, _, _) = h.call(Method::DELETE, &format!("/v1/admin/keys/{app_id}"), Some(&h.vendor_a), None).await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    let (_, _, v) = h.call(Method::GET, "/v1/admin/keys", Some(&h.admin), None).await;
+    let admin_id = v["keys"].as_array().unwrap().iter().find(|k| k["role"] == "admin").unwrap()["id"].as_str().unwrap().to_string();
+    let (st, _, v) = h.call(Method::DELETE, &format!("/v1/admin/keys/{admin_id}"), Some(&h.admin), None).await;
+    assert_eq!((st, v["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("last_admin_key")), "{v}");
+}
+
+#[tokio::test]
 async fn probes_metrics_and_unknown_paths_answer() {
     let h = harness();
     let (st, _, v) = h.call(Method::GET, "/healthz", None, None).await;
@@ -566,6 +595,7 @@ async fn every_route_is_in_the_openapi_document() {
         ("post", "/v1/orders/{id}/returns"), ("get", "/v1/inventory/{sku}"), ("get", "/v1/products/{id}"), ("get", "/v1/search"),
         ("get", "/v1/recommendations"), ("get", "/v1/vendors/{id}/sales"), ("get", "/v1/vendors/{id}/sales/stream"),
         ("get", "/v1/analytics/dashboard"), ("get", "/v1/analytics/vendors/{id}"), ("post", "/v1/admin/keys"),
+        ("get", "/v1/admin/keys"), ("delete", "/v1/admin/keys/{id}"),
         ("get", "/healthz"), ("get", "/readyz"), ("get", "/metrics"),
     ];
     let paths = spec["paths"].as_object().unwrap();
@@ -578,7 +608,11 @@ async fn every_route_is_in_the_openapi_document() {
     // Every route answers something other than "no such endpoint".
     for (m, p) in routes.into_iter().filter(|(_, p)| !p.ends_with("/stream")) {
         let uri = p.replace("{id}", "x").replace("{sku}", "x");
-        let method = if m == "get" { Method::GET } else { Method::POST };
+        let method = match m {
+            "get" => Method::GET,
+            "delete" => Method::DELETE,
+            _ => Method::POST,
+        };
         let (st, _, v) = h.call(method, &uri, Some(&h.admin), Some(json!({}))).await;
         assert!(v.get("error").is_none_or(|e| e["message"] != "no such endpoint; see /openapi.json"), "{m} {uri}: {st} {v}");
     }
