@@ -117,14 +117,14 @@ async fn register(State(r): State<Arc<EmbeddedRegistry>>, Path(subject): Path<St
         Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, 42201, format!("Invalid schema: {e}")),
     };
     let known = r.register_probe(&subject, &parsed);
-    if known.is_none() {
-        if let Some(why) = incompatibility(&r, &subject, &parsed) {
-            return error(
-                StatusCode::CONFLICT,
-                409,
-                format!("Schema being registered is incompatible with an earlier schema for subject \"{subject}\" (BACKWARD_TRANSITIVE): {why}"),
-            );
-        }
+    if known.is_none()
+        && let Some(why) = incompatibility(&r, &subject, &parsed)
+    {
+        return error(
+            StatusCode::CONFLICT,
+            409,
+            format!("Schema being registered is incompatible with an earlier schema for subject \"{subject}\" (BACKWARD_TRANSITIVE): {why}"),
+        );
     }
     match r.register(&subject, &body.schema) {
         Ok(id) => reply(StatusCode::OK, json!({"id": id})),
