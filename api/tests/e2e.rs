@@ -8,18 +8,18 @@
 
 #[path = "common/client.rs"]
 mod client;
+#[path = "common/stack.rs"]
+mod stack;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use client::{Client, address, now, uuid};
-use serde_json::{Value, json};
+use client::{Client, address, now, sales_gmv, uuid};
+use serde_json::json;
 use storeflow_api::{ApiConfig, ApiMetrics, ApiState, KeyStore, LogViews};
 use storeflow_avro::Codec;
 use storeflow_ingest::publish::contract_topics;
 use storeflow_ingest::{EmbeddedLog, Log};
-use storeflow_processors::metrics::Metrics;
-use storeflow_processors::{Runtime, RuntimeConfig, StateBackend};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_placed_over_http_is_reserved_confirmed_and_reported_back_through_the_api() {
@@ -29,13 +29,7 @@ async fn an_order_placed_over_http_is_reserved_confirmed_and_reported_back_throu
     let codec = Arc::new(Codec::embedded().unwrap());
 
     let mut registry = prometheus_client::registry::Registry::default();
-    let pmetrics = Arc::new(Metrics::register(&mut registry));
-    let rc = RuntimeConfig { app: "e2e".into(), state: StateBackend::Memory, ..RuntimeConfig::default() };
-    let mut runtimes = Vec::new();
-    for reg in storeflow_processors::registry() {
-        let p = (reg.build)(&Value::Null).unwrap();
-        runtimes.push(Runtime::spawn(p, log.clone(), codec.clone(), rc.clone(), pmetrics.clone()).unwrap());
-    }
+    let runtimes = stack::processors(&log, &codec, "e2e", &mut registry);
 
     let views = LogViews::start(log.clone(), codec.clone()).unwrap();
     let (keys, admin) = KeyStore::open(dir.path()).unwrap();
@@ -112,11 +106,7 @@ async fn an_order_placed_over_http_is_reserved_confirmed_and_reported_back_throu
     assert_eq!(st, 409, "{v}");
 
     // The sale: in the vendor's report, its stream and the dashboard.
-    let report = c
-        .eventually("/v1/vendors/V-A/sales?granularity=hour", &vendor, "sale reported", |v| {
-            v["buckets"].as_array().is_some_and(|b| b.iter().map(|b| b["gmv_minor"].as_i64().unwrap_or(0)).sum::<i64>() == 9998)
-        })
-        .await;
+    let report = c.eventually("/v1/vendors/V-A/sales?granularity=hour", &vendor, "sale reported", |v| sales_gmv(v) == 9998).await;
     assert_eq!(report["buckets"][0]["units"], 2);
     let chunk = tokio::time::timeout(Duration::from_secs(30), stream.chunk()).await.expect("an SSE message").unwrap().unwrap();
     let text = String::from_utf8_lossy(&chunk);

@@ -16,19 +16,18 @@
 
 #[path = "common/client.rs"]
 mod client;
+#[path = "common/stack.rs"]
+mod stack;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use client::{Client, address, now};
+use client::{Client, address, now, sales_gmv};
 use serde_json::{Value, json};
-use storeflow_api::{ApiConfig, ApiMetrics, ApiState, KeyStore, LogViews};
 use storeflow_avro::Codec;
 use storeflow_ingest::contract::service_address;
 use storeflow_ingest::publish::contract_topics;
 use storeflow_ingest::{KafkaLog, KafkaSettings, Log};
-use storeflow_processors::metrics::Metrics;
-use storeflow_processors::{Runtime, RuntimeConfig, StateBackend};
 use storeflow_sinks::analytics::config::ClickHouseConfig;
 use storeflow_sinks::search::config::ElasticsearchConfig;
 use storeflow_sinks::{Sinks, SinksConfig};
@@ -133,18 +132,6 @@ async fn settled_dashboard(c: &Client, key: &str, path: &str) -> Value {
     }
 }
 
-async fn eventually(c: &Client, path: &str, key: &str, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
-    let start = Instant::now();
-    loop {
-        let (status, v) = c.get(path, key).await;
-        if status == 200 && ok(&v) {
-            return v;
-        }
-        assert!(start.elapsed() < PATIENCE, "{what}: still {status} {v} after {PATIENCE:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 fn eid() -> String {
     uuid::Uuid::new_v4().to_string()
 }
@@ -166,32 +153,15 @@ fn an_order_placed_over_http_on_kafka_shows_in_postgres_elasticsearch_clickhouse
     log.create_topics(&contract_topics(None)).unwrap();
     let codec = Arc::new(Codec::embedded().unwrap());
     let mut registry = prometheus_client::registry::Registry::default();
-    let pmetrics = Arc::new(Metrics::register(&mut registry));
-    let rc = RuntimeConfig { app: app_id.clone(), state: StateBackend::Memory, ..RuntimeConfig::default() };
-    let runtimes: Vec<Runtime> = storeflow_processors::registry()
-        .iter()
-        .map(|reg| Runtime::spawn((reg.build)(&Value::Null).unwrap(), log.clone(), codec.clone(), rc.clone(), pmetrics.clone()).unwrap())
-        .collect();
+    let runtimes = stack::processors(&log, &codec, &app_id, &mut registry);
     let sinks = Sinks::start(log.clone(), codec.clone(), stores.config(&dir.path().join("sinks"), &app_id), &mut registry).expect("start the sinks on the real stores");
-
-    // As `storeflow run` does: the views read only what the sinks do not serve.
-    let topics = storeflow_api::views::topics_beside_sinks(true, true);
-    let views = rt.block_on(async { LogViews::start_reading(log.clone(), codec.clone(), &topics) }).unwrap();
-    let reads = storeflow_api::sinks_adapter::with_sinks(views.reads(), sinks.read_model(), sinks.search(), sinks.analytics());
-    let (keys, admin) = KeyStore::open(dir.path()).unwrap();
-    let admin = admin.unwrap();
-    let metrics = ApiMetrics::register(&mut registry);
-    let state = ApiState::new(ApiConfig::default(), log.clone(), codec.clone(), keys, reads, Arc::new(registry), metrics).unwrap();
+    let (views, c, admin) = stack::serve_beside_sinks(&rt, &log, &codec, &sinks, dir.path(), registry);
 
     rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(storeflow_api::serve(listener, state, std::future::pending()));
-        let c = Client { http: reqwest::Client::new(), base };
         let app = c.new_key(&admin, "app").await;
         let vendor_key = c.new_key(&admin, &format!("vendor:{vendor}")).await;
         let analyst = c.new_key(&admin, "analyst").await;
-        eventually(&c, "/readyz", &app, "ready (Kafka, Postgres, ClickHouse and Elasticsearch reachable)", |_| true).await;
+        c.eventually_within(PATIENCE, "/readyz", &app, "ready (Kafka, Postgres, ClickHouse and Elasticsearch reachable)", |_| true).await;
 
         let (st, v) = c
             .post("/v1/events", &app, json!({"events": [
@@ -202,13 +172,13 @@ fn an_order_placed_over_http_on_kafka_shows_in_postgres_elasticsearch_clickhouse
             ]}))
             .await;
         assert_eq!((st, v["accepted"].as_u64()), (202, Some(3)), "{v}");
-        let p = eventually(&c, &format!("/v1/products/{product}"), &app, "the product in Postgres", |v| v["price_minor"] == 4999).await;
+        let p = c.eventually_within(PATIENCE, &format!("/v1/products/{product}"), &app, "the product in Postgres", |v| v["price_minor"] == 4999).await;
         assert_eq!(p["vendor_id"], vendor.as_str());
-        eventually(&c, &format!("/v1/inventory/{sku}"), &app, "the stock in Postgres", |v| v["available"] == 10).await;
+        c.eventually_within(PATIENCE, &format!("/v1/inventory/{sku}"), &app, "the stock in Postgres", |v| v["available"] == 10).await;
 
         // Search on Elasticsearch: a typo finds the product (scoped to the vendor, as the
         // shared topics may carry other headphones), with facets.
-        let found = eventually(&c, &format!("/v1/search?q=headphnes&vendor={vendor}&in_stock=true"), &app, "found in Elasticsearch by a typo", |v| v["total"] == 1).await;
+        let found = c.eventually_within(PATIENCE, &format!("/v1/search?q=headphnes&vendor={vendor}&in_stock=true"), &app, "found in Elasticsearch by a typo", |v| v["total"] == 1).await;
         assert_eq!(found["hits"][0]["product_id"], product.as_str());
         assert!(found["facets"]["brands"].as_array().is_some_and(|b| !b.is_empty()), "{found}");
 
@@ -224,10 +194,10 @@ fn an_order_placed_over_http_on_kafka_shows_in_postgres_elasticsearch_clickhouse
         assert_eq!(st, 202, "{placed}");
         let id = placed["order_id"].as_str().unwrap().to_string();
 
-        let o = eventually(&c, &format!("/v1/orders/{id}"), &app, "the order reserved in Postgres", |v| v["status"] == "reserved").await;
+        let o = c.eventually_within(PATIENCE, &format!("/v1/orders/{id}"), &app, "the order reserved in Postgres", |v| v["status"] == "reserved").await;
         assert_eq!(o["totals"]["total_minor"], 9998);
         assert_eq!(o["reservations"][0]["quantity"], 2);
-        let inv = eventually(&c, &format!("/v1/inventory/{sku}"), &app, "the stock reserved in Postgres", |v| v["reserved"] == 2).await;
+        let inv = c.eventually_within(PATIENCE, &format!("/v1/inventory/{sku}"), &app, "the stock reserved in Postgres", |v| v["reserved"] == 2).await;
         assert_eq!((i(&inv["on_hand"]), i(&inv["available"])), (10, 8));
 
         let (st, v) = c
@@ -235,7 +205,7 @@ fn an_order_placed_over_http_on_kafka_shows_in_postgres_elasticsearch_clickhouse
                 "payment_id": format!("pay_{tag}"), "amount_minor": 9998, "currency": "EUR", "provider": "stripe"}))
             .await;
         assert_eq!(st, 202, "{v}");
-        let o = eventually(&c, &format!("/v1/orders/{id}"), &app, "the order confirmed in Postgres", |v| v["status"] == "confirmed").await;
+        let o = c.eventually_within(PATIENCE, &format!("/v1/orders/{id}"), &app, "the order confirmed in Postgres", |v| v["status"] == "confirmed").await;
         let history: Vec<&str> = o["history"].as_array().unwrap().iter().map(|e| e["event_type"].as_str().unwrap()).collect();
         for t in ["OrderPlaced", "ReservationMade", "PaymentAuthorized", "FraudScored", "OrderStatusChanged"] {
             assert!(history.contains(&t), "{t} missing from the order's history in Postgres: {history:?}");
@@ -243,19 +213,18 @@ fn an_order_placed_over_http_on_kafka_shows_in_postgres_elasticsearch_clickhouse
 
         // The sale: the vendor's report and stream (processor outputs on Kafka), the
         // vendor's performance and the dashboard (ClickHouse).
-        let report = eventually(&c, &format!("/v1/vendors/{vendor}/sales?granularity=hour"), &vendor_key, "the sale in the vendor's report", |v| {
-            v["buckets"].as_array().is_some_and(|b| b.iter().map(|b| b["gmv_minor"].as_i64().unwrap_or(0)).sum::<i64>() == 9998)
-        })
-        .await;
+        let report = c
+            .eventually_within(PATIENCE, &format!("/v1/vendors/{vendor}/sales?granularity=hour"), &vendor_key, "the sale in the vendor's report", |v| sales_gmv(v) == 9998)
+            .await;
         assert_eq!(report["buckets"][0]["units"], 2);
         let chunk = tokio::time::timeout(Duration::from_secs(60), stream.chunk()).await.expect("an SSE message within 60 s").unwrap().unwrap();
         let text = String::from_utf8_lossy(&chunk);
         assert!(text.contains("event: sales") && text.contains("\"gmv_minor\":9998"), "{text}");
         // 24h, not 1h: analytics' 1h is the current clock hour, which would miss an order
         // placed just before a full hour and read just after it.
-        let perf = eventually(&c, &format!("/v1/analytics/vendors/{vendor}?range=24h"), &vendor_key, "the vendor's performance in ClickHouse", |v| v["gmv_eur_minor"] == 9998).await;
+        let perf = c.eventually_within(PATIENCE, &format!("/v1/analytics/vendors/{vendor}?range=24h"), &vendor_key, "the vendor's performance in ClickHouse", |v| v["gmv_eur_minor"] == 9998).await;
         assert_eq!(perf["orders"], 1, "{perf}");
-        let after = eventually(&c, dashboard, &analyst, "the dashboard moved by the order", |d| i(&d["orders"]) > i(&before["orders"])).await;
+        let after = c.eventually_within(PATIENCE, dashboard, &analyst, "the dashboard moved by the order", |d| i(&d["orders"]) > i(&before["orders"])).await;
         assert_eq!(i(&after["orders"]) - i(&before["orders"]), 1, "before {before}\nafter {after}");
         assert_eq!(i(&after["gmv_eur_minor"]) - i(&before["gmv_eur_minor"]), 9998, "before {before}\nafter {after}");
         assert_eq!(i(&after["units"]) - i(&before["units"]), 2, "before {before}\nafter {after}");

@@ -10,18 +10,17 @@
 
 #[path = "common/client.rs"]
 mod client;
+#[path = "common/stack.rs"]
+mod stack;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use client::{Client, address, now, uuid};
-use serde_json::{Value, json};
-use storeflow_api::{ApiConfig, ApiMetrics, ApiState, KeyStore, LogViews};
+use client::{address, now, uuid};
+use serde_json::json;
 use storeflow_avro::Codec;
 use storeflow_ingest::publish::contract_topics;
 use storeflow_ingest::{EmbeddedLog, Log};
-use storeflow_processors::metrics::Metrics;
-use storeflow_processors::{Runtime, RuntimeConfig, StateBackend};
 use storeflow_sinks::{Sinks, SinksConfig};
 
 #[test]
@@ -31,30 +30,14 @@ fn an_order_placed_over_http_shows_in_the_read_model_the_search_index_and_analyt
     log.create_topics(&contract_topics(Some(2))).unwrap();
     let codec = Arc::new(Codec::embedded().unwrap());
     let mut registry = prometheus_client::registry::Registry::default();
-    let pmetrics = Arc::new(Metrics::register(&mut registry));
-    let rc = RuntimeConfig { app: "e2e".into(), state: StateBackend::Memory, ..RuntimeConfig::default() };
-    let runtimes: Vec<Runtime> = storeflow_processors::registry()
-        .iter()
-        .map(|reg| Runtime::spawn((reg.build)(&Value::Null).unwrap(), log.clone(), codec.clone(), rc.clone(), pmetrics.clone()).unwrap())
-        .collect();
+    let runtimes = stack::processors(&log, &codec, "e2e", &mut registry);
     // Sinks make and drop their own runtime: start and stop them outside the API's.
     let sinks = Sinks::start(log.clone(), codec.clone(), SinksConfig::embedded(dir.path().join("sinks")), &mut registry).unwrap();
 
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    // As `storeflow run` does: the views read only what the sinks do not serve.
-    let topics = storeflow_api::views::topics_beside_sinks(true, true);
-    let views = rt.block_on(async { LogViews::start_reading(log.clone(), codec.clone(), &topics) }).unwrap();
-    let reads = storeflow_api::sinks_adapter::with_sinks(views.reads(), sinks.read_model(), sinks.search(), sinks.analytics());
-    let (keys, admin) = KeyStore::open(dir.path()).unwrap();
-    let admin = admin.unwrap();
-    let metrics = ApiMetrics::register(&mut registry);
-    let state = ApiState::new(ApiConfig::default(), log.clone(), codec.clone(), keys, reads, Arc::new(registry), metrics).unwrap();
+    let (views, c, admin) = stack::serve_beside_sinks(&rt, &log, &codec, &sinks, dir.path(), registry);
 
     rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(storeflow_api::serve(listener, state, std::future::pending()));
-        let c = Client { http: reqwest::Client::new(), base };
         let app = c.new_key(&admin, "app").await;
         let analyst = c.new_key(&admin, "analyst").await;
 

@@ -40,18 +40,28 @@ impl Client {
         v["key"].as_str().unwrap().to_string()
     }
 
-    /// GETs `path` until `ok` holds (processors work asynchronously).
+    /// GETs `path` until `ok` holds (processors work asynchronously), for up to 60 s.
     pub async fn eventually(&self, path: &str, key: &str, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
+        self.eventually_within(Duration::from_secs(60), path, key, what, ok).await
+    }
+
+    /// [`Client::eventually`] with another patience.
+    pub async fn eventually_within(&self, patience: Duration, path: &str, key: &str, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
         let start = Instant::now();
         loop {
             let (status, v) = self.get(path, key).await;
             if status == 200 && ok(&v) {
                 return v;
             }
-            assert!(start.elapsed() < Duration::from_secs(60), "{what}: still {status} {v} after 60 s");
+            assert!(start.elapsed() < patience, "{what}: still {status} {v} after {patience:?}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// The GMV over every bucket of a `GET /v1/vendors/{id}/sales` answer.
+pub fn sales_gmv(report: &Value) -> i64 {
+    report["buckets"].as_array().map_or(0, |b| b.iter().map(|b| b["gmv_minor"].as_i64().unwrap_or(0)).sum())
 }
 
 pub fn address() -> Value {

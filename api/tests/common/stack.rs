@@ -1,0 +1,51 @@
+//! What the end-to-end tests wire the same way: every registered processor, and (feature
+//! `sinks`) the API as `storeflow run` builds it beside the sinks, served on a free port.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use prometheus_client::registry::Registry;
+use serde_json::Value;
+use storeflow_avro::Codec;
+use storeflow_ingest::Log;
+use storeflow_processors::metrics::Metrics;
+use storeflow_processors::{Runtime, RuntimeConfig, StateBackend};
+
+/// Every registered processor of application `app`, state in memory, metrics in `registry`.
+pub fn processors(log: &Arc<dyn Log>, codec: &Arc<Codec>, app: &str, registry: &mut Registry) -> Vec<Runtime> {
+    let metrics = Arc::new(Metrics::register(registry));
+    let rc = RuntimeConfig { app: app.to_string(), state: StateBackend::Memory, ..RuntimeConfig::default() };
+    storeflow_processors::registry()
+        .iter()
+        .map(|reg| Runtime::spawn((reg.build)(&Value::Null).unwrap(), log.clone(), codec.clone(), rc.clone(), metrics.clone()).unwrap())
+        .collect()
+}
+
+/// The API as `storeflow run` wires it beside `sinks` (views of only what the sinks do not
+/// serve, reads from the sinks, keys in `dir`), served on a free port of `rt`. Returns the
+/// views (to stop), a client and the admin key.
+#[cfg(feature = "sinks")]
+pub fn serve_beside_sinks(
+    rt: &tokio::runtime::Runtime,
+    log: &Arc<dyn Log>,
+    codec: &Arc<Codec>,
+    sinks: &storeflow_sinks::Sinks,
+    dir: &std::path::Path,
+    mut registry: Registry,
+) -> (Arc<storeflow_api::LogViews>, super::client::Client, String) {
+    use storeflow_api::{ApiConfig, ApiMetrics, ApiState, KeyStore, LogViews};
+    let topics = storeflow_api::views::topics_beside_sinks(true, true);
+    let views = rt.block_on(async { LogViews::start_reading(log.clone(), codec.clone(), &topics) }).unwrap();
+    let reads = storeflow_api::sinks_adapter::with_sinks(views.reads(), sinks.read_model(), sinks.search(), sinks.analytics());
+    let (keys, admin) = KeyStore::open(dir).unwrap();
+    let metrics = ApiMetrics::register(&mut registry);
+    let state = ApiState::new(ApiConfig::default(), log.clone(), codec.clone(), keys, reads, Arc::new(registry), metrics).unwrap();
+    let base = rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(storeflow_api::serve(listener, state, std::future::pending()));
+        base
+    });
+    (views, super::client::Client { http: reqwest::Client::new(), base }, admin.expect("a fresh dir gets an admin key"))
+}
