@@ -57,10 +57,8 @@ pub fn run(b: &Backends, config: &Config, only: &[String], sinks: bool) -> anyho
     let api_metrics = storeflow_api::ApiMetrics::register(&mut registry);
     let (keys, new_admin) = storeflow_api::KeyStore::open(&config.data_dir)?;
     // The views read only what the sinks do not serve (see topics_beside_sinks).
-    let topics = match &running_sinks {
-        Some(s) => storeflow_api::views::topics_beside_sinks(s.read_model().is_some(), s.analytics().is_some()),
-        None => storeflow_api::views::TOPICS.to_vec(),
-    };
+    let (read_model, analytics) = running_sinks.as_ref().map_or((false, false), |s| (s.read_model().is_some(), s.analytics().is_some()));
+    let topics = storeflow_api::views::topics_beside_sinks(read_model, analytics);
     let views = storeflow_api::LogViews::start_reading(b.log.clone(), b.codec.clone(), &topics)?;
     let mut reads = views.reads();
     if let Some(s) = &running_sinks {

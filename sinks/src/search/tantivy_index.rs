@@ -324,16 +324,20 @@ impl TantivyIndex {
     /// aggregations Elasticsearch gets (brands, categories, price and rating buckets) and
     /// the in-stock counts.
     fn facet_collector() -> Result<(Count, AggregationCollector, StockCounter)> {
-        let mut aggs_req = aggregations();
-        if let Some(m) = aggs_req.as_object_mut() {
-            m.remove("in_stock"); // StockCounter: tantivy's terms aggregation does not take booleans
-            // tantivy refuses overlapping ranges in one aggregation: one per rating bucket.
-            m.remove("rating");
-            for (i, (key, from)) in RATING_BUCKETS.iter().enumerate() {
-                m.insert(format!("rating_{i}"), serde_json::json!({"range": {"field": "rating", "ranges": [{"key": key, "from": from}]}}));
+        // The request never changes: built from Elasticsearch's once per process, cloned per query.
+        static AGGS: std::sync::LazyLock<std::result::Result<Aggregations, String>> = std::sync::LazyLock::new(|| {
+            let mut aggs_req = aggregations();
+            if let Some(m) = aggs_req.as_object_mut() {
+                m.remove("in_stock"); // StockCounter: tantivy's terms aggregation does not take booleans
+                // tantivy refuses overlapping ranges in one aggregation: one per rating bucket.
+                m.remove("rating");
+                for (i, (key, from)) in RATING_BUCKETS.iter().enumerate() {
+                    m.insert(format!("rating_{i}"), serde_json::json!({"range": {"field": "rating", "ranges": [{"key": key, "from": from}]}}));
+                }
             }
-        }
-        let aggs: Aggregations = serde_json::from_value(aggs_req).map_err(|e| SinkError::Config(format!("facet request: {e}")))?;
+            serde_json::from_value(aggs_req).map_err(|e| format!("facet request: {e}"))
+        });
+        let aggs = AGGS.clone().map_err(SinkError::Config)?;
         let agg = AggregationCollector::from_aggs(aggs, AggContextParams::new(AggregationLimitsGuard::default(), TokenizerManager::default()));
         Ok((Count, agg, StockCounter))
     }
