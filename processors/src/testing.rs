@@ -110,3 +110,56 @@ impl Processor for Relay {
         Ok(())
     }
 }
+
+/// Counts records per key per 1-minute tumbling window of event time (the record
+/// timestamp); emits the window's updated count per input, keyed `<key>|<window start>`
+/// like its state. Windows are never expired: it exists to benchmark a windowed aggregate
+/// against Kafka Streams' `windowedBy(TimeWindows.ofSizeWithNoGrace(1 min)).count()`.
+pub struct WindowedCount(Route);
+
+impl WindowedCount {
+    /// Window length (ms).
+    pub const WINDOW_MS: i64 = 60_000;
+}
+
+impl Processor for WindowedCount {
+    const NAME: &'static str = "windowed_count";
+    type Config = Route;
+    type In = Note;
+    type Out = Note;
+
+    fn new(config: Route) -> Self {
+        WindowedCount(config)
+    }
+    fn inputs(&self) -> Vec<String> {
+        vec![self.0.input.clone()]
+    }
+    fn stores(&self) -> &'static [&'static str] {
+        &["windows"]
+    }
+    fn process(&mut self, input: &Input<Note>, ctx: &mut Ctx<'_, Note>) -> Result<(), ProcessError> {
+        let start = input.timestamp.div_euclid(Self::WINDOW_MS) * Self::WINDOW_MS;
+        let key = format!("{}|{start}", input.value.key);
+        let n = ctx.store::<u64>("windows").get(&key)?.unwrap_or(0) + 1;
+        ctx.store::<u64>("windows").put(&key, &n)?;
+        ctx.emit(Note { key, n, time: input.timestamp, topic: self.0.output.clone() });
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::TestDriver;
+
+    #[test]
+    fn windowed_count_counts_each_key_per_minute_of_event_time() {
+        let mut d = TestDriver::new(WindowedCount::new(Route { input: "in".into(), output: "out".into() }));
+        for (k, t) in [("a", 59_999), ("a", 1_000), ("b", 30_000), ("a", 60_000), ("a", 119_999)] {
+            d.pipe(Note { key: k.into(), n: 0, time: t, topic: "in".into() });
+        }
+        let out: Vec<(String, u64)> = d.outputs::<Note>("out").into_iter().map(|n| (n.key, n.n)).collect();
+        let expected = [("a|0", 1), ("a|0", 2), ("b|0", 1), ("a|60000", 1), ("a|60000", 2)];
+        assert_eq!(out, expected.map(|(k, n)| (k.to_string(), n)));
+    }
+}
