@@ -13,64 +13,17 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use storeflow_avro::Codec;
+use storeflow_bench::{KEYS, RECORDS as N, produce, run_to_end};
 use storeflow_ingest::{ConsumerConfig, EmbeddedLog, KafkaLog, KafkaSettings, Log, OffsetReset, ProduceRecord, TopicPartition, TopicSpec};
-use storeflow_processors::metrics::Metrics;
-use storeflow_processors::runtime::{changelog_of, group_of, restore_partition};
+use storeflow_processors::runtime::{changelog_of, restore_partition};
 use storeflow_processors::store::{KvBackend, MemBackend, RedbBackend};
-use storeflow_processors::testing::{Count, Note, Route};
-use storeflow_processors::{Processor, Runtime, RuntimeConfig, StateBackend};
-
-const N: u64 = 200_000;
-const KEYS: u64 = 10_000;
-
-fn produce(log: &dyn Log, topic: &str) {
-    log.create_topics(&[TopicSpec::new(topic, 4)]).expect("topic");
-    let p = log.producer().expect("producer");
-    // Current timestamps: Kafka's time retention (7 days by default) deletes old ones.
-    let base = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
-    let mut batch = Vec::with_capacity(5000);
-    let mut acks = Vec::new();
-    for i in 0..N {
-        let key = format!("k{}", (i * 7919) % KEYS);
-        let note = Note { key: key.clone(), n: i, time: base + i as i64, topic: String::new() };
-        batch.push(ProduceRecord::new(topic, key, serde_json::to_vec(&note).expect("json")).at(note.time));
-        if batch.len() == 5000 {
-            acks.extend(p.send_batch(std::mem::take(&mut batch)).expect("send"));
-        }
-    }
-    acks.extend(p.send_batch(batch).expect("send"));
-    for a in acks {
-        a.wait().expect("ack");
-    }
-}
-
-fn caught_up(log: &dyn Log, group: &str, topic: &str) -> bool {
-    let tps: Vec<TopicPartition> = (0..4).map(|p| TopicPartition::new(topic, p)).collect();
-    let committed = log.committed_offsets(group, &tps).expect("committed");
-    let marks = log.watermarks(&tps).expect("watermarks");
-    committed.iter().zip(marks).all(|(c, (_, end))| c.unwrap_or(0) >= end)
-}
+use storeflow_processors::testing::{Count, Route};
+use storeflow_processors::{Processor, StateBackend};
 
 /// Count per key with exactly-once; returns records/s.
 fn run_count(log: Arc<dyn Log>, app: &str, input: &str, output: &str, state: StateBackend, commit: Duration) -> f64 {
-    log.create_topics(&[TopicSpec::new(output, 4)]).expect("topic");
-    let cfg = RuntimeConfig { app: app.into(), state, commit_interval: commit, commit_records: 100_000, ..RuntimeConfig::default() };
-    let started = Instant::now();
-    let rt = Runtime::spawn(
-        Box::new(Count::new(Route { input: input.into(), output: output.into() })),
-        log.clone(),
-        Arc::new(Codec::embedded().expect("codec")),
-        cfg,
-        Arc::new(Metrics::unregistered()),
-    )
-    .expect("spawn");
-    while !caught_up(&*log, &group_of(app, "count"), input) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let secs = started.elapsed().as_secs_f64();
-    rt.stop().expect("stop");
-    N as f64 / secs
+    let count = Count::new(Route { input: input.into(), output: output.into() });
+    run_to_end(log, Box::new(count), app, input, output, state, commit)
 }
 
 /// Plain consume → produce of the same records: no state, no transactions; offsets
