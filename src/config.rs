@@ -64,16 +64,30 @@ pub struct RuntimeSettings {
     pub state: String,
     /// A stable name for this instance (Kafka static membership: restarts keep partitions).
     pub instance: Option<String>,
+    /// How long an input group waits for a source input with nothing buffered and nothing to
+    /// fetch before going on without it (Kafka Streams' `max.task.idle.ms`).
+    pub max_task_idle_ms: u64,
+    /// How much later than their cause records on a feedback edge (the saga's answers to
+    /// inventory) are stamped, in ms of event time. Two runs agree only with the same value.
+    pub lookahead_ms: i64,
+    /// When the sources are quiet, stream time follows the wall clock (timers fire in quiet
+    /// periods). `false`: event time moves only with records and producers' declared
+    /// progress, so a replay stops where its data stops.
+    pub idle_advance: bool,
 }
 
 impl Default for RuntimeSettings {
     fn default() -> Self {
+        let rt = storeflow_processors::RuntimeConfig::default();
         RuntimeSettings {
-            app: "storeflow".into(),
-            commit_interval_ms: 100,
-            commit_records: 100_000,
+            app: rt.app,
+            commit_interval_ms: rt.commit_interval.as_millis() as u64,
+            commit_records: rt.commit_records,
             state: "redb".into(),
             instance: None,
+            max_task_idle_ms: rt.max_task_idle.as_millis() as u64,
+            lookahead_ms: rt.lookahead_ms,
+            idle_advance: rt.idle_advance,
         }
     }
 }

@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use storeflow_ingest::TopicPartition;
 use storeflow_processors::metrics::Metrics;
 use storeflow_processors::runtime::group_of;
-use storeflow_processors::{Runtime, RuntimeConfig, StateBackend};
+use storeflow_processors::{Node, Runtime, RuntimeConfig, StateBackend, Topology};
 use storeflow_sinks::{Sinks, SinksConfig};
 
 use crate::backends::Backends;
@@ -35,8 +35,28 @@ pub fn runtime_config(config: &Config) -> RuntimeConfig {
             _ => StateBackend::Redb(config.data_dir.join("state")),
         },
         instance: config.runtime.instance.clone(),
+        max_task_idle: Duration::from_millis(config.runtime.max_task_idle_ms),
+        lookahead_ms: config.runtime.lookahead_ms.max(1),
+        idle_advance: config.runtime.idle_advance,
         ..RuntimeConfig::default()
     }
+}
+
+/// Every registered processor with its flow and task count: what progress across
+/// processors is computed over. Processors run elsewhere (`storeflow process --only`) are in
+/// it too: their progress comes through the log.
+pub fn topology(b: &Backends, config: &Config) -> anyhow::Result<Topology> {
+    let infos = b.log.describe_topics()?;
+    let mut nodes = Vec::new();
+    for reg in storeflow_processors::registry() {
+        let cfg = config.processors.get(reg.name).cloned().unwrap_or(serde_json::Value::Null);
+        let processor = (reg.build)(&cfg)?;
+        let flow = processor.flow();
+        let first = flow.inputs().into_iter().next().unwrap_or_default();
+        let tasks = infos.iter().find(|i| i.name == first).map(|i| i.partitions.len() as u32).unwrap_or(0);
+        nodes.push(Node { name: reg.name.to_string(), flow, globals: processor.global_inputs(), tasks });
+    }
+    Ok(Topology::new(nodes)?)
 }
 
 /// Starts the processors named in `only` (all registered ones when empty).
@@ -48,7 +68,8 @@ pub fn start(b: &Backends, config: &Config, only: &[String], metrics: Arc<Metric
             bail!("there is no processor named {name} (known: {})", known.join(", "));
         }
     }
-    let rc = runtime_config(config);
+    let mut rc = runtime_config(config);
+    rc.topology = Some(Arc::new(topology(b, config)?));
     let mut runtimes = Vec::new();
     let mut inputs = Vec::new();
     let infos = b.log.describe_topics()?;

@@ -598,6 +598,9 @@ pub struct OrderStatusChanged {
     pub reason: String,
     pub total_minor: i64,
     pub currency: String,
+    /// Per-entity version from the processor's state (0 in records written before it existed).
+    #[serde(default)]
+    pub version: i64,
 }
 
 // ---------------------------------------------------------------- fraud.scores
@@ -649,6 +652,9 @@ pub struct RecommendationsUpdated {
     /// trending: the category.
     #[serde(default)]
     pub category: Option<String>,
+    /// Per-entity version from the processor's state (0 in records written before it existed).
+    #[serde(default)]
+    pub version: i64,
 }
 
 // ---------------------------------------------------------------- sales.vendor_minute
@@ -670,6 +676,9 @@ pub struct VendorSalesMinute {
     pub base_currency: String,
     pub gmv_base_minor: i64,
     pub net_payout_base_minor: i64,
+    /// Per-entity version from the processor's state (0 in records written before it existed).
+    #[serde(default)]
+    pub version: i64,
 }
 
 // ---------------------------------------------------------------- inventory.commands / replies (internal)
@@ -732,6 +741,9 @@ pub struct StockLevelChanged {
     pub available: i32,
     /// received, adjusted, transferred, reserved, released, shipped, restocked.
     pub cause: String,
+    /// Per-entity version from the processor's state (0 in records written before it existed).
+    #[serde(default)]
+    pub version: i64,
 }
 
 // ---------------------------------------------------------------- internal stages of fraud, recommendations, sales

@@ -22,8 +22,6 @@ pub struct Emitted<O> {
     pub key: String,
     /// Value.
     pub value: O,
-    /// Timestamp (ms).
-    pub timestamp: i64,
     /// Extra headers (dead letters carry their reason here).
     pub headers: Vec<storeflow_ingest::Header>,
 }
@@ -54,14 +52,13 @@ impl<'a, O: Wire> Ctx<'a, O> {
 
     /// Sends `value` to its topic ([`Wire::topic`]) with its key, when the record commits.
     pub fn emit(&mut self, value: O) {
-        let (topic, key, timestamp) = (value.topic(), value.key(), value.time());
-        self.out.push(Emitted { topic, key, value, timestamp, headers: vec![] });
+        let (topic, key) = (value.topic(), value.key());
+        self.out.push(Emitted { topic, key, value, headers: vec![] });
     }
 
     /// Sends `value` to `topic` under `key` (an internal or repartition topic).
     pub fn emit_to(&mut self, topic: &str, key: &str, value: O) {
-        let timestamp = value.time();
-        self.out.push(Emitted { topic: topic.to_string(), key: key.to_string(), value, timestamp, headers: vec![] });
+        self.out.push(Emitted { topic: topic.to_string(), key: key.to_string(), value, headers: vec![] });
     }
 
     /// Sends `value` — a record of `topic` that the processor accepted earlier and held back
@@ -70,7 +67,6 @@ impl<'a, O: Wire> Ctx<'a, O> {
     pub fn dead_letter(&mut self, topic: &str, key: &str, value: O, reason: &str) {
         use crate::task::dlq_headers as h;
         use storeflow_ingest::Header;
-        let timestamp = value.time();
         let headers = vec![
             Header::text(h::PROCESSOR, self.processor),
             Header::text(h::REASON, reason),
@@ -79,7 +75,7 @@ impl<'a, O: Wire> Ctx<'a, O> {
             Header::text(h::OFFSET, "held back"),
             Header::text(h::TIME, self.time.to_string()),
         ];
-        self.out.push(Emitted { topic: storeflow_avro::dlq_topic(topic), key: key.to_string(), value, timestamp, headers });
+        self.out.push(Emitted { topic: storeflow_avro::dlq_topic(topic), key: key.to_string(), value, headers });
     }
 
     /// The state store `name` (declared in [`crate::Processor::stores`]), typed by `V`.
@@ -91,14 +87,17 @@ impl<'a, O: Wire> Ctx<'a, O> {
         Store { ctx: self, name, _v: std::marker::PhantomData }
     }
 
-    /// Calls [`crate::Processor::on_timer`] with `key` once the partition's stream time
-    /// reaches `at` (ms). Setting the same (at, key) twice sets it once.
+    /// Calls [`crate::Processor::on_timer`] with `key` once every input group has passed
+    /// `at` (ms of event time; a time already past fires at the next step). Setting the same
+    /// (at, key) twice sets it once.
     pub fn set_timer(&mut self, at: i64, key: &str) {
+        let at = at.max(self.time);
         let k = full_key(TIMERS, &format!("{}|{key}", time_key(at)));
         self.state.put(k, encode_value(&(), None).expect("unit encodes"));
     }
 
-    /// Cancels a timer set with the same `at` and `key`.
+    /// Cancels a timer set with the same `at` and `key` (a timer set for a time already past
+    /// was stored at the time it was set; `on_timer` should check state before acting).
     pub fn cancel_timer(&mut self, at: i64, key: &str) {
         self.state.delete(full_key(TIMERS, &format!("{}|{key}", time_key(at))));
     }
@@ -244,18 +243,21 @@ pub(crate) fn sweep_expired(state: &mut TaskState) -> Result<usize, crate::Runti
     Ok(n)
 }
 
-/// Timers due at the task's stream time, removed from the timer store.
-pub(crate) fn take_due_timers(state: &mut TaskState) -> Result<Vec<crate::Timer>, crate::RuntimeError> {
+/// The earliest timer of a task, if any.
+pub(crate) fn next_timer(state: &mut TaskState) -> Result<Option<crate::Timer>, crate::RuntimeError> {
     let start = full_key(TIMERS, "");
-    let end = full_key(TIMERS, &format!("{}|", time_key(state.stream_time.saturating_add(1))));
-    let due = state.scan(&start, &end)?;
-    let mut out = Vec::with_capacity(due.len());
-    for (k, _) in due {
+    let mut end = full_key(TIMERS, "");
+    end.push(0xff);
+    Ok(state.first(&start, &end)?.and_then(|(k, _)| {
         let (_, rest) = split_key(&k);
-        if let (Some(at), Some(key)) = (parse_time_key(rest), rest.get(21..)) {
-            out.push(crate::Timer { at, key: key.to_string() });
+        match (parse_time_key(rest), rest.get(21..)) {
+            (Some(at), Some(key)) => Some(crate::Timer { at, key: key.to_string() }),
+            _ => None,
         }
-        state.delete(k);
-    }
-    Ok(out)
+    }))
+}
+
+/// Removes `timer` from the timer store.
+pub(crate) fn remove_timer(state: &mut TaskState, timer: &crate::Timer) {
+    state.delete(full_key(TIMERS, &format!("{}|{}", time_key(timer.at), timer.key)));
 }

@@ -23,8 +23,10 @@ use storeflow_avro::Codec;
 use storeflow_ingest::partitioner::partition_for_key;
 use storeflow_ingest::{ProduceRecord, Record};
 
+use crate::flow::Flow;
+use crate::runtime::align::step_of_record;
 use crate::store::{MemBackend, TaskState, decode_value, full_key, split_key};
-use crate::task::{DynProcessor, Outcome, TaskCore, dlq_headers};
+use crate::task::{DynProcessor, Outcome, Step, TaskCore, dlq_headers};
 use crate::wire::Wire;
 
 /// A record that went to a dead-letter topic.
@@ -44,6 +46,7 @@ pub struct DeadLetter {
 
 struct Node {
     processor: Box<dyn DynProcessor>,
+    flow: Arc<Flow>,
     inputs: Vec<String>,
     globals: Vec<String>,
     tasks: BTreeMap<u32, TaskCore>,
@@ -76,7 +79,10 @@ impl TestDriver {
             partitions: 4,
             nodes: processors
                 .into_iter()
-                .map(|p| Node { inputs: p.inputs(), globals: p.global_inputs(), processor: p, tasks: BTreeMap::new() })
+                .map(|p| {
+                    let flow = p.flow();
+                    Node { inputs: flow.inputs(), flow: Arc::new(flow), globals: p.global_inputs(), processor: p, tasks: BTreeMap::new() }
+                })
                 .collect(),
             topics: BTreeMap::new(),
             written: Vec::new(),
@@ -127,21 +133,33 @@ impl TestDriver {
         self.run();
     }
 
-    /// Moves every task's stream time to at least `to` (ms) and fires the timers that come
-    /// due — like time passing with no traffic.
+    /// Moves every task's stream time to at least `to` (ms) and fires the timers due at or
+    /// before it — like time passing with no traffic.
     pub fn advance_time(&mut self, to: i64) {
         self.now = self.now.max(to);
         for n in 0..self.nodes.len() {
             let parts: Vec<u32> = self.nodes[n].tasks.keys().copied().collect();
             for p in parts {
-                let node = &mut self.nodes[n];
-                let task = node.tasks.get_mut(&p).expect("listed");
+                self.fire_until(n, p, to.saturating_add(1));
+                let task = self.nodes[n].tasks.get_mut(&p).expect("listed");
                 task.state.stream_time = task.state.stream_time.max(to);
-                node.processor.fire_timers(task, &self.codec).expect("firing timers on in-memory state");
-                self.flush(n, p);
             }
         }
         self.run();
+    }
+
+    /// Fires the timers of task `p` of node `n` due before `before`, earliest first.
+    fn fire_until(&mut self, n: usize, p: u32, before: i64) {
+        loop {
+            let node = &mut self.nodes[n];
+            let Some(task) = node.tasks.get_mut(&p) else { return };
+            let Some(timer) = task.next_timer().expect("timers in memory") else { return };
+            if timer.at >= before {
+                return;
+            }
+            node.processor.fire_timer(task, &self.codec, &timer).expect("firing a timer on in-memory state");
+            self.flush(n, p);
+        }
     }
 
     /// Every record written to `topic` so far, decoded, in the order written.
@@ -262,13 +280,18 @@ impl TestDriver {
                     continue;
                 }
                 let node = &mut self.nodes[n];
-                let task = node
-                    .tasks
-                    .entry(p)
-                    .or_insert_with(|| TaskCore::new(p, TaskState::new(Box::new(MemBackend::default()))));
+                let flow = node.flow.clone();
+                node.tasks.entry(p).or_insert_with(|| TaskCore::new(p, TaskState::new(Box::new(MemBackend::default())), flow, 0));
+                // Timers due before the record go first, as in the runtime.
+                self.fire_until(n, p, record.timestamp);
+                let node = &mut self.nodes[n];
+                let slot = node.flow.group_of(&topic).unwrap_or(0);
+                let task = node.tasks.get_mut(&p).expect("just made");
+                let time = record.timestamp.max(task.state.stream_time);
+                let step = Step { slot, time, cause: step_of_record(&record) };
                 let mut attempts = 0;
                 loop {
-                    match node.processor.handle(task, &self.codec, &record) {
+                    match node.processor.handle(task, &self.codec, &record, step) {
                         Outcome::Retry(reason) if attempts < 3 => {
                             attempts += 1;
                             tracing::warn!(%reason, "transient error in the test driver; retrying");
@@ -277,7 +300,6 @@ impl TestDriver {
                         _ => break,
                     }
                 }
-                node.processor.fire_timers(task, &self.codec).expect("firing timers on in-memory state");
                 self.flush(n, p);
             }
         }
@@ -287,6 +309,8 @@ impl TestDriver {
     fn flush(&mut self, n: usize, p: u32) {
         self.checkpoint += 1;
         let task = self.nodes[n].tasks.get_mut(&p).expect("task exists");
+        crate::ctx::sweep_expired(&mut task.state).expect("in-memory state");
+        task.state.accept();
         task.state.apply_committed(self.checkpoint).expect("in-memory state");
         let pending = std::mem::take(&mut task.pending);
         for rec in pending {

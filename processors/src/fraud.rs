@@ -23,7 +23,7 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 use storeflow_avro::{Event, FraudCheck, FraudReason, FraudScored, FraudSignal, Timestamp, Topic};
 
-use crate::{Ctx, Input, ProcessError, Processor};
+use crate::{Ctx, Flow, Input, ProcessError, Processor};
 
 /// Points per signal.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -314,8 +314,17 @@ impl Processor for Fraud {
         Fraud(config)
     }
 
-    fn inputs(&self) -> Vec<String> {
-        [Topic::Orders, Topic::FraudChecks, Topic::FraudSignals].iter().map(|t| t.name().to_string()).collect()
+    fn flow(&self) -> Flow {
+        // Three stages in one processor; each has its own state, so they need not wait for
+        // each other: orders → checks (re-keyed by customer and IP) → signals → scores.
+        Flow::new()
+            .group(&[Topic::Orders.name()])
+            .emits(&[Topic::FraudChecks.name()])
+            .group(&[Topic::FraudChecks.name()])
+            .emits(&[Topic::FraudSignals.name()])
+            .group(&[Topic::FraudSignals.name()])
+            .emits(&[Topic::FraudScores.name()])
+            .build()
     }
 
     fn stores(&self) -> &'static [&'static str] {

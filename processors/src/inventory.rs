@@ -19,7 +19,7 @@ use storeflow_avro::{
     Event, InventoryCommand, InventoryReply, LowStockAlert, ReservedLine, Timestamp, Topic, WarehouseStock,
 };
 
-use crate::{Ctx, Input, ProcessError, Processor, Timer};
+use crate::{Ctx, Flow, Input, ProcessError, Processor, Timer};
 
 /// `[processors.inventory]`.
 #[derive(Clone, Debug, Deserialize)]
@@ -65,6 +65,9 @@ pub struct Stock {
     pub on_hand: i64,
     /// Promised to orders not yet shipped.
     pub reserved: i64,
+    /// One more per change (what `StockLevelChanged.version` carries).
+    #[serde(default)]
+    pub version: i64,
 }
 
 impl Stock {
@@ -183,6 +186,7 @@ impl Inventory {
                 "{k}: {before:?} would become {s:?}, breaking 0 ≤ reserved ≤ on_hand"
             )));
         }
+        s.version = before.version + 1;
         ctx.store::<Stock>("stock").put(&k, &s)?;
         let t = ctx.time();
         let clamp = |v: i64| v.clamp(0, i64::from(i32::MAX)) as i32;
@@ -195,6 +199,7 @@ impl Inventory {
             reserved: clamp(s.reserved),
             available: clamp(s.available()),
             cause: cause.to_string(),
+            version: s.version,
         }));
         Ok(s)
     }
@@ -395,8 +400,15 @@ impl Processor for Inventory {
         Inventory(config)
     }
 
-    fn inputs(&self) -> Vec<String> {
-        vec![Topic::Inventory.name().into(), Topic::InventoryCommands.name().into()]
+    fn flow(&self) -> Flow {
+        let outputs = [Topic::InventoryReplies.name(), Topic::Reservations.name(), Topic::StockLevels.name()];
+        // Stock moves and the saga's commands change the same stock: one order.
+        Flow::new()
+            .group(&[Topic::Inventory.name(), Topic::InventoryCommands.name()])
+            .emits(&outputs)
+            .timers()
+            .emits(&outputs)
+            .build()
     }
 
     fn stores(&self) -> &'static [&'static str] {
@@ -511,7 +523,8 @@ mod tests {
             }));
         }
         fn stock(&mut self, sku: &str, wh: &str) -> Stock {
-            self.d.store::<Stock>("inventory", "stock", &key(sku, wh)).unwrap_or_default()
+            let s = self.d.store::<Stock>("inventory", "stock", &key(sku, wh)).unwrap_or_default();
+            Stock { version: 0, ..s }
         }
         fn replies(&self) -> Vec<InventoryReply> {
             self.d
@@ -531,7 +544,7 @@ mod tests {
         let rep = &r.replies()[0];
         assert!(rep.ok);
         assert_eq!(rep.lines, vec![ReservedLine { sku: "S".into(), warehouse_id: "wh-de-berlin".into(), quantity: 4 }]);
-        assert_eq!(r.stock("S", "wh-de-berlin"), Stock { on_hand: 10, reserved: 4 });
+        assert_eq!(r.stock("S", "wh-de-berlin"), Stock { on_hand: 10, reserved: 4, version: 0 });
         assert_eq!(r.stock("S", "wh-us-newark").reserved, 0);
     }
 
@@ -548,7 +561,7 @@ mod tests {
         let rep = &r.replies()[1];
         assert!(!rep.ok, "only 1 unit is left");
         assert_eq!(rep.reason, "1 of 2 units available");
-        assert_eq!(r.stock("S", "wh-us-newark"), Stock { on_hand: 3, reserved: 2 }, "a refused reservation holds nothing");
+        assert_eq!(r.stock("S", "wh-us-newark"), Stock { on_hand: 3, reserved: 2, version: 0 }, "a refused reservation holds nothing");
     }
 
     #[test]
@@ -558,12 +571,12 @@ mod tests {
         r.cmd("o1", "S", "reserve", 3, None, "DE");
         r.cmd("o1", "S", "release", 3, None, "DE");
         r.cmd("o1", "S", "release", 3, None, "DE");
-        assert_eq!(r.stock("S", "wh-de-berlin"), Stock { on_hand: 5, reserved: 0 });
+        assert_eq!(r.stock("S", "wh-de-berlin"), Stock { on_hand: 5, reserved: 0, version: 0 });
         assert_eq!(r.replies().iter().filter(|x| x.action == "release" && x.ok).count(), 1);
         r.cmd("o2", "S", "reserve", 2, None, "DE");
         r.cmd("o2", "S", "commit", 2, None, "DE");
         r.cmd("o2", "S", "ship", 2, Some("wh-de-berlin"), "DE");
-        assert_eq!(r.stock("S", "wh-de-berlin"), Stock { on_hand: 3, reserved: 0 });
+        assert_eq!(r.stock("S", "wh-de-berlin"), Stock { on_hand: 3, reserved: 0, version: 0 });
         r.cmd("o2", "S", "restock", 1, Some("wh-de-berlin"), "DE");
         assert_eq!(r.stock("S", "wh-de-berlin").on_hand, 4);
         r.cmd("o3", "S", "ship", 1, Some("wh-de-berlin"), "DE");
@@ -580,10 +593,10 @@ mod tests {
         let dlq = r.d.dlq(Topic::Inventory.name());
         assert_eq!(dlq.len(), 1);
         assert!(dlq[0].reason.contains("below the 4 units reserved"), "{}", dlq[0].reason);
-        assert_eq!(r.stock("S", "wh-de-berlin"), Stock { on_hand: 5, reserved: 4 });
+        assert_eq!(r.stock("S", "wh-de-berlin"), Stock { on_hand: 5, reserved: 4, version: 0 });
         let (event_id, occurred_at) = r.next();
         r.d.pipe(Event::StockAdjusted(storeflow_avro::StockAdjusted { event_id, occurred_at, sku: "S".into(), warehouse_id: "wh-de-berlin".into(), delta: -1, reason: "damaged".into() }));
-        assert_eq!(r.stock("S", "wh-de-berlin"), Stock { on_hand: 4, reserved: 4 });
+        assert_eq!(r.stock("S", "wh-de-berlin"), Stock { on_hand: 4, reserved: 4, version: 0 });
     }
 
     #[test]
@@ -596,7 +609,7 @@ mod tests {
             r.d.pipe(Event::StockTransferred(storeflow_avro::StockTransferred { event_id, occurred_at, sku: "S".into(), from_warehouse_id: "wh-de-berlin".into(), to_warehouse_id: "wh-nl-venlo".into(), quantity: q }));
             assert_eq!(r.d.dlq(Topic::Inventory.name()).len(), refused, "after the transfer of {q}");
         }
-        assert_eq!(r.stock("S", "wh-de-berlin"), Stock { on_hand: 4, reserved: 4 });
+        assert_eq!(r.stock("S", "wh-de-berlin"), Stock { on_hand: 4, reserved: 4, version: 0 });
         assert_eq!(r.stock("S", "wh-nl-venlo").on_hand, 1);
     }
 

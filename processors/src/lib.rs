@@ -10,6 +10,7 @@
 pub mod ctx;
 pub mod dlq;
 pub mod driver;
+pub mod flow;
 pub mod fraud;
 mod ids;
 pub mod inventory;
@@ -26,9 +27,11 @@ pub mod wire;
 
 pub use ctx::{Ctx, Store};
 pub use driver::TestDriver;
+pub use flow::{Emit, Flow, Group};
 pub use processor::{Input, ProcessError, Processor, Timer};
+pub use runtime::topology::{Node, Topology};
 pub use runtime::{Runtime, RuntimeConfig, StateBackend};
-pub use task::{DynProcessor, dlq_headers};
+pub use task::{DynProcessor, Step, dlq_headers};
 pub use wire::Wire;
 
 /// What can go wrong in the runtime (as opposed to in a record).

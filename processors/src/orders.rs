@@ -32,7 +32,7 @@ use storeflow_avro::{
 };
 
 use crate::inventory::distance;
-use crate::{Ctx, Input, ProcessError, Processor, Timer};
+use crate::{Ctx, Flow, Input, ProcessError, Processor, Timer};
 
 /// `[processors.orders]`.
 #[derive(Clone, Debug, Deserialize)]
@@ -52,6 +52,10 @@ pub struct OrdersConfig {
     /// and the lifecycle says so. Captures and shipments that arrive meanwhile are held back.
     /// 0 turns the gate off (confirm on authorization; a later hold still stops shipping).
     pub fraud_gate_ms: i64,
+    /// How long (ms of event time) an event about an order not placed yet is kept, waiting
+    /// for its order (a payment from a faster producer, a fraud verdict computed before the
+    /// order reached this task); after it, it goes to the DLQ as about an unknown order.
+    pub early_ttl_ms: i64,
 }
 
 impl Default for OrdersConfig {
@@ -61,6 +65,7 @@ impl Default for OrdersConfig {
             hold_ttl_ms: 20 * 60_000,
             warehouses: crate::inventory::InventoryConfig::default().warehouses,
             fraud_gate_ms: 10 * 60_000,
+            early_ttl_ms: 10 * 60_000,
         }
     }
 }
@@ -161,10 +166,45 @@ pub struct OrderState {
     pub fraud: Option<String>,
     /// Ids of the last events applied (duplicates are ignored).
     pub seen: Vec<String>,
-    /// Events that arrived while the reservation was still being made (JSON), replayed
-    /// once it settles.
+    /// What arrived while the order could not apply it yet (its reservation in flight, its
+    /// fraud verdict awaited), in time order; applied once it can.
     #[serde(default)]
-    pub deferred: Vec<String>,
+    pub deferred: Vec<Held>,
+    /// The order's version: one more per announced change (read models keep the highest).
+    #[serde(default)]
+    pub version: i64,
+}
+
+/// An event or a timer an order holds back until it can apply it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Held {
+    /// Its logical time.
+    pub at: i64,
+    /// Its step's identity: orders what happened at the same time, the same way every run.
+    pub cause: u64,
+    /// What it is.
+    pub what: HeldKind,
+}
+
+/// What an order holds back.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HeldKind {
+    /// An event, as JSON.
+    Event(String),
+    /// A timer's key (`payment|…`, `fraud|…`).
+    Timer(String),
+}
+
+impl Held {
+    fn event(at: i64, cause: u64, e: &Event) -> Held {
+        Held { at, cause, what: HeldKind::Event(serde_json::to_string(&e.to_json()).expect("events are JSON")) }
+    }
+}
+
+/// Inserts `h` into `list`, kept sorted by (time, cause).
+fn hold(list: &mut Vec<Held>, h: Held) {
+    let at = list.partition_point(|x| (x.at, x.cause) <= (h.at, h.cause));
+    list.insert(at, h);
 }
 
 /// The orders processor.
@@ -179,12 +219,6 @@ fn illegal(o: &OrderState, what: &str) -> ProcessError {
 }
 
 impl Orders {
-    fn load(ctx: &mut Ctx<'_, Event>, order_id: &str) -> Result<OrderState, ProcessError> {
-        ctx.store::<OrderState>("orders")
-            .get(order_id)?
-            .ok_or_else(|| ProcessError::permanent(format!("unknown order {order_id}: nothing was placed under that id")))
-    }
-
     fn save(ctx: &mut Ctx<'_, Event>, o: &OrderState) -> Result<(), ProcessError> {
         ctx.store::<OrderState>("orders").put(&o.order_id, o)
     }
@@ -202,7 +236,8 @@ impl Orders {
         Ok(())
     }
 
-    fn announce(o: &OrderState, ctx: &mut Ctx<'_, Event>, previous: Option<String>, reason: &str) {
+    fn announce(o: &mut OrderState, ctx: &mut Ctx<'_, Event>, previous: Option<String>, reason: &str) {
+        o.version += 1;
         let t = ctx.time();
         ctx.emit(Event::OrderStatusChanged(OrderStatusChanged {
             event_id: fresh_id(t, &["status", &o.order_id, &o.status, previous.as_deref().unwrap_or(""), reason]),
@@ -216,6 +251,7 @@ impl Orders {
             reason: reason.to_string(),
             total_minor: o.total_minor,
             currency: o.currency.clone(),
+            version: o.version,
         }));
     }
 
@@ -375,17 +411,13 @@ impl Orders {
         self.0.fraud_gate_ms > 0 && o.fraud.is_none() && o.status == "payment_authorized"
     }
 
-    /// True while events about the order must wait: for inventory's answers or the fraud gate.
-    fn waits(&self, o: &OrderState) -> bool {
-        Self::awaits_reservation(o) || self.awaits_fraud(o)
-    }
-
-    /// True while the order waits for inventory's answers.
+    /// True while the order waits for inventory's answers: everything else about it waits
+    /// too, so its outcome is the same whether the answers came first or last.
     fn awaits_reservation(o: &OrderState) -> bool {
         o.status == "placed" && matches!(o.phase, Phase::Reserving | Phase::Moving)
     }
 
-    /// Events that need the reservation settled before they make sense.
+    /// Events that need the fraud verdict before they make sense.
     fn deferrable(e: &Event) -> bool {
         matches!(
             e,
@@ -399,26 +431,69 @@ impl Orders {
         )
     }
 
-    /// Once the reservation settled, applies the events held back, in arrival order; one
-    /// that is illegal now goes to its dead-letter topic with the reason.
-    fn replay_deferred(&self, o: &mut OrderState, ctx: &mut Ctx<'_, Event>) {
-        if self.waits(o) || o.deferred.is_empty() {
-            return;
+    /// True when `h` cannot be applied to `o` yet.
+    fn must_wait(&self, o: &OrderState, h: &Held) -> bool {
+        if Self::awaits_reservation(o) {
+            return true;
         }
-        for json in std::mem::take(&mut o.deferred) {
-            let Ok(event) = storeflow_avro::json::event_from_json_str(&json, Default::default()) else {
-                tracing::error!(order = %o.order_id, "a held-back event no longer parses; dropped");
-                continue;
-            };
-            let (before, mark) = (o.clone(), ctx.savepoint());
-            if let Err(e) = self.apply(o, &event, ctx) {
-                *o = before;
-                ctx.rollback_outputs(mark);
-                let topic = event.topic().name().to_string();
-                ctx.dead_letter(&topic, &o.order_id.clone(), event.clone(), &e.to_string());
+        match &h.what {
+            HeldKind::Event(json) if self.awaits_fraud(o) => {
+                storeflow_avro::json::event_from_json_str(json, Default::default()).is_ok_and(|e| Self::deferrable(&e))
             }
-            o.seen.insert(0, event.event_id().to_string());
+            _ => false,
         }
+    }
+
+    /// Applies what the order held back, in time order, as far as it can now; an event that
+    /// is illegal now goes to its dead-letter topic with the reason.
+    fn replay_deferred(&self, o: &mut OrderState, ctx: &mut Ctx<'_, Event>) -> Result<(), ProcessError> {
+        if o.deferred.is_empty() {
+            return Ok(());
+        }
+        for h in std::mem::take(&mut o.deferred) {
+            if self.must_wait(o, &h) {
+                o.deferred.push(h);
+                continue;
+            }
+            match h.what {
+                HeldKind::Timer(key) => self.timer_fired(o, &key, ctx)?,
+                HeldKind::Event(json) => {
+                    let Ok(event) = storeflow_avro::json::event_from_json_str(&json, Default::default()) else {
+                        tracing::error!(order = %o.order_id, "a held-back event no longer parses; dropped");
+                        continue;
+                    };
+                    let (before, mark) = (o.clone(), ctx.savepoint());
+                    let deferred = std::mem::take(&mut o.deferred);
+                    let result = self.apply(o, &event, ctx);
+                    o.deferred = deferred;
+                    if let Err(e) = result {
+                        *o = before;
+                        ctx.rollback_outputs(mark);
+                        let topic = event.topic().name().to_string();
+                        ctx.dead_letter(&topic, &o.order_id.clone(), event.clone(), &e.to_string());
+                    }
+                    o.seen.insert(0, event.event_id().to_string());
+                }
+            }
+        }
+        o.seen.truncate(32);
+        Ok(())
+    }
+
+    /// A timer of `o` came due (or was held back until now).
+    fn timer_fired(&self, o: &mut OrderState, key: &str, ctx: &mut Ctx<'_, Event>) -> Result<(), ProcessError> {
+        if key.starts_with("fraud|") {
+            if o.fraud.is_none() {
+                o.fraud = Some("none in time".into());
+                let why = format!("reserved and paid; no fraud score within {} s of placing", self.0.fraud_gate_ms / 1000);
+                self.confirm(o, ctx, &why)?;
+            }
+        } else if key.starts_with("payment|") && !o.authorized && matches!(o.status.as_str(), "placed" | "reserved") {
+            self.release_all(o, ctx, "payment_timeout");
+            o.fulfillment_status = "unfulfilled".into();
+            Self::go(o, ctx, "cancelled", "no payment authorized in time")?;
+        }
+        Ok(())
     }
 
     /// Applies one event (anything but OrderPlaced) to the order.
@@ -550,7 +625,7 @@ impl Orders {
                     Self::go(o, ctx, "refunded", &format!("refund {} issued", r.refund_id))?;
                 } else {
                     let status = o.status.clone();
-                    Self::announce(&o, ctx, Some(status), &format!("refund {} issued", r.refund_id));
+                    Self::announce(o, ctx, Some(status), &format!("refund {} issued", r.refund_id));
                 }
             }
             _ => unreachable!("matched above"),
@@ -583,15 +658,28 @@ impl Processor for Orders {
         Orders(config)
     }
 
-    fn inputs(&self) -> Vec<String> {
-        [Topic::Orders, Topic::Payments, Topic::Fulfillment, Topic::InventoryReplies, Topic::FraudScores]
-            .iter()
-            .map(|t| t.name().to_string())
-            .collect()
+    fn flow(&self) -> Flow {
+        let (lifecycle, reservations, commands) = (Topic::Lifecycle.name(), Topic::Reservations.name(), Topic::InventoryCommands.name());
+        // What customers, payment providers and warehouses report, in one order; inventory's
+        // answers and fraud verdicts as they come (each order holds back what it cannot
+        // apply yet, so the order among the three does not change any order's outcome). The
+        // saga's answers to inventory close the orders ⇄ inventory cycle: a feedback edge.
+        Flow::new()
+            .group(&[Topic::Orders.name(), Topic::Payments.name(), Topic::Fulfillment.name()])
+            .emits(&[lifecycle, reservations, commands])
+            .group(&[Topic::InventoryReplies.name()])
+            .emits(&[lifecycle, reservations])
+            .feeds_back(&[commands])
+            .group(&[Topic::FraudScores.name()])
+            .emits(&[lifecycle, reservations, commands])
+            .timers()
+            .emits(&[lifecycle, reservations])
+            .feeds_back(&[commands])
+            .build()
     }
 
     fn stores(&self) -> &'static [&'static str] {
-        &["orders"]
+        &["orders", "early"]
     }
 
     fn process(&mut self, input: &Input<Event>, ctx: &mut Ctx<'_, Event>) -> Result<(), ProcessError> {
@@ -644,8 +732,17 @@ impl Processor for Orders {
                 fraud: None,
                 seen: vec![p.event_id.clone()],
                 deferred: Vec::new(),
+                version: 0,
             };
-            Self::announce(&o, ctx, None, "order placed");
+            Self::announce(&mut o, ctx, None, "order placed");
+            // What came before the order (a faster producer's payment, an early verdict) waits
+            // with everything else for the reservation.
+            if let Some(early) = ctx.store::<Vec<Held>>("early").get(&o.order_id)? {
+                for h in early {
+                    hold(&mut o.deferred, h);
+                }
+                ctx.store::<Vec<Held>>("early").delete(&o.order_id)?;
+            }
             for (sku, qty) in o.wanted.clone() {
                 self.command(&o, ctx, &sku, "reserve", qty, None, "order placed", true);
             }
@@ -671,17 +768,34 @@ impl Processor for Orders {
             Event::FraudScored(x) => &x.order_id,
             other => return Err(ProcessError::permanent(format!("orders does not handle {}", other.name()))),
         };
-        let mut o = Self::load(ctx, order_id)?;
+        let order_id = order_id.clone();
+        let Some(mut o) = ctx.store::<OrderState>("orders").get(&order_id)? else {
+            if matches!(e, Event::InventoryReply(_)) {
+                return Err(ProcessError::permanent(format!("unknown order {order_id}: nothing was placed under that id")));
+            }
+            // Perhaps its order is still on the way: keep it for a while.
+            let mut early = ctx.store::<Vec<Held>>("early").get(&order_id)?.unwrap_or_default();
+            if early.iter().any(|h| matches!(&h.what, HeldKind::Event(j) if j.contains(e.event_id()))) {
+                return Ok(());
+            }
+            let until = input.timestamp.saturating_add(self.0.early_ttl_ms);
+            hold(&mut early, Held::event(input.timestamp, input.cause, e));
+            let expires = early.iter().map(|h| h.at).max().unwrap_or(until).saturating_add(self.0.early_ttl_ms);
+            ctx.store::<Vec<Held>>("early").put_until(&order_id, &early, expires.saturating_add(1))?;
+            ctx.set_timer(until, &format!("early|{order_id}"));
+            return Ok(());
+        };
         if o.seen.contains(&e.event_id().to_string()) {
             return Ok(());
         }
-        if self.waits(&o) && Self::deferrable(e) {
-            // It came before the reservation settled or the fraud score arrived (replaying a
-            // backlog, an answer still in flight): hold it back and apply it once they have.
-            o.deferred.push(serde_json::to_string(&e.to_json()).expect("events are JSON"));
+        let h = Held::event(input.timestamp, input.cause, e);
+        if !matches!(e, Event::InventoryReply(_)) && self.must_wait(&o, &h) {
+            // Its order cannot take it yet (the reservation is in flight, or the fraud
+            // verdict awaited): hold it back and apply it, in time order, once it can.
+            hold(&mut o.deferred, h);
         } else {
             self.apply(&mut o, e, ctx)?;
-            self.replay_deferred(&mut o, ctx);
+            self.replay_deferred(&mut o, ctx)?;
         }
         o.seen.insert(0, e.event_id().to_string());
         o.seen.truncate(32);
@@ -689,27 +803,41 @@ impl Processor for Orders {
     }
 
     fn on_timer(&mut self, timer: &Timer, ctx: &mut Ctx<'_, Event>) -> Result<(), ProcessError> {
-        if let Some(order_id) = timer.key.strip_prefix("fraud|") {
-            let Some(mut o) = ctx.store::<OrderState>("orders").get(order_id)? else { return Ok(()) };
-            if o.fraud.is_none() {
-                o.fraud = Some("none in time".into());
-                let why = format!("reserved and paid; no fraud score within {} s of placing", self.0.fraud_gate_ms / 1000);
-                self.confirm(&mut o, ctx, &why)?;
-                self.replay_deferred(&mut o, ctx);
-                Self::save(ctx, &o)?;
+        if let Some(order_id) = timer.key.strip_prefix("early|") {
+            if ctx.store::<OrderState>("orders").get(order_id)?.is_some() {
+                return Ok(());
+            }
+            // Everything that waited its whole time for this order goes to the DLQ.
+            let early = ctx.store::<Vec<Held>>("early").get(order_id)?.unwrap_or_default();
+            let (due, later): (Vec<Held>, Vec<Held>) = early.into_iter().partition(|h| h.at.saturating_add(self.0.early_ttl_ms) <= timer.at);
+            for h in due {
+                if let HeldKind::Event(json) = h.what {
+                    if let Ok(event) = storeflow_avro::json::event_from_json_str(&json, Default::default()) {
+                        let reason = format!("unknown order {order_id}: nothing was placed under that id within {} s", self.0.early_ttl_ms / 1000);
+                        ctx.dead_letter(event.topic().name(), order_id, event.clone(), &reason);
+                    }
+                }
+            }
+            match later.iter().map(|h| h.at).min() {
+                Some(next) => {
+                    ctx.set_timer(next.saturating_add(self.0.early_ttl_ms), &timer.key);
+                    let expires = later.iter().map(|h| h.at).max().unwrap_or(next).saturating_add(self.0.early_ttl_ms).saturating_add(1);
+                    ctx.store::<Vec<Held>>("early").put_until(order_id, &later, expires)?;
+                }
+                None => ctx.store::<Vec<Held>>("early").delete(order_id)?,
             }
             return Ok(());
         }
-        let Some(order_id) = timer.key.strip_prefix("payment|") else { return Ok(()) };
-        let Some(mut o) = ctx.store::<OrderState>("orders").get(order_id)? else { return Ok(()) };
-        if !o.authorized && matches!(o.status.as_str(), "placed" | "reserved") {
-            self.release_all(&mut o, ctx, "payment_timeout");
-            o.fulfillment_status = "unfulfilled".into();
-            Self::go(&mut o, ctx, "cancelled", "no payment authorized in time")?;
-            self.replay_deferred(&mut o, ctx);
-            Self::save(ctx, &o)?;
+        let Some(order_id) = timer.key.split_once('|').map(|(_, o)| o.to_string()) else { return Ok(()) };
+        let Some(mut o) = ctx.store::<OrderState>("orders").get(&order_id)? else { return Ok(()) };
+        if Self::awaits_reservation(&o) {
+            let cause = crate::runtime::align::step_of_timer(&timer.key, timer.at);
+            hold(&mut o.deferred, Held { at: timer.at, cause, what: HeldKind::Timer(timer.key.clone()) });
+            return Self::save(ctx, &o);
         }
-        Ok(())
+        self.timer_fired(&mut o, &timer.key, ctx)?;
+        self.replay_deferred(&mut o, ctx)?;
+        Self::save(ctx, &o)
     }
 }
 
@@ -842,7 +970,7 @@ mod tests {
                 "return_requested" => &[Step::Hold, Step::Do(Act::Authorize), Step::Do(Act::ShipA), Step::Do(Act::ShipB), Step::Do(Act::Deliver), Step::Do(Act::ReturnReq)],
                 "returned" => &[Step::Hold, Step::Do(Act::Authorize), Step::Do(Act::ShipA), Step::Do(Act::ShipB), Step::Do(Act::Deliver), Step::Do(Act::ReturnReq), Step::Do(Act::ReturnRecv)],
                 "refunded" => &[Step::Hold, Step::Do(Act::Authorize), Step::Do(Act::ShipA), Step::Do(Act::ShipB), Step::Do(Act::Deliver), Step::Do(Act::ReturnReq), Step::Do(Act::ReturnRecv), Step::Do(Act::Refund)],
-                "cancelled" => &[Step::Do(Act::Cancel)],
+                "cancelled" => &[Step::Hold, Step::Do(Act::Cancel)],
                 "rejected_out_of_stock" => &[Step::Reject],
                 "payment_failed" => &[Step::Hold, Step::Do(Act::Fail)],
                 "fraud_hold" => &[Step::Hold, Step::Do(Act::FraudHold)],
@@ -908,16 +1036,17 @@ mod tests {
         use Act::*;
         use Outcome::*;
         match (from, act) {
-            ("placed", Capture | ShipCreated | ShipA | ShipB | Deliver | ReturnReq | ReturnRecv | Refund) => Held,
-            ("placed", Authorize) => To("placed"),
+            // While its reservation is in flight, an order takes nothing else: everything waits
+            // and applies, in time order, once inventory has answered.
+            ("placed", _) => Held,
             ("reserved", Authorize) => To("confirmed"),
             ("fraud_hold", Authorize) => To("fraud_hold"),
-            ("placed" | "reserved", Fail) => To("payment_failed"),
+            ("reserved", Fail) => To("payment_failed"),
             ("confirmed", Capture) => To("confirmed"),
             ("partially_shipped", Capture) => To("partially_shipped"),
             ("shipped", Capture) => To("shipped"),
             ("delivered", Capture) => To("delivered"),
-            ("placed" | "reserved" | "confirmed" | "fraud_hold", Cancel) => To("cancelled"),
+            ("reserved" | "confirmed" | "fraud_hold", Cancel) => To("cancelled"),
             ("confirmed", ShipCreated) => To("confirmed"),
             ("partially_shipped", ShipCreated) => To("partially_shipped"),
             ("confirmed", ShipA) => To("partially_shipped"),
@@ -934,7 +1063,7 @@ mod tests {
             ("delivered", Refund) => To("delivered"),
             ("return_requested", Refund) => To("return_requested"),
             ("refunded", Refund) => To("refunded"),
-            ("placed" | "reserved" | "confirmed", FraudHold) => To("fraud_hold"),
+            ("reserved" | "confirmed", FraudHold) => To("fraud_hold"),
             (s, FraudHold) => To(STATES.iter().find(|x| **x == s).copied().expect("a state")),
             _ => Dead,
         }
@@ -948,6 +1077,7 @@ mod tests {
         for from in STATES {
             for act in acts {
                 let mut r = Run::reach(from);
+                let held_before = r.d.store::<OrderState>("orders", "orders", "o-1").unwrap().deferred.len();
                 r.act(act);
                 match expected(from, act) {
                     Outcome::To(to) => {
@@ -962,7 +1092,7 @@ mod tests {
                         assert_eq!(r.status(), from, "{act:?} in {from} changed the order");
                         assert_eq!(r.dead(), 0, "{act:?} in {from} was dead-lettered");
                         let o = r.d.store::<OrderState>("orders", "orders", "o-1").unwrap();
-                        assert_eq!(o.deferred.len(), 1, "{act:?} in {from} was not held back");
+                        assert_eq!(o.deferred.len(), held_before + 1, "{act:?} in {from} was not held back");
                     }
                 }
                 checked += 1;
@@ -1071,7 +1201,41 @@ mod tests {
         assert_eq!(r.status(), "partially_shipped");
         assert_eq!(r.dead(), 0, "a redelivered event was treated as new");
         r.pipe(ShipmentShipped { order_id: "o-404".into(), ..ship });
-        assert_eq!(r.d.dlq(Topic::Fulfillment.name())[0].reason, "unknown order o-404: nothing was placed under that id");
+        assert!(r.d.dlq(Topic::Fulfillment.name()).is_empty(), "its order may still be on the way");
+        r.d.advance_time(T0 + 99_000 + OrdersConfig::default().early_ttl_ms);
+        assert_eq!(r.d.dlq(Topic::Fulfillment.name())[0].reason, "unknown order o-404: nothing was placed under that id within 600 s");
+    }
+
+    #[test]
+    fn a_payment_and_a_verdict_that_arrive_before_their_order_wait_for_it_and_apply_in_time_order() {
+        let mut r = Run::new();
+        // A payment provider and the fraud processor were faster than the order's producer.
+        r.t += 5_000;
+        r.score(10, "allow");
+        r.t -= 4_000;
+        r.act(Act::Authorize);
+        assert_eq!((r.status().as_str(), r.dead()), ("", 0), "nothing placed, nothing dead-lettered yet");
+        r.t = T0;
+        r.place(&[("A", 2)]);
+        assert_eq!(r.status(), "placed");
+        r.reply("A", 2, true);
+        assert_eq!(r.status(), "confirmed", "reserved, then the earlier payment, then the verdict");
+        assert_eq!(r.dead(), 0);
+    }
+
+    #[test]
+    fn a_payment_timeout_during_the_reservation_applies_after_it_as_if_inventory_had_answered_at_once() {
+        let mut r = Run { d: TestDriver::new(Orders::new(OrdersConfig { payment_timeout_ms: 500, ..OrdersConfig::default() })), n: 0, t: T0 };
+        r.place(&[("A", 1)]);
+        r.d.advance_time(T0 + 5_000);
+        assert_eq!(r.status(), "placed", "the timeout waits for the reservation");
+        r.reply("A", 1, true);
+        assert_eq!(r.status(), "cancelled");
+        let last = r.d.outputs::<Event>(Topic::Lifecycle.name()).into_iter().filter_map(|e| match e {
+            Event::OrderStatusChanged(s) => Some((s.status, s.version)),
+            _ => None,
+        }).collect::<Vec<_>>();
+        assert_eq!(last, vec![("placed".into(), 1), ("reserved".into(), 2), ("cancelled".into(), 3)], "every announcement has the next version");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use serde::de::DeserializeOwned;
 
 use crate::ctx::Ctx;
+use crate::flow::Flow;
 use crate::wire::Wire;
 
 /// A record handed to a processor.
@@ -17,10 +18,14 @@ pub struct Input<T> {
     pub partition: u32,
     /// Offset in that partition.
     pub offset: u64,
-    /// Record timestamp (ms).
+    /// Logical time of this step (ms): the record's timestamp, or the stream time when the
+    /// record came late (what [`Ctx::time`] reads).
     pub timestamp: i64,
     /// Record key.
     pub key: String,
+    /// The step's identity: what orders records of the same time deterministically (for a
+    /// processor that holds records back and applies them later in their order).
+    pub cause: u64,
 }
 
 /// A timer that came due.
@@ -71,8 +76,16 @@ pub trait Processor: Send + 'static {
     /// Builds the processor from its configuration.
     fn new(config: Self::Config) -> Self;
 
-    /// Topics it reads, all with the same partition count (co-partitioned by key).
-    fn inputs(&self) -> Vec<String>;
+    /// What it reads — all topics with the same partition count (co-partitioned by key) —
+    /// in which orders, and what each input group and its timers may write
+    /// ([`Flow`], docs/ARCHITECTURE.md "Time and order"). Emitting to a topic the flow does
+    /// not declare for the group being processed is a permanent error.
+    fn flow(&self) -> Flow;
+
+    /// Topics it reads (from [`Processor::flow`]).
+    fn inputs(&self) -> Vec<String> {
+        self.flow().inputs()
+    }
 
     /// State stores it uses (names for [`Ctx::store`]).
     fn stores(&self) -> &'static [&'static str] {
@@ -92,7 +105,7 @@ pub trait Processor: Send + 'static {
     /// Handles one record.
     fn process(&mut self, input: &Input<Self::In>, ctx: &mut Ctx<'_, Self::Out>) -> Result<(), ProcessError>;
 
-    /// Handles a timer set with [`Ctx::set_timer`], when the partition's stream time reaches it.
+    /// Handles a timer set with [`Ctx::set_timer`], once every input group has passed it.
     fn on_timer(&mut self, _timer: &Timer, _ctx: &mut Ctx<'_, Self::Out>) -> Result<(), ProcessError> {
         Ok(())
     }

@@ -27,7 +27,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use storeflow_avro::{Event, RecoSignal, RecommendationsUpdated, ScoredProduct, Timestamp, Topic};
 
-use crate::{Ctx, Input, ProcessError, Processor};
+use crate::{Ctx, Flow, Input, ProcessError, Processor};
 
 /// `[processors.recommendations]`.
 #[derive(Clone, Debug, Deserialize)]
@@ -103,6 +103,9 @@ pub struct Affinity {
     pub partner_n: BTreeMap<String, f64>,
     /// The list last emitted.
     pub emitted: Vec<String>,
+    /// One more per list emitted.
+    #[serde(default)]
+    pub version: i64,
 }
 
 /// A category's trending products.
@@ -110,6 +113,9 @@ pub struct Affinity {
 pub struct Trending {
     pub scores: BTreeMap<String, Decayed>,
     pub emitted: Vec<String>,
+    /// One more per list emitted.
+    #[serde(default)]
+    pub version: i64,
 }
 
 /// The recommendations processor.
@@ -176,6 +182,7 @@ impl Recommendations {
             items,
             session_id: Some(session.to_string()),
             category: None,
+            version: i64::from(s.views),
         }));
         ctx.store::<Session>("sessions").put_until(session, &s, t + 30 * 60_000)
     }
@@ -202,6 +209,7 @@ impl Recommendations {
             return;
         }
         a.emitted = order;
+        a.version += 1;
         ctx.emit(Event::RecommendationsUpdated(RecommendationsUpdated {
             event_id: fresh_id(t, &["list", product, source, &a.emitted.join(",")]),
             occurred_at: Timestamp(t),
@@ -210,6 +218,7 @@ impl Recommendations {
             items: scored.into_iter().map(|(product_id, score)| ScoredProduct { product_id, score }).collect(),
             session_id: None,
             category: None,
+            version: a.version,
         }));
     }
 
@@ -232,6 +241,7 @@ impl Recommendations {
             let order: Vec<String> = top.iter().map(|x| x.0.clone()).collect();
             if order != tr.emitted {
                 tr.emitted = order;
+                tr.version += 1;
                 ctx.emit(Event::RecommendationsUpdated(RecommendationsUpdated {
                     event_id: fresh_id(t, &["trend", cat, &tr.emitted.join(",")]),
                     occurred_at: Timestamp(t),
@@ -240,6 +250,7 @@ impl Recommendations {
                     items: top.into_iter().map(|(product_id, score)| ScoredProduct { product_id, score }).collect(),
                     session_id: None,
                     category: Some(cat.clone()),
+                    version: tr.version,
                 }));
             }
             return ctx.store::<Trending>("trending").put(cat, &tr);
@@ -294,8 +305,17 @@ impl Processor for Recommendations {
         Recommendations(config)
     }
 
-    fn inputs(&self) -> Vec<String> {
-        [Topic::Sessions, Topic::Orders, Topic::RecoSignals].iter().map(|t| t.name().to_string()).collect()
+    fn flow(&self) -> Flow {
+        let (signals, updates) = (Topic::RecoSignals.name(), Topic::Recommendations.name());
+        // Sessions and orders → signals re-keyed by product and category → lists. A product's
+        // stage tells its partners its popularity through the same topic: a feedback edge.
+        Flow::new()
+            .group(&[Topic::Sessions.name(), Topic::Orders.name()])
+            .emits(&[signals, updates])
+            .group(&[signals])
+            .emits(&[updates])
+            .feeds_back(&[signals])
+            .build()
     }
 
     fn stores(&self) -> &'static [&'static str] {

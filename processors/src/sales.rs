@@ -13,7 +13,7 @@
 //!
 //! Every amount lands in the minute of its own event time: a late refund updates the minute
 //! it happened in. Exchange rates come from `storefront.exchange_rates`, read in full by
-//! every instance (a global input), and convert with the latest rate known.
+//! every instance (a global input); a minute converts with the rate in force when it began.
 //!
 //! Money rules, stated: all amounts are integers in minor units. Commission =
 //! (GMV − refunds) × plan rate, rounded half to even to a minor unit; net payout =
@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use storeflow_avro::{Event, Timestamp, Topic, VendorSaleRecorded, VendorSalesMinute};
 
-use crate::{Ctx, Input, ProcessError, Processor};
+use crate::{Ctx, Flow, Input, ProcessError, Processor};
 
 /// `[processors.sales]`.
 #[derive(Clone, Debug, Deserialize)]
@@ -88,6 +88,9 @@ pub struct Minute {
     pub units: i64,
     pub gmv_minor: i64,
     pub refunds_minor: i64,
+    /// One more per update.
+    #[serde(default)]
+    pub version: i64,
 }
 
 /// What stage 1 keeps of an order: its currency and each vendor's units and value.
@@ -100,8 +103,9 @@ pub struct OrderSplit {
 /// The sales processor.
 pub struct Sales {
     config: SalesConfig,
-    /// Latest rates: (base, quote) → rate × 10⁹ (global state, rebuilt at every start).
-    rates: BTreeMap<(String, String), i64>,
+    /// Every rate by when it took effect: (base, quote) → event time → rate × 10⁹ (global
+    /// state, rebuilt at every start).
+    rates: BTreeMap<(String, String), BTreeMap<i64, i64>>,
 }
 
 fn fresh_id(t: i64, parts: &[&str]) -> String {
@@ -109,19 +113,21 @@ fn fresh_id(t: i64, parts: &[&str]) -> String {
 }
 
 impl Sales {
-    /// The rate from `from` to the base currency, direct or inverse.
-    pub fn rate_to_base(&self, from: &str) -> Option<i64> {
+    /// The rate from `from` to the base currency in force at `at` (ms): the latest one that
+    /// took effect at or before it (the earliest known when none had yet), direct or inverse.
+    pub fn rate_to_base(&self, from: &str, at: i64) -> Option<i64> {
         let base = &self.config.base_currency;
         if from == base {
             return Some(1_000_000_000);
         }
-        if let Some(r) = self.rates.get(&(from.to_string(), base.clone())) {
-            return Some(*r);
+        let in_force = |pair: (String, String)| -> Option<i64> {
+            let history = self.rates.get(&pair)?;
+            history.range(..=at).next_back().or_else(|| history.iter().next()).map(|(_, r)| *r)
+        };
+        if let Some(r) = in_force((from.to_string(), base.clone())) {
+            return Some(r);
         }
-        self.rates
-            .get(&(base.clone(), from.to_string()))
-            .filter(|r| **r > 0)
-            .map(|r| div_round_half_even(1_000_000_000_000_000_000, i128::from(*r)) as i64)
+        in_force((base.clone(), from.to_string())).filter(|r| *r > 0).map(|r| div_round_half_even(1_000_000_000_000_000_000, i128::from(r)) as i64)
     }
 
     fn share(&self, ctx: &mut Ctx<'_, Event>, order_id: &str, vendor: &str, minute: i64, currency: &str, orders: i32, units: i64, gmv: i64, refunds: i64, tag: &str) {
@@ -151,8 +157,15 @@ impl Processor for Sales {
         Sales { config, rates: BTreeMap::new() }
     }
 
-    fn inputs(&self) -> Vec<String> {
-        [Topic::Orders, Topic::Payments, Topic::Catalog, Topic::SalesEvents].iter().map(|t| t.name().to_string()).collect()
+    fn flow(&self) -> Flow {
+        // Stage 1 (orders, refunds) → shares re-keyed by vendor → stage 2, ordered with the
+        // vendors' catalog events (their plans set the commission).
+        Flow::new()
+            .group(&[Topic::Orders.name(), Topic::Payments.name()])
+            .emits(&[Topic::SalesEvents.name()])
+            .group(&[Topic::SalesEvents.name(), Topic::Catalog.name()])
+            .emits(&[Topic::VendorSales.name()])
+            .build()
     }
 
     fn global_inputs(&self) -> Vec<String> {
@@ -165,7 +178,13 @@ impl Processor for Sales {
 
     fn on_global(&mut self, input: &Input<Event>) {
         if let Event::ExchangeRateUpdated(r) = &input.value {
-            self.rates.insert((r.base_currency.clone(), r.quote_currency.clone()), r.rate_e9);
+            let history = self.rates.entry((r.base_currency.clone(), r.quote_currency.clone())).or_default();
+            history.insert(r.occurred_at.millis(), r.rate_e9);
+            // Rates older than the state kept are never asked for again.
+            let horizon = r.occurred_at.millis().saturating_sub(self.config.keep_days.saturating_mul(86_400_000));
+            while history.len() > 1 && history.keys().next().is_some_and(|t| *t < horizon) {
+                history.pop_first();
+            }
         }
     }
 
@@ -220,13 +239,16 @@ impl Processor for Sales {
                 m.units += i64::from(s.units);
                 m.gmv_minor += s.gmv_minor;
                 m.refunds_minor += s.refunds_minor;
+                m.version += 1;
                 ctx.store::<Minute>("minutes").put_until(&key, &m, minute + keep)?;
                 let plan = ctx.store::<String>("plans").get(&s.vendor_id)?.unwrap_or_else(|| self.config.default_plan.clone());
                 let bps = self.config.commission_bps.get(&plan).copied().unwrap_or(0);
                 let net_sales = m.gmv_minor - m.refunds_minor;
                 let commission = div_round_half_even(i128::from(net_sales) * i128::from(bps), 10_000) as i64;
                 let net_payout = net_sales - commission;
-                let (gmv_base, net_base) = match self.rate_to_base(&s.currency) {
+                // The rate in force when the minute began: every rate before it is known by
+                // the time any sale of the minute is counted, whatever the processing order.
+                let (gmv_base, net_base) = match self.rate_to_base(&s.currency, minute) {
                     Some(rate) => (
                         convert(m.gmv_minor, &s.currency, &self.config.base_currency, rate),
                         convert(net_payout, &s.currency, &self.config.base_currency, rate),
@@ -253,6 +275,7 @@ impl Processor for Sales {
                     base_currency: self.config.base_currency.clone(),
                     gmv_base_minor: gmv_base,
                     net_payout_base_minor: net_base,
+                    version: m.version,
                 }));
             }
             _ => {}
@@ -337,7 +360,23 @@ mod tests {
     }
 
     fn rate(d: &mut TestDriver, base: &str, quote: &str, rate_e9: i64) {
-        d.pipe(Event::ExchangeRateUpdated(ExchangeRateUpdated { event_id: uid(77 + rate_e9 as u128), occurred_at: Timestamp(T0), base_currency: base.into(), quote_currency: quote.into(), rate_e9 }));
+        rate_at(d, T0, base, quote, rate_e9);
+    }
+
+    fn rate_at(d: &mut TestDriver, at: i64, base: &str, quote: &str, rate_e9: i64) {
+        d.pipe(Event::ExchangeRateUpdated(ExchangeRateUpdated { event_id: uid(77 + rate_e9 as u128), occurred_at: Timestamp(at), base_currency: base.into(), quote_currency: quote.into(), rate_e9 }));
+    }
+
+    #[test]
+    fn a_minute_converts_with_the_rate_in_force_when_it_began_whenever_a_later_rate_arrives() {
+        let mut d = TestDriver::new(Sales::new(SalesConfig::default()));
+        rate_at(&mut d, T0 - 1, "USD", "EUR", 900_000_000);
+        // A new rate takes effect half-way through the minute and is known before its sales.
+        rate_at(&mut d, T0 + 30_000, "USD", "EUR", 1_000_000_000);
+        d.pipe(order("o1", T0 + 40_000, "USD", &[("v1", 1, 1_000)]));
+        assert_eq!(last(&d, "v1", T0).gmv_base_minor, 900, "the minute began at 0.90");
+        d.pipe(order("o2", T0 + 60_000, "USD", &[("v1", 1, 1_000)]));
+        assert_eq!(last(&d, "v1", T0 + 60_000).gmv_base_minor, 1_000, "the next minute began at 1.00");
     }
 
     #[test]
@@ -379,7 +418,7 @@ mod tests {
     }
 
     #[test]
-    fn amounts_convert_to_the_base_currency_with_the_latest_rate_rounding_half_to_even() {
+    fn amounts_convert_to_the_base_currency_rounding_half_to_even_directly_or_through_the_inverse() {
         let mut d = TestDriver::new(Sales::new(SalesConfig::default()));
         rate(&mut d, "JPY", "EUR", 6_172_840); // 1 JPY = 0.00617284 EUR
         d.pipe(order("o1", T0, "JPY", &[("v1", 1, 1_000)]));

@@ -36,6 +36,12 @@ pub trait KvBackend: Send {
     fn checkpoint(&mut self) -> Result<Option<u64>, RuntimeError>;
     /// Deletes everything (before a full restore).
     fn wipe(&mut self) -> Result<(), RuntimeError>;
+    /// At most `limit` entries with `start <= key < end`, in key order.
+    fn scan_limit(&mut self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, RuntimeError> {
+        let mut v = self.scan(start, end)?;
+        v.truncate(limit);
+        Ok(v)
+    }
 }
 
 /// An in-memory backend (the test driver, and `state = "memory"`).
@@ -78,6 +84,9 @@ impl KvBackend for MemBackend {
         self.map.clear();
         self.checkpoint = None;
         Ok(())
+    }
+    fn scan_limit(&mut self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, RuntimeError> {
+        Ok(self.map.range::<[u8], _>(range_of(start, end)).take(limit).map(|(k, v)| (k.clone(), v.clone())).collect())
     }
 }
 
@@ -146,6 +155,17 @@ impl KvBackend for RedbBackend {
             .map_err(|e| db_err("range")(e.into()))?;
         let mut out = Vec::new();
         for item in iter {
+            let (k, v) = item.map_err(|e| db_err("range item")(e.into()))?;
+            out.push((k.value().to_vec(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+    fn scan_limit(&mut self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, RuntimeError> {
+        let t = self.reader()?.open_table(KV).map_err(|e| db_err("open kv")(e.into()))?;
+        let iter = if end.is_empty() { t.range::<&[u8]>(start..) } else { t.range::<&[u8]>(start..end) }
+            .map_err(|e| db_err("range")(e.into()))?;
+        let mut out = Vec::new();
+        for item in iter.take(limit) {
             let (k, v) = item.map_err(|e| db_err("range item")(e.into()))?;
             out.push((k.value().to_vec(), v.value().to_vec()));
         }
@@ -243,14 +263,20 @@ pub struct TaskState {
     backend: Box<dyn KvBackend>,
     accepted: Changes,
     record: Changes,
-    /// The partition's stream time: the largest record timestamp processed (or advanced to).
+    /// The logical time of the step being processed: values whose expiry is at or before
+    /// it read as absent.
     pub stream_time: i64,
+    /// Bumped whenever the timer store may have changed.
+    timers_version: u64,
 }
+
+/// The prefix of the timer store's keys.
+const TIMER_PREFIX: &[u8] = b"__timers\0";
 
 impl TaskState {
     /// State over `backend`.
     pub fn new(backend: Box<dyn KvBackend>) -> Self {
-        TaskState { backend, accepted: Changes::new(), record: Changes::new(), stream_time: i64::MIN }
+        TaskState { backend, accepted: Changes::new(), record: Changes::new(), stream_time: i64::MIN, timers_version: 0 }
     }
 
     /// The live value of `key` (not expired at stream time), through the layers.
@@ -286,12 +312,49 @@ impl TaskState {
 
     /// Writes `key` for the current record.
     pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.touch(&key);
         self.record.insert(key, Some(value));
     }
 
     /// Deletes `key` for the current record.
     pub fn delete(&mut self, key: Vec<u8>) {
+        self.touch(&key);
         self.record.insert(key, None);
+    }
+
+    fn touch(&mut self, key: &[u8]) {
+        if key.starts_with(TIMER_PREFIX) {
+            self.timers_version += 1;
+        }
+    }
+
+    /// Changes whenever the timer store may have changed.
+    pub fn timers_version(&self) -> u64 {
+        self.timers_version
+    }
+
+    /// The first live entry with `start <= key < end`, through the layers (ignores expiry:
+    /// for stores without one, such as the timers).
+    pub fn first(&mut self, start: &[u8], end: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>, RuntimeError> {
+        let mut limit = 8;
+        loop {
+            let base = self.backend.scan_limit(start, end, limit)?;
+            let complete = base.len() < limit;
+            let last_base = base.last().map(|(k, _)| k.clone());
+            let mut merged: BTreeMap<Vec<u8>, Option<Vec<u8>>> = base.into_iter().map(|(k, v)| (k, Some(v))).collect();
+            for layer in [&self.accepted, &self.record] {
+                for (k, v) in layer.range::<[u8], _>(range_of(start, end)) {
+                    merged.insert(k.clone(), v.clone());
+                }
+            }
+            let found = merged.into_iter().find_map(|(k, v)| v.map(|v| (k, v)));
+            match (&found, &last_base) {
+                // Everything the backend holds in range was seen, or the answer lies within it.
+                _ if complete => return Ok(found),
+                (Some((k, _)), Some(last)) if k <= last => return Ok(found),
+                _ => limit *= 4,
+            }
+        }
     }
 
     /// The current record succeeded: keep its writes.
@@ -303,6 +366,7 @@ impl TaskState {
     /// The current record failed: forget its writes.
     pub fn reject(&mut self) {
         self.record.clear();
+        self.timers_version += 1;
     }
 
     /// True when accepted writes wait for a commit.
@@ -325,6 +389,7 @@ impl TaskState {
     pub fn discard(&mut self) {
         self.accepted.clear();
         self.record.clear();
+        self.timers_version += 1;
     }
 
     /// The backend, for restores.

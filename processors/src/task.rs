@@ -1,17 +1,27 @@
 //! One task: a processor's work on one partition (of every input topic at once). Shared by
 //! the log-driven runtime and the test driver: decode, process, keep or drop the record's
-//! state writes, encode outputs, route failures to the dead-letter topic, fire timers.
+//! state writes, stamp and encode outputs, route failures to the dead-letter topic, fire
+//! timers.
+//!
+//! Every step — a record or a timer — happens at a logical time the caller decides
+//! ([`Step::time`]: the record's time, or the stream time for a late record, or the timer's
+//! due time). Outputs are stamped with it (plus the lookahead on a feedback edge of the
+//! processor's [`Flow`]) and carry their position among the step's outputs in the
+//! [`ORDER_HEADER`](crate::runtime::align::ORDER_HEADER), so that a downstream task can put
+//! records from many writers into one reproducible order.
 
 use std::sync::Arc;
 
 use storeflow_avro::Codec;
 use storeflow_ingest::{Header, ProduceRecord, Record};
 
-use crate::ctx::{Ctx, sweep_expired, take_due_timers};
+use crate::RuntimeError;
+use crate::ctx::{Ctx, Emitted, next_timer};
+use crate::flow::Flow;
 use crate::processor::{Input, ProcessError, Processor, Timer};
+use crate::runtime::align::{ORDER_HEADER, order_header, step_of_timer};
 use crate::store::TaskState;
 use crate::wire::Wire;
-use crate::RuntimeError;
 
 /// Header names on dead-letter records.
 pub mod dlq_headers {
@@ -41,13 +51,43 @@ pub struct TaskCore {
     pub handled: u64,
     /// Records sent to the DLQ since the last commit.
     pub dead_lettered: u64,
+    /// What each input group (and the timers) may emit.
+    pub flow: Arc<Flow>,
+    /// How much later than its cause a record on a feedback edge is stamped (ms).
+    pub lookahead: i64,
+    /// The earliest timer, cached with the timer store's version it was read at.
+    next_timer: Option<(u64, Option<Timer>)>,
 }
 
 impl TaskCore {
     /// A task for `partition` over `state`.
-    pub fn new(partition: u32, state: TaskState) -> Self {
-        TaskCore { partition, state, pending: Vec::new(), handled: 0, dead_lettered: 0 }
+    pub fn new(partition: u32, state: TaskState, flow: Arc<Flow>, lookahead: i64) -> Self {
+        TaskCore { partition, state, pending: Vec::new(), handled: 0, dead_lettered: 0, flow, lookahead, next_timer: None }
     }
+
+    /// The earliest pending timer, if any.
+    pub fn next_timer(&mut self) -> Result<Option<Timer>, RuntimeError> {
+        let version = self.state.timers_version();
+        if let Some((v, t)) = &self.next_timer {
+            if *v == version {
+                return Ok(t.clone());
+            }
+        }
+        let t = next_timer(&mut self.state)?;
+        self.next_timer = Some((version, t.clone()));
+        Ok(t)
+    }
+}
+
+/// Where and when one step happens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Step {
+    /// The input group (index in the flow), or `flow.groups.len()` for a timer.
+    pub slot: usize,
+    /// Its logical time (ms): what the context's clock reads and what outputs are stamped.
+    pub time: i64,
+    /// Its identity, for the order of its outputs ([`crate::runtime::align::step_of_record`]).
+    pub cause: u64,
 }
 
 /// What became of one record.
@@ -65,19 +105,25 @@ pub enum Outcome {
 pub trait DynProcessor: Send {
     /// [`Processor::NAME`].
     fn name(&self) -> &'static str;
-    /// [`Processor::inputs`].
-    fn inputs(&self) -> Vec<String>;
-    /// Handles one record in `task`.
-    fn handle(&mut self, task: &mut TaskCore, codec: &Arc<Codec>, record: &Record) -> Outcome;
-    /// Fires the timers that are due and sweeps expired state; returns how many timers fired.
-    fn fire_timers(&mut self, task: &mut TaskCore, codec: &Arc<Codec>) -> Result<usize, RuntimeError>;
+    /// [`Processor::flow`].
+    fn flow(&self) -> Flow;
+    /// Every input topic.
+    fn inputs(&self) -> Vec<String> {
+        self.flow().inputs()
+    }
+    /// Handles one record in `task` as `step`.
+    fn handle(&mut self, task: &mut TaskCore, codec: &Arc<Codec>, record: &Record, step: Step) -> Outcome;
+    /// Removes `timer` from the task's timers and fires it (a timer that fails is logged;
+    /// its writes are dropped).
+    fn fire_timer(&mut self, task: &mut TaskCore, codec: &Arc<Codec>, timer: &Timer) -> Result<(), RuntimeError>;
     /// [`Processor::global_inputs`].
     fn global_inputs(&self) -> Vec<String>;
     /// Applies a record of a global input (an undecodable one is logged and skipped).
     fn handle_global(&mut self, codec: &Arc<Codec>, record: &Record);
 }
 
-fn dlq_record(processor: &str, record: &Record, reason: &str, now: i64) -> ProduceRecord {
+/// The dead-letter record of `record`, which `processor` gave up on at stream time `now`.
+pub fn dlq_record(processor: &str, record: &Record, reason: &str, now: i64) -> ProduceRecord {
     let mut headers = record.headers.clone();
     headers.push(Header::text(dlq_headers::PROCESSOR, processor));
     headers.push(Header::text(dlq_headers::REASON, reason));
@@ -95,22 +141,50 @@ fn dlq_record(processor: &str, record: &Record, reason: &str, now: i64) -> Produ
     }
 }
 
-fn encode_all<O: Wire>(codec: &Codec, out: Vec<crate::ctx::Emitted<O>>) -> Result<Vec<ProduceRecord>, String> {
+/// Encodes `out`, the outputs of `step` of processor `name`: each must be declared by the
+/// step's group (or the timers) in `flow`, except dead letters; each is stamped with the
+/// step's time (plus `lookahead` on a feedback edge) and its order header.
+fn encode_all<O: Wire>(name: &str, codec: &Codec, flow: &Flow, lookahead: i64, step: Step, out: Vec<Emitted<O>>) -> Result<Vec<ProduceRecord>, String> {
+    let emits = match flow.groups.get(step.slot) {
+        Some(g) => &g.emits,
+        None => &flow.timers,
+    };
     out.into_iter()
-        .map(|e| {
+        .enumerate()
+        .map(|(i, e)| {
+            let timestamp = if e.topic.ends_with(".dlq") {
+                step.time
+            } else {
+                let emit = emits.iter().find(|x| x.topic == e.topic).ok_or_else(|| {
+                    let from = match flow.groups.get(step.slot) {
+                        Some(g) => format!("input group {} ({})", step.slot, g.inputs.join(", ")),
+                        None => "its timers".to_string(),
+                    };
+                    format!("the flow of {name} does not declare {} as an output of {from}", e.topic)
+                })?;
+                if emit.feedback { step.time.saturating_add(lookahead) } else { step.time }
+            };
             let value = e.value.encode(codec).map_err(|err| format!("encoding a {} output: {err}", e.value.kind()))?;
-            let mut headers = vec![Header::text(storeflow_ingest::publish::EVENT_TYPE_HEADER, e.value.kind())];
+            let mut headers = vec![
+                Header::text(storeflow_ingest::publish::EVENT_TYPE_HEADER, e.value.kind()),
+                Header { key: ORDER_HEADER.into(), value: order_header(step.cause, i as u32) },
+            ];
             headers.extend(e.headers);
-            Ok(ProduceRecord {
-                topic: e.topic,
-                partition: None,
-                key: Some(e.key.into_bytes()),
-                value: Some(value),
-                headers,
-                timestamp: Some(e.timestamp),
-            })
+            Ok(ProduceRecord { topic: e.topic, partition: None, key: Some(e.key.into_bytes()), value: Some(value), headers, timestamp: Some(timestamp) })
         })
         .collect()
+}
+
+fn input_of<T>(value: T, record: &Record, timestamp: i64, cause: u64) -> Input<T> {
+    Input {
+        value,
+        topic: record.topic.to_string(),
+        partition: record.partition,
+        offset: record.offset,
+        timestamp,
+        key: record.key.as_deref().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default(),
+        cause,
+    }
 }
 
 impl<P: Processor> DynProcessor for P {
@@ -118,12 +192,12 @@ impl<P: Processor> DynProcessor for P {
         P::NAME
     }
 
-    fn inputs(&self) -> Vec<String> {
-        Processor::inputs(self)
+    fn flow(&self) -> Flow {
+        Processor::flow(self)
     }
 
-    fn handle(&mut self, task: &mut TaskCore, codec: &Arc<Codec>, record: &Record) -> Outcome {
-        task.state.stream_time = task.state.stream_time.max(record.timestamp);
+    fn handle(&mut self, task: &mut TaskCore, codec: &Arc<Codec>, record: &Record, step: Step) -> Outcome {
+        task.state.stream_time = step.time;
         let value = match record.value.as_deref() {
             Some(bytes) => P::In::decode(codec, bytes),
             None => Err("the record has no value (a tombstone)".to_string()),
@@ -132,25 +206,18 @@ impl<P: Processor> DynProcessor for P {
             Ok(v) => v,
             Err(reason) => {
                 let reason = format!("cannot decode: {reason}");
-                task.pending.push(dlq_record(P::NAME, record, &reason, task.state.stream_time));
+                task.pending.push(dlq_record(P::NAME, record, &reason, step.time));
                 task.dead_lettered += 1;
                 task.handled += 1;
                 return Outcome::DeadLettered(reason);
             }
         };
-        let input = Input {
-            value,
-            topic: record.topic.to_string(),
-            partition: record.partition,
-            offset: record.offset,
-            timestamp: record.timestamp,
-            key: record.key.as_deref().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default(),
-        };
+        let input = input_of(value, record, step.time, step.cause);
         let stores = self.stores();
-        let mut ctx = Ctx::new(P::NAME, &mut task.state, task.partition, stores, record.timestamp);
+        let mut ctx = Ctx::new(P::NAME, &mut task.state, task.partition, stores, step.time);
         let result = self.process(&input, &mut ctx);
         let out = std::mem::take(&mut ctx.out);
-        match result.map_err(|e| e).and_then(|()| encode_all(codec, out).map_err(ProcessError::Permanent)) {
+        match result.and_then(|()| encode_all(P::NAME, codec, &task.flow, task.lookahead, step, out).map_err(ProcessError::Permanent)) {
             Ok(records) => {
                 task.state.accept();
                 task.pending.extend(records);
@@ -159,7 +226,7 @@ impl<P: Processor> DynProcessor for P {
             }
             Err(ProcessError::Permanent(reason)) => {
                 task.state.reject();
-                task.pending.push(dlq_record(P::NAME, record, &reason, task.state.stream_time));
+                task.pending.push(dlq_record(P::NAME, record, &reason, step.time));
                 task.dead_lettered += 1;
                 task.handled += 1;
                 Outcome::DeadLettered(reason)
@@ -178,42 +245,31 @@ impl<P: Processor> DynProcessor for P {
     fn handle_global(&mut self, codec: &Arc<Codec>, record: &Record) {
         let Some(bytes) = record.value.as_deref() else { return };
         match P::In::decode(codec, bytes) {
-            Ok(value) => self.on_global(&Input {
-                value,
-                topic: record.topic.to_string(),
-                partition: record.partition,
-                offset: record.offset,
-                timestamp: record.timestamp,
-                key: record.key.as_deref().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default(),
-            }),
+            Ok(value) => self.on_global(&input_of(value, record, record.timestamp, 0)),
             Err(e) => tracing::warn!(processor = P::NAME, topic = %record.topic, offset = record.offset, error = %e, "skipping an undecodable record of a global input"),
         }
     }
 
-    fn fire_timers(&mut self, task: &mut TaskCore, codec: &Arc<Codec>) -> Result<usize, RuntimeError> {
-        sweep_expired(&mut task.state)?;
+    fn fire_timer(&mut self, task: &mut TaskCore, codec: &Arc<Codec>, timer: &Timer) -> Result<(), RuntimeError> {
+        crate::ctx::remove_timer(&mut task.state, timer);
         task.state.accept();
-        let due = take_due_timers(&mut task.state)?;
-        task.state.accept();
+        task.state.stream_time = timer.at;
+        let step = Step { slot: task.flow.groups.len(), time: timer.at, cause: step_of_timer(&timer.key, timer.at) };
         let stores = self.stores();
-        let mut fired = 0;
-        for timer in due {
-            let mut ctx = Ctx::new(P::NAME, &mut task.state, task.partition, stores, timer.at);
-            let result = self.on_timer(&timer, &mut ctx);
-            let out = std::mem::take(&mut ctx.out);
-            match result.and_then(|()| encode_all(codec, out).map_err(ProcessError::Permanent)) {
-                Ok(records) => {
-                    task.state.accept();
-                    task.pending.extend(records);
-                    fired += 1;
-                }
-                Err(e) => {
-                    // A timer has no record to dead-letter: log it; its writes are dropped.
-                    task.state.reject();
-                    tracing::error!(processor = P::NAME, partition = task.partition, timer = ?Timer { ..timer }, error = %e, "a timer failed");
-                }
+        let mut ctx = Ctx::new(P::NAME, &mut task.state, task.partition, stores, timer.at);
+        let result = self.on_timer(timer, &mut ctx);
+        let out = std::mem::take(&mut ctx.out);
+        match result.and_then(|()| encode_all(P::NAME, codec, &task.flow, task.lookahead, step, out).map_err(ProcessError::Permanent)) {
+            Ok(records) => {
+                task.state.accept();
+                task.pending.extend(records);
+            }
+            Err(e) => {
+                // A timer has no record to dead-letter: log it; its writes are dropped.
+                task.state.reject();
+                tracing::error!(processor = P::NAME, partition = task.partition, timer = ?timer, error = %e, "a timer failed");
             }
         }
-        Ok(fired)
+        Ok(())
     }
 }

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use storeflow_avro::Codec;
 
-use crate::{Ctx, Input, ProcessError, Processor, Wire};
+use crate::{Ctx, Flow, Input, ProcessError, Processor, Wire};
 
 /// A JSON record: a key, a number and where it goes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,8 +63,8 @@ impl Processor for Count {
     fn new(config: Route) -> Self {
         Count(config)
     }
-    fn inputs(&self) -> Vec<String> {
-        vec![self.0.input.clone()]
+    fn flow(&self) -> Flow {
+        Flow::new().group(&[&self.0.input]).emits(&[&self.0.output]).build()
     }
     fn stores(&self) -> &'static [&'static str] {
         &["counts"]
@@ -93,8 +93,8 @@ impl Processor for Relay {
     fn new(config: Route) -> Self {
         Relay(config)
     }
-    fn inputs(&self) -> Vec<String> {
-        vec![self.0.input.clone()]
+    fn flow(&self) -> Flow {
+        Flow::new().group(&[&self.0.input]).emits(&[&self.0.output]).build()
     }
     fn stores(&self) -> &'static [&'static str] {
         &["last"]
@@ -131,8 +131,8 @@ impl Processor for WindowedCount {
     fn new(config: Route) -> Self {
         WindowedCount(config)
     }
-    fn inputs(&self) -> Vec<String> {
-        vec![self.0.input.clone()]
+    fn flow(&self) -> Flow {
+        Flow::new().group(&[&self.0.input]).emits(&[&self.0.output]).build()
     }
     fn stores(&self) -> &'static [&'static str] {
         &["windows"]

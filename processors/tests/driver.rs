@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use storeflow_processors::testing::{Count, Note, Relay, Route};
-use storeflow_processors::{Ctx, DynProcessor, Input, ProcessError, Processor, TestDriver, Timer};
+use storeflow_processors::{Ctx, DynProcessor, Flow, Input, ProcessError, Processor, TestDriver, Timer};
 
 fn note(key: &str, n: u64, time: i64) -> Note {
     Note { key: key.into(), n, time, topic: "in".into() }
@@ -56,8 +56,8 @@ impl Processor for Remember {
     fn new(_: NoConfig) -> Self {
         Remember
     }
-    fn inputs(&self) -> Vec<String> {
-        vec!["in".into()]
+    fn flow(&self) -> Flow {
+        Flow::new().group(&["in"]).timers().emits(&["expired"]).build()
     }
     fn stores(&self) -> &'static [&'static str] {
         &["seen"]
@@ -81,8 +81,9 @@ fn timers_fire_when_stream_time_reaches_them_and_expired_state_disappears() {
     d.pipe(note("b", 8, 10_500));
     assert!(d.outputs::<Note>("expired").is_empty(), "nothing is due yet");
     assert!(d.store::<Seen>("remember", "seen", "a").is_some());
-    // Stream time reaches 11 000: a's timer fires and a's entry expires; b's (11 500) do not.
-    d.pipe(note("c", 9, 11_000));
+    // Stream time passes 11 000: a's timer fires (before the record that passes it) and a's
+    // entry expires; b's (11 500) do not.
+    d.pipe(note("c", 9, 11_001));
     let fired: Vec<String> = d.outputs::<Note>("expired").into_iter().map(|n| n.key).collect();
     assert_eq!(fired, vec!["a"]);
     assert!(d.store::<Seen>("remember", "seen", "a").is_none(), "a expired");

@@ -67,6 +67,7 @@ fn levels(n: usize) -> Vec<Item> {
                     reserved: (i % 7) as i32,
                     available: (i % 100) as i32 + 10 - (i % 7) as i32,
                     cause: "received".into(),
+                    version: 1,
                 })
             })
             .collect(),

@@ -193,6 +193,7 @@ fn status(order: &str, at: i64, s: &str, pay: &str, ful: &str) -> Event {
         reason: format!("to {s}"),
         total_minor: 2_598 + 499,
         currency: "EUR".into(),
+        version: 1,
     })
 }
 
@@ -332,6 +333,7 @@ fn level(sku: &str, wh: &str, at: i64, on_hand: i32, reserved: i32) -> Event {
         reserved,
         available: on_hand - reserved,
         cause: "received".into(),
+        version: 1,
     })
 }
 

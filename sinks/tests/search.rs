@@ -183,6 +183,7 @@ fn events(ps: &[P]) -> Vec<Event> {
                 reserved: 0,
                 available: *a,
                 cause: "received".into(),
+                version: 1,
             }));
         }
     }
