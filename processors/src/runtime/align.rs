@@ -95,6 +95,28 @@ pub enum Buffer {
 }
 
 impl Buffer {
+    /// Records buffered.
+    pub fn len(&self) -> usize {
+        match self {
+            Buffer::Fifo(q) => q.len(),
+            Buffer::Heap(h) => h.len(),
+        }
+    }
+
+    /// True when nothing is buffered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The time of the record that goes first (the head of a source input, the earliest of a
+    /// derived one).
+    pub fn min_time(&self) -> Option<i64> {
+        match self {
+            Buffer::Fifo(q) => q.front().map(|r| r.timestamp),
+            Buffer::Heap(h) => h.peek().map(|Reverse(s)| s.key.0),
+        }
+    }
+
     /// The lowest offset buffered.
     pub fn min_offset(&self) -> Option<u64> {
         match self {
@@ -304,12 +326,15 @@ impl GroupState {
             if m == cand {
                 continue;
             }
-            let b = self.order_bound(m, v);
-            let ok = match self.head(m) {
-                // A buffered head at the same time goes after the candidate if it comes later
-                // in the group (ties in member order).
-                Some(h) if matches!(self.members[m].buffer, Buffer::Fifo(_)) => h > t || (h == t && m > cand),
-                _ => b > t,
+            // A buffered head at the same time goes after the candidate if it comes later in
+            // the group (ties in member order).
+            let after = |h: i64| h > t || (h == t && m > cand);
+            let ok = match (&self.members[m].buffer, self.head(m)) {
+                (Buffer::Fifo(_), Some(h)) => after(h),
+                (Buffer::Fifo(_), None) => self.order_bound(m, v) > t,
+                // Nothing below the frontier can still arrive; what is buffered below it is
+                // in time order.
+                (Buffer::Heap(_), h) => v.frontier > t && h.is_none_or(|h| h >= v.frontier || after(h)),
             };
             if !ok {
                 return Step::Wait;
@@ -447,6 +472,21 @@ mod tests {
         v.frontier = 501;
         let s = g.step(&v);
         assert_eq!(s, Step::Record { member: 1, time: 450 }, "still the command first");
+    }
+
+    #[test]
+    fn records_of_the_same_time_go_in_the_order_of_their_inputs() {
+        let mut g = GroupState::new(vec![(tp("stock"), false), (tp("cmd"), true)], false);
+        g.push(0, rec("stock", 0, 500));
+        g.push(1, derived("cmd", 0, 500, 1, 0));
+        let mut v = view(2);
+        v.frontier = 501;
+        let Step::Record { member, time } = g.step(&v) else { panic!("the source record at 500 may go") };
+        assert_eq!(member, 0);
+        g.take(member, time);
+        assert_eq!(g.step(&v), Step::Wait, "the stock input, empty now, may still deliver another record at 500");
+        v.members[0].idle = true;
+        assert_eq!(g.step(&v), Step::Record { member: 1, time: 500 });
     }
 
     #[test]

@@ -183,6 +183,8 @@ struct RtTask {
     last_commit: Instant,
     /// Something was processed since the last commit.
     worked: bool,
+    /// Since when records have waited without a step, and when that was last reported.
+    stuck: Option<(Instant, Instant)>,
 }
 
 impl RtTask {
@@ -268,6 +270,7 @@ impl Shared {
             published: None,
             last_commit: now - Duration::from_secs(3600),
             worked: false,
+            stuck: None,
         })
     }
 
@@ -1084,6 +1087,32 @@ fn run_task(
         }
     }
     let waiting = t.groups.iter().any(|g| g.buffered() > 0);
+    if waiting && steps == 0 {
+        let now = Instant::now();
+        let (since, told) = *t.stuck.get_or_insert((now, now));
+        if since.elapsed() >= Duration::from_secs(5) && told.elapsed() >= Duration::from_secs(10).min(since.elapsed()) {
+            t.stuck = Some((since, now));
+            let timer = t.core.next_timer().ok().flatten().map(|tm| tm.at);
+            let groups: Vec<String> = t
+                .groups
+                .iter()
+                .zip(&v)
+                .enumerate()
+                .map(|(i, (g, view))| {
+                    let members: Vec<String> = g
+                        .members
+                        .iter()
+                        .zip(&view.members)
+                        .map(|(m, mv)| format!("{} ({} buffered, from {:?}{}{}{})", m.tp, m.buffer.len(), m.buffer.min_time(), if mv.lagging { ", lagging" } else { "" }, if mv.idle { ", idle" } else { "" }, mv.declared.map(|d| format!(", declared {d}")).unwrap_or_default()))
+                        .collect();
+                    format!("group {i}: stream {}, frontier {}, next {:?} [{}]", g.stream, view.frontier, g.next_time(view), members.join(", "))
+                })
+                .collect();
+            tracing::warn!(processor = shared.name, partition = p, waited_s = since.elapsed().as_secs(), next_timer = ?timer, groups = %groups.join("; "), "records are waiting: a group cannot go on (an input not caught up, a frontier not reached, or a timer not due)");
+        }
+    } else {
+        t.stuck = None;
+    }
     let progress = progress_of(t, &v, covered);
     Some(Turn { steps, waiting, progress })
 }
