@@ -1,11 +1,18 @@
 //! Realistic simulated storefront traffic.
 //!
-//! A discrete-event simulation of a marketplace: vendors onboard and list products,
-//! warehouses receive stock, exchange rates move; shoppers arrive in sessions that browse,
-//! search, fill and empty carts and check out; orders across vendors, warehouses and
-//! currencies are paid (mostly), shipped, delivered, sometimes cancelled or returned and
-//! refunded; customers review what they bought. Every event is a contract [`Event`] with a
-//! simulated `occurred_at`, produced in time order.
+//! A discrete-event simulation of a busy marketplace: vendors onboard and list products,
+//! warehouses receive and reorder stock, exchange rates move; shoppers arrive in sessions
+//! (about 300 a second by default: ≈ 2,800 orders a simulated minute) that browse, search,
+//! fill and empty carts and check out; orders across vendors, warehouses and currencies are
+//! paid (mostly), shipped, delivered, sometimes cancelled or returned and refunded;
+//! customers review what they bought. Every event is a contract [`Event`] with a simulated
+//! `occurred_at`, and events come in time order (never an earlier `occurred_at` after a
+//! later one).
+//!
+//! The marketplace is already busy when the simulation starts (sessions are under way,
+//! shelves stocked), and what takes days in a warehouse or a parcel service is fast-forwarded
+//! ([`SimConfig::fulfillment_speedup`]), so even a run of a few simulated minutes shows whole
+//! order lifecycles.
 //!
 //! The simulator plants patterns for tests: co-purchase pairs (buying one product often
 //! adds its partner) and, optionally, a fraud ring (bursts of orders from one IP by
@@ -13,17 +20,21 @@
 //!
 //! It is deterministic for a seed.
 
+mod customers;
+mod stock;
 pub mod world;
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use storeflow_avro::*;
 
+use customers::{Customer, Customers};
+use stock::Stock;
 pub use world::World;
-use world::{CURRENCIES, SHOPPER_COUNTRIES, WAREHOUSES, currency_of};
+use world::{CURRENCIES, Currency, WAREHOUSES, currency_of};
 
 /// How the simulation behaves.
 #[derive(Clone, Debug)]
@@ -32,7 +43,10 @@ pub struct SimConfig {
     pub seed: u64,
     /// Simulated time of the first event.
     pub start: Timestamp,
-    /// New shopping sessions per simulated second.
+    /// New shopping sessions per simulated second. About one session in six ends in an
+    /// order, so the default 300 gives ≈ 2,800 orders a simulated minute: a busy hour of a
+    /// marketplace that peaks at 10,000 (and 200,000 events span about two simulated
+    /// minutes).
     pub sessions_per_second: f64,
     /// Vendors in the marketplace.
     pub vendors: usize,
@@ -44,13 +58,21 @@ pub struct SimConfig {
     pub fraud_ring_share: f64,
     /// Share of sessions that end in an order (of those reaching checkout).
     pub checkout_conversion: f64,
-    /// Fast-forward of the days between shipping, delivery and returns, so a run of a few
-    /// simulated hours shows whole order lifecycles (1.0: real durations).
+    /// Fast-forward of what takes hours or days in the physical world — picking and
+    /// packing (4 h), transit (48 h), keeping before a return (4 days), the return's way
+    /// back (4 days), refunds (1 h), suppliers' deliveries (2 days), customers' second
+    /// thoughts (2 h) — so a run of a few simulated minutes shows whole
+    /// order lifecycles (1.0: real durations). Browsing, checkout and payment are not
+    /// fast-forwarded.
     pub fulfillment_speedup: f64,
-    /// Accounts that exist when the simulation starts (opened 30 days to 4 years earlier):
-    /// a marketplace's established customers. Their `CustomerRegistered` is published at the
-    /// start, as importing them would; `OrderPlaced.customer_since` carries the real age.
+    /// Established accounts imported at the start (`CustomerRegistered`, opened 30 days to
+    /// 4 years earlier; `OrderPlaced.customer_since` carries the real age). They are the
+    /// first of [`SimConfig::customer_base`].
     pub established_customers: usize,
+    /// Established accounts returning shoppers are drawn from. A busy marketplace has
+    /// millions, so any one of them orders rarely (as fraud's per-customer windows
+    /// expect); apart from the imported ones the log knows them only from what they do.
+    pub customer_base: u64,
 }
 
 impl Default for SimConfig {
@@ -58,68 +80,86 @@ impl Default for SimConfig {
         SimConfig {
             seed: 42,
             start: Timestamp::now(),
-            sessions_per_second: 2.0,
+            sessions_per_second: 300.0,
             vendors: 24,
             products: 400,
             planted_pairs: 8,
             fraud_ring_share: 0.0,
             checkout_conversion: 0.75,
-            fulfillment_speedup: 300.0,
+            fulfillment_speedup: 15_000.0,
             established_customers: 1000,
+            customer_base: 2_000_000,
         }
     }
 }
+
+/// Orders per session at the default conversion and units per order, as measured on the
+/// default configuration (the test `a_busy_run_has_the_density_and_the_lifecycles_it_promises`
+/// keeps them honest).
+const ORDERS_PER_SESSION: f64 = 0.158;
+const UNITS_PER_ORDER: f64 = 2.05;
+
+const HOUR: f64 = 3_600_000.0;
+const DAY: f64 = 24.0 * HOUR;
+/// Real durations, fast-forwarded by `fulfillment_speedup`.
+const PICK_PACK: f64 = 4.0 * HOUR;
+const HANDOVER: f64 = HOUR;
+const TRANSIT: f64 = 48.0 * HOUR;
+const KEEPING: f64 = 4.0 * DAY;
+const RETURN_TRANSIT: f64 = 4.0 * DAY;
+const REFUND: f64 = HOUR;
+const SECOND_THOUGHTS: f64 = 2.0 * HOUR;
+const SUPPLIER_LEAD: f64 = 2.0 * DAY;
+/// Simulated cadences (not fast-forwarded).
+const STOCK_REVIEW_MS: i64 = 5_000;
+const RATES_EVERY_MS: i64 = 30_000;
+const CATALOG_EVERY_MS: i64 = 5_000;
 
 /// What to do at a scheduled moment.
 #[derive(Debug)]
 enum Task {
     NewSession,
-    Browse { session: usize, steps_left: u32 },
-    Checkout { session: usize },
-    PlaceOrder { session: usize },
-    Pay { order: usize },
-    CancelMaybe { order: usize },
-    Ship { order: usize },
-    Deliver { order: usize },
-    AfterDelivery { order: usize },
-    ReceiveReturn { order: usize },
-    Refund { order: usize, amount: i64, lines: Vec<RefundLine>, reason: &'static str },
-    Restock,
+    Browse { session: u64, steps_left: u32 },
+    Checkout { session: u64 },
+    PlaceOrder { session: u64 },
+    Pay { order: u64 },
+    CancelMaybe { order: u64 },
+    Ship { order: u64 },
+    Dispatch { order: u64 },
+    Deliver { order: u64 },
+    AfterDelivery { order: u64 },
+    ReceiveReturn { order: u64 },
+    Refund { order: u64, amount: i64, lines: Vec<RefundLine>, reason: &'static str },
+    StockReview,
+    StockArrives { product: usize, warehouse: usize, quantity: i32 },
     RatesMove,
     CatalogChange,
     RingBurst,
+    RingOrder,
 }
 
 struct Session {
     id: String,
-    customer: Option<usize>,
+    customer: Option<u64>,
     cart_id: String,
     cart: BTreeMap<usize, i32>,
     viewed: Vec<usize>,
 }
 
-struct Customer {
-    id: String,
-    country: &'static str,
-    since: Timestamp,
-    ip: String,
-    card: String,
-    erased: bool,
-}
-
 struct Order {
     id: String,
-    customer: usize,
+    customer: u64,
     currency: &'static Currency,
     items: Vec<OrderItem>,
+    /// Where each line's units were taken: (product, warehouse index, units).
+    taken: Vec<(usize, usize, i32)>,
     total: i64,
     payment_id: Option<String>,
     warehouse: &'static str,
     cancelled: bool,
+    shipped: bool,
     ring: bool,
 }
-
-use world::Currency;
 
 /// Counts of what was generated.
 #[derive(Clone, Debug, Default)]
@@ -134,8 +174,11 @@ pub struct SimSummary {
     pub ring_orders: u64,
     /// Sum of order totals converted to EUR cents.
     pub gmv_eur_minor: i64,
-    /// Sessions started.
+    /// Sessions started (those already under way at the start are not counted).
     pub sessions: u64,
+    /// Times a shopper met a product out of stock: an add to cart the shop refused, or a
+    /// line dropped from an order at checkout because no warehouse held its units.
+    pub stock_outs: u64,
 }
 
 impl SimSummary {
@@ -151,7 +194,7 @@ impl SimSummary {
     }
 }
 
-/// The simulator: an iterator of events in time order.
+/// The simulator: an endless iterator of events in time order.
 pub struct Simulator {
     config: SimConfig,
     rng: ChaCha8Rng,
@@ -161,17 +204,23 @@ pub struct Simulator {
     queue: BinaryHeap<Reverse<(i64, u64, usize)>>,
     tasks: HashMap<usize, Task>,
     task_seq: usize,
-    pending: std::collections::VecDeque<Event>,
-    sessions: Vec<Session>,
-    customers: Vec<Customer>,
-    orders: Vec<Order>,
-    /// Simulated stock per (product, warehouse index): what the simulator believes is there.
-    stock: HashMap<(usize, usize), i32>,
+    pending: VecDeque<Event>,
+    sessions: HashMap<u64, Session>,
+    next_session: u64,
+    /// Where the arrival process of sessions is, in fractional ms (arrivals are too close
+    /// together for whole-ms gaps).
+    arrivals_at: f64,
+    customers: Customers,
+    orders: HashMap<u64, Order>,
+    next_order: u64,
+    stock: Stock,
     rates_per_eur: [f64; 4],
     summary: SimSummary,
     gmv_eur: HashMap<String, i64>,
-    ring_ids: std::collections::HashSet<String>,
+    ring_ids: HashSet<String>,
     popularity: rand::distr::weighted::WeightedIndex<f64>,
+    /// While the sessions under way at the start are played: their events are not emitted.
+    quiet: bool,
 }
 
 fn minor_to_eur(amount: i64, c: &Currency, rates: &[f64; 4]) -> i64 {
@@ -187,8 +236,11 @@ impl Simulator {
         let world = World::generate(&mut rng, config.vendors, config.products, config.planted_pairs);
         let popularity = rand::distr::weighted::WeightedIndex::new(world.products.iter().map(|p| p.weight))
             .expect("positive weights");
+        let start = config.start.millis();
+        let customers = Customers::new(config.seed, config.customer_base.max(config.established_customers as u64), start);
         let mut sim = Simulator {
-            now: config.start.millis(),
+            now: start,
+            arrivals_at: start as f64,
             config,
             rng,
             world,
@@ -196,16 +248,19 @@ impl Simulator {
             queue: BinaryHeap::new(),
             tasks: HashMap::new(),
             task_seq: 0,
-            pending: Default::default(),
-            sessions: Vec::new(),
-            customers: Vec::new(),
-            orders: Vec::new(),
-            stock: HashMap::new(),
+            pending: VecDeque::new(),
+            sessions: HashMap::new(),
+            next_session: 0,
+            customers,
+            orders: HashMap::new(),
+            next_order: 0,
+            stock: Stock::default(),
             rates_per_eur: CURRENCIES.map(|c| c.per_eur),
             summary: SimSummary::default(),
             gmv_eur: HashMap::new(),
-            ring_ids: Default::default(),
+            ring_ids: HashSet::new(),
             popularity,
+            quiet: false,
         };
         sim.setup();
         sim
@@ -236,7 +291,9 @@ impl Simulator {
     }
 
     fn emit(&mut self, e: impl Into<Event>) {
-        self.pending.push_back(e.into());
+        if !self.quiet {
+            self.pending.push_back(e.into());
+        }
     }
 
     fn schedule(&mut self, after_ms: i64, task: Task) {
@@ -251,9 +308,18 @@ impl Simulator {
         (-u.ln() * mean_ms) as i64
     }
 
-    /// A random delay around `mean_ms` of real time, fast-forwarded.
-    fn slow_ms(&mut self, mean_ms: f64) -> i64 {
-        self.exp_ms(mean_ms / self.config.fulfillment_speedup.max(1.0))
+    /// A random delay around `real_ms` of real time, fast-forwarded.
+    fn slow_ms(&mut self, real_ms: f64) -> i64 {
+        self.exp_ms(real_ms / self.speedup())
+    }
+
+    fn speedup(&self) -> f64 {
+        self.config.fulfillment_speedup.max(1.0)
+    }
+
+    /// Orders per ms the configuration is expected to bring (ring orders aside).
+    fn orders_per_ms(&self) -> f64 {
+        self.config.sessions_per_second * ORDERS_PER_SESSION * self.config.checkout_conversion / 0.75 / 1000.0
     }
 
     fn setup(&mut self) {
@@ -275,6 +341,8 @@ impl Simulator {
                 stripe_account_id: Some(acct),
             });
         }
+        let weights: f64 = self.world.products.iter().map(|p| p.weight).sum();
+        let (lead, review) = (SUPPLIER_LEAD / self.speedup(), STOCK_REVIEW_MS as f64);
         for i in 0..self.world.products.len() {
             let p = self.world.products[i].clone();
             let vendor = self.world.vendors[p.vendor].id.clone();
@@ -298,23 +366,103 @@ impl Simulator {
                 price_minor: p.price_eur_minor,
                 currency: "EUR".to_string(),
             });
+            let rate = self.orders_per_ms() * UNITS_PER_ORDER * p.weight / weights / p.warehouses.len() as f64;
             for &w in &p.warehouses {
-                let qty = self.rng.random_range(20..120);
-                self.receive(i, w, qty);
+                self.stock.expect(i, w, rate);
+                let full = Stock::order_up_to(rate, lead, review);
+                let qty = (f64::from(full) * self.rng.random_range(0.4..1.0)).ceil() as i32;
+                self.receive(i, w, qty.max(5));
             }
         }
-        for _ in 0..self.config.established_customers {
-            let c = self.new_customer(false);
-            let days = self.rng.random_range(30..1460);
-            self.customers[c].since = Timestamp(self.now - days * 86_400_000);
+        for n in 0..self.config.established_customers as u64 {
+            let c = self.customers.get(n);
+            self.emit_registered(n, &c);
         }
+        self.warm_start();
         self.schedule(0, Task::NewSession);
-        self.schedule(60_000, Task::Restock);
-        self.schedule(300_000, Task::RatesMove);
-        self.schedule(120_000, Task::CatalogChange);
+        self.schedule(STOCK_REVIEW_MS, Task::StockReview);
+        self.schedule(RATES_EVERY_MS, Task::RatesMove);
+        self.schedule(CATALOG_EVERY_MS, Task::CatalogChange);
         if self.config.fraud_ring_share > 0.0 {
-            self.schedule(30_000, Task::RingBurst);
+            let d = self.ring_gap();
+            self.schedule(d, Task::RingBurst);
         }
+    }
+
+    /// Sessions under way at the start, as steady traffic has them: shoppers who just
+    /// arrived, shoppers between two steps of browsing, after their last step (about to
+    /// check out or leave), and between checkout and placing their order — as many of each
+    /// as arrive in the time the phase lasts (8 s, 3.5 × 15 s, 15 s, 60 s). What they did
+    /// before the run is played quietly (their carts, what they viewed) and not part of it.
+    fn warm_start(&mut self) {
+        let sps = self.config.sessions_per_second;
+        let count = |seconds: f64| (sps * seconds).round() as usize;
+        self.quiet = true;
+        for _ in 0..count(8.0) {
+            let session = self.open_warm_session();
+            let steps_left = self.rng.random_range(1..9);
+            let d = self.exp_ms(8_000.0);
+            self.schedule(d, Task::Browse { session, steps_left });
+        }
+        for _ in 0..count(15.0 * 3.5) {
+            // A session of k steps spends k − 1 pauses between them: pick one of the 28.
+            let mut m = self.rng.random_range(0..28);
+            let mut k = 2;
+            while m >= k - 1 {
+                m -= k - 1;
+                k += 1;
+            }
+            let session = self.open_warm_session();
+            for _ in 0..=m {
+                self.browse_step(session);
+            }
+            let d = self.exp_ms(15_000.0);
+            self.schedule(d, Task::Browse { session, steps_left: k - m - 1 });
+        }
+        for (seconds, placing) in [(15.0, false), (60.0, true)] {
+            for _ in 0..count(seconds) {
+                let session = self.open_warm_session();
+                for _ in 0..self.rng.random_range(1..9) {
+                    self.browse_step(session);
+                }
+                let checks_out = !self.sessions[&session].cart.is_empty() && self.rng.random::<f64>() < 0.6;
+                if checks_out && !placing {
+                    let d = self.exp_ms(15_000.0);
+                    self.schedule(d, Task::Checkout { session });
+                } else if checks_out && self.rng.random::<f64>() < self.config.checkout_conversion {
+                    let d = self.exp_ms(60_000.0);
+                    self.schedule(d, Task::PlaceOrder { session });
+                } else {
+                    self.sessions.remove(&session);
+                }
+            }
+        }
+        self.quiet = false;
+    }
+
+    /// A session under way at the start: a returning customer's or a guest's.
+    fn open_warm_session(&mut self) -> u64 {
+        let customer = self.returning_customer();
+        self.open_session(customer)
+    }
+
+    /// A logged-in returning customer (70 %) or a guest.
+    fn returning_customer(&mut self) -> Option<u64> {
+        if self.rng.random::<f64>() >= 0.7 {
+            return None;
+        }
+        let n = self.rng.random_range(0..self.customers.count());
+        (!self.customers.is_erased(n)).then_some(n)
+    }
+
+    fn open_session(&mut self, customer: Option<u64>) -> u64 {
+        self.next_session += 1;
+        let n = self.next_session;
+        self.sessions.insert(
+            n,
+            Session { id: format!("s-{n:08}"), customer, cart_id: format!("cart-{n:08}"), cart: BTreeMap::new(), viewed: Vec::new() },
+        );
+        n
     }
 
     fn receive(&mut self, product: usize, w: usize, qty: i32) {
@@ -328,7 +476,7 @@ impl Simulator {
             quantity: qty,
             reference: Some(po),
         });
-        *self.stock.entry((product, w)).or_default() += qty;
+        self.stock.add(product, w, qty);
     }
 
     fn emit_rate(&mut self, code: &'static str) {
@@ -345,49 +493,28 @@ impl Simulator {
         });
     }
 
-    fn new_customer(&mut self, ring: bool) -> usize {
-        let n = self.customers.len() + 1;
-        let country = if ring {
-            "DE"
-        } else {
-            let total: u32 = SHOPPER_COUNTRIES.iter().map(|c| c.1).sum();
-            let mut pick = self.rng.random_range(0..total);
-            let mut chosen = "DE";
-            for (c, w) in SHOPPER_COUNTRIES {
-                if pick < w {
-                    chosen = c;
-                    break;
-                }
-                pick -= w;
-            }
-            chosen
-        };
-        let ip = if ring {
-            self.world.fraud_ring_ip.clone()
-        } else {
-            format!("{}.{}.{}.{}", self.rng.random_range(11..223), self.rng.random_range(0..255), self.rng.random_range(0..255), self.rng.random_range(1..255))
-        };
-        let card = format!("pm_{:016x}", self.rng.random::<u64>());
-        let c = Customer {
-            id: format!("c-{n:06}"),
-            country,
-            since: self.at(),
-            ip,
-            card,
-            erased: false,
-        };
+    fn emit_registered(&mut self, n: u64, c: &Customer) {
         let id = self.event_id();
         self.emit(CustomerRegistered {
             event_id: id,
             occurred_at: self.at(),
             customer_id: c.id.clone(),
-            email: format!("shopper{n}@example.com"),
-            name: format!("Shopper {n}"),
+            email: format!("shopper{}@example.com", n + 1),
+            name: format!("Shopper {}", n + 1),
             country: c.country.to_string(),
-            marketing_opt_in: n % 3 == 0,
+            marketing_opt_in: n.is_multiple_of(3),
         });
-        self.customers.push(c);
-        self.customers.len() - 1
+    }
+
+    /// A new account, opened now (the fraud ring's: from the ring's IP, in Germany).
+    fn new_customer(&mut self, ring: bool) -> u64 {
+        let country = if ring { "DE" } else { customers::shopper_country(&mut self.rng) };
+        let ip = if ring { self.world.fraud_ring_ip.clone() } else { customers::random_ip(&mut self.rng) };
+        let card = format!("pm_{:016x}", self.rng.random::<u64>());
+        let n = self.customers.sign_up(country, self.at(), ip, card);
+        let c = self.customers.get(n);
+        self.emit_registered(n, &c);
+        n
     }
 
     fn pick_product(&mut self) -> usize {
@@ -396,115 +523,55 @@ impl Simulator {
     }
 
     fn in_stock(&self, p: usize) -> i32 {
-        self.world.products[p].warehouses.iter().map(|w| self.stock.get(&(p, *w)).copied().unwrap_or(0)).sum()
+        self.stock.total(&self.world, p)
+    }
+
+    fn ring_gap(&mut self) -> i64 {
+        let share = self.config.fraud_ring_share.clamp(1e-6, 0.5);
+        let ring_per_ms = self.orders_per_ms() * share / (1.0 - share);
+        let burst_mean = 4.5;
+        let d = self.exp_ms(burst_mean / ring_per_ms);
+        d.max(1_000)
     }
 
     fn run(&mut self, task: Task) {
         match task {
             Task::NewSession => {
                 let customer = if self.rng.random::<f64>() < 0.7 {
-                    if self.customers.is_empty() || self.rng.random::<f64>() < 0.15 {
+                    if self.rng.random::<f64>() < 0.15 {
                         Some(self.new_customer(false))
                     } else {
-                        let i = self.rng.random_range(0..self.customers.len());
-                        (!self.customers[i].erased).then_some(i)
+                        let n = self.rng.random_range(0..self.customers.count());
+                        (!self.customers.is_erased(n)).then_some(n)
                     }
                 } else {
                     None
                 };
-                let s = Session {
-                    id: format!("s-{:08}", self.sessions.len() + 1),
-                    customer,
-                    cart_id: format!("cart-{:08}", self.sessions.len() + 1),
-                    cart: BTreeMap::new(),
-                    viewed: Vec::new(),
-                };
-                self.sessions.push(s);
-                let sid = self.sessions.len() - 1;
+                let sid = self.open_session(customer);
                 let page = ["/", "/deals", "/c/electronics", "/c/home", "/c/fashion"][self.rng.random_range(0..5)];
                 let id = self.event_id();
                 let referrer = (self.rng.random::<f64>() < 0.4).then(|| "https://www.google.com/".to_string());
                 self.emit(PageViewed {
                     event_id: id,
                     occurred_at: self.at(),
-                    session_id: self.sessions[sid].id.clone(),
-                    customer_id: customer.map(|c| self.customers[c].id.clone()),
+                    session_id: self.sessions[&sid].id.clone(),
+                    customer_id: customer.map(Customers::id),
                     page: page.to_string(),
                     referrer,
                 });
                 let steps = self.rng.random_range(1..9);
                 let d = self.exp_ms(8_000.0);
                 self.schedule(d, Task::Browse { session: sid, steps_left: steps });
-                let next = self.exp_ms(1000.0 / self.config.sessions_per_second);
+                let gap: f64 = -self.rng.random::<f64>().max(1e-12).ln() * 1000.0 / self.config.sessions_per_second.max(1e-6);
+                self.arrivals_at += gap;
+                let next = (self.arrivals_at as i64 - self.now).max(0);
                 self.schedule(next, Task::NewSession);
             }
-            Task::Browse { session, steps_left } => {
-                let sid = self.sessions[session].id.clone();
-                let cust = self.sessions[session].customer.map(|c| self.customers[c].id.clone());
-                let roll: f64 = self.rng.random();
-                if roll < 0.15 {
-                    let p = self.pick_product();
-                    let words: Vec<&str> = self.world.products[p].title.split(' ').collect();
-                    let q = words[self.rng.random_range(0..words.len())].to_lowercase();
-                    let id = self.event_id();
-                    let n = self.rng.random_range(0..60);
-                    self.emit(SearchPerformed {
-                        event_id: id, occurred_at: self.at(), session_id: sid, customer_id: cust,
-                        query: q, category: None, result_count: n,
-                    });
-                } else if roll < 0.75 {
-                    // View a product: often related to the last one viewed.
-                    let p = match self.sessions[session].viewed.last() {
-                        Some(&last) if self.rng.random::<f64>() < 0.3 => self
-                            .world
-                            .planted_pairs
-                            .iter()
-                            .find_map(|&(a, b)| (a == last).then_some(b).or((b == last).then_some(a)))
-                            .unwrap_or_else(|| self.pick_product()),
-                        _ => self.pick_product(),
-                    };
-                    self.sessions[session].viewed.push(p);
-                    let prod = &self.world.products[p];
-                    let (pid, vid, cat) = (prod.id.clone(), self.world.vendors[prod.vendor].id.clone(), prod.category);
-                    let id = self.event_id();
-                    self.emit(ProductViewed {
-                        event_id: id, occurred_at: self.at(), session_id: sid, customer_id: cust,
-                        product_id: pid, vendor_id: vid, category: cat.to_string(),
-                    });
-                } else if roll < 0.93 {
-                    if let Some(&p) = self.sessions[session].viewed.last() {
-                        if self.in_stock(p) > 0 {
-                            let q = self.rng.random_range(1..3);
-                            self.add_to_cart(session, p, q);
-                            if let Some(&(_, b)) = self.world.planted_pairs.iter().find(|(a, _)| *a == p) {
-                                if self.rng.random::<f64>() < 0.6 && self.in_stock(b) > 0 {
-                                    self.add_to_cart(session, b, 1);
-                                }
-                            }
-                        }
-                    }
-                } else if let Some((&p, &q)) = self.sessions[session].cart.iter().next() {
-                    self.sessions[session].cart.remove(&p);
-                    let prod = &self.world.products[p];
-                    let (pid, sku) = (prod.id.clone(), prod.sku.clone());
-                    let id = self.event_id();
-                    let cart_id = self.sessions[session].cart_id.clone();
-                    self.emit(CartItemRemoved {
-                        event_id: id, occurred_at: self.at(), session_id: sid, customer_id: cust,
-                        cart_id, product_id: pid, sku, quantity: q,
-                    });
-                }
-                let d = self.exp_ms(15_000.0);
-                if steps_left > 1 {
-                    self.schedule(d, Task::Browse { session, steps_left: steps_left - 1 });
-                } else if !self.sessions[session].cart.is_empty() && self.rng.random::<f64>() < 0.6 {
-                    self.schedule(d, Task::Checkout { session });
-                }
-            }
+            Task::Browse { session, steps_left } => self.browse(session, steps_left),
             Task::Checkout { session } => {
-                let s = &self.sessions[session];
+                let Some(s) = self.sessions.get(&session) else { return };
                 let (sid, cart_id) = (s.id.clone(), s.cart_id.clone());
-                let cust = s.customer.map(|c| self.customers[c].id.clone());
+                let cust = s.customer.map(Customers::id);
                 let items: i32 = s.cart.values().sum();
                 let subtotal: i64 = s.cart.iter().map(|(p, q)| self.world.products[*p].price_eur_minor * i64::from(*q)).sum();
                 let id = self.event_id();
@@ -515,115 +582,82 @@ impl Simulator {
                 if self.rng.random::<f64>() < self.config.checkout_conversion {
                     let d = self.exp_ms(60_000.0);
                     self.schedule(d, Task::PlaceOrder { session });
+                } else {
+                    self.sessions.remove(&session);
                 }
             }
             Task::PlaceOrder { session } => {
-                let customer = match self.sessions[session].customer {
+                let Some(s) = self.sessions.remove(&session) else { return };
+                let customer = match s.customer {
                     Some(c) => c,
-                    None => {
-                        let c = self.new_customer(false);
-                        self.sessions[session].customer = Some(c);
-                        c
-                    }
+                    None => self.new_customer(false),
                 };
-                let cart: Vec<(usize, i32)> = self.sessions[session].cart.iter().map(|(p, q)| (*p, *q)).collect();
-                let sid = self.sessions[session].id.clone();
-                self.place_order(customer, &cart, Some(sid), false);
+                let cart: Vec<(usize, i32)> = s.cart.iter().map(|(p, q)| (*p, *q)).collect();
+                self.place_order(customer, &cart, Some(s.id), false);
             }
-            Task::Pay { order } => {
-                let o = &self.orders[order];
-                if o.cancelled {
-                    return;
-                }
-                let (oid, total, cur) = (o.id.clone(), o.total, o.currency.code);
-                let pi = format!("pi_{:016x}", self.rng.random::<u64>());
-                let fail = if o.ring { 0.35 } else { 0.06 };
-                let id = self.event_id();
-                if self.rng.random::<f64>() < fail {
-                    self.emit(PaymentFailed {
-                        event_id: id, occurred_at: self.at(), order_id: oid, payment_id: Some(pi),
-                        amount_minor: total, currency: cur.to_string(),
-                        failure_code: "card_declined".into(), failure_message: "Your card was declined.".into(),
-                    });
-                    self.orders[order].cancelled = true;
-                    self.restore_stock(order);
-                } else {
-                    self.emit(PaymentAuthorized {
-                        event_id: id, occurred_at: self.at(), order_id: oid, payment_id: pi.clone(),
-                        amount_minor: total, currency: cur.to_string(), provider: "stripe".into(),
-                    });
-                    self.orders[order].payment_id = Some(pi);
-                    let d = 5_000 + self.exp_ms(120_000.0);
-                    self.schedule(d, Task::Ship { order });
-                }
-            }
+            Task::Pay { order } => self.pay(order),
             Task::CancelMaybe { order } => {
-                if self.orders[order].cancelled || self.orders[order].payment_id.is_none() {
+                let Some(o) = self.orders.get(&order) else { return };
+                if o.cancelled || o.shipped || o.payment_id.is_none() {
                     return;
                 }
-                let oid = self.orders[order].id.clone();
+                let oid = o.id.clone();
                 let id = self.event_id();
                 self.emit(OrderCancelRequested {
                     event_id: id, occurred_at: self.at(), order_id: oid, requested_by: "customer".into(),
                     reason: "changed my mind".into(),
                 });
-                self.orders[order].cancelled = true;
-                self.restore_stock(order);
+                self.cancel(order);
                 let (total, lines) = self.refund_lines(order, None);
-                self.schedule(2_000, Task::Refund { order, amount: total, lines, reason: "cancellation" });
+                let d = self.slow_ms(REFUND);
+                self.schedule(d, Task::Refund { order, amount: total, lines, reason: "cancellation" });
             }
             Task::Ship { order } => {
-                if self.orders[order].cancelled {
-                    return;
+                if self.orders.get(&order).is_some_and(|o| !o.cancelled) {
+                    self.ship(order);
                 }
-                let o = &self.orders[order];
-                let (oid, pi, total, cur, wh) = (o.id.clone(), o.payment_id.clone().unwrap_or_default(), o.total, o.currency.code, o.warehouse);
+            }
+            Task::Dispatch { order } => {
+                let Some(o) = self.orders.get(&order) else { return };
+                let (oid, wh) = (o.id.clone(), o.warehouse);
                 let lines: Vec<SkuQuantity> = o.items.iter().map(|i| SkuQuantity { sku: i.sku.clone(), quantity: i.quantity }).collect();
-                let ship = format!("shp-{}", &oid[2..]);
-                let (id1, id2, id3) = (self.event_id(), self.event_id(), self.event_id());
-                self.emit(ShipmentCreated {
-                    event_id: id1, occurred_at: self.at(), order_id: oid.clone(), shipment_id: ship.clone(),
-                    warehouse_id: wh.to_string(), carrier: ["ups", "dhl", "dpd", "yamato"][order % 4].into(), lines: lines.clone(),
-                });
-                self.emit(PaymentCaptured {
-                    event_id: id2, occurred_at: self.at(), order_id: oid.clone(), payment_id: pi,
-                    amount_minor: total, currency: cur.to_string(),
-                });
-                self.now += 60_000;
+                let id = self.event_id();
                 let tracking = format!("1Z{:012}", self.rng.random_range(0..999_999_999_999u64));
                 self.emit(ShipmentShipped {
-                    event_id: id3, occurred_at: self.at(), order_id: oid, shipment_id: ship,
+                    event_id: id, occurred_at: self.at(), order_id: oid.clone(), shipment_id: format!("shp-{}", &oid[2..]),
                     warehouse_id: wh.to_string(), tracking_number: tracking, lines,
                 });
-                self.now -= 60_000;
-                let d = 60_000 + self.slow_ms(48.0 * 3_600_000.0);
+                let d = self.slow_ms(TRANSIT);
                 self.schedule(d, Task::Deliver { order });
             }
             Task::Deliver { order } => {
-                let oid = self.orders[order].id.clone();
+                let Some(o) = self.orders.get(&order) else { return };
+                let oid = o.id.clone();
                 let id = self.event_id();
                 self.emit(ShipmentDelivered {
                     event_id: id, occurred_at: self.at(), order_id: oid.clone(), shipment_id: format!("shp-{}", &oid[2..]),
                 });
-                let d = self.slow_ms(4.0 * 86_400_000.0);
+                let d = self.slow_ms(KEEPING);
                 self.schedule(d, Task::AfterDelivery { order });
             }
             Task::AfterDelivery { order } => {
                 let roll: f64 = self.rng.random();
-                let o = &self.orders[order];
+                let Some(o) = self.orders.get(&order) else { return };
                 let oid = o.id.clone();
                 if roll < 0.06 {
                     let items: Vec<SkuQuantity> = o.items.iter().take(1).map(|i| SkuQuantity { sku: i.sku.clone(), quantity: 1 }).collect();
                     let id = self.event_id();
                     self.emit(ReturnRequested {
                         event_id: id, occurred_at: self.at(), order_id: oid.clone(), return_id: format!("ret-{}", &oid[2..]),
-                        items, reason: ["too small", "not as described", "arrived damaged"][order % 3].into(),
+                        items, reason: ["too small", "not as described", "arrived damaged"][(order % 3) as usize].into(),
                     });
-                    let d = self.slow_ms(4.0 * 86_400_000.0);
+                    let d = self.slow_ms(RETURN_TRANSIT);
                     self.schedule(d, Task::ReceiveReturn { order });
-                } else if roll < 0.2 {
+                    return;
+                }
+                if roll < 0.2 {
                     let item = &o.items[0];
-                    let (pid, vid, cust) = (item.product_id.clone(), item.vendor_id.clone(), self.customers[o.customer].id.clone());
+                    let (pid, vid, cust) = (item.product_id.clone(), item.vendor_id.clone(), Customers::id(o.customer));
                     let rating = [5, 5, 4, 4, 4, 3, 2, 1][self.rng.random_range(0..8)];
                     let id = self.event_id();
                     self.emit(ReviewSubmitted {
@@ -631,144 +665,297 @@ impl Simulator {
                         vendor_id: vid, customer_id: cust, rating, title: Some(format!("{rating} stars")), body: None,
                     });
                 }
+                self.orders.remove(&order);
             }
             Task::ReceiveReturn { order } => {
-                let o = &self.orders[order];
+                let Some(o) = self.orders.get(&order) else { return };
                 let oid = o.id.clone();
                 let item = o.items[0].clone();
-                let wh = o.warehouse;
+                let (wh, first) = (o.warehouse, o.taken.first().copied());
                 let restockable = self.rng.random::<f64>() < 0.8;
                 let id = self.event_id();
                 self.emit(ReturnReceived {
                     event_id: id, occurred_at: self.at(), order_id: oid.clone(), return_id: format!("ret-{}", &oid[2..]),
                     warehouse_id: wh.to_string(), lines: vec![SkuQuantity { sku: item.sku.clone(), quantity: 1 }], restockable,
                 });
-                if restockable {
-                    if let Some(p) = self.world.products.iter().position(|p| p.sku == item.sku) {
-                        if let Some(w) = WAREHOUSES.iter().position(|w| w.id == wh) {
-                            *self.stock.entry((p, w)).or_default() += 1;
-                        }
-                    }
+                if let (true, Some((p, w, _))) = (restockable, first) {
+                    self.stock.add(p, w, 1);
                 }
                 let (amount, lines) = self.refund_lines(order, Some(&item.sku));
-                let d = self.slow_ms(3_600_000.0);
+                let d = self.slow_ms(REFUND);
                 self.schedule(d, Task::Refund { order, amount, lines, reason: "return" });
             }
             Task::Refund { order, amount, lines, reason } => {
-                let o = &self.orders[order];
-                let (oid, pi, cur) = (o.id.clone(), o.payment_id.clone().unwrap_or_default(), o.currency.code);
+                let Some(o) = self.orders.remove(&order) else { return };
                 let id = self.event_id();
                 let re = format!("re_{:016x}", self.rng.random::<u64>());
                 self.emit(RefundIssued {
-                    event_id: id, occurred_at: self.at(), order_id: oid, payment_id: pi, refund_id: re,
-                    amount_minor: amount, currency: cur.to_string(), reason: reason.into(), lines,
+                    event_id: id, occurred_at: self.at(), order_id: o.id, payment_id: o.payment_id.unwrap_or_default(), refund_id: re,
+                    amount_minor: amount, currency: o.currency.code.to_string(), reason: reason.into(), lines,
                 });
             }
-            Task::Restock => {
-                let low: Vec<(usize, usize)> = self.stock.iter().filter(|(_, q)| **q < 8).map(|(k, _)| *k).collect();
-                for (p, w) in low.into_iter().take(20) {
-                    let qty = self.rng.random_range(30..100);
-                    self.receive(p, w, qty);
-                }
-                if self.rng.random::<f64>() < 0.3 {
-                    let p = self.rng.random_range(0..self.world.products.len());
-                    let w = self.world.products[p].warehouses[0];
-                    let have = self.stock.get(&(p, w)).copied().unwrap_or(0);
-                    if have > 2 {
-                        let id = self.event_id();
-                        self.emit(StockAdjusted {
-                            event_id: id, occurred_at: self.at(), sku: self.world.products[p].sku.clone(),
-                            warehouse_id: WAREHOUSES[w].id.into(), delta: -1, reason: "damaged".into(),
-                        });
-                        *self.stock.entry((p, w)).or_default() -= 1;
-                    }
-                }
-                if self.rng.random::<f64>() < 0.3 {
-                    let p = self.rng.random_range(0..self.world.products.len());
-                    let from = self.world.products[p].warehouses[0];
-                    let to = (from + 1) % WAREHOUSES.len();
-                    let have = self.stock.get(&(p, from)).copied().unwrap_or(0);
-                    if have > 10 {
-                        let id = self.event_id();
-                        self.emit(StockTransferred {
-                            event_id: id, occurred_at: self.at(), sku: self.world.products[p].sku.clone(),
-                            from_warehouse_id: WAREHOUSES[from].id.into(), to_warehouse_id: WAREHOUSES[to].id.into(), quantity: 5,
-                        });
-                        *self.stock.entry((p, from)).or_default() -= 5;
-                        *self.stock.entry((p, to)).or_default() += 5;
-                        if !self.world.products[p].warehouses.contains(&to) {
-                            self.world.products[p].warehouses.push(to);
-                        }
-                    }
-                }
-                self.schedule(60_000, Task::Restock);
+            Task::StockReview => self.stock_review(),
+            Task::StockArrives { product, warehouse, quantity } => {
+                self.stock.delivered(product, warehouse);
+                self.receive(product, warehouse, quantity);
             }
             Task::RatesMove => {
-                for i in 1..CURRENCIES.len() {
+                for (i, c) in CURRENCIES.iter().enumerate().skip(1) {
                     let drift = 1.0 + (self.rng.random::<f64>() - 0.5) * 0.004;
                     self.rates_per_eur[i] *= drift;
-                    self.emit_rate(CURRENCIES[i].code);
+                    self.emit_rate(c.code);
                 }
-                self.schedule(300_000, Task::RatesMove);
+                self.schedule(RATES_EVERY_MS, Task::RatesMove);
             }
-            Task::CatalogChange => {
-                let p = self.rng.random_range(0..self.world.products.len());
-                let prod = self.world.products[p].clone();
-                let vid = self.world.vendors[prod.vendor].id.clone();
-                let id = self.event_id();
-                if self.rng.random::<f64>() < 0.7 {
-                    let new = ((prod.price_eur_minor as f64) * (0.85 + self.rng.random::<f64>() * 0.3)).round() as i64 / 100 * 100 + 99;
-                    self.emit(PriceChanged {
-                        event_id: id, occurred_at: self.at(), product_id: prod.id, vendor_id: vid, sku: prod.sku,
-                        old_price_minor: Some(prod.price_eur_minor), price_minor: new, currency: "EUR".into(),
-                    });
-                    self.world.products[p].price_eur_minor = new;
-                } else {
-                    self.emit(ProductUpdated {
-                        event_id: id, occurred_at: self.at(), product_id: prod.id, vendor_id: vid,
-                        title: Some(format!("{} (2026 edition)", prod.title)), description: None, category: None, brand: None, status: None,
-                    });
-                }
-                if self.rng.random::<f64>() < 0.2 && !self.customers.is_empty() {
-                    let c = self.rng.random_range(0..self.customers.len());
-                    if !self.customers[c].erased {
-                        self.customers[c].erased = true;
-                        let id = self.event_id();
-                        let cid = self.customers[c].id.clone();
-                        self.emit(CustomerErased { event_id: id, occurred_at: self.at(), customer_id: cid, reason: Some("gdpr_request".into()) });
-                    }
-                }
-                self.schedule(120_000, Task::CatalogChange);
-            }
+            Task::CatalogChange => self.catalog_change(),
             Task::RingBurst => {
-                // A burst of small orders from one IP by brand-new accounts, minutes apart.
                 let burst = self.rng.random_range(3..7);
+                let mut d = 0;
                 for _ in 0..burst {
-                    let c = self.new_customer(true);
-                    let p = self.pick_product();
-                    if self.in_stock(p) > 0 {
-                        self.place_order(c, &[(p, 1)], None, true);
-                    }
-                    self.now += self.exp_ms(20_000.0);
+                    self.schedule(d, Task::RingOrder);
+                    d += self.exp_ms(20_000.0);
                 }
-                // Ring orders make up `fraud_ring_share` of all orders over time.
-                let orders_per_ms = self.config.sessions_per_second * 0.05 / 1000.0;
-                let gap = (burst as f64 / (self.config.fraud_ring_share * orders_per_ms)).max(60_000.0);
-                let d = self.exp_ms(gap);
-                self.schedule(d, Task::RingBurst);
+                let gap = self.ring_gap();
+                self.schedule(gap, Task::RingBurst);
+            }
+            Task::RingOrder => {
+                let c = self.new_customer(true);
+                let p = self.pick_product();
+                if self.in_stock(p) > 0 {
+                    self.place_order(c, &[(p, 1)], None, true);
+                }
             }
         }
     }
 
-    fn add_to_cart(&mut self, session: usize, p: usize, qty: i32) {
+    fn browse(&mut self, session: u64, steps_left: u32) {
+        if !self.sessions.contains_key(&session) {
+            return;
+        }
+        self.browse_step(session);
+        let d = self.exp_ms(15_000.0);
+        if steps_left > 1 {
+            self.schedule(d, Task::Browse { session, steps_left: steps_left - 1 });
+        } else if !self.sessions[&session].cart.is_empty() && self.rng.random::<f64>() < 0.6 {
+            self.schedule(d, Task::Checkout { session });
+        } else {
+            self.sessions.remove(&session);
+        }
+    }
+
+    /// One step of browsing: a search, a product view, an add to cart or a removal.
+    fn browse_step(&mut self, session: u64) {
+        let Some(s) = self.sessions.get(&session) else { return };
+        let (sid, cust, last) = (s.id.clone(), s.customer.map(Customers::id), s.viewed.last().copied());
+        let roll: f64 = self.rng.random();
+        if roll < 0.15 {
+            let p = self.pick_product();
+            let words: Vec<&str> = self.world.products[p].title.split(' ').collect();
+            let q = words[self.rng.random_range(0..words.len())].to_lowercase();
+            let id = self.event_id();
+            let n = self.rng.random_range(0..60);
+            self.emit(SearchPerformed {
+                event_id: id, occurred_at: self.at(), session_id: sid, customer_id: cust,
+                query: q, category: None, result_count: n,
+            });
+        } else if roll < 0.75 {
+            // Often a product related to the last one viewed.
+            let p = match last {
+                Some(last) if self.rng.random::<f64>() < 0.3 => self
+                    .world
+                    .planted_pairs
+                    .iter()
+                    .find_map(|&(a, b)| (a == last).then_some(b).or((b == last).then_some(a)))
+                    .unwrap_or_else(|| self.pick_product()),
+                _ => self.pick_product(),
+            };
+            if let Some(s) = self.sessions.get_mut(&session) {
+                s.viewed.push(p);
+            }
+            let prod = &self.world.products[p];
+            let (pid, vid, cat) = (prod.id.clone(), self.world.vendors[prod.vendor].id.clone(), prod.category);
+            let id = self.event_id();
+            self.emit(ProductViewed {
+                event_id: id, occurred_at: self.at(), session_id: sid, customer_id: cust,
+                product_id: pid, vendor_id: vid, category: cat.to_string(),
+            });
+        } else if roll < 0.93 {
+            if let Some(p) = last {
+                if self.in_stock(p) > 0 {
+                    let q = self.rng.random_range(1..3);
+                    self.add_to_cart(session, p, q);
+                    if let Some(&(_, b)) = self.world.planted_pairs.iter().find(|(a, _)| *a == p)
+                        && self.rng.random::<f64>() < 0.6
+                    {
+                        if self.in_stock(b) > 0 {
+                            self.add_to_cart(session, b, 1);
+                        } else {
+                            self.stock_out();
+                        }
+                    }
+                } else {
+                    self.stock_out();
+                }
+            }
+        } else if let Some((&p, &q)) = self.sessions[&session].cart.iter().next() {
+            if let Some(s) = self.sessions.get_mut(&session) {
+                s.cart.remove(&p);
+            }
+            let prod = &self.world.products[p];
+            let (pid, sku) = (prod.id.clone(), prod.sku.clone());
+            let id = self.event_id();
+            let cart_id = self.sessions[&session].cart_id.clone();
+            self.emit(CartItemRemoved {
+                event_id: id, occurred_at: self.at(), session_id: sid, customer_id: cust,
+                cart_id, product_id: pid, sku, quantity: q,
+            });
+        }
+    }
+
+    /// Counts a shopper meeting a product out of stock (not while playing the sessions
+    /// under way at the start).
+    fn stock_out(&mut self) {
+        self.summary.stock_outs += u64::from(!self.quiet);
+    }
+
+    fn pay(&mut self, order: u64) {
+        let Some(o) = self.orders.get(&order) else { return };
+        if o.cancelled {
+            return;
+        }
+        let o = &self.orders[&order];
+        let (oid, total, cur) = (o.id.clone(), o.total, o.currency.code);
+        let pi = format!("pi_{:016x}", self.rng.random::<u64>());
+        let fail = if o.ring { 0.35 } else { 0.06 };
         let id = self.event_id();
-        let s = &self.sessions[session];
+        if self.rng.random::<f64>() < fail {
+            self.emit(PaymentFailed {
+                event_id: id, occurred_at: self.at(), order_id: oid, payment_id: Some(pi),
+                amount_minor: total, currency: cur.to_string(),
+                failure_code: "card_declined".into(), failure_message: "Your card was declined.".into(),
+            });
+            self.restore_stock(order);
+            self.orders.remove(&order);
+            return;
+        }
+        self.emit(PaymentAuthorized {
+            event_id: id, occurred_at: self.at(), order_id: oid, payment_id: pi.clone(),
+            amount_minor: total, currency: cur.to_string(), provider: "stripe".into(),
+        });
+        if let Some(o) = self.orders.get_mut(&order) {
+            o.payment_id = Some(pi);
+        }
+        let d = 1_000 + self.slow_ms(PICK_PACK);
+        self.schedule(d, Task::Ship { order });
+        if self.rng.random::<f64>() < 0.04 {
+            let d = self.slow_ms(SECOND_THOUGHTS);
+            self.schedule(d, Task::CancelMaybe { order });
+        }
+    }
+
+    /// ShipmentCreated and PaymentCaptured now, ShipmentShipped when the carrier takes it.
+    fn ship(&mut self, order: u64) {
+        let Some(o) = self.orders.get_mut(&order) else { return };
+        o.shipped = true;
+        let (oid, pi, total, cur, wh) = (o.id.clone(), o.payment_id.clone().unwrap_or_default(), o.total, o.currency.code, o.warehouse);
+        let lines: Vec<SkuQuantity> = o.items.iter().map(|i| SkuQuantity { sku: i.sku.clone(), quantity: i.quantity }).collect();
+        let (id1, id2) = (self.event_id(), self.event_id());
+        self.emit(ShipmentCreated {
+            event_id: id1, occurred_at: self.at(), order_id: oid.clone(), shipment_id: format!("shp-{}", &oid[2..]),
+            warehouse_id: wh.to_string(), carrier: ["ups", "dhl", "dpd", "yamato"][(order % 4) as usize].into(), lines,
+        });
+        self.emit(PaymentCaptured {
+            event_id: id2, occurred_at: self.at(), order_id: oid, payment_id: pi,
+            amount_minor: total, currency: cur.to_string(),
+        });
+        let d = self.slow_ms(HANDOVER);
+        self.schedule(d, Task::Dispatch { order });
+    }
+
+    fn cancel(&mut self, order: u64) {
+        if let Some(o) = self.orders.get_mut(&order) {
+            o.cancelled = true;
+        }
+        self.restore_stock(order);
+    }
+
+    fn stock_review(&mut self) {
+        let lead = SUPPLIER_LEAD / self.speedup();
+        for (product, warehouse, quantity) in self.stock.review(STOCK_REVIEW_MS as f64, lead) {
+            let d = self.exp_ms(lead);
+            self.schedule(d, Task::StockArrives { product, warehouse, quantity });
+        }
+        // Write-offs and transfers keep a margin over what the pipeline may have moved
+        // meanwhile (its holds and releases are stamped a little after the order's time).
+        if self.rng.random::<f64>() < 0.5 {
+            let p = self.pick_product();
+            let w = self.world.products[p].warehouses[0];
+            if self.stock.level(p, w) >= 8 {
+                let id = self.event_id();
+                self.emit(StockAdjusted {
+                    event_id: id, occurred_at: self.at(), sku: self.world.products[p].sku.clone(),
+                    warehouse_id: WAREHOUSES[w].id.into(), delta: -1, reason: "damaged".into(),
+                });
+                self.stock.remove(p, w, 1);
+            }
+        }
+        if self.rng.random::<f64>() < 0.5 {
+            let p = self.pick_product();
+            let from = self.world.products[p].warehouses[0];
+            let to = (from + 1) % WAREHOUSES.len();
+            if self.stock.level(p, from) >= 15 {
+                let id = self.event_id();
+                self.emit(StockTransferred {
+                    event_id: id, occurred_at: self.at(), sku: self.world.products[p].sku.clone(),
+                    from_warehouse_id: WAREHOUSES[from].id.into(), to_warehouse_id: WAREHOUSES[to].id.into(), quantity: 5,
+                });
+                self.stock.remove(p, from, 5);
+                self.stock.add(p, to, 5);
+                if !self.world.products[p].warehouses.contains(&to) {
+                    self.world.products[p].warehouses.push(to);
+                }
+            }
+        }
+        self.schedule(STOCK_REVIEW_MS, Task::StockReview);
+    }
+
+    fn catalog_change(&mut self) {
+        let p = self.rng.random_range(0..self.world.products.len());
+        let prod = self.world.products[p].clone();
+        let vid = self.world.vendors[prod.vendor].id.clone();
+        let id = self.event_id();
+        if self.rng.random::<f64>() < 0.7 {
+            let new = ((prod.price_eur_minor as f64) * (0.85 + self.rng.random::<f64>() * 0.3)).round() as i64 / 100 * 100 + 99;
+            self.emit(PriceChanged {
+                event_id: id, occurred_at: self.at(), product_id: prod.id, vendor_id: vid, sku: prod.sku,
+                old_price_minor: Some(prod.price_eur_minor), price_minor: new, currency: "EUR".into(),
+            });
+            self.world.products[p].price_eur_minor = new;
+        } else {
+            self.emit(ProductUpdated {
+                event_id: id, occurred_at: self.at(), product_id: prod.id, vendor_id: vid,
+                title: Some(format!("{} (2026 edition)", prod.title)), description: None, category: None, brand: None, status: None,
+            });
+        }
+        if self.rng.random::<f64>() < 0.2 {
+            let n = self.rng.random_range(0..self.customers.count());
+            if self.customers.erase(n) {
+                let id = self.event_id();
+                self.emit(CustomerErased { event_id: id, occurred_at: self.at(), customer_id: Customers::id(n), reason: Some("gdpr_request".into()) });
+            }
+        }
+        self.schedule(CATALOG_EVERY_MS, Task::CatalogChange);
+    }
+
+    fn add_to_cart(&mut self, session: u64, p: usize, qty: i32) {
+        let id = self.event_id();
+        let s = &self.sessions[&session];
         let prod = &self.world.products[p];
         let e = CartItemAdded {
             event_id: id,
             occurred_at: self.at(),
             session_id: s.id.clone(),
-            customer_id: s.customer.map(|c| self.customers[c].id.clone()),
+            customer_id: s.customer.map(Customers::id),
             cart_id: s.cart_id.clone(),
             product_id: prod.id.clone(),
             sku: prod.sku.clone(),
@@ -777,52 +964,43 @@ impl Simulator {
             unit_price_minor: prod.price_eur_minor,
             currency: "EUR".to_string(),
         };
-        *self.sessions[session].cart.entry(p).or_default() += qty;
+        if let Some(s) = self.sessions.get_mut(&session) {
+            *s.cart.entry(p).or_default() += qty;
+        }
         self.emit(e);
     }
 
-    fn place_order(&mut self, customer: usize, cart: &[(usize, i32)], session: Option<String>, ring: bool) {
-        let c = &self.customers[customer];
-        let (country, cid, since, ip, own_card) = (c.country, c.id.clone(), c.since, c.ip.clone(), c.card.clone());
-        let currency = currency_of(country);
+    /// A line of product `p` priced in `currency` at today's rate.
+    fn order_item(&self, p: usize, qty: i32, currency: &Currency) -> OrderItem {
         let cidx = CURRENCIES.iter().position(|x| x.code == currency.code).expect("listed");
-        let rate = self.rates_per_eur[cidx];
-        // Prefer the warehouse nearest the customer that holds the first item.
-        let mut items = Vec::new();
-        let mut warehouse = None;
-        for &(p, q) in cart {
-            let prod = &self.world.products[p];
-            let Some(&w) = prod
-                .warehouses
-                .iter()
-                .filter(|w| self.stock.get(&(p, **w)).copied().unwrap_or(0) >= q)
-                .max_by_key(|w| (WAREHOUSES[**w].country == country) as u8)
-            else {
-                continue;
-            };
-            *self.stock.entry((p, w)).or_default() -= q;
-            warehouse.get_or_insert(WAREHOUSES[w].id);
-            let unit = ((prod.price_eur_minor as f64 / 100.0) * rate * 10f64.powi(currency.decimals as i32)).round() as i64;
-            items.push(OrderItem {
-                sku: prod.sku.clone(),
-                product_id: prod.id.clone(),
-                vendor_id: self.world.vendors[prod.vendor].id.clone(),
-                quantity: q,
-                unit_price_minor: unit,
-            });
+        let prod = &self.world.products[p];
+        let unit = ((prod.price_eur_minor as f64 / 100.0) * self.rates_per_eur[cidx] * 10f64.powi(currency.decimals as i32)).round() as i64;
+        OrderItem {
+            sku: prod.sku.clone(),
+            product_id: prod.id.clone(),
+            vendor_id: self.world.vendors[prod.vendor].id.clone(),
+            quantity: qty,
+            unit_price_minor: unit,
         }
-        if items.is_empty() {
-            return;
-        }
-        let n = self.orders.len() + 1;
-        let order_id = format!("o-{n:08}");
+    }
+
+    /// The next order number and id.
+    fn new_order_id(&mut self) -> (u64, String) {
+        self.next_order += 1;
+        (self.next_order, format!("o-{:08}", self.next_order))
+    }
+
+    /// An OrderPlaced under a new order number for `items` by account `n`, shipped to
+    /// `ship_country`, with the marketplace's shipping, tax and discount rules.
+    fn order_placed(&mut self, n: u64, c: &Customer, ship_country: &str, items: Vec<OrderItem>, session: Option<String>, card: String) -> (u64, OrderPlaced) {
+        let (number, order_id) = self.new_order_id();
+        let currency = currency_of(c.country);
         let subtotal: i64 = items.iter().map(|i| i.unit_price_minor * i64::from(i.quantity)).sum();
         let shipping = if subtotal > 50 * 10i64.pow(currency.decimals) { 0 } else { 499 * 10i64.pow(currency.decimals) / 100 };
         let tax = subtotal * 19 / 119 / 10;
-        let discount = if n % 10 == 0 { subtotal / 20 } else { 0 };
-        let total = subtotal + shipping + tax - discount;
-        let address = |country: &str, name: &str| Address {
-            name: name.to_string(),
+        let discount = if number % 10 == 0 { subtotal / 20 } else { 0 };
+        let address = |country: &str| Address {
+            name: format!("Shopper {}", n + 1),
             line1: format!("{} Market Street", 1 + n % 200),
             line2: None,
             city: "Springfield".to_string(),
@@ -830,64 +1008,73 @@ impl Simulator {
             region: None,
             country: country.to_string(),
         };
-        let ship_country = if ring { world::RING_SHIP_TO[n % 2] } else { country };
-        let card = if ring { format!("pm_{:016x}", self.rng.random::<u64>()) } else { own_card };
-        let id = self.event_id();
         let e = OrderPlaced {
-            event_id: id,
+            event_id: self.event_id(),
             occurred_at: self.at(),
-            order_id: order_id.clone(),
-            customer_id: cid,
+            order_id,
+            customer_id: c.id.clone(),
             session_id: session,
-            customer_since: Some(since),
-            items: items.clone(),
+            customer_since: Some(c.since),
+            items,
             currency: currency.code.to_string(),
-            shipping_address: address(ship_country, &format!("Shopper {customer}")),
-            billing_address: address(country, &format!("Shopper {customer}")),
+            shipping_address: address(ship_country),
+            billing_address: address(c.country),
             shipping_minor: shipping,
             tax_minor: tax,
             discount_minor: discount,
             payment_method_token: card,
-            client_ip: ip,
+            client_ip: c.ip.clone(),
         };
+        (number, e)
+    }
+
+    fn place_order(&mut self, customer: u64, cart: &[(usize, i32)], session: Option<String>, ring: bool) {
+        let c = self.customers.get(customer);
+        let currency = currency_of(c.country);
+        let ring_ship_to = world::RING_SHIP_TO[(self.next_order % 2) as usize];
+        let ship_country = if ring { ring_ship_to } else { c.country };
+        let chosen = self.stock.allocate(&self.world, cart, ship_country);
+        let mut items = Vec::new();
+        let mut taken = Vec::new();
+        for (&(p, q), w) in cart.iter().zip(chosen) {
+            let Some(w) = w else {
+                self.summary.stock_outs += 1;
+                continue;
+            };
+            self.stock.take(p, w, q);
+            taken.push((p, w, q));
+            items.push(self.order_item(p, q, currency));
+        }
+        if items.is_empty() {
+            return;
+        }
+        let card = if ring { format!("pm_{:016x}", self.rng.random::<u64>()) } else { c.card.clone() };
+        let (number, e) = self.order_placed(customer, &c, ship_country, items.clone(), session, card);
+        let order_id = e.order_id.clone();
+        let total = e.total_minor();
         self.gmv_eur.insert(order_id.clone(), minor_to_eur(total, currency, &self.rates_per_eur));
         if ring {
             self.ring_ids.insert(order_id.clone());
         }
         self.emit(e);
-        self.orders.push(Order {
-            id: order_id,
-            customer,
-            currency,
-            items,
-            total,
-            payment_id: None,
-            warehouse: warehouse.unwrap_or(WAREHOUSES[0].id),
-            cancelled: false,
-            ring,
-        });
-        let order = self.orders.len() - 1;
+        let warehouse = WAREHOUSES[taken[0].1].id;
+        self.orders.insert(
+            number,
+            Order { id: order_id, customer, currency, items, taken, total, payment_id: None, warehouse, cancelled: false, shipped: false, ring },
+        );
         let d = 1_000 + self.exp_ms(4_000.0);
-        self.schedule(d, Task::Pay { order });
-        if self.rng.random::<f64>() < 0.04 {
-            let d = 20_000 + self.exp_ms(30_000.0);
-            self.schedule(d, Task::CancelMaybe { order });
+        self.schedule(d, Task::Pay { order: number });
+    }
+
+    fn restore_stock(&mut self, order: u64) {
+        let Some(o) = self.orders.get_mut(&order) else { return };
+        for (p, w, q) in std::mem::take(&mut o.taken) {
+            self.stock.give_back(p, w, q);
         }
     }
 
-    fn restore_stock(&mut self, order: usize) {
-        let o = &self.orders[order];
-        let wh = o.warehouse;
-        let items: Vec<(String, i32)> = o.items.iter().map(|i| (i.sku.clone(), i.quantity)).collect();
-        for (sku, q) in items {
-            if let (Some(p), Some(w)) = (self.world.products.iter().position(|p| p.sku == sku), WAREHOUSES.iter().position(|w| w.id == wh)) {
-                *self.stock.entry((p, w)).or_default() += q;
-            }
-        }
-    }
-
-    fn refund_lines(&self, order: usize, only_sku: Option<&str>) -> (i64, Vec<RefundLine>) {
-        let o = &self.orders[order];
+    fn refund_lines(&self, order: u64, only_sku: Option<&str>) -> (i64, Vec<RefundLine>) {
+        let o = &self.orders[&order];
         let lines: Vec<RefundLine> = o
             .items
             .iter()
@@ -900,6 +1087,20 @@ impl Simulator {
         let amount = if only_sku.is_some() { lines.iter().map(|l| l.amount_minor).sum() } else { o.total };
         (amount, lines)
     }
+
+    /// Counts a yielded event.
+    fn count_yielded(&mut self, e: &Event) {
+        self.summary.count(e);
+        match e {
+            Event::PageViewed(_) => self.summary.sessions += 1,
+            Event::OrderPlaced(o) => {
+                self.summary.orders += 1;
+                self.summary.ring_orders += self.ring_ids.contains(&o.order_id) as u64;
+                self.summary.gmv_eur_minor += self.gmv_eur.remove(&o.order_id).unwrap_or(0);
+            }
+            _ => {}
+        }
+    }
 }
 
 impl Iterator for Simulator {
@@ -908,16 +1109,7 @@ impl Iterator for Simulator {
     fn next(&mut self) -> Option<Event> {
         loop {
             if let Some(e) = self.pending.pop_front() {
-                self.summary.count(&e);
-                match &e {
-                    Event::PageViewed(_) => self.summary.sessions += 1,
-                    Event::OrderPlaced(o) => {
-                        self.summary.orders += 1;
-                        self.summary.ring_orders += self.ring_ids.contains(&o.order_id) as u64;
-                        self.summary.gmv_eur_minor += self.gmv_eur.remove(&o.order_id).unwrap_or(0);
-                    }
-                    _ => {}
-                }
+                self.count_yielded(&e);
                 return Some(e);
             }
             let Reverse((at, _, id)) = self.queue.pop()?;
@@ -925,72 +1117,5 @@ impl Iterator for Simulator {
             let task = self.tasks.remove(&id).expect("every queued task is stored");
             self.run(task);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use storeflow_avro::json::JsonOptions;
-
-    fn events(n: usize, seed: u64) -> Vec<Event> {
-        Simulator::new(SimConfig { seed, start: Timestamp(1_764_000_000_000), fraud_ring_share: 0.02, ..Default::default() })
-            .take(n)
-            .collect()
-    }
-
-    #[test]
-    fn the_summary_counts_exactly_the_events_taken() {
-        let mut sim = Simulator::new(SimConfig { seed: 3, ..Default::default() });
-        let taken: Vec<Event> = sim.by_ref().take(777).collect();
-        assert_eq!(sim.summary().events(), 777);
-        let orders = taken.iter().filter(|e| matches!(e, Event::OrderPlaced(_))).count() as u64;
-        assert_eq!(sim.summary().orders, orders);
-    }
-
-    #[test]
-    fn the_same_seed_gives_the_same_events_and_another_seed_does_not() {
-        assert_eq!(events(2000, 7), events(2000, 7));
-        assert_ne!(events(2000, 7), events(2000, 8));
-    }
-
-    #[test]
-    fn every_event_passes_the_contracts_validation() {
-        for e in events(20_000, 1) {
-            storeflow_avro::json::event_from_json(e.to_json(), JsonOptions::default())
-                .unwrap_or_else(|err| panic!("{} fails validation: {err}", e.name()));
-        }
-    }
-
-    #[test]
-    fn traffic_covers_every_input_event_type() {
-        let seen: std::collections::HashSet<&str> = events(60_000, 3).iter().map(|e| e.name()).collect();
-        for t in EVENT_TYPES.iter().filter(|t| t.topic.is_input()) {
-            assert!(seen.contains(t.name), "the simulator never produced {}", t.name);
-        }
-    }
-
-    #[test]
-    fn events_come_in_time_order_per_key() {
-        let mut last: HashMap<String, Timestamp> = HashMap::new();
-        for e in events(30_000, 5) {
-            let k = format!("{}|{}", e.topic(), e.key());
-            if let Some(prev) = last.insert(k.clone(), e.occurred_at()) {
-                assert!(e.occurred_at() >= prev, "{k} went back in time");
-            }
-        }
-    }
-
-    #[test]
-    fn orders_use_the_shoppers_currency_and_consistent_totals() {
-        let mut currencies = std::collections::HashSet::new();
-        for e in events(30_000, 9) {
-            if let Event::OrderPlaced(o) = e {
-                assert!(o.total_minor() > 0);
-                assert!(!o.items.is_empty());
-                currencies.insert(o.currency);
-            }
-        }
-        assert!(currencies.len() >= 3, "{currencies:?}");
     }
 }

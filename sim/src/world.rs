@@ -63,6 +63,33 @@ pub const WAREHOUSES: [Warehouse; 6] = [
     Warehouse { id: "wh-jp-chiba", country: "JP" },
 ];
 
+/// The region of a country, for warehouse distances (the inventory processor's table,
+/// `processors/src/inventory.rs`, so simulated warehouses pick stock the way the pipeline
+/// reserves it).
+pub fn region(country: &str) -> &'static str {
+    match country {
+        "DE" | "FR" | "NL" | "BE" | "LU" | "AT" | "CH" | "IT" | "ES" | "PT" | "PL" | "CZ" | "DK" | "SE" | "FI" | "NO"
+        | "IE" | "GR" | "HU" | "RO" | "SK" | "SI" | "HR" | "BG" | "EE" | "LV" | "LT" => "EU",
+        "GB" => "UK",
+        "US" | "CA" | "MX" => "NA",
+        "JP" | "KR" | "CN" | "TW" | "HK" | "SG" | "AU" | "NZ" | "IN" => "APAC",
+        _ => "ROW",
+    }
+}
+
+/// How far a warehouse in `from` is from a customer in `to`: 0 same country, 1 same region,
+/// 2 neighbouring regions (EU–UK, NA–UK), 3 otherwise — the inventory processor's measure.
+pub fn distance(from: &str, to: &str) -> u8 {
+    if from == to {
+        return 0;
+    }
+    match (region(from), region(to)) {
+        (a, b) if a == b && a != "ROW" => 1,
+        ("EU", "UK") | ("UK", "EU") | ("NA", "UK") | ("UK", "NA") => 2,
+        _ => 3,
+    }
+}
+
 const CATEGORIES: [&str; 16] = [
     "electronics/audio/headphones", "electronics/audio/speakers", "electronics/phones/cases",
     "electronics/computers/keyboards", "home/kitchen/cookware", "home/kitchen/coffee",
