@@ -14,6 +14,12 @@
 //! ([`SimConfig::fulfillment_speedup`]), so even a run of a few simulated minutes shows whole
 //! order lifecycles.
 //!
+//! Time: [`SimConfig::not_after`] is a bound the simulator never crosses — when its next
+//! event would be later, the iterator pauses (`next()` returns `None`, [`Simulator::next_time`]
+//! says when the next event is due) and resumes after [`Simulator::set_not_after`] moves the
+//! bound; [`SimConfig::ending_near_now`] starts a run so that it ends just before the wall
+//! clock (a log such as Kafka refuses records from the future).
+//!
 //! The simulator plants patterns for tests: co-purchase pairs (buying one product often
 //! adds its partner) and, optionally, a fraud ring (bursts of orders from one IP by
 //! brand-new accounts with mismatched countries).
@@ -73,6 +79,10 @@ pub struct SimConfig {
     /// millions, so any one of them orders rarely (as fraud's per-customer windows
     /// expect); apart from the imported ones the log knows them only from what they do.
     pub customer_base: u64,
+    /// The simulator never yields an event with an `occurred_at` later than this: when its
+    /// next event is due later, `next()` returns `None` until the bound moves
+    /// ([`Simulator::set_not_after`]). `None`: no bound.
+    pub not_after: Option<Timestamp>,
 }
 
 impl Default for SimConfig {
@@ -89,14 +99,17 @@ impl Default for SimConfig {
             fulfillment_speedup: 15_000.0,
             established_customers: 1000,
             customer_base: 2_000_000,
+            not_after: None,
         }
     }
 }
 
-/// Orders per session at the default conversion and units per order, as measured on the
-/// default configuration (the test `a_busy_run_has_the_density_and_the_lifecycles_it_promises`
+/// Orders per session at the default conversion, events per session in steady traffic
+/// (the orders' lifecycles included) and units per order, as measured on the default
+/// configuration (the test `a_busy_run_has_the_density_and_the_lifecycles_it_promises`
 /// keeps them honest).
 const ORDERS_PER_SESSION: f64 = 0.158;
+const EVENTS_PER_SESSION: f64 = 6.25;
 const UNITS_PER_ORDER: f64 = 2.05;
 
 const HOUR: f64 = 3_600_000.0;
@@ -114,6 +127,32 @@ const SUPPLIER_LEAD: f64 = 2.0 * DAY;
 const STOCK_REVIEW_MS: i64 = 5_000;
 const RATES_EVERY_MS: i64 = 30_000;
 const CATALOG_EVERY_MS: i64 = 5_000;
+
+impl SimConfig {
+    /// The simulated time a run of `events` events is expected to span under this
+    /// configuration (ms): the start's imports, then steady traffic.
+    pub fn expected_span_ms(&self, events: u64) -> i64 {
+        let setup = 3.0 + self.vendors as f64 + 3.0 * self.products as f64 + self.established_customers as f64;
+        let per_ms = self.sessions_per_second.max(1e-6) * EVENTS_PER_SESSION / 1000.0;
+        ((events as f64 - setup).max(0.0) / per_ms).round() as i64
+    }
+
+    /// This configuration, started so that `events` events are expected to end a little
+    /// before `end` (5 % of the span and a second early) and bounded by it: no event is
+    /// later than `end` ([`SimConfig::not_after`]). Set the rate first: the start depends on it.
+    pub fn ending_at(mut self, end: Timestamp, events: u64) -> SimConfig {
+        let span = self.expected_span_ms(events);
+        self.start = Timestamp(end.millis() - span - span / 20 - 1_000);
+        self.not_after = Some(end);
+        self
+    }
+
+    /// The default configuration, ending just before the wall clock after `events` events
+    /// ([`SimConfig::ending_at`] now).
+    pub fn ending_near_now(events: u64) -> SimConfig {
+        SimConfig::default().ending_at(Timestamp::now(), events)
+    }
+}
 
 /// What to do at a scheduled moment.
 #[derive(Debug)]
@@ -194,7 +233,10 @@ impl SimSummary {
     }
 }
 
-/// The simulator: an endless iterator of events in time order.
+/// The simulator: an iterator of events in time order.
+///
+/// `next()` returns `None` only while paused at [`SimConfig::not_after`]; it yields again
+/// once the bound moves.
 pub struct Simulator {
     config: SimConfig,
     rng: ChaCha8Rng,
@@ -279,6 +321,31 @@ impl Simulator {
     /// True for order ids placed by the fraud ring.
     pub fn is_ring_order(&self, order_id: &str) -> bool {
         self.ring_ids.contains(order_id)
+    }
+
+    /// The simulator's clock: the time of the last event it generated (the start before any).
+    pub fn clock(&self) -> Timestamp {
+        Timestamp(self.now)
+    }
+
+    /// When the next event is due. While paused at [`SimConfig::not_after`], a caller
+    /// sleeps until then and moves the bound ([`Simulator::set_not_after`]).
+    pub fn next_time(&self) -> Option<Timestamp> {
+        match self.pending.front() {
+            Some(e) => Some(e.occurred_at()),
+            None => self.queue.peek().map(|Reverse((at, _, _))| Timestamp(*at)),
+        }
+    }
+
+    /// The bound on `occurred_at` ([`SimConfig::not_after`]).
+    pub fn not_after(&self) -> Option<Timestamp> {
+        self.config.not_after
+    }
+
+    /// Moves the bound on `occurred_at`: a paused simulator resumes up to the new one,
+    /// exactly as if it had never paused.
+    pub fn set_not_after(&mut self, not_after: Option<Timestamp>) {
+        self.config.not_after = not_after;
     }
 
     fn event_id(&mut self) -> String {
@@ -1107,12 +1174,21 @@ impl Iterator for Simulator {
     type Item = Event;
 
     fn next(&mut self) -> Option<Event> {
+        let bound = self.config.not_after.map_or(i64::MAX, Timestamp::millis);
         loop {
-            if let Some(e) = self.pending.pop_front() {
+            if let Some(e) = self.pending.front() {
+                if e.occurred_at().millis() > bound {
+                    return None;
+                }
+                let e = self.pending.pop_front().expect("there is a front");
                 self.count_yielded(&e);
                 return Some(e);
             }
-            let Reverse((at, _, id)) = self.queue.pop()?;
+            let &Reverse((at, _, id)) = self.queue.peek()?;
+            if at > bound {
+                return None;
+            }
+            self.queue.pop();
             self.now = self.now.max(at);
             let task = self.tasks.remove(&id).expect("every queued task is stored");
             self.run(task);

@@ -86,6 +86,7 @@ fn orders_use_the_shoppers_currency_and_consistent_totals() {
 #[test]
 fn a_busy_run_has_the_density_and_the_lifecycles_it_promises() {
     let config = SimConfig { seed: 11, start: Timestamp(START), ..Default::default() };
+    let expected_span = config.expected_span_ms(200_000);
     let mut sim = Simulator::new(config);
     let events: Vec<Event> = sim.by_ref().take(200_000).collect();
     let count = |name: &str| events.iter().filter(|e| e.name() == name).count() as f64;
@@ -99,6 +100,8 @@ fn a_busy_run_has_the_density_and_the_lifecycles_it_promises() {
     let first_minute = events.iter().filter(|e| matches!(e, Event::OrderPlaced(_)) && e.occurred_at().millis() < START + 60_000).count() as f64;
     assert!(first_minute > 0.8 * per_minute, "only {first_minute} orders in the first minute: the start is not warm");
     assert!((1.0..=4.0).contains(&minutes), "200,000 events span {minutes:.1} simulated minutes");
+    let off = (span - expected_span as f64).abs() / span;
+    assert!(off < 0.1, "the run spans {span} ms, {expected_span} ms were expected");
 
     // Whole lifecycles within the run.
     let (shipped, delivered) = (count("ShipmentShipped"), count("ShipmentDelivered"));
