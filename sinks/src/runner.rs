@@ -65,6 +65,16 @@ impl Item {
         format!("{}/{}", self.topic, self.partition)
     }
 
+    /// The record's place in the log as one number that orders like `(partition, offset)`:
+    /// `partition × 2⁴⁸ + offset`. Sinks keep, per entity of a source topic, the state of
+    /// the record with the highest position, because one entity's events all live in one
+    /// partition in processing order (they are keyed by the entity) — event time
+    /// (`occurred_at`) is data and decides nothing. Exact for partitions below 32,768 and
+    /// offsets below 2⁴⁸ (281 trillion); beyond that it saturates at `i64::MAX`.
+    pub fn position(&self) -> i64 {
+        position(self.partition, self.offset)
+    }
+
     /// An item as if read from `topic`/`partition` at `offset` (tests and benchmarks).
     pub fn new(event: Event, partition: u32, offset: u64) -> Item {
         Item {
@@ -75,6 +85,15 @@ impl Item {
             event,
         }
     }
+}
+
+/// `partition × 2⁴⁸ + offset`, saturating at `i64::MAX` (see [`Item::position`]).
+pub fn position(partition: u32, offset: u64) -> i64 {
+    const OFFSET_BITS: u32 = 48;
+    if offset >= 1 << OFFSET_BITS || partition >= 1 << (63 - OFFSET_BITS) {
+        return i64::MAX;
+    }
+    (i64::from(partition) << OFFSET_BITS) | offset as i64
 }
 
 /// A sink: what the runner needs from one. Writes must be idempotent: writing the same
@@ -536,5 +555,29 @@ impl<S: Sink> Runner<S> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::position;
+
+    #[test]
+    fn positions_order_like_partition_then_offset() {
+        let mut pairs = vec![(0u32, 0u64), (0, 1), (0, (1 << 48) - 1), (1, 0), (1, 7), (2, 3), (32_767, 0)];
+        let sorted = pairs.clone();
+        pairs.reverse();
+        pairs.sort_by_key(|(p, o)| position(*p, *o));
+        assert_eq!(pairs, sorted);
+        assert_eq!(position(0, 5), 5);
+        assert_eq!(position(1, 0), 1 << 48);
+    }
+
+    #[test]
+    fn a_position_beyond_the_encoding_saturates_instead_of_wrapping() {
+        assert_eq!(position(32_768, 0), i64::MAX);
+        assert_eq!(position(0, 1 << 48), i64::MAX);
+        assert_eq!(position(32_767, (1 << 48) - 1), i64::MAX, "the last valid position");
+        assert!(position(32_767, (1 << 48) - 2) < position(32_767, (1 << 48) - 1));
     }
 }
