@@ -56,6 +56,9 @@ on_both!(
     a_stale_status_or_price_never_overwrites_a_newer_one,
     an_erased_customer_stays_erased_when_the_registration_is_replayed,
     inventory_by_sku_lists_each_warehouse_and_the_totals,
+    forty_racing_reservations_for_five_units_leave_none_available_whatever_the_event_times,
+    forty_receipts_of_one_unit_leave_forty_on_hand_whatever_the_event_times,
+    the_read_model_equals_the_last_snapshot_per_entity_whatever_the_event_times,
 );
 
 fn rt() -> tokio::runtime::Runtime {
@@ -180,7 +183,7 @@ fn addr(country: &str) -> Address {
     Address { name: "Ada".into(), line1: "1 Way".into(), line2: None, city: "Berlin".into(), postal_code: "10115".into(), region: None, country: country.into() }
 }
 
-fn status(order: &str, at: i64, s: &str, pay: &str, ful: &str) -> Event {
+fn status(order: &str, version: i64, at: i64, s: &str, pay: &str, ful: &str) -> Event {
     Event::OrderStatusChanged(OrderStatusChanged {
         event_id: format!("st-{order}-{at}-{s}"),
         occurred_at: Timestamp(at),
@@ -193,7 +196,7 @@ fn status(order: &str, at: i64, s: &str, pay: &str, ful: &str) -> Event {
         reason: format!("to {s}"),
         total_minor: 2_598 + 499,
         currency: "EUR".into(),
-        version: 1,
+        version,
     })
 }
 
@@ -219,7 +222,7 @@ fn an_order(order: &str) -> Vec<Event> {
             payment_method_token: "tok_secret".into(),
             client_ip: "10.0.0.9".into(),
         }),
-        status(order, START + 10, "reserved", "pending", "unfulfilled"),
+        status(order, 1, START + 10, "reserved", "pending", "unfulfilled"),
         Event::PaymentAuthorized(PaymentAuthorized {
             event_id: format!("pa-{order}"),
             occurred_at: Timestamp(START + 20),
@@ -229,7 +232,7 @@ fn an_order(order: &str) -> Vec<Event> {
             currency: "EUR".into(),
             provider: "stripe".into(),
         }),
-        status(order, START + 21, "payment_authorized", "authorized", "unfulfilled"),
+        status(order, 2, START + 21, "payment_authorized", "authorized", "unfulfilled"),
         Event::PaymentCaptured(PaymentCaptured {
             event_id: format!("pc-{order}"),
             occurred_at: Timestamp(START + 30),
@@ -238,7 +241,7 @@ fn an_order(order: &str) -> Vec<Event> {
             amount_minor: 3_097,
             currency: "EUR".into(),
         }),
-        status(order, START + 31, "confirmed", "captured", "unfulfilled"),
+        status(order, 3, START + 31, "confirmed", "captured", "unfulfilled"),
     ]
 }
 
@@ -282,17 +285,26 @@ fn a_stale_status_or_price_never_overwrites_a_newer_one(b: Backend) {
             currency: "EUR".into(),
         })
     };
+    // Was: the newest event time won (a status stamped START + 15 lost to START + 31, a price
+    // stamped START + 100 to START + 200). Now stale means a lower version (snapshots) or an
+    // earlier place in the partition (source topics), whatever the event times say.
     rt().block_on(async {
         let mut sink = ReadModelSink::open(&b.config(), dir.path()).await.expect("open");
         let mut evs = an_order("o-2");
-        // Lifecycle events arrive late and out of order (another topic).
-        evs.push(status("o-2", START + 15, "reserved", "pending", "unfulfilled"));
-        evs.push(price(START + 200, 5_000, "pr-new"));
-        evs.push(price(START + 100, 1_000, "pr-old"));
-        sink.write(&items(&evs)).await.expect("write");
+        // A status of version 1 arrives late, stamped later than every other one.
+        evs.push(status("o-2", 1, START + 900, "reserved", "pending", "unfulfilled"));
+        // Prices in partition order; the newer one carries the older event time.
+        evs.push(price(START + 200, 1_000, "pr-old"));
+        evs.push(price(START + 100, 5_000, "pr-new"));
+        let its = items(&evs);
+        sink.write(&its).await.expect("write");
+        // The older price record delivered again, alone (a stale batch).
+        let old_price = its.iter().find(|i| i.event.event_id() == "pr-old").cloned().expect("pr-old");
+        sink.write(&[old_price]).await.expect("stale batch");
         let rm = ReadModel::new(sink.db().clone(), tokio::runtime::Handle::current());
         let o = rm.order("o-2").await.expect("read").expect("order");
         assert_eq!(o.status, "confirmed");
+        assert_eq!(o.status_at, Some(START + 31), "event time stays data");
         let p = rm.product("p-1").await.expect("read").expect("product");
         assert_eq!(p.price_minor, Some(5_000));
     });
@@ -323,29 +335,15 @@ fn an_erased_customer_stays_erased_when_the_registration_is_replayed(b: Backend)
     });
 }
 
-fn level(sku: &str, wh: &str, at: i64, on_hand: i32, reserved: i32) -> Event {
-    Event::StockLevelChanged(StockLevelChanged {
-        event_id: format!("sl-{sku}-{wh}-{at}"),
-        occurred_at: Timestamp(at),
-        sku: sku.into(),
-        warehouse_id: wh.into(),
-        on_hand,
-        reserved,
-        available: on_hand - reserved,
-        cause: "received".into(),
-        version: 1,
-    })
-}
-
 fn inventory_by_sku_lists_each_warehouse_and_the_totals(b: Backend) {
     let dir = tempfile::tempdir().unwrap();
     rt().block_on(async {
         let mut sink = ReadModelSink::open(&b.config(), dir.path()).await.expect("open");
         let evs = vec![
-            level("sku-9", "wh-a", START, 10, 0),
-            level("sku-9", "wh-b", START + 1, 5, 1),
-            level("sku-9", "wh-a", START + 2, 8, 3),
-            level("sku-8", "wh-a", START + 2, 1, 0),
+            level("sku-9", "wh-a", 1, START, 10, 0, "received"),
+            level("sku-9", "wh-b", 1, START + 1, 5, 1, "received"),
+            level("sku-9", "wh-a", 2, START + 2, 8, 3, "reserved"),
+            level("sku-8", "wh-a", 1, START + 2, 1, 0, "received"),
         ];
         let its: Vec<Item> = items(&evs);
         sink.write(&its).await.expect("write");
@@ -356,4 +354,235 @@ fn inventory_by_sku_lists_each_warehouse_and_the_totals(b: Backend) {
         assert_eq!((inv.warehouses[0].warehouse_id.as_str(), inv.warehouses[0].on_hand), ("wh-a", 8));
         assert!(rm.inventory("sku-none").await.expect("read").is_none());
     });
+}
+
+fn forty_racing_reservations_for_five_units_leave_none_available_whatever_the_event_times(b: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let events = racing_reservations("sku-race", "wh-a", "p-race", 5, 40);
+    let stale = newest_by_event_time(&events).expect("levels");
+    assert_eq!((stale.reserved, stale.version), (3, 4), "the fixture races: event time would keep reserved 3 of 5");
+    let its = items(&events);
+    rt().block_on(async {
+        let mut sink = ReadModelSink::open(&b.config(), dir.path()).await.expect("open");
+        for chunk in its.chunks(7) {
+            sink.write(chunk).await.expect("write");
+        }
+        // An earlier batch delivered again after the later ones (a crash, a zombie instance).
+        sink.write(&its.chunks(7).nth(2).expect("a third batch")).await.expect("stale batch");
+        let rm = ReadModel::new(sink.db().clone(), tokio::runtime::Handle::current());
+        let inv = rm.inventory("sku-race").await.expect("read").expect("inventory");
+        assert_eq!((inv.on_hand, inv.reserved, inv.available), (5, 5, 0), "{inv:?}");
+        assert_eq!(inv.warehouses[0].cause, "reserved");
+        let (mut held, mut rejected) = (0, 0);
+        for k in 0..40 {
+            let o = rm.order(&format!("sku-race-o{k}")).await.expect("read").expect("order");
+            match (o.status.as_str(), o.reservations.as_slice()) {
+                ("reserved", [r]) if r.status == "held" && r.warehouse_id == "wh-a" => held += 1,
+                ("cancelled", [r]) if r.status == "rejected" => rejected += 1,
+                other => panic!("order {k}: {other:?}"),
+            }
+        }
+        assert_eq!((held, rejected), (5, 35));
+    });
+}
+
+fn forty_receipts_of_one_unit_leave_forty_on_hand_whatever_the_event_times(b: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let events = receipts("sku-recv", "wh-b", 40);
+    let stale = newest_by_event_time(&events).expect("levels");
+    assert!(stale.on_hand < 40, "the fixture's clocks disagree: event time would keep {} on hand", stale.on_hand);
+    let its = items(&events);
+    rt().block_on(async {
+        let mut sink = ReadModelSink::open(&b.config(), dir.path()).await.expect("open");
+        // One batch (Postgres updates the row once per round), then again in small ones.
+        sink.write(&its).await.expect("write");
+        for chunk in its.chunks(3) {
+            sink.write(chunk).await.expect("again");
+        }
+        let rm = ReadModel::new(sink.db().clone(), tokio::runtime::Handle::current());
+        let inv = rm.inventory("sku-recv").await.expect("read").expect("inventory");
+        assert_eq!((inv.on_hand, inv.reserved, inv.available), (40, 0, 40), "{inv:?}");
+        // Event time stays data: the row says when its level was stamped.
+        let last = match events.last() {
+            Some(Event::StockLevelChanged(s)) => s.occurred_at.millis(),
+            _ => unreachable!("receipts are levels"),
+        };
+        assert_eq!(inv.warehouses[0].updated_at, last);
+    });
+}
+
+/// One change the processors (or the catalogue) make, in processing order.
+#[derive(Clone, Debug)]
+enum Change {
+    /// A StockLevelChanged of sku `sku` in warehouse `wh`.
+    Stock { sku: usize, wh: usize, on_hand: i32, reserved: i32 },
+    /// An OrderStatusChanged of order `order` to `STATES[state]`.
+    Status { order: usize, state: usize },
+    /// A PriceChanged of product `product`.
+    Price { product: usize, price: i64, currency: usize },
+}
+
+const STATES: [(&str, &str, &str); 6] = [
+    ("placed", "pending", "unfulfilled"),
+    ("reserved", "pending", "unfulfilled"),
+    ("payment_authorized", "authorized", "unfulfilled"),
+    ("confirmed", "captured", "unfulfilled"),
+    ("shipped", "captured", "shipped"),
+    ("cancelled", "refunded", "unfulfilled"),
+];
+const CURRENCIES: [&str; 3] = ["EUR", "USD", "JPY"];
+const WAREHOUSES: [&str; 2] = ["wh-a", "wh-b"];
+
+fn change() -> impl proptest::strategy::Strategy<Value = Change> {
+    use proptest::prelude::*;
+    prop_oneof![
+        (0..2usize, 0..2usize, 0..50i32, 0..50i32).prop_map(|(sku, wh, on_hand, r)| Change::Stock { sku, wh, on_hand, reserved: r.min(on_hand) }),
+        (0..3usize, 0..STATES.len()).prop_map(|(order, state)| Change::Status { order, state }),
+        (0..3usize, 0..100_000i64, 0..CURRENCIES.len()).prop_map(|(product, price, currency)| Change::Price { product, price, currency }),
+    ]
+}
+
+/// How the changes reach the sink: batches in log order, each starting up to `back` records
+/// before where the last one ended (a redelivery after a crash, other batch edges) and
+/// reaching `ahead` records further; after some, an earlier stretch again on its own (a
+/// stale batch from an instance that lost its partitions).
+#[derive(Clone, Debug)]
+struct Delivery {
+    ahead: usize,
+    back: usize,
+    stale: Option<(usize, usize)>,
+}
+
+fn delivery() -> impl proptest::strategy::Strategy<Value = Delivery> {
+    use proptest::prelude::*;
+    (1..12usize, 0..6usize, proptest::option::weighted(0.3, (1..30usize, 1..10usize))).prop_map(|(ahead, back, stale)| Delivery { ahead, back, stale })
+}
+
+/// The reference: what the processors' state ends as, per entity — the last change.
+#[derive(Debug, Default, PartialEq)]
+struct Expected {
+    stock: std::collections::BTreeMap<(String, String), (i64, i64, i64)>,
+    status: std::collections::BTreeMap<String, (String, String, String)>,
+    price: std::collections::BTreeMap<String, (i64, String)>,
+}
+
+/// Events (processing order, versions counting per entity, arbitrary event times) and the
+/// state they end in, for case `case` (its own ids, so cases share one database).
+fn snapshots(case: usize, changes: &[(Change, i64)]) -> (Vec<Event>, Expected) {
+    let mut versions: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
+    let mut next = |key: String| {
+        let v = versions.entry(key).or_default();
+        *v += 1;
+        *v
+    };
+    let mut want = Expected::default();
+    let mut out = Vec::new();
+    for (n, (c, at)) in changes.iter().enumerate() {
+        match c {
+            Change::Stock { sku, wh, on_hand, reserved } => {
+                let (sku, wh) = (format!("c{case}-sku-{sku}"), WAREHOUSES[*wh].to_string());
+                let v = next(format!("{sku}/{wh}"));
+                out.push(level(&sku, &wh, v, *at, *on_hand, *reserved, "adjusted"));
+                want.stock.insert((sku, wh), (i64::from(*on_hand), i64::from(*reserved), i64::from(on_hand - reserved)));
+            }
+            Change::Status { order, state } => {
+                let order = format!("c{case}-o-{order}");
+                let v = next(order.clone());
+                let (st, pay, ful) = STATES[*state];
+                out.push(Event::OrderStatusChanged(OrderStatusChanged {
+                    event_id: format!("st-{order}-{v}"),
+                    occurred_at: Timestamp(*at),
+                    order_id: order.clone(),
+                    customer_id: "c-prop".into(),
+                    previous_status: None,
+                    status: st.into(),
+                    payment_status: pay.into(),
+                    fulfillment_status: ful.into(),
+                    reason: format!("change {n}"),
+                    total_minor: 100,
+                    currency: "EUR".into(),
+                    version: v,
+                }));
+                want.status.insert(order, (st.into(), pay.into(), ful.into()));
+            }
+            Change::Price { product, price, currency } => {
+                let product = format!("c{case}-p-{product}");
+                out.push(Event::PriceChanged(PriceChanged {
+                    event_id: format!("pr-{product}-{n}"),
+                    occurred_at: Timestamp(*at),
+                    product_id: product.clone(),
+                    vendor_id: "v-prop".into(),
+                    sku: format!("{product}-sku"),
+                    old_price_minor: None,
+                    price_minor: *price,
+                    currency: CURRENCIES[*currency].into(),
+                }));
+                want.price.insert(product, (*price, CURRENCIES[*currency].into()));
+            }
+        }
+    }
+    (out, want)
+}
+
+async fn read_back(rm: &ReadModel, want: &Expected) -> Expected {
+    let mut got = Expected::default();
+    for (sku, wh) in want.stock.keys() {
+        let inv = rm.inventory(sku).await.expect("read inventory").expect("inventory");
+        if let Some(w) = inv.warehouses.iter().find(|w| w.warehouse_id == *wh) {
+            got.stock.insert((sku.clone(), wh.clone()), (w.on_hand, w.reserved, w.available));
+        }
+    }
+    for order in want.status.keys() {
+        let o = rm.order(order).await.expect("read order").expect("order");
+        got.status.insert(order.clone(), (o.status, o.payment_status, o.fulfillment_status));
+    }
+    for product in want.price.keys() {
+        let p = rm.product(product).await.expect("read product").expect("product");
+        got.price.insert(product.clone(), (p.price_minor.unwrap_or(-1), p.currency.unwrap_or_default()));
+    }
+    got
+}
+
+fn the_read_model_equals_the_last_snapshot_per_entity_whatever_the_event_times(b: Backend) {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let case = std::cell::Cell::new(0usize);
+    let mut runner = TestRunner::new(Config { cases: 48, failure_persistence: None, ..Config::default() });
+    // Event times anywhere in ±1 day around START, independent of processing order.
+    let strategy = (
+        prop::collection::vec((change(), (START - 86_400_000)..(START + 86_400_000)), 1..80),
+        prop::collection::vec(delivery(), 1..20),
+    );
+    let result = runner.run(&strategy, |(changes, plan)| {
+        case.set(case.get() + 1);
+        let (events, want) = snapshots(case.get(), &changes);
+        let its = items(&events);
+        rt.block_on(async {
+            let mut sink = ReadModelSink::open(&b.config(), dir.path()).await.expect("open");
+            let mut done = 0;
+            for d in plan.iter().cycle().take(plan.len().max(its.len())) {
+                if done >= its.len() {
+                    break;
+                }
+                let end = (done + d.ahead).min(its.len());
+                sink.write(&its[done.saturating_sub(d.back)..end]).await.expect("batch");
+                done = end;
+                if let Some((back, len)) = d.stale {
+                    let from = done.saturating_sub(back);
+                    sink.write(&its[from..(from + len).min(done)]).await.expect("stale batch");
+                }
+            }
+            sink.write(&its[done..]).await.expect("the rest");
+            let rm = ReadModel::new(sink.db().clone(), tokio::runtime::Handle::current());
+            let got = read_back(&rm, &want).await;
+            prop_assert_eq!(got, want);
+            Ok(())
+        })
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
 }

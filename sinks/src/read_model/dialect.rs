@@ -26,7 +26,10 @@ use sqlx::{AssertSqlSafe, Row, SqlSafeStr};
 use crate::{Result, SinkError};
 
 /// The migrations of the read model, in order (`sql/postgres/`).
-const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "read model", include_str!("../../../sql/postgres/0001_read_model.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "read model", include_str!("../../../sql/postgres/0001_read_model.sql")),
+    (2, "versions decide what is newer", include_str!("../../../sql/postgres/0002_versions.sql")),
+];
 
 /// The read model's database.
 #[derive(Clone, Debug)]
@@ -481,6 +484,12 @@ mod tests {
         let r = rounds(&OP, rows);
         let vs: Vec<Vec<i64>> = r.iter().map(|round| round.iter().map(|row| match row[1] { Val::Int(Some(v)) => v, _ => 0 }).collect()).collect();
         assert_eq!(vs, vec![vec![1, 1, 1], vec![2], vec![3]]);
+    }
+
+    #[test]
+    fn migrations_are_numbered_in_order_from_one() {
+        let versions: Vec<i64> = MIGRATIONS.iter().map(|m| m.0).collect();
+        assert_eq!(versions, (1..=MIGRATIONS.len() as i64).collect::<Vec<_>>());
     }
 
     #[test]

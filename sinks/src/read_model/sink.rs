@@ -4,11 +4,24 @@
 //! Reads `storefront.orders`, `storefront.payments`, `storefront.fulfillment`,
 //! `storefront.catalog`, `storefront.customers`, `inventory.reservations`,
 //! `inventory.levels`, `orders.lifecycle` and `fraud.scores`. Every write is an upsert keyed
-//! by the entity's id; mutable column groups carry their own event-time guard (`status_at`,
-//! `price_at`, `catalog_at`, `updated_at`, …) so the newest event wins whatever order two
-//! topics deliver in, and a redelivered batch changes nothing. Append-only rows (order
-//! items, history, reviews, refunds) are keyed by their own id and inserted with
-//! `DO NOTHING`.
+//! by the entity's id, and every mutable column group carries its own guard of what is
+//! newer — never the event time:
+//!
+//! - groups written from a processor's snapshot keep the highest snapshot `version`
+//!   (`inventory.version` from `StockLevelChanged`, `orders.status_version` from
+//!   `OrderStatusChanged`);
+//! - groups written from a topic without versions keep the record with the highest
+//!   position in its partition ([`Item::position`]): `vendors.updated_pos`,
+//!   `products.catalog_pos` / `price_pos`, `customers.registered_pos`, `orders.placed_pos`,
+//!   `reservations.updated_pos`, `payments.status_pos`, `fraud_scores.scored_pos` — one
+//!   entity's events live in one partition, in processing order.
+//!
+//! `ON CONFLICT … DO UPDATE … WHERE guard IS NULL OR guard <= excluded.guard`: a redelivered
+//! or reordered batch changes nothing, equal versions carry the same content, and records
+//! written before versions existed (version 0) fall back to processing order. The `*_at`
+//! columns (`status_at`, `price_at`, `updated_at`, …) are data: when it happened.
+//! Append-only rows (order items, history, reviews, refunds) are keyed by their own id and
+//! inserted with `DO NOTHING`.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -38,6 +51,17 @@ fn j(v: &impl serde::Serialize) -> Val {
 }
 const NULL_INT: Val = Val::Int(None);
 
+/// `guard!(table.column)`: the stored row is older than (or as new as) the incoming one —
+/// it has no guard yet, or a guard at or below the incoming record's.
+macro_rules! guard {
+    ($table:ident . $col:ident) => {
+        concat!(
+            "(", stringify!($table), ".", stringify!($col), " IS NULL OR ",
+            stringify!($table), ".", stringify!($col), " <= excluded.", stringify!($col), ")"
+        )
+    };
+}
+
 static VENDOR: Op = Op {
     name: "vendor onboarded",
     table: "vendors",
@@ -50,15 +74,16 @@ static VENDOR: Op = Op {
         ("stripe_account_id", Col::Text),
         ("onboarded_at", Col::Int),
         ("updated_at", Col::Int),
+        ("updated_pos", Col::Int),
     ],
     key: &[0],
-    tail: "ON CONFLICT (vendor_id) DO UPDATE SET name = excluded.name, country = excluded.country, plan = excluded.plan, \
-           payout_currency = excluded.payout_currency, stripe_account_id = excluded.stripe_account_id, \
-           onboarded_at = excluded.onboarded_at, updated_at = excluded.updated_at \
-           WHERE vendors.updated_at <= excluded.updated_at",
+    tail: concat!(
+        "ON CONFLICT (vendor_id) DO UPDATE SET name = excluded.name, country = excluded.country, plan = excluded.plan, ",
+        "payout_currency = excluded.payout_currency, stripe_account_id = excluded.stripe_account_id, ",
+        "onboarded_at = excluded.onboarded_at, updated_at = excluded.updated_at, updated_pos = excluded.updated_pos ",
+        "WHERE ", guard!(vendors.updated_pos)
+    ),
 };
-
-const PRICE_GUARD: &str = "products.price_at IS NULL OR products.price_at <= excluded.price_at";
 
 static PRODUCT_CREATED: Op = Op {
     name: "product created",
@@ -75,18 +100,25 @@ static PRODUCT_CREATED: Op = Op {
         ("price_minor", Col::Int),
         ("currency", Col::Text),
         ("price_at", Col::Int),
+        ("price_pos", Col::Int),
         ("created_at", Col::Int),
         ("catalog_at", Col::Int),
+        ("catalog_pos", Col::Int),
     ],
     key: &[0],
-    tail: "ON CONFLICT (product_id) DO UPDATE SET vendor_id = excluded.vendor_id, sku = excluded.sku, \
-           title = excluded.title, description = excluded.description, translations = excluded.translations, \
-           category = excluded.category, brand = excluded.brand, created_at = excluded.created_at, \
-           catalog_at = excluded.catalog_at, \
-           price_minor = CASE WHEN products.price_at IS NULL OR products.price_at <= excluded.price_at THEN excluded.price_minor ELSE products.price_minor END, \
-           currency = CASE WHEN products.price_at IS NULL OR products.price_at <= excluded.price_at THEN excluded.currency ELSE products.currency END, \
-           price_at = CASE WHEN products.price_at IS NULL OR products.price_at <= excluded.price_at THEN excluded.price_at ELSE products.price_at END \
-           WHERE products.catalog_at <= excluded.catalog_at",
+    // The catalogue fields follow catalog_pos; the price it carries follows price_pos, so a
+    // PriceChanged later in the partition keeps its price.
+    tail: concat!(
+        "ON CONFLICT (product_id) DO UPDATE SET vendor_id = excluded.vendor_id, sku = excluded.sku, ",
+        "title = excluded.title, description = excluded.description, translations = excluded.translations, ",
+        "category = excluded.category, brand = excluded.brand, created_at = excluded.created_at, ",
+        "catalog_at = excluded.catalog_at, catalog_pos = excluded.catalog_pos, ",
+        "price_minor = CASE WHEN ", guard!(products.price_pos), " THEN excluded.price_minor ELSE products.price_minor END, ",
+        "currency = CASE WHEN ", guard!(products.price_pos), " THEN excluded.currency ELSE products.currency END, ",
+        "price_at = CASE WHEN ", guard!(products.price_pos), " THEN excluded.price_at ELSE products.price_at END, ",
+        "price_pos = CASE WHEN ", guard!(products.price_pos), " THEN excluded.price_pos ELSE products.price_pos END ",
+        "WHERE ", guard!(products.catalog_pos)
+    ),
 };
 
 static PRODUCT_UPDATED: Op = Op {
@@ -101,13 +133,16 @@ static PRODUCT_UPDATED: Op = Op {
         ("brand", Col::Text),
         ("status", Col::Text),
         ("catalog_at", Col::Int),
+        ("catalog_pos", Col::Int),
     ],
     key: &[0],
-    tail: "ON CONFLICT (product_id) DO UPDATE SET vendor_id = excluded.vendor_id, \
-           title = COALESCE(excluded.title, products.title), description = COALESCE(excluded.description, products.description), \
-           category = COALESCE(excluded.category, products.category), brand = COALESCE(excluded.brand, products.brand), \
-           status = COALESCE(excluded.status, products.status), catalog_at = excluded.catalog_at \
-           WHERE products.catalog_at <= excluded.catalog_at",
+    tail: concat!(
+        "ON CONFLICT (product_id) DO UPDATE SET vendor_id = excluded.vendor_id, ",
+        "title = COALESCE(excluded.title, products.title), description = COALESCE(excluded.description, products.description), ",
+        "category = COALESCE(excluded.category, products.category), brand = COALESCE(excluded.brand, products.brand), ",
+        "status = COALESCE(excluded.status, products.status), catalog_at = excluded.catalog_at, catalog_pos = excluded.catalog_pos ",
+        "WHERE ", guard!(products.catalog_pos)
+    ),
 };
 
 static PRICE_CHANGED: Op = Op {
@@ -120,12 +155,15 @@ static PRICE_CHANGED: Op = Op {
         ("price_minor", Col::Int),
         ("currency", Col::Text),
         ("price_at", Col::Int),
+        ("price_pos", Col::Int),
         ("catalog_at", Col::Int),
     ],
     key: &[0],
-    tail: "ON CONFLICT (product_id) DO UPDATE SET price_minor = excluded.price_minor, currency = excluded.currency, \
-           price_at = excluded.price_at, sku = COALESCE(products.sku, excluded.sku) \
-           WHERE products.price_at IS NULL OR products.price_at <= excluded.price_at",
+    tail: concat!(
+        "ON CONFLICT (product_id) DO UPDATE SET price_minor = excluded.price_minor, currency = excluded.currency, ",
+        "price_at = excluded.price_at, price_pos = excluded.price_pos, sku = COALESCE(products.sku, excluded.sku) ",
+        "WHERE ", guard!(products.price_pos)
+    ),
 };
 
 static REVIEW: Op = Op {
@@ -160,13 +198,18 @@ static CUSTOMER: Op = Op {
         ("country", Col::Text),
         ("marketing_opt_in", Col::Bool),
         ("registered_at", Col::Int),
+        ("registered_pos", Col::Int),
     ],
     key: &[0],
     // Erasure is sticky: once erased_at is set, PII is never written again.
-    tail: "ON CONFLICT (customer_id) DO UPDATE SET \
-           email = CASE WHEN customers.erased_at IS NULL THEN excluded.email ELSE NULL END, \
-           name = CASE WHEN customers.erased_at IS NULL THEN excluded.name ELSE NULL END, \
-           country = excluded.country, marketing_opt_in = excluded.marketing_opt_in, registered_at = excluded.registered_at",
+    tail: concat!(
+        "ON CONFLICT (customer_id) DO UPDATE SET ",
+        "email = CASE WHEN customers.erased_at IS NULL THEN excluded.email ELSE NULL END, ",
+        "name = CASE WHEN customers.erased_at IS NULL THEN excluded.name ELSE NULL END, ",
+        "country = excluded.country, marketing_opt_in = excluded.marketing_opt_in, registered_at = excluded.registered_at, ",
+        "registered_pos = excluded.registered_pos ",
+        "WHERE ", guard!(customers.registered_pos)
+    ),
 };
 
 static CUSTOMER_ERASED: Op = Op {
@@ -197,13 +240,17 @@ static ORDER_PLACED: Op = Op {
         ("ship_country", Col::Text),
         ("bill_country", Col::Text),
         ("placed_at", Col::Int),
+        ("placed_pos", Col::Int),
     ],
     key: &[0],
-    tail: "ON CONFLICT (order_id) DO UPDATE SET customer_id = excluded.customer_id, session_id = excluded.session_id, \
-           currency = excluded.currency, subtotal_minor = excluded.subtotal_minor, shipping_minor = excluded.shipping_minor, \
-           tax_minor = excluded.tax_minor, discount_minor = excluded.discount_minor, total_minor = excluded.total_minor, \
-           item_count = excluded.item_count, units = excluded.units, ship_country = excluded.ship_country, \
-           bill_country = excluded.bill_country, placed_at = excluded.placed_at",
+    tail: concat!(
+        "ON CONFLICT (order_id) DO UPDATE SET customer_id = excluded.customer_id, session_id = excluded.session_id, ",
+        "currency = excluded.currency, subtotal_minor = excluded.subtotal_minor, shipping_minor = excluded.shipping_minor, ",
+        "tax_minor = excluded.tax_minor, discount_minor = excluded.discount_minor, total_minor = excluded.total_minor, ",
+        "item_count = excluded.item_count, units = excluded.units, ship_country = excluded.ship_country, ",
+        "bill_country = excluded.bill_country, placed_at = excluded.placed_at, placed_pos = excluded.placed_pos ",
+        "WHERE ", guard!(orders.placed_pos)
+    ),
 };
 
 static ORDER_ITEM: Op = Op {
@@ -235,13 +282,17 @@ static ORDER_STATUS: Op = Op {
         ("fulfillment_status", Col::Text),
         ("status_reason", Col::Text),
         ("status_at", Col::Int),
+        ("status_version", Col::Int),
     ],
     key: &[0],
-    tail: "ON CONFLICT (order_id) DO UPDATE SET status = excluded.status, payment_status = excluded.payment_status, \
-           fulfillment_status = excluded.fulfillment_status, status_reason = excluded.status_reason, \
-           status_at = excluded.status_at, customer_id = COALESCE(orders.customer_id, excluded.customer_id), \
-           currency = COALESCE(orders.currency, excluded.currency), total_minor = COALESCE(orders.total_minor, excluded.total_minor) \
-           WHERE orders.status_at IS NULL OR orders.status_at <= excluded.status_at",
+    tail: concat!(
+        "ON CONFLICT (order_id) DO UPDATE SET status = excluded.status, payment_status = excluded.payment_status, ",
+        "fulfillment_status = excluded.fulfillment_status, status_reason = excluded.status_reason, ",
+        "status_at = excluded.status_at, status_version = excluded.status_version, ",
+        "customer_id = COALESCE(orders.customer_id, excluded.customer_id), ",
+        "currency = COALESCE(orders.currency, excluded.currency), total_minor = COALESCE(orders.total_minor, excluded.total_minor) ",
+        "WHERE ", guard!(orders.status_version)
+    ),
 };
 
 static ORDER_EVENT: Op = Op {
@@ -272,11 +323,14 @@ static INVENTORY: Op = Op {
         ("available", Col::Int),
         ("cause", Col::Text),
         ("updated_at", Col::Int),
+        ("version", Col::Int),
     ],
     key: &[0, 1],
-    tail: "ON CONFLICT (sku, warehouse_id) DO UPDATE SET on_hand = excluded.on_hand, reserved = excluded.reserved, \
-           available = excluded.available, cause = excluded.cause, updated_at = excluded.updated_at \
-           WHERE inventory.updated_at <= excluded.updated_at",
+    tail: concat!(
+        "ON CONFLICT (sku, warehouse_id) DO UPDATE SET on_hand = excluded.on_hand, reserved = excluded.reserved, ",
+        "available = excluded.available, cause = excluded.cause, updated_at = excluded.updated_at, version = excluded.version ",
+        "WHERE ", guard!(inventory.version)
+    ),
 };
 
 static RESERVATION: Op = Op {
@@ -291,14 +345,27 @@ static RESERVATION: Op = Op {
         ("reason", Col::Text),
         ("expires_at", Col::Int),
         ("updated_at", Col::Int),
+        ("updated_pos", Col::Int),
     ],
     key: &[0, 1, 2],
-    tail: "ON CONFLICT (order_id, sku, warehouse_id) DO UPDATE SET quantity = excluded.quantity, status = excluded.status, \
-           reason = excluded.reason, expires_at = COALESCE(excluded.expires_at, reservations.expires_at), \
-           updated_at = excluded.updated_at WHERE reservations.updated_at <= excluded.updated_at",
+    tail: concat!(
+        "ON CONFLICT (order_id, sku, warehouse_id) DO UPDATE SET quantity = excluded.quantity, status = excluded.status, ",
+        "reason = excluded.reason, expires_at = COALESCE(excluded.expires_at, reservations.expires_at), ",
+        "updated_at = excluded.updated_at, updated_pos = excluded.updated_pos ",
+        "WHERE ", guard!(reservations.updated_pos)
+    ),
 };
 
-const STATUS_NEWER: &str = "payments.status_at <= excluded.status_at";
+/// The status columns every payment event sets, behind the payment's `status_pos`.
+macro_rules! payment_status {
+    () => {
+        concat!(
+            "status = CASE WHEN ", guard!(payments.status_pos), " THEN excluded.status ELSE payments.status END, ",
+            "status_at = CASE WHEN ", guard!(payments.status_pos), " THEN excluded.status_at ELSE payments.status_at END, ",
+            "status_pos = CASE WHEN ", guard!(payments.status_pos), " THEN excluded.status_pos ELSE payments.status_pos END"
+        )
+    };
+}
 
 static PAYMENT_AUTHORIZED: Op = Op {
     name: "payment authorized",
@@ -312,12 +379,14 @@ static PAYMENT_AUTHORIZED: Op = Op {
         ("status", Col::Text),
         ("authorized_at", Col::Int),
         ("status_at", Col::Int),
+        ("status_pos", Col::Int),
     ],
     key: &[0],
-    tail: "ON CONFLICT (payment_id) DO UPDATE SET provider = excluded.provider, authorized_minor = excluded.authorized_minor, \
-           authorized_at = excluded.authorized_at, \
-           status = CASE WHEN payments.status_at <= excluded.status_at THEN excluded.status ELSE payments.status END, \
-           status_at = CASE WHEN payments.status_at <= excluded.status_at THEN excluded.status_at ELSE payments.status_at END",
+    tail: concat!(
+        "ON CONFLICT (payment_id) DO UPDATE SET provider = excluded.provider, authorized_minor = excluded.authorized_minor, ",
+        "authorized_at = excluded.authorized_at, ",
+        payment_status!()
+    ),
 };
 
 static PAYMENT_CAPTURED: Op = Op {
@@ -331,11 +400,13 @@ static PAYMENT_CAPTURED: Op = Op {
         ("status", Col::Text),
         ("captured_at", Col::Int),
         ("status_at", Col::Int),
+        ("status_pos", Col::Int),
     ],
     key: &[0],
-    tail: "ON CONFLICT (payment_id) DO UPDATE SET captured_minor = excluded.captured_minor, captured_at = excluded.captured_at, \
-           status = CASE WHEN payments.status_at <= excluded.status_at THEN excluded.status ELSE payments.status END, \
-           status_at = CASE WHEN payments.status_at <= excluded.status_at THEN excluded.status_at ELSE payments.status_at END",
+    tail: concat!(
+        "ON CONFLICT (payment_id) DO UPDATE SET captured_minor = excluded.captured_minor, captured_at = excluded.captured_at, ",
+        payment_status!()
+    ),
 };
 
 static PAYMENT_FAILED: Op = Op {
@@ -351,12 +422,14 @@ static PAYMENT_FAILED: Op = Op {
         ("failure_message", Col::Text),
         ("failed_at", Col::Int),
         ("status_at", Col::Int),
+        ("status_pos", Col::Int),
     ],
     key: &[0],
-    tail: "ON CONFLICT (payment_id) DO UPDATE SET failure_code = excluded.failure_code, \
-           failure_message = excluded.failure_message, failed_at = excluded.failed_at, \
-           status = CASE WHEN payments.status_at <= excluded.status_at THEN excluded.status ELSE payments.status END, \
-           status_at = CASE WHEN payments.status_at <= excluded.status_at THEN excluded.status_at ELSE payments.status_at END",
+    tail: concat!(
+        "ON CONFLICT (payment_id) DO UPDATE SET failure_code = excluded.failure_code, ",
+        "failure_message = excluded.failure_message, failed_at = excluded.failed_at, ",
+        payment_status!()
+    ),
 };
 
 static REFUND: Op = Op {
@@ -376,6 +449,8 @@ static REFUND: Op = Op {
     tail: "ON CONFLICT (refund_id) DO NOTHING",
 };
 
+// Shipments: each event sets only its own columns (created, shipped, delivered), so no
+// event can undo another's and there is nothing to order.
 static SHIPMENT_CREATED: Op = Op {
     name: "shipment created",
     table: "shipments",
@@ -426,15 +501,15 @@ static FRAUD: Op = Op {
         ("decision", Col::Text),
         ("reasons", Col::Json),
         ("scored_at", Col::Int),
+        ("scored_pos", Col::Int),
     ],
     key: &[0],
-    tail: "ON CONFLICT (order_id) DO UPDATE SET customer_id = excluded.customer_id, score = excluded.score, \
-           decision = excluded.decision, reasons = excluded.reasons, scored_at = excluded.scored_at \
-           WHERE fraud_scores.scored_at <= excluded.scored_at",
+    tail: concat!(
+        "ON CONFLICT (order_id) DO UPDATE SET customer_id = excluded.customer_id, score = excluded.score, ",
+        "decision = excluded.decision, reasons = excluded.reasons, scored_at = excluded.scored_at, scored_pos = excluded.scored_pos ",
+        "WHERE ", guard!(fraud_scores.scored_pos)
+    ),
 };
-
-// Keep the guards' text in one place for the docs.
-const _: (&str, &str) = (PRICE_GUARD, STATUS_NEWER);
 
 /// The topics the read model reads.
 pub const TOPICS: [Topic; 9] = [
@@ -488,7 +563,10 @@ pub fn history_payload(e: &Event) -> Value {
 
 /// Adds the rows `item` needs to `plan`; returns a product whose rating must be recomputed.
 pub fn plan_item(plan: &mut Plan, item: &Item) -> Option<String> {
+    // Event time is data (the `*_at` columns); what is newer is decided by `pos` (the
+    // record's place in its partition) or by a snapshot's own `version`.
     let at = item.event.occurred_at().millis();
+    let pos = item.position();
     if let Some(order_id) = order_of(&item.event) {
         plan.push(
             &ORDER_EVENT,
@@ -507,7 +585,17 @@ pub fn plan_item(plan: &mut Plan, item: &Item) -> Option<String> {
     match &item.event {
         Event::VendorOnboarded(v) => plan.push(
             &VENDOR,
-            vec![t(&v.vendor_id), t(&v.name), t(&v.country), t(&v.plan), t(&v.payout_currency), ot(&v.stripe_account_id), i(at), i(at)],
+            vec![
+                t(&v.vendor_id),
+                t(&v.name),
+                t(&v.country),
+                t(&v.plan),
+                t(&v.payout_currency),
+                ot(&v.stripe_account_id),
+                i(at),
+                i(at),
+                i(pos),
+            ],
         ),
         Event::ProductCreated(p) => {
             plan.push(
@@ -524,20 +612,33 @@ pub fn plan_item(plan: &mut Plan, item: &Item) -> Option<String> {
                     i(p.price_minor),
                     t(&p.currency),
                     i(at),
+                    i(pos),
                     i(at),
                     i(at),
+                    i(pos),
                 ],
             );
             return Some(p.product_id.clone());
         }
         Event::ProductUpdated(p) => plan.push(
             &PRODUCT_UPDATED,
-            vec![t(&p.product_id), t(&p.vendor_id), ot(&p.title), ot(&p.description), ot(&p.category), ot(&p.brand), ot(&p.status), i(at)],
+            vec![
+                t(&p.product_id),
+                t(&p.vendor_id),
+                ot(&p.title),
+                ot(&p.description),
+                ot(&p.category),
+                ot(&p.brand),
+                ot(&p.status),
+                i(at),
+                i(pos),
+            ],
         ),
         Event::PriceChanged(p) => plan.push(
             &PRICE_CHANGED,
-            // catalog_at -1: a product known only by its price yet; its ProductCreated wins.
-            vec![t(&p.product_id), t(&p.vendor_id), t(&p.sku), i(p.price_minor), t(&p.currency), i(at), i(-1)],
+            // catalog_at -1 and no catalog_pos: a product known only by its price yet; its
+            // ProductCreated fills the catalogue fields.
+            vec![t(&p.product_id), t(&p.vendor_id), t(&p.sku), i(p.price_minor), t(&p.currency), i(at), i(pos), i(-1)],
         ),
         Event::ReviewSubmitted(r) => {
             plan.push(
@@ -557,7 +658,7 @@ pub fn plan_item(plan: &mut Plan, item: &Item) -> Option<String> {
         }
         Event::CustomerRegistered(c) => plan.push(
             &CUSTOMER,
-            vec![t(&c.customer_id), t(&c.email), t(&c.name), t(&c.country), Val::Bool(Some(c.marketing_opt_in)), i(at)],
+            vec![t(&c.customer_id), t(&c.email), t(&c.name), t(&c.country), Val::Bool(Some(c.marketing_opt_in)), i(at), i(pos)],
         ),
         Event::CustomerErased(c) => plan.push(&CUSTOMER_ERASED, vec![t(&c.customer_id), i(at), ot(&c.reason)]),
         Event::OrderPlaced(o) => {
@@ -579,6 +680,7 @@ pub fn plan_item(plan: &mut Plan, item: &Item) -> Option<String> {
                     t(&o.shipping_address.country),
                     t(&o.billing_address.country),
                     i(at),
+                    i(pos),
                 ],
             );
             for (n, it) in o.items.iter().enumerate() {
@@ -608,6 +710,7 @@ pub fn plan_item(plan: &mut Plan, item: &Item) -> Option<String> {
                 t(&s.fulfillment_status),
                 t(&s.reason),
                 i(at),
+                i(s.version),
             ],
         ),
         Event::StockLevelChanged(s) => plan.push(
@@ -620,13 +723,14 @@ pub fn plan_item(plan: &mut Plan, item: &Item) -> Option<String> {
                 i(i64::from(s.available)),
                 t(&s.cause),
                 i(at),
+                i(s.version),
             ],
         ),
         Event::ReservationMade(r) => {
             for l in &r.lines {
                 plan.push(
                     &RESERVATION,
-                    vec![t(&r.order_id), t(&l.sku), t(&l.warehouse_id), i(i64::from(l.quantity)), t("held"), Val::Text(None), i(r.expires_at.millis()), i(at)],
+                    vec![t(&r.order_id), t(&l.sku), t(&l.warehouse_id), i(i64::from(l.quantity)), t("held"), Val::Text(None), i(r.expires_at.millis()), i(at), i(pos)],
                 );
             }
         }
@@ -634,7 +738,7 @@ pub fn plan_item(plan: &mut Plan, item: &Item) -> Option<String> {
             for l in &r.lines {
                 plan.push(
                     &RESERVATION,
-                    vec![t(&r.order_id), t(&l.sku), t(&l.warehouse_id), i(i64::from(l.quantity)), t("released"), t(&r.reason), NULL_INT, i(at)],
+                    vec![t(&r.order_id), t(&l.sku), t(&l.warehouse_id), i(i64::from(l.quantity)), t("released"), t(&r.reason), NULL_INT, i(at), i(pos)],
                 );
             }
         }
@@ -642,7 +746,7 @@ pub fn plan_item(plan: &mut Plan, item: &Item) -> Option<String> {
             for l in &r.lines {
                 plan.push(
                     &RESERVATION,
-                    vec![t(&r.order_id), t(&l.sku), t(&l.warehouse_id), i(i64::from(l.quantity)), t("committed"), Val::Text(None), NULL_INT, i(at)],
+                    vec![t(&r.order_id), t(&l.sku), t(&l.warehouse_id), i(i64::from(l.quantity)), t("committed"), Val::Text(None), NULL_INT, i(at), i(pos)],
                 );
             }
         }
@@ -650,17 +754,17 @@ pub fn plan_item(plan: &mut Plan, item: &Item) -> Option<String> {
             for m in &r.missing {
                 plan.push(
                     &RESERVATION,
-                    vec![t(&r.order_id), t(&m.sku), t(""), i(i64::from(m.requested)), t("rejected"), t(&r.reason), NULL_INT, i(at)],
+                    vec![t(&r.order_id), t(&m.sku), t(""), i(i64::from(m.requested)), t("rejected"), t(&r.reason), NULL_INT, i(at), i(pos)],
                 );
             }
         }
         Event::PaymentAuthorized(p) => plan.push(
             &PAYMENT_AUTHORIZED,
-            vec![t(&p.payment_id), t(&p.order_id), t(&p.provider), t(&p.currency), i(p.amount_minor), t("authorized"), i(at), i(at)],
+            vec![t(&p.payment_id), t(&p.order_id), t(&p.provider), t(&p.currency), i(p.amount_minor), t("authorized"), i(at), i(at), i(pos)],
         ),
         Event::PaymentCaptured(p) => plan.push(
             &PAYMENT_CAPTURED,
-            vec![t(&p.payment_id), t(&p.order_id), t(&p.currency), i(p.amount_minor), t("captured"), i(at), i(at)],
+            vec![t(&p.payment_id), t(&p.order_id), t(&p.currency), i(p.amount_minor), t("captured"), i(at), i(at), i(pos)],
         ),
         Event::PaymentFailed(p) => {
             // A decline before a payment existed has no payment id: key it by the event.
@@ -677,6 +781,7 @@ pub fn plan_item(plan: &mut Plan, item: &Item) -> Option<String> {
                     t(&p.failure_message),
                     i(at),
                     i(at),
+                    i(pos),
                 ],
             );
         }
@@ -695,7 +800,7 @@ pub fn plan_item(plan: &mut Plan, item: &Item) -> Option<String> {
         Event::ShipmentDelivered(s) => plan.push(&SHIPMENT_DELIVERED, vec![t(&s.shipment_id), t(&s.order_id), i(at)]),
         Event::FraudScored(f) => plan.push(
             &FRAUD,
-            vec![t(&f.order_id), t(&f.customer_id), i(i64::from(f.score)), t(&f.decision), j(&f.reasons), i(at)],
+            vec![t(&f.order_id), t(&f.customer_id), i(i64::from(f.score)), t(&f.decision), j(&f.reasons), i(at), i(pos)],
         ),
         _ => {}
     }
@@ -788,5 +893,65 @@ impl Sink for ReadModelSink {
             return Ok(());
         }
         self.db.write(plan).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every upsert of the sink.
+    const OPS: &[&Op] = &[
+        &VENDOR,
+        &PRODUCT_CREATED,
+        &PRODUCT_UPDATED,
+        &PRICE_CHANGED,
+        &REVIEW,
+        &CUSTOMER,
+        &CUSTOMER_ERASED,
+        &ORDER_PLACED,
+        &ORDER_ITEM,
+        &ORDER_STATUS,
+        &ORDER_EVENT,
+        &INVENTORY,
+        &RESERVATION,
+        &PAYMENT_AUTHORIZED,
+        &PAYMENT_CAPTURED,
+        &PAYMENT_FAILED,
+        &REFUND,
+        &SHIPMENT_CREATED,
+        &SHIPMENT_SHIPPED,
+        &SHIPMENT_DELIVERED,
+        &FRAUD,
+    ];
+
+    #[test]
+    fn no_upsert_decides_by_event_time() {
+        for op in OPS {
+            let tail = op.tail.to_lowercase();
+            for cmp in ["<=", ">=", " < ", " > ", "max(", "greatest("] {
+                for (i, _) in tail.match_indices(cmp) {
+                    let before = &tail[..i];
+                    let operand = before.rsplit(|c: char| !(c.is_alphanumeric() || c == '_' || c == '.')).find(|w| !w.is_empty()).unwrap_or("");
+                    assert!(!operand.ends_with("_at"), "{}: `{operand} {cmp}` orders by event time", op.name);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_mutable_upsert_is_guarded_by_a_version_or_a_position() {
+        for op in OPS {
+            let mutable = op.tail.contains("DO UPDATE");
+            let guarded = ["_pos", "version"].iter().any(|g| op.tail.contains(&format!("{g} <= excluded.")));
+            // Erasure only clears; shipments' events each set their own columns.
+            let exempt = ["customer erased", "shipment created", "shipment shipped", "shipment delivered"].contains(&op.name);
+            assert!(!mutable || guarded || exempt, "{} updates rows without a guard", op.name);
+        }
+    }
+
+    #[test]
+    fn a_guard_lets_a_row_without_one_be_updated() {
+        assert_eq!(guard!(inventory.version), "(inventory.version IS NULL OR inventory.version <= excluded.version)");
     }
 }
