@@ -20,11 +20,16 @@
 //! bound; [`SimConfig::ending_near_now`] starts a run so that it ends just before the wall
 //! clock (a log such as Kafka refuses records from the future).
 //!
+//! Open or closed loop: on its own the simulator pays, ships and refunds every order it
+//! placed, whatever a pipeline would have made of them. Given [`Decisions`]
+//! ([`Simulator::with_decisions`]) it asks the pipeline's verdict before it pays, ships or
+//! cancels an order and follows it, like a storefront, a warehouse and a customer would.
+//!
 //! The simulator plants patterns for tests: co-purchase pairs (buying one product often
 //! adds its partner) and, optionally, a fraud ring (bursts of orders from one IP by
 //! brand-new accounts with mismatched countries).
 //!
-//! It is deterministic for a seed.
+//! It is deterministic for a seed (and, in closed loop, for the same answers).
 
 mod customers;
 mod stock;
@@ -41,6 +46,23 @@ use customers::{Customer, Customers};
 use stock::Stock;
 pub use world::World;
 use world::{CURRENCIES, Currency, WAREHOUSES, currency_of};
+
+/// What the pipeline decided about an order, as of a moment: the simulator asks before it
+/// acts on an order (pays, ships, cancels), like a storefront, a warehouse and a customer
+/// would react to the order's status.
+pub trait Decisions: Send {
+    /// The order's status (`OrderStatusChanged.status`: placed, reserved, rejected_out_of_stock,
+    /// payment_authorized, confirmed, fraud_hold, cancelled, payment_failed, partially_shipped,
+    /// shipped, delivered, return_requested, returned, refunded) as of event time `at` (ms):
+    /// the latest status the pipeline published at or before `at`. `None`: unknown order.
+    /// Implementations may block until the pipeline has decided everything before `at`.
+    ///
+    /// The simulator calls it from inside `next()`, with `at` one millisecond before its
+    /// clock: every event it will still yield is later than `at`, and every event with an
+    /// `occurred_at` up to `at` has already been yielded. A caller that batches what it
+    /// publishes must publish what it holds before such a call can wait on the pipeline.
+    fn status_at(&mut self, order_id: &str, at: i64) -> Option<String>;
+}
 
 /// How the simulation behaves.
 #[derive(Clone, Debug)]
@@ -66,8 +88,8 @@ pub struct SimConfig {
     pub checkout_conversion: f64,
     /// Fast-forward of what takes hours or days in the physical world — picking and
     /// packing (4 h), transit (48 h), keeping before a return (4 days), the return's way
-    /// back (4 days), refunds (1 h), suppliers' deliveries (2 days), customers' second
-    /// thoughts (2 h) — so a run of a few simulated minutes shows whole
+    /// back (4 days), refunds (1 h), suppliers' deliveries (2 days), fraud reviews (2 h),
+    /// customers' second thoughts (2 h) — so a run of a few simulated minutes shows whole
     /// order lifecycles (1.0: real durations). Browsing, checkout and payment are not
     /// fast-forwarded.
     pub fulfillment_speedup: f64,
@@ -122,11 +144,16 @@ const KEEPING: f64 = 4.0 * DAY;
 const RETURN_TRANSIT: f64 = 4.0 * DAY;
 const REFUND: f64 = HOUR;
 const SECOND_THOUGHTS: f64 = 2.0 * HOUR;
+const FRAUD_REVIEW: f64 = 2.0 * HOUR;
 const SUPPLIER_LEAD: f64 = 2.0 * DAY;
 /// Simulated cadences (not fast-forwarded).
 const STOCK_REVIEW_MS: i64 = 5_000;
 const RATES_EVERY_MS: i64 = 30_000;
 const CATALOG_EVERY_MS: i64 = 5_000;
+/// An order still waiting for its fraud verdict is looked at again this much later, at most
+/// `MAX_CHECKS` times (the orders processor's fraud gate waits 10 minutes).
+const RECHECK_MS: i64 = 30_000;
+const MAX_CHECKS: u8 = 24;
 
 impl SimConfig {
     /// The simulated time a run of `events` events is expected to span under this
@@ -163,12 +190,13 @@ enum Task {
     PlaceOrder { session: u64 },
     Pay { order: u64 },
     CancelMaybe { order: u64 },
-    Ship { order: u64 },
+    Ship { order: u64, checks: u8 },
     Dispatch { order: u64 },
     Deliver { order: u64 },
     AfterDelivery { order: u64 },
     ReceiveReturn { order: u64 },
     Refund { order: u64, amount: i64, lines: Vec<RefundLine>, reason: &'static str },
+    Review { order: u64 },
     StockReview,
     StockArrives { product: usize, warehouse: usize, quantity: i32 },
     RatesMove,
@@ -218,6 +246,12 @@ pub struct SimSummary {
     /// Times a shopper met a product out of stock: an add to cart the shop refused, or a
     /// line dropped from an order at checkout because no warehouse held its units.
     pub stock_outs: u64,
+    /// Closed loop: orders the pipeline rejected out of stock, so they were not paid.
+    pub rejected_unpaid: u64,
+    /// Closed loop: orders held for fraud that a reviewer cancelled.
+    pub fraud_review_cancels: u64,
+    /// Closed loop: questions asked of the [`Decisions`].
+    pub decisions_asked: u64,
 }
 
 impl SimSummary {
@@ -261,6 +295,7 @@ pub struct Simulator {
     gmv_eur: HashMap<String, i64>,
     ring_ids: HashSet<String>,
     popularity: rand::distr::weighted::WeightedIndex<f64>,
+    decisions: Option<Box<dyn Decisions>>,
     /// While the sessions under way at the start are played: their events are not emitted.
     quiet: bool,
 }
@@ -302,10 +337,33 @@ impl Simulator {
             gmv_eur: HashMap::new(),
             ring_ids: HashSet::new(),
             popularity,
+            decisions: None,
             quiet: false,
         };
         sim.setup();
         sim
+    }
+
+    /// Closed loop: asks `decisions` before paying, shipping or cancelling an order, and
+    /// follows the answer:
+    ///
+    /// - pay an order that is `reserved` or still `placed` (the storefront authorizes at
+    ///   checkout); one `rejected_out_of_stock` is not paid (the customer is told) and its
+    ///   units go back on the simulated shelf; one on `fraud_hold` waits for a reviewer;
+    /// - ship (ShipmentCreated, PaymentCaptured, ShipmentShipped) an order that is
+    ///   `confirmed`; one on `fraud_hold` is cancelled by a reviewer a little later
+    ///   (`OrderCancelRequested` by `fraud_review`) and its authorized amount refunded; one
+    ///   `payment_authorized` (still waiting for its fraud verdict) is looked at again
+    ///   30 s later; anything else is left alone;
+    /// - a customer cancels only an order that is `confirmed` or `payment_authorized` and
+    ///   not shipped.
+    ///
+    /// Deliveries, returns and their refunds follow the simulator's own record: it shipped
+    /// the order. One question per order and action (a few more for orders whose fraud
+    /// verdict is late). `None` from `decisions` (an unknown order) leaves the order alone.
+    pub fn with_decisions(mut self, decisions: Box<dyn Decisions>) -> Self {
+        self.decisions = Some(decisions);
+        self
     }
 
     /// The generated marketplace (for tests that check planted patterns).
@@ -601,6 +659,15 @@ impl Simulator {
         d.max(1_000)
     }
 
+    /// The pipeline's status of `order` now, when there are [`Decisions`]: `None` in open
+    /// loop, `Some("unknown")` when the pipeline does not know the order.
+    fn ask(&mut self, order: u64) -> Option<String> {
+        let d = self.decisions.as_mut()?;
+        let id = &self.orders.get(&order)?.id;
+        self.summary.decisions_asked += 1;
+        Some(d.status_at(id, self.now - 1).unwrap_or_else(|| "unknown".into()))
+    }
+
     fn run(&mut self, task: Task) {
         match task {
             Task::NewSession => {
@@ -669,6 +736,9 @@ impl Simulator {
                     return;
                 }
                 let oid = o.id.clone();
+                if self.ask(order).is_some_and(|s| !matches!(s.as_str(), "confirmed" | "payment_authorized")) {
+                    return;
+                }
                 let id = self.event_id();
                 self.emit(OrderCancelRequested {
                     event_id: id, occurred_at: self.at(), order_id: oid, requested_by: "customer".into(),
@@ -679,9 +749,27 @@ impl Simulator {
                 let d = self.slow_ms(REFUND);
                 self.schedule(d, Task::Refund { order, amount: total, lines, reason: "cancellation" });
             }
-            Task::Ship { order } => {
-                if self.orders.get(&order).is_some_and(|o| !o.cancelled) {
-                    self.ship(order);
+            Task::Ship { order, checks } => {
+                let Some(o) = self.orders.get(&order) else { return };
+                if o.cancelled {
+                    return;
+                }
+                match self.ask(order).as_deref() {
+                    None | Some("confirmed") => self.ship(order),
+                    Some("fraud_hold") => {
+                        let d = self.slow_ms(FRAUD_REVIEW);
+                        self.schedule(d, Task::Review { order });
+                    }
+                    Some("payment_authorized" | "reserved" | "placed") if checks < MAX_CHECKS => {
+                        self.schedule(RECHECK_MS, Task::Ship { order, checks: checks + 1 });
+                    }
+                    Some("cancelled" | "rejected_out_of_stock" | "payment_failed") => {
+                        self.restore_stock(order);
+                        self.orders.remove(&order);
+                    }
+                    Some(_) => {
+                        self.orders.remove(&order);
+                    }
                 }
             }
             Task::Dispatch { order } => {
@@ -760,6 +848,27 @@ impl Simulator {
                     event_id: id, occurred_at: self.at(), order_id: o.id, payment_id: o.payment_id.unwrap_or_default(), refund_id: re,
                     amount_minor: amount, currency: o.currency.code.to_string(), reason: reason.into(), lines,
                 });
+            }
+            Task::Review { order } => {
+                let Some(o) = self.orders.get(&order) else { return };
+                if o.cancelled {
+                    return;
+                }
+                let (oid, paid) = (o.id.clone(), o.payment_id.is_some());
+                let id = self.event_id();
+                self.emit(OrderCancelRequested {
+                    event_id: id, occurred_at: self.at(), order_id: oid, requested_by: "fraud_review".into(),
+                    reason: "held for fraud and cancelled on review".into(),
+                });
+                self.summary.fraud_review_cancels += 1;
+                self.cancel(order);
+                if paid {
+                    let (total, lines) = self.refund_lines(order, None);
+                    let d = self.slow_ms(REFUND);
+                    self.schedule(d, Task::Refund { order, amount: total, lines, reason: "fraud_review" });
+                } else {
+                    self.orders.remove(&order);
+                }
             }
             Task::StockReview => self.stock_review(),
             Task::StockArrives { product, warehouse, quantity } => {
@@ -890,6 +999,20 @@ impl Simulator {
         if o.cancelled {
             return;
         }
+        match self.ask(order).as_deref() {
+            None | Some("reserved" | "placed") => {}
+            Some("fraud_hold") => {
+                let d = self.slow_ms(FRAUD_REVIEW);
+                self.schedule(d, Task::Review { order });
+                return;
+            }
+            Some(status) => {
+                self.summary.rejected_unpaid += (status == "rejected_out_of_stock") as u64;
+                self.restore_stock(order);
+                self.orders.remove(&order);
+                return;
+            }
+        }
         let o = &self.orders[&order];
         let (oid, total, cur) = (o.id.clone(), o.total, o.currency.code);
         let pi = format!("pi_{:016x}", self.rng.random::<u64>());
@@ -913,7 +1036,7 @@ impl Simulator {
             o.payment_id = Some(pi);
         }
         let d = 1_000 + self.slow_ms(PICK_PACK);
-        self.schedule(d, Task::Ship { order });
+        self.schedule(d, Task::Ship { order, checks: 0 });
         if self.rng.random::<f64>() < 0.04 {
             let d = self.slow_ms(SECOND_THOUGHTS);
             self.schedule(d, Task::CancelMaybe { order });
