@@ -64,6 +64,11 @@ impl Customers {
         Customers { seed, base: base.max(1), start, signups: Vec::new(), erased: HashSet::new() }
     }
 
+    /// Established accounts.
+    pub fn base(&self) -> u64 {
+        self.base
+    }
+
     /// Every account: the base and the run's sign-ups.
     pub fn count(&self) -> u64 {
         self.base + self.signups.len() as u64

@@ -26,12 +26,14 @@
 //! cancels an order and follows it, like a storefront, a warehouse and a customer would.
 //!
 //! The simulator plants patterns for tests: co-purchase pairs (buying one product often
-//! adds its partner) and, optionally, a fraud ring (bursts of orders from one IP by
-//! brand-new accounts with mismatched countries).
+//! adds its partner), optionally a fraud ring (bursts of orders from one IP by brand-new
+//! accounts with mismatched countries), and optionally poison — records the pipeline must
+//! dead-letter, listed by [`Simulator::planted`] ([`poison`]).
 //!
 //! It is deterministic for a seed (and, in closed loop, for the same answers).
 
 mod customers;
+pub mod poison;
 mod stock;
 pub mod world;
 
@@ -43,6 +45,8 @@ use rand_chacha::ChaCha8Rng;
 use storeflow_avro::*;
 
 use customers::{Customer, Customers};
+pub use poison::Planted;
+use poison::Poison;
 use stock::Stock;
 pub use world::World;
 use world::{CURRENCIES, Currency, WAREHOUSES, currency_of};
@@ -105,6 +109,11 @@ pub struct SimConfig {
     /// next event is due later, `next()` returns `None` until the bound moves
     /// ([`Simulator::set_not_after`]). `None`: no bound.
     pub not_after: Option<Timestamp>,
+    /// Records to plant that the pipeline must dead-letter ([`poison`]), spread evenly over
+    /// [`SimConfig::expected_events`]; [`Simulator::planted`] lists them. 0: none.
+    pub poison: usize,
+    /// How many events the caller means to take (spreads planted poison through the run).
+    pub expected_events: u64,
 }
 
 impl Default for SimConfig {
@@ -122,6 +131,8 @@ impl Default for SimConfig {
             established_customers: 1000,
             customer_base: 2_000_000,
             not_after: None,
+            poison: 0,
+            expected_events: 200_000,
         }
     }
 }
@@ -154,6 +165,9 @@ const CATALOG_EVERY_MS: i64 = 5_000;
 /// `MAX_CHECKS` times (the orders processor's fraud gate waits 10 minutes).
 const RECHECK_MS: i64 = 30_000;
 const MAX_CHECKS: u8 = 24;
+/// A planted over-shipment waits this long for an order to ship before another kind of
+/// poison is planted instead.
+const POISON_PATIENCE_MS: i64 = 60_000;
 
 impl SimConfig {
     /// The simulated time a run of `events` events is expected to span under this
@@ -171,6 +185,7 @@ impl SimConfig {
         let span = self.expected_span_ms(events);
         self.start = Timestamp(end.millis() - span - span / 20 - 1_000);
         self.not_after = Some(end);
+        self.expected_events = events;
         self
     }
 
@@ -235,7 +250,7 @@ pub struct SimSummary {
     pub by_type: BTreeMap<&'static str, u64>,
     /// Events per topic.
     pub by_topic: BTreeMap<&'static str, u64>,
-    /// Orders placed (ring orders included).
+    /// Orders placed (ring orders included, planted poison not).
     pub orders: u64,
     /// Orders by the fraud ring.
     pub ring_orders: u64,
@@ -252,6 +267,8 @@ pub struct SimSummary {
     pub fraud_review_cancels: u64,
     /// Closed loop: questions asked of the [`Decisions`].
     pub decisions_asked: u64,
+    /// Records of planted poison yielded.
+    pub planted: u64,
 }
 
 impl SimSummary {
@@ -298,6 +315,15 @@ pub struct Simulator {
     decisions: Option<Box<dyn Decisions>>,
     /// While the sessions under way at the start are played: their events are not emitted.
     quiet: bool,
+    yielded: u64,
+    /// Poison whose turn has come (by events yielded), and how much of it was built.
+    poison_due: usize,
+    poison_built: usize,
+    poison_skipped: usize,
+    poison_due_since: i64,
+    /// Planted records built but not yet yielded, by event id.
+    planting: HashMap<String, Planted>,
+    planted: Vec<Planted>,
 }
 
 fn minor_to_eur(amount: i64, c: &Currency, rates: &[f64; 4]) -> i64 {
@@ -339,6 +365,13 @@ impl Simulator {
             popularity,
             decisions: None,
             quiet: false,
+            yielded: 0,
+            poison_due: 0,
+            poison_built: 0,
+            poison_skipped: 0,
+            poison_due_since: start,
+            planting: HashMap::new(),
+            planted: Vec::new(),
         };
         sim.setup();
         sim
@@ -379,6 +412,11 @@ impl Simulator {
     /// True for order ids placed by the fraud ring.
     pub fn is_ring_order(&self, order_id: &str) -> bool {
         self.ring_ids.contains(order_id)
+    }
+
+    /// The planted poison yielded so far, in the order it was yielded.
+    pub fn planted(&self) -> &[Planted] {
+        &self.planted
     }
 
     /// The simulator's clock: the time of the last event it generated (the start before any).
@@ -669,6 +707,9 @@ impl Simulator {
     }
 
     fn run(&mut self, task: Task) {
+        if self.poison_due > self.poison_built && !matches!(task, Task::Dispatch { .. }) {
+            self.plant_anywhere();
+        }
         match task {
             Task::NewSession => {
                 let customer = if self.rng.random::<f64>() < 0.7 {
@@ -776,6 +817,13 @@ impl Simulator {
                 let Some(o) = self.orders.get(&order) else { return };
                 let (oid, wh) = (o.id.clone(), o.warehouse);
                 let lines: Vec<SkuQuantity> = o.items.iter().map(|i| SkuQuantity { sku: i.sku.clone(), quantity: i.quantity }).collect();
+                if self.poison_due > self.poison_built {
+                    if self.next_poison() == Poison::OverShipment {
+                        self.plant_over_shipment(order);
+                    } else {
+                        self.plant_anywhere();
+                    }
+                }
                 let id = self.event_id();
                 let tracking = format!("1Z{:012}", self.rng.random_range(0..999_999_999_999u64));
                 self.emit(ShipmentShipped {
@@ -1278,17 +1326,122 @@ impl Simulator {
         (amount, lines)
     }
 
-    /// Counts a yielded event.
+    /// The kind of poison whose turn it is.
+    fn next_poison(&self) -> Poison {
+        Poison::nth(self.poison_built + self.poison_skipped)
+    }
+
+    /// Plants the poison whose turn it is, unless it is an over-shipment (planted when an
+    /// order ships) and no order has had the time to ship yet.
+    fn plant_anywhere(&mut self) {
+        if self.next_poison() == Poison::OverShipment {
+            if self.now - self.poison_due_since < POISON_PATIENCE_MS {
+                return;
+            }
+            self.poison_skipped += 1;
+        }
+        let n = self.rng.random_range(0..self.customers.base());
+        let c = self.customers.get(n);
+        let p = self.pick_product();
+        match self.next_poison() {
+            Poison::ZeroQuantityLine => {
+                let item = self.order_item(p, 0, currency_of(c.country));
+                let sku = item.sku.clone();
+                let (_, e) = self.order_placed(n, &c, c.country, vec![item], None, c.card.clone());
+                let reason = format!("order {} has a line of 0 units of {sku}: every line needs at least one unit", e.order_id);
+                self.plant(Poison::ZeroQuantityLine, e.into(), reason);
+            }
+            Poison::DiscountAboveTotal => {
+                let item = self.order_item(p, 1, currency_of(c.country));
+                let (_, mut e) = self.order_placed(n, &c, c.country, vec![item], None, c.card.clone());
+                e.discount_minor = e.subtotal_minor() + e.shipping_minor + e.tax_minor + 100;
+                let reason = format!(
+                    "order {}'s discount ({}) exceeds its subtotal, shipping and tax: its total would be negative",
+                    e.order_id, e.discount_minor
+                );
+                self.plant(Poison::DiscountAboveTotal, e.into(), reason);
+            }
+            Poison::ZeroUnitReceipt | Poison::OverShipment => {
+                let w = self.world.products[p].warehouses[0];
+                let (sku, wh) = (self.world.products[p].sku.clone(), WAREHOUSES[w].id);
+                let e = StockReceived {
+                    event_id: self.event_id(),
+                    occurred_at: self.at(),
+                    sku: sku.clone(),
+                    warehouse_id: wh.to_string(),
+                    quantity: 0,
+                    reference: Some(format!("PO-{}", self.rng.random_range(10_000..99_999))),
+                };
+                let reason = format!("a receipt of 0 units of {sku} at {wh}: a delivery brings at least one");
+                self.plant(Poison::ZeroUnitReceipt, e.into(), reason);
+            }
+        }
+    }
+
+    /// A second ShipmentShipped for `order`, claiming one unit more of its first line than
+    /// it has.
+    fn plant_over_shipment(&mut self, order: u64) {
+        let o = &self.orders[&order];
+        let (oid, wh, item) = (o.id.clone(), o.warehouse, o.items[0].clone());
+        let e = ShipmentShipped {
+            event_id: self.event_id(),
+            occurred_at: self.at(),
+            order_id: oid.clone(),
+            shipment_id: format!("shp-{}-b", &oid[2..]),
+            warehouse_id: wh.to_string(),
+            tracking_number: format!("1Z{:012}", self.rng.random_range(0..999_999_999_999u64)),
+            lines: vec![SkuQuantity { sku: item.sku.clone(), quantity: item.quantity + 1 }],
+        };
+        let reason = format!(
+            "ships {} units of {} on order {oid}, which has {}: more than was ordered",
+            item.quantity + 1,
+            item.sku,
+            item.quantity
+        );
+        self.plant(Poison::OverShipment, e.into(), reason);
+    }
+
+    fn plant(&mut self, kind: Poison, e: Event, reason: String) {
+        let p = Planted {
+            event_id: e.event_id().to_string(),
+            topic: e.topic(),
+            event_type: e.name(),
+            key: e.key(),
+            reason,
+            refused_by: kind.refused_by(),
+        };
+        self.planting.insert(p.event_id.clone(), p);
+        self.poison_built += 1;
+        self.poison_due_since = self.now;
+        self.emit(e);
+    }
+
+    /// Counts a yielded event, and brings the next poison's turn when its share of the run
+    /// has gone by.
     fn count_yielded(&mut self, e: &Event) {
         self.summary.count(e);
+        let planted = if self.planting.is_empty() { None } else { self.planting.remove(e.event_id()) };
         match e {
             Event::PageViewed(_) => self.summary.sessions += 1,
-            Event::OrderPlaced(o) => {
+            Event::OrderPlaced(o) if planted.is_none() => {
                 self.summary.orders += 1;
                 self.summary.ring_orders += self.ring_ids.contains(&o.order_id) as u64;
                 self.summary.gmv_eur_minor += self.gmv_eur.remove(&o.order_id).unwrap_or(0);
             }
             _ => {}
+        }
+        if let Some(p) = planted {
+            self.summary.planted += 1;
+            self.planted.push(p);
+        }
+        self.yielded += 1;
+        let (poison, run) = (self.config.poison as u64, self.config.expected_events.max(1));
+        let scheduled = self.poison_due as u64;
+        if scheduled < poison && self.yielded >= (scheduled + 1) * run / (poison + 1) {
+            if self.poison_due == self.poison_built {
+                self.poison_due_since = self.now;
+            }
+            self.poison_due += 1;
         }
     }
 }
