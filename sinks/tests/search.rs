@@ -57,6 +57,8 @@ on_both!(
     a_record_the_index_rejects_goes_to_the_dlq_and_the_stream_continues,
     stopped_sinks_restart_and_drain_the_backlog_without_loss_or_doubles,
     results_sort_paginate_and_highlight,
+    forty_racing_reservations_leave_the_product_out_of_stock_whatever_the_event_times,
+    forty_receipts_of_one_unit_leave_forty_available_whatever_the_event_times,
 );
 
 fn rt() -> tokio::runtime::Runtime {
@@ -303,28 +305,120 @@ fn price(at: i64, p: i64, id: &str) -> Event {
     })
 }
 
+// Was: the price stamped START + 800_000 lost to the one stamped START + 900_000 although it
+// came later in the partition. Now the later record in the partition wins whatever its
+// event time, and an older one — redelivered, or from a lower log position the document
+// has not seen — changes nothing, also for a fresh sink that reads the document back.
 fn a_stale_price_update_does_not_overwrite_a_newer_one(b: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let ps = fixture();
     rt().block_on(async {
         let (mut sink, s) = loaded(&b, dir.path(), &ps).await;
         // Offsets after the fixture's on the catalog partition of p-nord.
-        let its = items(&[events(&ps), vec![price(START + 900_000, 24_900, "new"), price(START + 800_000, 9_900, "old")]].concat());
+        let its = items(&[events(&ps), vec![price(START + 900_000, 9_900, "old"), price(START + 800_000, 24_900, "new")]].concat());
         let tail: Vec<Item> = its.iter().rev().take(2).rev().cloned().collect();
-        sink.write(&tail[..1]).await.expect("newer price");
-        sink.write(&tail[1..]).await.expect("older price, later");
-        // A fresh sink (no cache) reads the document back and still refuses the stale price.
+        sink.write(&tail[..1]).await.expect("older price");
+        sink.write(&tail[1..]).await.expect("newer price, stamped earlier");
+        sink.write(&tail[..1]).await.expect("older price, again");
+        // A fresh sink (no cache) reads the document back and still refuses an older price:
+        // delivered again, or from a lower partition it has no offset for.
         let mut again = SearchSink::open(&b.config(), "EUR", dir.path()).await.expect("reopen");
-        let mut older = tail[1].clone();
-        older.offset += 1;
-        again.write(&[older]).await.expect("older price, again");
+        again.write(&tail[..1]).await.expect("older price, redelivered");
+        assert!(tail[0].partition > 0, "p-nord's catalog partition has one below it");
+        let mut lower = tail[0].clone();
+        lower.partition -= 1;
+        lower.offset += 1_000;
+        again.write(&[lower]).await.expect("older price, lower position");
         s.refresh().await.expect("refresh");
         let d = s.product("p-nord").await.expect("read").expect("doc");
         assert_eq!((d.price_minor, d.price_eur_minor), (Some(24_900), Some(24_900)));
+        assert_eq!(d.price_at, START + 800_000, "event time stays data");
         let r = s.search(&SearchQuery { min_price_eur_minor: Some(24_000), max_price_eur_minor: Some(25_000), ..SearchQuery::default() }).await.expect("search");
         assert!(r.hits.iter().any(|h| h.product_id == "p-nord"));
         let r = s.search(&SearchQuery { max_price_eur_minor: Some(10_000), text: Some("nordlicht".into()), ..SearchQuery::default() }).await.expect("search");
         assert_eq!(r.total, 0);
+    });
+}
+
+fn product(id: &str, sku: &str) -> Event {
+    Event::ProductCreated(ProductCreated {
+        event_id: format!("pc-{id}"),
+        occurred_at: Timestamp(START - 120_000),
+        product_id: id.into(),
+        vendor_id: "v-race".into(),
+        sku: sku.into(),
+        title: format!("Racing {id}"),
+        description: "Much wanted".into(),
+        translations: Default::default(),
+        category: "sports/fitness/yoga".into(),
+        brand: "Sora".into(),
+        price_minor: 1_000,
+        currency: "EUR".into(),
+    })
+}
+
+fn forty_racing_reservations_leave_the_product_out_of_stock_whatever_the_event_times(b: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let race = racing_reservations("sku-race", "wh-a", "p-race", 5, 40);
+    assert_eq!(newest_by_event_time(&race).map(|s| s.available), Some(2), "the fixture races: event time would keep 2 available");
+    let its = items(&[vec![product("p-race", "sku-race")], race].concat());
+    rt().block_on(async {
+        let mut sink = SearchSink::open(&b.config(), "EUR", dir.path()).await.expect("open");
+        for chunk in its.chunks(7) {
+            sink.write(chunk).await.expect("write");
+        }
+        sink.write(&its.chunks(7).nth(2).expect("a third batch")).await.expect("stale batch");
+        let s = Search::new(sink.index().clone(), tokio::runtime::Handle::current());
+        s.refresh().await.expect("refresh");
+        let d = s.product("p-race").await.expect("read").expect("doc");
+        assert_eq!((d.available, d.in_stock, d.stock["wh-a"].on_hand), (0, false, 5), "{:?}", d.stock);
+        let r = s.search(&SearchQuery { in_stock: true, text: Some("racing".into()), ..SearchQuery::default() }).await.expect("search");
+        assert_eq!(r.total, 0);
+    });
+}
+
+fn forty_receipts_of_one_unit_leave_forty_available_whatever_the_event_times(b: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let stock = receipts("sku-recv", "wh-b", 40);
+    assert!(newest_by_event_time(&stock).is_some_and(|s| s.available < 40), "the fixture's clocks disagree");
+    // The stock comes first: it waits in the sku's pending document, then the product's.
+    let (early, late) = stock.split_at(15);
+    let its = items(&[early.to_vec(), vec![product("p-recv", "sku-recv")], late.to_vec()].concat());
+    rt().block_on(async {
+        let mut sink = SearchSink::open(&b.config(), "EUR", dir.path()).await.expect("open");
+        for chunk in its.chunks(4) {
+            sink.write(chunk).await.expect("write");
+        }
+        let s = Search::new(sink.index().clone(), tokio::runtime::Handle::current());
+        s.refresh().await.expect("refresh");
+        let d = s.product("p-recv").await.expect("read").expect("doc");
+        assert_eq!((d.available, d.stock["wh-b"].version), (40, 40), "{:?}", d.stock);
+    });
+}
+
+/// An index created by a release before the guards: its strict mapping lacks their fields,
+/// and the sink adds them when it opens the index.
+#[test]
+fn an_index_created_before_the_guards_gets_their_fields_and_takes_documents() {
+    init();
+    let Some((c, _cleanup)) = elasticsearch() else { return };
+    let ps = fixture();
+    rt().block_on(async {
+        let mut mapping: serde_json::Value = serde_json::from_str(storeflow_sinks::search::elastic::INDEX_BODY).expect("mapping");
+        let props = mapping["mappings"]["properties"].as_object_mut().expect("properties");
+        for f in ["catalog_pos", "price_pos", "trending_list", "trending_version"] {
+            assert!(props.remove(f).is_some(), "{f} is mapped");
+        }
+        let transport = ::elasticsearch::http::transport::Transport::single_node(&c.url).expect("transport");
+        let es = ::elasticsearch::Elasticsearch::new(transport);
+        let r = es.indices().create(::elasticsearch::indices::IndicesCreateParts::Index(&c.index)).body(mapping).send().await.expect("create");
+        assert!(r.status_code().is_success(), "{:?}", r.text().await);
+        let dir = tempfile::tempdir().unwrap();
+        let (_sink, s) = loaded(&Backend::Elasticsearch(c.clone()), dir.path(), &ps).await;
+        let r = s.search(&SearchQuery { per_page: 100, ..SearchQuery::default() }).await.expect("search");
+        assert_eq!(r.total, ps.len() as u64);
+        let d = s.product("p-nord").await.expect("read").expect("doc");
+        assert!(d.catalog_pos.is_some() && d.price_pos.is_some(), "{d:?}");
     });
 }
 

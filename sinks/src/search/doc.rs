@@ -4,16 +4,24 @@
 //! Neither index can update part of a document with a version check (`_bulk` `update`
 //! refuses external versions; tantivy only replaces), so the sink reads the current
 //! document, applies the batch's events in log order and writes the whole document back
-//! with `version` = the newest event time it holds (`external_gte` on Elasticsearch).
+//! with its `version` — the document's revision, one more per change applied — as the
+//! external version (`external_gte` on Elasticsearch, the same rule on tantivy): a document
+//! read before another write of the same document never replaces it.
 //!
-//! Two rules make that safe:
+//! Three rules make that safe:
 //!
-//! - **Stale events never overwrite newer data.** Each group of fields has its own event
-//!   time (`catalog_at`, `price_at`, per-warehouse `at`) and an event older than it changes
-//!   nothing there — a late PriceChanged leaves the newer price in place.
+//! - **Versions and log positions decide what is newer, never event time.** Each group of
+//!   fields keeps its own guard: the catalogue fields the position of their
+//!   ProductCreated/ProductUpdated in its partition (`catalog_pos`), the price that of its
+//!   PriceChanged (`price_pos`) — a product's catalogue events all live in one partition,
+//!   in processing order —, each warehouse's stock the `version` of its StockLevelChanged,
+//!   the trending score the `version` of its list. A record at or below the guard changes
+//!   nothing there. Event times (`catalog_at`, `price_at`, a level's `at`) are data.
 //! - **Counting events count once.** The document remembers the last offset it applied per
 //!   source partition (`src`); an event at or below it was applied already (a redelivered
 //!   batch) and is skipped. Reviews and views can therefore be added up exactly.
+//! - **One revision per change.** `version` grows by one with every event applied, so the
+//!   index keeps the document that has seen the most of the log.
 
 use std::collections::BTreeMap;
 
@@ -50,13 +58,16 @@ pub struct I18n {
 
 /// Stock of the sku in one warehouse.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Level {
     /// Units available.
     pub available: i64,
     /// Units on hand.
     pub on_hand: i64,
-    /// Event time of this level (ms).
+    /// Event time of this level (ms): data, not an order.
     pub at: i64,
+    /// `StockLevelChanged.version` of this level: the highest one wins.
+    pub version: i64,
 }
 
 /// A document of the search index.
@@ -109,15 +120,23 @@ pub struct ProductDoc {
     pub views: i64,
     /// Latest trending score from the recommendations processor.
     pub trending: f64,
+    /// The trending list the score comes from (`trending:<category>`).
+    pub trending_list: String,
+    /// `RecommendationsUpdated.version` of that list when the score was taken.
+    pub trending_version: i64,
     /// `views + 100 × trending`: the popularity sort key.
     pub popularity: f64,
-    /// Event time of the catalogue fields.
+    /// Event time of the catalogue fields (data).
     pub catalog_at: i64,
-    /// Event time of the price.
+    /// Event time of the price (data).
     pub price_at: i64,
+    /// Log position ([`Item::position`]) of the event the catalogue fields come from.
+    pub catalog_pos: Option<i64>,
+    /// Log position of the event the price comes from.
+    pub price_pos: Option<i64>,
     /// Last offset applied per `topic/partition`.
     pub src: BTreeMap<String, u64>,
-    /// Newest event time in the document: the external version.
+    /// Revision: one more per event applied; the external version.
     pub version: i64,
     /// Exchange rates (the `rates` document only).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -148,14 +167,14 @@ impl ProductDoc {
         self.rating = (self.rating_count > 0).then(|| self.rating_sum as f64 / self.rating_count as f64);
     }
 
-    /// Takes the stock levels of a pending-stock document (newer levels win).
+    /// Takes the stock levels of a pending-stock document (higher versions win); part of
+    /// the change that applied the product's ProductCreated, so no revision of its own.
     pub fn merge_stock(&mut self, pending: &ProductDoc) {
         for (w, l) in &pending.stock {
-            if self.stock.get(w).is_none_or(|mine| mine.at <= l.at) {
+            if self.stock.get(w).is_none_or(|mine| mine.version <= l.version) {
                 self.stock.insert(w.clone(), l.clone());
             }
         }
-        self.version = self.version.max(pending.version);
         self.recompute();
     }
 
@@ -183,9 +202,12 @@ impl ProductDoc {
             return Ok(false);
         }
         let at = item.event.occurred_at().millis();
+        let pos = item.position();
+        let newer = |guard: Option<i64>| guard.is_none_or(|g| g <= pos);
         match &item.event {
             Event::ProductCreated(p) => {
-                if at >= self.catalog_at {
+                if newer(self.catalog_pos) {
+                    self.catalog_pos = Some(pos);
                     self.catalog_at = at;
                     self.vendor_id = p.vendor_id.clone();
                     self.sku = p.sku.clone();
@@ -197,14 +219,15 @@ impl ProductDoc {
                     self.brand = p.brand.clone();
                     self.listed = true;
                 }
-                if at >= self.price_at {
-                    self.set_price(p.price_minor, &p.currency, at, rates);
+                if newer(self.price_pos) {
+                    self.set_price(p.price_minor, &p.currency, at, pos, rates);
                 }
             }
             Event::ProductUpdated(p) => {
-                if at < self.catalog_at {
+                if !newer(self.catalog_pos) {
                     return Ok(false);
                 }
+                self.catalog_pos = Some(pos);
                 self.catalog_at = at;
                 self.vendor_id = p.vendor_id.clone();
                 if let Some(v) = &p.title {
@@ -225,13 +248,13 @@ impl ProductDoc {
                 }
             }
             Event::PriceChanged(p) => {
-                if at < self.price_at {
+                if !newer(self.price_pos) {
                     return Ok(false);
                 }
                 if self.sku.is_empty() {
                     self.sku = p.sku.clone();
                 }
-                self.set_price(p.price_minor, &p.currency, at, rates);
+                self.set_price(p.price_minor, &p.currency, at, pos, rates);
             }
             Event::ReviewSubmitted(r) => {
                 if !(1..=5).contains(&r.rating) {
@@ -241,28 +264,40 @@ impl ProductDoc {
                 self.rating_count += 1;
             }
             Event::StockLevelChanged(s) => {
-                if self.stock.get(&s.warehouse_id).is_some_and(|l| l.at > at) {
+                if self.stock.get(&s.warehouse_id).is_some_and(|l| l.version > s.version) {
                     return Ok(false);
                 }
                 if self.sku.is_empty() {
                     self.sku = s.sku.clone();
                 }
-                self.stock.insert(s.warehouse_id.clone(), Level { available: i64::from(s.available), on_hand: i64::from(s.on_hand), at });
+                let level = Level { available: i64::from(s.available), on_hand: i64::from(s.on_hand), at, version: s.version };
+                self.stock.insert(s.warehouse_id.clone(), level);
             }
-            Event::RecommendationsUpdated(r) => match r.items.iter().find(|i| i.product_id == self.product_id) {
-                Some(i) if r.kind == "trending" => self.trending = i.score,
-                _ => return Ok(false),
-            },
+            Event::RecommendationsUpdated(r) => {
+                let Some(i) = r.items.iter().find(|i| i.product_id == self.product_id).filter(|_| r.kind == "trending") else {
+                    return Ok(false);
+                };
+                // Versions count per list; a score from another list (the product moved
+                // category) is taken in log order.
+                let list = format!("trending:{}", r.category.as_deref().unwrap_or_default());
+                if list == self.trending_list && r.version < self.trending_version {
+                    return Ok(false);
+                }
+                self.trending = i.score;
+                self.trending_list = list;
+                self.trending_version = r.version;
+            }
             Event::ProductViewed(_) => self.views += 1,
             _ => return Ok(false),
         }
         self.src.insert(key, item.offset);
-        self.version = self.version.max(at);
+        self.version += 1;
         self.recompute();
         Ok(true)
     }
 
-    fn set_price(&mut self, price_minor: i64, currency: &str, at: i64, rates: &Rates) {
+    fn set_price(&mut self, price_minor: i64, currency: &str, at: i64, pos: i64, rates: &Rates) {
+        self.price_pos = Some(pos);
         self.price_at = at;
         self.price_minor = Some(price_minor);
         self.currency = Some(currency.to_string());
@@ -272,7 +307,8 @@ impl ProductDoc {
 
 #[cfg(test)]
 mod tests {
-    use storeflow_avro::{PriceChanged, Timestamp};
+    use proptest::prelude::*;
+    use storeflow_avro::{PriceChanged, StockLevelChanged, Timestamp};
 
     use super::*;
 
@@ -293,13 +329,67 @@ mod tests {
         )
     }
 
+    fn level(at: i64, warehouse: &str, available: i32, version: i64, offset: u64) -> Item {
+        Item::new(
+            Event::StockLevelChanged(StockLevelChanged {
+                event_id: format!("l{offset}"),
+                occurred_at: Timestamp(at),
+                sku: "s".into(),
+                warehouse_id: warehouse.into(),
+                on_hand: available,
+                reserved: 0,
+                available,
+                cause: "received".into(),
+                version,
+            }),
+            1,
+            offset,
+        )
+    }
+
+    // Was: the older event time lost. Now the later record in the partition wins whatever
+    // its event time, and a redelivered earlier one changes nothing.
     #[test]
     fn a_stale_price_does_not_overwrite_a_newer_one() {
         let rates = Rates::new("EUR");
         let mut d = ProductDoc::product("p1");
-        assert!(d.apply(&price(200, 5_000, 1), &rates).unwrap());
-        assert!(!d.apply(&price(100, 1_000, 2), &rates).unwrap());
-        assert_eq!((d.price_minor, d.price_eur_minor, d.version), (Some(5_000), Some(5_000), 200));
+        assert!(d.apply(&price(200, 1_000, 1), &rates).unwrap());
+        assert!(d.apply(&price(100, 5_000, 2), &rates).unwrap(), "later in the partition, earlier event time");
+        assert!(!d.apply(&price(200, 1_000, 1), &rates).unwrap(), "redelivered");
+        assert_eq!((d.price_minor, d.price_eur_minor, d.price_at, d.version), (Some(5_000), Some(5_000), 100, 2));
+    }
+
+    #[test]
+    fn a_price_from_a_lower_log_position_is_refused_even_from_an_unseen_partition() {
+        let rates = Rates::new("EUR");
+        let mut d = ProductDoc::product("p1");
+        let mut newer = price(100, 5_000, 2);
+        newer.partition = 1;
+        assert!(d.apply(&newer, &rates).unwrap());
+        assert!(!d.apply(&price(900, 1_000, 7), &rates).unwrap(), "partition 0 comes before partition 1");
+        assert_eq!(d.price_minor, Some(5_000));
+    }
+
+    #[test]
+    fn a_stock_level_with_a_lower_version_is_refused_whatever_its_event_time() {
+        let rates = Rates::new("EUR");
+        let mut d = ProductDoc::product("p1");
+        assert!(d.apply(&level(500, "w", 3, 2, 1), &rates).unwrap());
+        let mut stale = level(900, "w", 7, 1, 2);
+        stale.partition = 2; // not skipped as already applied: only the version can refuse it
+        assert!(!d.apply(&stale, &rates).unwrap());
+        assert_eq!((d.available, d.stock["w"].version, d.stock["w"].at), (3, 2, 500));
+    }
+
+    #[test]
+    fn pending_stock_merges_by_version_not_by_event_time() {
+        let rates = Rates::new("EUR");
+        let mut d = ProductDoc::product("p1");
+        d.apply(&level(900, "w", 1, 1, 1), &rates).unwrap();
+        let mut pending = ProductDoc::pending("s");
+        pending.apply(&level(100, "w", 4, 2, 2), &rates).unwrap();
+        d.merge_stock(&pending);
+        assert_eq!((d.available, d.in_stock), (4, true));
     }
 
     #[test]
@@ -315,5 +405,59 @@ mod tests {
     fn category_paths_list_every_prefix() {
         assert_eq!(category_path("a/b/c"), vec!["a", "a/b", "a/b/c"]);
         assert!(category_path("").is_empty());
+    }
+
+    proptest! {
+        /// Prices (in log order) and per-warehouse stock snapshots (versions counting up),
+        /// with arbitrary event times, delivered in batches with earlier batches delivered
+        /// again: the document holds the last price and the last level of each warehouse,
+        /// and its revision counts each event once.
+        #[test]
+        fn a_document_holds_the_last_price_and_level_whatever_the_event_times(
+            changes in prop::collection::vec((any::<bool>(), 0..3usize, 0..1_000i64, -10_000..10_000i64), 1..60),
+            replays in prop::collection::vec((0..60usize, 1..10usize), 0..8),
+        ) {
+            let rates = Rates::new("EUR");
+            let warehouses = ["a", "b", "c"];
+            let mut versions = [0i64; 3];
+            let (mut price_off, mut stock_off) = (0u64, 0u64);
+            let mut its = Vec::new();
+            let (mut want_price, mut want_stock) = (None, BTreeMap::new());
+            for (is_price, w, value, at) in &changes {
+                if *is_price {
+                    its.push(price(*at, *value, price_off));
+                    price_off += 1;
+                    want_price = Some(*value);
+                } else {
+                    versions[*w] += 1;
+                    its.push(level(*at, warehouses[*w], *value as i32, versions[*w], stock_off));
+                    stock_off += 1;
+                    want_stock.insert(warehouses[*w].to_string(), *value);
+                }
+            }
+            let mut d = ProductDoc::product("p1");
+            let mut applied = 0;
+            let mut done = 0;
+            for (n, (upto, len)) in replays.iter().enumerate() {
+                // Deliver up to a point, then an earlier stretch again.
+                let end = (*upto).clamp(done, its.len());
+                for it in &its[done..end] {
+                    applied += i64::from(d.apply(it, &rates).unwrap());
+                }
+                done = end;
+                let from = done.saturating_sub(*len + n);
+                for it in &its[from..done] {
+                    prop_assert!(!d.apply(it, &rates).unwrap(), "a redelivered event changed the document");
+                }
+            }
+            for it in &its[done..] {
+                applied += i64::from(d.apply(it, &rates).unwrap());
+            }
+            prop_assert_eq!(d.price_minor, want_price);
+            let got: BTreeMap<String, i64> = d.stock.iter().map(|(w, l)| (w.clone(), l.available)).collect();
+            prop_assert_eq!(got, want_stock);
+            prop_assert_eq!(d.version, applied);
+            prop_assert_eq!(applied, its.len() as i64);
+        }
     }
 }

@@ -1,7 +1,9 @@
-//! The Elasticsearch index: created from `sql/elasticsearch/products.json` if missing;
-//! documents written with `_bulk` `index` operations carrying `version_type=external_gte`
-//! and the document's newest event time, so an older document never replaces a newer one
-//! (Elasticsearch answers 409, which the sink takes as "already newer").
+//! The Elasticsearch index: created from `sql/elasticsearch/products.json` if missing (an
+//! index created by an older release gets the mapping's new fields added); documents
+//! written with `_bulk` `index` operations carrying `version_type=external_gte` and the
+//! document's revision ([`ProductDoc::version`], one more per event applied), so a document
+//! that has seen less of the log never replaces one that has seen more (Elasticsearch
+//! answers 409, which the sink takes as "already newer").
 //!
 //! Talks plain JSON to Elasticsearch 8 (`elasticsearch` crate 8.19). The integ-test build
 //! the tests run against has only the `standard` analyzer and `lowercase`, so typo tolerance
@@ -13,7 +15,7 @@ use std::time::Duration;
 use elasticsearch::http::headers::HeaderMap;
 use elasticsearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
 use elasticsearch::http::{Method, Url};
-use elasticsearch::indices::{IndicesCreateParts, IndicesExistsParts, IndicesRefreshParts};
+use elasticsearch::indices::{IndicesCreateParts, IndicesExistsParts, IndicesPutMappingParts, IndicesRefreshParts};
 use elasticsearch::{BulkParts, Elasticsearch, MgetParts, SearchParts};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
@@ -88,10 +90,23 @@ impl ElasticIndex {
     async fn create(&self) -> Result<()> {
         let ctx = format!("creating Elasticsearch index {}", self.index);
         let exists = self.client.indices().exists(IndicesExistsParts::Index(&[&self.index])).send().await.map_err(transport_err(&ctx))?;
-        if exists.status_code().is_success() {
-            return Ok(());
-        }
         let mapping: Value = serde_json::from_str(INDEX_BODY).map_err(|e| SinkError::Config(format!("products.json: {e}")))?;
+        if exists.status_code().is_success() {
+            // The mapping is strict: fields added since the index was created (the guards
+            // `catalog_pos`, `price_pos`, `trending_version`, …) must be mapped before a
+            // document carries them. Adding fields is allowed on a live index; fields it
+            // has already are sent unchanged.
+            let ctx = format!("updating the mapping of Elasticsearch index {}", self.index);
+            let r = self
+                .client
+                .indices()
+                .put_mapping(IndicesPutMappingParts::Index(&[&self.index]))
+                .body(mapping["mappings"].clone())
+                .send()
+                .await
+                .map_err(transport_err(&ctx))?;
+            return body(&ctx, r).await.map(|_| ());
+        }
         let r = self.client.indices().create(IndicesCreateParts::Index(&self.index)).body(mapping).send().await.map_err(transport_err(&ctx))?;
         match body(&ctx, r).await {
             Ok(_) => Ok(()),

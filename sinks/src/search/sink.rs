@@ -8,8 +8,9 @@
 //! Per batch: find the documents the events touch (a sku is resolved to its product through
 //! a sku map, then the index; stock of a sku whose product is not known yet goes to a
 //! `stock:<sku>` pending document that the product takes over when it is created), read the
-//! ones not cached, apply the events in log order ([`ProductDoc::apply`]), and write the
-//! changed documents back whole with their versions. The cache is dropped on any failure and
+//! ones not cached, apply the events in log order ([`ProductDoc::apply`]: versions and log
+//! positions decide what is newer, never event time), and write the changed documents back
+//! whole with their revisions as external versions. The cache is dropped on any failure and
 //! on a rebalance, so a retry starts from what the index holds.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -149,7 +150,7 @@ impl SearchSink {
                 if self.rates_doc.src.get(&key).is_none_or(|o| *o < it.offset) {
                     self.rates.record(&r.base_currency, &r.quote_currency, r.occurred_at.millis(), r.rate_e9);
                     self.rates_doc.src.insert(key, it.offset);
-                    self.rates_doc.version = self.rates_doc.version.max(r.occurred_at.millis());
+                    self.rates_doc.version += 1;
                     rates_changed = true;
                 }
                 continue;
@@ -165,7 +166,7 @@ impl SearchSink {
                     if let Some(mut d) = existing.filter(|d| d.kind == doc::PENDING_STOCK) {
                         if d.product_id.is_empty() {
                             d.product_id = p.product_id.clone();
-                            d.version = d.version.max(p.occurred_at.millis());
+                            d.version += 1;
                             changed.insert(id.clone());
                         }
                         work.insert(id, d);

@@ -6,8 +6,10 @@
 //! aggregations, which take the very request Elasticsearch gets; sorting by fast fields;
 //! highlights computed over the stored text with the same fuzzy rule.
 //!
-//! Versions: a write replaces a document only if its `version` is at least the stored one
-//! (Elasticsearch's `external_gte`), checked under the writer lock. Writes are durable when
+//! Versions: a write replaces a document only if its `version` (the document's revision,
+//! one more per event applied) is at least the stored one (Elasticsearch's
+//! `external_gte`), checked under the writer lock; within a document the same guards as on
+//! Elasticsearch decide each group of fields ([`ProductDoc::apply`]). Writes are durable when
 //! [`TantivyIndex::put`] returns (tantivy's commit fsyncs), and visible to searches then.
 //! Documents over Elasticsearch's keyword limit are refused the same way.
 
