@@ -82,3 +82,20 @@ fn a_run_ending_near_now_is_never_in_the_future() {
     let last = Simulator::new(config).take(20_000).last().expect("events").occurred_at();
     assert!(last <= bound);
 }
+
+#[test]
+fn a_paced_run_can_drive_the_simulator_from_another_thread() {
+    let mut sim = Simulator::new(config(Some(START + 5_000)));
+    let paced = std::thread::spawn(move || {
+        let mut taken = Vec::new();
+        for bound in [START + 5_000, START + 10_000] {
+            sim.set_not_after(Some(Timestamp(bound)));
+            taken.extend(sim.by_ref().map(|e| e.occurred_at().millis()));
+        }
+        taken
+    })
+    .join()
+    .expect("the paced thread ends");
+    assert!(paced.iter().all(|t| *t <= START + 10_000));
+    assert!(paced.last().is_some_and(|t| *t > START + 5_000));
+}
