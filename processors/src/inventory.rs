@@ -401,13 +401,17 @@ impl Processor for Inventory {
     }
 
     fn flow(&self) -> Flow {
-        let outputs = [Topic::InventoryReplies.name(), Topic::Reservations.name(), Topic::StockLevels.name()];
-        // Stock moves and the saga's commands change the same stock: one order.
+        let outputs = [Topic::Reservations.name(), Topic::StockLevels.name()];
+        // Stock moves and the saga's commands change the same stock: one order. The answers
+        // to the saga close the orders ⇄ inventory cycle: a feedback edge (the saga hears of
+        // a reservation `lookahead` after inventory made it).
         Flow::new()
             .group(&[Topic::Inventory.name(), Topic::InventoryCommands.name()])
             .emits(&outputs)
+            .feeds_back(&[Topic::InventoryReplies.name()])
             .timers()
             .emits(&outputs)
+            .feeds_back(&[Topic::InventoryReplies.name()])
             .build()
     }
 

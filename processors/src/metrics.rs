@@ -9,6 +9,7 @@
 //! | `storeflow_processor_lag` | processor, topic, partition | records not yet handled |
 //! | `storeflow_processor_restored_total` | processor | changelog records replayed into state |
 //! | `storeflow_processor_restore_remaining` | processor | changelog records still to replay |
+//! | `storeflow_processor_buffered` | processor | records fetched but not processed yet (waiting for their turn in event-time order) |
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -51,6 +52,8 @@ pub struct Metrics {
     pub restored: Family<ProcessorLabel, Counter>,
     /// Changelog records left to restore.
     pub restore_remaining: Family<ProcessorLabel, Gauge>,
+    /// Records fetched and not processed yet.
+    pub buffered: Family<ProcessorLabel, Gauge>,
 }
 
 impl Metrics {
@@ -64,6 +67,7 @@ impl Metrics {
             lag: Family::default(),
             restored: Family::default(),
             restore_remaining: Family::default(),
+            buffered: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("storeflow_processor");
         r.register("records_in", "Records handled by a processor", m.records_in.clone());
@@ -73,6 +77,7 @@ impl Metrics {
         r.register("lag", "Records of an input partition not yet handled", m.lag.clone());
         r.register("restored", "Changelog records replayed into a processor's state", m.restored.clone());
         r.register("restore_remaining", "Changelog records still to replay", m.restore_remaining.clone());
+        r.register("buffered", "Records fetched but not processed yet (waiting for their turn in event-time order)", m.buffered.clone());
         m
     }
 

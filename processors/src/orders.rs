@@ -659,22 +659,15 @@ impl Processor for Orders {
     }
 
     fn flow(&self) -> Flow {
-        let (lifecycle, reservations, commands) = (Topic::Lifecycle.name(), Topic::Reservations.name(), Topic::InventoryCommands.name());
-        // What customers, payment providers and warehouses report, in one order; inventory's
-        // answers and fraud verdicts as they come (each order holds back what it cannot
-        // apply yet, so the order among the three does not change any order's outcome). The
-        // saga's answers to inventory close the orders ⇄ inventory cycle: a feedback edge.
+        let outputs = [Topic::Lifecycle.name(), Topic::Reservations.name(), Topic::InventoryCommands.name()];
+        // Everything about an order — what customers, payment providers and warehouses
+        // report, inventory's answers, fraud verdicts — in one time order, so an order's
+        // history is the same however its inputs interleave on arrival.
         Flow::new()
-            .group(&[Topic::Orders.name(), Topic::Payments.name(), Topic::Fulfillment.name()])
-            .emits(&[lifecycle, reservations, commands])
-            .group(&[Topic::InventoryReplies.name()])
-            .emits(&[lifecycle, reservations])
-            .feeds_back(&[commands])
-            .group(&[Topic::FraudScores.name()])
-            .emits(&[lifecycle, reservations, commands])
+            .group(&[Topic::Orders.name(), Topic::Payments.name(), Topic::Fulfillment.name(), Topic::InventoryReplies.name(), Topic::FraudScores.name()])
+            .emits(&outputs)
             .timers()
-            .emits(&[lifecycle, reservations])
-            .feeds_back(&[commands])
+            .emits(&outputs)
             .build()
     }
 

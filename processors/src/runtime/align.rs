@@ -291,12 +291,24 @@ impl GroupState {
     /// The lowest logical time this group may still process something at — what it
     /// publishes as pending. Records still in flight to derived inputs are not included
     /// (the task's coverage accounts for them).
+    ///
+    /// An idle source (caught up and quiet for `max_task_idle`) holds nothing back, as in
+    /// Flink's source idleness: with `idle_advance` it counts from the wall clock, else not
+    /// at all. A record it delivers after that is late: processed at the stream time, maybe
+    /// after what a downstream task already went on with.
     pub fn pending(&self, v: &GroupView) -> i64 {
         let mut p = i64::MAX;
         for m in 0..self.members.len() {
+            let mv = v.members.get(m).copied().unwrap_or_default();
             let at = match (&self.members[m].buffer, self.head(m)) {
                 (_, Some(h)) => h,
-                (Buffer::Fifo(_), None) => v.members.get(m).and_then(|mv| mv.declared).unwrap_or(self.stream),
+                (Buffer::Fifo(_), None) => match mv.declared {
+                    Some(d) => d,
+                    None if mv.idle && !mv.lagging => {
+                        if v.idle_advance { v.wall } else { i64::MAX }
+                    }
+                    None => self.stream,
+                },
                 (Buffer::Heap(_), None) => i64::MAX,
             };
             p = p.min(at);
@@ -326,15 +338,15 @@ impl GroupState {
             if m == cand {
                 continue;
             }
-            // A buffered head at the same time goes after the candidate if it comes later in
-            // the group (ties in member order).
+            // Whatever this input may still deliver at the candidate's time goes after the
+            // candidate if the input comes later in the group (ties in member order).
             let after = |h: i64| h > t || (h == t && m > cand);
             let ok = match (&self.members[m].buffer, self.head(m)) {
                 (Buffer::Fifo(_), Some(h)) => after(h),
-                (Buffer::Fifo(_), None) => self.order_bound(m, v) > t,
+                (Buffer::Fifo(_), None) => after(self.order_bound(m, v)),
                 // Nothing below the frontier can still arrive; what is buffered below it is
                 // in time order.
-                (Buffer::Heap(_), h) => v.frontier > t && h.is_none_or(|h| h >= v.frontier || after(h)),
+                (Buffer::Heap(_), h) => after(v.frontier) && h.is_none_or(|h| h >= v.frontier || after(h)),
             };
             if !ok {
                 return Step::Wait;
@@ -421,10 +433,13 @@ mod tests {
         let mut g = GroupState::new(vec![(tp("a"), false), (tp("b"), false)], false);
         g.push(0, rec("a", 0, 200));
         let mut v = view(2);
+        v.members[1].declared = Some(199);
+        assert_eq!(g.step(&v), Step::Wait, "b may still deliver a record at 199");
         v.members[1].declared = Some(200);
-        assert_eq!(g.step(&v), Step::Wait, "b may still deliver a record at 200");
-        v.members[1].declared = Some(201);
-        assert!(matches!(g.step(&v), Step::Record { member: 0, .. }));
+        assert!(matches!(g.step(&v), Step::Record { member: 0, .. }), "what b still delivers at 200 goes after a's");
+        let mut g2 = GroupState::new(vec![(tp("b"), false), (tp("a"), false)], false);
+        g2.push(1, rec("a", 0, 200));
+        assert_eq!(g2.step(&v), Step::Wait, "but before it when b comes first in the group");
     }
 
     #[test]
@@ -496,7 +511,12 @@ mod tests {
         assert_eq!(g.pending(&v), i64::MIN, "nothing processed and an empty source: anything may come");
         g.stream = 1000;
         assert_eq!(g.pending(&v), 1000, "a late source record would be processed at the stream time");
-        v.members[0].declared = Some(2000);
+        v.members[0].idle = true;
+        assert_eq!(g.pending(&v), i64::MAX, "an idle source holds nothing back");
+        v.idle_advance = true;
+        v.wall = 5000;
+        assert_eq!(g.pending(&v), 5000, "unless stream time follows the wall clock");
+        v.members[0] = MemberView { declared: Some(2000), ..MemberView::default() };
         assert_eq!(g.pending(&v), 2000);
         g.push(1, derived("r", 0, 1500, 1, 0));
         assert_eq!(g.pending(&v), 1500);

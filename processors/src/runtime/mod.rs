@@ -119,7 +119,7 @@ impl Default for RuntimeConfig {
             instance: None,
             consumer_properties: Vec::new(),
             max_task_idle: Duration::from_millis(100),
-            lookahead_ms: 1_000,
+            lookahead_ms: 500,
             topology: None,
         }
     }
@@ -180,6 +180,9 @@ struct RtTask {
     /// The offset after the last record fetched per input partition (from the committed
     /// one after a rewind).
     fetched_to: HashMap<TopicPartition, u64>,
+    /// Its recent commits on derived topics that processors read: topic → partition →
+    /// (offset after the commit, lowest time written), as last committed.
+    emitted: BTreeMap<String, BTreeMap<u32, Vec<(u64, i64)>>>,
     last_commit: Instant,
     /// Something was processed since the last commit.
     worked: bool,
@@ -254,6 +257,26 @@ impl Shared {
                 skip.insert(tp.clone(), offsets.into_iter().collect::<BTreeSet<u64>>());
             }
         }
+        let mut emitted: BTreeMap<String, BTreeMap<u32, Vec<(u64, i64)>>> = match state.get(&full_key(META, "emitted"))? {
+            Some(b) => decode_value(&b)?,
+            None => BTreeMap::new(),
+        };
+        // The commit that was last recorded had offsets not known yet: everything written
+        // by then is below today's ends.
+        let unknown: Vec<TopicPartition> = emitted
+            .iter()
+            .flat_map(|(t, per)| per.iter().filter(|(_, c)| c.iter().any(|(end, _)| *end == u64::MAX)).map(move |(x, _)| TopicPartition::new(t, *x)))
+            .collect();
+        if !unknown.is_empty() {
+            let marks = self.log.watermarks(&unknown)?;
+            for (tp, (_, end)) in unknown.iter().zip(marks) {
+                if let Some(c) = emitted.get_mut(&*tp.topic).and_then(|per| per.get_mut(&tp.partition)) {
+                    for e in c.iter_mut().filter(|(e, _)| *e == u64::MAX) {
+                        e.0 = end;
+                    }
+                }
+            }
+        }
         tracing::info!(processor = self.name, partition = p, "task started");
         let now = Instant::now();
         Ok(RtTask {
@@ -262,6 +285,7 @@ impl Shared {
             committed_streams: groups.iter().map(|g| g.stream).collect(),
             last_fetch: routes.keys().map(|tp| (tp.clone(), now)).collect(),
             fetched_to: HashMap::new(),
+            emitted,
             groups,
             routes,
             offsets: BTreeMap::new(),
@@ -292,7 +316,10 @@ impl Shared {
 
     /// Writes the runtime's own entries (stream times, skip sets) into the task's state, so
     /// they commit with it.
-    fn save_meta(&self, t: &mut RtTask) -> Result<()> {
+    fn save_meta(&self, t: &mut RtTask, progress: &TaskProgress) -> Result<()> {
+        if progress.emitted != t.emitted {
+            t.core.state.put(full_key(META, "emitted"), encode_value(&progress.emitted, None)?);
+        }
         let streams = t.streams();
         if streams != t.committed_streams {
             t.core.state.put(full_key(META, "streams"), encode_value(&streams, None)?);
@@ -327,7 +354,7 @@ impl Shared {
             }
             t.core.state.accept();
         }
-        if let Err(e) = self.save_meta(t) {
+        if let Err(e) = self.save_meta(t, progress) {
             return Err(LogError::Transaction(format!("writing the task's stream times: {e}")));
         }
         let started = Instant::now();
@@ -376,6 +403,17 @@ impl Shared {
                 t.committed_streams = t.streams();
                 t.committed_skip = t.skip.clone();
                 t.published = Some(progress.clone());
+                let mut emitted = progress.emitted.clone();
+                for (topic, per) in emitted.iter_mut() {
+                    for (x, commits) in per.iter_mut() {
+                        let end = ends.iter().find(|(tp, _)| &*tp.topic == topic && tp.partition == *x).map(|(_, e)| *e);
+                        for c in commits.iter_mut().filter(|(e, _)| *e == u64::MAX) {
+                            // A partition the commit did not reach has nothing of it.
+                            c.0 = end.unwrap_or(0);
+                        }
+                    }
+                }
+                t.emitted = emitted;
                 t.last_commit = Instant::now();
                 t.worked = false;
                 let label = Metrics::label(self.name);
@@ -506,9 +544,14 @@ impl RebalanceListener for Listener {
         for p in numbers {
             let Some(mut t) = tasks.remove(&p) else { continue };
             if let Some(g) = &group {
-                // The progress it last published stands: the next owner starts from the same
-                // committed state.
-                let progress = t.published.clone().unwrap_or_default();
+                // What it last published stands (the next owner starts from the same committed
+                // state), plus the outputs this last commit carries.
+                let mut progress = t.published.clone().unwrap_or_default();
+                for rec in &t.core.pending {
+                    let Some(n) = s.topology.partitions_of(&rec.topic) else { continue };
+                    let x = rec.partition.unwrap_or_else(|| rec.key.as_deref().map(|k| storeflow_ingest::partitioner::partition_for_key(k, n)).unwrap_or(0));
+                    progress.emitted.entry(rec.topic.clone()).or_default().entry(x).or_default().push((u64::MAX, rec.timestamp.unwrap_or(i64::MIN)));
+                }
                 if let Err(e) = s.commit_task(&mut t, g, &progress) {
                     tracing::warn!(processor = s.name, partition = p, error = %e, "commit on revocation failed; the next owner resumes from the last commit");
                 }
@@ -818,6 +861,8 @@ fn run(mut processor: Box<dyn DynProcessor>, shared: Arc<Shared>, codec: Arc<Cod
                         }
                     }
                 }
+                let buffered: usize = tasks.values().map(|t| t.groups.iter().map(GroupState::buffered).sum::<usize>()).sum();
+                shared.metrics.buffered.get_or_create(&Metrics::label(name)).set(buffered as i64);
                 let due = since_commit >= shared.config.commit_records;
                 let due_tasks: Vec<u32> = tasks
                     .iter()
@@ -930,26 +975,23 @@ fn commit_many(
     })
 }
 
-/// Takes a coverage snapshot when the board changed, and claims what has been fetched.
+/// Takes a snapshot of producers' declarations when the board changed, and claims what
+/// has been fetched since.
 fn cover(shared: &Shared, watch: &mut Watch, tasks: &BTreeMap<u32, RtTask>, consumer: &mut dyn Consumer, sources: &[String], wall: i64) {
     let parts: Vec<u32> = tasks.keys().copied().collect();
     if watch.board.version != watch.coverage.seen_version && watch.last_snapshot.elapsed() >= Duration::from_millis(5) && !parts.is_empty() {
-        let (values, declared) = Coverage::values_now(&shared.topology, &watch.board, shared.config.lookahead_ms, shared.me, &parts, sources, wall);
-        let mut tps: Vec<TopicPartition> = Vec::new();
-        for p in &parts {
-            for t in shared.flow.inputs() {
-                if shared.topology.is_derived(&t) || (!declared.is_empty() && sources.contains(&t)) {
-                    tps.push(TopicPartition::new(&t, *p));
+        let declared = Coverage::values_now(&watch.board, &parts, sources, wall);
+        watch.coverage.seen_version = watch.board.version;
+        if !declared.is_empty() {
+            let tps: Vec<TopicPartition> = declared.iter().map(|(p, t, _)| TopicPartition::new(t, *p)).collect();
+            match shared.log.watermarks(&tps) {
+                Ok(marks) => {
+                    let ends = tps.into_iter().zip(marks).map(|(tp, (_, end))| (tp, end)).collect();
+                    watch.coverage.push(ends, declared, watch.board.version);
+                    watch.last_snapshot = Instant::now();
                 }
+                Err(e) => tracing::warn!(processor = shared.name, error = %e, "reading input ends for progress failed; retrying"),
             }
-        }
-        match shared.log.watermarks(&tps) {
-            Ok(marks) => {
-                let ends = tps.into_iter().zip(marks).map(|(tp, (_, end))| (tp, end)).collect();
-                watch.coverage.push(ends, values, declared, watch.board.version);
-                watch.last_snapshot = Instant::now();
-            }
-            Err(e) => tracing::warn!(processor = shared.name, error = %e, "reading input ends for progress failed; retrying"),
         }
     }
     let slack = watch.slack;
@@ -992,21 +1034,56 @@ fn views(t: &RtTask, shared: &Shared, watch: &Watch, ends: &EndCache, consumer: 
         .collect()
 }
 
-/// A task's progress to publish: what each slot has pending, what it has covered.
-fn progress_of(t: &mut RtTask, views: &[GroupView], covered: BTreeMap<String, BTreeMap<String, i64>>) -> TaskProgress {
+/// A task's progress to publish: what each slot has pending, how far it has fetched its
+/// derived inputs, and its recent commits on derived topics (with the outputs waiting for
+/// the next commit as the commit of unknown offsets).
+fn progress_of(t: &mut RtTask, views: &[GroupView], shared: &Shared, board: &Board, consumer: &dyn Consumer) -> TaskProgress {
     let mut pending: Vec<i64> = t.groups.iter().zip(views).map(|(g, v)| g.pending(v)).collect();
     let timer = match t.core.next_timer() {
         Ok(t) => t.map_or(i64::MAX, |t| t.at),
         Err(_) => i64::MIN,
     };
     pending.push(timer);
-    TaskProgress { pending, covered }
+    let p = t.core.partition;
+    let mut fetched = BTreeMap::new();
+    for tp in t.routes.keys().filter(|tp| shared.topology.is_derived(&tp.topic)) {
+        let at = consumer.position(tp).max(t.fetched_to.get(tp).copied()).unwrap_or(0);
+        // Everything below the first record still buffered, or not fetched, may be counted
+        // as fetched: what is buffered is pending.
+        fetched.insert(tp.topic.to_string(), at);
+    }
+    let _ = p;
+    // Commits every reader has fetched past no longer matter.
+    let mut emitted = t.emitted.clone();
+    for (topic, per) in emitted.iter_mut() {
+        let readers = shared.topology.readers_of(topic);
+        for (x, commits) in per.iter_mut() {
+            let least = readers.iter().map(|q| board.task(*q, *x).and_then(|e| e.fetched.get(topic).copied()).unwrap_or(0)).min().unwrap_or(0);
+            commits.retain(|(end, _)| *end > least);
+            while commits.len() > 16 {
+                let (e1, m1) = commits.remove(0);
+                commits[0] = (commits[0].0.max(e1), commits[0].1.min(m1));
+            }
+        }
+        per.retain(|_, c| !c.is_empty());
+    }
+    emitted.retain(|_, per| !per.is_empty());
+    for rec in &t.core.pending {
+        let Some(n) = shared.topology.partitions_of(&rec.topic) else { continue };
+        let x = rec.partition.unwrap_or_else(|| rec.key.as_deref().map(|k| storeflow_ingest::partitioner::partition_for_key(k, n)).unwrap_or(0));
+        let ts = rec.timestamp.unwrap_or(i64::MIN);
+        let commits = emitted.entry(rec.topic.clone()).or_default().entry(x).or_default();
+        match commits.last_mut() {
+            Some((u64::MAX, m)) => *m = (*m).min(ts),
+            _ => commits.push((u64::MAX, ts)),
+        }
+    }
+    TaskProgress { pending, fetched, emitted }
 }
 
 fn own_progress(t: &mut RtTask, shared: &Shared, watch: &Watch, ends: &EndCache, consumer: &dyn Consumer, wall: i64, globals_before: i64) -> TaskProgress {
     let v = views(t, shared, watch, ends, consumer, wall, globals_before);
-    let covered = watch.coverage.covered.get(&t.core.partition).cloned().unwrap_or_default();
-    progress_of(t, &v, covered)
+    progress_of(t, &v, shared, &watch.board, consumer)
 }
 
 /// How many steps one task takes per turn at most, before the loop polls again.
@@ -1029,8 +1106,7 @@ fn run_task(
 ) -> Option<Turn> {
     let p = t.core.partition;
     let mut v = views(t, shared, watch, ends, consumer, wall, globals_before);
-    let covered = watch.coverage.covered.get(&p).cloned().unwrap_or_default();
-    let own = progress_of(t, &v, covered.clone());
+    let own = progress_of(t, &v, shared, &watch.board, consumer);
     for (g, view) in v.iter_mut().enumerate() {
         if !shared.topology.derived_inputs(shared.me, g).is_empty() {
             view.frontier = progress::frontier(&shared.topology, &watch.board, shared.config.lookahead_ms, shared.me, p, g, &own);
@@ -1113,7 +1189,7 @@ fn run_task(
     } else {
         t.stuck = None;
     }
-    let progress = progress_of(t, &v, covered);
+    let progress = progress_of(t, &v, shared, &watch.board, consumer);
     Some(Turn { steps, waiting, progress })
 }
 

@@ -155,18 +155,15 @@ impl Topology {
         self.nodes[p].flow.groups[g].inputs.iter().filter(|t| self.is_derived(t)).cloned().collect()
     }
 
-    /// The frontier of `topic` that writer task `(p, partition)` promises given its pending
-    /// times per slot: nothing it writes there from now on is stamped below this.
-    pub fn output_frontier(&self, p: usize, pending: &[i64], topic: &str, lookahead: i64) -> i64 {
-        let mut f = i64::MAX;
-        for ((wp, slot), fb) in self.writers_of(topic) {
-            if *wp != p {
-                continue;
-            }
-            let at = pending.get(*slot).copied().unwrap_or(i64::MIN);
-            f = f.min(if *fb { at.saturating_add(lookahead) } else { at });
-        }
-        f
+    /// The processors that read `topic` (in one of their groups).
+    pub fn readers_of(&self, topic: &str) -> Vec<usize> {
+        self.nodes.iter().enumerate().filter(|(_, n)| n.flow.group_of(topic).is_some()).map(|(i, _)| i).collect()
+    }
+
+    /// The partition count of `topic` if a processor reads it (its task count: inputs are
+    /// co-partitioned).
+    pub fn partitions_of(&self, topic: &str) -> Option<u32> {
+        self.readers_of(topic).first().map(|q| self.nodes[*q].tasks)
     }
 }
 
@@ -221,12 +218,10 @@ mod tests {
     }
 
     #[test]
-    fn an_output_frontier_adds_the_lookahead_on_feedback_edges_only() {
+    fn a_topic_knows_who_reads_it_and_how_many_partitions_it_has() {
         let t = saga();
-        // orders: source group pending at 100, replies at 50, timers at 70.
-        let pending = [100, 50, 70];
-        assert_eq!(t.output_frontier(0, &pending, "commands", 1000), 100.min(1050).min(1070));
-        assert_eq!(t.output_frontier(0, &pending, "lifecycle", 1000), 50);
-        assert_eq!(t.output_frontier(1, &pending, "lifecycle", 1000), i64::MAX, "inventory does not write lifecycle");
+        assert_eq!(t.readers_of("commands"), vec![1]);
+        assert_eq!(t.partitions_of("replies"), Some(2));
+        assert_eq!(t.partitions_of("lifecycle"), None, "no processor reads it");
     }
 }
