@@ -368,7 +368,7 @@ fn forty_racing_reservations_for_five_units_leave_none_available_whatever_the_ev
             sink.write(chunk).await.expect("write");
         }
         // An earlier batch delivered again after the later ones (a crash, a zombie instance).
-        sink.write(&its.chunks(7).nth(2).expect("a third batch")).await.expect("stale batch");
+        sink.write(its.chunks(7).nth(2).expect("a third batch")).await.expect("stale batch");
         let rm = ReadModel::new(sink.db().clone(), tokio::runtime::Handle::current());
         let inv = rm.inventory("sku-race").await.expect("read").expect("inventory");
         assert_eq!((inv.on_hand, inv.reserved, inv.available), (5, 5, 0), "{inv:?}");

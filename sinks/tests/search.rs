@@ -367,7 +367,7 @@ fn forty_racing_reservations_leave_the_product_out_of_stock_whatever_the_event_t
         for chunk in its.chunks(7) {
             sink.write(chunk).await.expect("write");
         }
-        sink.write(&its.chunks(7).nth(2).expect("a third batch")).await.expect("stale batch");
+        sink.write(its.chunks(7).nth(2).expect("a third batch")).await.expect("stale batch");
         let s = Search::new(sink.index().clone(), tokio::runtime::Handle::current());
         s.refresh().await.expect("refresh");
         let d = s.product("p-race").await.expect("read").expect("doc");

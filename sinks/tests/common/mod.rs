@@ -163,7 +163,7 @@ pub const PATIENCE: Duration = Duration::from_secs(120);
 /// `n` event times `base + spacing × k` for k a fixed permutation of 0..n (k = i × 17 mod n):
 /// what several producers' clocks make of events processed one after the other.
 pub fn shuffled_times(n: usize, base: i64, spacing: i64) -> Vec<i64> {
-    assert!(n % 17 != 0, "17 must be coprime to n for a permutation");
+    assert!(!n.is_multiple_of(17), "17 must be coprime to n for a permutation");
     (0..n).map(|i| base + spacing * ((i * 17) % n) as i64).collect()
 }
 
