@@ -10,7 +10,9 @@ use std::path::Path;
 use prometheus_client::registry::Registry;
 use storeflow_avro::*;
 use storeflow_sinks::analytics::config::{AnalyticsConfig, ClickHouseConfig};
-use storeflow_sinks::analytics::{Analytics, AnalyticsSink, DashboardRange, Granularity, SalesBucket};
+use storeflow_ingest::partitioner::partition_for_key;
+use storeflow_sinks::analytics::rows::DimProduct;
+use storeflow_sinks::analytics::{Analytics, AnalyticsSink, DashboardRange, Granularity, Question, SalesBucket, Store, questions};
 use storeflow_sinks::money::Rates;
 use storeflow_sinks::runner::Sink;
 use storeflow_sinks::{Sinks, SinksConfig};
@@ -57,6 +59,9 @@ on_both!(
     the_dashboard_matches_a_brute_force_count_over_the_events,
     vendor_performance_matches_a_brute_force_count_over_the_events,
     vendor_sales_per_hour_and_day_match_a_brute_force_count_over_the_events,
+    vendor_stock_is_the_latest_snapshot_whatever_the_event_times,
+    the_product_dimension_keeps_the_latest_catalog_event_whatever_the_event_times,
+    vendor_minutes_keep_the_highest_version_whatever_the_event_times,
 );
 
 fn rt() -> tokio::runtime::Runtime {
@@ -292,4 +297,401 @@ fn vendor_sales_per_hour_and_day_match_a_brute_force_count_over_the_events(b: Ba
             assert_eq!(got, want, "{g:?}");
         }
     });
+}
+
+/// Runs `ch` on ClickHouse or `df` on the Parquet twin (questions the API does not ask).
+async fn ask<T: serde::de::DeserializeOwned>(store: &Store, ch: &str, df: &str) -> Vec<T> {
+    match store {
+        Store::ClickHouse(c) => c.query(ch, &[]).await.expect("ClickHouse query"),
+        Store::Parquet(p) => p.query(df, &[]).await.expect("DataFusion query"),
+    }
+}
+
+fn created(id: &str, sku: &str, vendor: &str, at: i64, title: &str, price: i64) -> Event {
+    Event::ProductCreated(ProductCreated {
+        event_id: format!("pc-{id}"),
+        occurred_at: Timestamp(at),
+        product_id: id.into(),
+        vendor_id: vendor.into(),
+        sku: sku.into(),
+        title: title.into(),
+        description: "d".into(),
+        translations: Default::default(),
+        category: "sports/fitness/yoga".into(),
+        brand: "Sora".into(),
+        price_minor: price,
+        currency: "EUR".into(),
+    })
+}
+
+fn vendor_stock_is_the_latest_snapshot_whatever_the_event_times(b: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let race = racing_reservations("sku-race", "wh-a", "p-race", 5, 40);
+    let recv = receipts("sku-recv", "wh-b", 40);
+    assert_eq!(newest_by_event_time(&race).map(|s| s.available), Some(2), "the fixture races");
+    assert!(newest_by_event_time(&recv).is_some_and(|s| s.on_hand < 40), "the fixture's clocks disagree");
+    let events = [
+        vec![created("p-race", "sku-race", "v-race", START - 200_000, "Race", 1_000), created("p-recv", "sku-recv", "v-race", START - 200_000, "Recv", 1_000)],
+        race,
+        recv,
+    ]
+    .concat();
+    let its = items(&events);
+    rt().block_on(async {
+        let mut sink = AnalyticsSink::open(&b.config(), dir.path()).await.expect("open");
+        for chunk in its.chunks(11) {
+            sink.write(chunk).await.expect("write");
+        }
+        sink.write(its.chunks(11).nth(3).expect("a fourth batch")).await.expect("stale batch");
+        let v = handle(&sink).vendor_performance("v-race", DashboardRange::Month, Some(START + 60_000)).await.expect("vendor");
+        // sku-race: 5 on hand, all reserved; sku-recv: 40 received.
+        assert_eq!((v.on_hand, v.available), (45, 40), "{v:?}");
+    });
+}
+
+fn the_product_dimension_keeps_the_latest_catalog_event_whatever_the_event_times(b: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    // A product whose catalog partition has one below it, for a record from a lower position.
+    let id = (0..).map(|i| format!("p-dim-{i}")).find(|id| partition_for_key(id.as_bytes(), Topic::Catalog.default_partitions()) > 0).expect("an id");
+    let price = |at: i64, p: i64, n: &str| {
+        Event::PriceChanged(PriceChanged {
+            event_id: format!("pr-{n}"),
+            occurred_at: Timestamp(at),
+            product_id: id.clone(),
+            vendor_id: "v-dim".into(),
+            sku: "sku-dim".into(),
+            old_price_minor: None,
+            price_minor: p,
+            currency: "EUR".into(),
+        })
+    };
+    // In log order, each stamped earlier than the one before.
+    let events = vec![
+        created(&id, "sku-dim", "v-dim", START + 50_000, "First title", 1_000),
+        price(START + 40_000, 2_000, "a"),
+        Event::ProductUpdated(ProductUpdated {
+            event_id: "pu-dim".into(),
+            occurred_at: Timestamp(START + 30_000),
+            product_id: id.clone(),
+            vendor_id: "v-dim".into(),
+            title: Some("Second title".into()),
+            description: None,
+            category: None,
+            brand: None,
+            status: None,
+        }),
+        price(START + 20_000, 3_000, "b"),
+    ];
+    let its = items(&events);
+    let load = |store: Store| {
+        let id = id.clone();
+        async move {
+            let all: Vec<DimProduct> = questions::run(&store, Question::LoadProducts, &[]).await.expect("load products");
+            all.into_iter().find(|p| p.product_id == id).map(|p| (p.title, p.price_minor, p.pos))
+        }
+    };
+    rt().block_on(async {
+        let mut sink = AnalyticsSink::open(&b.config(), dir.path()).await.expect("open");
+        for it in &its {
+            sink.write(std::slice::from_ref(it)).await.expect("write");
+        }
+        let last = its.last().expect("items").position();
+        assert_eq!(load(sink.store().clone()).await, Some(("Second title".into(), 3_000, last)));
+        // A fresh sink learns the catalogue from the table and refuses an older price from a
+        // position below it that no high-water mark covers.
+        let mut again = AnalyticsSink::open(&b.config(), dir.path()).await.expect("reopen");
+        let mut lower = items(&[price(START + 90_000, 9_999, "c")]).remove(0);
+        lower.partition -= 1;
+        lower.offset = 1_000;
+        again.write(&[lower]).await.expect("older price");
+        assert_eq!(load(again.store().clone()).await, Some(("Second title".into(), 3_000, last)));
+    });
+}
+
+#[derive(Debug, PartialEq, serde::Deserialize)]
+struct MinuteRow {
+    version: i64,
+    gmv_minor: i64,
+}
+
+fn vendor_minutes_keep_the_highest_version_whatever_the_event_times(b: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let times = shuffled_times(5, START, 7_000);
+    let events: Vec<Event> = times
+        .iter()
+        .enumerate()
+        .map(|(k, at)| {
+            let v = k as i64 + 1;
+            Event::VendorSalesMinute(VendorSalesMinute {
+                event_id: format!("vm-{v}"),
+                occurred_at: Timestamp(*at),
+                vendor_id: "v-min".into(),
+                minute: Timestamp(START),
+                currency: "EUR".into(),
+                orders: v as i32,
+                units: v as i32,
+                gmv_minor: 1_000 * v,
+                refunds_minor: 0,
+                commission_minor: 100 * v,
+                net_payout_minor: 900 * v,
+                base_currency: "EUR".into(),
+                gmv_base_minor: 1_000 * v,
+                net_payout_base_minor: 900 * v,
+                version: v,
+            })
+        })
+        .collect();
+    assert!(times.iter().enumerate().any(|(k, t)| k < 4 && *t > times[4]), "the last figure is not the newest by event time");
+    rt().block_on(async {
+        let mut sink = AnalyticsSink::open(&b.config(), dir.path()).await.expect("open");
+        for it in items(&events) {
+            sink.write(&[it]).await.expect("write");
+        }
+        if let Store::ClickHouse(c) = sink.store() {
+            // Merge the parts, as ClickHouse will eventually: the highest version survives.
+            c.client().query("OPTIMIZE TABLE fact_vendor_minutes FINAL").execute().await.expect("optimize");
+        }
+        let rows: Vec<MinuteRow> = ask(
+            sink.store(),
+            "SELECT version, gmv_minor FROM fact_vendor_minutes FINAL WHERE vendor_id = 'v-min'",
+            "SELECT version, gmv_minor FROM (SELECT version, gmv_minor, ROW_NUMBER() OVER \
+             (PARTITION BY vendor_id, minute, currency ORDER BY version DESC) AS rn FROM fact_vendor_minutes WHERE vendor_id = 'v-min') WHERE rn = 1",
+        )
+        .await;
+        assert_eq!(rows, vec![MinuteRow { version: 5, gmv_minor: 5_000 }]);
+    });
+}
+
+/// Rows of a release before versions decided what is newer: per table, two states of one
+/// entity from one partition where the later one in the log carries the older event time
+/// (and, for products, the older event-time version). One INSERT per row, merges stopped:
+/// rows written by different batches that ClickHouse has not merged yet (within one block
+/// a ReplacingMergeTree keeps one row per key at once).
+const LEGACY_ROWS: [(&str, &str, [&str; 2]); 4] = [
+    (
+        "dim_products",
+        "(event_id, occurred_at, product_id, vendor_id, sku, title, category, brand, status, price_minor, currency, created_at, version, \
+         src_topic, src_partition, src_offset)",
+        [
+            "('e1', fromUnixTimestamp64Milli(toInt64(1764000000500)), 'p-old', 'v-old', 'sku-old', 'Older in the log', 'c', 'b', 'active', 100, 'EUR', \
+             fromUnixTimestamp64Milli(toInt64(1764000000000)), 1764000000500, 'storefront.catalog', 1, 10)",
+            "('e2', fromUnixTimestamp64Milli(toInt64(1764000000100)), 'p-old', 'v-old', 'sku-old', 'Latest in the log', 'c', 'b', 'active', 200, 'EUR', \
+             fromUnixTimestamp64Milli(toInt64(1764000000000)), 1764000000100, 'storefront.catalog', 1, 11)",
+        ],
+    ),
+    (
+        "dim_vendors",
+        "(event_id, occurred_at, vendor_id, name, country, plan, payout_currency, src_topic, src_partition, src_offset)",
+        [
+            "('v1', fromUnixTimestamp64Milli(toInt64(1764000000900)), 'v-old', 'Older in the log', 'DE', 'pro', 'EUR', 'storefront.catalog', 2, 5)",
+            "('v2', fromUnixTimestamp64Milli(toInt64(1764000000100)), 'v-old', 'Latest in the log', 'DE', 'pro', 'EUR', 'storefront.catalog', 2, 6)",
+        ],
+    ),
+    (
+        "fact_vendor_minutes",
+        "(event_id, occurred_at, vendor_id, minute, currency, orders, units, gmv_minor, refunds_minor, commission_minor, net_payout_minor, \
+         base_currency, gmv_base_minor, net_payout_base_minor, src_topic, src_partition, src_offset)",
+        [
+            "('m1', fromUnixTimestamp64Milli(toInt64(1764000000900)), 'v-old', fromUnixTimestamp64Milli(toInt64(1764000000000)), 'EUR', 1, 1, 100, 0, 10, 90, \
+             'EUR', 100, 90, 'sales.vendor_minute', 0, 20)",
+            "('m2', fromUnixTimestamp64Milli(toInt64(1764000000100)), 'v-old', fromUnixTimestamp64Milli(toInt64(1764000000000)), 'EUR', 2, 2, 200, 0, 20, 180, \
+             'EUR', 200, 180, 'sales.vendor_minute', 0, 21)",
+        ],
+    ),
+    (
+        "fact_stock_levels",
+        "(event_id, occurred_at, sku, product_id, vendor_id, warehouse_id, on_hand, reserved, available, cause, src_topic, src_partition, src_offset)",
+        [
+            "('s1', fromUnixTimestamp64Milli(toInt64(1764000000900)), 'sku-old', 'p-old', 'v-old', 'wh-a', 1, 0, 1, 'received', 'inventory.levels', 3, 30)",
+            "('s2', fromUnixTimestamp64Milli(toInt64(1764000000100)), 'sku-old', 'p-old', 'v-old', 'wh-a', 2, 0, 2, 'received', 'inventory.levels', 3, 31)",
+        ],
+    ),
+];
+
+#[derive(Debug, serde::Deserialize)]
+struct TableInfo {
+    name: String,
+    engine_full: String,
+}
+
+#[derive(Debug, PartialEq, serde::Deserialize)]
+struct Named {
+    name: String,
+}
+
+#[test]
+fn a_clickhouse_database_of_an_older_release_is_upgraded_in_place() {
+    init();
+    let Some((cfg, _cleanup)) = clickhouse() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let b = Backend::ClickHouse(cfg.clone());
+    rt().block_on(async {
+        // The database as the older release left it: its DDL, the rollups, some rows.
+        let raw = ::clickhouse::Client::default().with_url(&cfg.url);
+        raw.query(&format!("CREATE DATABASE `{}`", cfg.database)).execute().await.expect("create database");
+        let db = raw.with_database(&cfg.database);
+        let old = include_str!("fixtures/clickhouse_0001_before_versions.sql");
+        for st in storeflow_sinks::analytics::clickhouse::statements(old).into_iter().chain(storeflow_sinks::analytics::clickhouse::statements(storeflow_sinks::analytics::clickhouse::DDL[1].1)) {
+            db.query(&st).execute().await.expect("old DDL");
+        }
+        for (table, cols, rows) in LEGACY_ROWS {
+            db.query(&format!("SYSTEM STOP MERGES {table}")).execute().await.expect("stop merges");
+            for row in rows {
+                db.query(&format!("INSERT INTO {table} {cols} VALUES {row}")).execute().await.expect("a legacy row");
+            }
+        }
+        let mut sink = AnalyticsSink::open(&b.config(), dir.path()).await.expect("open upgrades");
+        let Store::ClickHouse(c) = sink.store().clone() else { unreachable!("ClickHouse") };
+        let tables: Vec<TableInfo> = c
+            .query("SELECT name, engine_full FROM system.tables WHERE database = currentDatabase() ORDER BY name", &[])
+            .await
+            .expect("tables");
+        assert!(tables.iter().all(|t| !t.name.ends_with("__old")), "{tables:?}");
+        let engine = |n: &str| tables.iter().find(|t| t.name == n).map(|t| t.engine_full.clone()).unwrap_or_default();
+        assert!(engine("dim_products").starts_with("ReplacingMergeTree(pos)"), "{}", engine("dim_products"));
+        assert!(engine("dim_vendors").starts_with("ReplacingMergeTree(pos)"), "{}", engine("dim_vendors"));
+        assert!(engine("fact_vendor_minutes").starts_with("ReplacingMergeTree(version)"), "{}", engine("fact_vendor_minutes"));
+        // Each legacy product row got the position of the record it names: the later wins.
+        let products: Vec<DimProduct> = questions::run(sink.store(), Question::LoadProducts, &[]).await.expect("products");
+        let p = products.iter().find(|p| p.product_id == "p-old").expect("p-old");
+        assert_eq!((p.title.as_str(), p.price_minor, p.pos), ("Latest in the log", 200, (1i64 << 48) + 11));
+        let vendors: Vec<Named> = c.query("SELECT name FROM dim_vendors FINAL WHERE vendor_id = 'v-old'", &[]).await.expect("vendors");
+        assert_eq!(vendors, vec![Named { name: "Latest in the log".into() }]);
+        // Vendor minutes keep the processor's last figure, as version 0.
+        let minutes: Vec<MinuteRow> = c.query("SELECT version, gmv_minor FROM fact_vendor_minutes WHERE vendor_id = 'v-old'", &[]).await.expect("minutes");
+        assert_eq!(minutes, vec![MinuteRow { version: 0, gmv_minor: 200 }]);
+        // Legacy stock levels are version 0 and ordered by their position.
+        let perf = handle(&sink).vendor_performance("v-old", DashboardRange::Month, Some(START)).await.expect("vendor");
+        assert_eq!(perf.on_hand, 2);
+        // The high-water marks survived the copy: a legacy record is not inserted again …
+        let count = |c: storeflow_sinks::analytics::clickhouse::ClickHouseStore| async move {
+            let n: Vec<serde_json::Value> = c.query("SELECT count() AS n FROM dim_products", &[]).await.expect("count");
+            n[0]["n"].as_u64().expect("a count")
+        };
+        let before = count(c.clone()).await;
+        let mut again = items(&[created("p-old", "sku-old", "v-old", START, "Replayed", 1)]).remove(0);
+        (again.partition, again.offset) = (1, 11);
+        sink.write(&[again]).await.expect("replay");
+        assert_eq!(count(c.clone()).await, before);
+        // … and a versioned level beats the legacy ones.
+        let mut level_1 = items(&[level("sku-old", "wh-a", 1, START - 1_000_000, 7, 0, "adjusted")]).remove(0);
+        (level_1.partition, level_1.offset) = (3, 32);
+        sink.write(&[level_1]).await.expect("a versioned level");
+        let perf = handle(&sink).vendor_performance("v-old", DashboardRange::Month, Some(START)).await.expect("vendor");
+        assert_eq!(perf.on_hand, 7);
+        // Opening again finds the current shape and changes nothing.
+        let again = AnalyticsSink::open(&b.config(), dir.path()).await.expect("reopen");
+        let Store::ClickHouse(c2) = again.store().clone() else { unreachable!("ClickHouse") };
+        assert_eq!(count(c2).await, before);
+        let products: Vec<DimProduct> = questions::run(again.store(), Question::LoadProducts, &[]).await.expect("products");
+        assert_eq!(products.iter().filter(|p| p.product_id == "p-old").map(|p| p.title.as_str()).collect::<Vec<_>>(), ["Latest in the log"]);
+    });
+}
+
+/// The old schema of `table` (before versions) and a batch of `rows` in it.
+fn legacy_batch<R: storeflow_sinks::analytics::rows::FactRow>(rows: &[R], drop: &str, add_version: Option<Vec<i64>>) -> arrow::array::RecordBatch {
+    use std::sync::Arc;
+    let current = R::to_batch(rows).expect("batch");
+    let schema = current.schema();
+    let mut fields = Vec::new();
+    let mut columns: Vec<arrow::array::ArrayRef> = Vec::new();
+    for (i, f) in schema.fields().iter().enumerate() {
+        if f.name() == drop {
+            if let Some(v) = &add_version {
+                fields.push(arrow::datatypes::Field::new("version", arrow::datatypes::DataType::Int64, false));
+                columns.push(Arc::new(arrow::array::Int64Array::from(v.clone())));
+            }
+            continue;
+        }
+        fields.push(f.as_ref().clone());
+        columns.push(current.column(i).clone());
+    }
+    arrow::array::RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), columns).expect("legacy batch")
+}
+
+fn write_legacy_file(dir: &Path, table: &str, batch: &arrow::array::RecordBatch, marks: &str) {
+    let tdir = dir.join("analytics").join(table);
+    std::fs::create_dir_all(&tdir).expect("table dir");
+    let props = ::parquet::file::properties::WriterProperties::builder()
+        .set_key_value_metadata(Some(vec![::parquet::file::metadata::KeyValue::new("storeflow.marks".to_string(), marks.to_string())]))
+        .build();
+    let file = std::fs::File::create(tdir.join("part-000000000000.parquet")).expect("file");
+    let mut w = ::parquet::arrow::ArrowWriter::try_new(file, batch.schema(), Some(props)).expect("writer");
+    w.write(batch).expect("write");
+    w.close().expect("close");
+}
+
+#[test]
+fn parquet_files_of_an_older_release_are_rewritten_in_the_current_schema() {
+    use storeflow_sinks::analytics::rows::FactStockLevel;
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let product = |id: &str, title: &str, price: i64, offset: u64| DimProduct {
+        event_id: id.into(),
+        occurred_at: START,
+        product_id: "p-old".into(),
+        vendor_id: "v-old".into(),
+        sku: "sku-old".into(),
+        title: title.into(),
+        status: "active".into(),
+        price_minor: price,
+        currency: "EUR".into(),
+        created_at: START,
+        pos: 0,
+        src_topic: "storefront.catalog".into(),
+        src_partition: 1,
+        src_offset: offset,
+        ..Default::default()
+    };
+    let products = [product("e1", "Older in the log", 100, 10), product("e2", "Latest in the log", 200, 11)];
+    // The older release's version: the newest event time, higher on the older row.
+    write_legacy_file(dir.path(), "dim_products", &legacy_batch(&products, "pos", Some(vec![START + 500, START + 100])), r#"{"storefront.catalog/1":11}"#);
+    let level = |id: &str, on_hand: i32, offset: u64, at: i64| FactStockLevel {
+        event_id: id.into(),
+        occurred_at: at,
+        sku: "sku-old".into(),
+        product_id: "p-old".into(),
+        vendor_id: "v-old".into(),
+        warehouse_id: "wh-a".into(),
+        on_hand,
+        available: on_hand,
+        cause: "received".into(),
+        src_topic: "inventory.levels".into(),
+        src_partition: 3,
+        src_offset: offset,
+        ..Default::default()
+    };
+    let levels = [level("s1", 1, 30, START + 900), level("s2", 2, 31, START + 100)];
+    write_legacy_file(dir.path(), "fact_stock_levels", &legacy_batch(&levels, "version", None), r#"{"inventory.levels/3":31}"#);
+    let b = Backend::Parquet;
+    rt().block_on(async {
+        let mut sink = AnalyticsSink::open(&b.config(), dir.path()).await.expect("open upgrades");
+        for table in ["dim_products", "fact_stock_levels"] {
+            let names: Vec<String> = std::fs::read_dir(dir.path().join("analytics").join(table))
+                .expect("list")
+                .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+                .collect();
+            assert!(!names.contains(&"part-000000000000.parquet".to_string()) && names.len() == 1, "{table}: {names:?}");
+        }
+        let all: Vec<DimProduct> = questions::run(sink.store(), Question::LoadProducts, &[]).await.expect("products");
+        let p = all.iter().find(|p| p.product_id == "p-old").expect("p-old");
+        assert_eq!((p.title.as_str(), p.price_minor, p.pos), ("Latest in the log", 200, (1i64 << 48) + 11));
+        let perf = handle(&sink).vendor_performance("v-old", DashboardRange::Month, Some(START)).await.expect("vendor");
+        assert_eq!(perf.on_hand, 2);
+        // The footers' marks survived: a legacy record is not inserted again.
+        let mut again = items(&[level_event()]).remove(0);
+        (again.partition, again.offset) = (3, 31);
+        sink.write(&[again]).await.expect("replay");
+        let counts = handle(&sink).row_counts().await.expect("counts");
+        assert_eq!((counts["dim_products"], counts["fact_stock_levels"]), (2, 2));
+        // Opening again rewrites nothing.
+        drop(sink);
+        let again = AnalyticsSink::open(&b.config(), dir.path()).await.expect("reopen");
+        let counts = handle(&again).row_counts().await.expect("counts");
+        assert_eq!((counts["dim_products"], counts["fact_stock_levels"]), (2, 2));
+    });
+}
+
+fn level_event() -> Event {
+    level("sku-old", "wh-a", 1, START, 9, 0, "adjusted")
 }

@@ -6,25 +6,31 @@
 -- carries its source (src_topic, src_partition, src_offset): the sink never inserts a row at
 -- or below the highest source offset a table holds for that partition, so a redelivered
 -- batch adds nothing (the materialized rollups in 0002 would otherwise count it twice).
--- Dimensions are ReplacingMergeTree: the newest version of a product or vendor wins (FINAL).
+-- Dimensions and the sales processor's minutes are ReplacingMergeTree by what decides which
+-- state is newer — never event time: a snapshot's own `version` (fact_vendor_minutes) or,
+-- for rows from topics without versions, `pos` = partition × 2^48 + offset of the source
+-- record (dim_products, dim_vendors; an entity's events all live in one partition, in
+-- processing order). `occurred_at` is data. Read them with FINAL.
 --
 -- Statements are separated by lines ending in ';' and are idempotent (IF NOT EXISTS): the
--- sink runs this file on every start.
+-- sink runs this file on every start. This file describes the current tables; databases
+-- created by an older release are brought to it first (UPGRADES in
+-- sinks/src/analytics/clickhouse.rs: columns added, engines rebuilt).
 
 CREATE TABLE IF NOT EXISTS dim_vendors (
     event_id String, occurred_at DateTime64(3, 'UTC'),
     vendor_id String, name String, country LowCardinality(String), plan LowCardinality(String),
-    payout_currency LowCardinality(String),
+    payout_currency LowCardinality(String), pos Int64,
     src_topic LowCardinality(String), src_partition UInt32, src_offset UInt64
-) ENGINE = ReplacingMergeTree(occurred_at) ORDER BY vendor_id;
+) ENGINE = ReplacingMergeTree(pos) ORDER BY vendor_id;
 
 CREATE TABLE IF NOT EXISTS dim_products (
     event_id String, occurred_at DateTime64(3, 'UTC'),
     product_id String, vendor_id String, sku String, title String, category LowCardinality(String),
     brand LowCardinality(String), status LowCardinality(String), price_minor Int64, currency LowCardinality(String),
-    created_at DateTime64(3, 'UTC'), version Int64,
+    created_at DateTime64(3, 'UTC'), pos Int64,
     src_topic LowCardinality(String), src_partition UInt32, src_offset UInt64
-) ENGINE = ReplacingMergeTree(version) ORDER BY product_id;
+) ENGINE = ReplacingMergeTree(pos) ORDER BY product_id;
 
 CREATE TABLE IF NOT EXISTS fact_exchange_rates (
     event_id String, occurred_at DateTime64(3, 'UTC'),
@@ -98,7 +104,7 @@ CREATE TABLE IF NOT EXISTS fact_fulfillment (
 CREATE TABLE IF NOT EXISTS fact_stock_levels (
     event_id String, occurred_at DateTime64(3, 'UTC'),
     sku String, product_id String, vendor_id String, warehouse_id LowCardinality(String), on_hand Int32,
-    reserved Int32, available Int32, cause LowCardinality(String),
+    reserved Int32, available Int32, cause LowCardinality(String), version Int64,
     src_topic LowCardinality(String), src_partition UInt32, src_offset UInt64
 ) ENGINE = MergeTree PARTITION BY toYYYYMM(occurred_at) ORDER BY (vendor_id, sku, warehouse_id, occurred_at);
 
@@ -139,6 +145,6 @@ CREATE TABLE IF NOT EXISTS fact_vendor_minutes (
     event_id String, occurred_at DateTime64(3, 'UTC'),
     vendor_id String, minute DateTime64(3, 'UTC'), currency LowCardinality(String), orders Int32, units Int32,
     gmv_minor Int64, refunds_minor Int64, commission_minor Int64, net_payout_minor Int64,
-    base_currency LowCardinality(String), gmv_base_minor Int64, net_payout_base_minor Int64,
+    base_currency LowCardinality(String), gmv_base_minor Int64, net_payout_base_minor Int64, version Int64,
     src_topic LowCardinality(String), src_partition UInt32, src_offset UInt64
-) ENGINE = ReplacingMergeTree(occurred_at) PARTITION BY toYYYYMM(minute) ORDER BY (vendor_id, minute, currency);
+) ENGINE = ReplacingMergeTree(version) PARTITION BY toYYYYMM(minute) ORDER BY (vendor_id, minute, currency);

@@ -8,6 +8,11 @@
 //! scanning the data. The twin enforces the same CHECK constraints as the ClickHouse DDL
 //! ([`FactRow::check`]) and rejects a violating write as a whole.
 //!
+//! **Upgrades.** A file written by an older release whose table has gained or lost columns
+//! since (the versions that replaced event time) is rewritten at open in the current schema
+//! ([`upgrade_batch`]): the new file names the old one in `storeflow.replaces`, so a crash
+//! in between leaves no duplicate.
+//!
 //! **Compaction.** Once a table has 32 files, they are merged into one whose footer lists
 //! the files it replaces (`storeflow.replaces`); the sources are deleted after the merged
 //! file is in place. A crash in between leaves both, and opening the store deletes the
@@ -38,7 +43,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use super::clickhouse::Param;
-use super::rows::{FactRow, schemas};
+use super::rows::{FactRow, schemas, upgrade_batch};
 use crate::{Result, SinkError};
 
 const MARKS_KEY: &str = "storeflow.marks";
@@ -73,14 +78,31 @@ fn pq_err(context: String) -> impl FnOnce(parquet::errors::ParquetError) -> Sink
     }
 }
 
-fn read_footer(path: &Path) -> Result<(HashMap<String, u64>, Vec<String>)> {
+/// What a file's footer says.
+struct Footer {
+    /// Highest source offset per `topic/partition`.
+    marks: HashMap<String, u64>,
+    /// Files a compaction or an upgrade replaced with this one.
+    replaces: Vec<String>,
+    /// Column names, in order.
+    columns: Vec<String>,
+}
+
+fn read_footer(path: &Path) -> Result<Footer> {
     let f = File::open(path).map_err(SinkError::io(format!("opening {}", path.display())))?;
     let b = ParquetRecordBatchReaderBuilder::try_new(f).map_err(pq_err(format!("reading the footer of {}", path.display())))?;
     let kv = b.metadata().file_metadata().key_value_metadata().cloned().unwrap_or_default();
     let get = |k: &str| kv.iter().find(|x| x.key == k).and_then(|x| x.value.clone());
     let marks = get(MARKS_KEY).and_then(|v| serde_json::from_str(&v).ok()).unwrap_or_default();
     let replaces = get(REPLACES_KEY).and_then(|v| serde_json::from_str(&v).ok()).unwrap_or_default();
-    Ok((marks, replaces))
+    let columns = b.schema().fields().iter().map(|f| f.name().clone()).collect();
+    Ok(Footer { marks, replaces, columns })
+}
+
+fn read_batches(path: &Path) -> Result<Vec<RecordBatch>> {
+    let file = File::open(path).map_err(SinkError::io(format!("opening {}", path.display())))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file).and_then(|b| b.build()).map_err(pq_err(format!("reading {}", path.display())))?;
+    reader.map(|b| b.map_err(SinkError::parquet(format!("reading {}", path.display())))).collect()
 }
 
 fn sync_dir(dir: &Path) {
@@ -94,7 +116,9 @@ impl ParquetStore {
     /// replaced, and reads every footer.
     pub fn open(dir: &Path) -> Result<ParquetStore> {
         let mut tables = HashMap::new();
-        for (table, _) in schemas() {
+        let mut outdated: Vec<(&'static str, String)> = Vec::new();
+        for (table, schema) in schemas() {
+            let current: Vec<&String> = schema.fields().iter().map(|f| f.name()).collect();
             let tdir = dir.join(table);
             std::fs::create_dir_all(&tdir).map_err(SinkError::io(format!("creating {}", tdir.display())))?;
             let mut names: Vec<String> = Vec::new();
@@ -111,8 +135,11 @@ impl ParquetStore {
             let mut files = Vec::new();
             let mut replaced: Vec<String> = Vec::new();
             for name in &names {
-                let (marks, replaces) = read_footer(&tdir.join(name))?;
+                let Footer { marks, replaces, columns } = read_footer(&tdir.join(name))?;
                 replaced.extend(replaces);
+                if columns.iter().ne(current.iter().copied()) {
+                    outdated.push((table, name.clone()));
+                }
                 files.push(FileInfo { name: name.clone(), marks });
             }
             // A compaction that crashed after writing its result: its sources are duplicates.
@@ -127,7 +154,39 @@ impl ParquetStore {
             let next_seq = names.iter().filter_map(|n| n.strip_prefix("part-")?.strip_suffix(".parquet")?.parse::<u64>().ok()).max().map_or(0, |m| m + 1);
             tables.insert(table, TableFiles { files, next_seq });
         }
-        Ok(ParquetStore { dir: dir.to_path_buf(), tables: parking_lot::Mutex::new(tables), files_lock: tokio::sync::RwLock::new(()) })
+        let store = ParquetStore { dir: dir.to_path_buf(), tables: parking_lot::Mutex::new(tables), files_lock: tokio::sync::RwLock::new(()) };
+        for (table, name) in outdated {
+            store.upgrade_file(table, &name)?;
+        }
+        Ok(store)
+    }
+
+    /// Rewrites a file of an older release in the table's current schema.
+    fn upgrade_file(&self, table: &'static str, name: &str) -> Result<()> {
+        let Some(info) = self.tables.lock().get(table).and_then(|t| t.files.iter().find(|f| f.name == name).cloned()) else {
+            return Ok(()); // replaced by a compaction already
+        };
+        let tdir = self.dir.join(table);
+        let schema = schemas().into_iter().find(|(t, _)| *t == table).map(|(_, s)| s).ok_or_else(|| SinkError::Parquet {
+            context: format!("upgrading {name}"),
+            message: format!("unknown table {table}"),
+            io: false,
+        })?;
+        let batches = read_batches(&tdir.join(name))?.iter().map(|b| upgrade_batch(table, &schema, b)).collect::<Result<Vec<_>>>()?;
+        if batches.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(table, file = name, "rewriting a Parquet file of an older release in the current schema");
+        let upgraded = self.write_file(table, &batches, &info.marks, &[name.to_string()])?;
+        {
+            let mut t = self.tables.lock();
+            let tf = t.entry(table).or_default();
+            tf.files.retain(|f| f.name != name);
+            tf.files.push(upgraded);
+        }
+        let _ = std::fs::remove_file(tdir.join(name));
+        sync_dir(&tdir);
+        Ok(())
     }
 
     /// The folder.
@@ -209,14 +268,7 @@ impl ParquetStore {
         let mut batches = Vec::new();
         let mut marks: HashMap<String, u64> = HashMap::new();
         for f in &files {
-            let path = tdir.join(&f.name);
-            let file = File::open(&path).map_err(SinkError::io(format!("opening {}", path.display())))?;
-            let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-                .and_then(|b| b.build())
-                .map_err(pq_err(format!("reading {}", path.display())))?;
-            for b in reader {
-                batches.push(b.map_err(SinkError::parquet(format!("reading {}", path.display())))?);
-            }
+            batches.extend(read_batches(&tdir.join(&f.name))?);
             for (k, v) in &f.marks {
                 let e = marks.entry(k.clone()).or_insert(0);
                 *e = (*e).max(*v);

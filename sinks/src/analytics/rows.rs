@@ -245,9 +245,13 @@ table! {
 }
 
 table! {
-    /// Stock of a sku in a warehouse after each change.
+    /// Stock of a sku in a warehouse after each change. The current level is the row with
+    /// the highest `version`, then the highest source position (rows from before versions
+    /// have version 0) — not the newest event time.
     FactStockLevel = "fact_stock_levels" {
         sku: str, product_id: str, vendor_id: str, warehouse_id: str, on_hand: i32, reserved: i32, available: i32, cause: str,
+        /// `StockLevelChanged.version`: one more per change of the sku in the warehouse.
+        version: i64,
     }
 }
 
@@ -300,10 +304,13 @@ table! {
 }
 
 table! {
-    /// The sales processor's per-vendor, per-minute report (latest version per minute wins).
+    /// The sales processor's per-vendor, per-minute report (the highest `version` per vendor,
+    /// minute and currency wins).
     FactVendorMinute = "fact_vendor_minutes" {
         vendor_id: str, minute: ts, currency: str, orders: i32, units: i32, gmv_minor: i64, refunds_minor: i64,
         commission_minor: i64, net_payout_minor: i64, base_currency: str, gmv_base_minor: i64, net_payout_base_minor: i64,
+        /// `VendorSalesMinute.version`: one more per change of the vendor's minute.
+        version: i64,
     }
 }
 
@@ -315,17 +322,22 @@ table! {
 }
 
 table! {
-    /// Products: the full state after each catalog event (newest `version` wins).
+    /// Products: the full state after each catalog event (the highest `pos` wins).
     DimProduct = "dim_products" {
         product_id: str, vendor_id: str, sku: str, title: str, category: str, brand: str, status: str, price_minor: i64,
-        currency: str, created_at: ts, version: i64,
+        currency: str, created_at: ts,
+        /// Log position (`Item::position`) of the catalog event after which this is the
+        /// product's state: a product's catalog events all live in one partition.
+        pos: i64,
     }
 }
 
 table! {
-    /// Vendors.
+    /// Vendors (the highest `pos` wins).
     DimVendor = "dim_vendors" {
         vendor_id: str, name: str, country: str, plan: str, payout_currency: str,
+        /// Log position of the VendorOnboarded.
+        pos: i64,
     }
 }
 
@@ -392,6 +404,34 @@ all_tables! {
     fact_price_changes: FactPriceChange,
     fact_customer_events: FactCustomerEvent,
     fact_vendor_minutes: FactVendorMinute,
+}
+
+/// A record batch of `table` written by an older release, in the current `schema`: the
+/// columns it has are kept (by name), columns added since are filled — `pos` from the row's
+/// own source (`Item::position` of `src_partition`, `src_offset`: exact, each row names the
+/// record it comes from), a snapshot `version` with 0 (what records carried before versions
+/// existed) — and columns dropped since (`dim_products.version`, an event time) are left
+/// out. The Parquet twin's counterpart of the ClickHouse `UPGRADES`.
+pub fn upgrade_batch(table: &str, schema: &SchemaRef, batch: &RecordBatch) -> Result<RecordBatch> {
+    let failed = |message: String| SinkError::Parquet { context: format!("upgrading a file of {table}"), message, io: false };
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+    for f in schema.fields() {
+        if let Some(c) = batch.column_by_name(f.name()) {
+            columns.push(c.clone());
+            continue;
+        }
+        let filled: ArrayRef = match f.name().as_str() {
+            "pos" => {
+                let part = from_arrow!(u32, batch, batch.schema().index_of("src_partition").map_err(|e| failed(e.to_string()))?, "src_partition");
+                let off = from_arrow!(u64, batch, batch.schema().index_of("src_offset").map_err(|e| failed(e.to_string()))?, "src_offset");
+                Arc::new(Int64Array::from_iter_values((0..batch.num_rows()).map(|r| crate::runner::position(part.value(r), off.value(r)))))
+            }
+            "version" => Arc::new(Int64Array::from_iter_values(std::iter::repeat_n(0, batch.num_rows()))),
+            other => return Err(failed(format!("column {other} is missing and has no default"))),
+        };
+        columns.push(filled);
+    }
+    RecordBatch::try_new(schema.clone(), columns).map_err(SinkError::parquet(format!("upgrading a file of {table}")))
 }
 
 #[cfg(test)]

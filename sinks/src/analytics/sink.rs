@@ -6,6 +6,12 @@
 //! (product → vendor, category, brand, price; sku → product) to enrich order lines, returns
 //! and stock levels, and the exchange rates to add a base-currency amount to every amount.
 //!
+//! **What is newer** is never decided by event time: the catalogue's fields and price keep
+//! the catalog event with the highest log position ([`Item::position`]; a product's events
+//! live in one partition), and rows that hold a processor's snapshot carry its `version`
+//! (`fact_stock_levels`, `fact_vendor_minutes`) for the tables and questions to pick the
+//! highest. `occurred_at` is data.
+//!
 //! **Idempotency without transactions.** ClickHouse inserts are atomic per INSERT, not
 //! across tables, and the materialized rollups count every inserted row. So each table
 //! keeps a high-water mark per source partition — the highest `src_offset` it holds — and a
@@ -91,8 +97,10 @@ pub const TOPICS: [Topic; 12] = [
 #[derive(Clone, Debug)]
 struct CatalogEntry {
     dim: DimProduct,
-    catalog_at: i64,
-    price_at: i64,
+    /// Log position of the event the catalogue fields come from.
+    catalog_pos: i64,
+    /// Log position of the event the price comes from.
+    price_pos: i64,
 }
 
 /// Rows of one table with its high-water marks: the idempotency filter.
@@ -174,7 +182,7 @@ impl AnalyticsSink {
         let products: Vec<DimProduct> = run(&sink.store, Question::LoadProducts, &[]).await?;
         for p in products {
             sink.sku_product.insert(p.sku.clone(), p.product_id.clone());
-            sink.catalog.insert(p.product_id.clone(), CatalogEntry { catalog_at: p.version, price_at: p.version, dim: p });
+            sink.catalog.insert(p.product_id.clone(), CatalogEntry { catalog_pos: p.pos, price_pos: p.pos, dim: p });
         }
         let rates: Vec<FactExchangeRate> = run(&sink.store, Question::LoadRates, &[]).await?;
         for r in rates {
@@ -210,7 +218,7 @@ impl AnalyticsSink {
             rows.dim_products.push(DimProduct {
                 event_id: event_id.to_string(),
                 occurred_at: at,
-                version: e.catalog_at.max(e.price_at),
+                pos: it.position(),
                 src_topic: it.topic.to_string(),
                 src_partition: it.partition,
                 src_offset: it.offset,
@@ -223,6 +231,7 @@ impl AnalyticsSink {
     pub fn map(&mut self, rows: &mut Rows, it: &Item) {
         let e = &it.event;
         let at = e.occurred_at().millis();
+        let pos = it.position();
         let event_id = e.event_id().to_string();
         let src_topic = it.topic.to_string();
         let (src_partition, src_offset) = (it.partition, it.offset);
@@ -241,16 +250,16 @@ impl AnalyticsSink {
             }
             Event::VendorOnboarded(v) => rows.dim_vendors.push(row!(DimVendor {
                 vendor_id: v.vendor_id.clone(), name: v.name.clone(), country: v.country.clone(), plan: v.plan.clone(),
-                payout_currency: v.payout_currency.clone()
+                payout_currency: v.payout_currency.clone(), pos: pos
             })),
             Event::ProductCreated(p) => {
                 let entry = self.catalog.entry(p.product_id.clone()).or_insert_with(|| CatalogEntry {
                     dim: DimProduct { product_id: p.product_id.clone(), status: "active".into(), ..Default::default() },
-                    catalog_at: i64::MIN,
-                    price_at: i64::MIN,
+                    catalog_pos: i64::MIN,
+                    price_pos: i64::MIN,
                 });
-                if at >= entry.catalog_at {
-                    entry.catalog_at = at;
+                if pos >= entry.catalog_pos {
+                    entry.catalog_pos = pos;
                     entry.dim.vendor_id = p.vendor_id.clone();
                     entry.dim.sku = p.sku.clone();
                     entry.dim.title = p.title.clone();
@@ -258,8 +267,8 @@ impl AnalyticsSink {
                     entry.dim.brand = p.brand.clone();
                     entry.dim.created_at = at;
                 }
-                if at >= entry.price_at {
-                    entry.price_at = at;
+                if pos >= entry.price_pos {
+                    entry.price_pos = pos;
                     entry.dim.price_minor = p.price_minor;
                     entry.dim.currency = p.currency.clone();
                 }
@@ -268,9 +277,9 @@ impl AnalyticsSink {
             }
             Event::ProductUpdated(p) => {
                 if let Some(entry) = self.catalog.get_mut(&p.product_id)
-                    && at >= entry.catalog_at
+                    && pos >= entry.catalog_pos
                 {
-                    entry.catalog_at = at;
+                    entry.catalog_pos = pos;
                     entry.dim.vendor_id = p.vendor_id.clone();
                     if let Some(v) = &p.title {
                         entry.dim.title = v.clone();
@@ -295,9 +304,9 @@ impl AnalyticsSink {
                     price_eur_minor: eur
                 }));
                 if let Some(entry) = self.catalog.get_mut(&p.product_id)
-                    && at >= entry.price_at
+                    && pos >= entry.price_pos
                 {
-                    entry.price_at = at;
+                    entry.price_pos = pos;
                     entry.dim.price_minor = p.price_minor;
                     entry.dim.currency = p.currency.clone();
                     self.emit_product(rows, (&event_id, at, it), &p.product_id);
@@ -450,7 +459,8 @@ impl AnalyticsSink {
                 let (product_id, vendor_id) = self.by_sku(&s.sku);
                 rows.fact_stock_levels.push(row!(FactStockLevel {
                     sku: s.sku.clone(), product_id: product_id, vendor_id: vendor_id, warehouse_id: s.warehouse_id.clone(),
-                    on_hand: s.on_hand, reserved: s.reserved, available: s.available, cause: s.cause.clone()
+                    on_hand: s.on_hand, reserved: s.reserved, available: s.available, cause: s.cause.clone(),
+                    version: s.version
                 }));
             }
             Event::ReservationMade(r) => {
@@ -493,7 +503,7 @@ impl AnalyticsSink {
                 vendor_id: v.vendor_id.clone(), minute: v.minute.millis(), currency: v.currency.clone(), orders: v.orders,
                 units: v.units, gmv_minor: v.gmv_minor, refunds_minor: v.refunds_minor, commission_minor: v.commission_minor,
                 net_payout_minor: v.net_payout_minor, base_currency: v.base_currency.clone(), gmv_base_minor: v.gmv_base_minor,
-                net_payout_base_minor: v.net_payout_base_minor
+                net_payout_base_minor: v.net_payout_base_minor, version: v.version
             })),
             _ => {}
         }
