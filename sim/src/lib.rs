@@ -114,6 +114,11 @@ pub struct SimConfig {
     pub poison: usize,
     /// How many events the caller means to take (spreads planted poison through the run).
     pub expected_events: u64,
+    /// How long after the pipeline decides something the storefront, the warehouses and the
+    /// customers act on it (ms): the simulator asks about an order's status as of this much
+    /// before its clock. A pipeline then has that much simulated time to answer before the
+    /// simulator waits for it.
+    pub reaction_ms: i64,
 }
 
 impl Default for SimConfig {
@@ -133,6 +138,7 @@ impl Default for SimConfig {
             not_after: None,
             poison: 0,
             expected_events: 200_000,
+            reaction_ms: 400,
         }
     }
 }
@@ -703,7 +709,7 @@ impl Simulator {
         let d = self.decisions.as_mut()?;
         let id = &self.orders.get(&order)?.id;
         self.summary.decisions_asked += 1;
-        Some(d.status_at(id, self.now - 1).unwrap_or_else(|| "unknown".into()))
+        Some(d.status_at(id, self.now - 1 - self.config.reaction_ms.max(0)).unwrap_or_else(|| "unknown".into()))
     }
 
     fn run(&mut self, task: Task) {

@@ -99,7 +99,7 @@ impl Decisions for Double {
 /// `n` events of seed 17 in closed loop with the double, and the double.
 fn run(n: usize, scripted: bool) -> (Vec<Event>, Arc<Mutex<Pipeline>>, Simulator) {
     let pipeline = Arc::new(Mutex::new(Pipeline { scripted, ..Default::default() }));
-    let config = SimConfig { seed: 17, start: Timestamp(START), fraud_ring_share: 0.02, ..Default::default() };
+    let config = SimConfig { seed: 17, start: Timestamp(START), fraud_ring_share: 0.02, reaction_ms: 0, ..Default::default() };
     let mut sim = Simulator::new(config).with_decisions(Box::new(Double(pipeline.clone())));
     let mut events = Vec::with_capacity(n);
     while events.len() < n {
@@ -113,10 +113,30 @@ fn run(n: usize, scripted: bool) -> (Vec<Event>, Arc<Mutex<Pipeline>>, Simulator
 #[test]
 fn a_pipeline_that_confirms_everything_gets_the_open_loop_traffic() {
     let (closed, pipeline, _) = run(100_000, false);
-    let config = SimConfig { seed: 17, start: Timestamp(START), fraud_ring_share: 0.02, ..Default::default() };
+    let config = SimConfig { seed: 17, start: Timestamp(START), fraud_ring_share: 0.02, reaction_ms: 0, ..Default::default() };
     let open: Vec<Event> = Simulator::new(config).take(100_000).collect();
     assert!(closed == open, "the closed loop differs from the open loop although every order was confirmed");
     assert!(!pipeline.lock().expect("not poisoned").asked.is_empty());
+}
+
+#[test]
+fn the_simulator_asks_as_of_its_reaction_time_before_its_clock() {
+    let pipeline = Arc::new(Mutex::new(Pipeline::default()));
+    let config = SimConfig { seed: 17, start: Timestamp(START), reaction_ms: 400, ..Default::default() };
+    let mut sim = Simulator::new(config).with_decisions(Box::new(Double(pipeline.clone())));
+    let mut checked = 0;
+    for _ in 0..30_000 {
+        let Some(e) = sim.next() else { break };
+        let mut p = pipeline.lock().expect("not poisoned");
+        // Every question asked since the last event is about a moment at least 400 ms before
+        // the event the simulator yields next (its clock when it asked).
+        for (order, at, _) in p.asked.drain(..) {
+            assert!(e.occurred_at().millis() > at + 400, "asked about {order} as of {at}, less than 400 ms before acting at {}", e.occurred_at().millis());
+            checked += 1;
+        }
+        p.observe(&e);
+    }
+    assert!(checked > 100, "only {checked} questions");
 }
 
 #[test]

@@ -185,6 +185,111 @@ fn in_flight<'a>(topology: &Topology, entry_of: &dyn Fn(usize, u32) -> Option<&'
     m
 }
 
+/// How far the pipeline has got on `topic`, for a reader outside it (a tool, a test, the
+/// demo's storefront): no record of `topic` will be written stamped below the result (once
+/// it has read the topic to its ends *after* computing this, it has every record below).
+/// `i64::MIN` while a task it depends on has not published yet; `i64::MAX` when no
+/// processor writes it.
+pub fn topic_frontier(topology: &Topology, board: &Board, lookahead: i64, topic: &str) -> i64 {
+    let mut g = i64::MAX;
+    for ((wp, ws), fb) in topology.writers_of(topic) {
+        let extra = if *fb { lookahead } else { 0 };
+        let entry_of = |q: usize, j: u32| board.task(q, j);
+        let mut locations: Vec<((usize, usize), u32)> = vec![((*wp, *ws), 0)];
+        locations.extend(topology.reaching((*wp, *ws)).iter().copied());
+        for ((q, s), d) in locations {
+            let add = lookahead.saturating_mul(i64::from(d)).saturating_add(extra);
+            let n = &topology.nodes[q];
+            for j in 0..n.tasks {
+                let Some(entry) = entry_of(q, j) else { return i64::MIN };
+                g = g.min(entry.pending.get(s).copied().unwrap_or(i64::MIN).saturating_add(add));
+                if let Some(gr) = n.flow.groups.get(s) {
+                    for t in gr.inputs.iter().filter(|t| topology.is_derived(t)) {
+                        g = g.min(in_flight(topology, &entry_of, entry, j, t).saturating_add(add));
+                    }
+                }
+            }
+        }
+    }
+    g
+}
+
+/// Declares, for producer `name`, that everything it will still write to `topics` is
+/// stamped at or after `complete_before` (ms), until `lease_ms` from now on the wall clock:
+/// the pipeline then waits for those topics exactly that far, no more (a replay of a
+/// simulation is as reproducible as the simulation). Call it after the records before the
+/// bound are acknowledged.
+pub fn declare(log: &dyn storeflow_ingest::Log, app: &str, name: &str, topics: &[String], complete_before: i64, lease_ms: i64) -> crate::Result<()> {
+    let topic = progress_topic(app);
+    log.create_topics(&[storeflow_ingest::TopicSpec::compacted(&topic, 1)])?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    let value = SourceProgress { topics: topics.to_vec(), complete_before, lease_until: now.saturating_add(lease_ms) };
+    let producer = log.producer()?;
+    producer
+        .send(storeflow_ingest::ProduceRecord {
+            topic,
+            partition: Some(0),
+            key: Some(source_key(name).into_bytes()),
+            value: Some(serde_json::to_vec(&value).map_err(|e| crate::RuntimeError::Setup(e.to_string()))?),
+            headers: vec![],
+            timestamp: None,
+        })?
+        .wait()?;
+    Ok(())
+}
+
+/// A reader of `<app>.progress` outside the runtime: the board, kept current.
+pub struct ProgressReader {
+    consumer: Box<dyn storeflow_ingest::Consumer>,
+    /// What everyone published last.
+    pub board: Board,
+    topology: std::sync::Arc<Topology>,
+}
+
+impl ProgressReader {
+    /// Reads the progress topic of `app` from its start.
+    pub fn open(log: &dyn storeflow_ingest::Log, app: &str, topology: std::sync::Arc<Topology>) -> crate::Result<ProgressReader> {
+        let topic = progress_topic(app);
+        log.create_topics(&[storeflow_ingest::TopicSpec::compacted(&topic, 1)])?;
+        let mut cfg = storeflow_ingest::ConsumerConfig::new(&format!("{app}.progress-reader.{}", std::process::id()));
+        cfg.reset = storeflow_ingest::OffsetReset::Earliest;
+        cfg.read_committed = true;
+        let mut consumer = log.consumer(cfg, None)?;
+        let tp = TopicPartition::new(&topic, 0);
+        let start = log.watermarks(std::slice::from_ref(&tp))?[0].0;
+        consumer.assign(&[(tp, start)])?;
+        Ok(ProgressReader { consumer, board: Board::new(&topology), topology })
+    }
+
+    /// Applies what was published since, waiting up to `timeout` for something new.
+    pub fn poll(&mut self, timeout: std::time::Duration) -> crate::Result<()> {
+        let mut timeout = timeout;
+        loop {
+            let recs = self.consumer.poll(10_000, timeout)?;
+            if recs.is_empty() {
+                return Ok(());
+            }
+            for r in recs {
+                if let Some(k) = &r.key {
+                    self.board.apply(&self.topology, k, r.value.as_deref());
+                }
+            }
+            timeout = std::time::Duration::ZERO;
+        }
+    }
+
+    /// [`topic_frontier`] on the current board.
+    pub fn frontier(&self, topic: &str, lookahead: i64) -> i64 {
+        topic_frontier(&self.topology, &self.board, lookahead, topic)
+    }
+
+    /// Stops reading.
+    pub fn close(self) -> crate::Result<()> {
+        self.consumer.close()?;
+        Ok(())
+    }
+}
+
 /// What one processor instance has covered of its source inputs: producers' declared
 /// bounds, once it has fetched what they had written when they declared them.
 #[derive(Debug, Default)]
