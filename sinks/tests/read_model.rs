@@ -59,6 +59,7 @@ on_both!(
     forty_racing_reservations_for_five_units_leave_none_available_whatever_the_event_times,
     forty_receipts_of_one_unit_leave_forty_on_hand_whatever_the_event_times,
     the_read_model_equals_the_last_snapshot_per_entity_whatever_the_event_times,
+    a_shipment_keeps_what_it_shipped_when_its_creation_is_delivered_again,
 );
 
 fn rt() -> tokio::runtime::Runtime {
@@ -585,4 +586,42 @@ fn the_read_model_equals_the_last_snapshot_per_entity_whatever_the_event_times(b
     if let Err(e) = result {
         panic!("{e}");
     }
+}
+
+fn a_shipment_keeps_what_it_shipped_when_its_creation_is_delivered_again(b: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let line = |sku: &str, quantity: i32| SkuQuantity { sku: sku.into(), quantity };
+    let mut evs = an_order("o-ship");
+    // Created for one warehouse, shipped from another with one line less; the shipment is
+    // stamped earlier than its creation (another clock).
+    evs.push(Event::ShipmentCreated(ShipmentCreated {
+        event_id: "sc".into(),
+        occurred_at: Timestamp(START + 500),
+        order_id: "o-ship".into(),
+        shipment_id: "sh-1".into(),
+        warehouse_id: "wh-a".into(),
+        carrier: "dhl".into(),
+        lines: vec![line("sku-1", 2), line("sku-2", 1)],
+    }));
+    evs.push(Event::ShipmentShipped(ShipmentShipped {
+        event_id: "ss".into(),
+        occurred_at: Timestamp(START + 400),
+        order_id: "o-ship".into(),
+        shipment_id: "sh-1".into(),
+        warehouse_id: "wh-b".into(),
+        tracking_number: "trk-1".into(),
+        lines: vec![line("sku-1", 2)],
+    }));
+    let its = items(&evs);
+    rt().block_on(async {
+        let mut sink = ReadModelSink::open(&b.config(), dir.path()).await.expect("open");
+        sink.write(&its).await.expect("write");
+        let created = its.iter().find(|i| i.event.event_id() == "sc").cloned().expect("created");
+        sink.write(&[created]).await.expect("the creation again");
+        let rm = ReadModel::new(sink.db().clone(), tokio::runtime::Handle::current());
+        let o = rm.order("o-ship").await.expect("read").expect("order");
+        let sh = &o.shipments[0];
+        assert_eq!((sh.status.as_str(), sh.warehouse_id.as_deref(), sh.carrier.as_deref(), sh.tracking_number.as_deref()), ("shipped", Some("wh-b"), Some("dhl"), Some("trk-1")));
+        assert_eq!(sh.lines, Some(serde_json::json!([{"sku": "sku-1", "quantity": 2}])));
+    });
 }

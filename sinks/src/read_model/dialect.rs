@@ -29,6 +29,7 @@ use crate::{Result, SinkError};
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "read model", include_str!("../../../sql/postgres/0001_read_model.sql")),
     (2, "versions decide what is newer", include_str!("../../../sql/postgres/0002_versions.sql")),
+    (3, "shipment positions", include_str!("../../../sql/postgres/0003_shipment_positions.sql")),
 ];
 
 /// The read model's database.

@@ -13,8 +13,9 @@
 //! - groups written from a topic without versions keep the record with the highest
 //!   position in its partition ([`Item::position`]): `vendors.updated_pos`,
 //!   `products.catalog_pos` / `price_pos`, `customers.registered_pos`, `orders.placed_pos`,
-//!   `reservations.updated_pos`, `payments.status_pos`, `fraud_scores.scored_pos` — one
-//!   entity's events live in one partition, in processing order.
+//!   `reservations.updated_pos`, `payments.status_pos`, `fraud_scores.scored_pos`,
+//!   `shipments.updated_pos` — one entity's events live in one partition, in processing
+//!   order.
 //!
 //! `ON CONFLICT … DO UPDATE … WHERE guard IS NULL OR guard <= excluded.guard`: a redelivered
 //! or reordered batch changes nothing, equal versions carry the same content, and records
@@ -449,8 +450,18 @@ static REFUND: Op = Op {
     tail: "ON CONFLICT (refund_id) DO NOTHING",
 };
 
-// Shipments: each event sets only its own columns (created, shipped, delivered), so no
-// event can undo another's and there is nothing to order.
+/// The columns ShipmentCreated and ShipmentShipped both set, behind the shipment's
+/// `updated_pos`; every other column of a shipment is set by one event only.
+macro_rules! shipment_shared {
+    ($lines:literal) => {
+        concat!(
+            "warehouse_id = CASE WHEN ", guard!(shipments.updated_pos), " THEN excluded.warehouse_id ELSE shipments.warehouse_id END, ",
+            "lines = CASE WHEN ", guard!(shipments.updated_pos), " THEN ", $lines, " ELSE shipments.lines END, ",
+            "updated_pos = CASE WHEN ", guard!(shipments.updated_pos), " THEN excluded.updated_pos ELSE shipments.updated_pos END"
+        )
+    };
+}
+
 static SHIPMENT_CREATED: Op = Op {
     name: "shipment created",
     table: "shipments",
@@ -461,10 +472,13 @@ static SHIPMENT_CREATED: Op = Op {
         ("carrier", Col::Text),
         ("lines", Col::Json),
         ("created_at", Col::Int),
+        ("updated_pos", Col::Int),
     ],
     key: &[0],
-    tail: "ON CONFLICT (shipment_id) DO UPDATE SET warehouse_id = excluded.warehouse_id, carrier = excluded.carrier, \
-           lines = COALESCE(shipments.lines, excluded.lines), created_at = excluded.created_at",
+    tail: concat!(
+        "ON CONFLICT (shipment_id) DO UPDATE SET carrier = excluded.carrier, created_at = excluded.created_at, ",
+        shipment_shared!("COALESCE(shipments.lines, excluded.lines)")
+    ),
 };
 
 static SHIPMENT_SHIPPED: Op = Op {
@@ -477,10 +491,13 @@ static SHIPMENT_SHIPPED: Op = Op {
         ("tracking_number", Col::Text),
         ("lines", Col::Json),
         ("shipped_at", Col::Int),
+        ("updated_pos", Col::Int),
     ],
     key: &[0],
-    tail: "ON CONFLICT (shipment_id) DO UPDATE SET warehouse_id = excluded.warehouse_id, \
-           tracking_number = excluded.tracking_number, lines = excluded.lines, shipped_at = excluded.shipped_at",
+    tail: concat!(
+        "ON CONFLICT (shipment_id) DO UPDATE SET tracking_number = excluded.tracking_number, shipped_at = excluded.shipped_at, ",
+        shipment_shared!("excluded.lines")
+    ),
 };
 
 static SHIPMENT_DELIVERED: Op = Op {
@@ -791,11 +808,11 @@ pub fn plan_item(plan: &mut Plan, item: &Item) -> Option<String> {
         ),
         Event::ShipmentCreated(s) => plan.push(
             &SHIPMENT_CREATED,
-            vec![t(&s.shipment_id), t(&s.order_id), t(&s.warehouse_id), t(&s.carrier), j(&s.lines), i(at)],
+            vec![t(&s.shipment_id), t(&s.order_id), t(&s.warehouse_id), t(&s.carrier), j(&s.lines), i(at), i(pos)],
         ),
         Event::ShipmentShipped(s) => plan.push(
             &SHIPMENT_SHIPPED,
-            vec![t(&s.shipment_id), t(&s.order_id), t(&s.warehouse_id), t(&s.tracking_number), j(&s.lines), i(at)],
+            vec![t(&s.shipment_id), t(&s.order_id), t(&s.warehouse_id), t(&s.tracking_number), j(&s.lines), i(at), i(pos)],
         ),
         Event::ShipmentDelivered(s) => plan.push(&SHIPMENT_DELIVERED, vec![t(&s.shipment_id), t(&s.order_id), i(at)]),
         Event::FraudScored(f) => plan.push(
@@ -944,8 +961,8 @@ mod tests {
         for op in OPS {
             let mutable = op.tail.contains("DO UPDATE");
             let guarded = ["_pos", "version"].iter().any(|g| op.tail.contains(&format!("{g} <= excluded.")));
-            // Erasure only clears; shipments' events each set their own columns.
-            let exempt = ["customer erased", "shipment created", "shipment shipped", "shipment delivered"].contains(&op.name);
+            // Erasure only clears; a delivery sets only its own column.
+            let exempt = ["customer erased", "shipment delivered"].contains(&op.name);
             assert!(!mutable || guarded || exempt, "{} updates rows without a guard", op.name);
         }
     }
