@@ -52,7 +52,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         }
         Command::Simulate { place, traffic } => {
             backends::apply_place(&mut config, &place);
-            commands::simulate::run(&backends::open(&config)?, &traffic)?;
+            commands::simulate::run(&backends::open(&config)?, &traffic, &config.runtime.app)?;
         }
         Command::Schemas(SchemasCommand::Check(dirs)) => return commands::schemas::check(&dirs),
         Command::Schemas(SchemasCommand::Freeze(dirs)) => commands::schemas::freeze(&dirs)?,

@@ -19,6 +19,9 @@ use crate::config::Config;
 pub struct Pipeline {
     /// One runtime per processor.
     pub runtimes: Vec<Runtime>,
+    /// Every registered processor, for progress (the runtimes' topology).
+    pub topology: Arc<Topology>,
+    metrics: Arc<Metrics>,
     /// Their inputs, to measure progress: (group, input partitions).
     inputs: Vec<(String, Vec<TopicPartition>)>,
     log: Arc<dyn storeflow_ingest::Log>,
@@ -69,7 +72,8 @@ pub fn start(b: &Backends, config: &Config, only: &[String], metrics: Arc<Metric
         }
     }
     let mut rc = runtime_config(config);
-    rc.topology = Some(Arc::new(topology(b, config)?));
+    let topology = Arc::new(topology(b, config)?);
+    rc.topology = Some(topology.clone());
     let mut runtimes = Vec::new();
     let mut inputs = Vec::new();
     let infos = b.log.describe_topics()?;
@@ -90,7 +94,7 @@ pub fn start(b: &Backends, config: &Config, only: &[String], metrics: Arc<Metric
                 .with_context(|| format!("starting the {} processor", reg.name))?,
         );
     }
-    Ok(Pipeline { runtimes, inputs, log: b.log.clone() })
+    Ok(Pipeline { runtimes, topology, metrics, inputs, log: b.log.clone() })
 }
 
 impl Pipeline {
@@ -125,7 +129,9 @@ impl Pipeline {
             }
             let lag = self.lag()?;
             let slack: u64 = self.inputs.iter().map(|(_, tps)| tps.len() as u64).max().unwrap_or(0);
-            let small = lag.values().all(|l| *l <= slack);
+            // Nothing fetched waits for its turn either.
+            let buffered: i64 = self.runtimes.iter().map(|r| self.metrics.buffered.get_or_create(&storeflow_processors::metrics::ProcessorLabel { processor: r.name().to_string() }).get()).sum();
+            let small = lag.values().all(|l| *l <= slack) && buffered == 0;
             match &stable_since {
                 Some((prev, since)) if *prev == lag && small && since.elapsed() > Duration::from_millis(1500) => return Ok(()),
                 Some((prev, _)) if *prev == lag => {}

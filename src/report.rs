@@ -38,6 +38,18 @@ pub fn rate(n: u64, d: Duration) -> String {
     count((n as f64 / s).round() as u64)
 }
 
+/// CPU time this process has used so far (user and system, seconds; 0 where `/proc` is
+/// not there).
+pub fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return 0.0 };
+    // The command name (field 2) may hold spaces; fields are counted after its ')'.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { return 0.0 };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15: 12 and 13 after the state field.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 /// A progress bar for `len` items, hidden when `quiet` or when stderr is not a terminal.
 pub fn progress(len: u64, what: &str, quiet: bool) -> indicatif::ProgressBar {
     use std::io::IsTerminal;

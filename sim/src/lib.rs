@@ -405,6 +405,11 @@ impl Simulator {
         self
     }
 
+    /// Its configuration.
+    pub fn config(&self) -> &SimConfig {
+        &self.config
+    }
+
     /// The generated marketplace (for tests that check planted patterns).
     pub fn world(&self) -> &World {
         &self.world

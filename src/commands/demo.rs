@@ -15,30 +15,85 @@ use crate::commands::simulate;
 use crate::config::Config;
 use crate::{pipeline, report};
 
+mod oracle;
 mod sinks;
+
+/// How many poison records the demo plants on purpose (the DLQ must hold exactly those).
+const POISON: usize = 12;
 
 /// `storeflow demo`.
 pub fn run(b: &Backends, config: &Config, traffic: &Traffic) -> anyhow::Result<()> {
     for line in b.banner.iter().cloned().chain(pipeline::sinks_banner(config)) {
         eprintln!("{line}");
     }
-    let metrics = std::sync::Arc::new(storeflow_processors::metrics::Metrics::unregistered());
-    let pipeline = pipeline::start(b, config, &[], metrics)?;
-    let sinks = pipeline::start_sinks(b, config, &mut prometheus_client::registry::Registry::default())?;
-    // What the stores held before this run (after the sinks caught up with the log).
-    sinks.wait_caught_up(Duration::from_secs(300))?;
-    let stored_before = sinks::stored(&sinks)?;
-    // Where each input topic ends now: the demo reads back exactly what it adds.
+    // Where each topic ends now: the demo reads back exactly what it adds.
     let before: BTreeMap<(String, u32), u64> = b
         .log
         .describe_topics()?
         .into_iter()
         .flat_map(|t| t.partitions.into_iter().map(move |p| ((t.name.clone(), p.partition), p.end)))
         .collect();
-    let published = simulate::publish(b, traffic)?;
+    let cpu_before = report::cpu_seconds();
+    // The simulator's producer says where its traffic starts before any processor runs, so
+    // none of them takes the quiet start for idleness.
+    let publishing = simulate::Publishing::new(b, traffic, POISON, &config.runtime.app)?;
+    let metrics = std::sync::Arc::new(storeflow_processors::metrics::Metrics::unregistered());
+    let pipeline = pipeline::start(b, config, &[], metrics)?;
+    let sinks = pipeline::start_sinks(b, config, &mut prometheus_client::registry::Registry::default())?;
+    // What the stores held before this run (after the sinks caught up with the log).
+    sinks.wait_caught_up(Duration::from_secs(300))?;
+    let stored_before = sinks::stored(&sinks)?;
+    let started = Instant::now();
+    let follow = simulate::Follow { topology: pipeline.topology.clone(), app: config.runtime.app.clone(), lookahead_ms: config.runtime.lookahead_ms };
+    let published = publishing.run(b, Some(follow))?;
     simulate::print_published(&published, &b.target);
+    verify_read_back(b, &before, &published, traffic.quiet)?;
+    pipeline.wait_caught_up(Duration::from_secs(600))?;
+    let processed = started.elapsed();
+    println!(
+        "\nProcessors {} caught up {} after the first event was published (exactly-once, state under {}):",
+        pipeline.names().join(", "),
+        report::duration(processed),
+        config.runtime.state
+    );
+    for t in b.log.describe_topics()? {
+        let is_derived = Topic::from_name(&t.name).is_some_and(|x| !x.is_input());
+        let is_dlq = t.name.ends_with(".dlq");
+        if !(is_derived || is_dlq) {
+            continue;
+        }
+        let new: u64 = t.partitions.iter().map(|p| p.end - before.get(&(t.name.clone(), p.partition)).copied().unwrap_or(p.start).max(p.start)).sum();
+        if new > 0 || is_derived {
+            println!("  {:<34} {:>9} new records", t.name, report::count(new));
+        }
+    }
+    print_outcomes(b, &before)?;
+    pipeline.stop()?;
+    let planted_orders = published.planted.iter().filter(|p| p.event_type == "OrderPlaced").count() as u64;
+    let disagreements = sinks::print_summary(&sinks, &stored_before, &published.summary, planted_orders)?;
+    let end_to_end = started.elapsed();
+    let cpu = report::cpu_seconds() - cpu_before;
+    let verdict = oracle::check(b, config, &sinks, &before, &published, &disagreements)?;
+    sinks.stop()?;
+    let events = published.summary.events();
+    println!(
+        "\nEnd to end: {} events in {} — {} events/s from the first publish to the last store write, {:.0} per CPU-second ({:.0} % of one core on average).",
+        report::count(events),
+        report::duration(end_to_end),
+        report::rate(events, end_to_end),
+        events as f64 / cpu.max(1e-9),
+        100.0 * cpu / end_to_end.as_secs_f64().max(1e-9)
+    );
+    println!("The HTTP API serves these results with `storeflow run` (http://{}, docs/API.md).", config.listen);
+    if !verdict {
+        bail!("the pipeline's outcome does not match the simulator's intent (see the verdict above)");
+    }
+    Ok(())
+}
 
-    // Read every new record back through a consumer and decode it.
+/// Reads every new record of the input topics back through a consumer and decodes it: the
+/// log gave back exactly what was published.
+fn verify_read_back(b: &Backends, before: &BTreeMap<(String, u32), u64>, published: &simulate::Published, quiet: bool) -> anyhow::Result<()> {
     let started = Instant::now();
     let after = b.log.describe_topics()?;
     let mut assignment = Vec::new();
@@ -55,7 +110,7 @@ pub fn run(b: &Backends, config: &Config, traffic: &Traffic) -> anyhow::Result<(
     let mut consumer = b.log.consumer(cfg, None)?;
     consumer.assign(&assignment.iter().map(|(tp, from, _)| (tp.clone(), *from)).collect::<Vec<_>>())?;
     let ends: BTreeMap<TopicPartition, u64> = assignment.iter().map(|(tp, _, end)| (tp.clone(), *end)).collect();
-    let pb = report::progress(expected, "verifying", traffic.quiet);
+    let pb = report::progress(expected, "verifying", quiet);
     let mut by_topic: BTreeMap<String, BTreeMap<&'static str, u64>> = BTreeMap::new();
     let mut bytes: BTreeMap<String, u64> = BTreeMap::new();
     let (mut read, mut errors) = (0u64, 0u64);
@@ -83,20 +138,13 @@ pub fn run(b: &Backends, config: &Config, traffic: &Traffic) -> anyhow::Result<(
     pb.finish_and_clear();
     consumer.close()?;
     let elapsed = started.elapsed();
-
     println!();
     println!("What flowed through the log (read back and decoded from the Confluent wire format):");
     println!("  {:<26} {:>9} {:>10}  event types", "topic", "records", "bytes");
     for (topic, types) in &by_topic {
         let n: u64 = types.values().sum();
         let detail: Vec<String> = types.iter().map(|(t, c)| format!("{t} {}", report::count(*c))).collect();
-        println!(
-            "  {:<26} {:>9} {:>10}  {}",
-            topic,
-            report::count(n),
-            report::bytes(bytes.get(topic).copied().unwrap_or(0)),
-            detail.join(" · ")
-        );
+        println!("  {:<26} {:>9} {:>10}  {}", topic, report::count(n), report::bytes(bytes.get(topic).copied().unwrap_or(0)), detail.join(" · "));
     }
     println!(
         "Verified {} of {} records in {} ({} records/s), {} decode errors.",
@@ -109,45 +157,12 @@ pub fn run(b: &Backends, config: &Config, traffic: &Traffic) -> anyhow::Result<(
     if read != published.summary.events() || errors > 0 {
         bail!("the log did not give back exactly what was published");
     }
-    if pipeline.names().is_empty() {
-        println!("Processors: none registered in this build yet.");
-    } else {
-        let started = Instant::now();
-        pipeline.wait_caught_up(Duration::from_secs(300))?;
-        println!(
-            "\nProcessors {} caught up in {} (exactly-once, state under {}):",
-            pipeline.names().join(", "),
-            report::duration(started.elapsed()),
-            config.runtime.state
-        );
-        let derived_before = &before;
-        for t in b.log.describe_topics()? {
-            let is_derived = Topic::from_name(&t.name).is_some_and(|x| !x.is_input());
-            let is_dlq = t.name.ends_with(".dlq");
-            if !(is_derived || is_dlq) {
-                continue;
-            }
-            let new: u64 = t
-                .partitions
-                .iter()
-                .map(|p| p.end - derived_before.get(&(t.name.clone(), p.partition)).copied().unwrap_or(p.start).max(p.start))
-                .sum();
-            if new > 0 || is_derived {
-                println!("  {:<34} {:>9} new records", t.name, report::count(new));
-            }
-        }
-        print_outcomes(b, &before)?;
-    }
-    pipeline.stop()?;
-    sinks::print_summary(&sinks, &stored_before, &published.summary)?;
-    sinks.stop()?;
-    println!("The HTTP API serves these results with `storeflow run` (http://{}, docs/API.md).", config.listen);
     Ok(())
 }
 
 /// Every record `topic` gained since `before`, decoded (records that do not decode are
 /// skipped: the verification above already counted them).
-fn read_since(b: &Backends, topic: Topic, before: &BTreeMap<(String, u32), u64>) -> anyhow::Result<Vec<Event>> {
+pub(crate) fn read_since(b: &Backends, topic: Topic, before: &BTreeMap<(String, u32), u64>) -> anyhow::Result<Vec<Event>> {
     let Some(t) = b.log.describe_topics()?.into_iter().find(|t| t.name == topic.name()) else { return Ok(vec![]) };
     let ranges: Vec<(TopicPartition, u64, u64)> = t
         .partitions

@@ -1,12 +1,27 @@
-//! `storeflow simulate`: publish simulated traffic through the ingest path.
+//! `storeflow simulate`: publish simulated traffic through the ingest path — and, for the
+//! demo, the storefront that follows the pipeline's decisions.
+//!
+//! Traffic is dated so that it ends just before the wall clock (a broker refuses records
+//! from the future) and never runs past it: when the simulator's clock would, publishing
+//! waits. The publisher declares its progress on `<app>.progress` as it goes (everything it
+//! still writes is later than what it declared), so the processors wait for it exactly that
+//! far — not for an idle timeout — and a replay of its traffic is processed the same way.
+//!
+//! In closed loop (the demo) the simulator asks the pipeline what it decided before it
+//! pays, ships or cancels: [`Storefront`] answers from `orders.lifecycle`, once the
+//! pipeline's progress says nothing earlier can still be decided.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
-use storeflow_avro::Timestamp;
+use anyhow::{Context, bail};
+use storeflow_avro::{Event, Timestamp, Topic};
 use storeflow_ingest::publish::record_for;
-use storeflow_sim::{SimConfig, SimSummary, Simulator};
+use storeflow_ingest::{ConsumerConfig, Log, OffsetReset, ProduceRecord, Producer, TopicPartition};
+use storeflow_processors::runtime::progress::{ProgressReader, declare, withdraw};
+use storeflow_processors::Topology;
+use storeflow_sim::{Decisions, Planted, SimConfig, SimSummary, Simulator};
 
 use crate::backends::Backends;
 use crate::cli::Traffic;
@@ -20,57 +35,271 @@ pub struct Published {
     pub bytes_by_topic: BTreeMap<&'static str, u64>,
     /// Wall-clock time spent.
     pub elapsed: Duration,
+    /// The poison it planted on purpose.
+    pub planted: Vec<Planted>,
 }
 
-/// Publishes `traffic.events` simulated events, acknowledged, with a progress bar.
-pub fn publish(b: &Backends, traffic: &Traffic) -> anyhow::Result<Published> {
-    let mut sim = Simulator::new(SimConfig {
+/// The pipeline the storefront follows (closed loop).
+pub struct Follow {
+    /// Every processor, for progress.
+    pub topology: Arc<Topology>,
+    /// The runtime's application id (`<app>.progress`).
+    pub app: String,
+    /// The runtime's lookahead (ms).
+    pub lookahead_ms: i64,
+}
+
+/// How long a declaration of the publisher's progress holds unless renewed.
+const LEASE_MS: i64 = 30_000;
+
+/// The publishing side: batches records, acknowledges them, declares how far it is.
+struct Out {
+    log: Arc<dyn Log>,
+    producer: Box<dyn Producer>,
+    batch: Vec<ProduceRecord>,
+    batch_size: usize,
+    app: String,
+    name: String,
+    topics: Vec<String>,
+    declared: i64,
+    renewed: Instant,
+    sent: u64,
+}
+
+impl Out {
+    fn flush(&mut self) -> anyhow::Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let n = self.batch.len() as u64;
+        for ack in self.producer.send_batch(std::mem::take(&mut self.batch))? {
+            ack.wait().context("publishing simulated events")?;
+        }
+        self.sent += n;
+        Ok(())
+    }
+
+    fn push(&mut self, rec: ProduceRecord) -> anyhow::Result<()> {
+        self.batch.push(rec);
+        if self.batch.len() >= self.batch_size {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Publishes what it holds, then declares that nothing it still writes is earlier than
+    /// `complete_before` (renewing the lease when it is getting old).
+    fn declare(&mut self, complete_before: i64) -> anyhow::Result<()> {
+        self.flush()?;
+        if complete_before > self.declared || self.renewed.elapsed() > Duration::from_millis(LEASE_MS as u64 / 3) {
+            self.declared = self.declared.max(complete_before);
+            declare(&*self.log, &self.app, &self.name, &self.topics, self.declared, LEASE_MS).context("declaring the publisher's progress")?;
+            self.renewed = Instant::now();
+        }
+        Ok(())
+    }
+}
+
+/// The storefront, warehouses and customers of a closed loop: they learn what the pipeline
+/// decided from `orders.lifecycle`.
+struct Storefront {
+    out: Arc<Mutex<Out>>,
+    progress: ProgressReader,
+    lifecycle: Box<dyn storeflow_ingest::Consumer>,
+    partitions: Vec<TopicPartition>,
+    codec: Arc<storeflow_avro::Codec>,
+    lookahead: i64,
+    /// The pipeline has decided everything before this.
+    known_before: i64,
+    /// The simulator's reaction time: when it asks about `at`, it has yielded everything up
+    /// to `at + reaction`.
+    reaction: i64,
+    /// Order → (record time, version, status), as read.
+    statuses: HashMap<String, Vec<(i64, i64, String)>>,
+    log: Arc<dyn Log>,
+}
+
+impl Storefront {
+    /// Waits until the pipeline can no longer decide anything about a time at or before
+    /// `at`, and has read what it decided.
+    fn catch_up(&mut self, at: i64) -> anyhow::Result<()> {
+        let started = Instant::now();
+        loop {
+            self.progress.poll(Duration::from_millis(2))?;
+            let f = self.progress.frontier(Topic::Lifecycle.name(), self.lookahead);
+            if f > at {
+                let ends = self.log.watermarks(&self.partitions)?;
+                self.read_to(&ends.iter().map(|(_, e)| *e).collect::<Vec<_>>())?;
+                self.known_before = f;
+                return Ok(());
+            }
+            // Keep the declaration alive while waiting; the pipeline may be busy.
+            self.out.lock().expect("not poisoned").declare(at + 1 + self.reaction)?;
+            if started.elapsed() > Duration::from_secs(300) {
+                bail!("the pipeline decided nothing past {at} in 300 s (its progress stands at {f}): is a processor stuck? (see the log above)");
+            }
+        }
+    }
+
+    fn read_to(&mut self, ends: &[u64]) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            // Kafka ends a transaction with a marker that takes an offset and is never read.
+            let slack = u64::from(self.log.backend() == "kafka");
+            let done = self.partitions.iter().zip(ends).all(|(tp, end)| self.lifecycle.position(tp).unwrap_or(0) + slack >= *end || *end == 0);
+            if done && self.lifecycle.poll(10_000, Duration::ZERO)?.is_empty() {
+                return Ok(());
+            }
+            for r in self.lifecycle.poll(10_000, Duration::from_millis(5))? {
+                if let Ok(Event::OrderStatusChanged(s)) = self.codec.decode(r.value.as_deref().unwrap_or_default()) {
+                    self.statuses.entry(s.order_id).or_default().push((r.timestamp, s.version, s.status));
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("orders.lifecycle did not read to its end within 60 s");
+            }
+        }
+    }
+}
+
+impl Decisions for Storefront {
+    fn status_at(&mut self, order_id: &str, at: i64) -> Option<String> {
+        if self.known_before <= at {
+            // The simulator has yielded everything up to its clock, `reaction` after `at`:
+            // the pipeline may go that far.
+            if let Err(e) = self.out.lock().expect("not poisoned").declare(at + 1 + self.reaction) {
+                tracing::error!(error = %e, "the storefront could not publish what it holds");
+                return None;
+            }
+            if let Err(e) = self.catch_up(at) {
+                tracing::error!(error = %e, "the storefront cannot follow the pipeline");
+                return None;
+            }
+        }
+        let seen = self.statuses.get(order_id)?;
+        seen.iter().filter(|(t, _, _)| *t <= at).max_by_key(|(_, v, _)| *v).map(|(_, _, s)| s.clone())
+    }
+}
+
+/// The simulator for `traffic`, dated to end just before now.
+fn simulator(traffic: &Traffic, poison: usize) -> Simulator {
+    let mut config = SimConfig {
         seed: traffic.seed,
-        start: Timestamp::now(),
         fraud_ring_share: traffic.fraud_ring.clamp(0.0, 1.0),
         // Established customers are imported first; a short run keeps most of its event
         // budget for sessions and orders (1,000 from 20,000 events up).
         established_customers: (traffic.events / 20).min(1000) as usize,
+        poison,
         ..SimConfig::default()
-    });
-    let producer = b.log.producer()?;
-    let pb = report::progress(traffic.events, "publishing", traffic.quiet);
-    let started = Instant::now();
-    let batch_size = if traffic.rate > 0.0 { ((traffic.rate / 20.0).ceil() as usize).clamp(1, 2000) } else { 2000 };
-    let mut bytes_by_topic: BTreeMap<&'static str, u64> = BTreeMap::new();
-    let mut sent = 0u64;
-    let mut batch = Vec::with_capacity(batch_size);
-    while sent < traffic.events {
-        batch.clear();
-        let want = batch_size.min((traffic.events - sent) as usize);
-        for e in sim.by_ref().take(want) {
+    };
+    config = config.ending_at(Timestamp::now(), traffic.events);
+    Simulator::new(config)
+}
+
+/// A publishing run, prepared: its producer has declared where its traffic starts, so
+/// processors started after this wait for it instead of taking its quiet start for
+/// idleness.
+pub struct Publishing {
+    sim: Simulator,
+    out: Arc<Mutex<Out>>,
+    events: u64,
+    rate: f64,
+    quiet: bool,
+}
+
+impl Publishing {
+    /// Prepares `traffic.events` simulated events, planting `poison` records the pipeline
+    /// must dead-letter; declares the producer on `<app>.progress`.
+    pub fn new(b: &Backends, traffic: &Traffic, poison: usize, app: &str) -> anyhow::Result<Publishing> {
+        let topics: Vec<String> = Topic::ALL.iter().filter(|t| t.is_input()).map(|t| t.name().to_string()).collect();
+        let batch_size = if traffic.rate > 0.0 { ((traffic.rate / 20.0).ceil() as usize).clamp(1, 2000) } else { 2000 };
+        let name = format!("simulator-{}-{}", std::process::id(), Timestamp::now().millis());
+        let sim = simulator(traffic, poison);
+        let out = Arc::new(Mutex::new(Out {
+            log: b.log.clone(),
+            producer: b.log.producer()?,
+            batch: Vec::with_capacity(batch_size),
+            batch_size,
+            app: app.to_string(),
+            name,
+            topics,
+            declared: i64::MIN,
+            renewed: Instant::now(),
+            sent: 0,
+        }));
+        let first = sim.next_time().map_or(Timestamp::now().millis(), |t| t.millis());
+        out.lock().expect("not poisoned").declare(first)?;
+        Ok(Publishing { sim, out, events: traffic.events, rate: traffic.rate, quiet: traffic.quiet })
+    }
+
+    /// Publishes, acknowledged, with a progress bar; in closed loop when `follow` is given
+    /// (the pipeline must be running).
+    pub fn run(self, b: &Backends, follow: Option<Follow>) -> anyhow::Result<Published> {
+        let Publishing { mut sim, out, events, rate, quiet } = self;
+        if let Some(f) = follow {
+            let lifecycle = Topic::Lifecycle.name();
+            let info = b.log.describe_topics()?.into_iter().find(|t| t.name == lifecycle).context("orders.lifecycle does not exist")?;
+            let partitions: Vec<TopicPartition> = info.partitions.iter().map(|p| TopicPartition::new(lifecycle, p.partition)).collect();
+            let mut cfg = ConsumerConfig::new(&format!("storeflow-storefront-{}", std::process::id()));
+            cfg.reset = OffsetReset::Latest;
+            cfg.read_committed = true;
+            let mut consumer = b.log.consumer(cfg, None)?;
+            // Only this run's decisions matter: read from where the topic ends now.
+            consumer.assign(&info.partitions.iter().map(|p| (TopicPartition::new(lifecycle, p.partition), p.end)).collect::<Vec<_>>())?;
+            let storefront = Storefront {
+                out: out.clone(),
+                progress: ProgressReader::open(&*b.log, &f.app, f.topology)?,
+                lifecycle: consumer,
+                partitions,
+                codec: b.codec.clone(),
+                lookahead: f.lookahead_ms,
+                known_before: i64::MIN,
+                reaction: sim.config().reaction_ms.max(0),
+                statuses: HashMap::new(),
+                log: b.log.clone(),
+            };
+            sim = sim.with_decisions(Box::new(storefront));
+        }
+        let pb = report::progress(events, "publishing", quiet);
+        let started = Instant::now();
+        let mut bytes_by_topic: BTreeMap<&'static str, u64> = BTreeMap::new();
+        let mut n = 0u64;
+        while n < events {
+            let Some(e) = sim.next() else {
+                // Paused: its next event would be later than the wall clock. Say how far it
+                // is, then wait for the clock.
+                let Some(next) = sim.next_time() else { break };
+                out.lock().expect("not poisoned").declare(next.millis())?;
+                let wait = next.millis() - Timestamp::now().millis();
+                std::thread::sleep(Duration::from_millis(wait.clamp(1, 1_000) as u64));
+                sim.set_not_after(Some(Timestamp::now()));
+                continue;
+            };
             let rec = record_for(&b.codec, &e).with_context(|| format!("encoding {}", e.name()))?;
             *bytes_by_topic.entry(e.topic().name()).or_default() += rec.value.as_ref().map_or(0, |v| v.len() as u64);
-            batch.push(rec);
-        }
-        if batch.is_empty() {
-            break;
-        }
-        let n = batch.len() as u64;
-        for ack in producer.send_batch(std::mem::take(&mut batch))? {
-            ack.wait().context("publishing simulated events")?;
-        }
-        sent += n;
-        pb.set_position(sent);
-        if traffic.rate > 0.0 {
-            let due = Duration::from_secs_f64(sent as f64 / traffic.rate);
-            if let Some(wait) = due.checked_sub(started.elapsed()) {
-                std::thread::sleep(wait);
+            out.lock().expect("not poisoned").push(rec)?;
+            n += 1;
+            if n % 1000 == 0 {
+                pb.set_position(n);
+            }
+            if rate > 0.0 {
+                let due = Duration::from_secs_f64(n as f64 / rate);
+                if let Some(wait) = due.checked_sub(started.elapsed()) {
+                    out.lock().expect("not poisoned").flush()?;
+                    std::thread::sleep(wait);
+                }
             }
         }
+        {
+            let mut o = out.lock().expect("not poisoned");
+            o.flush()?;
+            o.producer.flush(Duration::from_secs(30))?;
+            // Everything is written: from now on its topics are waited for as any source is.
+            withdraw(&*o.log, &o.app, &o.name).context("withdrawing the publisher's declaration")?;
+        }
+        pb.finish_and_clear();
+        Ok(Published { summary: sim.summary().clone(), bytes_by_topic, elapsed: started.elapsed(), planted: sim.planted().to_vec() })
     }
-    producer.flush(Duration::from_secs(30))?;
-    pb.finish_and_clear();
-    Ok(Published {
-        summary: sim.summary().clone(),
-        bytes_by_topic,
-        elapsed: started.elapsed(),
-    })
 }
 
 /// Prints what was published.
@@ -93,11 +322,11 @@ pub fn print_published(p: &Published, target: &str) {
 }
 
 /// `storeflow simulate`.
-pub fn run(b: &Backends, traffic: &Traffic) -> anyhow::Result<()> {
+pub fn run(b: &Backends, traffic: &Traffic, app: &str) -> anyhow::Result<()> {
     for line in &b.banner {
         eprintln!("{line}");
     }
-    let p = publish(b, traffic)?;
+    let p = Publishing::new(b, traffic, 0, app)?.run(b, None)?;
     print_published(&p, &b.target);
     println!("  {:<28} {:>10} {:>10}", "topic", "events", "bytes");
     for (topic, n) in &p.summary.by_topic {

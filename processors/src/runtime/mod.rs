@@ -1022,8 +1022,12 @@ fn views(t: &RtTask, shared: &Shared, watch: &Watch, ends: &EndCache, consumer: 
                     }
                     let lagging = ends.lags(consumer, &m.tp);
                     let idle = !lagging && t.last_fetch.get(&m.tp).is_none_or(|at| at.elapsed() >= idle_after);
-                    let declared = watch.coverage.declared.get(&p).and_then(|d| d.get(&*m.tp.topic)).copied();
-                    MemberView { lagging, idle, declared }
+                    // A declaration holds while its producer keeps its lease.
+                    let live = watch.board.declared(&m.tp.topic, wall).is_some();
+                    let declared = watch.coverage.declared.get(&p).and_then(|d| d.get(&*m.tp.topic)).copied().filter(|_| live);
+                    // A producer declared it, and what it had written then is not fetched yet.
+                    let unclaimed = declared.is_none() && live;
+                    MemberView { lagging: lagging || unclaimed, idle, declared }
                 })
                 .collect(),
             frontier: i64::MAX,

@@ -238,6 +238,23 @@ pub fn declare(log: &dyn storeflow_ingest::Log, app: &str, name: &str, topics: &
     Ok(())
 }
 
+/// Withdraws producer `name`'s declaration: it writes no more, and its topics are waited
+/// for as any source is (up to `max_task_idle` once caught up).
+pub fn withdraw(log: &dyn storeflow_ingest::Log, app: &str, name: &str) -> crate::Result<()> {
+    let producer = log.producer()?;
+    producer
+        .send(storeflow_ingest::ProduceRecord {
+            topic: progress_topic(app),
+            partition: Some(0),
+            key: Some(source_key(name).into_bytes()),
+            value: None,
+            headers: vec![],
+            timestamp: None,
+        })?
+        .wait()?;
+    Ok(())
+}
+
 /// A reader of `<app>.progress` outside the runtime: the board, kept current.
 pub struct ProgressReader {
     consumer: Box<dyn storeflow_ingest::Consumer>,

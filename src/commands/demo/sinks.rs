@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use storeflow_sim::SimSummary;
 use storeflow_sinks::Sinks;
 
@@ -49,11 +49,12 @@ pub fn stored(sinks: &Sinks) -> anyhow::Result<Stored> {
 
 /// Waits for the sinks to write everything on the log, then prints per sink the records it
 /// wrote and the rows its store gained, next to what the simulator produced. On stores that
-/// were empty before the run the counts must agree.
-pub fn print_summary(sinks: &Sinks, before: &Stored, summary: &SimSummary) -> anyhow::Result<()> {
+/// were empty before the run the counts must agree (a store may also keep the orders of the
+/// `planted` poison that its own rules let through); returns the disagreements.
+pub fn print_summary(sinks: &Sinks, before: &Stored, summary: &SimSummary, planted_orders: u64) -> anyhow::Result<Vec<String>> {
     if sinks.names().is_empty() {
         println!("\nSinks: all disabled in [sinks].");
-        return Ok(());
+        return Ok(vec![]);
     }
     let started = Instant::now();
     sinks.wait_caught_up(Duration::from_secs(300))?;
@@ -71,7 +72,8 @@ pub fn print_summary(sinks: &Sinks, before: &Stored, summary: &SimSummary) -> an
     let mut check = |what: &str, before: Option<u64>, after: Option<u64>, expected: u64| -> String {
         let (Some(b), Some(a)) = (before, after) else { return String::new() };
         if b == 0 {
-            if a != expected {
+            let slack = if what.contains("order") { planted_orders } else { 0 };
+            if !(expected..=expected + slack).contains(&a) {
                 mismatches.push(format!("{what}: {a} in the store, {expected} from the simulator"));
             }
             format!("{} {what} (simulator: {})", report::count(a), report::count(expected))
@@ -94,8 +96,5 @@ pub fn print_summary(sinks: &Sinks, before: &Stored, summary: &SimSummary) -> an
             report::count(c.dead_lettered),
         );
     }
-    if !mismatches.is_empty() {
-        bail!("the sinks' stores do not agree with the simulator: {}", mismatches.join("; "));
-    }
-    Ok(())
+    Ok(mismatches)
 }
