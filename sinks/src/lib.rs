@@ -13,6 +13,8 @@
 //!
 //! [`Sinks::start`] starts the enabled sinks on a log and hands out async query handles
 //! ([`ReadModel`], [`Search`], [`Analytics`]) that the API's axum handlers can await.
+//! [`snapshot`] dumps the embedded stores of a data dir canonically, read-only, for checks
+//! that two runs (or a rebuild) end with the same stores.
 //! See `docs/SINKS.md`.
 
 pub mod analytics;
@@ -22,6 +24,7 @@ pub mod money;
 pub mod read_model;
 pub mod runner;
 pub mod search;
+pub mod snapshot;
 mod sinks;
 
 pub use analytics::{Analytics, Dashboard, DashboardRange, Granularity, SalesBucket, VendorPerformance};

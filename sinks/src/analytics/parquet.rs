@@ -394,6 +394,57 @@ fn json_value(a: &dyn Array, r: usize) -> Result<Value> {
     })
 }
 
+/// The record batches `table` holds under `dir` (the store's folder, `<data_dir>/analytics`),
+/// in the current schema, as [`ParquetStore::open`] would see them — without changing
+/// anything: temporary files are skipped rather than removed, files that a compaction or an
+/// upgrade replaced are skipped rather than deleted, and files of an older release are
+/// upgraded in memory rather than rewritten. For tools that read a store no sink has open
+/// ([`crate::snapshot`]). A table without a folder has no rows.
+pub fn read_table(dir: &Path, table: &str) -> Result<Vec<RecordBatch>> {
+    let Some((_, schema)) = schemas().into_iter().find(|(t, _)| *t == table) else {
+        return Err(SinkError::Parquet { context: format!("reading {table}"), message: format!("unknown table {table}"), io: false });
+    };
+    let tdir = dir.join(table);
+    let listing = match std::fs::read_dir(&tdir) {
+        Ok(l) => l,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(SinkError::io(format!("listing {}", tdir.display()))(e)),
+    };
+    let mut names: Vec<String> = Vec::new();
+    for e in listing {
+        let e = e.map_err(SinkError::io(format!("listing {}", tdir.display())))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        // `.part-<seq>.tmp`: a write that never finished.
+        if name.ends_with(".parquet") && !name.starts_with('.') {
+            names.push(name);
+        }
+    }
+    names.sort();
+    let current: Vec<&String> = schema.fields().iter().map(|f| f.name()).collect();
+    let mut footers = Vec::with_capacity(names.len());
+    let mut replaced: Vec<String> = Vec::new();
+    for name in &names {
+        let footer = read_footer(&tdir.join(name))?;
+        replaced.extend(footer.replaces.iter().cloned());
+        footers.push(footer);
+    }
+    let mut out = Vec::new();
+    for (name, footer) in names.iter().zip(&footers) {
+        if replaced.contains(name) {
+            continue; // a compaction or upgrade that crashed before deleting its sources
+        }
+        let batches = read_batches(&tdir.join(name))?;
+        if footer.columns.iter().eq(current.iter().copied()) {
+            out.extend(batches);
+        } else {
+            for b in &batches {
+                out.push(upgrade_batch(table, &schema, b)?);
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Row counts per table (for tests and `storeflow` reports).
 pub fn count_rows(dir: &Path) -> Result<BTreeMap<String, u64>> {
     let mut out = BTreeMap::new();

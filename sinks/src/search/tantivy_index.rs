@@ -398,6 +398,102 @@ impl TantivyIndex {
     }
 }
 
+/// Every live document of the index in `dir` as `(id, stored JSON)`, read without a writer
+/// and without writing a byte: the directory refuses writes, and the lock tantivy takes
+/// while it opens segments (`.tantivy-meta.lock`, which keeps a writer's garbage collection
+/// from deleting them meanwhile) is taken as a shared `flock` on the existing lock file,
+/// opened read-only — or not at all if no writer ever created it. `None` when `dir` holds
+/// no index. For tools that read an index no sink has open ([`crate::snapshot`]).
+pub fn read_documents(dir: &Path) -> Result<Option<Vec<(String, String)>>> {
+    if !dir.join("meta.json").exists() {
+        return Ok(None);
+    }
+    let failed = |what: &str| SinkError::tantivy(format!("{what} {}", dir.display()));
+    let mmap = MmapDirectory::open(dir).map_err(|e| SinkError::Tantivy { context: format!("opening {}", dir.display()), source: e.into() })?;
+    let index = Index::open(ReadOnlyDirectory { mmap, root: dir.to_path_buf() }).map_err(failed("opening the index in"))?;
+    let schema = index.schema();
+    let (id, doc) = match (schema.get_field("id"), schema.get_field("doc")) {
+        (Ok(id), Ok(doc)) => (id, doc),
+        _ => return Err(SinkError::Config(format!("{} is not a storeflow search index (no id and doc fields)", dir.display()))),
+    };
+    let reader: IndexReader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into().map_err(failed("opening a reader of"))?;
+    let searcher = reader.searcher();
+    let mut out = Vec::new();
+    for (ord, segment) in searcher.segment_readers().iter().enumerate() {
+        for doc_id in segment.doc_ids_alive() {
+            let d: TantivyDocument = searcher.doc(DocAddress::new(ord as SegmentOrdinal, doc_id)).map_err(failed("reading a document of"))?;
+            let text = |f: Field| d.get_first(f).and_then(|v| v.as_str()).map(str::to_string);
+            if let (Some(i), Some(j)) = (text(id), text(doc)) {
+                out.push((i, j));
+            }
+        }
+    }
+    Ok(Some(out))
+}
+
+/// An index directory that reads through [`MmapDirectory`] and writes nothing.
+#[derive(Clone, Debug)]
+struct ReadOnlyDirectory {
+    mmap: MmapDirectory,
+    root: PathBuf,
+}
+
+fn read_only(path: &Path) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::PermissionDenied, format!("{} is opened read-only", path.display()))
+}
+
+impl tantivy::directory::Directory for ReadOnlyDirectory {
+    fn get_file_handle(&self, path: &Path) -> std::result::Result<Arc<dyn tantivy::directory::FileHandle>, tantivy::directory::error::OpenReadError> {
+        self.mmap.get_file_handle(path)
+    }
+
+    fn delete(&self, path: &Path) -> std::result::Result<(), tantivy::directory::error::DeleteError> {
+        Err(tantivy::directory::error::DeleteError::IoError { io_error: Arc::new(read_only(path)), filepath: path.to_path_buf() })
+    }
+
+    fn exists(&self, path: &Path) -> std::result::Result<bool, tantivy::directory::error::OpenReadError> {
+        self.mmap.exists(path)
+    }
+
+    fn open_write(&self, path: &Path) -> std::result::Result<tantivy::directory::WritePtr, tantivy::directory::error::OpenWriteError> {
+        Err(tantivy::directory::error::OpenWriteError::IoError { io_error: Arc::new(read_only(path)), filepath: path.to_path_buf() })
+    }
+
+    fn atomic_read(&self, path: &Path) -> std::result::Result<Vec<u8>, tantivy::directory::error::OpenReadError> {
+        self.mmap.atomic_read(path)
+    }
+
+    fn atomic_write(&self, path: &Path, _data: &[u8]) -> std::io::Result<()> {
+        Err(read_only(path))
+    }
+
+    fn sync_directory(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    fn acquire_lock(&self, lock: &tantivy::directory::Lock) -> std::result::Result<tantivy::directory::DirectoryLock, tantivy::directory::error::LockError> {
+        use tantivy::directory::error::LockError;
+        if lock.filepath != tantivy::directory::META_LOCK.filepath {
+            // The writer's lock: a reader never needs it.
+            return Err(LockError::IoError(Arc::new(read_only(&lock.filepath))));
+        }
+        let path = self.root.join(&lock.filepath);
+        match std::fs::File::open(&path) {
+            Ok(file) => {
+                // Shared: a writer's garbage collection (exclusive) waits until the segments are open.
+                file.lock_shared().map_err(|e| LockError::IoError(Arc::new(e)))?;
+                Ok(tantivy::directory::DirectoryLock::from(Box::new(file)))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(tantivy::directory::DirectoryLock::from(Box::new(()))),
+            Err(e) => Err(LockError::IoError(Arc::new(e))),
+        }
+    }
+
+    fn watch(&self, _callback: tantivy::directory::WatchCallback) -> tantivy::Result<tantivy::directory::WatchHandle> {
+        Ok(tantivy::directory::WatchHandle::empty())
+    }
+}
+
 /// Counts the matching documents by their `in_stock` value, in the search's own pass (the
 /// facet tantivy's terms aggregation cannot build over a bool field).
 struct StockCounter;
