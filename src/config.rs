@@ -70,10 +70,10 @@ pub struct RuntimeSettings {
     /// How much later than their cause records on a feedback edge (the saga's answers to
     /// inventory) are stamped, in ms of event time. Two runs agree only with the same value.
     pub lookahead_ms: i64,
-    /// When the sources are quiet, stream time follows the wall clock (timers fire in quiet
-    /// periods). `false`: event time moves only with records and producers' declared
-    /// progress, so a replay stops where its data stops.
-    pub idle_advance: bool,
+    /// What a quiet input means: `wall_clock` (live: stream time follows the wall clock, so
+    /// timers fire in quiet periods) or `end_of_input` (a bounded replay: once every source
+    /// is idle, its input is over and every timer left fires; results depend on the log alone).
+    pub idle: storeflow_processors::Idle,
 }
 
 impl Default for RuntimeSettings {
@@ -87,7 +87,7 @@ impl Default for RuntimeSettings {
             instance: None,
             max_task_idle_ms: rt.max_task_idle.as_millis() as u64,
             lookahead_ms: rt.lookahead_ms,
-            idle_advance: rt.idle_advance,
+            idle: rt.idle,
         }
     }
 }

@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use storeflow_ingest::TopicPartition;
 use storeflow_processors::metrics::Metrics;
 use storeflow_processors::runtime::group_of;
-use storeflow_processors::{Node, Runtime, RuntimeConfig, StateBackend, Topology};
+use storeflow_processors::{Runtime, RuntimeConfig, StateBackend, Topology};
 use storeflow_sinks::{Sinks, SinksConfig};
 
 use crate::backends::Backends;
@@ -40,7 +40,7 @@ pub fn runtime_config(config: &Config) -> RuntimeConfig {
         instance: config.runtime.instance.clone(),
         max_task_idle: Duration::from_millis(config.runtime.max_task_idle_ms),
         lookahead_ms: config.runtime.lookahead_ms.max(1),
-        idle_advance: config.runtime.idle_advance,
+        idle: config.runtime.idle,
         ..RuntimeConfig::default()
     }
 }
@@ -49,17 +49,8 @@ pub fn runtime_config(config: &Config) -> RuntimeConfig {
 /// processors is computed over. Processors run elsewhere (`storeflow process --only`) are in
 /// it too: their progress comes through the log.
 pub fn topology(b: &Backends, config: &Config) -> anyhow::Result<Topology> {
-    let infos = b.log.describe_topics()?;
-    let mut nodes = Vec::new();
-    for reg in storeflow_processors::registry() {
-        let cfg = config.processors.get(reg.name).cloned().unwrap_or(serde_json::Value::Null);
-        let processor = (reg.build)(&cfg)?;
-        let flow = processor.flow();
-        let first = flow.inputs().into_iter().next().unwrap_or_default();
-        let tasks = infos.iter().find(|i| i.name == first).map(|i| i.partitions.len() as u32).unwrap_or(0);
-        nodes.push(Node { name: reg.name.to_string(), flow, globals: processor.global_inputs(), tasks });
-    }
-    Ok(Topology::new(nodes)?)
+    let configs = |name: &str| config.processors.get(name).cloned().unwrap_or(serde_json::Value::Null);
+    Ok(storeflow_processors::topology(&*b.log, &configs)?)
 }
 
 /// Starts the processors named in `only` (all registered ones when empty).

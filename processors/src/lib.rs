@@ -30,7 +30,7 @@ pub use driver::TestDriver;
 pub use flow::{Emit, Flow, Group};
 pub use processor::{Input, ProcessError, Processor, Timer};
 pub use runtime::topology::{Node, Topology};
-pub use runtime::{Runtime, RuntimeConfig, StateBackend};
+pub use runtime::{Idle, Runtime, RuntimeConfig, StateBackend};
 pub use task::{DynProcessor, Step, dlq_headers};
 pub use wire::Wire;
 
@@ -68,6 +68,22 @@ pub fn build<P: Processor>(config: &serde_json::Value) -> Result<Box<dyn DynProc
             .map_err(|e| RuntimeError::Setup(format!("[processors.{}]: {e}", P::NAME)))?
     };
     Ok(Box::new(P::new(cfg)))
+}
+
+/// Every registered processor as one graph, with its task count from the log's topics:
+/// what progress across processors is computed over. `config(name)` gives a processor's
+/// `[processors.<name>]` (JSON, `null` for defaults).
+pub fn topology(log: &dyn storeflow_ingest::Log, config: &dyn Fn(&str) -> serde_json::Value) -> Result<runtime::topology::Topology> {
+    let infos = log.describe_topics()?;
+    let mut nodes = Vec::new();
+    for reg in registry() {
+        let processor = (reg.build)(&config(reg.name))?;
+        let flow = processor.flow();
+        let first = flow.inputs().into_iter().next().unwrap_or_default();
+        let tasks = infos.iter().find(|i| i.name == first).map(|i| i.partitions.len() as u32).unwrap_or(0);
+        nodes.push(runtime::topology::Node { name: reg.name.to_string(), flow, globals: processor.global_inputs(), tasks });
+    }
+    runtime::topology::Topology::new(nodes)
 }
 
 macro_rules! registry {

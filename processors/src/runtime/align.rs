@@ -156,7 +156,8 @@ pub struct GroupView {
     pub frontier: i64,
     /// Wall-clock time (ms), used for idle sources when the stream follows the clock.
     pub wall: i64,
-    /// Idle sources let stream time follow the wall clock (timers fire in quiet periods).
+    /// Idle sources let stream time follow the wall clock (timers fire in quiet periods);
+    /// `false`: an idle source's input is over (end of input: time may go to the end).
     pub idle_advance: bool,
     /// The group's global inputs: caught up (or declared complete below the value).
     pub globals_complete_before: i64,
@@ -265,25 +266,35 @@ impl GroupState {
         }
     }
 
-    /// The lowest time member `m` may still deliver, for moving stream time (and firing
-    /// timers): like [`Self::order_bound`], but an idle source follows the wall clock only
-    /// when `idle_advance` is on.
-    fn time_bound(&self, m: usize, v: &GroupView) -> i64 {
+    /// True when member `m` is an idle source: caught up, quiet for `max_task_idle`, not
+    /// declared by a producer, nothing buffered.
+    fn idle(&self, m: usize, v: &GroupView) -> bool {
         let mv = v.members.get(m).copied().unwrap_or_default();
-        match (&self.members[m].buffer, self.head(m)) {
-            (Buffer::Fifo(_), None) if !mv.lagging && mv.declared.is_none() && mv.idle => {
-                if v.idle_advance { v.wall.max(self.stream) } else { self.stream }
-            }
-            _ => self.order_bound(m, v),
-        }
+        matches!(self.members[m].buffer, Buffer::Fifo(_)) && self.head(m).is_none() && !mv.lagging && mv.declared.is_none() && mv.idle
     }
 
     /// The time below which this group will process nothing more (in order): timers before
-    /// it may fire as far as this group is concerned.
+    /// it may fire as far as this group is concerned. Idle sources do not hold it back while
+    /// other inputs have something to say; when every source is idle and nothing derived
+    /// waits, stream time follows the wall clock with `idle_advance`, and otherwise goes as
+    /// far as the derived inputs' frontiers allow (to the end, once those are over too).
     pub fn time_frontier(&self, v: &GroupView) -> i64 {
         let mut f = if self.has_source { v.globals_complete_before } else { i64::MAX };
+        let (mut sources, mut idle) = (0, 0);
         for m in 0..self.members.len() {
-            f = f.min(self.time_bound(m, v));
+            if matches!(self.members[m].buffer, Buffer::Fifo(_)) {
+                sources += 1;
+                if self.idle(m, v) {
+                    idle += 1;
+                    continue;
+                }
+            }
+            f = f.min(self.order_bound(m, v));
+        }
+        // Every source idle and no derived record waiting: nothing says how far time goes.
+        let derived_waiting = (0..self.members.len()).any(|m| matches!(self.members[m].buffer, Buffer::Heap(_)) && self.head(m).is_some());
+        if sources > 0 && idle == sources && !derived_waiting && v.idle_advance {
+            f = f.min(v.wall.max(self.stream));
         }
         f.max(self.stream)
     }
@@ -293,8 +304,8 @@ impl GroupState {
     /// (the task's coverage accounts for them).
     ///
     /// An idle source (caught up and quiet for `max_task_idle`) holds nothing back, as in
-    /// Flink's source idleness: with `idle_advance` it counts from the wall clock, else not
-    /// at all. A record it delivers after that is late: processed at the stream time, maybe
+    /// Flink's source idleness: with `idle_advance` it counts from the wall clock, else
+    /// (end of input) not at all. A record it delivers after that is late: processed at the stream time, maybe
     /// after what a downstream task already went on with.
     pub fn pending(&self, v: &GroupView) -> i64 {
         let mut p = i64::MAX;
@@ -523,12 +534,12 @@ mod tests {
     }
 
     #[test]
-    fn stream_time_follows_the_wall_clock_only_when_asked() {
+    fn an_idle_source_lets_stream_time_follow_the_wall_clock_or_ends_its_input() {
         let g = GroupState::new(vec![(tp("a"), false)], false);
         let mut v = view(1);
         v.members[0].idle = true;
         v.wall = 9_000;
-        assert_eq!(g.time_frontier(&v), i64::MIN, "event time only: an idle source holds time");
+        assert_eq!(g.time_frontier(&v), i64::MAX, "at the end of input time goes to the end");
         v.idle_advance = true;
         assert_eq!(g.time_frontier(&v), 9_000);
     }

@@ -79,11 +79,9 @@ pub struct RuntimeConfig {
     pub state: StateBackend,
     /// Records per poll.
     pub max_poll: usize,
-    /// When every source input of a group is caught up and quiet, its stream time follows
-    /// the wall clock, so timers (payment timeouts) fire in quiet periods. Off: event time
-    /// moves only with records and with producers' declared progress, so a replay ends
-    /// where its data ends (what reproducibility tests use).
-    pub idle_advance: bool,
+    /// What a quiet input means: live, time goes on (stream time follows the wall clock, so
+    /// payment timeouts fire in quiet periods); for a bounded replay, the input is over.
+    pub idle: Idle,
     /// Longest wait between retries of a record that failed transiently.
     pub max_backoff: Duration,
     /// A stable name for this instance. On Kafka it becomes the static group membership id
@@ -114,7 +112,7 @@ impl Default for RuntimeConfig {
             commit_interval: Duration::from_millis(100),
             state: StateBackend::Memory,
             max_poll: 5_000,
-            idle_advance: true,
+            idle: Idle::WallClock,
             max_backoff: Duration::from_secs(5),
             instance: None,
             consumer_properties: Vec::new(),
@@ -123,6 +121,21 @@ impl Default for RuntimeConfig {
             topology: None,
         }
     }
+}
+
+/// What an input that is caught up and quiet for `max_task_idle` means.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Idle {
+    /// Live: time goes on. An idle source's stream time follows the wall clock, so timers
+    /// fire in quiet periods — the one wall-clock input to processing.
+    #[default]
+    WallClock,
+    /// A bounded replay: once every source of a group is idle its input is over, and stream
+    /// time goes to the end, firing every timer left (Flink's end of input). Results then
+    /// depend on the log alone — what reproducibility tests and backfills of a finished log
+    /// use.
+    EndOfInput,
 }
 
 /// The consumer group of a processor.
@@ -1032,7 +1045,7 @@ fn views(t: &RtTask, shared: &Shared, watch: &Watch, ends: &EndCache, consumer: 
                 .collect(),
             frontier: i64::MAX,
             wall,
-            idle_advance: shared.config.idle_advance,
+            idle_advance: shared.config.idle == Idle::WallClock,
             globals_complete_before: globals_before,
         })
         .collect()
