@@ -393,4 +393,15 @@ impl Event {
     pub fn types_of(topic: Topic) -> impl Iterator<Item = &'static EventType> {
         EVENT_TYPES.iter().filter(move |t| t.topic == topic)
     }
+
+    /// Whether the event can be processed at all, beyond its schema: the contract's rules
+    /// on values (an order's lines and amounts, [`crate::OrderPlaced::check_amounts`]). The
+    /// error names the field. Processors and sinks refuse what fails it (to the DLQ), so
+    /// no store holds what the pipeline refused.
+    pub fn check(&self) -> Result<(), String> {
+        match self {
+            Event::OrderPlaced(o) => o.check_amounts(),
+            _ => Ok(()),
+        }
+    }
 }

@@ -685,9 +685,6 @@ impl Processor for Orders {
                 }
                 return Err(ProcessError::permanent(format!("order {} was already placed", p.order_id)));
             }
-            if p.items.is_empty() || p.items.iter().any(|i| i.quantity <= 0) {
-                return Err(ProcessError::permanent(format!("order {} has no lines or a line without units", p.order_id)));
-            }
             let mut wanted: BTreeMap<String, i32> = BTreeMap::new();
             let mut vendor_totals: BTreeMap<String, i64> = BTreeMap::new();
             for i in &p.items {
