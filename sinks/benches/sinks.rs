@@ -14,6 +14,7 @@
 //! | analytics, Parquet | the same | `AnalyticsSink::write` | `ArrowWriter` of the same record batches |
 //! | search, Elasticsearch | ProductCreated → documents | `SearchSink::write` (read-modify-write, `_bulk` with versions) | `_bulk` of the same documents |
 //! | search, tantivy | the same | `SearchSink::write` | `add_document` + commit of the same documents |
+//! | analytics, Parquet, through the runner | the catalogue, rates and ProductViewed on an embedded log | `Sinks` until caught up (poll, decode, batch, read-ahead, write, commit) | `AnalyticsSink::write` of the same events, no log |
 //!
 //! The sink is measured from decoded events (the log and Avro decoding are benchmarked
 //! elsewhere) to durable rows; each figure is the best of three runs.
@@ -152,6 +153,7 @@ fn main() {
         out.push(tantivy().await);
         cleanup().await;
     });
+    out.push(runner_parquet(&rt));
     print(&out);
 }
 
@@ -389,7 +391,7 @@ async fn parquet() -> Row {
 }
 
 fn docs(its: &[Item]) -> Vec<(String, ProductDoc)> {
-    let rates = storeflow_sinks::money::Rates::new("EUR");
+    let rates = storeflow_sinks::reference::Reference::new("EUR");
     its.iter()
         .filter_map(|i| {
             let Event::ProductCreated(p) = &i.event else { return None };
@@ -460,3 +462,55 @@ async fn tantivy() -> Row {
     Row { sink: "search → tantivy", rows: N, sink_rate, baselines: vec![("add_document + commit of the same documents", raw)] }
 }
 
+/// Analytics → Parquet through the runner (`Sinks`): the catalogue, the rates and product
+/// views on an embedded log, read, decoded, batched and written until caught up — against
+/// `AnalyticsSink::write` of the same events, decoded, in the same batches, with no log.
+fn runner_parquet(rt: &tokio::runtime::Runtime) -> Row {
+    const N: usize = 400_000;
+    const BATCH: usize = 20_000;
+    let mut events: Vec<Event> = products(400).into_iter().map(|i| i.event).collect();
+    for (code, rate) in [("USD", 925_925_926i64), ("GBP", 1_176_470_588), ("JPY", 6_172_840)] {
+        events.push(Event::ExchangeRateUpdated(ExchangeRateUpdated {
+            event_id: format!("rate-{code}"),
+            occurred_at: Timestamp(START),
+            base_currency: code.into(),
+            quote_currency: "EUR".into(),
+            rate_e9: rate,
+        }));
+    }
+    events.extend(views(N).into_iter().map(|i| i.event));
+    let total = events.len();
+    let dir = tempfile::tempdir().expect("tmp");
+    let log: std::sync::Arc<dyn storeflow_ingest::Log> = std::sync::Arc::new(storeflow_ingest::EmbeddedLog::open(&dir.path().join("log")).expect("log"));
+    log.create_topics(&storeflow_ingest::publish::contract_topics(None)).expect("topics");
+    let codec = std::sync::Arc::new(Codec::embedded().expect("codec"));
+    let publisher = storeflow_ingest::publish::Publisher::new(log.as_ref(), codec.clone()).expect("publisher");
+    for chunk in events.chunks(5_000) {
+        for ack in publisher.publish_batch(chunk).expect("publish") {
+            ack.wait().expect("acknowledged");
+        }
+    }
+    let mut sink_rate = 0.0f64;
+    let mut raw = 0.0f64;
+    for run in 0..3 {
+        let mut c = storeflow_sinks::SinksConfig::embedded(dir.path().join(format!("sinks-{run}"))).only(&["analytics"]);
+        c.app = format!("bench-{run}");
+        c.analytics.max_wait_ms = 50;
+        let t = Instant::now();
+        let sinks = storeflow_sinks::Sinks::start(log.clone(), codec.clone(), c, &mut prometheus_client::registry::Registry::default()).expect("start");
+        sinks.wait_caught_up(Duration::from_secs(600)).expect("caught up");
+        sink_rate = sink_rate.max(total as f64 / t.elapsed().as_secs_f64());
+        sinks.stop().expect("stop");
+        let its = items(events.clone());
+        let direct = tempfile::tempdir().expect("tmp");
+        raw = raw.max(rt.block_on(async {
+            let mut sink = AnalyticsSink::open(&AnalyticsConfig::default(), direct.path()).await.expect("open");
+            let t = Instant::now();
+            for c in its.chunks(BATCH) {
+                sink.write(c).await.expect("write");
+            }
+            total as f64 / t.elapsed().as_secs_f64()
+        }));
+    }
+    Row { sink: "analytics → Parquet, through the runner", rows: total, sink_rate, baselines: vec![("AnalyticsSink::write of the same events, no log", raw)] }
+}

@@ -9,7 +9,10 @@
 //! Every sink runs on the common [`runner`]: its own consumer group `<app>.sink.<name>`,
 //! batches by size and time, idempotent writes, retries with capped back-off while holding
 //! the offsets, dead letters to `<topic>.dlq` (the processors' headers, so `storeflow dlq
-//! list/replay` work), offsets committed only after the write is durable, and metrics.
+//! list/replay` work), offsets committed only after the write is durable, and metrics. A
+//! sink that joins facts with reference data (analytics, search) has the runner read the
+//! [`reference`] topics — exchange rates, the catalogue — ahead of every write, so the joins
+//! depend on the log, not on the interleaving of its topics.
 //!
 //! [`Sinks::start`] starts the enabled sinks on a log and hands out async query handles
 //! ([`ReadModel`], [`Search`], [`Analytics`]) that the API's axum handlers can await.
@@ -22,6 +25,7 @@ pub mod config;
 pub mod metrics;
 pub mod money;
 pub mod read_model;
+pub mod reference;
 pub mod runner;
 pub mod search;
 pub mod snapshot;

@@ -24,6 +24,17 @@
 //! On a rebalance, buffered records of revoked partitions are dropped (nothing written is
 //! ever left uncommitted when `poll` runs, so there is nothing to commit), and the sink
 //! hears of newly assigned partitions before its next write ([`Sink::assigned`]).
+//!
+//! **Reading ahead.** A sink that joins its records with reference data (exchange rates,
+//! the catalogue: [`Sink::reference_topics`]) gets a second consumer, outside its group,
+//! over every partition of those topics. Before each write it is read to the partitions'
+//! end as the log has it then, and its records go to [`Sink::refer`] — the sink's in-memory
+//! view only, nothing is written or committed for them (the main subscription delivers the
+//! same records to `write`, which writes their own rows). Its positions are kept, so each
+//! write reads only what is new. Every record of the batch was on the log before that end,
+//! so the view has seen at least what the subscription has, and in a replay of a finished
+//! log it has seen all of it before the first write: the joins no longer depend on how the
+//! subscription interleaved the topics (see [`crate::reference`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -34,8 +45,8 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use storeflow_avro::{Codec, Event, Topic};
 use storeflow_ingest::{
-    ConsumerConfig, Header, Log, OffsetCommitter, OffsetReset, ProduceRecord, RebalanceListener, Record, TopicPartition,
-    TopicSpec,
+    Consumer, ConsumerConfig, Header, Log, OffsetCommitter, OffsetReset, ProduceRecord, RebalanceListener, Record,
+    TopicPartition, TopicSpec,
 };
 use storeflow_processors::dlq_headers;
 use tokio::runtime::Handle;
@@ -117,6 +128,16 @@ pub trait Sink: Send + 'static {
     async fn assigned(&mut self, partitions: &[TopicPartition]) -> Result<()>;
     /// Writes `items` (in log order) durably and idempotently.
     async fn write(&mut self, items: &[Item]) -> Result<()>;
+    /// Topics whose records the sink joins its other records with (reference data, such as
+    /// [`crate::reference::TOPICS`]): the runner reads every partition of them ahead of each
+    /// write and hands the records to [`Sink::refer`]. Empty (the default): nothing is
+    /// joined.
+    fn reference_topics(&self) -> Vec<Topic> {
+        Vec::new()
+    }
+    /// Reference records read ahead, in log order per partition (partitions interleaved in
+    /// any order, and a record may come again): apply them to the in-memory view only.
+    fn refer(&mut self, _items: &[Item]) {}
 }
 
 /// How the runner runs a sink.
@@ -182,6 +203,8 @@ pub fn spawn<S: Sink>(
     consumer.subscribe(&refs)?;
     let producer = log.producer()?;
     let name = sink.name();
+    let reference = sink.reference_topics();
+    let read_ahead = if reference.is_empty() { None } else { Some(ReadAhead::open(log.as_ref(), &settings.group, &reference)?) };
     let failure = Arc::new(Mutex::new(None));
     let mut runner = Runner {
         batching: sink.batching(),
@@ -197,6 +220,7 @@ pub fn spawn<S: Sink>(
         rebalance,
         last_lag: Instant::now() - Duration::from_secs(10),
         committed: HashMap::new(),
+        read_ahead,
     };
     let fail = failure.clone();
     let thread = std::thread::Builder::new()
@@ -206,9 +230,12 @@ pub fn spawn<S: Sink>(
                 tracing::error!(sink = name, "sink stopped: {e}");
                 *fail.lock() = Some(e.to_string());
             }
-            let Runner { consumer, .. } = runner;
+            let Runner { consumer, read_ahead, .. } = runner;
             if let Err(e) = consumer.close() {
                 tracing::warn!(sink = name, "closing the consumer: {e}");
+            }
+            if let Some(Err(e)) = read_ahead.map(|r| r.consumer.close()) {
+                tracing::warn!(sink = name, "closing the reference consumer: {e}");
             }
         })
         .map_err(SinkError::io(format!("starting the {name} sink thread")))?;
@@ -246,6 +273,72 @@ impl RebalanceListener for Listener {
     }
 }
 
+/// How long a write waits for the reference topics to be read to their end before it goes
+/// ahead with what was read (a read_committed consumer cannot pass an open transaction).
+const READ_AHEAD_PATIENCE: Duration = Duration::from_secs(5);
+
+/// The second consumer of a sink with reference topics: every partition of them, assigned
+/// (outside the sink's group, never committing), positions kept between writes.
+struct ReadAhead {
+    consumer: Box<dyn Consumer>,
+    partitions: Vec<TopicPartition>,
+    /// Reference records applied so far.
+    applied: u64,
+    /// Set once the first catch-up is done (it reads the topics from their start).
+    caught_up: bool,
+}
+
+impl ReadAhead {
+    fn open(log: &dyn Log, group: &str, topics: &[Topic]) -> Result<ReadAhead> {
+        let names: Vec<&str> = topics.iter().map(|t| t.name()).collect();
+        let partitions: Vec<TopicPartition> = log
+            .describe_topics()?
+            .into_iter()
+            .filter(|t| names.contains(&t.name.as_str()))
+            .flat_map(|t| (0..t.partitions.len() as u32).map(move |p| TopicPartition::new(&t.name, p)))
+            .collect();
+        let starts = log.watermarks(&partitions)?;
+        let mut consumer = log.consumer(ConsumerConfig::new(&format!("{group}.reference")), None)?;
+        let from: Vec<(TopicPartition, u64)> = partitions.iter().cloned().zip(starts.into_iter().map(|(start, _)| start)).collect();
+        consumer.assign(&from)?;
+        Ok(ReadAhead { consumer, partitions, applied: 0, caught_up: false })
+    }
+
+    /// Reads every partition to the end it has now and hands the records to `sink`.
+    fn catch_up<S: Sink>(&mut self, log: &dyn Log, codec: &Codec, sink: &mut S, max_poll: usize) -> Result<()> {
+        let ends = log.watermarks(&self.partitions)?;
+        let deadline = Instant::now() + READ_AHEAD_PATIENCE;
+        loop {
+            let behind = self.partitions.iter().zip(&ends).any(|(tp, (_, end))| self.consumer.position(tp).unwrap_or(0) < *end);
+            if !behind {
+                break;
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!(sink = sink.name(), "the reference topics were not read to their end in {READ_AHEAD_PATIENCE:?}; writing with what was read");
+                break;
+            }
+            let records = self.consumer.poll(max_poll, Duration::from_millis(50))?;
+            let items: Vec<Item> = records
+                .into_iter()
+                .filter_map(|r| {
+                    // A record that does not decode is dead-lettered by the main subscription.
+                    let event = codec.decode(r.value.as_ref()?).ok()?;
+                    Some(Item { topic: r.topic, partition: r.partition, offset: r.offset, timestamp: r.timestamp, event })
+                })
+                .collect();
+            if !items.is_empty() {
+                self.applied += items.len() as u64;
+                sink.refer(&items);
+            }
+        }
+        if !self.caught_up {
+            self.caught_up = true;
+            tracing::info!(sink = sink.name(), records = self.applied, "read the reference topics ahead");
+        }
+        Ok(())
+    }
+}
+
 struct Runner<S: Sink> {
     sink: S,
     batching: Batching,
@@ -261,6 +354,8 @@ struct Runner<S: Sink> {
     last_lag: Instant,
     /// What this instance last committed (or found committed) per assigned partition.
     committed: HashMap<TopicPartition, u64>,
+    /// The reference topics' consumer, for a sink that has some.
+    read_ahead: Option<ReadAhead>,
 }
 
 /// The batch was abandoned because the sinks are stopping.
@@ -409,16 +504,23 @@ impl<S: Sink> Runner<S> {
                 continue;
             };
             match self.codec.decode(value) {
-                Ok(event) if self.sink.wants(&event) => items.push((
-                    i,
-                    Item { topic: r.topic.clone(), partition: r.partition, offset: r.offset, timestamp: r.timestamp, event },
-                )),
+                Ok(event) if self.sink.wants(&event) => match event.check() {
+                    Ok(()) => items.push((
+                        i,
+                        Item { topic: r.topic.clone(), partition: r.partition, offset: r.offset, timestamp: r.timestamp, event },
+                    )),
+                    // The contract's value rules, as the processors apply them.
+                    Err(reason) => dead.push((i, format!("the contract refuses the record: {reason}"))),
+                },
                 Ok(_) => skipped += 1,
                 Err(e) => dead.push((i, format!("cannot decode the record: {e}"))),
             }
         }
         self.metrics.batch_records.get_or_create(&SinkMetrics::sink(name)).observe(records.len() as f64);
         self.metrics.skipped.get_or_create(&SinkMetrics::sink(name)).inc_by(skipped);
+        if !items.is_empty() {
+            self.read_ahead()?;
+        }
         self.write_all(&items, &mut dead)?;
         if !dead.is_empty() {
             self.dead_letter(&records, &dead)?;
@@ -426,6 +528,26 @@ impl<S: Sink> Runner<S> {
         self.commit(&records)?;
         self.metrics.write_seconds.get_or_create(&SinkMetrics::sink(name)).observe(started.elapsed().as_secs_f64());
         Ok(())
+    }
+
+    /// Brings the sink's reference view up to the log's end (nothing for a sink without
+    /// reference topics), retrying while the log fails.
+    fn read_ahead(&mut self) -> std::result::Result<(), Stopping> {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let result = match &mut self.read_ahead {
+                Some(ra) => ra.catch_up(self.log.as_ref(), &self.codec, &mut self.sink, self.settings.max_poll),
+                None => return Ok(()),
+            };
+            match result {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    tracing::warn!(sink = self.sink.name(), "reading the reference topics ahead: {e}; retrying in {backoff:?}, offsets held");
+                    self.sleep(backoff)?;
+                    backoff = (backoff * 2).min(self.settings.max_backoff);
+                }
+            }
+        }
     }
 
     /// Writes `items`, retrying transient failures and bisecting permanent ones down to the

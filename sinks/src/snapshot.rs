@@ -70,11 +70,16 @@
 //! - *Layout*: Parquet file names and footers (marks derived from the rows), tantivy
 //!   segments and doc ids, SQLite rowids and row order — not read, or sorted away.
 //!
-//! **Not hidden, on purpose**: content that depends on how a sink interleaved its topics,
-//! e.g. the category and brand analytics copies onto an order line or the product of a
-//! stock level (from the catalogue it has seen so far), or a price's base-currency value
-//! (from the rates seen so far). Two runs whose sinks saw the topics in another order can
-//! differ there, and the dump shows it.
+//! **Not hidden, on purpose**: the values a sink joins from another topic — the category
+//! and brand analytics copies onto an order line, the product and vendor of a stock level
+//! or a returned line, every base-currency amount, a search document's price in the base
+//! currency and the sku its stock is routed by. They used to depend on how a sink's
+//! consumer interleaved its topics (the rates and catalogue it had seen so far); the sinks
+//! now read the reference topics ahead of every write ([`crate::reference`]), so in a
+//! replay of a finished log they are the same whatever the interleaving, and the dump
+//! compares them like any content. (Live, a rate or product published after a fact it
+//! should have applied to is not applied to it afterwards: two runs that saw a late
+//! producer's records at other moments can still differ there, and the dump shows it.)
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

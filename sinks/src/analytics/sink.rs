@@ -2,9 +2,19 @@
 //!
 //! Reads every storefront topic and the derived `orders.lifecycle`, `inventory.reservations`,
 //! `inventory.levels`, `fraud.scores` and `sales.vendor_minute`. Keeps two small pieces of
-//! state in memory, both rebuilt from its own tables at start-up: the catalogue
-//! (product → vendor, category, brand, price; sku → product) to enrich order lines, returns
-//! and stock levels, and the exchange rates to add a base-currency amount to every amount.
+//! state in memory:
+//!
+//! - the [`Reference`] view it joins with — exchange rates, to add a base-currency amount to
+//!   every amount, and the products' facts (vendor, category, brand; sku → product), to
+//!   enrich order lines, cart additions, returns and stock levels. The runner reads
+//!   `storefront.exchange_rates` and `storefront.catalog` ahead of every write
+//!   ([`Sink::refer`]), so a join sees every rate and product the log holds then, whatever
+//!   order the subscription delivered the topics in: the rate in force at the event's time,
+//!   the product as the log has it (exact in a replay; live, what the log held when the fact
+//!   was written — see [`crate::reference`]). Seeded at start-up from its own tables, for
+//!   records the log no longer holds.
+//! - the catalogue as the subscription has applied it (the state after each catalog event),
+//!   for the `dim_products` rows; rebuilt from `dim_products` at start-up.
 //!
 //! **What is newer** is never decided by event time: the catalogue's fields and price keep
 //! the catalog event with the highest log position ([`Item::position`]; a product's events
@@ -33,8 +43,8 @@ use super::parquet::ParquetStore;
 use super::questions::{Question, run};
 use super::rows::*;
 use crate::config::Batching;
-use crate::money::Rates;
-use crate::runner::{Item, Sink};
+use crate::reference::{self, ProductFacts, Reference};
+use crate::runner::{Item, Sink, position};
 use crate::{Result, Retry, SinkError};
 
 /// Where the analytics tables live.
@@ -154,9 +164,10 @@ impl TableWriter for MarkedWriter<'_> {
 pub struct AnalyticsSink {
     store: Store,
     batching: Batching,
-    rates: Rates,
+    /// What facts are joined with: rates and products, read ahead.
+    reference: Reference,
+    /// The catalogue in the subscription's order: the `dim_products` rows.
     catalog: HashMap<String, CatalogEntry>,
-    sku_product: HashMap<String, String>,
     marks: HashMap<(&'static str, String, u32), u64>,
     loaded: HashSet<(String, u32)>,
 }
@@ -166,29 +177,42 @@ fn opt(s: &Option<String>) -> String {
 }
 
 impl AnalyticsSink {
-    /// Opens the store and rebuilds the catalogue and exchange rates from it.
+    /// Opens the store and rebuilds the catalogue and exchange rates from it (the runner
+    /// then reads the reference topics ahead, from their start).
     pub async fn open(config: &AnalyticsConfig, data_dir: &Path) -> Result<AnalyticsSink> {
         config.validate()?;
         let store = Store::open(config, data_dir).await?;
         let mut sink = AnalyticsSink {
             store,
             batching: config.batching(),
-            rates: Rates::new(&config.base_currency),
+            reference: Reference::new(&config.base_currency),
             catalog: HashMap::new(),
-            sku_product: HashMap::new(),
             marks: HashMap::new(),
             loaded: HashSet::new(),
         };
         let products: Vec<DimProduct> = run(&sink.store, Question::LoadProducts, &[]).await?;
         for p in products {
-            sink.sku_product.insert(p.sku.clone(), p.product_id.clone());
+            sink.reference.product_facts(ProductFacts {
+                product_id: p.product_id.clone(),
+                vendor_id: p.vendor_id.clone(),
+                sku: p.sku.clone(),
+                category: p.category.clone(),
+                brand: p.brand.clone(),
+                pos: p.pos,
+            });
             sink.catalog.insert(p.product_id.clone(), CatalogEntry { catalog_pos: p.pos, price_pos: p.pos, dim: p });
         }
         let rates: Vec<FactExchangeRate> = run(&sink.store, Question::LoadRates, &[]).await?;
         for r in rates {
-            sink.rates.record(&r.base_currency, &r.quote_currency, r.occurred_at, r.rate_e9);
+            let pos = position(r.src_partition, r.src_offset);
+            sink.reference.rate(&r.base_currency, &r.quote_currency, r.occurred_at, r.rate_e9, pos);
         }
         Ok(sink)
+    }
+
+    /// The reference view the sink joins with.
+    pub fn reference(&self) -> &Reference {
+        &self.reference
     }
 
     /// The store (shared with the query handle).
@@ -198,15 +222,15 @@ impl AnalyticsSink {
 
     fn eur(&self, amount: i64, currency: &str, at: i64) -> i64 {
         // No known rate: 0 in the base column (the original amount stays in its own column).
-        self.rates.to_base(amount, currency, at).unwrap_or(0)
+        self.reference.to_base(amount, currency, at).unwrap_or(0)
     }
 
-    fn product(&self, id: &str) -> Option<&DimProduct> {
-        self.catalog.get(id).map(|e| &e.dim)
+    fn product(&self, id: &str) -> Option<&ProductFacts> {
+        self.reference.product(id)
     }
 
     fn by_sku(&self, sku: &str) -> (String, String) {
-        match self.sku_product.get(sku).and_then(|p| self.product(p)) {
+        match self.reference.by_sku(sku) {
             Some(p) => (p.product_id.clone(), p.vendor_id.clone()),
             None => (String::new(), String::new()),
         }
@@ -227,7 +251,9 @@ impl AnalyticsSink {
         }
     }
 
-    /// Maps one item to rows (updating the catalogue and rates on the way).
+    /// Maps one item to rows (updating the catalogue of `dim_products` on the way). Joins
+    /// use the reference view as it is: [`Sink::write`] first applies the batch's own
+    /// reference records to it, and the runner reads ahead whatever else the log holds.
     pub fn map(&mut self, rows: &mut Rows, it: &Item) {
         let e = &it.event;
         let at = e.occurred_at().millis();
@@ -242,12 +268,9 @@ impl AnalyticsSink {
         }
         let session = |rows: &mut Rows, s: FactSession| rows.fact_sessions.push(s);
         match e {
-            Event::ExchangeRateUpdated(r) => {
-                self.rates.record(&r.base_currency, &r.quote_currency, at, r.rate_e9);
-                rows.fact_exchange_rates.push(row!(FactExchangeRate {
-                    base_currency: r.base_currency.clone(), quote_currency: r.quote_currency.clone(), rate_e9: r.rate_e9
-                }));
-            }
+            Event::ExchangeRateUpdated(r) => rows.fact_exchange_rates.push(row!(FactExchangeRate {
+                base_currency: r.base_currency.clone(), quote_currency: r.quote_currency.clone(), rate_e9: r.rate_e9
+            })),
             Event::VendorOnboarded(v) => rows.dim_vendors.push(row!(DimVendor {
                 vendor_id: v.vendor_id.clone(), name: v.name.clone(), country: v.country.clone(), plan: v.plan.clone(),
                 payout_currency: v.payout_currency.clone(), pos: pos
@@ -272,7 +295,6 @@ impl AnalyticsSink {
                     entry.dim.price_minor = p.price_minor;
                     entry.dim.currency = p.currency.clone();
                 }
-                self.sku_product.insert(p.sku.clone(), p.product_id.clone());
                 self.emit_product(rows, (&event_id, at, it), &p.product_id);
             }
             Event::ProductUpdated(p) => {
@@ -564,8 +586,21 @@ impl Sink for AnalyticsSink {
         Ok(())
     }
 
+    fn reference_topics(&self) -> Vec<Topic> {
+        reference::TOPICS.to_vec()
+    }
+
+    fn refer(&mut self, items: &[Item]) {
+        for it in items {
+            self.reference.apply(it);
+        }
+    }
+
     async fn write(&mut self, items: &[Item]) -> Result<()> {
         self.load_marks(items).await?;
+        // The batch's own rates and products count for every fact in it, before or after
+        // them (a no-op when the runner has read them ahead).
+        self.refer(items);
         let mut rows = Rows::default();
         for it in items {
             self.map(&mut rows, it);

@@ -17,6 +17,11 @@
 //!   in processing order —, each warehouse's stock the `version` of its StockLevelChanged,
 //!   the trending score the `version` of its list. A record at or below the guard changes
 //!   nothing there. Event times (`catalog_at`, `price_at`, a level's `at`) are data.
+//! - **Joins use the reference view, read ahead** ([`crate::reference`]): a price's
+//!   base-currency value takes the rate in force at the price's time among every rate the
+//!   log holds, and a trending score the list of the product's category as the catalogue
+//!   has it — not what this document happened to have seen, which depends on how the
+//!   sink's subscription interleaved the topics.
 //! - **Counting events count once.** The document remembers the last offset it applied per
 //!   source partition (`src`); an event at or below it was applied already (a redelivered
 //!   batch) and is skipped. Reviews and views can therefore be added up exactly.
@@ -29,6 +34,7 @@ use serde::{Deserialize, Serialize};
 use storeflow_avro::Event;
 
 use crate::money::Rates;
+use crate::reference::Reference;
 use crate::runner::Item;
 
 /// `kind` of a product document.
@@ -193,10 +199,11 @@ impl ProductDoc {
         Ok(())
     }
 
-    /// Applies `item` to this document; `Ok(false)` when it changed nothing (already
-    /// applied, stale, or not about this document). `Err` names a value that can never be
-    /// indexed.
-    pub fn apply(&mut self, item: &Item, rates: &Rates) -> Result<bool, String> {
+    /// Applies `item` to this document, joining with `reference` (rates for the price's
+    /// base-currency value, the product's category for its trending list); `Ok(false)` when
+    /// it changed nothing (already applied, stale, or not about this document). `Err` names
+    /// a value that can never be indexed.
+    pub fn apply(&mut self, item: &Item, reference: &Reference) -> Result<bool, String> {
         let key = item.source();
         if self.src.get(&key).is_some_and(|o| *o >= item.offset) {
             return Ok(false);
@@ -220,7 +227,7 @@ impl ProductDoc {
                     self.listed = true;
                 }
                 if newer(self.price_pos) {
-                    self.set_price(p.price_minor, &p.currency, at, pos, rates);
+                    self.set_price(p.price_minor, &p.currency, at, pos, reference);
                 }
             }
             Event::ProductUpdated(p) => {
@@ -254,7 +261,7 @@ impl ProductDoc {
                 if self.sku.is_empty() {
                     self.sku = p.sku.clone();
                 }
-                self.set_price(p.price_minor, &p.currency, at, pos, rates);
+                self.set_price(p.price_minor, &p.currency, at, pos, reference);
             }
             Event::ReviewSubmitted(r) => {
                 if !(1..=5).contains(&r.rating) {
@@ -277,10 +284,15 @@ impl ProductDoc {
                 let Some(i) = r.items.iter().find(|i| i.product_id == self.product_id).filter(|_| r.kind == "trending") else {
                     return Ok(false);
                 };
-                // Versions count per list; a score from another list (the product moved
-                // category) is taken in log order.
+                // Versions count per list, and the lists of two categories (a product that
+                // moved, a view that named another category) reach the document in whatever
+                // order their partitions were read. So the score kept is the greatest by
+                // (the list is the product's category's in the catalogue, the list's name,
+                // its version): the same whatever the arrival order.
                 let list = format!("trending:{}", r.category.as_deref().unwrap_or_default());
-                if list == self.trending_list && r.version < self.trending_version {
+                let home = reference.product(&self.product_id).map(|p| format!("trending:{}", p.category));
+                let rank = |l: &str, v: i64| (home.as_deref() == Some(l), l.to_string(), v);
+                if rank(&list, r.version) < rank(&self.trending_list, self.trending_version) {
                     return Ok(false);
                 }
                 self.trending = i.score;
@@ -296,21 +308,22 @@ impl ProductDoc {
         Ok(true)
     }
 
-    fn set_price(&mut self, price_minor: i64, currency: &str, at: i64, pos: i64, rates: &Rates) {
+    fn set_price(&mut self, price_minor: i64, currency: &str, at: i64, pos: i64, reference: &Reference) {
         self.price_pos = Some(pos);
         self.price_at = at;
         self.price_minor = Some(price_minor);
         self.currency = Some(currency.to_string());
-        self.price_eur_minor = rates.to_base(price_minor, currency, at);
+        self.price_eur_minor = reference.to_base(price_minor, currency, at);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
-    use storeflow_avro::{PriceChanged, StockLevelChanged, Timestamp};
+    use storeflow_avro::{PriceChanged, RecommendationsUpdated, ScoredProduct, StockLevelChanged, Timestamp};
 
     use super::*;
+    use crate::reference::ProductFacts;
 
     fn price(at: i64, p: i64, offset: u64) -> Item {
         Item::new(
@@ -351,7 +364,7 @@ mod tests {
     // its event time, and a redelivered earlier one changes nothing.
     #[test]
     fn a_stale_price_does_not_overwrite_a_newer_one() {
-        let rates = Rates::new("EUR");
+        let rates = Reference::new("EUR");
         let mut d = ProductDoc::product("p1");
         assert!(d.apply(&price(200, 1_000, 1), &rates).unwrap());
         assert!(d.apply(&price(100, 5_000, 2), &rates).unwrap(), "later in the partition, earlier event time");
@@ -361,7 +374,7 @@ mod tests {
 
     #[test]
     fn a_price_from_a_lower_log_position_is_refused_even_from_an_unseen_partition() {
-        let rates = Rates::new("EUR");
+        let rates = Reference::new("EUR");
         let mut d = ProductDoc::product("p1");
         let mut newer = price(100, 5_000, 2);
         newer.partition = 1;
@@ -372,7 +385,7 @@ mod tests {
 
     #[test]
     fn a_stock_level_with_a_lower_version_is_refused_whatever_its_event_time() {
-        let rates = Rates::new("EUR");
+        let rates = Reference::new("EUR");
         let mut d = ProductDoc::product("p1");
         assert!(d.apply(&level(500, "w", 3, 2, 1), &rates).unwrap());
         let mut stale = level(900, "w", 7, 1, 2);
@@ -383,7 +396,7 @@ mod tests {
 
     #[test]
     fn pending_stock_merges_by_version_not_by_event_time() {
-        let rates = Rates::new("EUR");
+        let rates = Reference::new("EUR");
         let mut d = ProductDoc::product("p1");
         d.apply(&level(900, "w", 1, 1, 1), &rates).unwrap();
         let mut pending = ProductDoc::pending("s");
@@ -394,11 +407,54 @@ mod tests {
 
     #[test]
     fn an_event_applied_before_is_skipped() {
-        let rates = Rates::new("EUR");
+        let rates = Reference::new("EUR");
         let mut d = ProductDoc::product("p1");
         assert!(d.apply(&price(200, 5_000, 7), &rates).unwrap());
         assert!(!d.apply(&price(300, 9_000, 7), &rates).unwrap());
         assert_eq!(d.price_minor, Some(5_000));
+    }
+
+    fn trending(category: &str, version: i64, score: f64, partition: u32) -> Item {
+        Item::new(
+            Event::RecommendationsUpdated(RecommendationsUpdated {
+                event_id: format!("tr-{category}-{version}"),
+                occurred_at: Timestamp(0),
+                product_id: String::new(),
+                kind: "trending".into(),
+                items: vec![ScoredProduct { product_id: "p1".into(), score }],
+                session_id: None,
+                category: Some(category.into()),
+                version,
+            }),
+            partition,
+            version as u64,
+        )
+    }
+
+    #[test]
+    fn a_trending_score_comes_from_the_products_own_category_whatever_order_the_lists_arrive_in() {
+        // p1 moved from `old` to `new`; both lists name it, from two partitions.
+        let mut reference = Reference::new("EUR");
+        reference.product_facts(ProductFacts { product_id: "p1".into(), sku: "s".into(), category: "new".into(), ..Default::default() });
+        let lists = [trending("old", 5, 9.0, 0), trending("new", 1, 1.0, 1), trending("new", 2, 2.0, 1), trending("old", 6, 8.0, 0)];
+        for order in [[0, 1, 2, 3], [1, 2, 0, 3], [3, 2, 1, 0], [2, 0, 3, 1]] {
+            let mut d = ProductDoc::product("p1");
+            for i in order {
+                d.apply(&lists[i], &reference).unwrap();
+            }
+            assert_eq!((d.trending, d.trending_list.as_str(), d.trending_version), (2.0, "trending:new", 2), "{order:?}");
+        }
+        // A product the catalogue does not know: the same list wins in every order.
+        let unknown = Reference::new("EUR");
+        let mut firsts = std::collections::BTreeSet::new();
+        for order in [[0, 1, 2, 3], [3, 2, 1, 0]] {
+            let mut d = ProductDoc::product("p1");
+            for i in order {
+                d.apply(&lists[i], &unknown).unwrap();
+            }
+            firsts.insert((d.trending_list.clone(), d.trending_version));
+        }
+        assert_eq!(firsts.len(), 1, "{firsts:?}");
     }
 
     #[test]
@@ -417,7 +473,7 @@ mod tests {
             changes in prop::collection::vec((any::<bool>(), 0..3usize, 0..1_000i64, -10_000..10_000i64), 1..60),
             replays in prop::collection::vec((0..60usize, 1..10usize), 0..8),
         ) {
-            let rates = Rates::new("EUR");
+            let rates = Reference::new("EUR");
             let warehouses = ["a", "b", "c"];
             let mut versions = [0i64; 3];
             let (mut price_off, mut stock_off) = (0u64, 0u64);

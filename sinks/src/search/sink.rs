@@ -6,12 +6,18 @@
 //! (prices in the base currency).
 //!
 //! Per batch: find the documents the events touch (a sku is resolved to its product through
-//! a sku map, then the index; stock of a sku whose product is not known yet goes to a
-//! `stock:<sku>` pending document that the product takes over when it is created), read the
-//! ones not cached, apply the events in log order ([`ProductDoc::apply`]: versions and log
-//! positions decide what is newer, never event time), and write the changed documents back
-//! whole with their revisions as external versions. The cache is dropped on any failure and
-//! on a rebalance, so a retry starts from what the index holds.
+//! the reference view, then a sku map learnt from the index; stock of a sku whose product is
+//! not known yet goes to a `stock:<sku>` pending document that the product takes over when
+//! it is created), read the ones not cached, apply the events in log order
+//! ([`ProductDoc::apply`]: versions and log positions decide what is newer, never event
+//! time), and write the changed documents back whole with their revisions as external
+//! versions. The cache is dropped on any failure and on a rebalance, so a retry starts from
+//! what the index holds.
+//!
+//! The joins — a price's base-currency value, a sku's product, a trending list's category —
+//! use the [`Reference`] view, which the runner reads ahead from `storefront.exchange_rates`
+//! and `storefront.catalog` before every write ([`Sink::refer`]): they see every rate and
+//! product the log holds then, whatever order the subscription delivered the topics in.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
@@ -24,6 +30,7 @@ use super::doc::{self, ProductDoc, RATES_ID, pending_id};
 use super::{ElasticIndex, Index, ProductIndex, TantivyIndex};
 use crate::config::Batching;
 use crate::money::Rates;
+use crate::reference::{self, Reference};
 use crate::runner::{Item, Sink};
 use crate::{Result, Retry, SinkError};
 
@@ -49,8 +56,13 @@ pub fn wants(e: &Event) -> bool {
 pub struct SearchSink {
     index: Index,
     batching: Batching,
+    /// What documents are joined with: rates and products, read ahead.
+    reference: Reference,
+    /// The rates in the subscription's order, kept in the `_rates` document.
     rates: Rates,
     rates_doc: ProductDoc,
+    /// sku → product for products the reference view does not know (created before the
+    /// log's oldest record), learnt from the index.
     sku_product: HashMap<String, String>,
     cache: HashMap<String, ProductDoc>,
     cache_docs: usize,
@@ -73,7 +85,21 @@ impl SearchSink {
         let rates = rates_doc.rates.clone().unwrap_or_else(|| Rates::new(base_currency));
         // Documents written before this start are visible to the sku lookup.
         index.refresh().await?;
-        Ok(SearchSink { index, batching: config.batching(), rates, rates_doc, sku_product: HashMap::new(), cache: HashMap::new(), cache_docs: config.cache_docs })
+        Ok(SearchSink {
+            index,
+            batching: config.batching(),
+            reference: Reference::with_rates(rates.clone()),
+            rates,
+            rates_doc,
+            sku_product: HashMap::new(),
+            cache: HashMap::new(),
+            cache_docs: config.cache_docs,
+        })
+    }
+
+    /// The product of `sku`: the reference view's, else one learnt from the index.
+    fn product_of(&self, sku: &str) -> Option<String> {
+        self.reference.by_sku(sku).map(|p| p.product_id.clone()).or_else(|| self.sku_product.get(sku).cloned())
     }
 
     /// The index (shared with the query handle).
@@ -89,19 +115,22 @@ impl SearchSink {
             Event::PriceChanged(p) => vec![p.product_id.clone()],
             Event::ReviewSubmitted(r) => vec![r.product_id.clone()],
             Event::ProductViewed(v) => vec![v.product_id.clone()],
-            Event::StockLevelChanged(s) => vec![self.sku_product.get(&s.sku).cloned().unwrap_or_else(|| pending_id(&s.sku))],
+            Event::StockLevelChanged(s) => vec![self.product_of(&s.sku).unwrap_or_else(|| pending_id(&s.sku))],
             Event::RecommendationsUpdated(r) => r.items.iter().map(|i| i.product_id.clone()).collect(),
             _ => Vec::new(),
         }
     }
 
     async fn write_batch(&mut self, items: &[Item]) -> Result<()> {
+        // 0. The batch's own rates and products count for every event in it (a no-op when
+        //    the runner has read them ahead).
+        self.refer(items);
         // 1. Skus whose product is not known yet: their `stock:<sku>` document names it once
         //    the product exists (a read by id, real-time on Elasticsearch).
         let unknown: BTreeSet<String> = items
             .iter()
             .filter_map(|i| match &i.event {
-                Event::StockLevelChanged(s) if !self.sku_product.contains_key(&s.sku) => Some(pending_id(&s.sku)),
+                Event::StockLevelChanged(s) if self.product_of(&s.sku).is_none() => Some(pending_id(&s.sku)),
                 _ => None,
             })
             .filter(|id| !self.cache.contains_key(id))
@@ -125,11 +154,6 @@ impl SearchSink {
             if !rest.is_empty() {
                 let found = self.index.find_skus(&rest).await?;
                 self.sku_product.extend(found);
-            }
-        }
-        for i in items {
-            if let Event::ProductCreated(p) = &i.event {
-                self.sku_product.insert(p.sku.clone(), p.product_id.clone());
             }
         }
         // 2. Read the documents not cached.
@@ -185,7 +209,7 @@ impl SearchSink {
                     work.insert(id, d);
                     continue;
                 }
-                let applied = d.apply(it, &self.rates).map_err(SinkError::Rejected)?;
+                let applied = d.apply(it, &self.reference).map_err(SinkError::Rejected)?;
                 if applied {
                     if let Event::ProductCreated(p) = &it.event {
                         let pid = pending_id(&p.sku);
@@ -241,6 +265,16 @@ impl Sink for SearchSink {
         // its writes visible to the sku lookup.
         self.cache.clear();
         self.index.refresh().await
+    }
+
+    fn reference_topics(&self) -> Vec<Topic> {
+        reference::TOPICS.to_vec()
+    }
+
+    fn refer(&mut self, items: &[Item]) {
+        for it in items {
+            self.reference.apply(it);
+        }
     }
 
     async fn write(&mut self, items: &[Item]) -> Result<()> {
