@@ -158,6 +158,9 @@ fn now_ms() -> i64 {
 /// The runtime's own entries in a task's state (changelogged like the processor's).
 const META: &str = "__meta";
 
+/// How often a task commits when it has only progress to publish.
+const PROGRESS_ONLY_EVERY: Duration = Duration::from_millis(50);
+
 /// One task's input group layout: for each input partition, its group and member.
 fn layout(flow: &Flow, topology: &Topology, globals: &[String], p: u32) -> (Vec<GroupState>, HashMap<TopicPartition, (usize, usize)>) {
     let mut groups = Vec::new();
@@ -196,11 +199,27 @@ struct RtTask {
     /// Its recent commits on derived topics that processors read: topic → partition →
     /// (offset after the commit, lowest time written), as last committed.
     emitted: BTreeMap<String, BTreeMap<u32, Vec<(u64, i64)>>>,
+    /// After a restart: what the last commit said it had fetched of its derived inputs and
+    /// had pending, until it has fetched that far again (see [`Held`]).
+    refetch: Option<Held>,
+    /// What the state holds as `held` (as last written).
+    held_saved: Option<Held>,
     last_commit: Instant,
     /// Something was processed since the last commit.
     worked: bool,
     /// Since when records have waited without a step, and when that was last reported.
     stuck: Option<(Instant, Instant)>,
+}
+
+/// What a commit's progress said of a task's derived inputs: how far it had fetched them
+/// and what it had pending per slot. Readers upstream forget their commits below what it
+/// had fetched, but its buffered records between its committed offsets and that point are
+/// lost with a crash; until it has fetched them again it publishes (and uses) these, so no
+/// frontier passes the records it is about to read again.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Held {
+    fetched: BTreeMap<String, u64>,
+    pending: Vec<i64>,
 }
 
 impl RtTask {
@@ -290,6 +309,10 @@ impl Shared {
                 }
             }
         }
+        let refetch: Option<Held> = match state.get(&full_key(META, "held"))? {
+            Some(b) => Some(decode_value(&b)?),
+            None => None,
+        };
         tracing::info!(processor = self.name, partition = p, "task started");
         let now = Instant::now();
         Ok(RtTask {
@@ -299,6 +322,8 @@ impl Shared {
             last_fetch: routes.keys().map(|tp| (tp.clone(), now)).collect(),
             fetched_to: HashMap::new(),
             emitted,
+            held_saved: refetch.clone(),
+            refetch,
             groups,
             routes,
             offsets: BTreeMap::new(),
@@ -328,13 +353,28 @@ impl Shared {
     }
 
     /// Writes the runtime's own entries (stream times, skip sets) into the task's state, so
-    /// they commit with it.
-    fn save_meta(&self, t: &mut RtTask, progress: &TaskProgress) -> Result<()> {
+    /// they commit with it. A commit of progress alone (`progress_only`: nothing processed,
+    /// nothing to write) leaves the stream times out, so an idle task writes nothing to its
+    /// changelog while wall-clock idleness moves its time on.
+    fn save_meta(&self, t: &mut RtTask, progress: &TaskProgress, progress_only: bool) -> Result<()> {
         if progress.emitted != t.emitted {
             t.core.state.put(full_key(META, "emitted"), encode_value(&progress.emitted, None)?);
         }
+        if !progress.fetched.is_empty() {
+            // Only when a restart would otherwise trust less than it may: what it has fetched
+            // moved, or something pending went lower.
+            let stale = t.held_saved.as_ref().is_none_or(|h| {
+                h.fetched != progress.fetched
+                    || progress.pending.iter().enumerate().any(|(i, p)| h.pending.get(i).is_none_or(|old| p < old))
+            });
+            if stale {
+                let held = Held { fetched: progress.fetched.clone(), pending: progress.pending.clone() };
+                t.core.state.put(full_key(META, "held"), encode_value(&held, None)?);
+                t.held_saved = Some(held);
+            }
+        }
         let streams = t.streams();
-        if streams != t.committed_streams {
+        if !progress_only && streams != t.committed_streams {
             t.core.state.put(full_key(META, "streams"), encode_value(&streams, None)?);
         }
         for (tp, set) in &t.skip {
@@ -355,7 +395,12 @@ impl Shared {
     /// the task's uncommitted work is dropped (the caller rewinds it); the error is returned.
     fn commit_task(&self, t: &mut RtTask, group: &GroupMetadata, progress: &TaskProgress) -> std::result::Result<bool, LogError> {
         let changed = t.published.as_ref() != Some(progress);
-        if t.core.pending.is_empty() && !t.core.state.dirty() && t.offsets.is_empty() && !changed && t.streams() == t.committed_streams {
+        let progress_only = t.core.pending.is_empty() && !t.core.state.dirty() && t.offsets.is_empty();
+        if progress_only && !changed {
+            return Ok(false);
+        }
+        // Progress alone (an idle task's time moving on) is published at most this often.
+        if progress_only && t.last_commit.elapsed() < PROGRESS_ONLY_EVERY {
             return Ok(false);
         }
         // Expired state goes at the earliest stream time of the task's groups.
@@ -367,7 +412,7 @@ impl Shared {
             }
             t.core.state.accept();
         }
-        if let Err(e) = self.save_meta(t, progress) {
+        if let Err(e) = self.save_meta(t, progress, progress_only) {
             return Err(LogError::Transaction(format!("writing the task's stream times: {e}")));
         }
         let started = Instant::now();
@@ -413,7 +458,9 @@ impl Shared {
                     tracing::error!(processor = self.name, partition = p, error = %e, "applying committed state locally failed");
                 }
                 t.offsets.clear();
-                t.committed_streams = t.streams();
+                if !progress_only {
+                    t.committed_streams = t.streams();
+                }
                 t.committed_skip = t.skip.clone();
                 t.published = Some(progress.clone());
                 let mut emitted = progress.emitted.clone();
@@ -1068,6 +1115,22 @@ fn progress_of(t: &mut RtTask, views: &[GroupView], shared: &Shared, board: &Boa
         // Everything below the first record still buffered, or not fetched, may be counted
         // as fetched: what is buffered is pending.
         fetched.insert(tp.topic.to_string(), at);
+    }
+    if let Some(held) = &t.refetch {
+        // Still reading again what the last commit had fetched: its pending stands for it.
+        let behind: Vec<String> =
+            fetched.iter().filter(|(topic, at)| held.fetched.get(*topic).is_some_and(|old| old > *at)).map(|(topic, _)| topic.clone()).collect();
+        for (slot, g) in t.groups.iter().enumerate() {
+            if g.members.iter().any(|m| behind.iter().any(|b| *b == *m.tp.topic)) {
+                pending[slot] = pending[slot].min(held.pending.get(slot).copied().unwrap_or(i64::MIN));
+            }
+        }
+        for topic in &behind {
+            fetched.insert(topic.clone(), held.fetched[topic]);
+        }
+        if behind.is_empty() {
+            t.refetch = None;
+        }
     }
     let _ = p;
     // Commits every reader has fetched past no longer matter.
