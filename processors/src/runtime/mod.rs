@@ -505,6 +505,8 @@ impl Shared {
             g.clear();
         }
         t.skip = t.committed_skip.clone();
+        // The failed commit may not have written its `held`: write it again with the next.
+        t.held_saved = None;
         t.worked = false;
     }
 
