@@ -1,5 +1,7 @@
 //! The `storeflow` binary end to end: what a newcomer and an operator type.
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
@@ -22,18 +24,6 @@ fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.path().is_dir() {
-            copy_dir(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
-}
-
 #[test]
 fn schemas_check_passes_on_the_repository() {
     let o = storeflow(&["schemas", "check"], repo());
@@ -44,7 +34,7 @@ fn schemas_check_passes_on_the_repository() {
 #[test]
 fn schemas_check_fails_naming_a_field_added_to_order_placed_without_a_default() {
     let dir = tempfile::tempdir().unwrap();
-    copy_dir(&repo().join("avro"), &dir.path().join("avro"));
+    common::copy_dir(&repo().join("avro"), &dir.path().join("avro"));
     let path = dir.path().join("avro/schemas/OrderPlaced.avsc");
     let mut schema: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     schema["fields"].as_array_mut().unwrap().push(serde_json::json!(

@@ -7,23 +7,13 @@
 //! works (each kill checked to land mid-stream) and restarted. The read model, the
 //! analytics tables and the search index of the three are compared table by table.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.path().is_dir() {
-            copy_dir(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
-}
 
 fn storeflow(dir: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_storeflow"));
@@ -184,7 +174,7 @@ fn two_runs_and_a_run_killed_mid_stream_over_the_same_log_end_with_identical_sto
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let [clean, again, killed] = ["clean", "again", "killed"].map(|n| root.join(n));
     for d in [&clean, &again, &killed] {
-        copy_dir(&published, d);
+        common::copy_dir(&published, d);
     }
 
     Run::start(&clean).until_idle();

@@ -25,19 +25,7 @@ use storeflow_sinks::{Sinks, SinksConfig};
 
 #[test]
 fn an_order_placed_over_http_shows_in_the_read_model_the_search_index_and_analytics() {
-    let dir = tempfile::tempdir().unwrap();
-    let log: Arc<dyn Log> = Arc::new(EmbeddedLog::open(dir.path().join("log")).unwrap());
-    log.create_topics(&contract_topics(Some(2))).unwrap();
-    let codec = Arc::new(Codec::embedded().unwrap());
-    let mut registry = prometheus_client::registry::Registry::default();
-    let runtimes = stack::processors(&log, &codec, "e2e", &mut registry);
-    // Sinks make and drop their own runtime: start and stop them outside the API's.
-    let sinks = Sinks::start(log.clone(), codec.clone(), SinksConfig::embedded(dir.path().join("sinks")), &mut registry).unwrap();
-
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let (views, c, admin) = stack::serve_beside_sinks(&rt, &log, &codec, &sinks, dir.path(), registry);
-
-    rt.block_on(async {
+    with_stack(|c, admin| async move {
         let app = c.new_key(&admin, "app").await;
         let analyst = c.new_key(&admin, "analyst").await;
 
@@ -71,30 +59,21 @@ fn an_order_placed_over_http_shows_in_the_read_model_the_search_index_and_analyt
         assert_eq!(d["gmv_eur_minor"], 9998, "{d}");
         assert_eq!(c.get("/readyz", &app).await.0, 200);
     });
-    rt.shutdown_timeout(Duration::from_secs(5));
-    views.stop();
-    sinks.stop().unwrap();
-    for r in runtimes {
-        r.stop().unwrap();
-    }
 }
 
-/// The stack of [`an_order_placed_over_http_shows_in_the_read_model_the_search_index_and_analytics`],
-/// for a test body run with a client, an app key and the admin key.
+/// Every processor and the embedded sinks on an embedded log, with the API beside them as
+/// `storeflow run` wires it: runs `body` with a client and the admin key, then stops it all.
 fn with_stack<F: std::future::Future<Output = ()>>(body: impl FnOnce(client::Client, String) -> F) {
     let dir = tempfile::tempdir().unwrap();
     let log: Arc<dyn Log> = Arc::new(EmbeddedLog::open(dir.path().join("log")).unwrap());
     log.create_topics(&contract_topics(Some(2))).unwrap();
     let codec = Arc::new(Codec::embedded().unwrap());
     let mut registry = prometheus_client::registry::Registry::default();
-    let runtimes = stack::processors(&log, &codec, "race", &mut registry);
+    let runtimes = stack::processors(&log, &codec, "e2e", &mut registry);
     let sinks = Sinks::start(log.clone(), codec.clone(), SinksConfig::embedded(dir.path().join("sinks")), &mut registry).unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let (views, c, admin) = stack::serve_beside_sinks(&rt, &log, &codec, &sinks, dir.path(), registry);
-    rt.block_on(async {
-        let app = c.new_key(&admin, "app").await;
-        body(c, app).await;
-    });
+    rt.block_on(body(c, admin));
     rt.shutdown_timeout(Duration::from_secs(5));
     views.stop();
     sinks.stop().unwrap();
@@ -117,7 +96,8 @@ async fn stays(c: &client::Client, path: &str, key: &str, what: &str, ok: impl F
 
 #[test]
 fn forty_racing_orders_for_five_units_leave_the_read_model_agreeing_with_the_reservations() {
-    with_stack(|c, app| async move {
+    with_stack(|c, admin| async move {
+        let app = c.new_key(&admin, "app").await;
         let t = now();
         let (st, v) = c
             .post("/v1/events", &app, json!({"events": [
@@ -174,7 +154,8 @@ fn forty_racing_orders_for_five_units_leave_the_read_model_agreeing_with_the_res
 
 #[test]
 fn forty_receipts_dated_up_to_two_seconds_apart_all_count() {
-    with_stack(|c, app| async move {
+    with_stack(|c, admin| async move {
+        let app = c.new_key(&admin, "app").await;
         let t = now();
         let (st, v) = c
             .post("/v1/events", &app, json!({"events": [

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
-use storeflow_avro::{Codec, Event, Timestamp, Topic};
+use storeflow_avro::{Codec, Timestamp, Topic};
 use storeflow_ingest::publish::{contract_topics, record_for};
 use storeflow_ingest::{ConsumerConfig, EmbeddedLog, Log, OffsetReset, ProduceRecord, Record, TopicPartition};
 use storeflow_processors::metrics::{Metrics, ProcessorLabel};

@@ -7,54 +7,16 @@
 //! - the dead-letter topics hold exactly the poison the simulator planted.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::time::{Duration, Instant};
 
 use storeflow_avro::{Event, Topic};
-use storeflow_ingest::{ConsumerConfig, OffsetReset, Record, TopicPartition};
+use storeflow_ingest::Record;
 use storeflow_sinks::Sinks;
 
 use crate::backends::Backends;
+use crate::commands::demo::records_since;
 use crate::commands::simulate::Published;
 use crate::config::Config;
 use crate::report;
-
-/// Every record `topic` gained since `before`.
-fn records_since(b: &Backends, topic: &str, before: &BTreeMap<(String, u32), u64>) -> anyhow::Result<Vec<Record>> {
-    let Some(t) = b.log.describe_topics()?.into_iter().find(|t| t.name == topic) else { return Ok(vec![]) };
-    let ranges: Vec<(TopicPartition, u64, u64)> = t
-        .partitions
-        .iter()
-        .map(|p| {
-            let from = before.get(&(t.name.clone(), p.partition)).copied().unwrap_or(p.start).max(p.start);
-            (TopicPartition::new(&t.name, p.partition), from, p.end)
-        })
-        .filter(|(_, from, end)| from < end)
-        .collect();
-    if ranges.is_empty() {
-        return Ok(vec![]);
-    }
-    let mut cfg = ConsumerConfig::new("storeflow-demo-verdict");
-    cfg.reset = OffsetReset::Earliest;
-    cfg.read_committed = true;
-    let mut consumer = b.log.consumer(cfg, None)?;
-    consumer.assign(&ranges.iter().map(|(tp, from, _)| (tp.clone(), *from)).collect::<Vec<_>>())?;
-    let ends: BTreeMap<TopicPartition, u64> = ranges.iter().map(|(tp, _, end)| (tp.clone(), *end)).collect();
-    let slack = u64::from(b.log.backend() == "kafka");
-    let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if ends.iter().all(|(tp, end)| consumer.position(tp).is_some_and(|p| p + slack >= *end)) {
-            break;
-        }
-        for r in consumer.poll(10_000, Duration::from_millis(100))? {
-            if r.offset < ends[&r.tp()] {
-                out.push(r);
-            }
-        }
-    }
-    consumer.close()?;
-    Ok(out)
-}
 
 fn decoded(b: &Backends, records: &[Record]) -> Vec<(i64, Event)> {
     records.iter().filter_map(|r| b.codec.decode(r.value.as_deref().unwrap_or_default()).ok().map(|e| (r.timestamp, e))).collect()
