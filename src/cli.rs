@@ -74,8 +74,8 @@ pub enum Command {
     /// Run storeflow: the log, the processors, the sinks and the HTTP API, until Ctrl-C.
     ///
     /// The API listens on `--listen` (default 127.0.0.1:8080; OpenAPI at /openapi.json). On a
-    /// fresh data dir it prints one admin API key, once, and writes it to
-    /// <data-dir>/admin.key (mode 0600).
+    /// fresh data dir it writes one admin API key to <data-dir>/admin.key (mode 0600), and
+    /// prints it once only when stdout is a terminal.
     Run(Place),
 
     /// Run storeflow on simulated storefront traffic, then show what flowed through it.
@@ -122,6 +122,10 @@ pub enum Command {
     /// Inspect dead-letter topics and put their records back.
     #[command(subcommand)]
     Dlq(DlqCommand),
+
+    /// Check the embedded log's files for damage, and repair a corrupt partition.
+    #[command(subcommand)]
+    Log(LogCommand),
 
     /// Print the effective configuration (defaults, file and STOREFLOW__* merged).
     ///
@@ -190,6 +194,43 @@ pub enum DlqCommand {
         topic: String,
         #[command(flatten)]
         place: Place,
+    },
+}
+
+/// `storeflow log …`
+#[derive(Debug, Subcommand)]
+pub enum LogCommand {
+    /// Scan the log's files, changing nothing; exits 1 on any corruption.
+    ///
+    /// Reads every partition's segments and the journal and summarizes partitions, segments,
+    /// records, torn tails (a crash's leftovers, cut at the next start) and corruptions (with
+    /// segment file, byte position and the repair command).
+    #[command(after_help = "Example:\n  storeflow log check --data-dir ./data")]
+    Check {
+        /// Directory of the embedded log [default: ./data, or `data_dir` in the config].
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+    },
+    /// Truncate a corrupt partition at or before its corruption point.
+    ///
+    /// The records from `--truncate-at` on are dropped; the partition then serves reads and
+    /// takes appends again. Prints what it drops and asks first (`--yes` skips the question and
+    /// is required when not run from a terminal). Stop storeflow first.
+    #[command(after_help = "Example (the offset `storeflow log check` names):\n  \
+        storeflow log repair --data-dir ./data --partition storefront.orders/0 --truncate-at 1042")]
+    Repair {
+        /// Directory of the embedded log [default: ./data, or `data_dir` in the config].
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+        /// The partition, as <topic>/<partition>.
+        #[arg(long, value_name = "TOPIC/N", value_parser = crate::commands::log::parse_partition)]
+        partition: storeflow_ingest::TopicPartition,
+        /// The new end of the partition: the first offset dropped.
+        #[arg(long, value_name = "OFFSET")]
+        truncate_at: u64,
+        /// Truncate without asking.
+        #[arg(long)]
+        yes: bool,
     },
 }
 

@@ -10,7 +10,7 @@ mod report;
 use std::process::ExitCode;
 
 use clap::Parser;
-use cli::{Cli, Command, DlqCommand, SchemasCommand, TopicsCommand};
+use cli::{Cli, Command, DlqCommand, LogCommand, SchemasCommand, TopicsCommand};
 use config::Config;
 
 fn main() -> ExitCode {
@@ -62,6 +62,10 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         Command::Topics(TopicsCommand::List(place)) => {
             backends::apply_place(&mut config, &place);
             commands::topics::list(&backends::open(&config)?)?;
+        }
+        Command::Log(LogCommand::Check { data_dir }) => return commands::log::check(&data_dir.unwrap_or(config.data_dir)),
+        Command::Log(LogCommand::Repair { data_dir, partition, truncate_at, yes }) => {
+            return commands::log::repair(&data_dir.unwrap_or(config.data_dir), &partition, truncate_at, yes);
         }
         Command::Config => print!("{}", toml_string(&config)?),
     }

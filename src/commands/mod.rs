@@ -2,6 +2,7 @@
 
 pub mod demo;
 pub mod dlq;
+pub mod log;
 pub mod run;
 pub mod schemas;
 pub mod simulate;

@@ -13,7 +13,10 @@
 //! ```
 //!
 //! A frame is accepted only if it is complete, its CRC matches and its offset is the one
-//! expected next; anything else is a torn or corrupt tail, which recovery cuts off.
+//! expected next. There is no magic number: after a bad frame, recovery finds the next
+//! intact one by trying every byte position for a plausible length and offset and a
+//! matching CRC ([`candidate`]), to tell a torn tail (nothing intact follows: cut) from
+//! corruption (intact frames follow: reported, never cut).
 
 use bytes::Bytes;
 
@@ -23,6 +26,10 @@ use crate::types::Header;
 pub(crate) const PREFIX: usize = 8;
 /// Smallest possible body: the fixed fields.
 const MIN_BODY: usize = 8 + 8 + 8 + 4 + 4 + 2;
+/// Smallest possible frame.
+pub(crate) const MIN_FRAME: usize = PREFIX + MIN_BODY;
+/// Bytes [`candidate`] looks at: the prefix and the offset.
+pub(crate) const PEEK: usize = PREFIX + 8;
 /// Largest body we accept (guards against reading garbage lengths).
 pub(crate) const MAX_BODY: usize = 64 << 20;
 
@@ -93,6 +100,20 @@ fn u32_at(b: &[u8], at: usize) -> u32 {
 }
 fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// The cheap half of finding a frame at an unknown position: if the first [`PEEK`] bytes of
+/// `buf` could start a frame of at most `room` bytes, its total length and offset. The caller
+/// then checks the offset is plausible and [`parse`]s the whole frame (CRC).
+pub(crate) fn candidate(buf: &[u8], room: u64) -> Option<(usize, u64)> {
+    if buf.len() < PEEK {
+        return None;
+    }
+    let body_len = u32_at(buf, 0) as usize;
+    if !(MIN_BODY..=MAX_BODY).contains(&body_len) || (PREFIX + body_len) as u64 > room {
+        return None;
+    }
+    Some((PREFIX + body_len, u64_at(buf, PREFIX)))
 }
 
 /// Parses the frame at the start of `buf`.

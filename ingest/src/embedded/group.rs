@@ -245,7 +245,19 @@ impl EmbeddedConsumer {
                     pos = p.start();
                 }
                 let room = if pass == 0 { share.min(max - out.len()) } else { max - out.len() };
-                let recs = p.read(pos, room, 1 << 20)?;
+                let recs = match p.read(pos, room, 1 << 20) {
+                    Ok(recs) => recs,
+                    // Hand over what was read from other partitions (their positions have
+                    // moved past it); the next poll reports the error.
+                    Err(_) if !out.is_empty() => {
+                        self.cursor = (self.cursor + 1) % tps.len();
+                        return Ok(out);
+                    }
+                    Err(e) => {
+                        self.cursor = (self.cursor + 1) % tps.len();
+                        return Err(e);
+                    }
+                };
                 if let Some(last) = recs.last() {
                     pos = last.offset + 1;
                 }

@@ -5,6 +5,10 @@
 //! A transaction's records carry its sequence number; they count as committed if and only
 //! if the journal holds that sequence. Recovery cuts records of higher sequences from the
 //! partitions' tails, so a crash mid-commit leaves no trace.
+//!
+//! A bad entry with nothing intact after it is a torn tail, cut on open. A bad entry with
+//! intact entries after it is corruption — cutting it would drop commits — so opening fails
+//! with the file and byte position instead.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -86,6 +90,83 @@ fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> LogError {
     move |source| LogError::Io { context, source }
 }
 
+/// The snapshot and journal of a data directory as read, before anything is changed.
+pub(crate) struct Replayed {
+    /// The journal file.
+    pub path: PathBuf,
+    /// The state folded from the snapshot and the intact entries.
+    pub state: State,
+    /// Bytes of the journal file.
+    pub len: u64,
+    /// Bytes of intact entries from the start.
+    pub intact: u64,
+    /// Where an intact entry follows a damaged one (corruption, not a torn tail).
+    pub resumes_at: Option<u64>,
+}
+
+impl Replayed {
+    /// Reads the snapshot and the journal of `dir` without changing them.
+    pub(crate) fn read(dir: &Path) -> Result<Replayed> {
+        let snap_path = dir.join("snapshot.json");
+        let mut state: State = match std::fs::read(&snap_path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| LogError::Corrupt(format!("{}: {e}", snap_path.display())))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
+            Err(e) => return Err(io(format!("reading {}", snap_path.display()))(e)),
+        };
+        let path = dir.join("journal.log");
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(io(format!("reading {}", path.display()))(e)),
+        };
+        let mut at = 0usize;
+        while let Some((entry, len)) = entry_at(&bytes[at..]) {
+            if entry.seq() > state.last_seq {
+                state.apply(&entry);
+            }
+            at += len;
+        }
+        // An intact entry later on means the bad bytes are damage, not a write cut short.
+        let resumes_at = (at + 1..bytes.len()).find(|&p| entry_at(&bytes[p..]).is_some());
+        Ok(Replayed {
+            path,
+            state,
+            len: bytes.len() as u64,
+            intact: at as u64,
+            resumes_at: resumes_at.map(|p| p as u64),
+        })
+    }
+
+    /// What opening says about a damaged entry with intact ones after it.
+    pub(crate) fn corruption_message(&self, resume: u64) -> String {
+        format!(
+            "{}: the entry at byte {} is damaged but intact entries follow from byte {resume}; cutting it would drop \
+             committed transactions and consumer offsets, so nothing was cut. Restore the journal from a backup, or \
+             accept losing every commit after byte {} with `truncate -s {} {}`",
+            self.path.display(),
+            self.intact,
+            self.intact,
+            self.intact,
+            self.path.display()
+        )
+    }
+}
+
+/// The intact entry at the start of `b` and its length with the prefix, if there is one.
+fn entry_at(b: &[u8]) -> Option<(Entry, usize)> {
+    if b.len() < 8 {
+        return None;
+    }
+    let len = u32::from_le_bytes(b[0..4].try_into().expect("4 bytes")) as usize;
+    let crc = u32::from_le_bytes(b[4..8].try_into().expect("4 bytes"));
+    if len == 0 || 8 + len > b.len() || crc32c::crc32c(&b[8..8 + len]) != crc {
+        return None;
+    }
+    let entry = serde_json::from_slice::<Entry>(&b[8..8 + len]).ok()?;
+    Some((entry, 8 + len))
+}
+
 /// The journal file and its folded state.
 pub(crate) struct Journal {
     dir: PathBuf,
@@ -99,15 +180,8 @@ pub(crate) struct Journal {
 
 impl Journal {
     /// Opens the journal in `dir`, replaying the snapshot and the entries after it, and
-    /// cutting a torn last entry.
+    /// cutting a torn last entry. Fails on a damaged entry with intact entries after it.
     pub(crate) fn open(dir: &Path) -> Result<Journal> {
-        let snap_path = dir.join("snapshot.json");
-        let mut state: State = match std::fs::read(&snap_path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| LogError::Corrupt(format!("{}: {e}", snap_path.display())))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
-            Err(e) => return Err(io(format!("reading {}", snap_path.display()))(e)),
-        };
         let path = dir.join("journal.log");
         let file = OpenOptions::new()
             .read(true)
@@ -116,36 +190,27 @@ impl Journal {
             .truncate(false)
             .open(&path)
             .map_err(io(format!("opening {}", path.display())))?;
-        let bytes = std::fs::read(&path).map_err(io(format!("reading {}", path.display())))?;
-        let mut at = 0usize;
-        while at + 8 <= bytes.len() {
-            let len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
-            let crc = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().expect("4 bytes"));
-            if at + 8 + len > bytes.len() || crc32c::crc32c(&bytes[at + 8..at + 8 + len]) != crc {
-                break;
-            }
-            let Ok(entry) = serde_json::from_slice::<Entry>(&bytes[at + 8..at + 8 + len]) else { break };
-            if entry.seq() > state.last_seq {
-                state.apply(&entry);
-            }
-            at += 8 + len;
+        let read = Replayed::read(dir)?;
+        if let Some(resume) = read.resumes_at {
+            return Err(LogError::Corrupt(read.corruption_message(resume)));
         }
-        if (at as u64) < bytes.len() as u64 {
+        let at = read.intact;
+        if at < read.len {
             tracing::warn!(
                 journal = %path.display(),
-                cut = bytes.len() - at,
+                cut = read.len - at,
                 "cutting a torn journal entry left by a crash"
             );
-            file.set_len(at as u64).map_err(io(format!("truncating {}", path.display())))?;
+            file.set_len(at).map_err(io(format!("truncating {}", path.display())))?;
             file.sync_all().map_err(io(format!("syncing {}", path.display())))?;
         }
         Ok(Journal {
             dir: dir.to_path_buf(),
             path,
             file,
-            size: at as u64,
+            size: at,
             dirty: false,
-            state,
+            state: read.state,
         })
     }
 

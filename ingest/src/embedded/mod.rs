@@ -13,15 +13,18 @@
 //!
 //! Durability. An append is acknowledged once `write(2)` returned, so a process crash
 //! (`kill -9`) at any instant loses no acknowledged record; recovery cuts a torn tail and
-//! the records of a transaction whose commit marker is missing. Power loss is covered by
-//! `fsync`: the default policy flushes every 200 ms in the background (like Kafka, which
-//! leaves flushing to the OS, we trade a bounded window for throughput); `always` flushes
-//! before acknowledging. See `docs/ARCHITECTURE.md`.
+//! the records of a transaction whose commit marker is missing. Damage with intact records
+//! after it is corruption, not a torn tail: it is never cut but reported ([`Corruption`]), and
+//! the partition refuses reads past it and appends until `storeflow log repair`
+//! ([`repair()`]). Power loss is covered by `fsync`: the default policy flushes every 200 ms
+//! in the background (like Kafka, which leaves flushing to the OS, we trade a bounded window
+//! for throughput); `always` flushes before acknowledging. See `docs/ARCHITECTURE.md`.
 
 mod frame;
 mod group;
 mod journal;
 mod partition;
+mod repair;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -34,6 +37,8 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 
 pub use group::EmbeddedConsumer;
+pub use partition::Corruption;
+pub use repair::{CheckReport, PartitionCheck, RepairPlan, check, plan_repair, repair};
 use journal::{Entry, Journal, tp_key};
 use partition::Partition;
 
@@ -119,6 +124,11 @@ pub struct RecoveryReport {
     pub torn_bytes: u64,
     /// Records of never-committed transactions cut.
     pub uncommitted_records: u64,
+    /// Partitions opened with corruption (see [`Corruption`]): nothing of them was cut;
+    /// they serve records before the damage and refuse reads past it and appends.
+    pub corrupt_partitions: usize,
+    /// The corruption of each of those partitions.
+    pub corruptions: Vec<Corruption>,
 }
 
 pub(crate) struct Inner {
@@ -163,37 +173,7 @@ impl EmbeddedLog {
         config.validate()?;
         let dir = dir.as_ref().to_path_buf();
         std::fs::create_dir_all(dir.join("topics")).map_err(io(format!("creating {}", dir.display())))?;
-        let lock_path = dir.join("LOCK");
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io(format!("opening {}", lock_path.display())))?;
-        // A log of this same process that was just dropped may still be finishing its last
-        // background flush: give it a moment before calling the directory busy.
-        let own = format!("pid {}", std::process::id());
-        let deadline = Instant::now() + Duration::from_secs(2);
-        loop {
-            match lock.try_lock() {
-                Ok(()) => break,
-                Err(std::fs::TryLockError::WouldBlock) => {
-                    let holder = std::fs::read_to_string(&lock_path).unwrap_or_default();
-                    if holder.trim() == own && Instant::now() < deadline {
-                        std::thread::sleep(Duration::from_millis(5));
-                        continue;
-                    }
-                    return Err(LogError::Locked {
-                        dir: dir.display().to_string(),
-                        holder: holder.trim().to_string(),
-                    });
-                }
-                Err(std::fs::TryLockError::Error(e)) => return Err(io(format!("locking {}", lock_path.display()))(e)),
-            }
-        }
-        let _ = lock.set_len(0);
-        let _ = std::os::unix::fs::FileExt::write_all_at(&lock, format!("pid {}\n", std::process::id()).as_bytes(), 0);
+        let lock = lock_dir(&dir)?;
 
         let journal = Journal::open(&dir)?;
         let last_txn = journal.state.last_seq;
@@ -218,6 +198,14 @@ impl EmbeddedLog {
             for p in 0..meta.partitions {
                 let tp = TopicPartition::new(&name, p);
                 let (part, rec) = Partition::open(tp, tdir.join(p.to_string()), last_txn)?;
+                if let Some(c) = &rec.corruption {
+                    tracing::error!(
+                        partition = %part.tp, segment = %c.segment.display(), position = c.position, offset = c.offset,
+                        "corrupt partition: {c}; it serves offsets below {} only and refuses appends: {}", part.end(), c.remedy()
+                    );
+                    report.corrupt_partitions += 1;
+                    report.corruptions.push(c.clone());
+                }
                 if rec.torn_bytes > 0 || rec.uncommitted > 0 {
                     tracing::warn!(
                         partition = %part.tp, torn_bytes = rec.torn_bytes, uncommitted = rec.uncommitted,
@@ -225,7 +213,7 @@ impl EmbeddedLog {
                     );
                 }
                 if let Some(&end) = journal.state.txn_ends.get(&tp_key(&name, p)) {
-                    if part.end() < end {
+                    if part.end() < end && rec.corruption.is_none() {
                         tracing::error!(
                             partition = %part.tp, expected = end, found = part.end(),
                             "committed records are missing: the machine lost power before they were flushed (fsync policy)"
@@ -272,6 +260,43 @@ impl EmbeddedLog {
     pub fn sync(&self) -> Result<()> {
         self.inner.sync_all()
     }
+}
+
+/// Takes the lock of the data directory `dir` (the one process that owns the log), waiting
+/// briefly for a log of this same process that is still closing.
+pub(crate) fn lock_dir(dir: &Path) -> Result<File> {
+    let lock_path = dir.join("LOCK");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io(format!("opening {}", lock_path.display())))?;
+    // A log of this same process that was just dropped may still be finishing its last
+    // background flush: give it a moment before calling the directory busy.
+    let own = format!("pid {}", std::process::id());
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        match lock.try_lock() {
+            Ok(()) => break,
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let holder = std::fs::read_to_string(&lock_path).unwrap_or_default();
+                if holder.trim() == own && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                }
+                return Err(LogError::Locked {
+                    dir: dir.display().to_string(),
+                    holder: holder.trim().to_string(),
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(format!("locking {}", lock_path.display()))(e)),
+        }
+    }
+    let _ = lock.set_len(0);
+    let _ = std::os::unix::fs::FileExt::write_all_at(&lock, format!("pid {}\n", std::process::id()).as_bytes(), 0);
+    Ok(lock)
 }
 
 fn spawn_maintenance(weak: Weak<Inner>) {
@@ -419,6 +444,10 @@ impl Inner {
             let p = self.choose_partition(&r, count)?;
             by_part.entry((r.topic.clone(), p)).or_default().push((i, r));
         }
+        // All or nothing: a corrupt partition refuses before any partition is written.
+        for (topic, p) in by_part.keys() {
+            self.partition(topic, *p)?.check_writable()?;
+        }
         let n: usize = by_part.values().map(Vec::len).sum();
         let mut out = vec![Delivery { partition: 0, offset: 0 }; n];
         let now = now_ms();
@@ -468,6 +497,9 @@ impl Inner {
             .keys()
             .map(|(t, p)| self.partition(t, *p))
             .collect::<Result<_>>()?;
+        for part in &parts {
+            part.check_writable()?;
+        }
         // Lock every partition in (topic, partition) order; hold them until published.
         let mut writers: Vec<_> = parts.iter().map(|p| p.lock()).collect();
         let seq = j.next_seq();

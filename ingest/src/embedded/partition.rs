@@ -6,6 +6,13 @@
 //! they are written; a transaction writes its records first and publishes them only after
 //! its commit entry is in the journal, so a read_committed reader never sees an aborted or
 //! in-flight transaction.
+//!
+//! Recovery tells two kinds of damage apart. A *torn tail* — bad bytes that run to the end of
+//! the active segment with no intact frame after them — is what a crash leaves, and is cut.
+//! *Corruption* — a bad frame with intact frames after it, a whole last frame that fails its
+//! checksum, or any bad bytes in a sealed segment — is never cut: the partition opens, serves
+//! records before the damage, refuses reads at and past it and refuses appends, until an
+//! operator runs `storeflow log repair` (`repair.rs`).
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -16,7 +23,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use bytes::Bytes;
 use parking_lot::{Mutex, MutexGuard, RwLock};
 
-use super::frame::{self, Parsed};
+use super::frame::{self, FrameView, Parsed};
 use crate::types::{Header, Record, TopicPartition};
 use crate::{LogError, Result};
 
@@ -28,12 +35,12 @@ const READ_CHUNK: usize = 256 * 1024;
 /// A segment file.
 pub(crate) struct Segment {
     pub base: u64,
-    path: PathBuf,
-    file: File,
+    pub(crate) path: PathBuf,
+    pub(crate) file: File,
     /// (offset, byte position) of some frames, ascending.
     index: RwLock<Vec<(u64, u64)>>,
     /// Bytes of complete frames.
-    size: AtomicU64,
+    pub(crate) size: AtomicU64,
     /// Largest record timestamp (for time retention).
     max_ts: AtomicI64,
 }
@@ -78,44 +85,129 @@ pub(crate) struct Partition {
     visible_end: AtomicU64,
     /// First offset still held.
     start: AtomicU64,
+    /// Damage found on open: reads at and past it and appends are refused.
+    corruption: Option<Corruption>,
+}
+
+/// Damage that is not a torn tail: a bad frame with intact frames after it, a whole frame
+/// that fails its checksum (a write cut short never leaves one), or bad bytes in a sealed
+/// segment. Recovery leaves it on disk; the partition serves records before it and refuses
+/// reads at and past it, and appends, until it is repaired.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Corruption {
+    /// The partition.
+    pub partition: TopicPartition,
+    /// The segment file holding the bad frame.
+    pub segment: PathBuf,
+    /// Byte position of the bad frame in `segment`.
+    pub position: u64,
+    /// Offset the bad frame should hold: the first record that cannot be read.
+    pub offset: u64,
+    /// What is wrong with the frame.
+    pub reason: String,
+    /// Where intact frames resume: segment, byte position and offset of the first one
+    /// (none when the damaged frame is the last one).
+    pub resumes_at: Option<(PathBuf, u64, u64)>,
+}
+
+impl Corruption {
+    /// The data directory the segment belongs to (`<data>/topics/<topic>/<p>/<segment>`).
+    fn data_dir(&self) -> PathBuf {
+        self.segment
+            .ancestors()
+            .nth(4)
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."))
+    }
+
+    /// What an operator runs to look and to choose.
+    pub fn remedy(&self) -> String {
+        let d = self.data_dir().display().to_string();
+        format!(
+            "run `storeflow log check --data-dir {d}`, then keep the records before it with \
+             `storeflow log repair --data-dir {d} --partition {} --truncate-at {}` (or restore the segment from a backup)",
+            self.partition, self.offset
+        )
+    }
+
+    /// The error a read at or past the damage, or an append, gets.
+    pub(crate) fn error(&self, what: &str) -> LogError {
+        LogError::Corrupt(format!("{what} {}: {self}; {}", self.partition, self.remedy()))
+    }
+}
+
+impl std::fmt::Display for Corruption {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {} at byte {} (offset {}), ", self.segment.display(), self.reason, self.position, self.offset)?;
+        match &self.resumes_at {
+            Some((seg, pos, off)) if *seg == self.segment => {
+                write!(f, "with intact records after it (from offset {off} at byte {pos})")?
+            }
+            Some((seg, pos, off)) => {
+                write!(f, "with intact records after it (from offset {off} at byte {pos} of {})", seg.display())?
+            }
+            None => write!(f, "in a whole frame (a write cut short leaves a partial one, so this is damage)")?,
+        }
+        write!(f, "; nothing was cut")
+    }
 }
 
 /// What recovery found in one partition.
 #[derive(Debug, Default)]
 pub(crate) struct Recovered {
-    /// Bytes cut from a torn or corrupt tail.
+    /// Bytes cut from a torn tail.
     pub torn_bytes: u64,
     /// Records cut because their transaction never committed.
     pub uncommitted: u64,
+    /// Damage left in place for an operator.
+    pub corruption: Option<Corruption>,
 }
 
-impl Partition {
-    /// Opens (creating if needed) the partition in `dir`, cutting a torn tail and any
-    /// records of transactions with a sequence above `last_committed_txn`.
-    pub(crate) fn open(tp: TopicPartition, dir: PathBuf, last_committed_txn: u64) -> Result<(Partition, Recovered)> {
-        std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
-        let mut bases: Vec<u64> = std::fs::read_dir(&dir)
-            .map_err(io(format!("listing {}", dir.display())))?
-            .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                let name = e.file_name().to_string_lossy().into_owned();
-                name.strip_suffix(".log")?.parse::<u64>().ok()
-            })
-            .collect();
+/// A partition's segments as scanned, before recovery changes anything.
+pub(crate) struct Loaded {
+    pub segments: Vec<Arc<Segment>>,
+    /// Offset after the last readable record.
+    pub end: u64,
+    /// Bytes of a torn tail of the active segment (what opening cuts).
+    pub torn_bytes: u64,
+    /// Records of never-committed transactions at the tail (what opening cuts).
+    pub uncommitted: u64,
+    pub corruption: Option<Corruption>,
+}
+
+impl Loaded {
+    /// Opens and scans the segments in `dir` without changing them. `writable` opens the
+    /// files for appending (and creates the first segment of an empty partition).
+    pub(crate) fn load(tp: &TopicPartition, dir: &Path, last_committed_txn: u64, writable: bool) -> Result<Loaded> {
+        let mut bases: Vec<u64> = match std::fs::read_dir(dir) {
+            Ok(entries) => entries
+                .filter_map(|e| e.ok())
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    name.strip_suffix(".log")?.parse::<u64>().ok()
+                })
+                .collect(),
+            Err(e) if !writable && e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(io(format!("listing {}", dir.display()))(e)),
+        };
         bases.sort_unstable();
-        if bases.is_empty() {
+        if bases.is_empty() && writable {
             bases.push(0);
         }
-        let mut recovered = Recovered::default();
-        let mut segments = Vec::with_capacity(bases.len());
-        let mut expected = bases[0];
-        let last = bases.len() - 1;
+        let mut loaded = Loaded {
+            segments: Vec::with_capacity(bases.len()),
+            end: bases.first().copied().unwrap_or(0),
+            torn_bytes: 0,
+            uncommitted: 0,
+            corruption: None,
+        };
+        let last = bases.len().saturating_sub(1);
         for (i, base) in bases.iter().copied().enumerate() {
-            let path = seg_path(&dir, base);
+            let path = seg_path(dir, base);
             let file = OpenOptions::new()
                 .read(true)
-                .write(true)
-                .create(true)
+                .write(writable)
+                .create(writable)
                 .truncate(false)
                 .open(&path)
                 .map_err(io(format!("opening {}", path.display())))?;
@@ -127,39 +219,75 @@ impl Partition {
                 size: AtomicU64::new(0),
                 max_ts: AtomicI64::new(i64::MIN),
             };
-            if base != expected && i > 0 {
+            if loaded.corruption.is_some() {
+                // Past the damage: kept as it is for the operator, never read.
+                loaded.segments.push(Arc::new(seg));
+                continue;
+            }
+            if base != loaded.end && i > 0 {
                 return Err(LogError::Corrupt(format!(
-                    "{}: segment starts at offset {base} but the previous one ends at {expected}",
-                    path.display()
+                    "{}: segment starts at offset {base} but the previous one ends at {}",
+                    path.display(),
+                    loaded.end
                 )));
             }
             let cut_txn = if i == last { last_committed_txn } else { u64::MAX };
-            let (end, cut) = scan(&seg, base, cut_txn)?;
-            let file_len = seg.file.metadata().map_err(io(format!("stat {}", path.display())))?.len();
-            let good = seg.size.load(Ordering::Relaxed);
-            if file_len > good {
-                if i != last {
-                    return Err(LogError::Corrupt(format!(
-                        "{}: {} bytes at position {good} are unreadable in a sealed segment",
-                        path.display(),
-                        file_len - good
-                    )));
+            let w = scan(&seg, base, cut_txn)?;
+            if w.stop_pos < w.len {
+                // Intact frames after the bad bytes make it corruption, not a torn tail; so
+                // does any later segment (a sealed segment was complete when it was sealed).
+                let resumes_at = match resync(&seg, w.stop_pos, w.len, w.next)? {
+                    Some((pos, off)) => Some((path.clone(), pos, off)),
+                    None if i != last => Some((seg_path(dir, bases[i + 1]), 0, bases[i + 1])),
+                    None => None,
+                };
+                if resumes_at.is_some() || whole_but_bad(&seg, w.stop_pos, w.len, w.next)? {
+                    loaded.corruption = Some(Corruption {
+                        partition: tp.clone(),
+                        segment: path.clone(),
+                        position: w.stop_pos,
+                        offset: w.next,
+                        reason: w.reason.to_string(),
+                        resumes_at,
+                    });
+                } else {
+                    loaded.torn_bytes += w.len - w.stop_pos;
                 }
-                if cut.is_none() {
-                    recovered.torn_bytes += file_len - good;
-                }
-                seg.file
-                    .set_len(good)
-                    .map_err(io(format!("truncating {}", path.display())))?;
-                seg.file.sync_all().map_err(io(format!("syncing {}", path.display())))?;
             }
-            if let Some(n) = cut {
-                recovered.uncommitted += n;
-            }
-            expected = end;
-            segments.push(Arc::new(seg));
+            loaded.uncommitted += w.uncommitted;
+            loaded.end = w.end();
+            loaded.segments.push(Arc::new(seg));
         }
+        Ok(loaded)
+    }
+}
+
+impl Partition {
+    /// Opens (creating if needed) the partition in `dir`, cutting a torn tail and any
+    /// records of transactions with a sequence above `last_committed_txn` — unless it finds
+    /// corruption, which it leaves in place (see [`Corruption`]).
+    pub(crate) fn open(tp: TopicPartition, dir: PathBuf, last_committed_txn: u64) -> Result<(Partition, Recovered)> {
+        std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
+        let loaded = Loaded::load(&tp, &dir, last_committed_txn, true)?;
+        let segments = loaded.segments;
+        let mut recovered = Recovered::default();
         let active = segments.last().expect("at least one segment").clone();
+        match loaded.corruption {
+            Some(c) => recovered.corruption = Some(c),
+            None => {
+                let file_len = active.file.metadata().map_err(io(format!("stat {}", active.path.display())))?.len();
+                let good = active.size.load(Ordering::Relaxed);
+                if file_len > good {
+                    active
+                        .file
+                        .set_len(good)
+                        .map_err(io(format!("truncating {}", active.path.display())))?;
+                    active.file.sync_all().map_err(io(format!("syncing {}", active.path.display())))?;
+                }
+                recovered.torn_bytes = loaded.torn_bytes;
+                recovered.uncommitted = loaded.uncommitted;
+            }
+        }
         let start = segments[0].base;
         let last_index_pos = active.index.read().last().map(|&(_, p)| p).unwrap_or(0);
         let p = Partition {
@@ -167,16 +295,25 @@ impl Partition {
             dir,
             writer: Mutex::new(Writer {
                 active,
-                next_offset: expected,
+                next_offset: loaded.end,
                 last_index_pos,
                 buf: Vec::with_capacity(64 * 1024),
                 dirty: false,
             }),
             segments: RwLock::new(segments),
-            visible_end: AtomicU64::new(expected),
+            visible_end: AtomicU64::new(loaded.end),
             start: AtomicU64::new(start),
+            corruption: recovered.corruption.clone(),
         };
         Ok((p, recovered))
+    }
+
+    /// Fails if appends are refused (the partition is corrupt).
+    pub(crate) fn check_writable(&self) -> Result<()> {
+        match &self.corruption {
+            Some(c) => Err(c.error("refusing to append to")),
+            None => Ok(()),
+        }
     }
 
     /// First offset held.
@@ -203,6 +340,7 @@ impl Partition {
         txn: u64,
         roll_at: u64,
     ) -> Result<u64> {
+        self.check_writable()?;
         let first = w.next_offset;
         w.buf.clear();
         let mut positions = Vec::new();
@@ -305,6 +443,10 @@ impl Partition {
     /// Deletes whole sealed segments that are older than `older_than_ms` (by their newest
     /// record) or that push the partition over `max_bytes`. Returns records dropped.
     pub(crate) fn apply_retention(&self, older_than_ms: Option<i64>, max_bytes: Option<u64>) -> u64 {
+        if self.corruption.is_some() {
+            // Nothing is deleted before an operator has chosen what to keep.
+            return 0;
+        }
         let mut segs = self.segments.write();
         let mut total: u64 = segs.iter().map(|s| s.size.load(Ordering::Relaxed)).sum();
         let mut dropped = 0;
@@ -329,6 +471,11 @@ impl Partition {
     pub(crate) fn read(&self, offset: u64, max: usize, max_bytes: usize) -> Result<Vec<Record>> {
         let end = self.end();
         let mut out = Vec::new();
+        if let Some(c) = &self.corruption
+            && offset >= end
+        {
+            return Err(c.error(&format!("cannot read offset {offset} of")));
+        }
         if offset >= end || max == 0 {
             return Ok(out);
         }
@@ -412,23 +559,49 @@ fn read_at_most(file: &File, buf: &mut [u8], pos: u64) -> std::io::Result<usize>
     Ok(n)
 }
 
-/// Scans a segment from the start, building its index and size. Stops at the first torn
-/// or corrupt frame, at an offset out of sequence, or (when `cut_txn` is given) at the
-/// first frame of a transaction above `cut_txn`. Returns the next offset and, if frames
-/// of uncommitted transactions were cut, how many.
-fn scan(seg: &Segment, base: u64, cut_txn: u64) -> Result<(u64, Option<u64>)> {
+/// Where a walk over a segment's frames stopped.
+pub(crate) struct Walked {
+    /// Position after the last intact, in-sequence frame.
+    pub stop_pos: u64,
+    /// Offset expected at `stop_pos`.
+    pub next: u64,
+    /// File length when the walk began.
+    pub len: u64,
+    /// Why the walk stopped before `len` (meaningless when it did not).
+    pub reason: &'static str,
+    /// (position, offset) of the first frame of a transaction above `cut_txn`.
+    pub cut: Option<(u64, u64)>,
+    /// Frames from `cut` on.
+    pub uncommitted: u64,
+}
+
+impl Walked {
+    /// Offset after the last readable record.
+    pub(crate) fn end(&self) -> u64 {
+        self.cut.map_or(self.next, |(_, o)| o)
+    }
+}
+
+/// Walks the frames of `seg` from byte `from`, expecting offset `next` there, calling `each`
+/// with every intact frame's position before the first uncommitted one. Stops at the first
+/// torn or corrupt frame or at an offset out of sequence.
+pub(crate) fn walk(
+    seg: &Segment,
+    from: u64,
+    mut next: u64,
+    cut_txn: u64,
+    mut each: impl FnMut(u64, &FrameView),
+) -> Result<Walked> {
     let len = seg.file.metadata().map_err(io(format!("stat {}", seg.path.display())))?.len();
-    let mut pos = 0u64;
-    let mut next = base;
-    let mut last_index_pos = 0u64;
-    let mut index = Vec::new();
-    let mut max_ts = i64::MIN;
+    let mut pos = from;
     let mut buf = vec![0u8; READ_CHUNK];
-    let mut cut: Option<(u64, u64)> = None; // (position, offset) of the first uncommitted frame
+    let mut cut: Option<(u64, u64)> = None;
     let mut uncommitted = 0u64;
+    let mut reason = "";
     'outer: while pos < len {
         let n = read_at_most(&seg.file, &mut buf, pos).map_err(io(format!("reading {}", seg.path.display())))?;
         if n == 0 {
+            reason = "file ended early";
             break;
         }
         let mut at = 0usize;
@@ -436,6 +609,8 @@ fn scan(seg: &Segment, base: u64, cut_txn: u64) -> Result<(u64, Option<u64>)> {
             match frame::parse(&buf[at..n]) {
                 Parsed::Frame(f) => {
                     if f.offset != next {
+                        reason = "offset out of sequence";
+                        pos += at as u64;
                         break 'outer;
                     }
                     let fpos = pos + at as u64;
@@ -452,11 +627,7 @@ fn scan(seg: &Segment, base: u64, cut_txn: u64) -> Result<(u64, Option<u64>)> {
                         )));
                     }
                     if cut.is_none() {
-                        if fpos == 0 || fpos - last_index_pos >= INDEX_INTERVAL {
-                            index.push((f.offset, fpos));
-                            last_index_pos = fpos;
-                        }
-                        max_ts = max_ts.max(f.timestamp);
+                        each(fpos, &f);
                     }
                     next += 1;
                     at += f.len;
@@ -467,23 +638,119 @@ fn scan(seg: &Segment, base: u64, cut_txn: u64) -> Result<(u64, Option<u64>)> {
                             buf.resize(need, 0);
                             continue 'outer;
                         }
+                        reason = "frame cut short";
                         break 'outer;
                     }
                     break;
                 }
-                Parsed::Corrupt(_) => break 'outer,
+                Parsed::Corrupt(why) => {
+                    reason = why;
+                    pos += at as u64;
+                    break 'outer;
+                }
             }
         }
         pos += at as u64;
     }
-    let (size, end) = match cut {
-        Some((p, o)) => (p, o),
-        None => (pos, next),
-    };
-    seg.size.store(size, Ordering::Release);
+    Ok(Walked { stop_pos: pos.min(len), next, len, reason, cut, uncommitted })
+}
+
+/// Scans a segment from the start, building its index, size and newest timestamp (up to
+/// the first uncommitted frame when `cut_txn` is given, or the first bad one).
+fn scan(seg: &Segment, base: u64, cut_txn: u64) -> Result<Walked> {
+    let mut last_index_pos = 0u64;
+    let mut index = Vec::new();
+    let mut max_ts = i64::MIN;
+    let w = walk(seg, 0, base, cut_txn, |fpos, f| {
+        if fpos == 0 || fpos - last_index_pos >= INDEX_INTERVAL {
+            index.push((f.offset, fpos));
+            last_index_pos = fpos;
+        }
+        max_ts = max_ts.max(f.timestamp);
+    })?;
+    seg.size.store(w.cut.map_or(w.stop_pos, |(p, _)| p), Ordering::Release);
     seg.max_ts.store(max_ts, Ordering::Relaxed);
     *seg.index.write() = index;
-    Ok((end, cut.map(|_| uncommitted)))
+    Ok(w)
+}
+
+/// Looks for the first intact frame at or after byte `from` of `seg` (file length `len`)
+/// whose offset is plausible there: at least `next`, and not more past it than frames fit
+/// in the bytes between. Returns its (position, offset).
+pub(crate) fn resync(seg: &Segment, from: u64, len: u64, next: u64) -> Result<Option<(u64, u64)>> {
+    let max_offset = next.saturating_add((len.saturating_sub(from)) / frame::MIN_FRAME as u64);
+    let mut buf = vec![0u8; READ_CHUNK];
+    let mut pos = from;
+    while pos + frame::MIN_FRAME as u64 <= len {
+        let n = read_at_most(&seg.file, &mut buf, pos).map_err(io(format!("reading {}", seg.path.display())))?;
+        if n < frame::PEEK {
+            break;
+        }
+        for i in 0..=n - frame::PEEK {
+            let p = pos + i as u64;
+            let Some((flen, off)) = frame::candidate(&buf[i..n], len - p) else { continue };
+            if off < next || off > max_offset {
+                continue;
+            }
+            let intact = if i + flen <= n {
+                matches!(frame::parse(&buf[i..i + flen]), Parsed::Frame(_))
+            } else {
+                let mut whole = vec![0u8; flen];
+                let got = read_at_most(&seg.file, &mut whole, p).map_err(io(format!("reading {}", seg.path.display())))?;
+                got == flen && matches!(frame::parse(&whole), Parsed::Frame(_))
+            };
+            if intact {
+                return Ok(Some((p, off)));
+            }
+        }
+        // The next window starts where a candidate no longer fits in this one.
+        pos += (n - frame::PEEK + 1) as u64;
+    }
+    Ok(None)
+}
+
+/// True when the bad frame at byte `at` (the last thing in the file) was written whole:
+/// its length fits in the file, or its body up to the end of the file matches its checksum
+/// (only the length was damaged). A write cut short leaves neither — its frame runs past the
+/// end of the file, or fewer bytes than a prefix are left — so this is damage, not a torn tail.
+fn whole_but_bad(seg: &Segment, at: u64, len: u64, next: u64) -> Result<bool> {
+    let rest = len - at;
+    if rest < frame::PREFIX as u64 {
+        return Ok(false);
+    }
+    let mut prefix = [0u8; frame::PREFIX];
+    read_at_most(&seg.file, &mut prefix, at).map_err(io(format!("reading {}", seg.path.display())))?;
+    let body_len = u32::from_le_bytes(prefix[..4].try_into().expect("4 bytes")) as u64;
+    if (frame::MIN_FRAME as u64..=(frame::PREFIX + frame::MAX_BODY) as u64).contains(&(frame::PREFIX as u64 + body_len))
+        && frame::PREFIX as u64 + body_len <= rest
+    {
+        return Ok(true);
+    }
+    if !(frame::MIN_FRAME as u64..=(frame::PREFIX + frame::MAX_BODY) as u64).contains(&rest) {
+        return Ok(false);
+    }
+    let mut whole = vec![0u8; rest as usize];
+    read_at_most(&seg.file, &mut whole, at).map_err(io(format!("reading {}", seg.path.display())))?;
+    whole[..4].copy_from_slice(&((rest as usize - frame::PREFIX) as u32).to_le_bytes());
+    Ok(matches!(frame::parse(&whole), Parsed::Frame(f) if f.offset == next))
+}
+
+/// Counts intact frames from byte `from` of `seg` (offset `next` expected there), skipping
+/// over bad bytes. Returns (frames, offset after the last one).
+pub(crate) fn count_intact(seg: &Segment, mut from: u64, mut next: u64) -> Result<(u64, u64)> {
+    let mut count = 0;
+    loop {
+        let w = walk(seg, from, next, u64::MAX, |_, _| {})?;
+        count += w.next - next;
+        next = w.next;
+        if w.stop_pos >= w.len {
+            return Ok((count, next));
+        }
+        match resync(seg, w.stop_pos, w.len, w.next)? {
+            Some((p, o)) => (from, next) = (p, o),
+            None => return Ok((count, next)),
+        }
+    }
 }
 
 #[cfg(test)]
