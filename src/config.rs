@@ -2,7 +2,10 @@
 //! environment variables `STOREFLOW__<SECTION>__<KEY>` (for example
 //! `STOREFLOW__KAFKA__BROKERS=127.0.0.1:9092`) → command-line flags.
 //!
-//! Every field is documented here; `storeflow config` prints the effective values.
+//! Every field is documented here; `storeflow config` prints the effective values, with
+//! secrets masked: `Serialize` is for showing a configuration, and it goes through
+//! [`storeflow_sinks::config::redact`] (every `[kafka.properties]` value under a secret key,
+//! credentials in every URL). `Debug` masks the same way.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -12,6 +15,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 use storeflow_ingest::EmbeddedConfig;
+use storeflow_sinks::config::redact;
 
 /// The whole configuration.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -37,6 +41,10 @@ pub struct Config {
     pub elasticsearch: Option<UrlConfig>,
     /// Stripe (or stripe-mock) for payments; when unset, a clearly labelled test-mode provider.
     pub stripe: Option<StripeConfig>,
+    /// How far from the wall clock event times may be, `[time]`: the API refuses
+    /// `occurred_at` outside `[now − max_lateness_ms, now + max_skew_ms]`, the runtime
+    /// dead-letters a source record dated past `now + max_skew_ms` (docs/SECURITY.md).
+    pub time: storeflow_avro::TimeBounds,
     /// The processor runtime.
     pub runtime: RuntimeSettings,
     /// Per-processor settings, `[processors.<name>]` (see docs/ADDING-A-PROCESSOR.md).
@@ -74,6 +82,9 @@ pub struct RuntimeSettings {
     /// timers fire in quiet periods) or `end_of_input` (a bounded replay: once every source
     /// is idle, its input is over and every timer left fires; results depend on the log alone).
     pub idle: storeflow_processors::Idle,
+    /// How long `storeflow run`/`process` may take to stop after SIGTERM or Ctrl-C
+    /// (commit, flush, close) before it exits anyway, with status 1.
+    pub shutdown_grace_ms: u64,
 }
 
 impl Default for RuntimeSettings {
@@ -88,6 +99,7 @@ impl Default for RuntimeSettings {
             max_task_idle_ms: rt.max_task_idle.as_millis() as u64,
             lookahead_ms: rt.lookahead_ms,
             idle: rt.idle,
+            shutdown_grace_ms: 30_000,
         }
     }
 }
@@ -105,6 +117,7 @@ impl Default for Config {
             clickhouse: None,
             elasticsearch: None,
             stripe: None,
+            time: storeflow_avro::TimeBounds::default(),
             runtime: RuntimeSettings::default(),
             processors: Default::default(),
             sinks: storeflow_sinks::SinksConfig { data_dir: PathBuf::new(), ..storeflow_sinks::SinksConfig::default() },
@@ -114,13 +127,14 @@ impl Default for Config {
 }
 
 /// Kafka connection settings.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaConfig {
     /// Bootstrap servers, comma-separated (`host:port,host:port`).
     pub brokers: String,
     /// Any librdkafka property, passed through (`[kafka.properties]` in the TOML file).
-    #[serde(default)]
+    /// Shown masked: `sasl.*`, passwords, key material (see docs/SECURITY.md).
+    #[serde(default, serialize_with = "redact::properties")]
     pub properties: std::collections::BTreeMap<String, String>,
     /// Replication factor of the topics storeflow creates (-1: the brokers' default).
     #[serde(default = "broker_default")]
@@ -131,12 +145,32 @@ fn broker_default() -> i32 {
     -1
 }
 
+impl std::fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let properties: std::collections::BTreeMap<&str, String> =
+            self.properties.iter().map(|(k, v)| (k.as_str(), redact::value(k, v))).collect();
+        f.debug_struct("KafkaConfig")
+            .field("brokers", &self.brokers)
+            .field("properties", &properties)
+            .field("replication_factor", &self.replication_factor)
+            .finish()
+    }
+}
+
 /// A service reached by URL.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UrlConfig {
-    /// Where the service is, e.g. `http://127.0.0.1:8081`.
+    /// Where the service is, e.g. `http://127.0.0.1:8081`; `user:password@` and
+    /// `?password=` are shown masked.
+    #[serde(serialize_with = "redact::url_field")]
     pub url: String,
+}
+
+impl std::fmt::Debug for UrlConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UrlConfig").field("url", &redact::url(&self.url)).finish()
+    }
 }
 
 /// Stripe settings.
@@ -144,6 +178,7 @@ pub struct UrlConfig {
 #[serde(deny_unknown_fields)]
 pub struct StripeConfig {
     /// API base URL (`https://api.stripe.com`, or stripe-mock's address in tests).
+    #[serde(serialize_with = "redact::url_field")]
     pub api_base: String,
 }
 
@@ -151,6 +186,7 @@ impl Config {
     /// Loads the layers. `file` is `--config`; without it `./storeflow.toml` is read if it
     /// exists.
     pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
+        // The defaults go in through the masking `Serialize`: they hold no secret to lose.
         let mut fig = Figment::from(Serialized::defaults(Config::default()));
         match file {
             Some(f) => {
@@ -177,6 +213,7 @@ impl Config {
             bail!("partitions must be at least 1");
         }
         self.log.validate().context("in [log]")?;
+        self.time.validate().map_err(anyhow::Error::msg)?;
         if !matches!(self.runtime.state.as_str(), "redb" | "memory") {
             bail!("runtime.state must be \"redb\" or \"memory\", not {:?}", self.runtime.state);
         }
@@ -203,11 +240,11 @@ impl Config {
             ("elasticsearch", &self.elasticsearch),
         ] {
             if let Some(u) = u {
-                v.push((name, crate::pipeline::redact_url(&u.url)));
+                v.push((name, redact::url(&u.url)));
             }
         }
         if let Some(s) = &self.stripe {
-            v.push(("stripe", s.api_base.clone()));
+            v.push(("stripe", redact::url(&s.api_base)));
         }
         v
     }
@@ -227,6 +264,25 @@ mod tests {
             assert_eq!(c.partitions, 2);
             assert_eq!(c.log.fsync, storeflow_ingest::FsyncPolicy::Always);
             assert_eq!(c.kafka.expect("kafka set").brokers, "127.0.0.1:19092");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn kafka_secrets_and_url_passwords_never_show_in_the_printed_config_or_debug() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "storeflow.toml",
+                "[kafka]\nbrokers = \"k:9092\"\n[kafka.properties]\n\"sasl.password\" = \"hunter2\"\n\"security.protocol\" = \"SASL_SSL\"\n\
+                 [postgres]\nurl = \"postgres://u:hunter2@h/db\"\n",
+            )?;
+            let c = Config::load(None).expect("loads");
+            let kafka = c.kafka.as_ref().expect("kafka set");
+            assert_eq!(kafka.properties["sasl.password"], "hunter2", "the real value still reaches librdkafka");
+            for shown in [toml::to_string_pretty(&c).expect("serializes"), format!("{c:?}")] {
+                assert!(!shown.contains("hunter2"), "{shown}");
+                assert!(shown.contains("SASL_SSL") && shown.contains("postgres://u:***@h/db"), "{shown}");
+            }
             Ok(())
         });
     }

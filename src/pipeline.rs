@@ -3,13 +3,17 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
 
 use anyhow::{Context, bail};
 use storeflow_ingest::TopicPartition;
 use storeflow_processors::metrics::Metrics;
 use storeflow_processors::runtime::group_of;
 use storeflow_processors::{Runtime, RuntimeConfig, StateBackend, Topology};
+use storeflow_sinks::config::redact;
 use storeflow_sinks::{Sinks, SinksConfig};
 
 use crate::backends::Backends;
@@ -17,8 +21,11 @@ use crate::config::Config;
 
 /// The running processors.
 pub struct Pipeline {
-    /// One runtime per processor.
-    pub runtimes: Vec<Runtime>,
+    /// One runtime per processor, restarted by the supervisor when its thread ends.
+    slots: Arc<Mutex<Vec<Slot>>>,
+    /// Stops the supervisor.
+    stopping: Arc<AtomicBool>,
+    supervisor: Option<std::thread::JoinHandle<()>>,
     /// Every registered processor, for progress (the runtimes' topology).
     pub topology: Arc<Topology>,
     metrics: Arc<Metrics>,
@@ -41,6 +48,7 @@ pub fn runtime_config(config: &Config) -> RuntimeConfig {
         max_task_idle: Duration::from_millis(config.runtime.max_task_idle_ms),
         lookahead_ms: config.runtime.lookahead_ms.max(1),
         idle: config.runtime.idle,
+        time: config.time,
         ..RuntimeConfig::default()
     }
 }
@@ -65,7 +73,7 @@ pub fn start(b: &Backends, config: &Config, only: &[String], metrics: Arc<Metric
     let mut rc = runtime_config(config);
     let topology = Arc::new(topology(b, config)?);
     rc.topology = Some(topology.clone());
-    let mut runtimes = Vec::new();
+    let mut slots = Vec::new();
     let mut inputs = Vec::new();
     let infos = b.log.describe_topics()?;
     for reg in registry.iter().filter(|r| only.is_empty() || only.iter().any(|o| o == r.name)) {
@@ -80,18 +88,112 @@ pub fn start(b: &Backends, config: &Config, only: &[String], metrics: Arc<Metric
             })
             .collect();
         inputs.push((group_of(&rc.app, reg.name), tps));
-        runtimes.push(
-            Runtime::spawn(processor, b.log.clone(), b.codec.clone(), rc.clone(), metrics.clone())
-                .with_context(|| format!("starting the {} processor", reg.name))?,
-        );
+        let runtime = Runtime::spawn(processor, b.log.clone(), b.codec.clone(), rc.clone(), metrics.clone())
+            .with_context(|| format!("starting the {} processor", reg.name))?;
+        let alive = Arc::new(AtomicBool::new(true));
+        slots.push(Slot { name: reg.name, build: reg.build, cfg, runtime: Some(runtime), alive, backoff: RESTART_FIRST, retry_at: None, up_since: Instant::now() });
     }
-    Ok(Pipeline { runtimes, topology, metrics, inputs, log: b.log.clone() })
+    let slots = Arc::new(Mutex::new(slots));
+    let stopping = Arc::new(AtomicBool::new(false));
+    let supervisor = {
+        let (slots, stopping) = (slots.clone(), stopping.clone());
+        let (log, codec, metrics) = (b.log.clone(), b.codec.clone(), metrics.clone());
+        std::thread::Builder::new()
+            .name("supervisor".into())
+            .spawn(move || supervise(&slots, &stopping, &log, &codec, &rc, &metrics))
+            .context("starting the supervisor thread")?
+    };
+    Ok(Pipeline { slots, stopping, supervisor: Some(supervisor), topology, metrics, inputs, log: b.log.clone() })
+}
+
+/// One processor under supervision.
+struct Slot {
+    name: &'static str,
+    build: fn(&serde_json::Value) -> storeflow_processors::Result<Box<dyn storeflow_processors::DynProcessor>>,
+    cfg: serde_json::Value,
+    /// `None` while it is down, waiting for its restart.
+    runtime: Option<Runtime>,
+    /// What readiness probes read: false while it is down.
+    alive: Arc<AtomicBool>,
+    backoff: Duration,
+    retry_at: Option<Instant>,
+    up_since: Instant,
+}
+
+const RESTART_FIRST: Duration = Duration::from_secs(1);
+const RESTART_MAX: Duration = Duration::from_secs(60);
+
+/// Restarts a processor whose thread ended (an error it could not get past), with back-off
+/// (1 s doubling to 60 s; back to 1 s after 5 minutes up). A fresh runtime restores its state
+/// from the changelog and goes on from the last commit, as after a crash; `/readyz` names it
+/// while it is down.
+fn supervise(slots: &Mutex<Vec<Slot>>, stopping: &AtomicBool, log: &Arc<dyn storeflow_ingest::Log>, codec: &Arc<storeflow_avro::Codec>, rc: &RuntimeConfig, metrics: &Arc<Metrics>) {
+    while !stopping.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(200));
+        let mut slots = slots.lock();
+        for slot in slots.iter_mut() {
+            if stopping.load(Ordering::Relaxed) {
+                return;
+            }
+            if slot.runtime.as_ref().is_some_and(|r| r.is_running()) {
+                if slot.up_since.elapsed() > Duration::from_secs(300) {
+                    slot.backoff = RESTART_FIRST;
+                }
+                continue;
+            }
+            if let Some(ended) = slot.runtime.take() {
+                slot.alive.store(false, Ordering::Relaxed);
+                let why = match ended.stop() {
+                    Ok(()) => "it ended without being asked to".to_string(),
+                    Err(e) => e.to_string(),
+                };
+                tracing::error!(processor = slot.name, error = %why, restart_in = ?slot.backoff, "a processor thread stopped; restarting it");
+                slot.retry_at = Some(Instant::now() + slot.backoff);
+            }
+            if slot.retry_at.is_some_and(|at| Instant::now() < at) {
+                continue;
+            }
+            let started = (slot.build)(&slot.cfg).map_err(anyhow::Error::from).and_then(|p| Runtime::spawn(p, log.clone(), codec.clone(), rc.clone(), metrics.clone()).map_err(anyhow::Error::from));
+            match started {
+                Ok(r) => {
+                    tracing::warn!(processor = slot.name, "the processor restarted");
+                    slot.runtime = Some(r);
+                    slot.alive.store(true, Ordering::Relaxed);
+                    slot.retry_at = None;
+                    slot.up_since = Instant::now();
+                }
+                Err(e) => {
+                    tracing::error!(processor = slot.name, error = %e, "restarting the processor failed");
+                    slot.retry_at = Some(Instant::now() + slot.backoff);
+                }
+            }
+            slot.backoff = (slot.backoff * 2).min(RESTART_MAX);
+        }
+    }
 }
 
 impl Pipeline {
-    /// Names of the running processors.
+    /// Names of the processors.
     pub fn names(&self) -> Vec<&'static str> {
-        self.runtimes.iter().map(|r| r.name()).collect()
+        self.slots.lock().iter().map(|s| s.name).collect()
+    }
+
+    /// Each processor's name and a probe of whether it runs (false while it is down,
+    /// between its thread's end and its restart).
+    pub fn liveness(&self) -> Vec<(&'static str, Arc<dyn Fn() -> bool + Send + Sync>)> {
+        let slots = self.slots.lock();
+        slots
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let (all, alive) = (self.slots.clone(), s.alive.clone());
+                let probe: Arc<dyn Fn() -> bool + Send + Sync> = Arc::new(move || {
+                    // The flag catches a restart pending; the thread itself, an end not yet seen.
+                    alive.load(Ordering::Relaxed) && all.try_lock().is_none_or(|s| s[i].runtime.as_ref().is_some_and(|r| r.is_running()))
+                });
+                (s.name, probe)
+            })
+            .collect()
     }
 
     /// Records not yet committed by each processor's group (per processor).
@@ -113,15 +215,15 @@ impl Pipeline {
         let deadline = Instant::now() + patience;
         let mut stable_since: Option<(BTreeMap<String, u64>, Instant)> = None;
         loop {
-            for r in &self.runtimes {
-                if !r.is_running() {
-                    bail!("the {} processor stopped; see the log above", r.name());
+            for s in self.slots.lock().iter() {
+                if !s.runtime.as_ref().is_some_and(|r| r.is_running()) {
+                    bail!("the {} processor stopped; see the log above", s.name);
                 }
             }
             let lag = self.lag()?;
             let slack: u64 = self.inputs.iter().map(|(_, tps)| tps.len() as u64).max().unwrap_or(0);
             // Nothing fetched waits for its turn either.
-            let buffered: i64 = self.runtimes.iter().map(|r| self.metrics.buffered.get_or_create(&storeflow_processors::metrics::ProcessorLabel { processor: r.name().to_string() }).get()).sum();
+            let buffered: i64 = self.names().into_iter().map(|n| self.metrics.buffered.get_or_create(&storeflow_processors::metrics::ProcessorLabel { processor: n.to_string() }).get()).sum();
             let small = lag.values().all(|l| *l <= slack) && buffered == 0;
             match &stable_since {
                 Some((prev, since)) if *prev == lag && small && since.elapsed() > Duration::from_millis(1500) => return Ok(()),
@@ -135,11 +237,17 @@ impl Pipeline {
         }
     }
 
-    /// Commits and stops every processor.
-    pub fn stop(self) -> anyhow::Result<()> {
-        for r in self.runtimes {
-            let name = r.name();
-            r.stop().with_context(|| format!("stopping {name}"))?;
+    /// Stops the supervisor, then commits and stops every processor.
+    pub fn stop(mut self) -> anyhow::Result<()> {
+        self.stopping.store(true, Ordering::Relaxed);
+        if let Some(t) = self.supervisor.take() {
+            let _ = t.join();
+        }
+        let slots = std::mem::take(&mut *self.slots.lock());
+        for s in slots {
+            if let Some(r) = s.runtime {
+                r.stop().with_context(|| format!("stopping {}", s.name))?;
+            }
         }
         Ok(())
     }
@@ -172,40 +280,23 @@ pub fn sinks_banner(config: &Config) -> Vec<String> {
     let mut lines = Vec::new();
     if c.read_model.enabled {
         lines.push(match &c.read_model.postgres_url {
-            Some(url) => format!("read model: Postgres at {} (instead of embedded SQLite)", redact_url(secrecy::ExposeSecret::expose_secret(url))),
+            Some(url) => format!("read model: Postgres at {} (instead of embedded SQLite)", redact::url(secrecy::ExposeSecret::expose_secret(url))),
             None => format!("read model: embedded SQLite, {dir}/read_model.sqlite"),
         });
     }
     if c.analytics.enabled {
         lines.push(match &c.analytics.clickhouse {
-            Some(ch) => format!("analytics: ClickHouse at {}, database {} (instead of embedded Parquet + DataFusion)", redact_url(&ch.url), ch.database),
+            Some(ch) => format!("analytics: ClickHouse at {}, database {} (instead of embedded Parquet + DataFusion)", redact::url(&ch.url), ch.database),
             None => format!("analytics: embedded Parquet + DataFusion, {dir}/analytics"),
         });
     }
     if c.search.enabled {
         lines.push(match &c.search.elasticsearch {
-            Some(es) => format!("search: Elasticsearch at {}, index {} (instead of the embedded tantivy index)", redact_url(&es.url), es.index),
+            Some(es) => format!("search: Elasticsearch at {}, index {} (instead of the embedded tantivy index)", redact::url(&es.url), es.index),
             None => format!("search: embedded tantivy index, {dir}/search"),
         });
     }
     lines
-}
-
-/// `scheme://user:password@host/…` → `scheme://user:***@host/…`, for messages.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
-    let (authority, path) = rest.split_once('/').map_or((rest, None), |(a, p)| (a, Some(p)));
-    let authority = match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{user}:***@{host}"),
-            None => format!("{userinfo}@{host}"),
-        },
-        None => authority.to_string(),
-    };
-    match path {
-        Some(p) => format!("{scheme}://{authority}/{p}"),
-        None => format!("{scheme}://{authority}"),
-    }
 }
 
 /// Starts the enabled sinks (`[sinks.*] enabled`), each in its consumer group
@@ -220,10 +311,44 @@ mod tests {
     use super::*;
 
     #[test]
-    fn passwords_in_urls_are_masked_in_messages() {
-        assert_eq!(redact_url("postgres://u:hunter2@h:5432/db"), "postgres://u:***@h:5432/db");
-        assert_eq!(redact_url("http://127.0.0.1:18123"), "http://127.0.0.1:18123");
-        assert_eq!(redact_url("http://elastic@h:9200"), "http://elastic@h:9200");
+    fn the_supervisor_restarts_a_processor_that_is_down_and_readiness_follows() {
+        let dir = tempfile::tempdir().unwrap();
+        let log: Arc<dyn storeflow_ingest::Log> = Arc::new(storeflow_ingest::EmbeddedLog::open(dir.path()).unwrap());
+        log.create_topics(&[storeflow_ingest::TopicSpec::new("in", 1), storeflow_ingest::TopicSpec::new("out", 1)]).unwrap();
+        let codec = Arc::new(storeflow_avro::Codec::embedded().unwrap());
+        let metrics = Arc::new(Metrics::unregistered());
+        let cfg = serde_json::json!({"input": "in", "output": "out"});
+        // Down: its thread ended and was noticed (what `supervise` does first).
+        let alive = Arc::new(AtomicBool::new(false));
+        let slot = Slot {
+            name: "count",
+            build: storeflow_processors::build::<storeflow_processors::testing::Count>,
+            cfg,
+            runtime: None,
+            alive: alive.clone(),
+            backoff: RESTART_FIRST,
+            retry_at: Some(Instant::now() + Duration::from_millis(300)),
+            up_since: Instant::now(),
+        };
+        let slots = Arc::new(Mutex::new(vec![slot]));
+        let stopping = Arc::new(AtomicBool::new(false));
+        let sup = {
+            let (slots, stopping, log, codec, metrics) = (slots.clone(), stopping.clone(), log.clone(), codec.clone(), metrics.clone());
+            std::thread::spawn(move || supervise(&slots, &stopping, &log, &codec, &RuntimeConfig::default(), &metrics))
+        };
+        std::thread::sleep(Duration::from_millis(150));
+        assert!(!alive.load(Ordering::Relaxed) && slots.lock()[0].runtime.is_none(), "restarted before its back-off");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !slots.lock()[0].runtime.as_ref().is_some_and(|r| r.is_running()) {
+            assert!(Instant::now() < deadline, "not restarted");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(alive.load(Ordering::Relaxed), "readiness still says it is down");
+        assert_eq!(slots.lock()[0].backoff, RESTART_FIRST * 2, "the next restart waits longer");
+        stopping.store(true, Ordering::Relaxed);
+        sup.join().unwrap();
+        let r = slots.lock()[0].runtime.take().unwrap();
+        r.stop().unwrap();
     }
 
     #[test]

@@ -106,6 +106,47 @@ fn config_merges_the_environment_and_refuses_unknown_keys() {
 }
 
 #[test]
+fn config_prints_no_kafka_password_nor_the_passwords_in_the_postgres_and_registry_urls() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("storeflow.toml"),
+        r#"
+[kafka]
+brokers = "k1:9092"
+[kafka.properties]
+"security.protocol" = "SASL_SSL"
+"sasl.mechanism" = "PLAIN"
+"sasl.username" = "storeflow"
+"sasl.password" = "kafka-hunter2"
+"sasl.jaas.config" = 'org.apache.kafka.common.security.plain.PlainLoginModule required username="storeflow" password="jaas-hunter2";'
+"ssl.key.password" = "tls-hunter2"
+[postgres]
+url = "postgres://storeflow:pg-hunter2@db:5432/storeflow?sslmode=require"
+[schema_registry]
+url = "https://registry-user:registry-hunter2@registry:8081"
+[sinks.analytics.clickhouse]
+url = "http://default:ch-hunter2@ch:8123"
+password = "ch-password-hunter2"
+"#,
+    )
+    .unwrap();
+    let o = storeflow(&["config"], dir.path());
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(!out.contains("hunter2"), "a secret is printed:\n{out}");
+    // What is not secret is still there to check.
+    for shown in [
+        "\"security.protocol\" = \"SASL_SSL\"",
+        "\"sasl.password\" = \"***\"",
+        "postgres://storeflow:***@db:5432/storeflow?sslmode=require",
+        "https://registry-user:***@registry:8081",
+        "http://default:***@ch:8123",
+    ] {
+        assert!(out.contains(shown), "missing {shown}:\n{out}");
+    }
+}
+
+#[test]
 fn help_lists_every_command_with_a_sentence() {
     let o = storeflow(&["--help"], repo());
     let out = text(&o);
@@ -245,5 +286,7 @@ fn run_serves_the_http_api_with_a_fresh_admin_key_and_stops_cleanly_on_ctrl_c() 
     let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{all}");
     assert!(all.contains(&format!("HTTP API on http://127.0.0.1:{port}")), "{all}");
-    assert!(all.contains("Admin API key, shown once"), "{all}");
+    // stdout is a pipe here, not a terminal: the key goes to the file only.
+    assert!(all.contains("A fresh admin API key was written to data/admin.key (mode 0600)"), "{all}");
+    assert!(!all.contains(&key), "the admin key is printed to a pipe: {all}");
 }

@@ -90,6 +90,32 @@ impl Run {
         self.child.wait().unwrap();
     }
 
+    /// Sends SIGTERM after `after`; asserts it exits 0 within the grace period (30 s by
+    /// default); returns whether the stop landed mid-stream.
+    fn terminate_mid_stream(mut self, after: Duration) -> bool {
+        let started = Instant::now();
+        let mut mid = false;
+        while started.elapsed() < after {
+            if let Some((handled, done)) = self.state() {
+                mid = handled > 0.0 && !done;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        let asked = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "storeflow run exited {status} after SIGTERM");
+                break;
+            }
+            assert!(asked.elapsed() < Duration::from_secs(30), "storeflow run did not stop within the 30 s grace period after SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        println!("SIGTERM: stopped in {:?}", asked.elapsed());
+        mid
+    }
+
     /// Kills it with SIGKILL after `after`, asserting it was in the middle of its work.
     fn kill_mid_stream(mut self, after: Duration) -> bool {
         let started = Instant::now();
@@ -172,8 +198,8 @@ fn two_runs_and_a_run_killed_mid_stream_over_the_same_log_end_with_identical_sto
     std::fs::create_dir_all(&published).unwrap();
     let out = storeflow(&published).args(["simulate", "--events", "15000", "--seed", "5", "--quiet"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let [clean, again, killed] = ["clean", "again", "killed"].map(|n| root.join(n));
-    for d in [&clean, &again, &killed] {
+    let [clean, again, killed, stopped] = ["clean", "again", "killed", "stopped"].map(|n| root.join(n));
+    for d in [&clean, &again, &killed, &stopped] {
         common::copy_dir(&published, d);
     }
 
@@ -191,6 +217,16 @@ fn two_runs_and_a_run_killed_mid_stream_over_the_same_log_end_with_identical_sto
     println!("{landed} of {kills} SIGKILLs landed mid-stream");
     assert!(landed >= 2, "only {landed} of {kills} kills landed while the pipeline was working");
 
+    let mut stops_landed = 0;
+    for i in 0..3 {
+        if Run::start(&stopped).terminate_mid_stream(Duration::from_millis(1500 + 900 * i)) {
+            stops_landed += 1;
+        }
+    }
+    Run::start(&stopped).until_idle();
+    println!("{stops_landed} of 3 SIGTERMs landed mid-stream");
+    assert!(stops_landed >= 1, "no SIGTERM landed while the pipeline was working");
+
     compare(&clean, &again, "two clean runs", &[]);
     // Known gap, not hidden: after a SIGKILL the recommendations processor's second stage
     // (signals re-keyed by category and product, a group with a feedback edge) can apply a
@@ -199,4 +235,8 @@ fn two_runs_and_a_run_killed_mid_stream_over_the_same_log_end_with_identical_sto
     // list versions. Everything else must be identical.
     let gap: Unchecked<'_> = &[("search.products", &["trending", "trending_list", "trending_version", "popularity"])];
     compare(&clean, &killed, &format!("a clean run and one killed {kills} times"), gap);
+    // A graceful stop commits what it did: the restarted run loses and repeats nothing. The
+    // same known gap shows after a graceful restart too, so it lies in how a restarted task
+    // resumes its feedback group, not in crash recovery.
+    compare(&clean, &stopped, "a clean run and one stopped by SIGTERM 3 times", gap);
 }

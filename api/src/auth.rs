@@ -6,9 +6,13 @@
 //! request). On a data dir without keys, [`KeyStore::open`] creates one admin key and
 //! writes it to `<data-dir>/admin.key` with mode 0600.
 //!
-//! Roles: `app` (events, orders, inventory, search, recommendations), `vendor:<id>` (that
-//! vendor's sales, analytics and products only), `analyst` (analytics), `admin`
-//! (everything, key management).
+//! Roles: `app` (storefront and mobile apps: shoppers' behaviour events, orders placed with
+//! the same key, inventory, search, recommendations), `service` (trusted backends: what an
+//! app may, plus payments, fulfillment, stock, exchange rates, every vendor's catalog,
+//! erasure and every order), `vendor:<id>` (that vendor's catalog events, sales, analytics
+//! and products only), `analyst` (analytics), `admin` (everything, key management). Which
+//! role may publish which event type, and who sees an order's personal data, is decided in
+//! [`crate::roles`].
 
 use std::collections::HashMap;
 use std::fmt;
@@ -29,8 +33,11 @@ use crate::error::ApiError;
 /// What a key may do.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Role {
-    /// Storefront and mobile apps.
+    /// Storefront and mobile apps: untrusted clients in shoppers' hands.
     App,
+    /// Trusted backends (payment provider hooks, warehouse and carrier systems, the catalog
+    /// importer, the exchange-rate feed): everything an app may and the facts they own.
+    Service,
     /// One vendor.
     Vendor(String),
     /// Analysts.
@@ -43,6 +50,7 @@ impl fmt::Display for Role {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Role::App => f.write_str("app"),
+            Role::Service => f.write_str("service"),
             Role::Vendor(v) => write!(f, "vendor:{v}"),
             Role::Analyst => f.write_str("analyst"),
             Role::Admin => f.write_str("admin"),
@@ -55,11 +63,12 @@ impl FromStr for Role {
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
             "app" => Ok(Role::App),
+            "service" => Ok(Role::Service),
             "analyst" => Ok(Role::Analyst),
             "admin" => Ok(Role::Admin),
             other => match other.strip_prefix("vendor:") {
                 Some(v) if !v.trim().is_empty() => Ok(Role::Vendor(v.to_string())),
-                _ => Err(format!("unknown role `{other}`: expected app, analyst, admin or vendor:<vendor_id>")),
+                _ => Err(format!("unknown role `{other}`: expected app, service, analyst, admin or vendor:<vendor_id>")),
             },
         }
     }
@@ -90,23 +99,33 @@ impl Caller {
         }
     }
 
-    /// Passes when the caller is admin or one of `roles`; 401 without a key, 403 otherwise.
+    /// The key's id, `None` for anonymous callers.
+    pub fn key_id(&self) -> Option<&str> {
+        match self {
+            Caller::Anonymous => None,
+            Caller::Key { id, .. } => Some(id),
+        }
+    }
+
+    /// Passes when the caller is admin or one of `roles` (service wherever app is allowed);
+    /// 401 without a key, 403 otherwise.
     pub fn require(&self, what: &str, allowed: &[&Role]) -> Result<&Role, ApiError> {
         let role = self.role()?;
-        if *role == Role::Admin || allowed.contains(&role) {
+        let as_app = *role == Role::Service && allowed.contains(&&Role::App);
+        if *role == Role::Admin || as_app || allowed.contains(&role) {
             Ok(role)
         } else {
             Err(ApiError::Forbidden(format!("the role {role} may not {what}")))
         }
     }
 
-    /// Passes for admin, analyst (when `analyst_ok`), apps (when `app_ok`) and the vendor
-    /// itself; 403 for every other vendor.
+    /// Passes for admin, analyst (when `analyst_ok`), apps and services (when `app_ok`) and
+    /// the vendor itself; 403 for every other vendor.
     pub fn require_vendor(&self, vendor_id: &str, what: &str, app_ok: bool, analyst_ok: bool) -> Result<(), ApiError> {
         match self.role()? {
             Role::Admin => Ok(()),
             Role::Vendor(v) if v == vendor_id => Ok(()),
-            Role::App if app_ok => Ok(()),
+            Role::App | Role::Service if app_ok => Ok(()),
             Role::Analyst if analyst_ok => Ok(()),
             role => Err(ApiError::Forbidden(format!("the role {role} may not {what} of vendor {vendor_id}"))),
         }
@@ -118,7 +137,7 @@ impl Caller {
 pub struct KeyInfo {
     /// `k_` + 12 hex digits of the secret's SHA-256.
     pub id: String,
-    /// app, analyst, admin or vendor:<vendor_id>.
+    /// app, service, analyst, admin or vendor:<vendor_id>.
     pub role: String,
     /// Milliseconds since the epoch.
     pub created_at: i64,
@@ -179,10 +198,16 @@ impl KeyStore {
 
     /// Opens the keys of `data_dir`. When there are none, creates an admin key, writes it
     /// to `<data-dir>/admin.key` (mode 0600) and returns it so the caller can print it
-    /// once.
+    /// once. An existing `api-keys.json` or `admin.key` readable by others (copied, restored
+    /// from a backup, made by an older version) is set back to 0600, with a warning.
     pub fn open(data_dir: &Path) -> std::io::Result<(KeyStore, Option<String>)> {
         std::fs::create_dir_all(data_dir)?;
         let path = data_dir.join("api-keys.json");
+        for file in [&path, &admin_key_path(data_dir)] {
+            if let Some(old) = restrict_to_owner(file)? {
+                tracing::warn!(file = %file.display(), old_mode = %format!("{old:o}"), "a key file was readable by others; set it to 0600");
+            }
+        }
         let stored: Vec<StoredKey> = match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
                 std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {e}", path.display()))
@@ -267,8 +292,15 @@ impl KeyStore {
     pub fn lookup(&self, secret: &str) -> Option<(String, Role)> {
         self.keys.read().get(&digest(secret)).cloned()
     }
+
+    /// True while key `id` exists (not revoked).
+    pub fn is_live(&self, id: &str) -> bool {
+        self.keys.read().values().any(|(kid, _)| kid == id)
+    }
 }
 
+/// Writes `content` to `path` readable by its owner only: created 0600, and an existing file
+/// (a `.tmp` left by a crash) set to 0600 before anything is written into it.
 fn write_secret_file(path: &Path, content: &str) -> std::io::Result<()> {
     use std::io::Write;
     let mut opts = std::fs::OpenOptions::new();
@@ -279,8 +311,34 @@ fn write_secret_file(path: &Path, content: &str) -> std::io::Result<()> {
         opts.mode(0o600);
     }
     let mut f = opts.open(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
     f.write_all(content.as_bytes())?;
     f.sync_all()
+}
+
+/// Sets `path` to 0600 when group or others have any access to it, and returns the mode it
+/// had then; `None` when it is missing or already private (and always off Unix).
+fn restrict_to_owner(path: &Path) -> std::io::Result<Option<u32>> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = match std::fs::metadata(path) {
+            Ok(m) => m.permissions().mode() & 0o7777,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+            return Ok(Some(mode));
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(None)
 }
 
 /// Requests per second per key (or per client address for anonymous calls), GCRA via
@@ -346,11 +404,32 @@ mod tests {
 
     #[test]
     fn roles_parse_and_print_the_same() {
-        for r in ["app", "analyst", "admin", "vendor:v-1"] {
+        for r in ["app", "service", "analyst", "admin", "vendor:v-1"] {
             assert_eq!(r.parse::<Role>().unwrap().to_string(), r);
         }
         assert!("vendor:".parse::<Role>().is_err());
         assert!("root".parse::<Role>().is_err());
+    }
+
+    #[test]
+    fn a_service_key_is_stored_as_service_and_is_one_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = KeyStore::open(dir.path()).unwrap();
+        let service = store.create(Role::Service).unwrap();
+        assert!(std::fs::read_to_string(dir.path().join("api-keys.json")).unwrap().contains("\"role\": \"service\""));
+        drop(store);
+        let (again, _) = KeyStore::open(dir.path()).unwrap();
+        assert_eq!(again.lookup(&service).unwrap().1, Role::Service);
+    }
+
+    #[test]
+    fn a_service_passes_wherever_an_app_does_and_nowhere_else() {
+        let service = Caller::Key { id: "k_1".into(), role: Role::Service };
+        assert!(service.require("place orders", &[&Role::App]).is_ok());
+        assert!(service.require("read the dashboard", &[&Role::Analyst]).is_err());
+        assert!(service.require("manage keys", &[]).is_err());
+        assert!(service.require_vendor("V-A", "read the products", true, false).is_ok());
+        assert!(service.require_vendor("V-A", "read the sales", false, true).is_err());
     }
 
     #[test]
@@ -375,6 +454,44 @@ mod tests {
         assert!(none.is_none(), "a second open creates no new admin key");
         assert_eq!(again.lookup(&app).unwrap().1, Role::App);
         assert!(again.lookup("sf_nope").is_none());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn key_files_made_readable_by_others_are_0600_again_after_open() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (store, admin) = KeyStore::open(dir.path()).unwrap();
+        drop(store);
+        let keys = dir.path().join("api-keys.json");
+        let admin_file = admin_key_path(dir.path());
+        std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::set_permissions(&admin_file, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let (again, none) = KeyStore::open(dir.path()).unwrap();
+        assert!(none.is_none());
+        assert_eq!(again.lookup(&admin.unwrap()).unwrap().1, Role::Admin, "the keys are still read");
+        for f in [&keys, &admin_file] {
+            assert_eq!(std::fs::metadata(f).unwrap().permissions().mode() & 0o777, 0o600, "{}", f.display());
+        }
+        // What the warning names: the old mode, once; a private file is left alone.
+        std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o604)).unwrap();
+        assert_eq!(restrict_to_owner(&keys).unwrap(), Some(0o604));
+        assert_eq!(restrict_to_owner(&keys).unwrap(), None);
+        assert_eq!(restrict_to_owner(&dir.path().join("missing")).unwrap(), None);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_new_key_written_over_a_stale_world_readable_temp_file_is_still_0600() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = KeyStore::open(dir.path()).unwrap();
+        let tmp = dir.path().join("api-keys.json.tmp");
+        std::fs::write(&tmp, "left by a crash").unwrap();
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)).unwrap();
+        store.create(Role::App).unwrap();
+        let mode = std::fs::metadata(dir.path().join("api-keys.json")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 
     #[test]

@@ -19,6 +19,10 @@ pub enum ApiError {
     /// The key's role may not do this.
     #[error("{0}")]
     Forbidden(String),
+    /// The key's role may not do what one part of the request asks (`events[2].type`: the
+    /// type of the third event of a batch); nothing of the request was done.
+    #[error("{message}")]
+    ForbiddenAt { message: String, field: String },
     /// The thing asked for does not exist (yet).
     #[error("{0}")]
     NotFound(String),
@@ -59,7 +63,7 @@ impl ApiError {
         match self {
             ApiError::Invalid { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Forbidden(_) | ApiError::ForbiddenAt { .. } => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -73,7 +77,7 @@ impl ApiError {
         match self {
             ApiError::Invalid { code, .. } | ApiError::Conflict { code, .. } => code,
             ApiError::Unauthorized(_) => "unauthorized",
-            ApiError::Forbidden(_) => "forbidden",
+            ApiError::Forbidden(_) | ApiError::ForbiddenAt { .. } => "forbidden",
             ApiError::NotFound(_) => "not_found",
             ApiError::TooLarge(_) => "body_too_large",
             ApiError::RateLimited { .. } => "rate_limited",
@@ -129,6 +133,7 @@ impl IntoResponse for ApiError {
         };
         let field = match &self {
             ApiError::Invalid { field, .. } => field.clone(),
+            ApiError::ForbiddenAt { field, .. } => Some(field.clone()),
             _ => None,
         };
         let body = ErrorBody { error: ErrorDetail { code: self.code().to_string(), message, field } };

@@ -33,12 +33,14 @@ pub mod error;
 pub mod metrics;
 pub mod read;
 pub mod registry;
+pub mod roles;
 pub mod routes;
 #[cfg(feature = "sinks")]
 pub mod sinks_adapter;
 pub mod views;
 pub mod writes;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -81,6 +83,23 @@ pub struct ApiConfig {
     pub public_recommendations: bool,
     /// How many recent `event_id`s are remembered to accept duplicates once.
     pub dedup_window: usize,
+    /// Longest a request may take before it is answered 503 (an SSE stream's body is not
+    /// bounded by it, only its start), ms.
+    pub request_timeout_ms: u64,
+    /// Longest a client may take to send a request's headers before the connection is
+    /// closed (slowloris), ms.
+    pub header_read_timeout_ms: u64,
+    /// Most SSE streams one key may hold open at once (429 past it).
+    pub max_streams_per_key: usize,
+    /// Failed authentications (unknown or malformed keys) per second per client address
+    /// before they are answered 429 instead of 401.
+    pub auth_failures_per_second: u32,
+    /// Longest strings and arrays inside an event, per field (`[api.field_limits]`).
+    pub field_limits: storeflow_avro::FieldLimits,
+    /// How far from the server's clock `occurred_at` may be (the top-level `[time]`, which
+    /// the runtime applies too).
+    #[serde(skip)]
+    pub time: storeflow_avro::TimeBounds,
 }
 
 impl Default for ApiConfig {
@@ -93,6 +112,12 @@ impl Default for ApiConfig {
             public_search: false,
             public_recommendations: false,
             dedup_window: 1_000_000,
+            request_timeout_ms: 10_000,
+            header_read_timeout_ms: 5_000,
+            max_streams_per_key: 4,
+            auth_failures_per_second: 5,
+            field_limits: storeflow_avro::FieldLimits::default(),
+            time: storeflow_avro::TimeBounds::default(),
         }
     }
 }
@@ -105,6 +130,9 @@ impl ApiConfig {
         }
         if self.max_batch == 0 || self.rate_per_second == 0 || self.rate_burst == 0 {
             return Err("api.max_batch, api.rate_per_second and api.rate_burst must be at least 1".into());
+        }
+        if self.request_timeout_ms == 0 || self.header_read_timeout_ms == 0 || self.max_streams_per_key == 0 || self.auth_failures_per_second == 0 {
+            return Err("api.request_timeout_ms, api.header_read_timeout_ms, api.max_streams_per_key and api.auth_failures_per_second must be at least 1".into());
         }
         Ok(())
     }
@@ -126,6 +154,12 @@ struct Inner {
     log: Arc<dyn Log>,
     keys: KeyStore,
     limits: Arc<RateLimits>,
+    /// Failed authentications per client address.
+    auth_failures: Arc<RateLimits>,
+    /// Open SSE streams per key id.
+    streams: parking_lot::Mutex<HashMap<String, usize>>,
+    /// Set when the server begins to stop: open streams end.
+    closing: std::sync::atomic::AtomicBool,
     writer: writes::Writer,
     reads: Reads,
     registry: Arc<Registry>,
@@ -160,7 +194,40 @@ impl ApiState {
         config.validate().map_err(SetupError::Config)?;
         let writer = writes::Writer::new(log.as_ref(), codec, config.dedup_window)?;
         let limits = RateLimits::new(config.rate_per_second, config.rate_burst);
-        Ok(ApiState { inner: Arc::new(Inner { config, log, keys, limits, writer, reads, registry, metrics }) })
+        let auth_failures = RateLimits::new(config.auth_failures_per_second, config.auth_failures_per_second.saturating_mul(4));
+        let inner = Inner {
+            config,
+            log,
+            keys,
+            limits,
+            auth_failures,
+            streams: parking_lot::Mutex::new(HashMap::new()),
+            closing: std::sync::atomic::AtomicBool::new(false),
+            writer,
+            reads,
+            registry,
+            metrics,
+        };
+        Ok(ApiState { inner: Arc::new(inner) })
+    }
+
+    /// A slot for one more SSE stream of key `key_id`, given back when the guard drops;
+    /// 429 when the key holds `max_streams_per_key` already.
+    pub(crate) fn stream_slot(&self, key_id: &str) -> ApiResult<StreamSlot> {
+        let max = self.inner.config.max_streams_per_key;
+        let mut open = self.inner.streams.lock();
+        let n = open.entry(key_id.to_string()).or_insert(0);
+        if *n >= max {
+            tracing::info!(key = key_id, max, "refusing another SSE stream: the key holds api.max_streams_per_key");
+            return Err(ApiError::RateLimited { retry_after_secs: 1 });
+        }
+        *n += 1;
+        Ok(StreamSlot { state: self.clone(), key_id: key_id.to_string() })
+    }
+
+    /// True while key `key_id` may go on streaming: not revoked, and the server not stopping.
+    pub(crate) fn may_stream(&self, key_id: &str) -> bool {
+        !self.inner.closing.load(std::sync::atomic::Ordering::Relaxed) && self.inner.keys.is_live(key_id)
     }
 
     /// The key store (to create keys from the CLI).
@@ -210,9 +277,52 @@ fn api_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(metrics))
 }
 
+/// One open SSE stream of a key (see [`ApiState::stream_slot`]).
+pub(crate) struct StreamSlot {
+    state: ApiState,
+    key_id: String,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut open = self.state.inner.streams.lock();
+        if let Some(n) = open.get_mut(&self.key_id) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.key_id);
+            }
+        }
+    }
+}
+
 /// The OpenAPI 3.1 document of the API (what `/openapi.json` serves).
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api_routes().split_for_parts().1
+    let mut spec = api_routes().split_for_parts().1;
+    declare_middleware_answers(&mut spec);
+    spec
+}
+
+/// Adds to every operation the answers the middleware can give on any route, so the
+/// document stays the truth about each one: 400 for an unknown query parameter, 401 for an
+/// unknown key, 429 for rate limits, 503 for a request past its time, 413 for a body too
+/// large.
+fn declare_middleware_answers(spec: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+    let error = |d: &str| {
+        RefOr::T(ResponseBuilder::new().description(d).content("application/json", ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build()).build())
+    };
+    for item in spec.paths.paths.values_mut() {
+        for op in [&mut item.get, &mut item.post, &mut item.put, &mut item.delete, &mut item.patch].into_iter().flatten() {
+            let r = &mut op.responses.responses;
+            r.entry("400".into()).or_insert_with(|| error("a parameter or field that does not fit (an unknown query parameter on any route)"));
+            r.entry("401".into()).or_insert_with(|| error("an unknown or malformed API key (a request without one is anonymous)"));
+            r.entry("429".into()).or_insert_with(|| error("too many requests from this key, or too many failed authentications from this address"));
+            r.entry("503".into()).or_insert_with(|| error("a backend is not ready, or the request took longer than api.request_timeout_ms"));
+            if op.request_body.is_some() {
+                r.entry("413".into()).or_insert_with(|| error("the body is larger than api.max_body_bytes"));
+            }
+        }
+    }
 }
 
 /// Paths that need no key and are not rate limited: probes and the spec.
@@ -229,7 +339,15 @@ async fn authenticate(State(s): State<ApiState>, mut req: Request, next: Next) -
             };
             match s.inner.keys.lookup(secret) {
                 Some((id, role)) => Caller::Key { id, role },
-                None => return ApiError::Unauthorized("unknown API key".into()).into_response(),
+                None => {
+                    // Guessing keys costs the guesser: past a few failures a second from
+                    // one address, 429 (without looking the key up) instead of 401.
+                    let from = req.extensions().get::<ConnectInfo<SocketAddr>>().map_or_else(|| "unknown".to_string(), |ConnectInfo(a)| a.ip().to_string());
+                    if let Err(e) = s.inner.auth_failures.check(from) {
+                        return e.into_response();
+                    }
+                    return ApiError::Unauthorized("unknown API key".into()).into_response();
+                }
             }
         }
     };
@@ -250,6 +368,16 @@ async fn authenticate(State(s): State<ApiState>, mut req: Request, next: Next) -
     next.run(req).await
 }
 
+/// Answers 503 when a handler takes longer than `request_timeout_ms` (a slow backend
+/// holds its own caller, not a connection forever).
+async fn time_limit(State(s): State<ApiState>, req: Request, next: Next) -> Response {
+    let limit = std::time::Duration::from_millis(s.inner.config.request_timeout_ms);
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => ApiError::Unavailable(format!("the request took longer than {} ms (api.request_timeout_ms); retry", limit.as_millis())).into_response(),
+    }
+}
+
 /// Counts and times every request by method, route template and status.
 async fn observe(State(s): State<ApiState>, req: Request, next: Next) -> Response {
     let start = Instant::now();
@@ -262,6 +390,43 @@ async fn observe(State(s): State<ApiState>, req: Request, next: Next) -> Respons
     resp
 }
 
+/// The query parameters each operation declares in the OpenAPI document (`"GET /v1/search"`
+/// → `q`, `page`, …): the document is the one list of what a route takes.
+type QueryNames = HashMap<String, Vec<String>>;
+
+fn query_names(spec: &utoipa::openapi::OpenApi) -> QueryNames {
+    use utoipa::openapi::path::ParameterIn;
+    let mut names = QueryNames::new();
+    for (path, item) in &spec.paths.paths {
+        let ops = [("GET", &item.get), ("POST", &item.post), ("PUT", &item.put), ("DELETE", &item.delete), ("PATCH", &item.patch)];
+        for (method, op) in ops {
+            let Some(op) = op else { continue };
+            let declared = item.parameters.iter().chain(op.parameters.iter()).flatten();
+            let query = declared.filter(|p| matches!(p.parameter_in, ParameterIn::Query)).map(|p| p.name.clone()).collect();
+            names.insert(format!("{method} {path}"), query);
+        }
+    }
+    names
+}
+
+/// Refuses a query parameter the route does not declare (400 naming it), as unknown body
+/// fields are refused: a misspelt `sizee=5` must not be silently ignored.
+async fn known_query(State(names): State<Arc<QueryNames>>, req: Request, next: Next) -> Response {
+    if let (Some(q), Some(route)) = (req.uri().query(), req.extensions().get::<MatchedPath>()) {
+        let op = format!("{} {}", req.method(), route.as_str());
+        if let Some(allowed) = names.get(&op) {
+            for (name, _) in form_urlencoded::parse(q.as_bytes()) {
+                if !allowed.iter().any(|a| *a == name) {
+                    let takes = if allowed.is_empty() { "no query parameters".to_string() } else { allowed.join(", ") };
+                    let message = format!("unknown query parameter `{name}`; {op} takes {takes}");
+                    return ApiError::Invalid { code: "unknown_parameter", message, field: Some(name.into_owned()) }.into_response();
+                }
+            }
+        }
+    }
+    next.run(req).await
+}
+
 async fn not_found() -> ApiError {
     ApiError::NotFound("no such endpoint; see /openapi.json".into())
 }
@@ -269,7 +434,9 @@ async fn not_found() -> ApiError {
 /// The API as an axum [`Router`] (state applied): every endpoint, `/openapi.json`, auth,
 /// rate and body limits, and metrics.
 pub fn router(state: ApiState) -> Router {
-    let (router, spec) = api_routes().split_for_parts();
+    let (router, mut spec) = api_routes().split_for_parts();
+    declare_middleware_answers(&mut spec);
+    let names = Arc::new(query_names(&spec));
     let spec = Arc::new(spec);
     let limits = state.inner.limits.clone();
     // Forget idle rate-limit buckets now and then, so memory follows active keys.
@@ -287,6 +454,8 @@ pub fn router(state: ApiState) -> Router {
     }
     router
         .route("/openapi.json", axum::routing::get(move || async move { Json(spec.as_ref().clone()) }))
+        .route_layer(middleware::from_fn_with_state(names, known_query))
+        .route_layer(middleware::from_fn_with_state(state.clone(), time_limit))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .route_layer(middleware::from_fn_with_state(state.clone(), observe))
@@ -296,11 +465,52 @@ pub fn router(state: ApiState) -> Router {
 
 /// Serves the API on `listener` until `shutdown` resolves (then finishes the requests in
 /// flight). Client addresses reach the handlers (anonymous rate limits, order IPs).
+///
+/// A client gets `header_read_timeout_ms` to send its request's headers (hyper closes the
+/// connection otherwise: a slowloris holds nothing), and open SSE streams end within a
+/// second of `shutdown`, so stopping waits only for real requests in flight.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: ApiState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use tower::ServiceExt;
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(std::time::Duration::from_millis(state.inner.config.header_read_timeout_ms));
+    let app = router(state.clone());
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, addr) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a moment, keep serving.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let app = app.clone().map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(ConnectInfo(addr));
+            req
+        });
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), hyper_util::service::TowerToHyperService::new(app));
+        let conn = graceful.watch(conn.into_owned());
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, client = %addr, "connection ended with an error");
+            }
+        });
+    }
+    state.inner.closing.store(true, std::sync::atomic::Ordering::Relaxed);
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }

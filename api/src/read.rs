@@ -419,6 +419,19 @@ pub trait Ready: Send + Sync {
     fn ready(&self) -> ReadFuture<'_, ()>;
 }
 
+/// Readiness of worker threads (processors, sinks): not ready while one has ended, naming
+/// it. A processor or sink that stops is noticed here instead of the API serving stale reads
+/// as if all were well.
+pub struct ThreadsReady(pub Vec<(String, Arc<dyn Fn() -> bool + Send + Sync>)>);
+
+impl Ready for ThreadsReady {
+    fn ready(&self) -> ReadFuture<'_, ()> {
+        let down: Vec<&str> = self.0.iter().filter(|(_, alive)| !alive()).map(|(n, _)| n.as_str()).collect();
+        let r = if down.is_empty() { Ok(()) } else { Err(ReadError::Unavailable(format!("stopped: {}", down.join(", ")))) };
+        Box::pin(async move { r })
+    }
+}
+
 /// Everything the API reads from. Search and analytics are optional: without them those
 /// endpoints answer 503.
 #[derive(Clone)]

@@ -85,7 +85,7 @@ fn public_or(caller: &Caller, public: bool, what: &str) -> ApiResult<()> {
         return Ok(());
     }
     match caller.role()? {
-        Role::Admin | Role::App => Ok(()),
+        Role::Admin | Role::App | Role::Service => Ok(()),
         Role::Vendor(_) if what == "search products" => Ok(()),
         _ if public => Ok(()),
         role => Err(ApiError::Forbidden(format!("the role {role} may not {what}"))),
@@ -109,7 +109,9 @@ pub struct EventsAccepted {
 /// `max_batch` events (500 by default). Every event is validated against its Avro schema
 /// before anything is published: one bad event refuses the whole batch, and the error names
 /// the field (`events[2].items[0].quantity`). Only storefront input types are accepted, not
-/// the ones storeflow's processors derive. An `event_id` already accepted is acknowledged
+/// the ones storeflow's processors derive, and only those the key's role may publish
+/// (`crate::roles`): one refused event is a 403 naming `events[i].type` and nothing of the
+/// batch is published. An `event_id` already accepted is acknowledged
 /// and not published again; without `event_id` (or `occurred_at`) the API assigns one (or
 /// now), and cannot deduplicate a retry.
 #[utoipa::path(post, path = "/v1/events", tag = "events",
@@ -117,15 +119,16 @@ pub struct EventsAccepted {
     responses(
         (status = 202, description = "published", body = EventsAccepted),
         (status = 400, description = "malformed JSON, unknown event type or a field that does not fit", body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 413, body = ErrorBody),
-        (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "the role may not publish an event of the request (`field`: `events[i].type`, or `type`)", body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn post_events(
     State(s): State<ApiState>,
     Extension(caller): Extension<Caller>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<(StatusCode, Json<EventsAccepted>)> {
-    caller.require("publish events", &[&Role::App])?;
+    let role = caller.role()?;
     let (_, v) = json_body(body)?;
     let (values, batch) = match v {
         Value::Object(mut m) if m.contains_key("events") && !m.contains_key("type") => match m.remove("events") {
@@ -141,7 +144,8 @@ pub async fn post_events(
     if values.len() > max {
         return Err(ApiError::field("events", format!("at most {max} events per request, got {}", values.len())));
     }
-    let events = Writer::validate(values, batch)?;
+    let events = Writer::validate(values, batch, &s.inner.config)?;
+    crate::roles::authorize(role, events.events(), batch, &*s.inner.reads.catalog).await?;
     let n = events.events().len();
     let a = s.inner.writer.publish(events).await?;
     s.inner.metrics.events_published.inc_by(a.published as u64);
@@ -224,6 +228,8 @@ pub struct OrderAccepted {
 ///
 /// Needs an `Idempotency-Key` header: the same key with the same body names the same order
 /// (a retry is answered again, not placed twice); with another body it is a 409.
+/// The order id is bound to the API key: an app key reads, cancels and returns only the
+/// orders it placed.
 #[utoipa::path(post, path = "/v1/orders", tag = "orders", request_body = NewOrder,
     params(("Idempotency-Key" = String, Header, description = "a unique key per order attempt")),
     responses(
@@ -307,22 +313,27 @@ pub async fn post_order(
     };
     // The contract's conventions (currency and country codes, positive quantities, …)
     // with the field named as the caller wrote it.
-    let event = Writer::validate(vec![Event::OrderPlaced(order).to_json()], false)?;
+    let event = Writer::validate(vec![Event::OrderPlaced(order).to_json()], false, &s.inner.config)?;
     s.inner.writer.publish(event).await?;
     s.inner.writer.remember_order(&key_id, &idem, digest, &order_id);
     Ok((StatusCode::ACCEPTED, Json(OrderAccepted { order_id, status: "placed".into(), return_id: None })))
 }
 
 /// An order: states, items, totals, reservations and its event history.
+///
+/// App keys read only the orders placed with the same key, and see no client IP, payment
+/// token, address or fraud reasons in the history; services and admins read every order
+/// whole.
 #[utoipa::path(get, path = "/v1/orders/{id}", tag = "orders",
     params(("id" = String, Path, description = "order id")),
     responses((status = 200, body = Order), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn get_order(State(s): State<ApiState>, Extension(caller): Extension<Caller>, Path(id): Path<String>) -> ApiResult<Json<Order>> {
-    caller.require("read orders", &[&Role::App])?;
+    let role = caller.require("read orders", &[&Role::App])?;
+    crate::roles::may_touch_order(&caller, &id, "read")?;
     let o = s.inner.reads.orders.order(&id).await?.ok_or_else(|| ApiError::NotFound(format!("no order {id}")))?;
-    Ok(Json(o))
+    Ok(Json(crate::roles::order_view(role, o)))
 }
 
 /// `POST /v1/orders/{id}/cancel` body.
@@ -342,6 +353,7 @@ async fn known_order(s: &ApiState, id: &str) -> ApiResult<Order> {
 /// Ask to cancel an order.
 ///
 /// 409 when the order's known state forbids it (shipped, delivered, already cancelled…).
+/// App keys may cancel only the orders placed with the same key.
 #[utoipa::path(post, path = "/v1/orders/{id}/cancel", tag = "orders", request_body = CancelRequest,
     params(("id" = String, Path, description = "order id")),
     responses((status = 202, body = OrderAccepted), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
@@ -354,6 +366,7 @@ pub async fn cancel_order(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<(StatusCode, Json<OrderAccepted>)> {
     caller.require("cancel orders", &[&Role::App])?;
+    crate::roles::may_touch_order(&caller, &id, "cancel")?;
     let (_, v) = json_body(body)?;
     let req: CancelRequest = typed(v)?;
     let order = known_order(&s, &id).await?;
@@ -370,7 +383,7 @@ pub async fn cancel_order(
         requested_by: req.requested_by.unwrap_or_else(|| "customer".into()),
         reason: req.reason,
     });
-    let e = Writer::validate(vec![e.to_json()], false)?;
+    let e = Writer::validate(vec![e.to_json()], false, &s.inner.config)?;
     s.inner.writer.publish(e).await?;
     Ok((StatusCode::ACCEPTED, Json(OrderAccepted { order_id: id, status: "cancel_requested".into(), return_id: None })))
 }
@@ -394,7 +407,7 @@ pub struct ReturnBody {
 /// Ask to return delivered units.
 ///
 /// 409 unless the order is delivered; 400 for a sku not in the order or more units than
-/// bought.
+/// bought. App keys may return only the orders placed with the same key.
 #[utoipa::path(post, path = "/v1/orders/{id}/returns", tag = "orders", request_body = ReturnBody,
     params(("id" = String, Path, description = "order id")),
     responses((status = 202, body = OrderAccepted), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
@@ -407,6 +420,7 @@ pub async fn return_order(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<(StatusCode, Json<OrderAccepted>)> {
     caller.require("return orders", &[&Role::App])?;
+    crate::roles::may_touch_order(&caller, &id, "return")?;
     let (_, v) = json_body(body)?;
     let req: ReturnBody = typed(v)?;
     let order = known_order(&s, &id).await?;
@@ -434,7 +448,7 @@ pub async fn return_order(
         items: req.items.into_iter().map(|l| SkuQuantity { sku: l.sku, quantity: l.quantity }).collect(),
         reason: req.reason,
     });
-    let e = Writer::validate(vec![e.to_json()], false)?;
+    let e = Writer::validate(vec![e.to_json()], false, &s.inner.config)?;
     s.inner.writer.publish(e).await?;
     Ok((StatusCode::ACCEPTED, Json(OrderAccepted { order_id: id, status: "return_requested".into(), return_id: Some(return_id) })))
 }
@@ -468,7 +482,7 @@ pub async fn get_product(State(s): State<ApiState>, Extension(caller): Extension
     let p = s.inner.reads.catalog.product(&id).await?;
     if let Caller::Key { role, .. } = &caller {
         match role {
-            Role::Admin | Role::App | Role::Analyst => {}
+            Role::Admin | Role::App | Role::Service | Role::Analyst => {}
             Role::Vendor(v) => {
                 // Same answer whether the product exists or not: no probing of others' ids.
                 if p.as_ref().is_none_or(|p| &p.vendor_id != v) {
@@ -480,11 +494,23 @@ pub async fn get_product(State(s): State<ApiState>, Extension(caller): Extension
     p.map(Json).ok_or_else(|| ApiError::NotFound(format!("no product {id}")))
 }
 
+/// How deep a search may page: `(page + 1) × size` at most this. It is Elasticsearch's
+/// default `index.max_result_window`, and tantivy too collects `offset + size` hits up front.
+pub const MAX_RESULT_WINDOW: u64 = 10_000;
+/// Longest free text of a search, in characters.
+pub const MAX_QUERY_CHARS: usize = 256;
+/// Most words in a search's free text (each one is a fuzzy term for the backend).
+pub const MAX_QUERY_WORDS: usize = 16;
+/// Longest `category`, `vendor` or single `brand` value, in characters.
+pub const MAX_FILTER_CHARS: usize = 200;
+/// Most brands in one `brand` filter.
+pub const MAX_BRANDS: usize = 20;
+
 /// `GET /v1/search` query.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct SearchParams {
-    /// Free text (typos tolerated).
+    /// Free text (typos tolerated); at most 256 characters and 16 words.
     pub q: Option<String>,
     /// Category path or a prefix of one.
     pub category: Option<String>,
@@ -502,10 +528,62 @@ pub struct SearchParams {
     pub vendor: Option<String>,
     /// relevance, price_asc, price_desc, rating, popularity.
     pub sort: Option<SearchSort>,
-    /// Page, from 0.
+    /// Page, from 0; `(page + 1) × size` at most 10,000.
     pub page: Option<u32>,
     /// Results per page, 1–100 (default 20).
     pub size: Option<u32>,
+}
+
+impl SearchParams {
+    /// The bounds every search keeps, whichever backend answers it: 400 naming the
+    /// parameter past its bound.
+    fn check(&self) -> ApiResult<()> {
+        let size = self.size.unwrap_or(20);
+        if !(1..=100).contains(&size) {
+            return Err(ApiError::field("size", format!("between 1 and 100, got {size}")));
+        }
+        let page = u64::from(self.page.unwrap_or(0));
+        if (page + 1) * u64::from(size) > MAX_RESULT_WINDOW {
+            let last = MAX_RESULT_WINDOW / u64::from(size) - 1;
+            return Err(ApiError::field("page", format!("results past the first {MAX_RESULT_WINDOW} are not served: with size={size} the last page is {last}, got {page}; narrow the search instead")));
+        }
+        if let Some(q) = &self.q {
+            let chars = q.chars().count();
+            if chars > MAX_QUERY_CHARS {
+                return Err(ApiError::field("q", format!("at most {MAX_QUERY_CHARS} characters, got {chars}")));
+            }
+            // Words as the search backends tokenize them (alphanumeric runs).
+            let words = q.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).count();
+            if words > MAX_QUERY_WORDS {
+                return Err(ApiError::field("q", format!("at most {MAX_QUERY_WORDS} words, got {words}")));
+            }
+        }
+        for (name, v) in [("category", &self.category), ("vendor", &self.vendor), ("brand", &self.brand)] {
+            if let Some(v) = v {
+                let longest = if name == "brand" { v.split(',').map(|b| b.trim().chars().count()).max().unwrap_or(0) } else { v.chars().count() };
+                if longest > MAX_FILTER_CHARS {
+                    return Err(ApiError::field(name, format!("at most {MAX_FILTER_CHARS} characters per value, got {longest}")));
+                }
+            }
+        }
+        if let Some(b) = &self.brand {
+            let n = b.split(',').filter(|b| !b.trim().is_empty()).count();
+            if n > MAX_BRANDS {
+                return Err(ApiError::field("brand", format!("at most {MAX_BRANDS} brands, got {n}")));
+            }
+        }
+        if let Some(r) = self.rating
+            && !(0.0..=5.0).contains(&r)
+        {
+            return Err(ApiError::field("rating", format!("between 0 and 5, got {r}")));
+        }
+        if let (Some(a), Some(b)) = (self.price_min, self.price_max)
+            && a > b
+        {
+            return Err(ApiError::field("price_min", format!("price_min {a} is above price_max {b}")));
+        }
+        Ok(())
+    }
 }
 
 /// Search products, with facets.
@@ -527,20 +605,8 @@ pub async fn search(
         }
         vendor_id = Some(v.clone());
     }
+    p.check()?;
     let size = p.size.unwrap_or(20);
-    if !(1..=100).contains(&size) {
-        return Err(ApiError::field("size", format!("between 1 and 100, got {size}")));
-    }
-    if let Some(r) = p.rating
-        && !(0.0..=5.0).contains(&r)
-    {
-        return Err(ApiError::field("rating", format!("between 0 and 5, got {r}")));
-    }
-    if let (Some(a), Some(b)) = (p.price_min, p.price_max)
-        && a > b
-    {
-        return Err(ApiError::field("price_min", format!("price_min {a} is above price_max {b}")));
-    }
     let sq = SearchQuery {
         text: p.q.filter(|t| !t.trim().is_empty()),
         category: p.category,
@@ -682,15 +748,29 @@ pub async fn vendor_sales_stream(
     Path(id): Path<String>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
     caller.require_vendor(&id, "stream the sales", false, true)?;
+    let Caller::Key { id: key_id, .. } = &caller else { return Err(ApiError::Unauthorized("streams need a key".into())) };
+    // At most `max_streams_per_key` per key; the slot is given back when the stream ends.
+    let slot = s.stream_slot(key_id)?;
+    let key_id = key_id.clone();
     let rx = s.inner.reads.sales.subscribe();
-    let stream = BroadcastStream::new(rx).filter_map(move |m| match m {
-        Ok((vendor, bucket)) if vendor == id => {
-            Some(Ok(SseEvent::default().event("sales").json_data(&bucket).unwrap_or_else(|_| SseEvent::default().comment("unencodable"))))
-        }
-        Ok(_) => None,
-        // A slow reader missed messages: say so; the next update carries the new totals.
-        Err(_) => Some(Ok(SseEvent::default().event("lagged").data("some updates were skipped"))),
-    });
+    // A tick a second checks the stream may go on: it ends when its key is revoked or the
+    // server stops (graceful shutdown does not wait on it).
+    let ticks = tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(Duration::from_secs(1))).map(|_| None);
+    let stream = BroadcastStream::new(rx)
+        .map(Some)
+        .merge(ticks)
+        .take_while(move |_| {
+            let _held = &slot;
+            s.may_stream(&key_id)
+        })
+        .filter_map(move |m| match m? {
+            Ok((vendor, bucket)) if vendor == id => {
+                Some(Ok(SseEvent::default().event("sales").json_data(&bucket).unwrap_or_else(|_| SseEvent::default().comment("unencodable"))))
+            }
+            Ok(_) => None,
+            // A slow reader missed messages: say so; the next update carries the new totals.
+            Err(_) => Some(Ok(SseEvent::default().event("lagged").data("some updates were skipped"))),
+        });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
@@ -744,7 +824,9 @@ pub async fn vendor_analytics(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewKey {
-    /// app, analyst, admin or vendor:<vendor_id>.
+    /// app (storefront and mobile apps), service (trusted backends), analyst, admin or
+    /// vendor:<vendor_id>. See docs/API.md ("Roles") for what each may publish and read.
+    #[schema(example = "service")]
     pub role: String,
 }
 
@@ -822,9 +904,11 @@ pub async fn healthz() -> Json<Health> {
     Json(Health { status: "ok".into(), problems: Vec::new() })
 }
 
-/// The backends answer (the log and every read backend); 503 with the problems otherwise.
+/// The backends answer (the log, every read backend) and every processor and sink thread
+/// runs; 503 otherwise. The problems are listed for an admin key only (backend errors can
+/// name hosts and users).
 #[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, body = Health), (status = 503, body = Health)))]
-pub async fn readyz(State(s): State<ApiState>) -> Response {
+pub async fn readyz(State(s): State<ApiState>, Extension(caller): Extension<Caller>) -> Response {
     let mut problems = Vec::new();
     let log = s.inner.log.clone();
     match tokio::task::spawn_blocking(move || log.describe_topics()).await {
@@ -838,13 +922,18 @@ pub async fn readyz(State(s): State<ApiState>) -> Response {
         }
     }
     let status = if problems.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    let body = Health { status: if problems.is_empty() { "ok".into() } else { "not ready".into() }, problems };
+    if !problems.is_empty() {
+        tracing::warn!(problems = %problems.join("; "), "not ready");
+    }
+    let admin = matches!(&caller, Caller::Key { role: Role::Admin, .. });
+    let problems = if admin { problems } else { Vec::new() };
+    let body = Health { status: if status == StatusCode::OK { "ok".into() } else { "not ready".into() }, problems };
     (status, Json(body)).into_response()
 }
 
 /// Prometheus metrics (text exposition format).
 #[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
+    responses((status = 200, description = "OpenMetrics text format", content_type = "application/openmetrics-text", body = String)))]
 pub async fn metrics(State(s): State<ApiState>) -> Response {
     let mut out = String::new();
     match prometheus_client::encoding::text::encode(&mut out, &s.inner.registry) {

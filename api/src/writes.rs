@@ -14,10 +14,11 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
-use storeflow_avro::{Codec, Event, JsonOptions};
+use storeflow_avro::{Codec, Event, JsonOptions, Timestamp};
 use storeflow_ingest::Log;
 use storeflow_ingest::publish::Publisher;
 
+use crate::ApiConfig;
 use crate::error::{ApiError, ApiResult};
 
 /// Remembers the last `capacity` event ids, as 128-bit values (a UUID's own bits, else
@@ -116,7 +117,15 @@ impl Writer {
 
     /// Validates JSON events (inputs only: apps cannot send derived events). The error of
     /// the first bad event names it: `events[3].items[0].quantity` in a batch.
-    pub fn validate(values: Vec<serde_json::Value>, batch: bool) -> ApiResult<Checked> {
+    ///
+    /// `occurred_at` must lie within `time` of the server's clock: a device's clock decides
+    /// no deadline (a `PaymentFailed` dated 2100 would move its partition's stream time past
+    /// every order's).
+    ///
+    /// Strings and arrays are first held to `config.field_limits`, before anything else
+    /// reads them.
+    pub fn validate(values: Vec<serde_json::Value>, batch: bool, config: &ApiConfig) -> ApiResult<Checked> {
+        let time = &config.time;
         // A missing event_id or occurred_at is filled in (now, a new UUID): apps that do
         // not make ids can still send events, without deduplication.
         let opts = JsonOptions { fill_missing_ids: true, inputs_only: true };
@@ -125,7 +134,7 @@ impl Writer {
             .into_iter()
             .enumerate()
             .map(|(i, v)| {
-                storeflow_avro::json::event_from_json(v, opts).map_err(|mut e| {
+                config.field_limits.check(&v).and_then(|()| storeflow_avro::json::event_from_json(v, opts)).map_err(|mut e| {
                     if batch {
                         e.field = Some(match e.field.take() {
                             Some(f) => format!("events[{i}].{f}"),
@@ -136,6 +145,13 @@ impl Writer {
                 })
             })
             .collect::<ApiResult<Vec<Event>>>()?;
+        let now = Timestamp::now();
+        for (i, e) in events.iter().enumerate() {
+            if let Err(why) = time.check_sent(e.occurred_at(), now) {
+                let field = if batch { format!("events[{i}].occurred_at") } else { "occurred_at".to_string() };
+                return Err(ApiError::Invalid { code: "occurred_at_out_of_range", message: why, field: Some(field) });
+            }
+        }
         Ok(Checked { events, named })
     }
 
@@ -203,7 +219,8 @@ impl Writer {
             }
             return Ok((order_id.clone(), true));
         }
-        Ok((derived_id("ord_", &slot), false))
+        // Bound to the key, so that an app key may later read only its own orders.
+        Ok((crate::roles::order_id(key_id, &slot), false))
     }
 
     /// Remembers that this request placed `order_id`.

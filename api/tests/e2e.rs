@@ -46,6 +46,7 @@ async fn an_order_placed_over_http_is_reserved_confirmed_and_reported_back_throu
 
     // Keys through the API itself.
     let app = c.new_key(&admin, "app").await;
+    let service = c.new_key(&admin, "service").await;
     let vendor = c.new_key(&admin, "vendor:V-A").await;
     let analyst = c.new_key(&admin, "analyst").await;
     let start = Instant::now();
@@ -54,9 +55,9 @@ async fn an_order_placed_over_http_is_reserved_confirmed_and_reported_back_throu
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    // The catalog and the stock, as events.
+    // The catalog and the stock, as events from a trusted backend.
     let (st, v) = c
-        .post("/v1/events", &app, json!({"events": [
+        .post("/v1/events", &service, json!({"events": [
             {"type": "VendorOnboarded", "event_id": uuid(1), "occurred_at": now(), "vendor_id": "V-A", "name": "Acme", "country": "DE", "plan": "pro", "payout_currency": "EUR"},
             {"type": "ProductCreated", "event_id": uuid(2), "occurred_at": now(), "product_id": "P1", "vendor_id": "V-A", "sku": "S1", "title": "Headphones", "description": "Closed-back",
              "category": "electronics/audio", "brand": "Acme", "price_minor": 4999, "currency": "EUR"},
@@ -89,9 +90,10 @@ async fn an_order_placed_over_http_is_reserved_confirmed_and_reported_back_throu
     let inv = c.eventually("/v1/inventory/S1", &app, "stock reserved", |v| v["reserved"] == 2).await;
     assert_eq!((inv["on_hand"].as_i64(), inv["available"].as_i64()), (Some(10), Some(8)));
 
-    // The payment provider authorizes; the saga confirms once the fraud score is in.
+    // The payment provider authorizes (its webhook, a service key); the saga confirms once
+    // the fraud score is in.
     let (st, v) = c
-        .post("/v1/events", &app, json!({"type": "PaymentAuthorized", "event_id": uuid(4), "occurred_at": now(), "order_id": id,
+        .post("/v1/events", &service, json!({"type": "PaymentAuthorized", "event_id": uuid(4), "occurred_at": now(), "order_id": id,
             "payment_id": "pay_1", "amount_minor": 9998, "currency": "EUR", "provider": "stripe"}))
         .await;
     assert_eq!(st, 202, "{v}");
@@ -100,6 +102,12 @@ async fn an_order_placed_over_http_is_reserved_confirmed_and_reported_back_throu
     for t in ["OrderPlaced", "ReservationMade", "PaymentAuthorized", "FraudScored", "OrderStatusChanged"] {
         assert!(history.contains(&t), "{t} missing from {history:?}");
     }
+    // The app that placed it reads it without the customer's IP, card token or address; the
+    // backend sees them.
+    let text = o.to_string();
+    assert!(!text.contains("198.51.100.7") && !text.contains("pm_card_visa") && !text.contains("Street 1"), "{text}");
+    let (st, whole) = c.get(&format!("/v1/orders/{id}"), &service).await;
+    assert!(st == 200 && whole.to_string().contains("pm_card_visa"), "{st} {whole}");
 
     // A confirmed order can still be cancelled; a return is refused before delivery.
     let (st, v) = c.post(&format!("/v1/orders/{id}/returns"), &app, json!({"items": [{"sku": "S1", "quantity": 1}], "reason": "x"})).await;

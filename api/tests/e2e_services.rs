@@ -155,7 +155,7 @@ fn an_order_placed_over_http_on_kafka_shows_in_postgres_elasticsearch_clickhouse
     let mut registry = prometheus_client::registry::Registry::default();
     let runtimes = stack::processors(&log, &codec, &app_id, &mut registry);
     let sinks = Sinks::start(log.clone(), codec.clone(), stores.config(&dir.path().join("sinks"), &app_id), &mut registry).expect("start the sinks on the real stores");
-    let (views, c, admin) = stack::serve_beside_sinks(&rt, &log, &codec, &sinks, dir.path(), registry);
+    let (views, c, admin, service) = stack::serve_beside_sinks(&rt, &log, &codec, &sinks, dir.path(), registry);
 
     rt.block_on(async {
         let app = c.new_key(&admin, "app").await;
@@ -164,7 +164,7 @@ fn an_order_placed_over_http_on_kafka_shows_in_postgres_elasticsearch_clickhouse
         c.eventually_within(PATIENCE, "/readyz", &app, "ready (Kafka, Postgres, ClickHouse and Elasticsearch reachable)", |_| true).await;
 
         let (st, v) = c
-            .post("/v1/events", &app, json!({"events": [
+            .post("/v1/events", &service, json!({"events": [
                 {"type": "VendorOnboarded", "event_id": eid(), "occurred_at": now(), "vendor_id": vendor, "name": "Acme", "country": "DE", "plan": "pro", "payout_currency": "EUR"},
                 {"type": "ProductCreated", "event_id": eid(), "occurred_at": now(), "product_id": product, "vendor_id": vendor, "sku": sku, "title": "Studio headphones", "description": "Closed-back",
                  "category": "electronics/audio", "brand": "Acme", "price_minor": 4999, "currency": "EUR"},
@@ -201,7 +201,7 @@ fn an_order_placed_over_http_on_kafka_shows_in_postgres_elasticsearch_clickhouse
         assert_eq!((i(&inv["on_hand"]), i(&inv["available"])), (10, 8));
 
         let (st, v) = c
-            .post("/v1/events", &app, json!({"type": "PaymentAuthorized", "event_id": eid(), "occurred_at": now(), "order_id": id,
+            .post("/v1/events", &service, json!({"type": "PaymentAuthorized", "event_id": eid(), "occurred_at": now(), "order_id": id,
                 "payment_id": format!("pay_{tag}"), "amount_minor": 9998, "currency": "EUR", "provider": "stripe"}))
             .await;
         assert_eq!(st, 202, "{v}");

@@ -25,12 +25,12 @@ use storeflow_sinks::{Sinks, SinksConfig};
 
 #[test]
 fn an_order_placed_over_http_shows_in_the_read_model_the_search_index_and_analytics() {
-    with_stack(|c, admin| async move {
+    with_stack(|c, admin, service| async move {
         let app = c.new_key(&admin, "app").await;
         let analyst = c.new_key(&admin, "analyst").await;
 
         let (st, v) = c
-            .post("/v1/events", &app, json!({"events": [
+            .post("/v1/events", &service, json!({"events": [
                 {"type": "VendorOnboarded", "event_id": uuid(1), "occurred_at": now(), "vendor_id": "V-A", "name": "Acme", "country": "DE", "plan": "pro", "payout_currency": "EUR"},
                 {"type": "ProductCreated", "event_id": uuid(2), "occurred_at": now(), "product_id": "P1", "vendor_id": "V-A", "sku": "S1", "title": "Studio headphones", "description": "Closed-back",
                  "category": "electronics/audio", "brand": "Acme", "price_minor": 4999, "currency": "EUR"},
@@ -62,8 +62,9 @@ fn an_order_placed_over_http_shows_in_the_read_model_the_search_index_and_analyt
 }
 
 /// Every processor and the embedded sinks on an embedded log, with the API beside them as
-/// `storeflow run` wires it: runs `body` with a client and the admin key, then stops it all.
-fn with_stack<F: std::future::Future<Output = ()>>(body: impl FnOnce(client::Client, String) -> F) {
+/// `storeflow run` wires it: runs `body` with a client, the admin key and a service key, then
+/// stops it all.
+fn with_stack<F: std::future::Future<Output = ()>>(body: impl FnOnce(client::Client, String, String) -> F) {
     let dir = tempfile::tempdir().unwrap();
     let log: Arc<dyn Log> = Arc::new(EmbeddedLog::open(dir.path().join("log")).unwrap());
     log.create_topics(&contract_topics(Some(2))).unwrap();
@@ -72,8 +73,8 @@ fn with_stack<F: std::future::Future<Output = ()>>(body: impl FnOnce(client::Cli
     let runtimes = stack::processors(&log, &codec, "e2e", &mut registry);
     let sinks = Sinks::start(log.clone(), codec.clone(), SinksConfig::embedded(dir.path().join("sinks")), &mut registry).unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let (views, c, admin) = stack::serve_beside_sinks(&rt, &log, &codec, &sinks, dir.path(), registry);
-    rt.block_on(body(c, admin));
+    let (views, c, admin, service) = stack::serve_beside_sinks(&rt, &log, &codec, &sinks, dir.path(), registry);
+    rt.block_on(body(c, admin, service));
     rt.shutdown_timeout(Duration::from_secs(5));
     views.stop();
     sinks.stop().unwrap();
@@ -96,11 +97,11 @@ async fn stays(c: &client::Client, path: &str, key: &str, what: &str, ok: impl F
 
 #[test]
 fn forty_racing_orders_for_five_units_leave_the_read_model_agreeing_with_the_reservations() {
-    with_stack(|c, admin| async move {
+    with_stack(|c, admin, service| async move {
         let app = c.new_key(&admin, "app").await;
         let t = now();
         let (st, v) = c
-            .post("/v1/events", &app, json!({"events": [
+            .post("/v1/events", &service, json!({"events": [
                 {"type": "VendorOnboarded", "event_id": uuid(1), "occurred_at": t, "vendor_id": "V-A", "name": "Acme", "country": "DE", "plan": "pro", "payout_currency": "EUR"},
                 {"type": "ProductCreated", "event_id": uuid(2), "occurred_at": t, "product_id": "P1", "vendor_id": "V-A", "sku": "S1", "title": "Last pairs", "description": "Few left",
                  "category": "fashion/shoes", "brand": "Acme", "price_minor": 1000, "currency": "EUR"},
@@ -154,11 +155,11 @@ fn forty_racing_orders_for_five_units_leave_the_read_model_agreeing_with_the_res
 
 #[test]
 fn forty_receipts_dated_up_to_two_seconds_apart_all_count() {
-    with_stack(|c, admin| async move {
+    with_stack(|c, admin, service| async move {
         let app = c.new_key(&admin, "app").await;
         let t = now();
         let (st, v) = c
-            .post("/v1/events", &app, json!({"events": [
+            .post("/v1/events", &service, json!({"events": [
                 {"type": "VendorOnboarded", "event_id": uuid(1), "occurred_at": t, "vendor_id": "V-A", "name": "Acme", "country": "DE", "plan": "pro", "payout_currency": "EUR"},
                 {"type": "ProductCreated", "event_id": uuid(2), "occurred_at": t, "product_id": "P1", "vendor_id": "V-A", "sku": "S1", "title": "Socks", "description": "Wool",
                  "category": "fashion/socks", "brand": "Acme", "price_minor": 500, "currency": "EUR"}
@@ -169,11 +170,11 @@ fn forty_receipts_dated_up_to_two_seconds_apart_all_count() {
         let calls: Vec<_> = (0..40u128)
             .map(|n| {
                 let c = c.clone();
-                let app = app.clone();
+                let service = service.clone();
                 let at = t - ((n * 7919) % 2000) as i64;
                 tokio::spawn(async move {
                     let (st, v) = c
-                        .post("/v1/events", &app, json!({"events": [
+                        .post("/v1/events", &service, json!({"events": [
                             {"type": "StockReceived", "event_id": uuid(100 + n), "occurred_at": at, "sku": "S1", "warehouse_id": "wh-de-berlin", "quantity": 1}
                         ]}))
                         .await;

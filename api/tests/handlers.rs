@@ -17,7 +17,7 @@ use storeflow_avro::Event;
 use tower::ServiceExt;
 
 fn page_viewed(event_id: &str) -> Value {
-    json!({"type": "PageViewed", "event_id": event_id, "occurred_at": "2026-11-25T10:00:00Z",
+    json!({"type": "PageViewed", "event_id": event_id, "occurred_at": storeflow_avro::Timestamp::now().millis(),
         "session_id": "sess-1", "page": "/home"})
 }
 
@@ -197,7 +197,8 @@ async fn a_body_over_the_limit_is_413_with_a_json_error() {
     let h = harness_with(ApiConfig { max_body_bytes: 2048, ..ApiConfig::default() }, |r| r);
     let big = json!({"type": "PageViewed", "page": "x".repeat(4096)});
     for uri in ["/v1/events", "/v1/orders", "/v1/orders/o-1/cancel", "/v1/admin/keys"] {
-        let key = if uri.contains("admin") { &h.admin } else { &h.app_key };
+        // A service key: an app key may not touch order o-1 at all (403 before the body).
+        let key = if uri.contains("admin") { &h.admin } else { &h.service };
         let (st, _, v) = h.raw(Method::POST, uri, Some(key), Some(big.to_string().into_bytes()), &[("idempotency-key", "k1")]).await;
         assert_eq!(st, StatusCode::PAYLOAD_TOO_LARGE, "{uri}: {v}");
         assert_eq!(error_of(&v).0, "body_too_large");
@@ -283,14 +284,14 @@ async fn a_bad_order_is_a_400_naming_the_field() {
 async fn an_order_shows_its_states_items_totals_and_history_and_an_unknown_one_is_404() {
     let h = harness();
     h.seed_order("o-1", "confirmed");
-    let (st, _, v) = h.call(Method::GET, "/v1/orders/o-1", Some(&h.app_key), None).await;
+    let (st, _, v) = h.call(Method::GET, "/v1/orders/o-1", Some(&h.service), None).await;
     assert_eq!(st, StatusCode::OK, "{v}");
     assert_eq!(v["status"], "confirmed");
     assert_eq!(v["totals"]["total_minor"], 3998);
     assert_eq!(v["items"][0]["sku"], "S1");
     let types: Vec<&str> = v["history"].as_array().unwrap().iter().map(|e| e["event_type"].as_str().unwrap()).collect();
     assert_eq!(types, ["OrderPlaced", "OrderStatusChanged"]);
-    let (st, _, v) = h.call(Method::GET, "/v1/orders/nope", Some(&h.app_key), None).await;
+    let (st, _, v) = h.call(Method::GET, "/v1/orders/nope", Some(&h.service), None).await;
     assert_eq!((st, error_of(&v).0), (StatusCode::NOT_FOUND, "not_found"));
 }
 
@@ -299,15 +300,15 @@ async fn cancelling_publishes_a_request_but_a_shipped_order_is_409_and_an_unknow
     let h = harness();
     h.seed_order("o-ok", "reserved");
     h.seed_order("o-shipped", "shipped");
-    let (st, _, v) = h.call(Method::POST, "/v1/orders/o-ok/cancel", Some(&h.app_key), Some(json!({"reason": "changed my mind"}))).await;
+    let (st, _, v) = h.call(Method::POST, "/v1/orders/o-ok/cancel", Some(&h.service), Some(json!({"reason": "changed my mind"}))).await;
     assert_eq!(st, StatusCode::ACCEPTED, "{v}");
     assert_eq!(v["status"], "cancel_requested");
-    let (st, _, v) = h.call(Method::POST, "/v1/orders/o-shipped/cancel", Some(&h.app_key), Some(json!({"reason": "late"}))).await;
+    let (st, _, v) = h.call(Method::POST, "/v1/orders/o-shipped/cancel", Some(&h.service), Some(json!({"reason": "late"}))).await;
     assert_eq!(st, StatusCode::CONFLICT, "{v}");
     assert!(v["error"]["message"].as_str().unwrap().contains("shipped"));
-    let (st, _, _) = h.call(Method::POST, "/v1/orders/nope/cancel", Some(&h.app_key), Some(json!({"reason": "x"}))).await;
+    let (st, _, _) = h.call(Method::POST, "/v1/orders/nope/cancel", Some(&h.service), Some(json!({"reason": "x"}))).await;
     assert_eq!(st, StatusCode::NOT_FOUND);
-    let (st, _, v) = h.call(Method::POST, "/v1/orders/o-ok/cancel", Some(&h.app_key), Some(json!({"why": "x"}))).await;
+    let (st, _, v) = h.call(Method::POST, "/v1/orders/o-ok/cancel", Some(&h.service), Some(json!({"why": "x"}))).await;
     assert_eq!((st, error_of(&v).1), (StatusCode::BAD_REQUEST, Some("why")), "{v}");
     let on_log = h.events_on("storefront.orders");
     assert_eq!(on_log.len(), 1);
@@ -320,16 +321,16 @@ async fn a_return_needs_a_delivered_order_and_its_own_skus() {
     h.seed_order("o-del", "delivered");
     h.seed_order("o-new", "placed");
     let ret = json!({"items": [{"sku": "S1", "quantity": 1}], "reason": "too small"});
-    let (st, _, v) = h.call(Method::POST, "/v1/orders/o-del/returns", Some(&h.app_key), Some(ret.clone())).await;
+    let (st, _, v) = h.call(Method::POST, "/v1/orders/o-del/returns", Some(&h.service), Some(ret.clone())).await;
     assert_eq!(st, StatusCode::ACCEPTED, "{v}");
     assert!(v["return_id"].as_str().unwrap().starts_with("ret_"));
-    let (st, _, _) = h.call(Method::POST, "/v1/orders/o-new/returns", Some(&h.app_key), Some(ret)).await;
+    let (st, _, _) = h.call(Method::POST, "/v1/orders/o-new/returns", Some(&h.service), Some(ret)).await;
     assert_eq!(st, StatusCode::CONFLICT);
-    let (st, _, v) = h.call(Method::POST, "/v1/orders/o-del/returns", Some(&h.app_key), Some(json!({"items": [{"sku": "S9", "quantity": 1}], "reason": "x"}))).await;
+    let (st, _, v) = h.call(Method::POST, "/v1/orders/o-del/returns", Some(&h.service), Some(json!({"items": [{"sku": "S9", "quantity": 1}], "reason": "x"}))).await;
     assert_eq!((st, error_of(&v).1), (StatusCode::BAD_REQUEST, Some("items[0].sku")));
-    let (st, _, v) = h.call(Method::POST, "/v1/orders/o-del/returns", Some(&h.app_key), Some(json!({"items": [{"sku": "S1", "quantity": 5}], "reason": "x"}))).await;
+    let (st, _, v) = h.call(Method::POST, "/v1/orders/o-del/returns", Some(&h.service), Some(json!({"items": [{"sku": "S1", "quantity": 5}], "reason": "x"}))).await;
     assert_eq!((st, error_of(&v).1), (StatusCode::BAD_REQUEST, Some("items[0].quantity")));
-    let (st, _, _) = h.call(Method::POST, "/v1/orders/nope/returns", Some(&h.app_key), Some(json!({"items": [], "reason": "x"}))).await;
+    let (st, _, _) = h.call(Method::POST, "/v1/orders/nope/returns", Some(&h.service), Some(json!({"items": [], "reason": "x"}))).await;
     assert_eq!(st, StatusCode::NOT_FOUND);
     assert!(matches!(&h.events_on("storefront.orders")[..], [Event::ReturnRequested(r)] if r.order_id == "o-del"));
 }
@@ -527,7 +528,7 @@ async fn an_admin_lists_keys_without_secrets_and_a_revoked_key_gets_401() {
     let (st, _, v) = h.call(Method::GET, "/v1/admin/keys", Some(&h.admin), None).await;
     assert_eq!(st, StatusCode::OK, "{v}");
     let keys = v["keys"].as_array().unwrap();
-    assert_eq!(keys.len(), 5, "admin, app, two vendors, analyst: {v}");
+    assert_eq!(keys.len(), 6, "admin, app, service, two vendors, analyst: {v}");
     assert!(!v.to_string().contains(&h.app_key) && !v.to_string().contains("sha256"), "{v}");
     let app_id = keys.iter().find(|k| k["role"] == "app").unwrap()["id"].as_str().unwrap().to_string();
 
@@ -557,7 +558,7 @@ async fn probes_metrics_and_unknown_paths_answer() {
     assert_eq!((st, v["status"].as_str()), (StatusCode::OK, Some("ok")));
     let (st, _, v) = h.call(Method::GET, "/readyz", None, None).await;
     assert_eq!(st, StatusCode::OK, "{v}");
-    h.call(Method::GET, "/v1/orders/x", Some(&h.app_key), None).await;
+    h.call(Method::GET, "/v1/orders/x", Some(&h.service), None).await;
     let (st, headers, v) = h.call(Method::GET, "/metrics", None, None).await;
     assert_eq!(st, StatusCode::OK);
     assert!(headers["content-type"].to_str().unwrap().contains("openmetrics"));
@@ -580,6 +581,9 @@ async fn readiness_waits_for_the_views_to_read_the_log() {
         r
     });
     let (st, _, v) = h.call(Method::GET, "/readyz", None, None).await;
+    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(v["problems"], Value::Null, "the detail is for admins only: {v}");
+    let (st, _, v) = h.call(Method::GET, "/readyz", Some(&h.admin), None).await;
     assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(v["problems"], json!(["search: still reading"]));
 }
@@ -639,11 +643,11 @@ async fn absurd_amounts_do_not_crash_the_views_or_the_api() {
         "items": [{"sku": "SX", "product_id": "PX", "vendor_id": "V-A", "quantity": 2_000_000_000, "unit_price_minor": 4_000_000_000_000_000_000i64}],
         "currency": "EUR", "shipping_address": address(), "billing_address": address(),
         "payment_method_token": "pm_x", "client_ip": "203.0.113.9"})));
-    let (st, _, v) = h.call(Method::GET, "/v1/orders/o-big", Some(&h.app_key), None).await;
+    let (st, _, v) = h.call(Method::GET, "/v1/orders/o-big", Some(&h.admin), None).await;
     assert_eq!(st, StatusCode::OK);
     assert_eq!(v["totals"]["total_minor"], i64::MAX, "saturated, not wrapped or panicked");
     let (st, _, _) = h.call(Method::GET, "/v1/analytics/dashboard?range=1h", Some(&h.analyst), None).await;
     assert_eq!(st, StatusCode::OK);
-    let (st, _, _) = h.raw(Method::GET, "/v1/orders/%FF%FE", Some(&h.app_key), None, &[]).await;
+    let (st, _, _) = h.raw(Method::GET, "/v1/orders/%FF%FE", Some(&h.service), None, &[]).await;
     assert!(st == StatusCode::NOT_FOUND || st == StatusCode::BAD_REQUEST, "{st}");
 }

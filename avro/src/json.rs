@@ -59,6 +59,75 @@ pub struct JsonOptions {
     pub inputs_only: bool,
 }
 
+/// How long strings and arrays inside an event may be, per field name: what the API
+/// applies to every event it is sent (`[api.field_limits]`), before anything else is done
+/// with it. A 10 MB string in a valid body costs its sender a 400, not every reader a copy.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FieldLimits {
+    /// Longest string value, in characters, unless `fields` names its field.
+    pub max_string_chars: usize,
+    /// Most items in an array, unless `fields` names its field.
+    pub max_array_items: usize,
+    /// Per field name (the last part of its path: `description`, `items`): its own limit,
+    /// characters for a string, items for an array.
+    pub fields: std::collections::BTreeMap<String, usize>,
+}
+
+impl Default for FieldLimits {
+    fn default() -> Self {
+        FieldLimits {
+            max_string_chars: 1_000,
+            max_array_items: 100,
+            fields: [("description".to_string(), 10_000), ("query".to_string(), 256)].into_iter().collect(),
+        }
+    }
+}
+
+impl FieldLimits {
+    /// Refuses the first string or array of `value` longer than its field's limit, naming it
+    /// (`items[3].product_id`).
+    pub fn check(&self, value: &Value) -> Result<(), ValidationError> {
+        self.check_at(value, "", "")
+    }
+
+    fn check_at(&self, value: &Value, name: &str, path: &str) -> Result<(), ValidationError> {
+        let limit = |default: usize| self.fields.get(name).copied().unwrap_or(default);
+        match value {
+            Value::String(s) => {
+                let max = limit(self.max_string_chars);
+                // Bytes bound characters from above: count only when it could matter.
+                if s.len() > max && s.chars().count() > max {
+                    return Err(ValidationError::at(path, format!("at most {max} characters, got {}", s.chars().count())));
+                }
+            }
+            Value::Array(items) => {
+                let max = limit(self.max_array_items);
+                if items.len() > max {
+                    return Err(ValidationError::at(path, format!("at most {max} items, got {}", items.len())));
+                }
+                for (i, v) in items.iter().enumerate() {
+                    self.check_at(v, name, &format!("{path}[{i}]"))?;
+                }
+            }
+            Value::Object(fields) => {
+                if fields.len() > self.max_array_items.max(64) {
+                    return Err(ValidationError::at(path, format!("at most {} fields, got {}", self.max_array_items.max(64), fields.len())));
+                }
+                for (k, v) in fields {
+                    let max = self.max_string_chars;
+                    if k.len() > max {
+                        return Err(ValidationError::at(path, format!("a field name of {} bytes (at most {max})", k.len())));
+                    }
+                    self.check_at(v, k, &join(path, k))?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
 fn schemas() -> &'static [Value] {
     static SCHEMAS: OnceLock<Vec<Value>> = OnceLock::new();
     SCHEMAS.get_or_init(|| {
@@ -333,7 +402,9 @@ fn example_of<'s>(schema: &'s Value, field: &str, names: &mut HashMap<String, &'
             let logical = def.get("logicalType").and_then(Value::as_str);
             match (def.get("type").and_then(Value::as_str), logical) {
                 (_, Some("uuid")) => Value::String("7d1f4b8e-2c3a-4e5f-9a6b-0c1d2e3f4a5b".into()),
-                (_, Some("timestamp-millis")) => Value::from(1_764_072_000_000i64),
+                // The current second: an example is meant to be sent, and the API refuses
+                // times far from its clock.
+                (_, Some("timestamp-millis")) => Value::from(crate::Timestamp::now().millis() / 1_000 * 1_000),
                 (Some("record"), _) => {
                     if let Some(name) = def.get("name").and_then(Value::as_str) {
                         let ns = def.get("namespace").and_then(Value::as_str).unwrap_or(crate::NAMESPACE);

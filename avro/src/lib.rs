@@ -23,9 +23,9 @@ mod timestamp;
 pub use codec::Codec;
 pub use event::{EVENT_TYPES, Event, EventKind, EventType, Topic, dlq_topic};
 pub use events::*;
-pub use json::{JsonOptions, ValidationError};
+pub use json::{FieldLimits, JsonOptions, ValidationError};
 pub use registry::{EmbeddedRegistry, HttpRegistry, SchemaRegistry};
-pub use timestamp::Timestamp;
+pub use timestamp::{TimeBounds, Timestamp};
 
 /// The Avro namespace of every event type.
 pub const NAMESPACE: &str = "storeflow.v1";

@@ -98,10 +98,13 @@ fn kerr(context: &str, e: KafkaError) -> LogError {
     if let Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic) = e.rdkafka_error_code() {
         return LogError::UnknownTopic(format!("{context}: {e}"));
     }
-    LogError::Kafka {
-        message: format!("{context}: {e}"),
-        retriable,
-    }
+    // A refused property's value may be a secret (`sasl.password`, `sasl.jaas.config`):
+    // name the property, never its value.
+    let message = match &e {
+        KafkaError::ClientConfig(_, desc, key, _) => format!("{context}: the Kafka client refuses property `{key}`: {desc}"),
+        e => format!("{context}: {e}"),
+    };
+    LogError::Kafka { message, retriable }
 }
 
 /// A Kafka cluster.

@@ -51,7 +51,8 @@ pub struct Route {
 }
 
 /// Counts records per key; emits the running count. A record with `n == u64::MAX` is
-/// refused (a poison record, for DLQ tests).
+/// refused (a poison record, for DLQ tests); one with `n == u64::MAX - 1` makes it panic
+/// after writing its state (for supervision tests).
 pub struct Count(Route);
 
 impl Processor for Count {
@@ -76,6 +77,9 @@ impl Processor for Count {
         let key = &input.value.key;
         let n = ctx.store::<u64>("counts").get(key)?.unwrap_or(0) + 1;
         ctx.store::<u64>("counts").put(key, &n)?;
+        if input.value.n == u64::MAX - 1 {
+            panic!("planted panic for {key}");
+        }
         ctx.emit(Note { key: key.clone(), n, time: input.value.time, topic: self.0.output.clone() });
         Ok(())
     }

@@ -161,6 +161,8 @@ pub struct SinkThread {
     pub topics: Vec<String>,
     /// Set when the thread ended with an error.
     pub failure: Arc<Mutex<Option<String>>>,
+    /// Whether the thread still runs (for readiness probes).
+    pub alive: storeflow_processors::runtime::Liveness,
     pub(crate) thread: Option<JoinHandle<()>>,
 }
 
@@ -223,9 +225,12 @@ pub fn spawn<S: Sink>(
         read_ahead,
     };
     let fail = failure.clone();
+    let alive = storeflow_processors::runtime::Liveness::starting();
+    let guard = alive.guard();
     let thread = std::thread::Builder::new()
         .name(format!("sink-{name}"))
         .spawn(move || {
+            let _alive = guard;
             if let Err(e) = runner.run() {
                 tracing::error!(sink = name, "sink stopped: {e}");
                 *fail.lock() = Some(e.to_string());
@@ -239,7 +244,7 @@ pub fn spawn<S: Sink>(
             }
         })
         .map_err(SinkError::io(format!("starting the {name} sink thread")))?;
-    Ok(SinkThread { name, group: settings.group, topics: names, failure, thread: Some(thread) })
+    Ok(SinkThread { name, group: settings.group, topics: names, failure, alive, thread: Some(thread) })
 }
 
 impl SinkThread {
@@ -563,7 +568,24 @@ impl<S: Sink> Runner<S> {
         let mut backoff = Duration::from_millis(100);
         let mut tries = 0u32;
         loop {
-            let result = self.rt.block_on(self.sink.write(&batch));
+            // A panic while writing is the batch's failure, as a permanent error is: it is
+            // bisected down to the record that panics, which goes to the DLQ.
+            let result = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.rt.block_on(self.sink.write(&batch)))) {
+                Ok(result) => result,
+                Err(panic) => {
+                    let reason = format!("panic: {}", storeflow_processors::runtime::panic_message(&*panic));
+                    self.metrics.errors.get_or_create(&SinkMetrics::error(name, "panic")).inc();
+                    if items.len() == 1 {
+                        let it = &items[0].1;
+                        tracing::error!(sink = name, "{} at {}/{}@{} made the sink panic: {reason}; to the DLQ", it.event.name(), it.topic, it.partition, it.offset);
+                        dead.push((items[0].0, reason));
+                        return Ok(());
+                    }
+                    let mid = items.len() / 2;
+                    self.write_all(&items[..mid], dead)?;
+                    return self.write_all(&items[mid..], dead);
+                }
+            };
             let err = match result {
                 Ok(()) => {
                     self.metrics.written.get_or_create(&SinkMetrics::sink(name)).inc_by(batch.len() as u64);
@@ -684,7 +706,86 @@ impl<S: Sink> Runner<S> {
 
 #[cfg(test)]
 mod tests {
-    use super::position;
+    use super::*;
+
+    /// Keeps the order ids it wrote; panics on order `O-panic`.
+    struct Panicky(Arc<Mutex<Vec<String>>>);
+
+    impl Sink for Panicky {
+        fn name(&self) -> &'static str {
+            "panicky"
+        }
+        fn topics(&self) -> Vec<Topic> {
+            vec![Topic::Orders]
+        }
+        fn batching(&self) -> Batching {
+            Batching { max_batch: 100, max_wait: Duration::from_millis(20) }
+        }
+        fn wants(&self, _: &Event) -> bool {
+            true
+        }
+        fn retry(&self, _: &SinkError) -> Retry {
+            Retry::Transient
+        }
+        async fn assigned(&mut self, _: &[TopicPartition]) -> Result<()> {
+            Ok(())
+        }
+        async fn write(&mut self, items: &[Item]) -> Result<()> {
+            let ids: Vec<String> = items.iter().map(|it| it.event.event_id().to_string()).collect();
+            if let Some(i) = items.iter().find(|it| matches!(&it.event, Event::OrderCancelRequested(c) if c.order_id == "O-panic")) {
+                panic!("planted panic at offset {}", i.offset);
+            }
+            self.0.lock().extend(ids);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_record_that_makes_a_sink_panic_is_dead_lettered_with_the_panic_and_the_others_are_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let log: Arc<dyn Log> = Arc::new(storeflow_ingest::EmbeddedLog::open(dir.path()).unwrap());
+        log.create_topics(&[TopicSpec::new(Topic::Orders.name(), 1)]).unwrap();
+        let codec = Arc::new(Codec::embedded().unwrap());
+        let publisher = storeflow_ingest::publish::Publisher::new(log.as_ref(), codec.clone()).unwrap();
+        let mut events = Vec::new();
+        for id in ["O-1", "O-2", "O-panic", "O-3"] {
+            let e = storeflow_avro::json::event_from_json(
+                serde_json::json!({"type": "OrderCancelRequested", "order_id": id, "requested_by": "customer", "reason": "test"}),
+                storeflow_avro::JsonOptions { fill_missing_ids: true, inputs_only: false },
+            )
+            .unwrap();
+            events.push(e);
+        }
+        for d in publisher.publish_batch(&events).unwrap() {
+            d.wait().unwrap();
+        }
+        let written = Arc::new(Mutex::new(Vec::new()));
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let settings = RunnerSettings { group: "t.panicky".into(), max_poll: 100, max_backoff: Duration::from_millis(100) };
+        let mut thread = spawn(Panicky(written.clone()), log.clone(), codec, rt.handle().clone(), settings, SinkMetrics::unregistered(), stop.clone()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let dlq = storeflow_avro::dlq_topic(Topic::Orders.name());
+        while written.lock().len() < 3 || log.describe_topics().unwrap().iter().find(|t| t.name == dlq).is_none_or(|t| t.records() < 1) {
+            assert!(Instant::now() < deadline, "written {:?}", written.lock());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        stop.store(true, Ordering::SeqCst);
+        thread.join();
+        assert!(thread.failure.lock().is_none(), "the sink thread failed: {:?}", thread.failure.lock());
+        let ids: Vec<String> = events.iter().map(|e| e.event_id().to_string()).collect();
+        let mut got = written.lock().clone();
+        got.sort();
+        let mut want = vec![ids[0].clone(), ids[1].clone(), ids[3].clone()];
+        want.sort();
+        assert_eq!(got, want, "every record but the panicking one was written");
+        let mut c = log.consumer(storeflow_ingest::ConsumerConfig::new("t.read"), None).unwrap();
+        c.assign(&[(TopicPartition::new(&dlq, 0), 0)]).unwrap();
+        let letters = c.poll(10, Duration::from_secs(2)).unwrap();
+        assert_eq!(letters.len(), 1);
+        let reason = letters[0].header(dlq_headers::REASON).map(|v| String::from_utf8_lossy(v).into_owned()).unwrap_or_default();
+        assert!(reason.starts_with("panic: planted panic at offset 2"), "{reason}");
+    }
 
     #[test]
     fn positions_order_like_partition_then_offset() {

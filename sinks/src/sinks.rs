@@ -128,6 +128,11 @@ impl Sinks {
         self.threads.iter().map(|t| t.name).collect()
     }
 
+    /// Each sink thread's name and liveness (for readiness probes).
+    pub fn liveness(&self) -> Vec<(&'static str, storeflow_processors::runtime::Liveness)> {
+        self.threads.iter().map(|t| (t.name, t.alive.clone())).collect()
+    }
+
     /// The read model's query handle (when that sink runs).
     pub fn read_model(&self) -> Option<ReadModel> {
         self.read_model.clone()

@@ -1,6 +1,8 @@
 //! `storeflow run` and `storeflow process`: open the backends, start the processors (and,
 //! for `run`, the sinks and the HTTP API on `listen`), and serve until Ctrl-C.
 
+use std::io::IsTerminal;
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -47,9 +49,10 @@ pub fn run(b: &Backends, config: &Config, only: &[String], sinks: bool) -> anyho
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     if !sinks {
         // `storeflow process`: processors only, no listener (several may share a host).
-        println!("Press Ctrl-C to stop.");
-        rt.block_on(tokio::signal::ctrl_c())?;
-        println!("stopping: committing and handing partitions back");
+        println!("Press Ctrl-C to stop (or send SIGTERM).");
+        let signal = rt.block_on(stop_signal())?;
+        println!("{signal}: stopping: committing and handing partitions back");
+        grace_watchdog(config.runtime.shutdown_grace_ms);
         return pipeline.stop();
     }
     // The HTTP API: writes go to the log; reads come from the sinks and from views of the
@@ -64,30 +67,93 @@ pub fn run(b: &Backends, config: &Config, only: &[String], sinks: bool) -> anyho
     if let Some(s) = &running_sinks {
         reads = storeflow_api::sinks_adapter::with_sinks(reads, s.read_model(), s.search(), s.analytics());
     }
-    let state = storeflow_api::ApiState::new(config.api.clone(), b.log.clone(), b.codec.clone(), keys, reads, Arc::new(registry), api_metrics)?;
+    // /readyz answers 503 naming a processor or sink whose thread has ended.
+    let mut threads: Vec<(String, Arc<dyn Fn() -> bool + Send + Sync>)> = pipeline.liveness().into_iter().map(|(n, probe)| (n.to_string(), probe)).collect();
+    for (name, l) in running_sinks.iter().flat_map(|s| s.liveness()) {
+        threads.push((format!("sink {name}"), Arc::new(move || l.is_alive())));
+    }
+    reads.readiness.push(("threads", Arc::new(storeflow_api::read::ThreadsReady(threads))));
+    let state = storeflow_api::ApiState::new(storeflow_api::ApiConfig { time: config.time, ..config.api.clone() }, b.log.clone(), b.codec.clone(), keys, reads, Arc::new(registry), api_metrics)?;
     let served = rt.block_on(async {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding the HTTP API to {} (`listen` / STOREFLOW__LISTEN)", config.listen))?;
         println!("HTTP API on http://{} (OpenAPI: /openapi.json; docs/API.md).", listener.local_addr()?);
         if let Some(k) = &new_admin {
-            println!(
-                "Admin API key, shown once (also in {}, mode 0600): {k}",
-                storeflow_api::auth::admin_key_path(&config.data_dir).display()
-            );
+            let path = storeflow_api::auth::admin_key_path(&config.data_dir);
+            println!("{}", admin_key_notice(k, &path, std::io::stdout().is_terminal()));
         }
-        println!("Press Ctrl-C to stop.");
-        storeflow_api::serve(listener, state, async {
-            let _ = tokio::signal::ctrl_c().await;
+        println!("Press Ctrl-C to stop (or send SIGTERM).");
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let grace = config.runtime.shutdown_grace_ms;
+        let served = storeflow_api::serve(listener, state, async move {
+            let signal = stop_signal().await.unwrap_or("a failed signal handler");
+            // The grace period counts from the signal, draining the API included.
+            grace_watchdog(grace);
+            let _ = tx.send(signal);
         })
         .await
-        .context("serving the HTTP API")
+        .context("serving the HTTP API");
+        Ok::<_, anyhow::Error>((served, rx.await.unwrap_or("the API ending")))
     });
+    let (served, signal) = served.unwrap_or_else(|e| (Err(e), "an error"));
     views.stop();
-    println!("stopping: committing and handing partitions back");
+    println!("{signal}: stopping: committing and handing partitions back");
     let processors = pipeline.stop();
     if let Some(s) = running_sinks {
         s.stop()?;
     }
     served.and(processors)
+}
+
+/// Waits for SIGINT (Ctrl-C) or SIGTERM (what a container stop or systemd sends), and
+/// names the one that came.
+async fn stop_signal() -> std::io::Result<&'static str> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.map(|()| "SIGINT"),
+        _ = term.recv() => Ok("SIGTERM"),
+    }
+}
+
+/// Once a stop has begun: if committing, flushing and closing take longer than
+/// `runtime.shutdown_grace_ms`, the process exits with status 1 rather than hang until
+/// something SIGKILLs it (nothing acknowledged is lost either way: what was not committed
+/// is processed again after the restart).
+fn grace_watchdog(grace_ms: u64) {
+    let grace = std::time::Duration::from_millis(grace_ms);
+    std::thread::spawn(move || {
+        std::thread::sleep(grace);
+        eprintln!("storeflow: the stop took longer than runtime.shutdown_grace_ms ({} ms); exiting without finishing it", grace.as_millis());
+        std::process::exit(1);
+    });
+}
+
+/// What `storeflow run` says about the admin key it just created. The key itself is shown
+/// only on a terminal: piped or redirected, stdout ends up in log files and CI output,
+/// so then only the file it was written to is named.
+fn admin_key_notice(key: &str, path: &Path, stdout_is_terminal: bool) -> String {
+    if stdout_is_terminal {
+        format!("Admin API key, shown once (also in {}, mode 0600): {key}", path.display())
+    } else {
+        format!(
+            "A fresh admin API key was written to {} (mode 0600); it is not printed because stdout is not a terminal.",
+            path.display()
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_admin_key_is_printed_only_when_stdout_is_a_terminal() {
+        let path = Path::new("data/admin.key");
+        let piped = admin_key_notice("sf_secret", path, false);
+        assert!(!piped.contains("sf_secret"), "{piped}");
+        assert!(piped.contains("data/admin.key") && piped.contains("0600"), "{piped}");
+        let tty = admin_key_notice("sf_secret", path, true);
+        assert!(tty.contains("sf_secret") && tty.contains("data/admin.key"), "{tty}");
+    }
 }

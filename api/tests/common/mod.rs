@@ -1,5 +1,5 @@
 //! Shared set-up of the API tests: an embedded log in a temp dir, views fed by hand, and
-//! one key per role.
+//! one key per role (app, service, vendors V-A and V-B, analyst, admin).
 
 #![allow(dead_code)]
 
@@ -26,6 +26,8 @@ pub struct Harness {
     pub state: ApiState,
     pub admin: String,
     pub app_key: String,
+    /// A trusted backend's key (payments, fulfillment, stock, catalog, every order).
+    pub service: String,
     pub vendor_a: String,
     pub vendor_b: String,
     pub analyst: String,
@@ -44,6 +46,7 @@ pub fn harness_with(config: ApiConfig, reads: impl FnOnce(Reads) -> Reads) -> Ha
     let (keys, admin) = KeyStore::open(dir.path()).unwrap();
     let admin = admin.unwrap();
     let app_key = keys.create(Role::App).unwrap();
+    let service = keys.create(Role::Service).unwrap();
     let vendor_a = keys.create(Role::Vendor("V-A".into())).unwrap();
     let vendor_b = keys.create(Role::Vendor("V-B".into())).unwrap();
     let analyst = keys.create(Role::Analyst).unwrap();
@@ -51,7 +54,7 @@ pub fn harness_with(config: ApiConfig, reads: impl FnOnce(Reads) -> Reads) -> Ha
     let metrics = ApiMetrics::register(&mut registry);
     let state = ApiState::new(config, log.clone(), codec.clone(), keys, reads(views.reads()), Arc::new(registry), metrics).unwrap();
     let app = storeflow_api::router(state.clone());
-    Harness { dir, log, codec, views, app, state, admin, app_key, vendor_a, vendor_b, analyst }
+    Harness { dir, log, codec, views, app, state, admin, app_key, service, vendor_a, vendor_b, analyst }
 }
 
 /// An event from JSON (ids and times filled in), derived types allowed.

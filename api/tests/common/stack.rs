@@ -25,7 +25,8 @@ pub fn processors(log: &Arc<dyn Log>, codec: &Arc<Codec>, app: &str, registry: &
 
 /// The API as `storeflow run` wires it beside `sinks` (views of only what the sinks do not
 /// serve, reads from the sinks, keys in `dir`), served on a free port of `rt`. Returns the
-/// views (to stop), a client and the admin key.
+/// views (to stop), a client, the admin key and a service key (a trusted backend's: the
+/// catalog, stock and payments of the tests go through it).
 #[cfg(feature = "sinks")]
 pub fn serve_beside_sinks(
     rt: &tokio::runtime::Runtime,
@@ -34,12 +35,13 @@ pub fn serve_beside_sinks(
     sinks: &storeflow_sinks::Sinks,
     dir: &std::path::Path,
     mut registry: Registry,
-) -> (Arc<storeflow_api::LogViews>, super::client::Client, String) {
-    use storeflow_api::{ApiConfig, ApiMetrics, ApiState, KeyStore, LogViews};
+) -> (Arc<storeflow_api::LogViews>, super::client::Client, String, String) {
+    use storeflow_api::{ApiConfig, ApiMetrics, ApiState, KeyStore, LogViews, Role};
     let topics = storeflow_api::views::topics_beside_sinks(true, true);
     let views = rt.block_on(async { LogViews::start_reading(log.clone(), codec.clone(), &topics) }).unwrap();
     let reads = storeflow_api::sinks_adapter::with_sinks(views.reads(), sinks.read_model(), sinks.search(), sinks.analytics());
     let (keys, admin) = KeyStore::open(dir).unwrap();
+    let service = keys.create(Role::Service).unwrap();
     let metrics = ApiMetrics::register(&mut registry);
     let state = ApiState::new(ApiConfig::default(), log.clone(), codec.clone(), keys, reads, Arc::new(registry), metrics).unwrap();
     let base = rt.block_on(async {
@@ -48,5 +50,5 @@ pub fn serve_beside_sinks(
         tokio::spawn(storeflow_api::serve(listener, state, std::future::pending()));
         base
     });
-    (views, super::client::Client { http: reqwest::Client::new(), base }, admin.expect("a fresh dir gets an admin key"))
+    (views, super::client::Client { http: reqwest::Client::new(), base }, admin.expect("a fresh dir gets an admin key"), service)
 }

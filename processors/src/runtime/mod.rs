@@ -40,7 +40,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use storeflow_avro::Codec;
+use storeflow_avro::{Codec, Timestamp};
 use storeflow_ingest::{
     Consumer, ConsumerConfig, GroupMetadata, Log, LogError, OffsetCommitter, OffsetReset, ProduceRecord,
     RebalanceListener, Record, TopicPartition, TopicSpec, TransactionalProducer,
@@ -99,6 +99,9 @@ pub struct RuntimeConfig {
     /// time): how far the two sides of a cycle (orders ⇄ inventory) may work ahead of each
     /// other. Part of the results: two runs must use the same value to agree.
     pub lookahead_ms: i64,
+    /// How far ahead of the wall clock a source record may be dated: one past it is
+    /// dead-lettered instead of moving stream time (`[time]`).
+    pub time: storeflow_avro::TimeBounds,
     /// Every processor of the deployment, for progress across them; `None`: this
     /// processor alone (its derived inputs, if any, have no known writer).
     pub topology: Option<Arc<Topology>>,
@@ -118,6 +121,7 @@ impl Default for RuntimeConfig {
             consumer_properties: Vec::new(),
             max_task_idle: Duration::from_millis(100),
             lookahead_ms: 500,
+            time: storeflow_avro::TimeBounds::default(),
             topology: None,
         }
     }
@@ -209,6 +213,10 @@ struct RtTask {
     worked: bool,
     /// Since when records have waited without a step, and when that was last reported.
     stuck: Option<(Instant, Instant)>,
+    /// Buffered source records dated past the wall clock + `max_skew`: their time and the
+    /// reason. They are buffered at the lowest time (so they move no stream time) and
+    /// dead-lettered when their turn comes, in offset order.
+    refused: HashMap<(TopicPartition, u64), (i64, String)>,
 }
 
 /// What a commit's progress said of a task's derived inputs: how far it had fetched them
@@ -333,6 +341,7 @@ impl Shared {
             last_commit: now - Duration::from_secs(3600),
             worked: false,
             stuck: None,
+            refused: HashMap::new(),
         })
     }
 
@@ -504,6 +513,7 @@ impl Shared {
             g.stream = *s;
             g.clear();
         }
+        t.refused.clear();
         t.skip = t.committed_skip.clone();
         // The failed commit may not have written its `held`: write it again with the next.
         t.held_saved = None;
@@ -655,6 +665,38 @@ pub struct Runtime {
     shared: Arc<Shared>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<Result<()>>>,
+    alive: Liveness,
+}
+
+/// Whether a worker thread (a processor's, a sink's) still runs: readiness probes hold a
+/// clone, the thread clears it when it ends, by returning, with an error or by a panic.
+#[derive(Clone, Debug)]
+pub struct Liveness(Arc<AtomicBool>);
+
+impl Liveness {
+    /// A thread about to start.
+    pub fn starting() -> Liveness {
+        Liveness(Arc::new(AtomicBool::new(true)))
+    }
+
+    /// True until the thread holding [`Liveness::guard`] ends.
+    pub fn is_alive(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Held by the thread: clears the flag when dropped, unwinding included.
+    pub fn guard(&self) -> LivenessGuard {
+        LivenessGuard(self.0.clone())
+    }
+}
+
+/// See [`Liveness::guard`].
+pub struct LivenessGuard(Arc<AtomicBool>);
+
+impl Drop for LivenessGuard {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Relaxed);
+    }
 }
 
 impl Runtime {
@@ -725,11 +767,13 @@ impl Runtime {
             crashed: AtomicBool::new(false),
         });
         let stop = Arc::new(AtomicBool::new(false));
+        let alive = Liveness::starting();
         let thread = {
-            let (shared, stop) = (shared.clone(), stop.clone());
+            let (shared, stop, guard) = (shared.clone(), stop.clone(), alive.guard());
             std::thread::Builder::new()
                 .name(format!("processor-{name}"))
                 .spawn(move || {
+                    let _alive = guard;
                     let result = run(processor, shared, codec, stop);
                     if let Err(e) = &result {
                         tracing::error!(processor = name, error = %e, "the processor thread stopped with an error");
@@ -738,12 +782,17 @@ impl Runtime {
                 })
                 .map_err(|e| RuntimeError::Setup(format!("starting the {name} thread: {e}")))?
         };
-        Ok(Runtime { shared, stop, thread: Some(thread) })
+        Ok(Runtime { shared, stop, thread: Some(thread), alive })
     }
 
     /// The processor's name.
     pub fn name(&self) -> &'static str {
         self.shared.name
+    }
+
+    /// Whether its thread still runs, for a readiness probe.
+    pub fn liveness(&self) -> Liveness {
+        self.alive.clone()
     }
 
     /// True while the thread runs.
@@ -889,7 +938,8 @@ fn run(mut processor: Box<dyn DynProcessor>, shared: Arc<Shared>, codec: Arc<Cod
             {
                 let mut tasks = shared.tasks.lock();
                 let now = Instant::now();
-                for rec in records {
+                let wall = now_ms();
+                for mut rec in records {
                     let Some(t) = tasks.get_mut(&rec.partition) else { continue };
                     let tp = rec.tp();
                     if t.skip.get(&tp).is_some_and(|s| s.contains(&rec.offset)) {
@@ -897,10 +947,15 @@ fn run(mut processor: Box<dyn DynProcessor>, shared: Arc<Shared>, codec: Arc<Cod
                     }
                     let Some(&(g, m)) = t.routes.get(&tp) else { continue };
                     t.fetched_to.insert(tp.clone(), rec.offset + 1);
-                    t.last_fetch.insert(tp, now);
+                    t.last_fetch.insert(tp.clone(), now);
+                    if !shared.topology.is_derived(&tp.topic)
+                        && let Err(why) = shared.config.time.check_ahead(Timestamp(rec.timestamp), Timestamp(wall))
+                    {
+                        t.refused.insert((tp, rec.offset), (rec.timestamp, format!("event time {why}: it would move stream time ahead and fire deadlines early")));
+                        rec.timestamp = i64::MIN;
+                    }
                     t.groups[g].push(m, rec);
                 }
-                let wall = now_ms();
                 cover(&shared, &mut watch, &tasks, &mut *consumer, &sources, wall);
                 let globals_before = globals.complete_before(&shared, &watch.board, wall);
                 waiting = false;
@@ -1208,8 +1263,16 @@ fn run_task(
         };
         if let Some(tm) = &timer {
             if t.groups.iter().zip(&v).all(|(g, view)| g.time_frontier(view) > tm.at) {
-                if let Err(e) = processor.fire_timer(&mut t.core, codec, tm) {
-                    tracing::error!(processor = shared.name, partition = p, error = %e, "a timer failed");
+                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| processor.fire_timer(&mut t.core, codec, tm))) {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::error!(processor = shared.name, partition = p, error = %e, "a timer failed"),
+                    Err(panic) => {
+                        // Its writes are dropped, and it is gone: it must not fire (and panic) again.
+                        t.core.state.reject();
+                        crate::ctx::remove_timer(&mut t.core.state, tm);
+                        t.core.state.accept();
+                        tracing::error!(processor = shared.name, partition = p, timer = ?tm, panic = %panic_message(&*panic), "a timer made the processor panic; it is dropped");
+                    }
                 }
                 for g in t.groups.iter_mut() {
                     g.pass(tm.at);
@@ -1225,10 +1288,18 @@ fn run_task(
             if t.groups[g].has_source && timer.as_ref().is_some_and(|tm| tm.at < time) {
                 continue; // the timer goes first
             }
-            let rec = t.groups[g].take(member, time);
-            let step = Step { slot: g, time, cause: step_of_record(&rec) };
-            if !handle_with_retries(processor, &mut t.core, codec, &rec, step, shared, stop) {
-                return None;
+            let mut rec = t.groups[g].take(member, time);
+            if let Some((at, reason)) = t.refused.remove(&(rec.tp(), rec.offset)) {
+                rec.timestamp = at;
+                tracing::warn!(processor = shared.name, topic = %rec.topic, partition = rec.partition, offset = rec.offset, %reason, "dead-lettering a record dated too far ahead");
+                t.core.pending.push(crate::task::dlq_record(shared.name, &rec, &reason, time));
+                t.core.dead_lettered += 1;
+                t.core.handled += 1;
+            } else {
+                let step = Step { slot: g, time, cause: step_of_record(&rec) };
+                if !handle_with_retries(processor, &mut t.core, codec, &rec, step, shared, stop) {
+                    return None;
+                }
             }
             let tp = rec.tp();
             if shared.topology.is_derived(&tp.topic) {
@@ -1487,6 +1558,11 @@ impl EndCache {
 
 /// Handles one record, retrying transient failures with capped back-off. False when asked
 /// to stop while retrying.
+/// The text of a panic's payload (`panic!("…")` gives a `&str` or a `String`).
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_else(|| "(a non-text payload)".to_string())
+}
+
 fn handle_with_retries(
     processor: &mut dyn DynProcessor,
     core: &mut TaskCore,
@@ -1498,9 +1574,21 @@ fn handle_with_retries(
 ) -> bool {
     let mut backoff = Duration::from_millis(10);
     loop {
-        match processor.handle(core, codec, rec, step) {
-            Outcome::Done | Outcome::DeadLettered(_) => return true,
-            Outcome::Retry(reason) => {
+        // A panic while handling one record is that record's failure, not the task's: its
+        // writes are dropped and it goes to the DLQ with the panic's message.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| processor.handle(core, codec, rec, step)));
+        match outcome.map_err(|panic| panic_message(&*panic)) {
+            Ok(Outcome::Done | Outcome::DeadLettered(_)) => return true,
+            Err(message) => {
+                core.state.reject();
+                let reason = format!("panic: {message}");
+                tracing::error!(processor = shared.name, topic = %rec.topic, partition = rec.partition, offset = rec.offset, %reason, "a record made the processor panic; dead-lettering it and going on");
+                core.pending.push(crate::task::dlq_record(shared.name, rec, &reason, step.time));
+                core.dead_lettered += 1;
+                core.handled += 1;
+                return true;
+            }
+            Ok(Outcome::Retry(reason)) => {
                 tracing::warn!(processor = shared.name, topic = %rec.topic, partition = rec.partition, offset = rec.offset, %reason, retry_in = ?backoff, "transient failure; retrying the same record");
                 if stop.load(Ordering::Relaxed) {
                     return false;

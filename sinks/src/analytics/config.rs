@@ -31,18 +31,31 @@ impl Default for AnalyticsConfig {
 }
 
 /// A ClickHouse server (HTTP interface).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClickHouseConfig {
     /// `http://host:8123`.
+    #[serde(serialize_with = "crate::config::redact::url_field")]
     pub url: String,
     /// Database (created if missing).
     pub database: String,
     /// User.
     pub user: String,
     /// Password.
-    #[serde(serialize_with = "crate::config::redact")]
+    #[serde(serialize_with = "crate::config::redact::secret")]
     pub password: Option<SecretString>,
+}
+
+impl std::fmt::Debug for ClickHouseConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may carry `user:password@`.
+        f.debug_struct("ClickHouseConfig")
+            .field("url", &crate::config::redact::url(&self.url))
+            .field("database", &self.database)
+            .field("user", &self.user)
+            .field("password", &self.password)
+            .finish()
+    }
 }
 
 impl Default for ClickHouseConfig {

@@ -15,7 +15,7 @@ pub struct ReadModelConfig {
     /// Run this sink.
     pub enabled: bool,
     /// `postgres://user:password@host:port/db`; unset: SQLite at `<data_dir>/read_model.sqlite`.
-    #[serde(serialize_with = "crate::config::redact")]
+    #[serde(serialize_with = "crate::config::redact::secret_url")]
     pub postgres_url: Option<SecretString>,
     /// Records per write.
     pub max_batch: usize,

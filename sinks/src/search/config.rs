@@ -31,18 +31,31 @@ impl Default for SearchConfig {
 }
 
 /// An Elasticsearch cluster.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ElasticsearchConfig {
     /// `http://host:9200`.
+    #[serde(serialize_with = "crate::config::redact::url_field")]
     pub url: String,
     /// Index of the product documents (created with `sql/elasticsearch/products.json`).
     pub index: String,
     /// Basic-auth user.
     pub username: Option<String>,
     /// Basic-auth password.
-    #[serde(serialize_with = "crate::config::redact")]
+    #[serde(serialize_with = "crate::config::redact::secret")]
     pub password: Option<SecretString>,
+}
+
+impl std::fmt::Debug for ElasticsearchConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may carry `user:password@`.
+        f.debug_struct("ElasticsearchConfig")
+            .field("url", &crate::config::redact::url(&self.url))
+            .field("index", &self.index)
+            .field("username", &self.username)
+            .field("password", &self.password)
+            .finish()
+    }
 }
 
 impl Default for ElasticsearchConfig {

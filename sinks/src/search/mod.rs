@@ -118,10 +118,16 @@ impl SearchQuery {
         self.per_page.clamp(1, 100) as usize
     }
 
+    /// The first hit of the page, with the page inside [`MAX_RESULT_WINDOW`] (the API
+    /// refuses deeper pages; a direct caller past it gets the deepest page served, never a
+    /// huge allocation or an Elasticsearch error).
     pub(crate) fn offset(&self) -> usize {
-        self.page as usize * self.per_page()
+        (self.page as usize).saturating_mul(self.per_page()).min(MAX_RESULT_WINDOW - self.per_page())
     }
 }
+
+/// The deepest hit either backend serves (Elasticsearch's default `index.max_result_window`).
+pub const MAX_RESULT_WINDOW: usize = 10_000;
 
 /// Lowercase alphanumeric runs of `s` (the tokenizer both backends use for queries).
 pub fn tokens(s: &str) -> Vec<String> {
@@ -335,10 +341,15 @@ impl Search {
         &self.index
     }
 
-    /// Runs a search.
+    /// Runs a search. On tantivy the search is CPU work: it runs on the runtime's blocking
+    /// pool, so a heavy query holds neither the sinks' writers nor the runtime's I/O; on
+    /// Elasticsearch it is an HTTP call on the runtime.
     pub async fn search(&self, q: &SearchQuery) -> Result<SearchResults> {
         let (index, q) = (self.index.clone(), q.clone());
-        self.rt.spawn(async move { index.search(&q).await }).await.map_err(|_| SinkError::Stopped)?
+        match index {
+            Index::Tantivy(_) => self.rt.spawn_blocking(move || futures::executor::block_on(index.search(&q))).await.map_err(|_| SinkError::Stopped)?,
+            Index::Elastic(_) => self.rt.spawn(async move { index.search(&q).await }).await.map_err(|_| SinkError::Stopped)?,
+        }
     }
 
     /// One product's document.
