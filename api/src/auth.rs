@@ -12,7 +12,8 @@
 //! erasure and every order), `vendor:<id>` (that vendor's catalog events, sales, analytics
 //! and products only), `analyst` (analytics), `admin` (everything, key management). Which
 //! role may publish which event type, and who sees an order's personal data, is decided in
-//! [`crate::roles`].
+//! [`crate::roles`]. Customers are not keys: they come with a token of the marketplace's
+//! identity provider ([`crate::customers`]) and are a [`Caller::Customer`] without a role.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -74,7 +75,8 @@ impl FromStr for Role {
     }
 }
 
-/// Who is calling: the role of a valid key, or nobody (public endpoints only).
+/// Who is calling: the role of a valid key, a signed-in customer, or nobody (public
+/// endpoints only).
 #[derive(Clone, Debug)]
 pub enum Caller {
     /// No `Authorization` header.
@@ -86,30 +88,53 @@ pub enum Caller {
         /// Its role.
         role: Role,
     },
+    /// A shopper with a valid token of the marketplace's identity provider
+    /// ([`crate::customers`]). Not a key and no role: it reaches only what
+    /// [`crate::roles`] grants customers (its own orders, placing orders for itself, its
+    /// own behaviour events) and public reads; everything else is 403.
+    Customer {
+        /// The token's `sub`.
+        id: String,
+    },
 }
 
 impl Caller {
-    /// The caller's role, or 401.
+    /// The caller's role: 401 without a key, 403 for a customer (customers have no role;
+    /// the endpoints that serve them say so before asking for one).
     pub fn role(&self) -> Result<&Role, ApiError> {
         match self {
             Caller::Anonymous => Err(ApiError::Unauthorized(
                 "this endpoint needs an API key: send `Authorization: Bearer <key>`".into(),
             )),
             Caller::Key { role, .. } => Ok(role),
+            Caller::Customer { .. } => Err(ApiError::Forbidden(
+                "a customer may not use this endpoint: customers reach their own orders, POST /v1/orders and shoppers' events".into(),
+            )),
         }
     }
 
-    /// The key's id, `None` for anonymous callers.
+    /// The key's id, `None` for anonymous callers and customers.
     pub fn key_id(&self) -> Option<&str> {
         match self {
-            Caller::Anonymous => None,
             Caller::Key { id, .. } => Some(id),
+            Caller::Anonymous | Caller::Customer { .. } => None,
+        }
+    }
+
+    /// The customer id of a customer, `None` for everyone else.
+    pub fn customer_id(&self) -> Option<&str> {
+        match self {
+            Caller::Customer { id } => Some(id),
+            Caller::Anonymous | Caller::Key { .. } => None,
         }
     }
 
     /// Passes when the caller is admin or one of `roles` (service wherever app is allowed);
-    /// 401 without a key, 403 otherwise.
+    /// 401 without a key, 403 otherwise (and always for a customer).
     pub fn require(&self, what: &str, allowed: &[&Role]) -> Result<&Role, ApiError> {
+        if let Caller::Customer { id } = self {
+            return Err(ApiError::Forbidden(format!("customer {id} may not {what}")));
+        }
         let role = self.role()?;
         let as_app = *role == Role::Service && allowed.contains(&&Role::App);
         if *role == Role::Admin || as_app || allowed.contains(&role) {
@@ -120,8 +145,11 @@ impl Caller {
     }
 
     /// Passes for admin, analyst (when `analyst_ok`), apps and services (when `app_ok`) and
-    /// the vendor itself; 403 for every other vendor.
+    /// the vendor itself; 403 for every other vendor and for customers.
     pub fn require_vendor(&self, vendor_id: &str, what: &str, app_ok: bool, analyst_ok: bool) -> Result<(), ApiError> {
+        if let Caller::Customer { id } = self {
+            return Err(ApiError::Forbidden(format!("customer {id} may not {what} of vendor {vendor_id}")));
+        }
         match self.role()? {
             Role::Admin => Ok(()),
             Role::Vendor(v) if v == vendor_id => Ok(()),

@@ -29,6 +29,7 @@
 //! ```
 
 pub mod auth;
+pub mod customers;
 pub mod error;
 pub mod metrics;
 pub mod read;
@@ -60,6 +61,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use auth::{Caller, KeyStore, RateLimits, Role};
+pub use customers::CustomersConfig;
 pub use error::{ApiError, ApiResult};
 pub use metrics::ApiMetrics;
 pub use read::Reads;
@@ -96,6 +98,10 @@ pub struct ApiConfig {
     pub auth_failures_per_second: u32,
     /// Longest strings and arrays inside an event, per field (`[api.field_limits]`).
     pub field_limits: storeflow_avro::FieldLimits,
+    /// Signed-in shoppers' tokens from the marketplace's identity provider
+    /// (`[api.customers]`: issuer, audience, and an HS256 secret or a JWKS file). Off
+    /// without it: API keys only.
+    pub customers: Option<CustomersConfig>,
     /// How far from the server's clock `occurred_at` may be (the top-level `[time]`, which
     /// the runtime applies too).
     #[serde(skip)]
@@ -117,6 +123,7 @@ impl Default for ApiConfig {
             max_streams_per_key: 4,
             auth_failures_per_second: 5,
             field_limits: storeflow_avro::FieldLimits::default(),
+            customers: None,
             time: storeflow_avro::TimeBounds::default(),
         }
     }
@@ -133,6 +140,9 @@ impl ApiConfig {
         }
         if self.request_timeout_ms == 0 || self.header_read_timeout_ms == 0 || self.max_streams_per_key == 0 || self.auth_failures_per_second == 0 {
             return Err("api.request_timeout_ms, api.header_read_timeout_ms, api.max_streams_per_key and api.auth_failures_per_second must be at least 1".into());
+        }
+        if let Some(c) = &self.customers {
+            c.validate()?;
         }
         Ok(())
     }
@@ -156,6 +166,8 @@ struct Inner {
     limits: Arc<RateLimits>,
     /// Failed authentications per client address.
     auth_failures: Arc<RateLimits>,
+    /// Customers' token verifier, with `[api.customers]`.
+    customers: Option<customers::Verifier>,
     /// Open SSE streams per key id.
     streams: parking_lot::Mutex<HashMap<String, usize>>,
     /// Set when the server begins to stop: open streams end.
@@ -192,6 +204,7 @@ impl ApiState {
         metrics: ApiMetrics,
     ) -> Result<ApiState, SetupError> {
         config.validate().map_err(SetupError::Config)?;
+        let customers = config.customers.as_ref().map(customers::Verifier::new).transpose().map_err(SetupError::Config)?;
         let writer = writes::Writer::new(log.as_ref(), codec, config.dedup_window)?;
         let limits = RateLimits::new(config.rate_per_second, config.rate_burst);
         let auth_failures = RateLimits::new(config.auth_failures_per_second, config.auth_failures_per_second.saturating_mul(4));
@@ -201,6 +214,7 @@ impl ApiState {
             keys,
             limits,
             auth_failures,
+            customers,
             streams: parking_lot::Mutex::new(HashMap::new()),
             closing: std::sync::atomic::AtomicBool::new(false),
             writer,
@@ -249,7 +263,25 @@ struct BearerAuth;
 impl utoipa::Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).description(Some("An API key (`sf_…`); its role decides what it may do.")).build()),
+        );
+        components.add_security_scheme(
+            "customer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some(
+                        "A signed-in shopper's JWT from the marketplace's identity provider (with `[api.customers]`): HS256 with the \
+                         shared secret, or RS256/ES256 with a key of the JWKS file chosen by `kid`; `exp`, `nbf`, `iss` and `aud` are \
+                         checked and `sub` is the customer id. A customer reads, cancels and returns its own orders, places orders for \
+                         itself and publishes shoppers' events about itself; everything else is 403.",
+                    ))
+                    .build(),
+            ),
+        );
     }
 }
 
@@ -315,7 +347,7 @@ fn declare_middleware_answers(spec: &mut utoipa::openapi::OpenApi) {
         for op in [&mut item.get, &mut item.post, &mut item.put, &mut item.delete, &mut item.patch].into_iter().flatten() {
             let r = &mut op.responses.responses;
             r.entry("400".into()).or_insert_with(|| error("a parameter or field that does not fit (an unknown query parameter on any route)"));
-            r.entry("401".into()).or_insert_with(|| error("an unknown or malformed API key (a request without one is anonymous)"));
+            r.entry("401".into()).or_insert_with(|| error("an unknown or malformed API key, or a customer token refused (expired, bad signature, wrong audience or issuer, …); a request without either is anonymous"));
             r.entry("429".into()).or_insert_with(|| error("too many requests from this key, or too many failed authentications from this address"));
             r.entry("503".into()).or_insert_with(|| error("a backend is not ready, or the request took longer than api.request_timeout_ms"));
             if op.request_body.is_some() {
@@ -328,26 +360,37 @@ fn declare_middleware_answers(spec: &mut utoipa::openapi::OpenApi) {
 /// Paths that need no key and are not rate limited: probes and the spec.
 const OPS_PATHS: &[&str] = &["/healthz", "/readyz", "/metrics", "/openapi.json"];
 
-/// Authenticates the caller (401 for a malformed or unknown key), applies the rate limit
-/// (429 with `Retry-After`) and hands the [`Caller`] to the handlers.
+/// Authenticates the caller (401 for a malformed or unknown key, or a customer token that
+/// does not verify), applies the rate limit (429 with `Retry-After`) and hands the
+/// [`Caller`] to the handlers.
 async fn authenticate(State(s): State<ApiState>, mut req: Request, next: Next) -> Response {
+    // Guessing keys or forging tokens costs the guesser: past a few failures a second from
+    // one address, 429 instead of 401.
+    let refuse = |req: &Request, why: String| {
+        let from = req.extensions().get::<ConnectInfo<SocketAddr>>().map_or_else(|| "unknown".to_string(), |ConnectInfo(a)| a.ip().to_string());
+        match s.inner.auth_failures.check(from) {
+            Err(e) => e.into_response(),
+            Ok(()) => ApiError::Unauthorized(why).into_response(),
+        }
+    };
     let caller = match req.headers().get(header::AUTHORIZATION) {
         None => Caller::Anonymous,
         Some(v) => {
             let Some(secret) = v.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).map(str::trim) else {
                 return ApiError::Unauthorized("the Authorization header must be `Bearer <key>`".into()).into_response();
             };
-            match s.inner.keys.lookup(secret) {
-                Some((id, role)) => Caller::Key { id, role },
-                None => {
-                    // Guessing keys costs the guesser: past a few failures a second from
-                    // one address, 429 (without looking the key up) instead of 401.
-                    let from = req.extensions().get::<ConnectInfo<SocketAddr>>().map_or_else(|| "unknown".to_string(), |ConnectInfo(a)| a.ip().to_string());
-                    if let Err(e) = s.inner.auth_failures.check(from) {
-                        return e.into_response();
-                    }
-                    return ApiError::Unauthorized("unknown API key".into()).into_response();
-                }
+            // A JWT is `header.claims.signature`; keys (`sf_` + hex) have no dots.
+            let jwt = secret.bytes().filter(|b| *b == b'.').count() == 2;
+            match (&s.inner.customers, jwt) {
+                (Some(verifier), true) => match verifier.verify(secret) {
+                    Ok(id) => Caller::Customer { id },
+                    Err(why) => return refuse(&req, format!("customer token refused: {why}")),
+                },
+                _ => match s.inner.keys.lookup(secret) {
+                    Some((id, role)) => Caller::Key { id, role },
+                    None if jwt => return refuse(&req, "unknown API key (customer tokens are not accepted: no [api.customers])".into()),
+                    None => return refuse(&req, "unknown API key".into()),
+                },
             }
         }
     };
@@ -355,6 +398,7 @@ async fn authenticate(State(s): State<ApiState>, mut req: Request, next: Next) -
     if !OPS_PATHS.contains(&path) {
         let who = match &caller {
             Caller::Key { id, .. } => id.clone(),
+            Caller::Customer { id } => format!("customer:{id}"),
             Caller::Anonymous => match req.extensions().get::<ConnectInfo<SocketAddr>>() {
                 Some(ConnectInfo(a)) => format!("ip:{}", a.ip()),
                 None => "anonymous".to_string(),

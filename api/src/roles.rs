@@ -1,17 +1,21 @@
 //! Trust boundaries, in one place: which role may publish which event type through
-//! `POST /v1/events` ([`may_publish`], from the table [`trust`]), which orders an app key
-//! may touch ([`may_touch_order`]), and who sees an order's personal data ([`order_view`]).
+//! `POST /v1/events` ([`may_publish`], from the table [`trust`]), what a signed-in customer
+//! may publish ([`customer_may_publish`]), which orders an app key or a customer may touch
+//! ([`may_touch_order`], [`may_place_order`]), and who sees an order's personal data
+//! ([`order_view`]).
 //!
-//! | event types                                   | app | service | `vendor:<id>` | analyst | admin |
-//! |-----------------------------------------------|-----|---------|---------------|---------|-------|
-//! | shoppers' behaviour ([`Trust::Shopper`])      | yes | yes     | no            | no      | yes   |
-//! | a vendor's products ([`Trust::VendorCatalog`]) | no  | yes     | its own only  | no      | yes   |
-//! | backends' facts ([`Trust::Backend`])          | no  | yes     | no            | no      | yes   |
-//! | orders ([`Trust::OrderEndpoint`])             | no  | no      | no            | no      | yes   |
+//! | event types                                   | app | service | `vendor:<id>` | analyst | admin | customer |
+//! |-----------------------------------------------|-----|---------|---------------|---------|-------|----------|
+//! | shoppers' behaviour ([`Trust::Shopper`])      | yes | yes     | no            | no      | yes   | about itself only |
+//! | a vendor's products ([`Trust::VendorCatalog`]) | no  | yes     | its own only  | no      | yes   | no       |
+//! | backends' facts ([`Trust::Backend`])          | no  | yes     | no            | no      | yes   | no       |
+//! | orders ([`Trust::OrderEndpoint`])             | no  | no      | no            | no      | yes   | no       |
 //!
 //! Orders are written by `POST /v1/orders` (priced from the catalog) and its cancel and
 //! return endpoints (checked against the order's state), never as raw events except by an
-//! admin (replays, repairs). `docs/SECURITY.md` ("Roles") says what is not defended yet.
+//! admin (replays, repairs). A customer places orders for itself only and reads, cancels
+//! and returns the orders whose `customer_id` is its own. `docs/SECURITY.md` ("Roles") says
+//! what is not defended yet.
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -19,7 +23,7 @@ use storeflow_avro::{Event, EventKind};
 
 use crate::auth::{Caller, Role};
 use crate::error::{ApiError, ApiResult};
-use crate::read::{CatalogRead, Order};
+use crate::read::{CatalogRead, Order, OrdersRead};
 
 /// Who an event type's facts come from, and so which roles may publish it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,24 +121,65 @@ pub fn may_publish(role: &Role, event: &Event) -> Result<(), String> {
         }
         _ => {}
     }
-    let instead = match event.kind() {
+    Err(format!("the role {role} may not publish {name} events{}", instead(event.kind())))
+}
+
+/// Where to go instead of publishing an event of `kind` one may not publish.
+fn instead(kind: EventKind) -> &'static str {
+    match kind {
         EventKind::OrderPlaced => "; place orders with POST /v1/orders, which prices them from the catalog",
         EventKind::OrderCancelRequested => "; use POST /v1/orders/{id}/cancel",
         EventKind::ReturnRequested => "; use POST /v1/orders/{id}/returns",
-        _ => match trust {
+        _ => match trust(kind) {
             Trust::Backend | Trust::VendorCatalog => "; it is published by trusted backends (a service key)",
             _ => "",
         },
-    };
-    Err(format!("the role {role} may not publish {name} events{instead}"))
+    }
 }
 
-/// [`may_publish`] for every event of a request, then, for a vendor, that no product id
-/// or sku it names belongs to another vendor in `catalog`. Every 403 names the first
-/// refused event the same way (`events[i].type` in a batch, `type` alone) and its message
-/// the type, the role and why; nothing of a refused request may be published.
-pub async fn authorize(role: &Role, events: &[Event], batch: bool, catalog: &dyn CatalogRead) -> ApiResult<()> {
+/// The customer a [`Trust::Shopper`] event is about; `None` for an anonymous visitor's
+/// (and for every other trust, which customers may not publish at all).
+fn customer_of(e: &Event) -> Option<&str> {
+    match e {
+        Event::PageViewed(x) => x.customer_id.as_deref(),
+        Event::ProductViewed(x) => x.customer_id.as_deref(),
+        Event::SearchPerformed(x) => x.customer_id.as_deref(),
+        Event::CartItemAdded(x) => x.customer_id.as_deref(),
+        Event::CartItemRemoved(x) => x.customer_id.as_deref(),
+        Event::CheckoutStarted(x) => x.customer_id.as_deref(),
+        Event::CustomerRegistered(x) => Some(&x.customer_id),
+        Event::ReviewSubmitted(x) => Some(&x.customer_id),
+        _ => None,
+    }
+}
+
+/// Whether customer `customer` may publish `event`: shoppers' behaviour only, and only
+/// about itself (its id as the event's `customer_id`, or none: browsing before signing in).
+pub fn customer_may_publish(customer: &str, event: &Event) -> Result<(), String> {
+    let name = event.name();
+    if trust(event.kind()) != Trust::Shopper {
+        return Err(format!("customer {customer} may not publish {name} events{}", instead(event.kind())));
+    }
+    match customer_of(event) {
+        Some(of) if of != customer => Err(format!("customer {customer} may publish {name} only about itself, not about customer {of}")),
+        _ => Ok(()),
+    }
+}
+
+/// [`may_publish`] (for a customer [`customer_may_publish`]) for every event of a request,
+/// then, for a vendor, that no product id or sku it names belongs to another vendor in
+/// `catalog`. Every 403 names the first refused event the same way (`events[i].type` in a
+/// batch, `type` alone) and its message the type, the role or customer, and why; nothing
+/// of a refused request may be published.
+pub async fn authorize(caller: &Caller, events: &[Event], batch: bool, catalog: &dyn CatalogRead) -> ApiResult<()> {
     let at = |i: usize, what: &str| if batch { format!("events[{i}].{what}") } else { what.to_string() };
+    if let Caller::Customer { id } = caller {
+        for (i, e) in events.iter().enumerate() {
+            customer_may_publish(id, e).map_err(|message| ApiError::ForbiddenAt { message, field: at(i, "type") })?;
+        }
+        return Ok(());
+    }
+    let role = caller.role()?;
     for (i, e) in events.iter().enumerate() {
         may_publish(role, e).map_err(|message| ApiError::ForbiddenAt { message, field: at(i, "type") })?;
     }
@@ -196,12 +241,21 @@ pub fn placed_with(order_id: &str, key_id: &str) -> bool {
 }
 
 /// Whether the caller may `what` (read, cancel, return) order `order_id`: admins and
-/// services any order, app keys only the orders placed with that same key; 403 otherwise,
-/// whether the order exists or not (checked before it is looked up: no probing of ids).
-pub fn may_touch_order(caller: &Caller, order_id: &str, what: &str) -> ApiResult<()> {
-    match caller.role()? {
-        Role::Admin | Role::Service => Ok(()),
-        Role::App if caller.key_id().is_some_and(|k| placed_with(order_id, k)) => Ok(()),
+/// services any order, app keys only the orders placed with that same key (checked from
+/// the id, before the order is looked up), customers only the orders whose `customer_id`
+/// is theirs; 403 otherwise, with the same message whether the order exists or not (no
+/// probing of ids). A customer's order had to be read to tell: it is returned, so the
+/// handler need not read it again.
+pub async fn may_touch_order(caller: &Caller, order_id: &str, what: &str, orders: &dyn OrdersRead) -> ApiResult<Option<Order>> {
+    if let Caller::Customer { id } = caller {
+        return match orders.order(order_id).await? {
+            Some(o) if o.customer_id.as_deref() == Some(id.as_str()) => Ok(Some(o)),
+            _ => Err(ApiError::Forbidden(format!("customer {id} may {what} only its own orders; order {order_id} is not one of them"))),
+        };
+    }
+    match caller.require(&format!("{what} orders"), &[&Role::App])? {
+        Role::Admin | Role::Service => Ok(None),
+        Role::App if caller.key_id().is_some_and(|k| placed_with(order_id, k)) => Ok(None),
         role @ Role::App => Err(ApiError::Forbidden(format!(
             "the role {role} may {what} only orders placed with the same key; order {order_id} was not"
         ))),
@@ -209,8 +263,39 @@ pub fn may_touch_order(caller: &Caller, order_id: &str, what: &str) -> ApiResult
     }
 }
 
+/// Whether the caller may place an order for `customer_id` through `POST /v1/orders`: apps,
+/// services and admins for any customer, a customer for itself only (403 naming the other
+/// customer otherwise) and without naming a `client_ip` (the fraud checks' address is where
+/// it connects from); and the id the order's idempotency slot and id are bound to (the key
+/// id, or `customer:<sub>`).
+pub fn may_place_order(caller: &Caller, customer_id: &str, names_client_ip: bool) -> ApiResult<String> {
+    if let Caller::Customer { id } = caller {
+        if customer_id != id {
+            return Err(ApiError::Forbidden(format!("customer {id} may place orders only for itself, not for customer {customer_id}")));
+        }
+        if names_client_ip {
+            return Err(ApiError::Forbidden(format!("customer {id} may not name a client_ip: it is the address the order comes from")));
+        }
+        return Ok(format!("customer:{id}"));
+    }
+    caller.require("place orders", &[&Role::App])?;
+    Ok(caller.key_id().unwrap_or_default().to_string())
+}
+
+/// Whether the caller may cancel an order as `requested_by`: keys as anyone, a customer as
+/// the customer only (a shopper does not speak for the vendor or support).
+pub fn customer_may_cancel_as(caller: &Caller, requested_by: Option<&str>) -> ApiResult<()> {
+    match (caller, requested_by) {
+        (Caller::Customer { id }, Some(by)) if by != "customer" => {
+            Err(ApiError::Forbidden(format!("customer {id} cancels as the customer, not as {by}")))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Keys of an order's event payloads that only admins and services see: where the
-/// customer is, connects from and pays with.
+/// customer connects from and pays with, then (which the order's own customer sees too)
+/// where it ships and bills to.
 const PERSONAL_FIELDS: [&str; 4] = ["client_ip", "payment_method_token", "shipping_address", "billing_address"];
 
 /// Whether `role` sees the personal data of orders.
@@ -218,16 +303,20 @@ pub fn sees_personal_data(role: &Role) -> bool {
     matches!(role, Role::Admin | Role::Service)
 }
 
-/// The order as `role` may see it: for every role but admin and service, its history
-/// without client IPs, payment tokens and addresses (at any depth of a payload), and
-/// without the fraud score's reasons (they quote the client IP, and tell a fraudster which
-/// rule fired). The one place the API strips them, whichever backend answered.
-pub fn order_view(role: &Role, mut order: Order) -> Order {
-    if sees_personal_data(role) {
+/// The order as the caller may see it. Admins and services: whole. The order's own
+/// customer (the only customer who gets to read it, see [`may_touch_order`]): its
+/// addresses, but no client IP and payment token. Every other role: neither. Nobody but
+/// admins and services sees the fraud score's reasons (they quote the client IP, and tell
+/// a fraudster which rule fired). Fields are removed at any depth of a payload; this is the
+/// one place the API strips them, whichever backend answered.
+pub fn order_view(caller: &Caller, mut order: Order) -> Order {
+    let customer = matches!(caller, Caller::Customer { .. });
+    if !customer && caller.role().is_ok_and(sees_personal_data) {
         return order;
     }
+    let hidden = if customer { &PERSONAL_FIELDS[..2] } else { &PERSONAL_FIELDS[..] };
     for e in &mut order.history {
-        strip(&mut e.payload);
+        strip(&mut e.payload, hidden);
         if e.event_type == "FraudScored"
             && let Value::Object(m) = &mut e.payload
         {
@@ -237,15 +326,15 @@ pub fn order_view(role: &Role, mut order: Order) -> Order {
     order
 }
 
-fn strip(v: &mut Value) {
+fn strip(v: &mut Value, hidden: &[&str]) {
     match v {
         Value::Object(m) => {
-            for f in PERSONAL_FIELDS {
-                m.remove(f);
+            for f in hidden {
+                m.remove(*f);
             }
-            m.values_mut().for_each(strip);
+            m.values_mut().for_each(|v| strip(v, hidden));
         }
-        Value::Array(a) => a.iter_mut().for_each(strip),
+        Value::Array(a) => a.iter_mut().for_each(|v| strip(v, hidden)),
         _ => {}
     }
 }
@@ -292,7 +381,34 @@ mod tests {
     }
 
     #[test]
-    fn personal_fields_are_stripped_at_any_depth_for_apps_only() {
+    fn a_customer_may_publish_behaviour_about_itself_or_nobody_and_nothing_else() {
+        let shopper: Vec<_> = EVENT_TYPES.iter().filter(|t| trust(storeflow_avro::EventKind::ALL[t.index()]) == Trust::Shopper).collect();
+        assert_eq!(shopper.len(), 8);
+        let mut naming = 0;
+        for t in shopper {
+            let mut v = storeflow_avro::json::example(t);
+            v["customer_id"] = serde_json::json!("C-other");
+            // A type without the field refuses it: it names no customer.
+            let Ok(e) = storeflow_avro::json::event_from_json(v, Default::default()) else { continue };
+            naming += 1;
+            // Every shopper type that can name a customer is read by `customer_of`: a new
+            // one that is not would let customers speak for each other.
+            assert_eq!(customer_of(&e), Some("C-other"), "{}", t.name);
+            let why = customer_may_publish("C-me", &e).unwrap_err();
+            assert!(why.contains(t.name) && why.contains("C-me") && why.contains("C-other"), "{why}");
+        }
+        assert_eq!(naming, 8, "every shopper type names its customer today");
+        let mut page = example("PageViewed");
+        if let Event::PageViewed(p) = &mut page {
+            p.customer_id = None;
+        }
+        assert!(customer_may_publish("C-me", &page).is_ok(), "browsing before signing in names nobody");
+        let why = customer_may_publish("C-me", &example("PaymentAuthorized")).unwrap_err();
+        assert!(why.contains("PaymentAuthorized") && why.contains("C-me"), "{why}");
+    }
+
+    #[test]
+    fn personal_fields_are_stripped_at_any_depth_and_the_owner_sees_only_its_addresses() {
         let payload = serde_json::json!({"client_ip": "203.0.113.7", "nested": [{"billing_address": {"city": "B"}, "sku": "S1"}],
             "shipping_address": {}, "payment_method_token": "pm", "order_id": "o"});
         let order = Order {
@@ -309,8 +425,14 @@ mod tests {
             reservations: vec![],
             history: vec![crate::read::OrderEvent { event_id: "e".into(), event_type: "OrderPlaced".into(), occurred_at: 0, payload }],
         };
-        assert_eq!(order_view(&Role::Service, order.clone()), order);
-        let seen = order_view(&Role::App, order);
+        let key = |role: Role| Caller::Key { id: "k_1".into(), role };
+        assert_eq!(order_view(&key(Role::Service), order.clone()), order);
+        let seen = order_view(&key(Role::App), order.clone());
         assert_eq!(seen.history[0].payload, serde_json::json!({"nested": [{"sku": "S1"}], "order_id": "o"}));
+        let seen = order_view(&Caller::Customer { id: "C1".into() }, order);
+        assert_eq!(
+            seen.history[0].payload,
+            serde_json::json!({"nested": [{"billing_address": {"city": "B"}, "sku": "S1"}], "shipping_address": {}, "order_id": "o"})
+        );
     }
 }

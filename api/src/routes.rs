@@ -80,9 +80,14 @@ fn time_param(name: &str, v: Option<&str>) -> ApiResult<Option<i64>> {
     }
 }
 
+/// Passes a read that is public (`public` set: anonymous callers and customers, who get
+/// no more than anonymous callers here) or that the caller's role may make.
 fn public_or(caller: &Caller, public: bool, what: &str) -> ApiResult<()> {
-    if public && matches!(caller, Caller::Anonymous) {
+    if public && matches!(caller, Caller::Anonymous | Caller::Customer { .. }) {
         return Ok(());
+    }
+    if let Caller::Customer { id } = caller {
+        return Err(ApiError::Forbidden(format!("customer {id} may not {what}: it is not public on this API")));
     }
     match caller.role()? {
         Role::Admin | Role::App | Role::Service => Ok(()),
@@ -110,25 +115,28 @@ pub struct EventsAccepted {
 /// before anything is published: one bad event refuses the whole batch, and the error names
 /// the field (`events[2].items[0].quantity`). Only storefront input types are accepted, not
 /// the ones storeflow's processors derive, and only those the key's role may publish
-/// (`crate::roles`): one refused event is a 403 naming `events[i].type` and nothing of the
-/// batch is published. An `event_id` already accepted is acknowledged
-/// and not published again; without `event_id` (or `occurred_at`) the API assigns one (or
-/// now), and cannot deduplicate a retry.
+/// (`crate::roles`; a customer token: shoppers' events about that customer only): one
+/// refused event is a 403 naming `events[i].type` and nothing of the batch is published.
+/// An `event_id` already accepted is acknowledged and not published again; without
+/// `event_id` (or `occurred_at`) the API assigns one (or now), and cannot deduplicate a
+/// retry.
 #[utoipa::path(post, path = "/v1/events", tag = "events",
     request_body(content = Object, description = "one event, or {\"events\": [...]}", content_type = "application/json"),
     responses(
         (status = 202, description = "published", body = EventsAccepted),
         (status = 400, description = "malformed JSON, unknown event type or a field that does not fit", body = ErrorBody),
         (status = 401, body = ErrorBody),
-        (status = 403, description = "the role may not publish an event of the request (`field`: `events[i].type`, or `type`)", body = ErrorBody),
+        (status = 403, description = "the role (or customer) may not publish an event of the request (`field`: `events[i].type`, or `type`)", body = ErrorBody),
         (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
-    security(("bearer" = [])))]
+    security(("bearer" = []), ("customer" = [])))]
 pub async fn post_events(
     State(s): State<ApiState>,
     Extension(caller): Extension<Caller>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<(StatusCode, Json<EventsAccepted>)> {
-    let role = caller.role()?;
+    if caller.customer_id().is_none() {
+        caller.role()?;
+    }
     let (_, v) = json_body(body)?;
     let (values, batch) = match v {
         Value::Object(mut m) if m.contains_key("events") && !m.contains_key("type") => match m.remove("events") {
@@ -145,7 +153,7 @@ pub async fn post_events(
         return Err(ApiError::field("events", format!("at most {max} events per request, got {}", values.len())));
     }
     let events = Writer::validate(values, batch, &s.inner.config)?;
-    crate::roles::authorize(role, events.events(), batch, &*s.inner.reads.catalog).await?;
+    crate::roles::authorize(&caller, events.events(), batch, &*s.inner.reads.catalog).await?;
     let n = events.events().len();
     let a = s.inner.writer.publish(events).await?;
     s.inner.metrics.events_published.inc_by(a.published as u64);
@@ -229,7 +237,8 @@ pub struct OrderAccepted {
 /// Needs an `Idempotency-Key` header: the same key with the same body names the same order
 /// (a retry is answered again, not placed twice); with another body it is a 409.
 /// The order id is bound to the API key: an app key reads, cancels and returns only the
-/// orders it placed.
+/// orders it placed. A customer token places orders for its own `customer_id` only (403
+/// for another customer's).
 #[utoipa::path(post, path = "/v1/orders", tag = "orders", request_body = NewOrder,
     params(("Idempotency-Key" = String, Header, description = "a unique key per order attempt")),
     responses(
@@ -237,7 +246,7 @@ pub struct OrderAccepted {
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 409, description = "Idempotency-Key reused with another body", body = ErrorBody),
         (status = 413, body = ErrorBody), (status = 429, body = ErrorBody)),
-    security(("bearer" = [])))]
+    security(("bearer" = []), ("customer" = [])))]
 pub async fn post_order(
     State(s): State<ApiState>,
     Extension(caller): Extension<Caller>,
@@ -245,7 +254,9 @@ pub async fn post_order(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<(StatusCode, Json<OrderAccepted>)> {
-    caller.require("place orders", &[&Role::App])?;
+    if caller.customer_id().is_none() {
+        caller.require("place orders", &[&Role::App])?;
+    }
     let idem = headers
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
@@ -255,10 +266,8 @@ pub async fn post_order(
         .to_string();
     let (bytes, v) = json_body(body)?;
     let req: NewOrder = typed(v)?;
-    let key_id = match &caller {
-        Caller::Key { id, .. } => id.clone(),
-        Caller::Anonymous => String::new(),
-    };
+    // The key id, or `customer:<sub>`: what the idempotency slot and the order id bind to.
+    let key_id = crate::roles::may_place_order(&caller, &req.customer_id, req.client_ip.is_some())?;
     let digest = body_digest(&bytes);
     let (order_id, replay) = s.inner.writer.order_for(&key_id, &idem, digest)?;
     if replay {
@@ -322,18 +331,22 @@ pub async fn post_order(
 /// An order: states, items, totals, reservations and its event history.
 ///
 /// App keys read only the orders placed with the same key, and see no client IP, payment
-/// token, address or fraud reasons in the history; services and admins read every order
-/// whole.
+/// token, address or fraud reasons in the history; a customer token reads only the orders
+/// whose `customer_id` is its own, with their addresses but without client IP, payment
+/// token or fraud reasons (403, the same, for any other id, existing or not); services and
+/// admins read every order whole.
 #[utoipa::path(get, path = "/v1/orders/{id}", tag = "orders",
     params(("id" = String, Path, description = "order id")),
     responses((status = 200, body = Order), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody)),
-    security(("bearer" = [])))]
+    security(("bearer" = []), ("customer" = [])))]
 pub async fn get_order(State(s): State<ApiState>, Extension(caller): Extension<Caller>, Path(id): Path<String>) -> ApiResult<Json<Order>> {
-    let role = caller.require("read orders", &[&Role::App])?;
-    crate::roles::may_touch_order(&caller, &id, "read")?;
-    let o = s.inner.reads.orders.order(&id).await?.ok_or_else(|| ApiError::NotFound(format!("no order {id}")))?;
-    Ok(Json(crate::roles::order_view(role, o)))
+    let seen = crate::roles::may_touch_order(&caller, &id, "read", &*s.inner.reads.orders).await?;
+    let o = match seen {
+        Some(o) => o,
+        None => known_order(&s, &id).await?,
+    };
+    Ok(Json(crate::roles::order_view(&caller, o)))
 }
 
 /// `POST /v1/orders/{id}/cancel` body.
@@ -353,23 +366,27 @@ async fn known_order(s: &ApiState, id: &str) -> ApiResult<Order> {
 /// Ask to cancel an order.
 ///
 /// 409 when the order's known state forbids it (shipped, delivered, already cancelled…).
-/// App keys may cancel only the orders placed with the same key.
+/// App keys may cancel only the orders placed with the same key, customer tokens only their
+/// own orders (and only as `requested_by: customer`).
 #[utoipa::path(post, path = "/v1/orders/{id}/cancel", tag = "orders", request_body = CancelRequest,
     params(("id" = String, Path, description = "order id")),
     responses((status = 202, body = OrderAccepted), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
-    security(("bearer" = [])))]
+    security(("bearer" = []), ("customer" = [])))]
 pub async fn cancel_order(
     State(s): State<ApiState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<(StatusCode, Json<OrderAccepted>)> {
-    caller.require("cancel orders", &[&Role::App])?;
-    crate::roles::may_touch_order(&caller, &id, "cancel")?;
+    let seen = crate::roles::may_touch_order(&caller, &id, "cancel", &*s.inner.reads.orders).await?;
     let (_, v) = json_body(body)?;
     let req: CancelRequest = typed(v)?;
-    let order = known_order(&s, &id).await?;
+    crate::roles::customer_may_cancel_as(&caller, req.requested_by.as_deref())?;
+    let order = match seen {
+        Some(o) => o,
+        None => known_order(&s, &id).await?,
+    };
     if !storeflow_processors::orders::legal(&order.status, "cancelled") {
         return Err(ApiError::Conflict {
             code: "conflict",
@@ -407,23 +424,26 @@ pub struct ReturnBody {
 /// Ask to return delivered units.
 ///
 /// 409 unless the order is delivered; 400 for a sku not in the order or more units than
-/// bought. App keys may return only the orders placed with the same key.
+/// bought. App keys may return only the orders placed with the same key, customer tokens
+/// only their own orders.
 #[utoipa::path(post, path = "/v1/orders/{id}/returns", tag = "orders", request_body = ReturnBody,
     params(("id" = String, Path, description = "order id")),
     responses((status = 202, body = OrderAccepted), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
-    security(("bearer" = [])))]
+    security(("bearer" = []), ("customer" = [])))]
 pub async fn return_order(
     State(s): State<ApiState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<(StatusCode, Json<OrderAccepted>)> {
-    caller.require("return orders", &[&Role::App])?;
-    crate::roles::may_touch_order(&caller, &id, "return")?;
+    let seen = crate::roles::may_touch_order(&caller, &id, "return", &*s.inner.reads.orders).await?;
     let (_, v) = json_body(body)?;
     let req: ReturnBody = typed(v)?;
-    let order = known_order(&s, &id).await?;
+    let order = match seen {
+        Some(o) => o,
+        None => known_order(&s, &id).await?,
+    };
     if !storeflow_processors::orders::legal(&order.status, "return_requested") {
         return Err(ApiError::Conflict {
             code: "conflict",
@@ -476,7 +496,8 @@ pub async fn get_inventory(State(s): State<ApiState>, Extension(caller): Extensi
         (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn get_product(State(s): State<ApiState>, Extension(caller): Extension<Caller>, Path(id): Path<String>) -> ApiResult<Json<Product>> {
-    if !(s.inner.config.public_search && matches!(caller, Caller::Anonymous)) {
+    // A customer reads products only where anonymous callers may.
+    if !(s.inner.config.public_search && matches!(caller, Caller::Anonymous | Caller::Customer { .. })) {
         caller.role()?;
     }
     let p = s.inner.reads.catalog.product(&id).await?;

@@ -1,8 +1,8 @@
 //! The OpenAPI document is the truth about the API: requests generated from
-//! `/openapi.json` itself — every operation, every role, valid and invalid path values,
-//! query parameters and bodies — never get a 5xx the document does not declare, and every
-//! answer's status and content type is one the document declares for that operation; every
-//! error body has the declared `ErrorBody` shape.
+//! `/openapi.json` itself — every operation, every role and a customer's token, valid and
+//! invalid path values, query parameters and bodies — never get a 5xx the document does not
+//! declare, and every answer's status and content type is one the document declares for
+//! that operation; every error body has the declared `ErrorBody` shape.
 //!
 //! The generator is seeded (`STOREFLOW_OPENAPI_SEED`, `STOREFLOW_OPENAPI_CASES` to soak), so
 //! a failure prints the request that caused it and can be replayed.
@@ -116,7 +116,7 @@ fn body(rng: &mut StdRng) -> Vec<u8> {
 
 #[tokio::test]
 async fn every_generated_request_gets_an_answer_the_openapi_document_declares() {
-    let h = harness();
+    let h = harness_with(with_customers(storeflow_api::ApiConfig::default()), |r| r);
     h.seed_catalog();
     h.seed_order("O1", "placed");
     h.seed_order("O2", "delivered");
@@ -126,7 +126,9 @@ async fn every_generated_request_gets_an_answer_the_openapi_document_declares() 
     let seed: u64 = std::env::var("STOREFLOW_OPENAPI_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(13);
     let cases: usize = std::env::var("STOREFLOW_OPENAPI_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(3_000);
     let mut rng = StdRng::seed_from_u64(seed);
-    let keys = [None, Some(h.app_key.clone()), Some(h.vendor_a.clone()), Some(h.vendor_b.clone()), Some(h.analyst.clone()), Some(h.admin.clone()), Some("sf_forged".to_string())];
+    let keys = [None, Some(h.app_key.clone()), Some(h.vendor_a.clone()), Some(h.vendor_b.clone()), Some(h.analyst.clone()), Some(h.admin.clone()), Some("sf_forged".to_string()),
+        // Customer C1 (O1 and O2 are its orders), and a token signed with another secret.
+        Some(customer_token("C1")), Some(hs256(&claims("C1"), "not-the-secret-but-32-bytes-long-anyway"))];
     let mut seen = std::collections::BTreeMap::<(String, u16), usize>::new();
     for case in 0..cases {
         let op = pick(&mut rng, &ops);

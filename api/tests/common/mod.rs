@@ -1,5 +1,6 @@
 //! Shared set-up of the API tests: an embedded log in a temp dir, views fed by hand, and
-//! one key per role (app, service, vendors V-A and V-B, analyst, admin).
+//! one key per role (app, service, vendors V-A and V-B, analyst, admin); customers' tokens
+//! signed with [`HS256_SECRET`] for an API configured by [`with_customers`].
 
 #![allow(dead_code)]
 
@@ -11,7 +12,7 @@ use axum::http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use storeflow_api::read::Reads;
-use storeflow_api::{ApiConfig, ApiMetrics, ApiState, KeyStore, LogViews, Role};
+use storeflow_api::{ApiConfig, ApiMetrics, ApiState, CustomersConfig, KeyStore, LogViews, Role};
 use storeflow_avro::{Codec, Event, JsonOptions};
 use storeflow_ingest::publish::contract_topics;
 use storeflow_ingest::{ConsumerConfig, EmbeddedLog, Log, TopicPartition};
@@ -148,4 +149,43 @@ impl Harness {
 pub fn order_body() -> Value {
     json!({"customer_id": "C1", "items": [{"sku": "S1", "quantity": 2}], "currency": "EUR",
         "shipping_address": address(), "payment_method_token": "pm_card_visa", "client_ip": "198.51.100.7"})
+}
+
+/// The identity provider of the tests' customer tokens.
+pub const ISSUER: &str = "https://id.marketplace.test";
+/// The API's audience at it.
+pub const AUDIENCE: &str = "storeflow-api";
+/// The HS256 secret [`with_customers`] configures.
+pub const HS256_SECRET: &str = "test-only-hs256-secret-0123456789abcdef";
+
+/// `config` with `[api.customers]` verifying HS256 tokens signed with [`HS256_SECRET`].
+pub fn with_customers(config: ApiConfig) -> ApiConfig {
+    let customers = CustomersConfig {
+        issuer: ISSUER.into(),
+        audience: AUDIENCE.into(),
+        hs256_secret: Some(secrecy::SecretString::from(HS256_SECRET)),
+        ..Default::default()
+    };
+    ApiConfig { customers: Some(customers), ..config }
+}
+
+/// Seconds since the epoch.
+pub fn now_secs() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+/// Valid claims of customer `sub` for ten minutes.
+pub fn claims(sub: &str) -> Value {
+    json!({"sub": sub, "iss": ISSUER, "aud": AUDIENCE, "iat": now_secs(), "exp": now_secs() + 600})
+}
+
+/// `claims` signed HS256 with `secret`.
+pub fn hs256(claims: &Value, secret: &str) -> String {
+    let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()).unwrap();
+    jsonwebtoken::encode(&jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256), claims, &key).unwrap()
+}
+
+/// A valid token of customer `sub` for an API made with [`with_customers`].
+pub fn customer_token(sub: &str) -> String {
+    hs256(&claims(sub), HS256_SECRET)
 }
