@@ -90,9 +90,9 @@ impl Run {
         self.child.wait().unwrap();
     }
 
-    /// Sends SIGTERM after `after`; asserts it exits 0 within the grace period (30 s by
-    /// default); returns whether the stop landed mid-stream.
-    fn terminate_mid_stream(mut self, after: Duration) -> bool {
+    /// Watches it for `after`: whether it was still working (records handled, not all
+    /// processed and written) at the end.
+    fn working_after(&self, after: Duration) -> bool {
         let started = Instant::now();
         let mut mid = false;
         while started.elapsed() < after {
@@ -101,6 +101,13 @@ impl Run {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        mid
+    }
+
+    /// Sends SIGTERM after `after`; asserts it exits 0 within the grace period (30 s by
+    /// default); returns whether the stop landed mid-stream.
+    fn terminate_mid_stream(mut self, after: Duration) -> bool {
+        let mid = self.working_after(after);
         let pid = self.child.id().to_string();
         assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
         let asked = Instant::now();
@@ -118,14 +125,7 @@ impl Run {
 
     /// Kills it with SIGKILL after `after`, asserting it was in the middle of its work.
     fn kill_mid_stream(mut self, after: Duration) -> bool {
-        let started = Instant::now();
-        let mut mid = false;
-        while started.elapsed() < after {
-            if let Some((handled, done)) = self.state() {
-                mid = handled > 0.0 && !done;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let mid = self.working_after(after);
         self.child.kill().unwrap();
         self.child.wait().unwrap();
         mid
