@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
+use storeflow_avro::pii::Vault;
 use storeflow_avro::{Codec, EmbeddedRegistry, HttpRegistry, SchemaRegistry};
 use storeflow_ingest::publish::contract_topics;
 use storeflow_ingest::{EmbeddedLog, KafkaLog, KafkaSettings, Log};
@@ -17,6 +18,8 @@ pub struct Backends {
     pub log: Arc<dyn Log>,
     /// The event codec with its schema registry.
     pub codec: Arc<Codec>,
+    /// Customers' data keys (`<data-dir>/keys`): producers seal personal data with them.
+    pub vault: Arc<Vault>,
     /// Where events go, for messages: "the embedded log in ./data" or "Kafka at host:9092".
     pub target: String,
     /// One line per backend, for the start-up banner.
@@ -93,9 +96,12 @@ pub fn open(config: &Config) -> anyhow::Result<Backends> {
         Some(k) => format!("Kafka at {}", k.brokers),
         None => format!("the embedded log in {}", config.data_dir.display()),
     };
+    let keys = config.data_dir.join("keys");
+    let vault = Arc::new(Vault::load(&keys).with_context(|| format!("opening the personal-data vault in {}", keys.display()))?);
     Ok(Backends {
         log,
         codec,
+        vault,
         target,
         banner,
     })

@@ -257,6 +257,8 @@ mod tests {
     #[test]
     fn environment_overrides_the_file_and_nested_keys_use_double_underscores() {
         figment::Jail::expect_with(|jail| {
+            // Only what the test sets: not the addresses `scripts/services env` exported.
+            jail.clear_env();
             jail.create_file("storeflow.toml", "partitions = 8\n[log]\nfsync = \"always\"\n")?;
             jail.set_env("STOREFLOW__PARTITIONS", "2");
             jail.set_env("STOREFLOW__KAFKA__BROKERS", "127.0.0.1:19092");
@@ -271,6 +273,8 @@ mod tests {
     #[test]
     fn kafka_secrets_and_url_passwords_never_show_in_the_printed_config_or_debug() {
         figment::Jail::expect_with(|jail| {
+            // Only what the test sets: not the addresses `scripts/services env` exported.
+            jail.clear_env();
             jail.create_file(
                 "storeflow.toml",
                 "[kafka]\nbrokers = \"k:9092\"\n[kafka.properties]\n\"sasl.password\" = \"hunter2\"\n\"security.protocol\" = \"SASL_SSL\"\n\
@@ -290,6 +294,8 @@ mod tests {
     #[test]
     fn an_unknown_key_is_an_error_that_names_it() {
         figment::Jail::expect_with(|jail| {
+            // Only what the test sets: not the addresses `scripts/services env` exported.
+            jail.clear_env();
             jail.create_file("storeflow.toml", "partitons = 8\n")?;
             let err = format!("{:#}", Config::load(None).expect_err("typo accepted"));
             assert!(err.contains("partitons"), "{err}");

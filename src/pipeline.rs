@@ -91,7 +91,7 @@ pub fn start(b: &Backends, config: &Config, only: &[String], metrics: Arc<Metric
         let runtime = Runtime::spawn(processor, b.log.clone(), b.codec.clone(), rc.clone(), metrics.clone())
             .with_context(|| format!("starting the {} processor", reg.name))?;
         let alive = Arc::new(AtomicBool::new(true));
-        slots.push(Slot { name: reg.name, build: reg.build, cfg, runtime: Some(runtime), alive, backoff: RESTART_FIRST, retry_at: None, up_since: Instant::now() });
+        slots.push(Slot { name: reg.name, build: reg.build, cfg, runtime: Some(runtime), alive, backoff: storeflow_ingest::Backoff::new(RESTART_FIRST, RESTART_MAX), retry_at: None, up_since: Instant::now() });
     }
     let slots = Arc::new(Mutex::new(slots));
     let stopping = Arc::new(AtomicBool::new(false));
@@ -115,7 +115,7 @@ struct Slot {
     runtime: Option<Runtime>,
     /// What readiness probes read: false while it is down.
     alive: Arc<AtomicBool>,
-    backoff: Duration,
+    backoff: storeflow_ingest::Backoff,
     retry_at: Option<Instant>,
     up_since: Instant,
 }
@@ -137,7 +137,7 @@ fn supervise(slots: &Mutex<Vec<Slot>>, stopping: &AtomicBool, log: &Arc<dyn stor
             }
             if slot.runtime.as_ref().is_some_and(|r| r.is_running()) {
                 if slot.up_since.elapsed() > Duration::from_secs(300) {
-                    slot.backoff = RESTART_FIRST;
+                    slot.backoff.reset();
                 }
                 continue;
             }
@@ -147,12 +147,14 @@ fn supervise(slots: &Mutex<Vec<Slot>>, stopping: &AtomicBool, log: &Arc<dyn stor
                     Ok(()) => "it ended without being asked to".to_string(),
                     Err(e) => e.to_string(),
                 };
-                tracing::error!(processor = slot.name, error = %why, restart_in = ?slot.backoff, "a processor thread stopped; restarting it");
-                slot.retry_at = Some(Instant::now() + slot.backoff);
+                tracing::error!(processor = slot.name, error = %why, restart_in = ?slot.backoff.peek(), "a processor thread stopped; restarting it");
+                slot.retry_at = Some(Instant::now() + slot.backoff.peek());
             }
             if slot.retry_at.is_some_and(|at| Instant::now() < at) {
                 continue;
             }
+            // Each try makes the next wait longer, whether it works or not.
+            let wait = slot.backoff.next();
             let started = (slot.build)(&slot.cfg).map_err(anyhow::Error::from).and_then(|p| Runtime::spawn(p, log.clone(), codec.clone(), rc.clone(), metrics.clone()).map_err(anyhow::Error::from));
             match started {
                 Ok(r) => {
@@ -164,10 +166,9 @@ fn supervise(slots: &Mutex<Vec<Slot>>, stopping: &AtomicBool, log: &Arc<dyn stor
                 }
                 Err(e) => {
                     tracing::error!(processor = slot.name, error = %e, "restarting the processor failed");
-                    slot.retry_at = Some(Instant::now() + slot.backoff);
+                    slot.retry_at = Some(Instant::now() + wait);
                 }
             }
-            slot.backoff = (slot.backoff * 2).min(RESTART_MAX);
         }
     }
 }
@@ -326,7 +327,7 @@ mod tests {
             cfg,
             runtime: None,
             alive: alive.clone(),
-            backoff: RESTART_FIRST,
+            backoff: storeflow_ingest::Backoff::new(RESTART_FIRST, RESTART_MAX),
             retry_at: Some(Instant::now() + Duration::from_millis(300)),
             up_since: Instant::now(),
         };
@@ -344,7 +345,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(50));
         }
         assert!(alive.load(Ordering::Relaxed), "readiness still says it is down");
-        assert_eq!(slots.lock()[0].backoff, RESTART_FIRST * 2, "the next restart waits longer");
+        assert_eq!(slots.lock()[0].backoff.peek(), RESTART_FIRST * 2, "the next restart waits longer");
         stopping.store(true, Ordering::Relaxed);
         sup.join().unwrap();
         let r = slots.lock()[0].runtime.take().unwrap();

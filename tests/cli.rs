@@ -2,6 +2,8 @@
 
 mod common;
 
+use common::http;
+
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
@@ -223,24 +225,6 @@ fn demo_lands_the_traffic_in_the_embedded_sinks_and_their_counts_agree_with_the_
     assert!(!out.contains("Not running yet"), "{out}");
 }
 
-/// One HTTP/1.1 request over a plain socket; returns the status code and the body.
-fn http(port: u16, method: &str, path: &str, key: Option<&str>, body: Option<&str>) -> std::io::Result<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
-    let auth = key.map(|k| format!("Authorization: Bearer {k}\r\n")).unwrap_or_default();
-    let body = body.unwrap_or("");
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
-    let code = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    Ok((code, body))
-}
 
 #[test]
 fn run_serves_the_http_api_with_a_fresh_admin_key_and_stops_cleanly_on_ctrl_c() {

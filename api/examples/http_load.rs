@@ -50,7 +50,7 @@ fn main() -> anyhow::Result<()> {
     log.create_topics(&contract_topics(None))?;
     let codec = Arc::new(Codec::embedded()?);
     // Seed a sku's stock and an order, as the processors would have published them.
-    let publisher = Publisher::new(log.as_ref(), codec.clone())?;
+    let publisher = Publisher::new(log.as_ref(), codec.clone(), std::sync::Arc::new(storeflow_avro::pii::Vault::in_memory()))?;
     let opts = JsonOptions { fill_missing_ids: true, inputs_only: false };
     for v in [
         json!({"type": "StockLevelChanged", "sku": "S1", "warehouse_id": "wh-de-berlin", "on_hand": 10, "reserved": 2, "available": 8, "cause": "received"}),
@@ -118,7 +118,7 @@ fn main() -> anyhow::Result<()> {
         let reads = views.reads();
         #[cfg(feature = "sinks")]
         let reads = storeflow_api::sinks_adapter::with_sinks(reads, None, sinks.as_ref().and_then(|s| s.search()), None);
-        let state = ApiState::new(config, log.clone(), codec.clone(), keys, reads, Arc::new(registry), metrics)?;
+        let state = ApiState::new(config, log.clone(), codec.clone(), keys, Arc::new(storeflow_avro::pii::Vault::in_memory()), reads, Arc::new(registry), metrics)?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let base = format!("http://{}", listener.local_addr()?);
         tokio::spawn(storeflow_api::serve(listener, state, std::future::pending()));

@@ -21,8 +21,9 @@
 //! let metrics = ApiMetrics::register(&mut registry);
 //! let (keys, new_admin) = KeyStore::open(std::path::Path::new("./data"))?;
 //! if let Some(k) = new_admin { println!("admin key (also in ./data/admin.key): {k}"); }
+//! let vault = Arc::new(storeflow_avro::pii::Vault::load(std::path::Path::new("./data/keys"))?);
 //! let views = LogViews::start(log.clone(), codec.clone())?;
-//! let state = ApiState::new(ApiConfig::default(), log, codec, keys, views.reads(), Arc::new(registry), metrics)?;
+//! let state = ApiState::new(ApiConfig::default(), log, codec, keys, vault, views.reads(), Arc::new(registry), metrics)?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
 //! storeflow_api::serve(listener, state, std::future::pending()).await?;
 //! # Ok(()) }
@@ -54,6 +55,7 @@ use axum::{Json, Router};
 use prometheus_client::registry::Registry;
 use serde::Deserialize;
 use storeflow_avro::Codec;
+use storeflow_avro::pii::Vault;
 use storeflow_ingest::Log;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -173,6 +175,8 @@ struct Inner {
     /// Set when the server begins to stop: open streams end.
     closing: std::sync::atomic::AtomicBool,
     writer: writes::Writer,
+    /// Customers' data keys: the writer seals personal data with it, order reads open it.
+    vault: Arc<Vault>,
     reads: Reads,
     registry: Arc<Registry>,
     metrics: ApiMetrics,
@@ -199,13 +203,14 @@ impl ApiState {
         log: Arc<dyn Log>,
         codec: Arc<Codec>,
         keys: KeyStore,
+        vault: Arc<Vault>,
         reads: Reads,
         registry: Arc<Registry>,
         metrics: ApiMetrics,
     ) -> Result<ApiState, SetupError> {
         config.validate().map_err(SetupError::Config)?;
         let customers = config.customers.as_ref().map(customers::Verifier::new).transpose().map_err(SetupError::Config)?;
-        let writer = writes::Writer::new(log.as_ref(), codec, config.dedup_window)?;
+        let writer = writes::Writer::new(log.as_ref(), codec, vault.clone(), config.dedup_window)?;
         let limits = RateLimits::new(config.rate_per_second, config.rate_burst);
         let auth_failures = RateLimits::new(config.auth_failures_per_second, config.auth_failures_per_second.saturating_mul(4));
         let inner = Inner {
@@ -218,6 +223,7 @@ impl ApiState {
             streams: parking_lot::Mutex::new(HashMap::new()),
             closing: std::sync::atomic::AtomicBool::new(false),
             writer,
+            vault,
             reads,
             registry,
             metrics,

@@ -19,6 +19,7 @@
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use storeflow_avro::pii::Vault;
 use storeflow_avro::{Event, EventKind};
 
 use crate::auth::{Caller, Role};
@@ -306,24 +307,27 @@ pub fn sees_personal_data(role: &Role) -> bool {
 /// The order as the caller may see it. Admins and services: whole. The order's own
 /// customer (the only customer who gets to read it, see [`may_touch_order`]): its
 /// addresses, but no client IP and payment token. Every other role: neither. Nobody but
-/// admins and services sees the fraud score's reasons (they quote the client IP, and tell
-/// a fraudster which rule fired). Fields are removed at any depth of a payload; this is the
+/// admins and services sees the fraud score's reasons (they tell a fraudster which rule
+/// fired). Fields are removed at any depth of a payload; this is the
 /// one place the API strips them, whichever backend answered.
-pub fn order_view(caller: &Caller, mut order: Order) -> Order {
+///
+/// What is left of the personal data is opened with `vault` (it travels sealed, see
+/// [`storeflow_avro::pii`]); an erased customer's fields read as `null`.
+pub fn order_view(caller: &Caller, mut order: Order, vault: &Vault) -> ApiResult<Order> {
     let customer = matches!(caller, Caller::Customer { .. });
-    if !customer && caller.role().is_ok_and(sees_personal_data) {
-        return order;
-    }
-    let hidden = if customer { &PERSONAL_FIELDS[..2] } else { &PERSONAL_FIELDS[..] };
+    let whole = !customer && caller.role().is_ok_and(sees_personal_data);
+    let hidden = if whole { &[][..] } else if customer { &PERSONAL_FIELDS[..2] } else { &PERSONAL_FIELDS[..] };
     for e in &mut order.history {
         strip(&mut e.payload, hidden);
-        if e.event_type == "FraudScored"
+        if !whole
+            && e.event_type == "FraudScored"
             && let Value::Object(m) = &mut e.payload
         {
             m.remove("reasons");
         }
+        vault.open_json(&mut e.payload).map_err(|err| ApiError::Internal(format!("opening personal data: {err}")))?;
     }
-    order
+    Ok(order)
 }
 
 fn strip(v: &mut Value, hidden: &[&str]) {
@@ -426,10 +430,11 @@ mod tests {
             history: vec![crate::read::OrderEvent { event_id: "e".into(), event_type: "OrderPlaced".into(), occurred_at: 0, payload }],
         };
         let key = |role: Role| Caller::Key { id: "k_1".into(), role };
-        assert_eq!(order_view(&key(Role::Service), order.clone()), order);
-        let seen = order_view(&key(Role::App), order.clone());
+        let vault = Vault::in_memory();
+        assert_eq!(order_view(&key(Role::Service), order.clone(), &vault).unwrap(), order);
+        let seen = order_view(&key(Role::App), order.clone(), &vault).unwrap();
         assert_eq!(seen.history[0].payload, serde_json::json!({"nested": [{"sku": "S1"}], "order_id": "o"}));
-        let seen = order_view(&Caller::Customer { id: "C1".into() }, order);
+        let seen = order_view(&Caller::Customer { id: "C1".into() }, order, &vault).unwrap();
         assert_eq!(
             seen.history[0].payload,
             serde_json::json!({"nested": [{"billing_address": {"city": "B"}, "sku": "S1"}], "shipping_address": {}, "order_id": "o"})

@@ -169,6 +169,11 @@ pub async fn post_events(
 pub struct NewOrderLine {
     pub sku: String,
     pub quantity: i32,
+    /// The unit price the shopper was shown, in minor units. The order is always priced
+    /// from the catalog; when this is given and the catalog's price is another, the order
+    /// is refused with 409 `price_changed` (show the new price and ask again).
+    #[serde(default)]
+    pub unit_price_minor: Option<i64>,
 }
 
 /// A postal address.
@@ -244,7 +249,7 @@ pub struct OrderAccepted {
     responses(
         (status = 202, body = OrderAccepted),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 409, description = "Idempotency-Key reused with another body", body = ErrorBody),
+        (status = 409, description = "Idempotency-Key reused with another body (`idempotency_key_reused`), or a line's `unit_price_minor` is no longer the catalog's (`price_changed`)", body = ErrorBody),
         (status = 413, body = ErrorBody), (status = 429, body = ErrorBody)),
     security(("bearer" = []), ("customer" = [])))]
 pub async fn post_order(
@@ -290,6 +295,14 @@ pub async fn post_order(
                 format!("items[{i}].sku"),
                 format!("sku `{}` is priced in {cur}, the order is in {}", line.sku, req.currency),
             ));
+        }
+        if let Some(seen) = line.unit_price_minor
+            && seen != price
+        {
+            return Err(ApiError::Conflict {
+                code: "price_changed",
+                message: format!("items[{i}].unit_price_minor: sku `{}` now costs {price} {cur} minor units, not {seen}; show the new price and order again", line.sku),
+            });
         }
         items.push(OrderItem { sku: line.sku.clone(), product_id: p.product_id, vendor_id: p.vendor_id, quantity: line.quantity, unit_price_minor: price });
     }
@@ -346,7 +359,7 @@ pub async fn get_order(State(s): State<ApiState>, Extension(caller): Extension<C
         Some(o) => o,
         None => known_order(&s, &id).await?,
     };
-    Ok(Json(crate::roles::order_view(&caller, o)))
+    Ok(Json(crate::roles::order_view(&caller, o, &s.inner.vault)?))
 }
 
 /// `POST /v1/orders/{id}/cancel` body.

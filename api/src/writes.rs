@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
+use storeflow_avro::pii::Vault;
 use storeflow_avro::{Codec, Event, JsonOptions, Timestamp};
 use storeflow_ingest::Log;
 use storeflow_ingest::publish::Publisher;
@@ -106,9 +107,10 @@ pub struct Accepted {
 
 impl Writer {
     /// A writer on `log`, remembering the last `dedup_window` event ids.
-    pub fn new(log: &dyn Log, codec: Arc<Codec>, dedup_window: usize) -> Result<Writer, storeflow_ingest::LogError> {
+    /// Personal data is sealed with `vault` before it is published.
+    pub fn new(log: &dyn Log, codec: Arc<Codec>, vault: Arc<Vault>, dedup_window: usize) -> Result<Writer, storeflow_ingest::LogError> {
         Ok(Writer {
-            publisher: Publisher::new(log, codec)?,
+            publisher: Publisher::new(log, codec, vault)?,
             recent: Mutex::new(Recent { set: HashSet::new(), order: VecDeque::new(), capacity: dedup_window.max(1) }),
             orders: Mutex::new((HashMap::new(), VecDeque::new())),
             window: dedup_window.max(1),

@@ -35,7 +35,7 @@ async fn an_order_placed_over_http_is_reserved_confirmed_and_reported_back_throu
     let (keys, admin) = KeyStore::open(dir.path()).unwrap();
     let admin = admin.unwrap();
     let metrics = ApiMetrics::register(&mut registry);
-    let state = ApiState::new(ApiConfig::default(), log.clone(), codec.clone(), keys, views.reads(), Arc::new(registry), metrics).unwrap();
+    let state = ApiState::new(ApiConfig::default(), log.clone(), codec.clone(), keys, Arc::new(storeflow_avro::pii::Vault::in_memory()), views.reads(), Arc::new(registry), metrics).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -22,7 +22,7 @@ mod stack;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use client::{Client, address, now, sales_gmv};
+use client::{Client, now, sales_gmv};
 use serde_json::{Value, json};
 use storeflow_avro::Codec;
 use storeflow_ingest::contract::service_address;
@@ -132,6 +132,34 @@ async fn settled_dashboard(c: &Client, key: &str, path: &str) -> Value {
     }
 }
 
+/// Every row of every table of the test's Postgres database, as text.
+async fn postgres_dump(url: &str) -> String {
+    use sqlx::Connection;
+    let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+    let tables: Vec<String> = sqlx::query_scalar("SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public'").fetch_all(&mut c).await.unwrap();
+    let mut out = String::new();
+    for t in tables {
+        let rows: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT string_agg(t::text, E'\\n') FROM \"{t}\" t"))).fetch_one(&mut c).await.unwrap();
+        out.push_str(&rows.unwrap_or_default());
+    }
+    out
+}
+
+/// Every row of every table of the test's ClickHouse database, and every document of its
+/// Elasticsearch indices, as text.
+async fn clickhouse_and_elasticsearch_dump(s: &Stores) -> String {
+    let http = reqwest::Client::new();
+    let ch = &s.services.clickhouse;
+    let tables = http.post(ch).body(format!("SELECT name FROM system.tables WHERE database = '{}' FORMAT TSV", s.name)).send().await.unwrap().text().await.unwrap();
+    let mut out = String::new();
+    for t in tables.lines().filter(|t| !t.is_empty()) {
+        out.push_str(&http.post(ch).body(format!("SELECT * FROM {}.`{t}` FORMAT JSONEachRow", s.name)).send().await.unwrap().text().await.unwrap());
+    }
+    let es = &s.services.elasticsearch;
+    out.push_str(&http.get(format!("{es}/{}*/_search?size=10000", s.name)).send().await.unwrap().text().await.unwrap());
+    out
+}
+
 fn eid() -> String {
     uuid::Uuid::new_v4().to_string()
 }
@@ -145,6 +173,10 @@ fn an_order_placed_over_http_on_kafka_shows_in_postgres_elasticsearch_clickhouse
     let Some(services) = Services::from_env() else { return };
     let tag = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
     let (app_id, vendor, product, sku, customer) = (format!("e2e{tag}"), format!("V-{tag}"), format!("P-{tag}"), format!("S-{tag}"), format!("C-{tag}"));
+    // The customer's personal data, planted to be looked for in every store.
+    let bytes = tag.as_bytes();
+    let planted = [format!("{tag}@planted.example"), format!("Planted {tag}"), format!("{tag} Plantedway"), format!("Shred{tag}"), format!("10.{}.{}.{}", bytes[0], bytes[1], bytes[2])];
+    let [email, name, line1, city, ip] = planted.clone();
     let dir = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let stores = rt.block_on(Stores::create(services, &format!("api_e2e_{tag}")));
@@ -168,10 +200,11 @@ fn an_order_placed_over_http_on_kafka_shows_in_postgres_elasticsearch_clickhouse
                 {"type": "VendorOnboarded", "event_id": eid(), "occurred_at": now(), "vendor_id": vendor, "name": "Acme", "country": "DE", "plan": "pro", "payout_currency": "EUR"},
                 {"type": "ProductCreated", "event_id": eid(), "occurred_at": now(), "product_id": product, "vendor_id": vendor, "sku": sku, "title": "Studio headphones", "description": "Closed-back",
                  "category": "electronics/audio", "brand": "Acme", "price_minor": 4999, "currency": "EUR"},
-                {"type": "StockReceived", "event_id": eid(), "occurred_at": now(), "sku": sku, "warehouse_id": "wh-de-berlin", "quantity": 10}
+                {"type": "StockReceived", "event_id": eid(), "occurred_at": now(), "sku": sku, "warehouse_id": "wh-de-berlin", "quantity": 10},
+                {"type": "CustomerRegistered", "event_id": eid(), "occurred_at": now(), "customer_id": customer, "email": email, "name": name, "country": "DE", "marketing_opt_in": false}
             ]}))
             .await;
-        assert_eq!((st, v["accepted"].as_u64()), (202, Some(3)), "{v}");
+        assert_eq!((st, v["accepted"].as_u64()), (202, Some(4)), "{v}");
         let p = c.eventually_within(PATIENCE, &format!("/v1/products/{product}"), &app, "the product in Postgres", |v| v["price_minor"] == 4999).await;
         assert_eq!(p["vendor_id"], vendor.as_str());
         c.eventually_within(PATIENCE, &format!("/v1/inventory/{sku}"), &app, "the stock in Postgres", |v| v["available"] == 10).await;
@@ -189,7 +222,8 @@ fn an_order_placed_over_http_on_kafka_shows_in_postgres_elasticsearch_clickhouse
         assert_eq!(stream.status().as_u16(), 200);
 
         let order = json!({"customer_id": customer, "items": [{"sku": sku, "quantity": 2}], "currency": "EUR",
-            "shipping_address": address(), "payment_method_token": "pm_card_visa", "client_ip": "198.51.100.77"});
+            "shipping_address": {"name": name, "line1": line1, "city": city, "postal_code": "10115", "country": "DE"},
+            "payment_method_token": "pm_card_visa", "client_ip": ip});
         let (st, placed) = c.send(reqwest::Method::POST, "/v1/orders", &app, Some(order), Some(&format!("e2e-services-{tag}"))).await;
         assert_eq!(st, 202, "{placed}");
         let id = placed["order_id"].as_str().unwrap().to_string();
@@ -234,6 +268,39 @@ fn an_order_placed_over_http_on_kafka_shows_in_postgres_elasticsearch_clickhouse
         assert_eq!(c.get(&format!("/v1/vendors/{vendor}/sales"), &other).await.0, 403);
         assert_eq!(c.get(&format!("/v1/analytics/vendors/{vendor}"), &other).await.0, 403);
         drop(stream);
+
+        // Erasure (docs/SECURITY.md): the customer's row reached Postgres sealed; after
+        // CustomerErased it is nulled, and no row of Postgres, ClickHouse or Elasticsearch
+        // holds any of the planted values in the clear, before or after.
+        let pg = stores.postgres_url.clone();
+        let email_of = |pg: String, customer: String| async move {
+            use sqlx::Connection;
+            let mut conn = sqlx::PgConnection::connect(&pg).await.unwrap();
+            sqlx::query_as::<_, (Option<String>, Option<i64>)>("SELECT email, erased_at FROM customers WHERE customer_id = $1").bind(customer).fetch_optional(&mut conn).await.unwrap()
+        };
+        let row = email_of(pg.clone(), customer.clone()).await;
+        let sealed = row.as_ref().and_then(|r| r.0.clone()).unwrap_or_default();
+        assert!(storeflow_avro::pii::is_sealed(&sealed), "the customer's email in Postgres is not sealed: {row:?}");
+        let everything = format!("{}{}", postgres_dump(&pg).await, clickhouse_and_elasticsearch_dump(&stores).await);
+        // The dumps do hold the order, its customer and the product (so they look where
+        // the data is), and nothing planted.
+        for (v, what) in [(&id, "the order"), (&customer, "the customer"), (&product, "the product")] {
+            assert!(everything.contains(v.as_str()), "{what} is in no store's dump");
+        }
+        for v in &planted {
+            assert!(!everything.contains(v.as_str()), "{v} in the clear in a store before the erasure");
+        }
+        let (st, v) = c.post("/v1/events", &service, json!({"type": "CustomerErased", "event_id": eid(), "occurred_at": now(), "customer_id": customer, "reason": "gdpr_request"})).await;
+        assert_eq!(st, 202, "{v}");
+        let start = Instant::now();
+        while email_of(pg.clone(), customer.clone()).await.is_none_or(|r| r.1.is_none() || r.0.is_some()) {
+            assert!(start.elapsed() < PATIENCE, "the erasure never reached Postgres");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let everything = format!("{}{}", postgres_dump(&pg).await, clickhouse_and_elasticsearch_dump(&stores).await);
+        for v in planted.iter().chain([&sealed]) {
+            assert!(!everything.contains(v.as_str()), "{v} in a store after the erasure");
+        }
     });
     rt.shutdown_timeout(Duration::from_secs(5));
     views.stop();

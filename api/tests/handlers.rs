@@ -242,7 +242,10 @@ async fn placing_an_order_prices_it_from_the_catalog_and_a_retry_names_the_same_
     let Event::OrderPlaced(o) = &placed[0] else { panic!("{placed:?}") };
     assert_eq!(o.order_id, order_id);
     assert_eq!((o.items[0].product_id.as_str(), o.items[0].vendor_id.as_str(), o.items[0].unit_price_minor), ("P1", "V-A", 1999));
-    assert_eq!(o.client_ip, "198.51.100.7");
+    // Personal data reaches the log sealed under the customer's key.
+    assert!(storeflow_avro::pii::is_sealed(&o.client_ip), "{}", o.client_ip);
+    assert_eq!(h.vault.open(&o.client_ip).unwrap(), storeflow_avro::pii::Opened::Clear("198.51.100.7".into()));
+    assert!(storeflow_avro::pii::is_sealed(&o.shipping_address.line1));
     assert_eq!(o.billing_address, o.shipping_address);
 
     let mut other = order_body();
@@ -250,6 +253,24 @@ async fn placing_an_order_prices_it_from_the_catalog_and_a_retry_names_the_same_
     let (st, _, v) = h.raw(Method::POST, "/v1/orders", Some(&h.app_key), Some(other.to_string().into_bytes()), &idem).await;
     assert_eq!(st, StatusCode::CONFLICT, "{v}");
     assert_eq!(error_of(&v).0, "idempotency_key_reused");
+}
+
+#[tokio::test]
+async fn an_order_for_a_price_the_catalog_no_longer_has_is_a_409_price_changed_and_places_nothing() {
+    let h = harness();
+    h.seed_catalog();
+    let mut body = order_body();
+    body["items"][0]["unit_price_minor"] = json!(1499);
+    let (st, _, v) = h.raw(Method::POST, "/v1/orders", Some(&h.app_key), Some(body.to_string().into_bytes()), &[("idempotency-key", "p-1")]).await;
+    assert_eq!(st, StatusCode::CONFLICT, "{v}");
+    assert_eq!(error_of(&v).0, "price_changed");
+    assert!(v.to_string().contains("items[0].unit_price_minor") && v.to_string().contains("1999"), "names the line and the price: {v}");
+    assert!(h.events_on("storefront.orders").is_empty(), "nothing placed");
+    // The same attempt with the price it was shown now is placed.
+    body["items"][0]["unit_price_minor"] = json!(1999);
+    let (st, _, v) = h.raw(Method::POST, "/v1/orders", Some(&h.app_key), Some(body.to_string().into_bytes()), &[("idempotency-key", "p-1")]).await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{v}");
+    assert_eq!(h.events_on("storefront.orders").len(), 1);
 }
 
 #[tokio::test]

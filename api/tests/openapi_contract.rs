@@ -2,7 +2,8 @@
 //! `/openapi.json` itself — every operation, every role and a customer's token, valid and
 //! invalid path values, query parameters and bodies — never get a 5xx the document does not
 //! declare, and every answer's status and content type is one the document declares for
-//! that operation; every error body has the declared `ErrorBody` shape.
+//! that operation; every JSON body matches the schema the document declares for its
+//! status (no field it does not name, none it requires missing, every type right).
 //!
 //! The generator is seeded (`STOREFLOW_OPENAPI_SEED`, `STOREFLOW_OPENAPI_CASES` to soak), so
 //! a failure prints the request that caused it and can be replayed.
@@ -23,8 +24,8 @@ struct Op {
     params: Vec<(String, Value)>,
     /// Whether it takes a JSON body.
     body: bool,
-    /// Declared status codes and, for each, its content types.
-    responses: Vec<(u16, Vec<String>)>,
+    /// Declared status codes and, for each, its content types and JSON body schema.
+    responses: Vec<(u16, Vec<String>, Option<Value>)>,
 }
 
 fn resolve<'a>(spec: &'a Value, v: &'a Value) -> &'a Value {
@@ -32,6 +33,81 @@ fn resolve<'a>(spec: &'a Value, v: &'a Value) -> &'a Value {
         Some(path) => path.split('/').fold(spec, |at, part| &at[part]),
         None => v,
     }
+}
+
+/// Whether `v` is of JSON Schema type `t`.
+fn fits(t: &str, v: &Value) -> bool {
+    match t {
+        "null" => v.is_null(),
+        "boolean" => v.is_boolean(),
+        "integer" => v.is_i64() || v.is_u64(),
+        "number" => v.is_number(),
+        "string" => v.is_string(),
+        "array" => v.is_array(),
+        "object" => v.is_object(),
+        _ => true,
+    }
+}
+
+/// Checks `v` against `schema`, for the part of JSON Schema the document uses (`$ref`,
+/// `type`, `properties`, `required`, `items`, `additionalProperties`, `oneOf`/`anyOf`/
+/// `allOf`, `enum`) — stricter than JSON Schema in one way: an object's property the schema
+/// does not name is an error unless `additionalProperties` allows it, so an answer cannot
+/// carry a field the document does not tell of. (A test-only subset: the `jsonschema` crate
+/// would bring a regex engine and an HTTP client for what these 40 lines check.)
+fn check(spec: &Value, schema: &Value, v: &Value, at: &str) -> Result<(), String> {
+    let schema = resolve(spec, schema);
+    for s in schema["allOf"].as_array().into_iter().flatten() {
+        check(spec, s, v, at)?;
+    }
+    if let Some(alts) = schema["oneOf"].as_array().or(schema["anyOf"].as_array())
+        && !alts.iter().any(|s| check(spec, s, v, at).is_ok())
+    {
+        let why: Vec<String> = alts.iter().filter_map(|s| check(spec, s, v, at).err()).collect();
+        return Err(format!("{at}: fits none of its alternatives ({})", why.join("; ")));
+    }
+    if let Some(e) = schema["enum"].as_array()
+        && !e.contains(v)
+    {
+        return Err(format!("{at}: {v} is not one of {e:?}"));
+    }
+    let types: Vec<&str> = match &schema["type"] {
+        Value::String(t) => vec![t.as_str()],
+        Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
+        _ => vec![],
+    };
+    if !types.is_empty() && !types.iter().any(|t| fits(t, v)) {
+        return Err(format!("{at}: {v} is not of type {types:?}"));
+    }
+    match v {
+        Value::Object(m) if types.is_empty() || types.contains(&"object") => {
+            for r in schema["required"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+                if !m.contains_key(r) {
+                    return Err(format!("{at}: required `{r}` missing"));
+                }
+            }
+            let props = schema["properties"].as_object();
+            for (k, x) in m {
+                match (props.and_then(|p| p.get(k)), schema.get("additionalProperties")) {
+                    (Some(p), _) => check(spec, p, x, &format!("{at}.{k}"))?,
+                    (None, Some(Value::Bool(true))) => {}
+                    (None, Some(ap)) if ap.is_object() => check(spec, ap, x, &format!("{at}.{k}"))?,
+                    // A free-form object (`{}` or `type: object` alone) holds anything.
+                    (None, None) if props.is_none() => {}
+                    _ => return Err(format!("{at}: `{k}` is not in the document")),
+                }
+            }
+        }
+        Value::Array(a) => {
+            if let Some(items) = schema.get("items") {
+                for (i, x) in a.iter().enumerate() {
+                    check(spec, items, x, &format!("{at}[{i}]"))?;
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 fn operations(spec: &Value) -> Vec<Op> {
@@ -53,7 +129,8 @@ fn operations(spec: &Value) -> Vec<Op> {
                 .map(|(code, r)| {
                     let r = resolve(spec, r);
                     let types = r["content"].as_object().map(|c| c.keys().cloned().collect()).unwrap_or_default();
-                    (code.parse().unwrap(), types)
+                    let schema = r["content"]["application/json"].get("schema").cloned();
+                    (code.parse().unwrap(), types, schema)
                 })
                 .collect();
             ops.push(Op { method, path: path.clone(), params, body: !op["requestBody"].is_null(), responses });
@@ -115,6 +192,20 @@ fn body(rng: &mut StdRng) -> Vec<u8> {
 }
 
 #[tokio::test]
+async fn the_body_check_refuses_a_field_the_document_does_not_name_a_missing_one_and_a_wrong_type() {
+    let h = harness();
+    let (_, _, spec) = h.call(Method::GET, "/openapi.json", None, None).await;
+    let error = json!({"$ref": "#/components/schemas/ErrorBody"});
+    let good = json!({"error": {"code": "x", "message": "y"}});
+    assert_eq!(check(&spec, &error, &good, "body"), Ok(()));
+    let mut extra = good.clone();
+    extra["stack_trace"] = json!("…");
+    assert!(check(&spec, &error, &extra, "body").unwrap_err().contains("stack_trace"));
+    assert!(check(&spec, &error, &json!({}), "body").unwrap_err().contains("required `error`"));
+    assert!(check(&spec, &error, &json!({"error": {"code": 7, "message": "y"}}), "body").is_err());
+}
+
+#[tokio::test]
 async fn every_generated_request_gets_an_answer_the_openapi_document_declares() {
     let h = harness_with(with_customers(storeflow_api::ApiConfig::default()), |r| r);
     h.seed_catalog();
@@ -130,11 +221,13 @@ async fn every_generated_request_gets_an_answer_the_openapi_document_declares() 
         // Customer C1 (O1 and O2 are its orders), and a token signed with another secret.
         Some(customer_token("C1")), Some(hs256(&claims("C1"), "not-the-secret-but-32-bytes-long-anyway"))];
     let mut seen = std::collections::BTreeMap::<(String, u16), usize>::new();
+    // Bodies checked against their schema, by status.
+    let mut bodies = std::collections::BTreeMap::<u16, usize>::new();
     for case in 0..cases {
         let op = pick(&mut rng, &ops);
         // Never revoke keys mid-run: the generator would lock itself out. Streams never end
         // (their tests are in hostile.rs and handlers.rs).
-        if op.method == Method::DELETE || op.responses.iter().any(|(_, t)| t.iter().any(|t| t == "text/event-stream")) {
+        if op.method == Method::DELETE || op.responses.iter().any(|(_, t, _)| t.iter().any(|t| t == "text/event-stream")) {
             continue;
         }
         let mut uri = String::new();
@@ -159,13 +252,20 @@ async fn every_generated_request_gets_an_answer_the_openapi_document_declares() 
         let (status, headers, v) = h.raw(op.method.clone(), &uri, key.as_deref(), payload.clone(), &[("idempotency-key", &format!("k{case}"))]).await;
         let req = format!("case {case} (seed {seed}): {} {uri} key={key:?} body={}", op.method, payload.as_deref().map(String::from_utf8_lossy).unwrap_or_default().chars().take(300).collect::<String>());
         let code = status.as_u16();
-        let declared = op.responses.iter().find(|(c, _)| *c == code);
+        let declared = op.responses.iter().find(|(c, _, _)| *c == code);
         assert!(code != 500, "a 500: {req} → {v}");
-        let Some((_, types)) = declared else {
+        let Some((_, types, schema)) = declared else {
             panic!("{code} is not declared for {} {}: {req} → {v}", op.method, op.path);
         };
-        if let Some(ct) = headers.get("content-type").and_then(|c| c.to_str().ok()) {
+        let ct = headers.get("content-type").and_then(|c| c.to_str().ok()).unwrap_or("");
+        if !ct.is_empty() {
             assert!(types.is_empty() || types.iter().any(|t| ct.starts_with(t.as_str())), "content type {ct} is not one of {types:?}: {req}");
+        }
+        if let Some(schema) = schema.as_ref().filter(|_| ct.starts_with("application/json")) {
+            if let Err(why) = check(&spec, schema, &v, "body") {
+                panic!("the answer's body does not match the document's schema for {code}: {why}\n{req} → {v}");
+            }
+            *bodies.entry(code).or_default() += 1;
         }
         if code >= 400 {
             assert!(v["error"]["code"].is_string() && v["error"]["message"].is_string(), "an error body without the ErrorBody shape: {req} → {v}");
@@ -178,6 +278,8 @@ async fn every_generated_request_gets_an_answer_the_openapi_document_declares() 
     for ((op, code), n) in &seen {
         println!("  {op} → {code}: {n}");
     }
+    println!("bodies checked against their schema, by status: {bodies:?}");
+    assert!(bodies.get(&200).is_some_and(|n| *n > 50), "too few success bodies checked: {bodies:?}");
     // The generator reaches success and refusals alike, not only 400s.
     assert!(seen.keys().any(|(_, c)| *c == 200) && seen.keys().any(|(_, c)| *c == 202) && seen.keys().any(|(_, c)| *c == 403), "{seen:?}");
 }

@@ -427,15 +427,14 @@ fn enqueue<C: ProducerContext>(
         r = r.headers(h);
     }
     let deadline = Instant::now() + timeout;
-    let mut backoff = Duration::from_millis(1);
+    // The queue drains as the broker acknowledges; wait a little, up to 100 ms.
+    let mut backoff = crate::Backoff::new(Duration::from_millis(1), Duration::from_millis(100));
     loop {
         match producer.send(r) {
             Ok(()) => return Ok(()),
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) if Instant::now() < deadline => {
-                // The queue drains as the broker acknowledges; wait a little, up to 100 ms.
                 r = back;
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(Duration::from_millis(100));
+                std::thread::sleep(backoff.next());
             }
             Err((e, _)) => return Err(kerr(&format!("producing to {}", rec.topic), e)),
         }

@@ -9,6 +9,7 @@
 //!   test suite generic over the backend.
 //! - [`publish`] — encoding events and publishing them to their topics.
 
+pub mod backoff;
 pub mod embedded;
 pub mod kafka;
 pub mod log;
@@ -19,6 +20,7 @@ pub mod types;
 #[cfg(feature = "contract-tests")]
 pub mod contract;
 
+pub use backoff::Backoff;
 pub use embedded::{EmbeddedConfig, EmbeddedLog, FsyncPolicy};
 pub use kafka::{KafkaLog, KafkaSettings};
 pub use log::{Consumer, Log, OffsetCommitter, Producer, RebalanceListener, TransactionalProducer};

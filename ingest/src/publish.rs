@@ -1,8 +1,10 @@
 //! Publishing events: encode with the codec (Confluent wire format), key by the event's
-//! topic key, and hand to a producer. The API and the simulator both publish through here.
+//! topic key, and hand to a producer. The API and the simulator both publish through here,
+//! and both seal personal data first ([`storeflow_avro::pii::Vault::prepare`]).
 
 use std::sync::Arc;
 
+use storeflow_avro::pii::Vault;
 use storeflow_avro::{Codec, Event, Topic};
 
 use crate::log::{Log, Producer};
@@ -27,31 +29,42 @@ pub fn record_for(codec: &Codec, event: &Event) -> Result<ProduceRecord> {
     })
 }
 
-/// Encodes and publishes events.
+/// The record for `event` as a producer of input events publishes it: its personal data
+/// sealed with `vault` (and, for `CustomerErased`, the customer's key shredded) first.
+pub fn sealed_record_for(codec: &Codec, vault: &Vault, event: &Event) -> Result<ProduceRecord> {
+    let event = vault
+        .prepare(event)
+        .map_err(|source| LogError::Io { context: "sealing personal data with the vault".into(), source })?;
+    record_for(codec, &event)
+}
+
+/// Encodes and publishes events, their personal data sealed.
 pub struct Publisher {
     codec: Arc<Codec>,
+    vault: Arc<Vault>,
     producer: Box<dyn Producer>,
 }
 
 impl Publisher {
-    /// A publisher on `log`.
-    pub fn new(log: &dyn Log, codec: Arc<Codec>) -> Result<Self> {
+    /// A publisher on `log`, sealing personal data with `vault`.
+    pub fn new(log: &dyn Log, codec: Arc<Codec>, vault: Arc<Vault>) -> Result<Self> {
         Ok(Publisher {
             codec,
+            vault,
             producer: log.producer()?,
         })
     }
 
     /// Publishes one event.
     pub fn publish(&self, event: &Event) -> Result<DeliveryFuture> {
-        self.producer.send(record_for(&self.codec, event)?)
+        self.producer.send(sealed_record_for(&self.codec, &self.vault, event)?)
     }
 
     /// Publishes many events (one write per partition on the embedded log).
     pub fn publish_batch(&self, events: &[Event]) -> Result<Vec<DeliveryFuture>> {
         let records = events
             .iter()
-            .map(|e| record_for(&self.codec, e))
+            .map(|e| sealed_record_for(&self.codec, &self.vault, e))
             .collect::<Result<Vec<_>>>()?;
         self.producer.send_batch(records)
     }

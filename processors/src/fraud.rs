@@ -21,7 +21,7 @@
 use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
-use storeflow_avro::{Event, FraudCheck, FraudReason, FraudScored, FraudSignal, Timestamp, Topic};
+use storeflow_avro::{Event, FraudCheck, FraudReason, FraudScored, FraudSignal, Timestamp, Topic, pii};
 
 use crate::{Ctx, Flow, Input, ProcessError, Processor};
 
@@ -231,23 +231,23 @@ impl Fraud {
             "ip" => {
                 let n10 = within(10 * MIN).count();
                 if n10 > cfg.ip_orders_10m {
-                    add("ip_velocity_10m", w.ip_velocity_10m, format!("{n10} orders from {} in 10 minutes", c.client_ip));
+                    add("ip_velocity_10m", w.ip_velocity_10m, format!("{n10} orders from one IP address in 10 minutes"));
                 }
                 let n1h = within(HOUR).count();
                 if n1h > cfg.ip_orders_1h {
-                    add("ip_velocity_1h", w.ip_velocity_1h, format!("{n1h} orders from {} in an hour", c.client_ip));
+                    add("ip_velocity_1h", w.ip_velocity_1h, format!("{n1h} orders from one IP address in an hour"));
                 }
                 let customers = distinct(HOUR, |s| &s.customer);
                 if customers >= cfg.ip_customers_1h {
-                    add("ip_customers_1h", w.ip_customers_1h, format!("{customers} customers ordered from {} in an hour", c.client_ip));
+                    add("ip_customers_1h", w.ip_customers_1h, format!("{customers} customers ordered from one IP address in an hour"));
                 }
                 let customers_day = distinct(DAY, |s| &s.customer);
                 if customers_day >= cfg.ip_customers_24h {
-                    add("ip_customers_24h", w.ip_customers_24h, format!("{customers_day} customers ordered from {} in 24 hours", c.client_ip));
+                    add("ip_customers_24h", w.ip_customers_24h, format!("{customers_day} customers ordered from one IP address in 24 hours"));
                 }
                 let cards = distinct(DAY, |s| &s.payment);
                 if cards >= cfg.distinct_cards_24h.max(2) + 1 {
-                    add("ip_cards_24h", w.ip_cards_24h, format!("{cards} payment methods from {} in 24 hours", c.client_ip));
+                    add("ip_cards_24h", w.ip_cards_24h, format!("{cards} payment methods from one IP address in 24 hours"));
                 }
             }
             _ => {
@@ -356,10 +356,15 @@ impl Processor for Fraud {
                 reasons.retain(|r| r.1 > 0);
                 let pending = Pending { customer_id: o.customer_id.clone(), reasons, answered: BTreeSet::new() };
                 ctx.store::<Pending>("pending").put_until(&o.order_id, &pending, now + DAY)?;
+                // Personal data arrives sealed per customer (storeflow_avro::pii): the checks
+                // compare pseudonyms, the same for every customer, and never open anything, so
+                // an erasure cannot change a verdict.
                 let a = &o.shipping_address;
-                let address = fingerprint(&[&a.line1, a.line2.as_deref().unwrap_or(""), &a.city, &a.postal_code, &a.country]);
-                let payment = fingerprint(&[&o.payment_method_token]);
-                for (dimension, key) in [("customer", &o.customer_id), ("ip", &o.client_ip)] {
+                let p = pii::pseudonym;
+                let address = fingerprint(&[p(&a.line1), p(a.line2.as_deref().unwrap_or("")), p(&a.city), p(&a.postal_code), &a.country]);
+                let payment = fingerprint(&[p(&o.payment_method_token)]);
+                let ip = p(&o.client_ip).to_string();
+                for (dimension, key) in [("customer", &o.customer_id), ("ip", &ip)] {
                     ctx.emit(Event::FraudCheck(FraudCheck {
                         event_id: fresh_id(now, &["check", &o.order_id, dimension]),
                         occurred_at: o.occurred_at,

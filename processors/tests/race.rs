@@ -88,7 +88,7 @@ fn two_hundred_orders_race_for_ten_units_and_exactly_ten_win() {
     let codec = Arc::new(Codec::embedded().unwrap());
     let tag = uuid::Uuid::new_v4().simple().to_string();
     let sku = format!("race-{tag}");
-    let publisher = Publisher::new(&*log, codec.clone()).unwrap();
+    let publisher = Publisher::new(&*log, codec.clone(), std::sync::Arc::new(storeflow_avro::pii::Vault::in_memory())).unwrap();
     let t0 = Timestamp::now().millis();
     let mut events: Vec<Event> = vec![];
     for wh in ["wh-de-berlin", "wh-us-newark"] {

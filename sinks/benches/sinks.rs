@@ -484,7 +484,7 @@ fn runner_parquet(rt: &tokio::runtime::Runtime) -> Row {
     let log: std::sync::Arc<dyn storeflow_ingest::Log> = std::sync::Arc::new(storeflow_ingest::EmbeddedLog::open(&dir.path().join("log")).expect("log"));
     log.create_topics(&storeflow_ingest::publish::contract_topics(None)).expect("topics");
     let codec = std::sync::Arc::new(Codec::embedded().expect("codec"));
-    let publisher = storeflow_ingest::publish::Publisher::new(log.as_ref(), codec.clone()).expect("publisher");
+    let publisher = storeflow_ingest::publish::Publisher::new(log.as_ref(), codec.clone(), std::sync::Arc::new(storeflow_avro::pii::Vault::in_memory())).expect("publisher");
     for chunk in events.chunks(5_000) {
         for ack in publisher.publish_batch(chunk).expect("publish") {
             ack.wait().expect("acknowledged");

@@ -38,13 +38,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use storeflow_avro::{Codec, Event, Topic};
-use storeflow_ingest::{
+use storeflow_ingest::{Backoff, 
     Consumer, ConsumerConfig, Header, Log, OffsetCommitter, OffsetReset, ProduceRecord, RebalanceListener, Record,
     TopicPartition, TopicSpec,
 };
@@ -161,8 +161,10 @@ pub struct SinkThread {
     pub topics: Vec<String>,
     /// Set when the thread ended with an error.
     pub failure: Arc<Mutex<Option<String>>>,
-    /// Whether the thread still runs (for readiness probes).
+    /// Whether the sink runs (for readiness probes): false while it waits for a restart.
     pub alive: storeflow_processors::runtime::Liveness,
+    /// How often it was restarted after its loop ended.
+    pub restarts: Arc<AtomicU64>,
     pub(crate) thread: Option<JoinHandle<()>>,
 }
 
@@ -197,12 +199,7 @@ pub fn spawn<S: Sink>(
     let topics = sink.topics();
     ensure_topics(log.as_ref(), &topics)?;
     let names: Vec<String> = topics.iter().map(|t| t.name().to_string()).collect();
-    let rebalance = Arc::new(Mutex::new(Rebalance::default()));
-    let mut cfg = ConsumerConfig::new(&settings.group);
-    cfg.reset = OffsetReset::Earliest;
-    let mut consumer = log.consumer(cfg, Some(Box::new(Listener(rebalance.clone()))))?;
-    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    consumer.subscribe(&refs)?;
+    let (consumer, rebalance) = subscribe(log.as_ref(), &settings.group, &names)?;
     let producer = log.producer()?;
     let name = sink.name();
     let reference = sink.reference_topics();
@@ -227,14 +224,13 @@ pub fn spawn<S: Sink>(
     let fail = failure.clone();
     let alive = storeflow_processors::runtime::Liveness::starting();
     let guard = alive.guard();
+    let restarts = Arc::new(AtomicU64::new(0));
+    let (up, restarted) = (alive.clone(), restarts.clone());
     let thread = std::thread::Builder::new()
         .name(format!("sink-{name}"))
         .spawn(move || {
             let _alive = guard;
-            if let Err(e) = runner.run() {
-                tracing::error!(sink = name, "sink stopped: {e}");
-                *fail.lock() = Some(e.to_string());
-            }
+            supervise(&mut runner, &fail, &up, &restarted);
             let Runner { consumer, read_ahead, .. } = runner;
             if let Err(e) = consumer.close() {
                 tracing::warn!(sink = name, "closing the consumer: {e}");
@@ -244,7 +240,67 @@ pub fn spawn<S: Sink>(
             }
         })
         .map_err(SinkError::io(format!("starting the {name} sink thread")))?;
-    Ok(SinkThread { name, group: settings.group, topics: names, failure, alive, thread: Some(thread) })
+    Ok(SinkThread { name, group: settings.group, topics: names, failure, alive, restarts, thread: Some(thread) })
+}
+
+/// A consumer of `group` subscribed to `topics`, with the rebalances it sees.
+fn subscribe(log: &dyn Log, group: &str, topics: &[String]) -> Result<(Box<dyn storeflow_ingest::Consumer>, Arc<Mutex<Rebalance>>)> {
+    let rebalance = Arc::new(Mutex::new(Rebalance::default()));
+    let mut cfg = ConsumerConfig::new(group);
+    cfg.reset = OffsetReset::Earliest;
+    let mut consumer = log.consumer(cfg, Some(Box::new(Listener(rebalance.clone()))))?;
+    let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&refs)?;
+    Ok((consumer, rebalance))
+}
+
+const RESTART_FIRST: Duration = Duration::from_secs(1);
+const RESTART_MAX: Duration = Duration::from_secs(60);
+
+/// Runs the sink until it is asked to stop. When its loop ends otherwise — an error it
+/// could not get past, or a panic outside a write (a write's panic is that record's dead
+/// letter) — the sink is marked down (`/readyz` names it), reconnected to the log after a
+/// back-off (1 s doubling to 60 s; back to 1 s after 5 minutes up) and goes on from its
+/// group's last commit, as after a crash: nothing written after that commit was committed.
+fn supervise<S: Sink>(runner: &mut Runner<S>, failure: &Mutex<Option<String>>, alive: &storeflow_processors::runtime::Liveness, restarts: &AtomicU64) {
+    let name = runner.sink.name();
+    let stop = runner.stop.clone();
+    let mut backoff = Backoff::new(RESTART_FIRST, RESTART_MAX);
+    loop {
+        let up_since = Instant::now();
+        let why = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runner.run())) {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => e.to_string(),
+            Err(p) => format!("panic: {}", storeflow_processors::runtime::panic_message(&*p)),
+        };
+        *failure.lock() = Some(why.clone());
+        if stop.load(Ordering::SeqCst) {
+            tracing::error!(sink = name, "sink stopped: {why}");
+            return;
+        }
+        alive.set(false);
+        if up_since.elapsed() > Duration::from_secs(300) {
+            backoff.reset();
+        }
+        tracing::error!(sink = name, error = %why, restart_in = ?backoff.peek(), "a sink stopped; restarting it");
+        loop {
+            let until = Instant::now() + backoff.next();
+            while Instant::now() < until {
+                if stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            match runner.reconnect() {
+                Ok(()) => break,
+                Err(e) => tracing::error!(sink = name, error = %e, restart_in = ?backoff.peek(), "restarting the sink failed"),
+            }
+        }
+        restarts.fetch_add(1, Ordering::Relaxed);
+        *failure.lock() = None;
+        alive.set(true);
+        tracing::warn!(sink = name, "the sink restarted");
+    }
 }
 
 impl SinkThread {
@@ -369,6 +425,28 @@ struct Runner<S: Sink> {
 struct Stopping;
 
 impl<S: Sink> Runner<S> {
+    /// New connections to the log for a restart: the old consumer leaves the group, a new
+    /// one joins it (and is assigned, then resumes from the committed offsets).
+    fn reconnect(&mut self) -> Result<()> {
+        let names: Vec<String> = self.sink.topics().iter().map(|t| t.name().to_string()).collect();
+        if let Some(r) = self.read_ahead.take()
+            && let Err(e) = r.consumer.close()
+        {
+            tracing::warn!(sink = self.sink.name(), "closing the reference consumer: {e}");
+        }
+        let (consumer, rebalance) = subscribe(self.log.as_ref(), &self.settings.group, &names)?;
+        let old = std::mem::replace(&mut self.consumer, consumer);
+        if let Err(e) = old.close() {
+            tracing::warn!(sink = self.sink.name(), "closing the consumer: {e}");
+        }
+        self.rebalance = rebalance;
+        self.producer = self.log.producer()?;
+        self.committed.clear();
+        let reference = self.sink.reference_topics();
+        self.read_ahead = if reference.is_empty() { None } else { Some(ReadAhead::open(self.log.as_ref(), &self.settings.group, &reference)?) };
+        Ok(())
+    }
+
     fn run(&mut self) -> Result<()> {
         let mut buffer: Vec<Record> = Vec::new();
         let mut first_at: Option<Instant> = None;
@@ -540,7 +618,7 @@ impl<S: Sink> Runner<S> {
     /// Brings the sink's reference view up to the log's end (nothing for a sink without
     /// reference topics), retrying while the log fails.
     fn read_ahead(&mut self) -> std::result::Result<(), Stopping> {
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100), self.settings.max_backoff);
         loop {
             let result = match &mut self.read_ahead {
                 Some(ra) => ra.catch_up(self.log.as_ref(), &self.codec, &mut self.sink, self.settings.max_poll),
@@ -549,9 +627,8 @@ impl<S: Sink> Runner<S> {
             match result {
                 Ok(()) => return Ok(()),
                 Err(e) => {
-                    tracing::warn!(sink = self.sink.name(), "reading the reference topics ahead: {e}; retrying in {backoff:?}, offsets held");
-                    self.sleep(backoff)?;
-                    backoff = (backoff * 2).min(self.settings.max_backoff);
+                    tracing::warn!(sink = self.sink.name(), "reading the reference topics ahead: {e}; retrying in {:?}, offsets held", backoff.peek());
+                    self.sleep(backoff.next())?;
                 }
             }
         }
@@ -565,7 +642,7 @@ impl<S: Sink> Runner<S> {
         }
         let name = self.sink.name();
         let batch: Vec<Item> = items.iter().map(|(_, it)| it.clone()).collect();
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100), self.settings.max_backoff);
         let mut tries = 0u32;
         loop {
             // A panic while writing is the batch's failure, as a permanent error is: it is
@@ -601,10 +678,9 @@ impl<S: Sink> Runner<S> {
                     self.metrics.errors.get_or_create(&SinkMetrics::error(name, "transient")).inc();
                     tries += 1;
                     if tries == 1 || tries.is_power_of_two() {
-                        tracing::warn!(sink = name, "write of {} records failed (try {tries}): {err}; retrying in {backoff:?}, offsets held", batch.len());
+                        tracing::warn!(sink = name, "write of {} records failed (try {tries}): {err}; retrying in {:?}, offsets held", batch.len(), backoff.peek());
                     }
-                    self.sleep(backoff)?;
-                    backoff = (backoff * 2).min(self.settings.max_backoff);
+                    self.sleep(backoff.next())?;
                 }
                 Retry::Permanent => {
                     self.metrics.errors.get_or_create(&SinkMetrics::error(name, "permanent")).inc();
@@ -657,7 +733,7 @@ impl<S: Sink> Runner<S> {
                 }
             })
             .collect();
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100), self.settings.max_backoff);
         loop {
             let sent = self.producer.send_batch(out.clone()).and_then(|acks| acks.into_iter().try_for_each(|a| a.wait().map(|_| ())));
             match sent {
@@ -667,8 +743,7 @@ impl<S: Sink> Runner<S> {
                 }
                 Err(e) => {
                     tracing::warn!(sink = name, "sending {} dead letters failed: {e}; retrying", out.len());
-                    self.sleep(backoff)?;
-                    backoff = (backoff * 2).min(self.settings.max_backoff);
+                    self.sleep(backoff.next())?;
                 }
             }
         }
@@ -681,7 +756,7 @@ impl<S: Sink> Runner<S> {
             *e = (*e).max(r.offset + 1);
         }
         let offsets: Vec<(TopicPartition, u64)> = next.into_iter().collect();
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100), self.settings.max_backoff);
         loop {
             match self.consumer.commit(&offsets) {
                 Ok(()) => {
@@ -690,8 +765,7 @@ impl<S: Sink> Runner<S> {
                 }
                 Err(e) if e.is_retriable() => {
                     tracing::warn!(sink = self.sink.name(), "commit failed: {e}; retrying");
-                    self.sleep(backoff)?;
-                    backoff = (backoff * 2).min(self.settings.max_backoff);
+                    self.sleep(backoff.next())?;
                 }
                 Err(e) => {
                     // Typically a rebalance moved the partitions: their new owner re-reads
@@ -746,7 +820,7 @@ mod tests {
         let log: Arc<dyn Log> = Arc::new(storeflow_ingest::EmbeddedLog::open(dir.path()).unwrap());
         log.create_topics(&[TopicSpec::new(Topic::Orders.name(), 1)]).unwrap();
         let codec = Arc::new(Codec::embedded().unwrap());
-        let publisher = storeflow_ingest::publish::Publisher::new(log.as_ref(), codec.clone()).unwrap();
+        let publisher = storeflow_ingest::publish::Publisher::new(log.as_ref(), codec.clone(), std::sync::Arc::new(storeflow_avro::pii::Vault::in_memory())).unwrap();
         let mut events = Vec::new();
         for id in ["O-1", "O-2", "O-panic", "O-3"] {
             let e = storeflow_avro::json::event_from_json(
@@ -785,6 +859,89 @@ mod tests {
         assert_eq!(letters.len(), 1);
         let reason = letters[0].header(dlq_headers::REASON).map(|v| String::from_utf8_lossy(v).into_owned()).unwrap_or_default();
         assert!(reason.starts_with("panic: planted panic at offset 2"), "{reason}");
+    }
+
+    /// Panics in `assigned` the first `n` times (outside any write: the sink's loop ends).
+    struct FailsToStart {
+        panics_left: Arc<AtomicU64>,
+        written: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl Sink for FailsToStart {
+        fn name(&self) -> &'static str {
+            "fails-to-start"
+        }
+        fn topics(&self) -> Vec<Topic> {
+            vec![Topic::Orders]
+        }
+        fn batching(&self) -> Batching {
+            Batching { max_batch: 100, max_wait: Duration::from_millis(20) }
+        }
+        fn wants(&self, _: &Event) -> bool {
+            true
+        }
+        fn retry(&self, _: &SinkError) -> Retry {
+            Retry::Transient
+        }
+        async fn assigned(&mut self, _: &[TopicPartition]) -> Result<()> {
+            if self.panics_left.load(Ordering::SeqCst) > 0 {
+                self.panics_left.fetch_sub(1, Ordering::SeqCst);
+                panic!("planted panic while preparing partitions");
+            }
+            Ok(())
+        }
+        async fn write(&mut self, items: &[Item]) -> Result<()> {
+            self.written.lock().extend(items.iter().map(|it| it.event.event_id().to_string()));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_sink_whose_loop_ends_is_marked_down_restarted_and_writes_everything_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let log: Arc<dyn Log> = Arc::new(storeflow_ingest::EmbeddedLog::open(dir.path()).unwrap());
+        log.create_topics(&[TopicSpec::new(Topic::Orders.name(), 1)]).unwrap();
+        let codec = Arc::new(Codec::embedded().unwrap());
+        let publisher = storeflow_ingest::publish::Publisher::new(log.as_ref(), codec.clone(), Arc::new(storeflow_avro::pii::Vault::in_memory())).unwrap();
+        let events: Vec<Event> = (0..20)
+            .map(|i| {
+                storeflow_avro::json::event_from_json(
+                    serde_json::json!({"type": "OrderCancelRequested", "order_id": format!("O-{i}"), "requested_by": "customer", "reason": "test"}),
+                    storeflow_avro::JsonOptions { fill_missing_ids: true, inputs_only: false },
+                )
+                .unwrap()
+            })
+            .collect();
+        for d in publisher.publish_batch(&events).unwrap() {
+            d.wait().unwrap();
+        }
+        let written = Arc::new(Mutex::new(Vec::new()));
+        let sink = FailsToStart { panics_left: Arc::new(AtomicU64::new(1)), written: written.clone() };
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let settings = RunnerSettings { group: "t.restart".into(), max_poll: 100, max_backoff: Duration::from_millis(100) };
+        let mut thread = spawn(sink, log.clone(), codec, rt.handle().clone(), settings, SinkMetrics::unregistered(), stop.clone()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut seen_down = false;
+        while written.lock().len() < events.len() {
+            seen_down |= !thread.alive.is_alive();
+            if seen_down {
+                assert!(thread.failure.lock().as_deref().is_none_or(|f| f.contains("planted panic")), "{:?}", thread.failure.lock());
+            }
+            assert!(Instant::now() < deadline, "written {} of {}", written.lock().len(), events.len());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(seen_down, "readiness never saw the sink down");
+        assert!(thread.alive.is_alive(), "up again after the restart");
+        assert_eq!(thread.restarts.load(Ordering::Relaxed), 1);
+        stop.store(true, Ordering::SeqCst);
+        thread.join();
+        assert!(thread.failure.lock().is_none(), "{:?}", thread.failure.lock());
+        let mut got = written.lock().clone();
+        got.sort();
+        let mut want: Vec<String> = events.iter().map(|e| e.event_id().to_string()).collect();
+        want.sort();
+        assert_eq!(got, want, "every record written once");
     }
 
     #[test]

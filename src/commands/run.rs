@@ -73,7 +73,7 @@ pub fn run(b: &Backends, config: &Config, only: &[String], sinks: bool) -> anyho
         threads.push((format!("sink {name}"), Arc::new(move || l.is_alive())));
     }
     reads.readiness.push(("threads", Arc::new(storeflow_api::read::ThreadsReady(threads))));
-    let state = storeflow_api::ApiState::new(storeflow_api::ApiConfig { time: config.time, ..config.api.clone() }, b.log.clone(), b.codec.clone(), keys, reads, Arc::new(registry), api_metrics)?;
+    let state = storeflow_api::ApiState::new(storeflow_api::ApiConfig { time: config.time, ..config.api.clone() }, b.log.clone(), b.codec.clone(), keys, b.vault.clone(), reads, Arc::new(registry), api_metrics)?;
     let served = rt.block_on(async {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await

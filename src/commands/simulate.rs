@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use storeflow_avro::{Event, Timestamp, Topic};
-use storeflow_ingest::publish::record_for;
+use storeflow_ingest::publish::sealed_record_for;
 use storeflow_ingest::{ConsumerConfig, Log, OffsetReset, ProduceRecord, Producer, TopicPartition};
 use storeflow_processors::runtime::progress::{ProgressReader, declare, withdraw};
 use storeflow_processors::Topology;
@@ -275,7 +275,7 @@ impl Publishing {
                 sim.set_not_after(Some(Timestamp::now()));
                 continue;
             };
-            let rec = record_for(&b.codec, &e).with_context(|| format!("encoding {}", e.name()))?;
+            let rec = sealed_record_for(&b.codec, &b.vault, &e).with_context(|| format!("encoding {}", e.name()))?;
             *bytes_by_topic.entry(e.topic().name()).or_default() += rec.value.as_ref().map_or(0, |v| v.len() as u64);
             out.lock().expect("not poisoned").push(rec)?;
             n += 1;

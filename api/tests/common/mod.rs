@@ -23,6 +23,8 @@ pub struct Harness {
     pub log: Arc<dyn Log>,
     pub codec: Arc<Codec>,
     pub views: Arc<LogViews>,
+    /// Customers' data keys: what the API publishes is sealed with them.
+    pub vault: Arc<storeflow_avro::pii::Vault>,
     pub app: Router,
     pub state: ApiState,
     pub admin: String,
@@ -53,9 +55,10 @@ pub fn harness_with(config: ApiConfig, reads: impl FnOnce(Reads) -> Reads) -> Ha
     let analyst = keys.create(Role::Analyst).unwrap();
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = ApiMetrics::register(&mut registry);
-    let state = ApiState::new(config, log.clone(), codec.clone(), keys, reads(views.reads()), Arc::new(registry), metrics).unwrap();
+    let vault = Arc::new(storeflow_avro::pii::Vault::in_memory());
+    let state = ApiState::new(config, log.clone(), codec.clone(), keys, vault.clone(), reads(views.reads()), Arc::new(registry), metrics).unwrap();
     let app = storeflow_api::router(state.clone());
-    Harness { dir, log, codec, views, app, state, admin, app_key, service, vendor_a, vendor_b, analyst }
+    Harness { dir, log, codec, views, vault, app, state, admin, app_key, service, vendor_a, vendor_b, analyst }
 }
 
 /// An event from JSON (ids and times filled in), derived types allowed.

@@ -43,7 +43,7 @@ pub fn serve_beside_sinks(
     let (keys, admin) = KeyStore::open(dir).unwrap();
     let service = keys.create(Role::Service).unwrap();
     let metrics = ApiMetrics::register(&mut registry);
-    let state = ApiState::new(ApiConfig::default(), log.clone(), codec.clone(), keys, reads, Arc::new(registry), metrics).unwrap();
+    let state = ApiState::new(ApiConfig::default(), log.clone(), codec.clone(), keys, Arc::new(storeflow_avro::pii::Vault::in_memory()), reads, Arc::new(registry), metrics).unwrap();
     let base = rt.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());

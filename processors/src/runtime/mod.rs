@@ -684,6 +684,11 @@ impl Liveness {
         self.0.load(Ordering::Relaxed)
     }
 
+    /// Marks the thread down or up again while it lives (a sink restarting in its thread).
+    pub fn set(&self, alive: bool) {
+        self.0.store(alive, Ordering::Relaxed);
+    }
+
     /// Held by the thread: clears the flag when dropped, unwinding included.
     pub fn guard(&self) -> LivenessGuard {
         LivenessGuard(self.0.clone())
@@ -1556,13 +1561,13 @@ impl EndCache {
     }
 }
 
-/// Handles one record, retrying transient failures with capped back-off. False when asked
-/// to stop while retrying.
 /// The text of a panic's payload (`panic!("…")` gives a `&str` or a `String`).
 pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_else(|| "(a non-text payload)".to_string())
 }
 
+/// Handles one record, retrying transient failures with capped back-off. False when asked
+/// to stop while retrying.
 fn handle_with_retries(
     processor: &mut dyn DynProcessor,
     core: &mut TaskCore,
@@ -1572,7 +1577,7 @@ fn handle_with_retries(
     shared: &Shared,
     stop: &AtomicBool,
 ) -> bool {
-    let mut backoff = Duration::from_millis(10);
+    let mut backoff = storeflow_ingest::Backoff::new(Duration::from_millis(10), shared.config.max_backoff);
     loop {
         // A panic while handling one record is that record's failure, not the task's: its
         // writes are dropped and it goes to the DLQ with the panic's message.
@@ -1589,12 +1594,11 @@ fn handle_with_retries(
                 return true;
             }
             Ok(Outcome::Retry(reason)) => {
-                tracing::warn!(processor = shared.name, topic = %rec.topic, partition = rec.partition, offset = rec.offset, %reason, retry_in = ?backoff, "transient failure; retrying the same record");
+                tracing::warn!(processor = shared.name, topic = %rec.topic, partition = rec.partition, offset = rec.offset, %reason, retry_in = ?backoff.peek(), "transient failure; retrying the same record");
                 if stop.load(Ordering::Relaxed) {
                     return false;
                 }
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(shared.config.max_backoff);
+                std::thread::sleep(backoff.next());
             }
         }
     }

@@ -275,6 +275,8 @@ impl ElasticIndex {
             "from": q.offset(),
             "size": q.per_page(),
             "track_total_hits": true,
+            // The same CPU budget as the tantivy twin's; a timed-out search is refused below.
+            "timeout": format!("{}ms", super::tantivy_index::SEARCH_BUDGET.as_millis()),
             "query": {"bool": {"must": must, "filter": filter}},
             "sort": sort,
             "aggs": aggregations(),
@@ -286,6 +288,9 @@ impl ElasticIndex {
         let ctx = format!("searching {}", self.index);
         let r = self.client.search(SearchParts::Index(&[&self.index])).body(Self::request(q)).send().await.map_err(transport_err(&ctx))?;
         let v = body(&ctx, r).await?;
+        if v["timed_out"].as_bool() == Some(true) {
+            return Err(SinkError::Elasticsearch { context: ctx, status: Some(503), message: "the search took longer than its budget; narrow the query".into(), transport: false });
+        }
         if v["_shards"]["failed"].as_u64().unwrap_or(0) > 0 {
             // Partial results (a shard recovering) would under-count totals and facets.
             return Err(SinkError::Elasticsearch { context: ctx, status: Some(503), message: v["_shards"]["failures"].to_string(), transport: false });

@@ -352,23 +352,24 @@ impl TantivyIndex {
         let facets = Self::facet_collector()?;
         let top = TopDocs::with_limit(q.per_page()).and_offset(q.offset());
         let failed = SinkError::tantivy("searching");
+        let budget = Deadline(std::time::Instant::now() + SEARCH_BUDGET);
         let (addrs, (total, agg_res, stock)): (Vec<(Option<f64>, DocAddress)>, _) = match q.sort {
             SortBy::Relevance if !q.tokens().is_empty() => {
-                let (page, rest) = searcher.search(&query, &(top.order_by_score(), facets)).map_err(failed)?;
+                let (page, rest, ()) = searcher.search(&query, &(top.order_by_score(), facets, budget)).map_err(failed)?;
                 (page.into_iter().map(|(s, a)| (Some(f64::from(s)), a)).collect(), rest)
             }
             SortBy::Relevance => {
-                let (page, rest) = searcher.search(&query, &(top.order_by_string_fast_field("product_id", Order::Asc), facets)).map_err(failed)?;
+                let (page, rest, ()) = searcher.search(&query, &(top.order_by_string_fast_field("product_id", Order::Asc), facets, budget)).map_err(failed)?;
                 (page.into_iter().map(|(_, a)| (None, a)).collect(), rest)
             }
             SortBy::PriceAsc | SortBy::PriceDesc => {
                 let order = if q.sort == SortBy::PriceAsc { Order::Asc } else { Order::Desc };
-                let (page, rest) = searcher.search(&query, &(top.order_by_fast_field::<i64>("price_eur_minor", order), facets)).map_err(failed)?;
+                let (page, rest, ()) = searcher.search(&query, &(top.order_by_fast_field::<i64>("price_eur_minor", order), facets, budget)).map_err(failed)?;
                 (page.into_iter().map(|(_, a)| (None, a)).collect(), rest)
             }
             SortBy::Rating | SortBy::Popularity => {
                 let field = if q.sort == SortBy::Rating { "rating" } else { "popularity" };
-                let (page, rest) = searcher.search(&query, &(top.order_by_fast_field::<f64>(field, Order::Desc), facets)).map_err(failed)?;
+                let (page, rest, ()) = searcher.search(&query, &(top.order_by_fast_field::<f64>(field, Order::Desc), facets, budget)).map_err(failed)?;
                 (page.into_iter().map(|(_, a)| (None, a)).collect(), rest)
             }
         };
@@ -498,6 +499,44 @@ impl tantivy::directory::Directory for ReadOnlyDirectory {
 /// facet tantivy's terms aggregation cannot build over a bool field).
 struct StockCounter;
 
+/// The most CPU one search may take (both backends: Elasticsearch gets it as the request's
+/// `timeout`). Checked before each segment, so a search stops within one segment's work of
+/// it, with an error (the API answers 503) rather than a partial, wrongly counted answer.
+pub const SEARCH_BUDGET: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Refuses to start a segment past its instant: the search ends with an error.
+struct Deadline(std::time::Instant);
+
+struct NoFruit;
+
+impl Collector for Deadline {
+    type Fruit = ();
+    type Child = NoFruit;
+
+    fn for_segment(&self, _: SegmentOrdinal, _: &SegmentReader) -> tantivy::Result<NoFruit> {
+        if std::time::Instant::now() > self.0 {
+            return Err(tantivy::TantivyError::InvalidArgument(format!("the search took longer than its budget of {} ms; narrow the query", SEARCH_BUDGET.as_millis())));
+        }
+        Ok(NoFruit)
+    }
+
+    fn requires_scoring(&self) -> bool {
+        false
+    }
+
+    fn merge_fruits(&self, _: Vec<()>) -> tantivy::Result<()> {
+        Ok(())
+    }
+}
+
+impl SegmentCollector for NoFruit {
+    type Fruit = ();
+
+    fn collect(&mut self, _: DocId, _: Score) {}
+
+    fn harvest(self) {}
+}
+
 #[derive(Clone, Copy, Default)]
 struct StockCounts {
     in_stock: u64,
@@ -542,5 +581,28 @@ impl SegmentCollector for StockSegment {
 
     fn harvest(self) -> StockCounts {
         self.counts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tantivy::schema::{STORED, Schema, TEXT};
+
+    #[test]
+    fn a_search_past_its_budget_ends_with_an_error_and_one_within_it_answers() {
+        let mut schema = Schema::builder();
+        let title = schema.add_text_field("title", TEXT | STORED);
+        let index = tantivy::Index::create_in_ram(schema.build());
+        let mut writer: tantivy::IndexWriter = index.writer(15_000_000).unwrap();
+        writer.add_document(tantivy::doc!(title => "studio headphones")).unwrap();
+        writer.commit().unwrap();
+        let searcher = index.reader().unwrap().searcher();
+        let q = tantivy::query::AllQuery;
+        let past = Deadline(std::time::Instant::now() - std::time::Duration::from_millis(1));
+        let err = searcher.search(&q, &(Count, past)).unwrap_err();
+        assert!(err.to_string().contains("longer than its budget"), "{err}");
+        let (n, ()) = searcher.search(&q, &(Count, Deadline(std::time::Instant::now() + SEARCH_BUDGET))).unwrap();
+        assert_eq!(n, 1);
     }
 }

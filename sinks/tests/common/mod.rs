@@ -69,7 +69,7 @@ pub fn codec() -> Arc<Codec> {
 
 /// Publishes `events` and waits for every acknowledgement.
 pub fn publish(log: &dyn Log, codec: &Arc<Codec>, events: &[Event]) {
-    let p = Publisher::new(log, codec.clone()).expect("publisher");
+    let p = Publisher::new(log, codec.clone(), std::sync::Arc::new(storeflow_avro::pii::Vault::in_memory())).expect("publisher");
     for chunk in events.chunks(1_000) {
         for ack in p.publish_batch(chunk).expect("publish") {
             ack.wait().expect("acknowledged");

@@ -1,0 +1,482 @@
+//! Personal data sealed per customer before it reaches the log, so that erasing a customer
+//! is deleting one key (crypto-shredding, GDPR Art. 17).
+//!
+//! The contract's personal fields ([`PERSONAL_FIELDS`]: names, emails, street addresses,
+//! payment tokens, client IPs) travel as **sealed strings**:
+//!
+//! ```text
+//! pii1.<key id>.<pseudonym>.<nonce ‖ ciphertext ‖ tag>     (base64url, no padding)
+//! ```
+//!
+//! - The ciphertext is AES-256-GCM-SIV under the customer's own data key, with the key id
+//!   and pseudonym as associated data. The nonce derives from the key and the value, so the
+//!   same value sealed twice is the same string: a replay, a retry or a second run over the
+//!   same input publishes the same bytes (GCM-SIV stays safe with such a nonce; it reveals
+//!   only that two sealed values of one customer are equal).
+//! - The key id is a hash of the customer id: whoever holds the keys can open the value
+//!   without knowing whose it is; nobody else learns more than the record's own
+//!   `customer_id` already says.
+//! - The pseudonym is a keyed hash (HMAC-SHA-256 under one secret of the installation, never
+//!   erased) of the value alone, the same for every customer: the fraud checks compare IPs,
+//!   addresses and payment methods across customers by pseudonym and never open anything, so
+//!   their verdicts do not depend on whether, or when, a key was erased. It is pseudonymous,
+//!   not anonymous data: with the installation secret, a guessed value can be confirmed.
+//!
+//! A producer calls [`Vault::prepare`] on every event before encoding it (the API's writer and
+//! the simulator both do, through `storeflow_ingest::publish`): it seals the personal fields
+//! of `CustomerRegistered` and `OrderPlaced`, and for `CustomerErased` shreds the customer's
+//! key. From then on every copy of that customer's personal data — on the log, in a dead
+//! letter, in processor state, in a store's freed pages or a backup — is unreadable. Readers
+//! that must show personal data (the API, to admins, services and the customer) open it with
+//! [`Vault::open_json`]; an erased customer's fields read as `null`.
+//!
+//! The key store is a directory (`<data-dir>/keys`): one 0600 file per customer, named by key
+//! id, overwritten with zeros, synced and unlinked on erasure; and `pseudonym.key`. Several
+//! processes on one machine share it (a key is created with `O_EXCL`; an open checks the
+//! file is still there, so an erasure in one process is seen by the others at once).
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use aws_lc_rs::aead::{AES_256_GCM_SIV, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use aws_lc_rs::{digest, hmac, rand};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use parking_lot::RwLock;
+
+use crate::{Address, Event};
+
+/// The prefix of a sealed value.
+pub const SEALED_PREFIX: &str = "pii1.";
+
+/// The personal fields of the contract, as `Event.field` (`*` = both addresses' parts).
+/// Countries stay in the clear: analytics and the fraud rules read them, and a country alone
+/// names nobody. Free text (review bodies, search queries) is not sealed; see
+/// docs/SECURITY.md.
+pub const PERSONAL_FIELDS: &[&str] = &[
+    "CustomerRegistered.email",
+    "CustomerRegistered.name",
+    "OrderPlaced.*_address.name",
+    "OrderPlaced.*_address.line1",
+    "OrderPlaced.*_address.line2",
+    "OrderPlaced.*_address.city",
+    "OrderPlaced.*_address.postal_code",
+    "OrderPlaced.*_address.region",
+    "OrderPlaced.payment_method_token",
+    "OrderPlaced.client_ip",
+];
+
+const KEY_LEN: usize = 32;
+const KID_LEN: usize = 16;
+const PSEUDONYM_LEN: usize = 9;
+
+/// Whether `value` is a sealed value.
+pub fn is_sealed(value: &str) -> bool {
+    value.starts_with(SEALED_PREFIX)
+}
+
+/// What the fraud checks compare: the pseudonym of a sealed value, or the value itself when
+/// a producer published it in the clear (a record written straight to Kafka).
+pub fn pseudonym(value: &str) -> &str {
+    parse(value).map_or(value, |s| s.pseudonym)
+}
+
+/// A sealed value's parts (still base64url).
+struct Sealed<'a> {
+    kid: &'a str,
+    pseudonym: &'a str,
+    body: &'a str,
+}
+
+fn parse(value: &str) -> Option<Sealed<'_>> {
+    let rest = value.strip_prefix(SEALED_PREFIX)?;
+    let mut parts = rest.splitn(3, '.');
+    let (kid, pseudonym, body) = (parts.next()?, parts.next()?, parts.next()?);
+    (!kid.is_empty() && !pseudonym.is_empty() && !body.is_empty()).then_some(Sealed { kid, pseudonym, body })
+}
+
+/// A customer's data key, ready to use.
+struct DataKey {
+    aead: LessSafeKey,
+    nonce: hmac::Key,
+}
+
+impl DataKey {
+    fn new(bytes: &[u8; KEY_LEN]) -> DataKey {
+        // Two subkeys, so that the cipher key never doubles as a MAC key.
+        let root = hmac::Key::new(hmac::HMAC_SHA256, bytes);
+        let sub = |label: &[u8]| hmac::sign(&root, label);
+        let aead = sub(b"storeflow pii aead");
+        let nonce = sub(b"storeflow pii nonce");
+        DataKey {
+            aead: LessSafeKey::new(UnboundKey::new(&AES_256_GCM_SIV, aead.as_ref()).expect("32-byte key")),
+            nonce: hmac::Key::new(hmac::HMAC_SHA256, nonce.as_ref()),
+        }
+    }
+}
+
+/// What opening a value gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Opened<'a> {
+    /// Not sealed: the value as it was published.
+    Plain(&'a str),
+    /// The sealed value's plaintext.
+    Clear(String),
+    /// The customer's key is gone (erased), or the value does not open with it.
+    Erased,
+}
+
+/// The key store: customers' data keys and the installation's pseudonym secret.
+pub struct Vault {
+    /// `None`: kept in memory only (tests, tools that publish nothing lasting).
+    dir: Option<PathBuf>,
+    keys: RwLock<HashMap<String, Arc<DataKey>>>,
+    pseudonyms: hmac::Key,
+}
+
+impl std::fmt::Debug for Vault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vault").field("dir", &self.dir).finish_non_exhaustive()
+    }
+}
+
+fn random_key() -> [u8; KEY_LEN] {
+    let mut k = [0u8; KEY_LEN];
+    rand::fill(&mut k).expect("the system's random source");
+    k
+}
+
+/// Writes `bytes` to a new file at `path` (0600), or reads the file another writer made first.
+fn create_or_read(path: &Path, bytes: &[u8; KEY_LEN]) -> io::Result<[u8; KEY_LEN]> {
+    let mut opts = OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    match opts.open(path) {
+        Ok(mut f) => {
+            f.write_all(bytes)?;
+            f.sync_all()?;
+            sync_dir(path)?;
+            Ok(*bytes)
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => read_key(path)?.ok_or(e),
+        Err(e) => Err(e),
+    }
+}
+
+fn read_key(path: &Path) -> io::Result<Option<[u8; KEY_LEN]>> {
+    let mut f = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut k = [0u8; KEY_LEN];
+    match f.read_exact(&mut k) {
+        // A file cut short (a crash between create and write) or zeroed (an erasure under
+        // way) holds no key.
+        Ok(()) if k != [0u8; KEY_LEN] => Ok(Some(k)),
+        Ok(()) => Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn sync_dir(path: &Path) -> io::Result<()> {
+    if let Some(dir) = path.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// The key id of `customer_id`: base64url of the first 16 bytes of its SHA-256.
+pub fn key_id(customer_id: &str) -> String {
+    let d = digest::digest(&digest::SHA256, format!("storeflow customer\0{customer_id}").as_bytes());
+    B64.encode(&d.as_ref()[..KID_LEN])
+}
+
+impl Vault {
+    /// The key store in `dir` (created 0700 if missing, with its pseudonym secret).
+    pub fn load(dir: &Path) -> io::Result<Vault> {
+        fs::create_dir_all(dir)?;
+        #[cfg(unix)]
+        fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+        let secret = create_or_read(&dir.join("pseudonym.key"), &random_key())?;
+        Ok(Vault { dir: Some(dir.to_path_buf()), keys: RwLock::default(), pseudonyms: hmac::Key::new(hmac::HMAC_SHA256, &secret) })
+    }
+
+    /// A key store kept in memory only: what it seals is unreadable once it is dropped.
+    pub fn in_memory() -> Vault {
+        Vault { dir: None, keys: RwLock::default(), pseudonyms: hmac::Key::new(hmac::HMAC_SHA256, &random_key()) }
+    }
+
+    fn path(&self, kid: &str) -> Option<PathBuf> {
+        // Key ids are base64url: no separator can reach the path.
+        self.dir.as_ref().map(|d| d.join(format!("{kid}.key")))
+    }
+
+    /// Whether the store holds a key for `customer_id`.
+    pub fn has_key(&self, customer_id: &str) -> io::Result<bool> {
+        Ok(self.find(&key_id(customer_id))?.is_some())
+    }
+
+    /// The key of `kid`, if it exists (on disk: checked on every call, so that an erasure
+    /// made by another process counts at once).
+    fn find(&self, kid: &str) -> io::Result<Option<Arc<DataKey>>> {
+        let cached = self.keys.read().get(kid).cloned();
+        let Some(path) = self.path(kid) else { return Ok(cached) };
+        if cached.is_some() {
+            if path.exists() {
+                return Ok(cached);
+            }
+            self.keys.write().remove(kid);
+            return Ok(None);
+        }
+        Ok(read_key(&path)?.map(|k| {
+            let key = Arc::new(DataKey::new(&k));
+            self.keys.write().insert(kid.to_string(), key.clone());
+            key
+        }))
+    }
+
+    fn key_for(&self, kid: &str) -> io::Result<Arc<DataKey>> {
+        if let Some(k) = self.keys.read().get(kid) {
+            // Sealing with a key erased meanwhile by another process seals data nobody can
+            // open: harmless, so the hot path does not look at the disk.
+            return Ok(k.clone());
+        }
+        let bytes = match self.path(kid) {
+            Some(path) => create_or_read(&path, &random_key())?,
+            None => random_key(),
+        };
+        let mut keys = self.keys.write();
+        Ok(keys.entry(kid.to_string()).or_insert_with(|| Arc::new(DataKey::new(&bytes))).clone())
+    }
+
+    /// Seals `value` under `customer_id`'s key (made on first use). Empty and already
+    /// sealed values are returned as they are.
+    pub fn seal(&self, customer_id: &str, value: &str) -> io::Result<String> {
+        if value.is_empty() || is_sealed(value) {
+            return Ok(value.to_string());
+        }
+        let kid = key_id(customer_id);
+        let key = self.key_for(&kid)?;
+        let pseudonym = B64.encode(&hmac::sign(&self.pseudonyms, value.as_bytes()).as_ref()[..PSEUDONYM_LEN]);
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce.copy_from_slice(&hmac::sign(&key.nonce, value.as_bytes()).as_ref()[..NONCE_LEN]);
+        let mut body = value.as_bytes().to_vec();
+        let aad = format!("{kid}.{pseudonym}");
+        key.aead
+            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad.as_bytes()), &mut body)
+            .map_err(|_| io::Error::other("sealing failed"))?;
+        let mut out = Vec::with_capacity(NONCE_LEN + body.len());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&body);
+        Ok(format!("{SEALED_PREFIX}{aad}.{}", B64.encode(out)))
+    }
+
+    /// Opens `value`: its plaintext, `Plain` when it was never sealed, `Erased` when its key
+    /// is gone or it does not open (tampered).
+    pub fn open<'a>(&self, value: &'a str) -> io::Result<Opened<'a>> {
+        let Some(s) = parse(value) else { return Ok(Opened::Plain(value)) };
+        let Some(key) = self.find(s.kid)? else { return Ok(Opened::Erased) };
+        let Ok(mut body) = B64.decode(s.body) else { return Ok(Opened::Erased) };
+        if body.len() < NONCE_LEN {
+            return Ok(Opened::Erased);
+        }
+        let ct = body.split_off(NONCE_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(&body).expect("12 bytes");
+        let mut ct = ct;
+        let aad = format!("{}.{}", s.kid, s.pseudonym);
+        Ok(match key.aead.open_in_place(nonce, Aad::from(aad.as_bytes()), &mut ct) {
+            Ok(clear) => String::from_utf8(clear.to_vec()).map_or(Opened::Erased, Opened::Clear),
+            Err(_) => Opened::Erased,
+        })
+    }
+
+    /// Opens every sealed string inside `v` in place (at any depth); an erased one becomes
+    /// `null`.
+    pub fn open_json(&self, v: &mut serde_json::Value) -> io::Result<()> {
+        use serde_json::Value;
+        match v {
+            Value::String(s) if is_sealed(s) => {
+                *v = match self.open(s)? {
+                    Opened::Clear(c) => Value::String(c),
+                    Opened::Plain(_) => return Ok(()),
+                    Opened::Erased => Value::Null,
+                }
+            }
+            Value::Array(a) => a.iter_mut().try_for_each(|x| self.open_json(x))?,
+            Value::Object(m) => m.values_mut().try_for_each(|x| self.open_json(x))?,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Shreds `customer_id`'s key: the file is overwritten with zeros, synced and removed.
+    /// Returns whether there was one.
+    pub fn erase(&self, customer_id: &str) -> io::Result<bool> {
+        let kid = key_id(customer_id);
+        let cached = self.keys.write().remove(&kid).is_some();
+        let Some(path) = self.path(&kid) else { return Ok(cached) };
+        match OpenOptions::new().write(true).open(&path) {
+            Ok(mut f) => {
+                f.write_all(&[0u8; KEY_LEN])?;
+                f.sync_all()?;
+                drop(f);
+                fs::remove_file(&path)?;
+                sync_dir(&path)?;
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(cached),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// What a producer does with an event before it reaches the log: its personal fields
+    /// sealed under its customer's key (a copy, when there are any), or, for
+    /// `CustomerErased`, the customer's key shredded first.
+    pub fn prepare<'e>(&self, event: &'e Event) -> io::Result<Cow<'e, Event>> {
+        Ok(match event {
+            Event::CustomerRegistered(c) => {
+                let mut c = c.clone();
+                c.email = self.seal(&c.customer_id, &c.email)?;
+                c.name = self.seal(&c.customer_id, &c.name)?;
+                Cow::Owned(Event::CustomerRegistered(c))
+            }
+            Event::OrderPlaced(o) => {
+                let mut o = o.clone();
+                let who = o.customer_id.clone();
+                for a in [&mut o.shipping_address, &mut o.billing_address] {
+                    self.seal_address(&who, a)?;
+                }
+                o.payment_method_token = self.seal(&who, &o.payment_method_token)?;
+                o.client_ip = self.seal(&who, &o.client_ip)?;
+                Cow::Owned(Event::OrderPlaced(o))
+            }
+            Event::CustomerErased(e) => {
+                self.erase(&e.customer_id)?;
+                Cow::Borrowed(event)
+            }
+            _ => Cow::Borrowed(event),
+        })
+    }
+
+    fn seal_address(&self, who: &str, a: &mut Address) -> io::Result<()> {
+        for f in [&mut a.name, &mut a.line1, &mut a.city, &mut a.postal_code] {
+            *f = self.seal(who, f)?;
+        }
+        for f in [&mut a.line2, &mut a.region].into_iter().flatten() {
+            *f = self.seal(who, f)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn store() -> (tempfile::TempDir, Vault) {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = Vault::load(&dir.path().join("keys")).unwrap();
+        (dir, keys)
+    }
+
+    proptest! {
+        #[test]
+        fn a_sealed_value_opens_to_itself_and_hides_it(customer in "[a-z0-9_]{1,20}", value in "\\PC{1,200}") {
+            prop_assume!(!is_sealed(&value));
+            let (_d, keys) = store();
+            let sealed = keys.seal(&customer, &value).unwrap();
+            prop_assert!(is_sealed(&sealed));
+            prop_assert!(!sealed.contains(&value) || value.len() < 4);
+            prop_assert_eq!(keys.open(&sealed).unwrap(), Opened::Clear(value.clone()));
+            // Deterministic: a replay publishes the same bytes.
+            prop_assert_eq!(keys.seal(&customer, &value).unwrap(), sealed.clone());
+            // Sealing twice changes nothing.
+            prop_assert_eq!(keys.seal(&customer, &sealed).unwrap(), sealed);
+        }
+
+        #[test]
+        fn the_pseudonym_is_the_same_for_every_customer_and_differs_between_values(
+            a in "[a-z]{1,10}", b in "[a-z]{1,10}", v in "[0-9.]{7,15}", w in "[0-9.]{7,15}",
+        ) {
+            let (_d, keys) = store();
+            let (va, vb) = (keys.seal(&a, &v).unwrap(), keys.seal(&b, &v).unwrap());
+            prop_assert_eq!(pseudonym(&va), pseudonym(&vb));
+            if v != w {
+                let vw = keys.seal(&a, &w).unwrap();
+                prop_assert_ne!(pseudonym(&va), pseudonym(&vw));
+            }
+        }
+    }
+
+    #[test]
+    fn an_erased_customers_values_no_longer_open_and_another_customers_still_do() {
+        let (_d, keys) = store();
+        let a = keys.seal("c1", "ada@example.org").unwrap();
+        let b = keys.seal("c2", "bob@example.org").unwrap();
+        assert!(keys.erase("c1").unwrap());
+        assert_eq!(keys.open(&a).unwrap(), Opened::Erased);
+        assert_eq!(keys.open(&b).unwrap(), Opened::Clear("bob@example.org".into()));
+        assert!(!keys.has_key("c1").unwrap());
+        // A new value for the same customer gets a new key, which does not open the old one.
+        let again = keys.seal("c1", "ada@example.org").unwrap();
+        assert_ne!(again, a);
+        assert_eq!(keys.open(&a).unwrap(), Opened::Erased);
+    }
+
+    #[test]
+    fn an_erasure_in_another_process_counts_at_once() {
+        let (d, keys) = store();
+        let other = Vault::load(&d.path().join("keys")).unwrap();
+        let a = keys.seal("c1", "ada").unwrap();
+        assert_eq!(other.open(&a).unwrap(), Opened::Clear("ada".into()));
+        other.erase("c1").unwrap();
+        assert_eq!(keys.open(&a).unwrap(), Opened::Erased);
+    }
+
+    #[test]
+    fn a_tampered_value_does_not_open() {
+        let (_d, keys) = store();
+        let sealed = keys.seal("c1", "203.0.113.9").unwrap();
+        let s = parse(&sealed).unwrap();
+        // Another pseudonym (the associated data) with the same ciphertext.
+        let forged = format!("{SEALED_PREFIX}{}.{}.{}", s.kid, "AAAAAAAAAAAA", s.body);
+        assert_eq!(keys.open(&forged).unwrap(), Opened::Erased);
+        assert_eq!(keys.open("pii1.x.y.!!").unwrap(), Opened::Erased);
+        assert_eq!(keys.open("plain").unwrap(), Opened::Plain("plain"));
+    }
+
+    #[test]
+    fn key_files_are_private_and_erasure_removes_the_file() {
+        let (d, keys) = store();
+        keys.seal("c1", "x").unwrap();
+        let path = d.path().join("keys").join(format!("{}.key", key_id("c1")));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        }
+        keys.erase("c1").unwrap();
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn open_json_opens_nested_values_and_nulls_erased_ones() {
+        let (_d, keys) = store();
+        let mut v = serde_json::json!({
+            "a": keys.seal("c1", "ada").unwrap(),
+            "n": [{"b": keys.seal("c2", "bob").unwrap()}],
+            "plain": "x",
+        });
+        keys.erase("c2").unwrap();
+        keys.open_json(&mut v).unwrap();
+        assert_eq!(v, serde_json::json!({"a": "ada", "n": [{"b": null}], "plain": "x"}));
+    }
+}
