@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use parking_lot::{Mutex, RwLock};
+use storeflow_avro::money::Rates;
 use storeflow_avro::{Codec, Event, Timestamp, Topic};
 use storeflow_ingest::{ConsumerConfig, Log, LogError, TopicPartition};
 use tokio::sync::broadcast;
@@ -68,6 +69,15 @@ pub fn topics_beside_sinks(read_model: bool, analytics: bool) -> Vec<Topic> {
         .collect()
 }
 
+/// Rates into EUR, the currency the views' sums are in.
+struct EurRates(Rates);
+
+impl Default for EurRates {
+    fn default() -> Self {
+        EurRates(Rates::new("EUR"))
+    }
+}
+
 #[derive(Default)]
 struct State {
     orders: HashMap<String, Order>,
@@ -81,7 +91,8 @@ struct State {
     customers: Vec<i64>,
     sessions: HashMap<String, i64>,
     /// Units of the quote currency per EUR, × 10⁹.
-    eur_rates: HashMap<String, i64>,
+    /// Exchange rates, for sums in EUR (the contract's rules: `storeflow_avro::money`).
+    rates: EurRates,
 }
 
 /// The API's own views, fed by a consumer thread. Cheap to share (`Arc`).
@@ -383,9 +394,7 @@ impl LogViews {
                 let _ = self.sales_tx.send((m.vendor_id.clone(), b));
             }
             Event::CustomerRegistered(c) => s.customers.push(c.occurred_at.millis()),
-            Event::ExchangeRateUpdated(r) if r.base_currency == "EUR" => {
-                s.eur_rates.insert(r.quote_currency.clone(), r.rate_e9);
-            }
+            Event::ExchangeRateUpdated(r) => s.rates.0.record(&r.base_currency, &r.quote_currency, r.occurred_at.millis(), r.rate_e9),
             e if topic == Topic::Sessions => {
                 let at = e.occurred_at().millis();
                 s.sessions.entry(e.key()).or_insert(at);
@@ -434,11 +443,10 @@ fn mark(s: &mut State, order_id: &str, status: &str) {
     }
 }
 
-fn to_eur(s: &State, amount: i64, currency: &str) -> i64 {
-    match s.eur_rates.get(currency) {
-        Some(rate) if currency != "EUR" && *rate > 0 => ((i128::from(amount) * 1_000_000_000) / i128::from(*rate)) as i64,
-        _ => amount,
-    }
+/// `amount` of `currency` in EUR minor units at `at`, with the rate in force then; 0 when no
+/// rate is known yet (as the sinks count it).
+fn to_eur(s: &State, amount: i64, currency: &str, at: i64) -> i64 {
+    s.rates.0.to_base(amount, currency, at).unwrap_or(0)
 }
 
 impl OrdersRead for LogViews {
@@ -563,7 +571,7 @@ impl LogViews {
             for l in o.items.iter().filter(|l| vendor.is_none_or(|v| v == l.vendor_id)) {
                 let e = by.entry(l.product_id.clone()).or_default();
                 e.0 += l.quantity;
-                e.1 = e.1.saturating_add(to_eur(s, l.quantity.saturating_mul(l.unit_price_minor), cur));
+                e.1 = e.1.saturating_add(to_eur(s, l.quantity.saturating_mul(l.unit_price_minor), cur, o.placed_at.unwrap_or(0)));
             }
         }
         top(by, 10)
@@ -590,7 +598,7 @@ impl AnalyticsRead for LogViews {
         let (from, to) = LogViews::window(range);
         let orders: Vec<&Order> =
             s.orders.values().filter(|o| o.placed_at.is_some_and(|t| t >= from && t < to) && COUNTED(o)).collect();
-        let gmv: i64 = orders.iter().fold(0i64, |a, o| a.saturating_add(to_eur(&s, o.totals.total_minor, o.currency.as_deref().unwrap_or("EUR"))));
+        let gmv: i64 = orders.iter().fold(0i64, |a, o| a.saturating_add(to_eur(&s, o.totals.total_minor, o.currency.as_deref().unwrap_or("EUR"), o.placed_at.unwrap_or(0))));
         let units: i64 = orders.iter().flat_map(|o| o.items.iter()).map(|l| l.quantity).sum();
         let mut cats: HashMap<String, (i64, i64)> = HashMap::new();
         for o in &orders {
@@ -599,7 +607,7 @@ impl AnalyticsRead for LogViews {
                 let c = s.products.get(&l.product_id).and_then(|p| p.category.clone()).unwrap_or_else(|| "unknown".into());
                 let e = cats.entry(c).or_default();
                 e.0 += l.quantity;
-                e.1 = e.1.saturating_add(to_eur(&s, l.quantity.saturating_mul(l.unit_price_minor), cur));
+                e.1 = e.1.saturating_add(to_eur(&s, l.quantity.saturating_mul(l.unit_price_minor), cur, o.placed_at.unwrap_or(0)));
             }
         }
         let returned = orders.iter().filter(|o| matches!(o.status.as_str(), "return_requested" | "returned" | "refunded")).count() as i64;
@@ -638,13 +646,13 @@ impl AnalyticsRead for LogViews {
             let cur = o.currency.as_deref().unwrap_or("EUR");
             for l in o.items.iter().filter(|l| l.vendor_id == vendor_id) {
                 units += l.quantity;
-                gmv = gmv.saturating_add(to_eur(&s, l.quantity.saturating_mul(l.unit_price_minor), cur));
+                gmv = gmv.saturating_add(to_eur(&s, l.quantity.saturating_mul(l.unit_price_minor), cur, o.placed_at.unwrap_or(0)));
             }
         }
         let refunds: i64 = s
             .sales
             .get(vendor_id)
-            .map(|m| m.values().filter(|b| b.start >= from && b.start < to).map(|b| to_eur(&s, b.refunds_minor, &b.currency)).sum())
+            .map(|m| m.values().filter(|b| b.start >= from && b.start < to).map(|b| to_eur(&s, b.refunds_minor, &b.currency, b.start)).sum())
             .unwrap_or(0);
         let (sum, n) = s.vendor_reviews.get(vendor_id).copied().unwrap_or((0, 0));
         let count = orders.len() as i64;

@@ -389,6 +389,38 @@ contract! {
 }
 
 impl Event {
+    /// The order this event is about, for every type that names one: the one place the
+    /// saga, the read model's order history and the API ask it.
+    pub fn order_id(&self) -> Option<&str> {
+        use crate::events as e;
+        let id = match self {
+            Event::OrderPlaced(e::OrderPlaced { order_id, .. })
+            | Event::OrderCancelRequested(e::OrderCancelRequested { order_id, .. })
+            | Event::ReturnRequested(e::ReturnRequested { order_id, .. })
+            | Event::PaymentAuthorized(e::PaymentAuthorized { order_id, .. })
+            | Event::PaymentCaptured(e::PaymentCaptured { order_id, .. })
+            | Event::PaymentFailed(e::PaymentFailed { order_id, .. })
+            | Event::RefundIssued(e::RefundIssued { order_id, .. })
+            | Event::ShipmentCreated(e::ShipmentCreated { order_id, .. })
+            | Event::ShipmentShipped(e::ShipmentShipped { order_id, .. })
+            | Event::ShipmentDelivered(e::ShipmentDelivered { order_id, .. })
+            | Event::ReturnReceived(e::ReturnReceived { order_id, .. })
+            | Event::ReservationMade(e::ReservationMade { order_id, .. })
+            | Event::ReservationRejected(e::ReservationRejected { order_id, .. })
+            | Event::ReservationReleased(e::ReservationReleased { order_id, .. })
+            | Event::ReservationCommitted(e::ReservationCommitted { order_id, .. })
+            | Event::OrderStatusChanged(e::OrderStatusChanged { order_id, .. })
+            | Event::FraudScored(e::FraudScored { order_id, .. })
+            | Event::FraudCheck(e::FraudCheck { order_id, .. })
+            | Event::FraudSignal(e::FraudSignal { order_id, .. })
+            | Event::InventoryCommand(e::InventoryCommand { order_id, .. })
+            | Event::InventoryReply(e::InventoryReply { order_id, .. })
+            | Event::VendorSaleRecorded(e::VendorSaleRecorded { order_id, .. }) => order_id,
+            _ => return None,
+        };
+        Some(id)
+    }
+
     /// The event types published to `topic`.
     pub fn types_of(topic: Topic) -> impl Iterator<Item = &'static EventType> {
         EVENT_TYPES.iter().filter(move |t| t.topic == topic)

@@ -17,6 +17,7 @@ pub mod compat;
 pub mod event;
 pub mod events;
 pub mod json;
+pub mod money;
 pub mod pii;
 pub mod registry;
 mod timestamp;

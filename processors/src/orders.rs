@@ -743,22 +743,11 @@ impl Processor for Orders {
             o.seen.truncate(32);
             return Self::save(ctx, &o);
         }
-        let order_id = match e {
-            Event::OrderCancelRequested(x) => &x.order_id,
-            Event::ReturnRequested(x) => &x.order_id,
-            Event::PaymentAuthorized(x) => &x.order_id,
-            Event::PaymentCaptured(x) => &x.order_id,
-            Event::PaymentFailed(x) => &x.order_id,
-            Event::RefundIssued(x) => &x.order_id,
-            Event::ShipmentCreated(x) => &x.order_id,
-            Event::ShipmentShipped(x) => &x.order_id,
-            Event::ShipmentDelivered(x) => &x.order_id,
-            Event::ReturnReceived(x) => &x.order_id,
-            Event::InventoryReply(x) => &x.order_id,
-            Event::FraudScored(x) => &x.order_id,
-            other => return Err(ProcessError::permanent(format!("orders does not handle {}", other.name()))),
+        // Everything else the saga reads names its order.
+        let Some(order_id) = e.order_id() else {
+            return Err(ProcessError::permanent(format!("orders does not handle {}", e.name())));
         };
-        let order_id = order_id.clone();
+        let order_id = order_id.to_string();
         let Some(mut o) = ctx.store::<OrderState>("orders").get(&order_id)? else {
             if matches!(e, Event::InventoryReply(_)) {
                 return Err(ProcessError::permanent(format!("unknown order {order_id}: nothing was placed under that id")));

@@ -53,33 +53,8 @@ impl Default for SalesConfig {
     }
 }
 
-/// Digits after the decimal point of a currency's minor unit (ISO 4217).
-pub fn exponent(currency: &str) -> u32 {
-    match currency {
-        "BIF" | "CLP" | "DJF" | "GNF" | "ISK" | "JPY" | "KMF" | "KRW" | "PYG" | "RWF" | "UGX" | "UYI" | "VND" | "VUV" | "XAF" | "XOF" | "XPF" => 0,
-        "BHD" | "IQD" | "JOD" | "KWD" | "LYD" | "OMR" | "TND" => 3,
-        _ => 2,
-    }
-}
-
-/// `num / den` rounded half to even (`den > 0`).
-pub fn div_round_half_even(num: i128, den: i128) -> i128 {
-    let q = num.div_euclid(den);
-    let r = num.rem_euclid(den);
-    match (2 * r).cmp(&den) {
-        std::cmp::Ordering::Less => q,
-        std::cmp::Ordering::Greater => q + 1,
-        std::cmp::Ordering::Equal => q + (q & 1),
-    }
-}
-
-/// Converts `amount` minor units of `from` to minor units of `to` at `rate_e9` (units of
-/// `to` per unit of `from`, × 10⁹), rounding half to even.
-pub fn convert(amount: i64, from: &str, to: &str, rate_e9: i64) -> i64 {
-    let num = i128::from(amount) * i128::from(rate_e9) * 10i128.pow(exponent(to));
-    let den = 10i128.pow(exponent(from)) * 1_000_000_000;
-    div_round_half_even(num, den) as i64
-}
+// Money has one set of rules for the whole pipeline: the contract's.
+pub use storeflow_avro::money::{Rates, convert, div_round_half_even, exponent};
 
 /// A vendor-minute in one currency.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,9 +78,8 @@ pub struct OrderSplit {
 /// The sales processor.
 pub struct Sales {
     config: SalesConfig,
-    /// Every rate by when it took effect: (base, quote) → event time → rate × 10⁹ (global
-    /// state, rebuilt at every start).
-    rates: BTreeMap<(String, String), BTreeMap<i64, i64>>,
+    /// Every rate by when it took effect (global state, rebuilt at every start).
+    rates: Rates,
 }
 
 fn fresh_id(t: i64, parts: &[&str]) -> String {
@@ -113,23 +87,6 @@ fn fresh_id(t: i64, parts: &[&str]) -> String {
 }
 
 impl Sales {
-    /// The rate from `from` to the base currency in force at `at` (ms): the latest one that
-    /// took effect at or before it (the earliest known when none had yet), direct or inverse.
-    pub fn rate_to_base(&self, from: &str, at: i64) -> Option<i64> {
-        let base = &self.config.base_currency;
-        if from == base {
-            return Some(1_000_000_000);
-        }
-        let in_force = |pair: (String, String)| -> Option<i64> {
-            let history = self.rates.get(&pair)?;
-            history.range(..=at).next_back().or_else(|| history.iter().next()).map(|(_, r)| *r)
-        };
-        if let Some(r) = in_force((from.to_string(), base.clone())) {
-            return Some(r);
-        }
-        in_force((base.clone(), from.to_string())).filter(|r| *r > 0).map(|r| div_round_half_even(1_000_000_000_000_000_000, i128::from(r)) as i64)
-    }
-
     fn share(&self, ctx: &mut Ctx<'_, Event>, order_id: &str, vendor: &str, minute: i64, currency: &str, orders: i32, units: i64, gmv: i64, refunds: i64, tag: &str) {
         let t = ctx.time();
         ctx.emit(Event::VendorSaleRecorded(VendorSaleRecorded {
@@ -154,7 +111,8 @@ impl Processor for Sales {
     type Out = Event;
 
     fn new(config: SalesConfig) -> Self {
-        Sales { config, rates: BTreeMap::new() }
+        let rates = Rates::new(&config.base_currency);
+        Sales { config, rates }
     }
 
     fn flow(&self) -> Flow {
@@ -178,13 +136,9 @@ impl Processor for Sales {
 
     fn on_global(&mut self, input: &Input<Event>) {
         if let Event::ExchangeRateUpdated(r) = &input.value {
-            let history = self.rates.entry((r.base_currency.clone(), r.quote_currency.clone())).or_default();
-            history.insert(r.occurred_at.millis(), r.rate_e9);
+            self.rates.record(&r.base_currency, &r.quote_currency, r.occurred_at.millis(), r.rate_e9);
             // Rates older than the state kept are never asked for again.
-            let horizon = r.occurred_at.millis().saturating_sub(self.config.keep_days.saturating_mul(86_400_000));
-            while history.len() > 1 && history.keys().next().is_some_and(|t| *t < horizon) {
-                history.pop_first();
-            }
+            self.rates.forget_before(r.occurred_at.millis().saturating_sub(self.config.keep_days.saturating_mul(86_400_000)));
         }
     }
 
@@ -248,12 +202,9 @@ impl Processor for Sales {
                 let net_payout = net_sales - commission;
                 // The rate in force when the minute began: every rate before it is known by
                 // the time any sale of the minute is counted, whatever the processing order.
-                let (gmv_base, net_base) = match self.rate_to_base(&s.currency, minute) {
-                    Some(rate) => (
-                        convert(m.gmv_minor, &s.currency, &self.config.base_currency, rate),
-                        convert(net_payout, &s.currency, &self.config.base_currency, rate),
-                    ),
-                    None => {
+                let (gmv_base, net_base) = match (self.rates.to_base(m.gmv_minor, &s.currency, minute), self.rates.to_base(net_payout, &s.currency, minute)) {
+                    (Some(gmv), Some(net)) => (gmv, net),
+                    _ => {
                         tracing::warn!(currency = %s.currency, base = %self.config.base_currency, "no exchange rate yet; base amounts are 0");
                         (0, 0)
                     }
@@ -426,8 +377,8 @@ mod tests {
         rate(&mut d, "EUR", "USD", 1_080_000_000); // only the inverse is known for USD
         d.pipe(order("o2", T0 + 60_000, "USD", &[("v1", 1, 1_080)]));
         assert_eq!(last(&d, "v1", T0 + 60_000).gmv_base_minor, 1_000, "$10.80 / 1.08 = €10.00");
-        assert_eq!(convert(5, "EUR", "EUR", 500_000_000), 2, "2.5 rounds to the even 2");
-        assert_eq!(convert(7, "EUR", "EUR", 500_000_000), 4, "3.5 rounds to the even 4");
+        assert_eq!(convert(5, "EUR", "EUR", 500_000_000), Some(2), "2.5 rounds to the even 2");
+        assert_eq!(convert(7, "EUR", "EUR", 500_000_000), Some(4), "3.5 rounds to the even 4");
         assert_eq!(div_round_half_even(-5, 2), -2);
     }
 }

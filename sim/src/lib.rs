@@ -314,6 +314,9 @@ pub struct Simulator {
     next_order: u64,
     stock: Stock,
     rates_per_eur: [f64; 4],
+    /// The rates it published, for its own GMV in EUR with the pipeline's rule
+    /// (`storeflow_avro::money`: the rate in force at the order's time, half to even).
+    published_rates: storeflow_avro::money::Rates,
     summary: SimSummary,
     gmv_eur: HashMap<String, i64>,
     ring_ids: HashSet<String>,
@@ -332,11 +335,6 @@ pub struct Simulator {
     planted: Vec<Planted>,
 }
 
-fn minor_to_eur(amount: i64, c: &Currency, rates: &[f64; 4]) -> i64 {
-    let idx = CURRENCIES.iter().position(|x| x.code == c.code).unwrap_or(0);
-    let units = amount as f64 / 10f64.powi(c.decimals as i32);
-    (units / rates[idx] * 100.0).round() as i64
-}
 
 impl Simulator {
     /// A simulator for `config`.
@@ -365,6 +363,7 @@ impl Simulator {
             next_order: 0,
             stock: Stock::default(),
             rates_per_eur: CURRENCIES.map(|c| c.per_eur),
+            published_rates: storeflow_avro::money::Rates::new("EUR"),
             summary: SimSummary::default(),
             gmv_eur: HashMap::new(),
             ring_ids: HashSet::new(),
@@ -658,13 +657,10 @@ impl Simulator {
         let id = self.event_id();
         // Rate from `code` to EUR: EUR per unit of `code`.
         let rate = 1.0 / self.rates_per_eur[idx];
-        self.emit(ExchangeRateUpdated {
-            event_id: id,
-            occurred_at: self.at(),
-            base_currency: code.to_string(),
-            quote_currency: "EUR".to_string(),
-            rate_e9: (rate * 1e9).round() as i64,
-        });
+        let rate_e9 = (rate * 1e9).round() as i64;
+        let at = self.at();
+        self.published_rates.record(code, "EUR", at.millis(), rate_e9);
+        self.emit(ExchangeRateUpdated { event_id: id, occurred_at: at, base_currency: code.to_string(), quote_currency: "EUR".to_string(), rate_e9 });
     }
 
     fn emit_registered(&mut self, n: u64, c: &Customer) {
@@ -1301,7 +1297,8 @@ impl Simulator {
         let (number, e) = self.order_placed(customer, &c, ship_country, items.clone(), session, card);
         let order_id = e.order_id.clone();
         let total = e.total_minor();
-        self.gmv_eur.insert(order_id.clone(), minor_to_eur(total, currency, &self.rates_per_eur));
+        let eur = self.published_rates.to_base(total, currency.code, e.occurred_at.millis()).unwrap_or(0);
+        self.gmv_eur.insert(order_id.clone(), eur);
         if ring {
             self.ring_ids.insert(order_id.clone());
         }

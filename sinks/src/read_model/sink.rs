@@ -541,28 +541,10 @@ pub const TOPICS: [Topic; 9] = [
     Topic::FraudScores,
 ];
 
-/// The order an event is about, for the order history.
+/// The order an event is about, for the order history (every event of the read model's
+/// topics that names an order is part of its history).
 fn order_of(e: &Event) -> Option<&str> {
-    Some(match e {
-        Event::OrderPlaced(x) => &x.order_id,
-        Event::OrderCancelRequested(x) => &x.order_id,
-        Event::ReturnRequested(x) => &x.order_id,
-        Event::PaymentAuthorized(x) => &x.order_id,
-        Event::PaymentCaptured(x) => &x.order_id,
-        Event::PaymentFailed(x) => &x.order_id,
-        Event::RefundIssued(x) => &x.order_id,
-        Event::ShipmentCreated(x) => &x.order_id,
-        Event::ShipmentShipped(x) => &x.order_id,
-        Event::ShipmentDelivered(x) => &x.order_id,
-        Event::ReturnReceived(x) => &x.order_id,
-        Event::ReservationMade(x) => &x.order_id,
-        Event::ReservationRejected(x) => &x.order_id,
-        Event::ReservationReleased(x) => &x.order_id,
-        Event::ReservationCommitted(x) => &x.order_id,
-        Event::OrderStatusChanged(x) => &x.order_id,
-        Event::FraudScored(x) => &x.order_id,
-        _ => return None,
-    })
+    e.order_id()
 }
 
 /// The event as the history keeps it: OrderPlaced without its addresses (only their
