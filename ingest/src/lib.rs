@@ -10,11 +10,13 @@
 //! - [`publish`] — encoding events and publishing them to their topics.
 
 pub mod backoff;
+pub mod dlq;
 pub mod embedded;
 pub mod kafka;
 pub mod log;
 pub mod partitioner;
 pub mod publish;
+pub mod threads;
 pub mod types;
 
 #[cfg(feature = "contract-tests")]

@@ -65,16 +65,7 @@ impl<'a, O: Wire> Ctx<'a, O> {
     /// (say, an event that arrived before the state it needs) — to `<topic>.dlq` with
     /// `reason`, as the runtime does for a record that fails when it arrives.
     pub fn dead_letter(&mut self, topic: &str, key: &str, value: O, reason: &str) {
-        use crate::task::dlq_headers as h;
-        use storeflow_ingest::Header;
-        let headers = vec![
-            Header::text(h::PROCESSOR, self.processor),
-            Header::text(h::REASON, reason),
-            Header::text(h::TOPIC, topic),
-            Header::text(h::PARTITION, self.partition.to_string()),
-            Header::text(h::OFFSET, "held back"),
-            Header::text(h::TIME, self.time.to_string()),
-        ];
+        let headers = storeflow_ingest::dlq::headers_for(self.processor, reason, topic, self.partition, "held back", self.time);
         self.out.push(Emitted { topic: storeflow_avro::dlq_topic(topic), key: key.to_string(), value, headers });
     }
 

@@ -23,21 +23,8 @@ use crate::runtime::align::{ORDER_HEADER, order_header, step_of_timer};
 use crate::store::TaskState;
 use crate::wire::Wire;
 
-/// Header names on dead-letter records.
-pub mod dlq_headers {
-    /// The processor that gave up on the record.
-    pub const PROCESSOR: &str = "storeflow.dlq.processor";
-    /// Why.
-    pub const REASON: &str = "storeflow.dlq.reason";
-    /// Where the record came from.
-    pub const TOPIC: &str = "storeflow.dlq.topic";
-    /// Its partition there.
-    pub const PARTITION: &str = "storeflow.dlq.partition";
-    /// Its offset there.
-    pub const OFFSET: &str = "storeflow.dlq.offset";
-    /// When it was dead-lettered (ms since the epoch, stream time).
-    pub const TIME: &str = "storeflow.dlq.time";
-}
+/// Header names on dead-letter records (see [`storeflow_ingest::dlq`]).
+pub use storeflow_ingest::dlq::headers as dlq_headers;
 
 /// A task's state and the records it will publish at its next commit.
 pub struct TaskCore {
@@ -124,21 +111,7 @@ pub trait DynProcessor: Send {
 
 /// The dead-letter record of `record`, which `processor` gave up on at stream time `now`.
 pub fn dlq_record(processor: &str, record: &Record, reason: &str, now: i64) -> ProduceRecord {
-    let mut headers = record.headers.clone();
-    headers.push(Header::text(dlq_headers::PROCESSOR, processor));
-    headers.push(Header::text(dlq_headers::REASON, reason));
-    headers.push(Header::text(dlq_headers::TOPIC, record.topic.to_string()));
-    headers.push(Header::text(dlq_headers::PARTITION, record.partition.to_string()));
-    headers.push(Header::text(dlq_headers::OFFSET, record.offset.to_string()));
-    headers.push(Header::text(dlq_headers::TIME, now.to_string()));
-    ProduceRecord {
-        topic: storeflow_avro::dlq_topic(&record.topic),
-        partition: None,
-        key: record.key.as_ref().map(|k| k.to_vec()),
-        value: record.value.as_ref().map(|v| v.to_vec()),
-        headers,
-        timestamp: Some(record.timestamp),
-    }
+    storeflow_ingest::dlq::dead_letter(processor, record, reason, now)
 }
 
 /// Encodes `out`, the outputs of `step` of processor `name`: each must be declared by the

@@ -11,7 +11,7 @@
 //!   committed meanwhile — the offsets are held, so a crash now re-reads the batch;
 //! - **permanent failure** ([`Retry::Permanent`]): the batch is split in halves and each half
 //!   written on its own, down to the single record that can never be written, which goes to
-//!   `<topic>.dlq` with the reason (headers of `storeflow_processors::dlq_headers`, the
+//!   `<topic>.dlq` with the reason (headers of `storeflow_ingest::dlq::headers`, the
 //!   sink's name as the processor) — the rest of the stream carries on;
 //! - a record that does not decode goes to the dead-letter topic straight away.
 //!
@@ -45,10 +45,9 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use storeflow_avro::{Codec, Event, Topic};
 use storeflow_ingest::{Backoff, 
-    Consumer, ConsumerConfig, Header, Log, OffsetCommitter, OffsetReset, ProduceRecord, RebalanceListener, Record,
+    Consumer, ConsumerConfig, Log, OffsetCommitter, OffsetReset, ProduceRecord, RebalanceListener, Record,
     TopicPartition, TopicSpec,
 };
-use storeflow_processors::dlq_headers;
 use tokio::runtime::Handle;
 
 use crate::config::Batching;
@@ -162,7 +161,7 @@ pub struct SinkThread {
     /// Set when the thread ended with an error.
     pub failure: Arc<Mutex<Option<String>>>,
     /// Whether the sink runs (for readiness probes): false while it waits for a restart.
-    pub alive: storeflow_processors::runtime::Liveness,
+    pub alive: storeflow_ingest::threads::Liveness,
     /// How often it was restarted after its loop ended.
     pub restarts: Arc<AtomicU64>,
     pub(crate) thread: Option<JoinHandle<()>>,
@@ -222,7 +221,7 @@ pub fn spawn<S: Sink>(
         read_ahead,
     };
     let fail = failure.clone();
-    let alive = storeflow_processors::runtime::Liveness::starting();
+    let alive = storeflow_ingest::threads::Liveness::starting();
     let guard = alive.guard();
     let restarts = Arc::new(AtomicU64::new(0));
     let (up, restarted) = (alive.clone(), restarts.clone());
@@ -262,7 +261,7 @@ const RESTART_MAX: Duration = Duration::from_secs(60);
 /// letter) — the sink is marked down (`/readyz` names it), reconnected to the log after a
 /// back-off (1 s doubling to 60 s; back to 1 s after 5 minutes up) and goes on from its
 /// group's last commit, as after a crash: nothing written after that commit was committed.
-fn supervise<S: Sink>(runner: &mut Runner<S>, failure: &Mutex<Option<String>>, alive: &storeflow_processors::runtime::Liveness, restarts: &AtomicU64) {
+fn supervise<S: Sink>(runner: &mut Runner<S>, failure: &Mutex<Option<String>>, alive: &storeflow_ingest::threads::Liveness, restarts: &AtomicU64) {
     let name = runner.sink.name();
     let stop = runner.stop.clone();
     let mut backoff = Backoff::new(RESTART_FIRST, RESTART_MAX);
@@ -271,7 +270,7 @@ fn supervise<S: Sink>(runner: &mut Runner<S>, failure: &Mutex<Option<String>>, a
         let why = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runner.run())) {
             Ok(Ok(())) => return,
             Ok(Err(e)) => e.to_string(),
-            Err(p) => format!("panic: {}", storeflow_processors::runtime::panic_message(&*p)),
+            Err(p) => format!("panic: {}", storeflow_ingest::threads::panic_message(&*p)),
         };
         *failure.lock() = Some(why.clone());
         if stop.load(Ordering::SeqCst) {
@@ -650,7 +649,7 @@ impl<S: Sink> Runner<S> {
             let result = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.rt.block_on(self.sink.write(&batch)))) {
                 Ok(result) => result,
                 Err(panic) => {
-                    let reason = format!("panic: {}", storeflow_processors::runtime::panic_message(&*panic));
+                    let reason = format!("panic: {}", storeflow_ingest::threads::panic_message(&*panic));
                     self.metrics.errors.get_or_create(&SinkMetrics::error(name, "panic")).inc();
                     if items.len() == 1 {
                         let it = &items[0].1;
@@ -712,27 +711,7 @@ impl<S: Sink> Runner<S> {
     fn dead_letter(&mut self, records: &[Record], dead: &[(usize, String)]) -> std::result::Result<(), Stopping> {
         let name = self.sink.name();
         let now = chrono::Utc::now().timestamp_millis();
-        let out: Vec<ProduceRecord> = dead
-            .iter()
-            .map(|(i, reason)| {
-                let r = &records[*i];
-                let mut headers = r.headers.clone();
-                headers.push(Header::text(dlq_headers::PROCESSOR, name));
-                headers.push(Header::text(dlq_headers::REASON, reason.clone()));
-                headers.push(Header::text(dlq_headers::TOPIC, r.topic.to_string()));
-                headers.push(Header::text(dlq_headers::PARTITION, r.partition.to_string()));
-                headers.push(Header::text(dlq_headers::OFFSET, r.offset.to_string()));
-                headers.push(Header::text(dlq_headers::TIME, now.to_string()));
-                ProduceRecord {
-                    topic: storeflow_avro::dlq_topic(&r.topic),
-                    partition: Some(0),
-                    key: r.key.as_ref().map(|k| k.to_vec()),
-                    value: r.value.as_ref().map(|v| v.to_vec()),
-                    headers,
-                    timestamp: Some(r.timestamp),
-                }
-            })
-            .collect();
+        let out: Vec<ProduceRecord> = dead.iter().map(|(i, reason)| storeflow_ingest::dlq::dead_letter(name, &records[*i], reason, now)).collect();
         let mut backoff = Backoff::new(Duration::from_millis(100), self.settings.max_backoff);
         loop {
             let sent = self.producer.send_batch(out.clone()).and_then(|acks| acks.into_iter().try_for_each(|a| a.wait().map(|_| ())));
@@ -857,7 +836,7 @@ mod tests {
         c.assign(&[(TopicPartition::new(&dlq, 0), 0)]).unwrap();
         let letters = c.poll(10, Duration::from_secs(2)).unwrap();
         assert_eq!(letters.len(), 1);
-        let reason = letters[0].header(dlq_headers::REASON).map(|v| String::from_utf8_lossy(v).into_owned()).unwrap_or_default();
+        let reason = letters[0].header(storeflow_ingest::dlq::headers::REASON).map(|v| String::from_utf8_lossy(v).into_owned()).unwrap_or_default();
         assert!(reason.starts_with("panic: planted panic at offset 2"), "{reason}");
     }
 

@@ -129,7 +129,7 @@ impl Sinks {
     }
 
     /// Each sink thread's name and liveness (for readiness probes).
-    pub fn liveness(&self) -> Vec<(&'static str, storeflow_processors::runtime::Liveness)> {
+    pub fn liveness(&self) -> Vec<(&'static str, storeflow_ingest::threads::Liveness)> {
         self.threads.iter().map(|t| (t.name, t.alive.clone())).collect()
     }
 
