@@ -32,8 +32,9 @@
 //!
 //! The key store is a directory (`<data-dir>/keys`): one 0600 file per customer, named by key
 //! id, overwritten with zeros, synced and unlinked on erasure; and `pseudonym.key`. Several
-//! processes on one machine share it (a key is created with `O_EXCL`; an open checks the
-//! file is still there, so an erasure in one process is seen by the others at once).
+//! processes on one machine share it (a key is created with `O_EXCL`; every seal and open
+//! checks the file against the cached one, so an erasure in one process is seen by the
+//! others at once).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -119,6 +120,30 @@ impl DataKey {
     }
 }
 
+/// A key in memory and the identity of the file it was read from (inode and modification
+/// time, to the nanosecond — a file system may give a new file a freed inode at once): a
+/// key erased and made anew by another process is another file, so it is read again.
+struct Cached {
+    key: Arc<DataKey>,
+    file: Option<(u64, u128)>,
+}
+
+/// The identity of the file at `path`, or `None` when there is none.
+fn identity(path: &Path) -> io::Result<Option<(u64, u128)>> {
+    match fs::metadata(path) {
+        Ok(m) => {
+            #[cfg(unix)]
+            let ino = std::os::unix::fs::MetadataExt::ino(&m);
+            #[cfg(not(unix))]
+            let ino = 0;
+            let mtime = m.modified()?.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+            Ok(Some((ino, mtime)))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// What opening a value gave.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Opened<'a> {
@@ -134,7 +159,7 @@ pub enum Opened<'a> {
 pub struct Vault {
     /// `None`: kept in memory only (tests, tools that publish nothing lasting).
     dir: Option<PathBuf>,
-    keys: RwLock<HashMap<String, Arc<DataKey>>>,
+    keys: RwLock<HashMap<String, Cached>>,
     pseudonyms: hmac::Key,
 }
 
@@ -223,59 +248,65 @@ impl Vault {
         Ok(self.find(&key_id(customer_id))?.is_some())
     }
 
-    /// The key of `kid`, if it exists (on disk: checked on every call, so that an erasure
-    /// made by another process counts at once).
-    fn find(&self, kid: &str) -> io::Result<Option<Arc<DataKey>>> {
-        let cached = self.keys.read().get(kid).cloned();
-        let Some(path) = self.path(kid) else { return Ok(cached) };
-        if cached.is_some() {
-            if path.exists() {
-                return Ok(cached);
+    /// The key of `kid` as it is now — made first when `create` — checked against the file
+    /// on every call (one `stat`), so that an erasure by another process counts at once, for
+    /// opening and for sealing alike.
+    fn current(&self, kid: &str, create: bool) -> io::Result<Option<Arc<DataKey>>> {
+        let Some(path) = self.path(kid) else {
+            if let Some(c) = self.keys.read().get(kid) {
+                return Ok(Some(c.key.clone()));
             }
-            self.keys.write().remove(kid);
-            return Ok(None);
+            if !create {
+                return Ok(None);
+            }
+            let mut keys = self.keys.write();
+            let c = keys.entry(kid.to_string()).or_insert_with(|| Cached { key: Arc::new(DataKey::new(&random_key())), file: None });
+            return Ok(Some(c.key.clone()));
+        };
+        let mut file = identity(&path)?;
+        if let Some(c) = self.keys.read().get(kid)
+            && file.is_some()
+            && c.file == file
+        {
+            return Ok(Some(c.key.clone()));
         }
-        Ok(read_key(&path)?.map(|k| {
-            let key = Arc::new(DataKey::new(&k));
-            self.keys.write().insert(kid.to_string(), key.clone());
-            key
-        }))
-    }
-
-    fn key_for(&self, kid: &str) -> io::Result<Arc<DataKey>> {
-        if let Some(k) = self.keys.read().get(kid) {
-            // Sealing with a key erased meanwhile by another process seals data nobody can
-            // open: harmless, so the hot path does not look at the disk.
-            return Ok(k.clone());
-        }
-        let bytes = match self.path(kid) {
-            Some(path) => create_or_read(&path, &random_key())?,
-            None => random_key(),
+        let bytes = match file {
+            Some(_) => read_key(&path)?,
+            None if create => {
+                let bytes = create_or_read(&path, &random_key())?;
+                file = identity(&path)?;
+                Some(bytes)
+            }
+            None => None,
         };
         let mut keys = self.keys.write();
-        Ok(keys.entry(kid.to_string()).or_insert_with(|| Arc::new(DataKey::new(&bytes))).clone())
+        match bytes {
+            Some(b) => {
+                let key = Arc::new(DataKey::new(&b));
+                keys.insert(kid.to_string(), Cached { key: key.clone(), file });
+                Ok(Some(key))
+            }
+            None => {
+                keys.remove(kid);
+                Ok(None)
+            }
+        }
+    }
+
+    /// The key of `kid`, if it exists.
+    fn find(&self, kid: &str) -> io::Result<Option<Arc<DataKey>>> {
+        self.current(kid, false)
+    }
+
+    /// The key of `kid`, made on first use.
+    fn key_for(&self, kid: &str) -> io::Result<Arc<DataKey>> {
+        self.current(kid, true)?.ok_or_else(|| io::Error::other(format!("the key file of {kid} is being erased")))
     }
 
     /// Seals `value` under `customer_id`'s key (made on first use). Empty and already
     /// sealed values are returned as they are.
     pub fn seal(&self, customer_id: &str, value: &str) -> io::Result<String> {
-        if value.is_empty() || is_sealed(value) {
-            return Ok(value.to_string());
-        }
-        let kid = key_id(customer_id);
-        let key = self.key_for(&kid)?;
-        let pseudonym = B64.encode(&hmac::sign(&self.pseudonyms, value.as_bytes()).as_ref()[..PSEUDONYM_LEN]);
-        let mut nonce = [0u8; NONCE_LEN];
-        nonce.copy_from_slice(&hmac::sign(&key.nonce, value.as_bytes()).as_ref()[..NONCE_LEN]);
-        let mut body = value.as_bytes().to_vec();
-        let aad = format!("{kid}.{pseudonym}");
-        key.aead
-            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad.as_bytes()), &mut body)
-            .map_err(|_| io::Error::other("sealing failed"))?;
-        let mut out = Vec::with_capacity(NONCE_LEN + body.len());
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(&body);
-        Ok(format!("{SEALED_PREFIX}{aad}.{}", B64.encode(out)))
+        Sealer::of(self, customer_id)?.seal(value)
     }
 
     /// Opens `value`: its plaintext, `Plain` when it was never sealed, `Erased` when its key
@@ -343,18 +374,19 @@ impl Vault {
         Ok(match event {
             Event::CustomerRegistered(c) => {
                 let mut c = c.clone();
-                c.email = self.seal(&c.customer_id, &c.email)?;
-                c.name = self.seal(&c.customer_id, &c.name)?;
+                let s = Sealer::of(self, &c.customer_id)?;
+                c.email = s.seal(&c.email)?;
+                c.name = s.seal(&c.name)?;
                 Cow::Owned(Event::CustomerRegistered(c))
             }
             Event::OrderPlaced(o) => {
                 let mut o = o.clone();
-                let who = o.customer_id.clone();
+                let s = Sealer::of(self, &o.customer_id)?;
                 for a in [&mut o.shipping_address, &mut o.billing_address] {
-                    self.seal_address(&who, a)?;
+                    s.seal_address(a)?;
                 }
-                o.payment_method_token = self.seal(&who, &o.payment_method_token)?;
-                o.client_ip = self.seal(&who, &o.client_ip)?;
+                o.payment_method_token = s.seal(&o.payment_method_token)?;
+                o.client_ip = s.seal(&o.client_ip)?;
                 Cow::Owned(Event::OrderPlaced(o))
             }
             Event::CustomerErased(e) => {
@@ -365,12 +397,48 @@ impl Vault {
         })
     }
 
-    fn seal_address(&self, who: &str, a: &mut Address) -> io::Result<()> {
+}
+
+/// One customer's key, looked up once for every field of an event.
+struct Sealer<'v> {
+    vault: &'v Vault,
+    kid: String,
+    key: Arc<DataKey>,
+}
+
+impl<'v> Sealer<'v> {
+    fn of(vault: &'v Vault, customer_id: &str) -> io::Result<Sealer<'v>> {
+        let kid = key_id(customer_id);
+        let key = vault.key_for(&kid)?;
+        Ok(Sealer { vault, kid, key })
+    }
+
+    /// `value` sealed (empty and already sealed values as they are).
+    fn seal(&self, value: &str) -> io::Result<String> {
+        if value.is_empty() || is_sealed(value) {
+            return Ok(value.to_string());
+        }
+        let (kid, key) = (&self.kid, &self.key);
+        let pseudonym = B64.encode(&hmac::sign(&self.vault.pseudonyms, value.as_bytes()).as_ref()[..PSEUDONYM_LEN]);
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce.copy_from_slice(&hmac::sign(&key.nonce, value.as_bytes()).as_ref()[..NONCE_LEN]);
+        let mut body = value.as_bytes().to_vec();
+        let aad = format!("{kid}.{pseudonym}");
+        key.aead
+            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad.as_bytes()), &mut body)
+            .map_err(|_| io::Error::other("sealing failed"))?;
+        let mut out = Vec::with_capacity(NONCE_LEN + body.len());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&body);
+        Ok(format!("{SEALED_PREFIX}{aad}.{}", B64.encode(out)))
+    }
+
+    fn seal_address(&self, a: &mut Address) -> io::Result<()> {
         for f in [&mut a.name, &mut a.line1, &mut a.city, &mut a.postal_code] {
-            *f = self.seal(who, f)?;
+            *f = self.seal(f)?;
         }
         for f in [&mut a.line2, &mut a.region].into_iter().flatten() {
-            *f = self.seal(who, f)?;
+            *f = self.seal(f)?;
         }
         Ok(())
     }
@@ -439,6 +507,20 @@ mod tests {
         assert_eq!(other.open(&a).unwrap(), Opened::Clear("ada".into()));
         other.erase("c1").unwrap();
         assert_eq!(keys.open(&a).unwrap(), Opened::Erased);
+    }
+
+    #[test]
+    fn a_key_erased_and_made_anew_by_another_process_is_the_one_both_seal_and_open_with() {
+        let (d, keys) = store();
+        let other = Vault::load(&d.path().join("keys")).unwrap();
+        let old = keys.seal("c1", "ada").unwrap();
+        other.erase("c1").unwrap();
+        let new = other.seal("c1", "ada the second").unwrap();
+        // This process had the old key cached: it must not seal with it any more.
+        let mine = keys.seal("c1", "ada the second").unwrap();
+        assert_eq!(mine, new, "both seal with the key that exists now");
+        assert_eq!(other.open(&mine).unwrap(), Opened::Clear("ada the second".into()));
+        assert_eq!(keys.open(&old).unwrap(), Opened::Erased);
     }
 
     #[test]
