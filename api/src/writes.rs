@@ -148,10 +148,15 @@ impl Writer {
             })
             .collect::<ApiResult<Vec<Event>>>()?;
         let now = Timestamp::now();
+        let at = |i: usize, f: &str| if batch { format!("events[{i}].{f}") } else { f.to_string() };
         for (i, e) in events.iter().enumerate() {
             if let Err(why) = time.check_sent(e.occurred_at(), now) {
-                let field = if batch { format!("events[{i}].occurred_at") } else { "occurred_at".to_string() };
-                return Err(ApiError::Invalid { code: "occurred_at_out_of_range", message: why, field: Some(field) });
+                return Err(ApiError::Invalid { code: "occurred_at_out_of_range", message: why, field: Some(at(i, "occurred_at")) });
+            }
+            // A sealed value is made here, never sent: its sender would choose the pseudonym
+            // the fraud checks compare.
+            if let Some(f) = storeflow_avro::pii::sealed_field(e) {
+                return Err(ApiError::Invalid { code: "sealed_value", message: storeflow_avro::pii::already_sealed(f), field: Some(at(i, f)) });
             }
         }
         Ok(Checked { events, named })

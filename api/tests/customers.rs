@@ -429,3 +429,53 @@ async fn an_hs256_token_is_refused_when_only_jwks_keys_are_configured() {
     }
     healthy(&h).await;
 }
+
+/// A value already in the sealed form (`pii1.<key id>.<pseudonym>.…`) carries the pseudonym
+/// the fraud checks compare: whoever could send one would make two orders from one IP look
+/// like two IPs (or one stolen card look new). Nobody sends one — not an app, not a customer,
+/// not a service — whether it is forged or copied from the log.
+#[tokio::test]
+async fn a_value_already_in_the_sealed_form_is_refused_from_every_caller_naming_the_field() {
+    let h = customers_harness();
+    h.seed_catalog();
+    let (st, _, v) = h.raw(Method::POST, "/v1/orders", Some(&h.app_key), Some(order_body().to_string().into_bytes()), &[("idempotency-key", "real")]).await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{v}");
+    let logged = h
+        .events_on("storefront.orders")
+        .into_iter()
+        .find_map(|e| match e {
+            storeflow_avro::Event::OrderPlaced(o) => Some(o),
+            _ => None,
+        })
+        .unwrap();
+    assert!(storeflow_avro::pii::is_sealed(&logged.client_ip), "the order was logged sealed");
+    let copied_ip = logged.client_ip.clone();
+    let forged = "pii1.0123456789abcdef.AAAAAAAAAAAA.AAAA".to_string();
+    let before = published(&h);
+
+    let mut with_copied_ip = order_body();
+    with_copied_ip["client_ip"] = json!(copied_ip);
+    let mut with_forged_line = order_body();
+    with_forged_line.as_object_mut().unwrap().remove("client_ip");
+    with_forged_line["shipping_address"]["line1"] = json!(forged);
+    let me = customer_token("C1");
+    for (caller, body, field) in [(&h.app_key, with_copied_ip, "client_ip"), (&me, with_forged_line, "shipping_address.line1")] {
+        let (st, _, v) = h.raw(Method::POST, "/v1/orders", Some(caller), Some(body.to_string().into_bytes()), &[("idempotency-key", field)]).await;
+        assert_eq!((st, v["error"]["code"].as_str(), v["error"]["field"].as_str()), (StatusCode::BAD_REQUEST, Some("sealed_value"), Some(field)), "{v}");
+        assert!(error_of(&v).1.contains("send the value itself"), "{v}");
+    }
+
+    let order = json!({"type": "OrderPlaced", "order_id": "o-forged", "customer_id": "C1",
+        "items": [{"sku": "S1", "product_id": "P1", "vendor_id": "V-A", "quantity": 1, "unit_price_minor": 1999}],
+        "currency": "EUR", "shipping_address": address(), "billing_address": address(),
+        "payment_method_token": forged, "client_ip": "203.0.113.9"});
+    let registered = json!({"type": "CustomerRegistered", "customer_id": "C9", "email": logged.client_ip,
+        "name": "Ada", "country": "DE", "marketing_opt_in": false});
+    let page = json!({"type": "PageViewed", "session_id": "s", "page": "/"});
+    for (body, field) in [(order, "payment_method_token"), (json!({"events": [page, registered]}), "events[1].email")] {
+        let (st, _, v) = h.call(Method::POST, "/v1/events", Some(&h.service), Some(body)).await;
+        assert_eq!((st, v["error"]["code"].as_str(), v["error"]["field"].as_str()), (StatusCode::BAD_REQUEST, Some("sealed_value"), Some(field)), "{v}");
+    }
+    assert_eq!(published(&h), before, "a refused request was published");
+    healthy(&h).await;
+}

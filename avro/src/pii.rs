@@ -303,8 +303,8 @@ impl Vault {
         self.current(kid, true)?.ok_or_else(|| io::Error::other(format!("the key file of {kid} is being erased")))
     }
 
-    /// Seals `value` under `customer_id`'s key (made on first use). Empty and already
-    /// sealed values are returned as they are.
+    /// Seals `value` under `customer_id`'s key (made on first use). An empty value is
+    /// returned as it is; an already sealed one is refused (`InvalidInput`).
     pub fn seal(&self, customer_id: &str, value: &str) -> io::Result<String> {
         Sealer::of(self, customer_id)?.seal(value)
     }
@@ -370,33 +370,92 @@ impl Vault {
     /// What a producer does with an event before it reaches the log: its personal fields
     /// sealed under its customer's key (a copy, when there are any), or, for
     /// `CustomerErased`, the customer's key shredded first.
+    ///
+    /// An event whose personal field already holds a sealed value is refused
+    /// (`InvalidInput`, naming the field): whoever sends one would choose the pseudonym the
+    /// fraud checks compare. Producers refuse it before this ([`sealed_field`]), with the
+    /// field named to their caller.
     pub fn prepare<'e>(&self, event: &'e Event) -> io::Result<Cow<'e, Event>> {
-        Ok(match event {
-            Event::CustomerRegistered(c) => {
-                let mut c = c.clone();
-                let s = Sealer::of(self, &c.customer_id)?;
-                c.email = s.seal(&c.email)?;
-                c.name = s.seal(&c.name)?;
-                Cow::Owned(Event::CustomerRegistered(c))
+        if let Event::CustomerErased(e) = event {
+            self.erase(&e.customer_id)?;
+            return Ok(Cow::Borrowed(event));
+        }
+        let Some(customer_id) = personal_owner(event) else { return Ok(Cow::Borrowed(event)) };
+        let s = Sealer::of(self, customer_id)?;
+        let mut copy = event.clone();
+        for_each_personal(&mut copy, &mut |field, value| {
+            if is_sealed(value) {
+                return Err(io::Error::new(io::ErrorKind::InvalidInput, already_sealed(field)));
             }
-            Event::OrderPlaced(o) => {
-                let mut o = o.clone();
-                let s = Sealer::of(self, &o.customer_id)?;
-                for a in [&mut o.shipping_address, &mut o.billing_address] {
-                    s.seal_address(a)?;
-                }
-                o.payment_method_token = s.seal(&o.payment_method_token)?;
-                o.client_ip = s.seal(&o.client_ip)?;
-                Cow::Owned(Event::OrderPlaced(o))
-            }
-            Event::CustomerErased(e) => {
-                self.erase(&e.customer_id)?;
-                Cow::Borrowed(event)
-            }
-            _ => Cow::Borrowed(event),
-        })
+            *value = s.seal(value)?;
+            Ok(())
+        })?;
+        Ok(Cow::Owned(copy))
     }
+}
 
+/// The first personal field of `event` that already holds a sealed value (`pii1.…`), named
+/// as in the event's JSON (`shipping_address.line1`). Producers refuse such an event with a
+/// 400 naming the field: a value is sealed here, by storeflow, never by whoever sends it.
+pub fn sealed_field(event: &Event) -> Option<&'static str> {
+    personal_owner(event)?;
+    let mut copy = event.clone();
+    let mut found = None;
+    let _ = for_each_personal(&mut copy, &mut |field, value| {
+        if is_sealed(value) {
+            found = Some(field);
+            return Err(io::Error::other("stop"));
+        }
+        Ok(())
+    });
+    found
+}
+
+/// Why an event with a sealed `field` is refused.
+pub fn already_sealed(field: &str) -> String {
+    format!("`{field}` holds a value in storeflow's sealed form (`{SEALED_PREFIX}…`); send the value itself: personal data is sealed when storeflow logs it")
+}
+
+/// The customer whose key seals `event`'s personal fields, when it has any.
+fn personal_owner(event: &Event) -> Option<&str> {
+    match event {
+        Event::CustomerRegistered(c) => Some(&c.customer_id),
+        Event::OrderPlaced(o) => Some(&o.customer_id),
+        _ => None,
+    }
+}
+
+/// Calls `f` on every personal field of `event` that holds a value, with its JSON path:
+/// the one list of what [`PERSONAL_FIELDS`] names.
+fn for_each_personal(event: &mut Event, f: &mut dyn FnMut(&'static str, &mut String) -> io::Result<()>) -> io::Result<()> {
+    let mut field = |name: &'static str, value: &mut String| if value.is_empty() { Ok(()) } else { f(name, value) };
+    match event {
+        Event::CustomerRegistered(c) => {
+            field("email", &mut c.email)?;
+            field("name", &mut c.name)?;
+        }
+        Event::OrderPlaced(o) => {
+            const SHIPPING: [&str; 6] = ["shipping_address.name", "shipping_address.line1", "shipping_address.city",
+                "shipping_address.postal_code", "shipping_address.line2", "shipping_address.region"];
+            const BILLING: [&str; 6] = ["billing_address.name", "billing_address.line1", "billing_address.city",
+                "billing_address.postal_code", "billing_address.line2", "billing_address.region"];
+            for (names, a) in [(SHIPPING, &mut o.shipping_address), (BILLING, &mut o.billing_address)] {
+                let Address { name, line1, city, postal_code, line2, region, .. } = a;
+                for (n, v) in names[..4].iter().zip([name, line1, city, postal_code]) {
+                    field(n, v)?;
+                }
+                for (n, v) in names[4..].iter().zip([line2, region]) {
+                    if let Some(v) = v {
+                        field(n, v)?;
+                    }
+                }
+            }
+            field("payment_method_token", &mut o.payment_method_token)?;
+            field("client_ip", &mut o.client_ip)?;
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// One customer's key, looked up once for every field of an event.
@@ -413,10 +472,13 @@ impl<'v> Sealer<'v> {
         Ok(Sealer { vault, kid, key })
     }
 
-    /// `value` sealed (empty and already sealed values as they are).
+    /// `value` sealed (an empty one as it is; an already sealed one refused).
     fn seal(&self, value: &str) -> io::Result<String> {
-        if value.is_empty() || is_sealed(value) {
-            return Ok(value.to_string());
+        if value.is_empty() {
+            return Ok(String::new());
+        }
+        if is_sealed(value) {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "the value is already sealed"));
         }
         let (kid, key) = (&self.kid, &self.key);
         let pseudonym = B64.encode(&hmac::sign(&self.vault.pseudonyms, value.as_bytes()).as_ref()[..PSEUDONYM_LEN]);
@@ -431,16 +493,6 @@ impl<'v> Sealer<'v> {
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&body);
         Ok(format!("{SEALED_PREFIX}{aad}.{}", B64.encode(out)))
-    }
-
-    fn seal_address(&self, a: &mut Address) -> io::Result<()> {
-        for f in [&mut a.name, &mut a.line1, &mut a.city, &mut a.postal_code] {
-            *f = self.seal(f)?;
-        }
-        for f in [&mut a.line2, &mut a.region].into_iter().flatten() {
-            *f = self.seal(f)?;
-        }
-        Ok(())
     }
 }
 
@@ -466,8 +518,8 @@ mod tests {
             prop_assert_eq!(keys.open(&sealed).unwrap(), Opened::Clear(value.clone()));
             // Deterministic: a replay publishes the same bytes.
             prop_assert_eq!(keys.seal(&customer, &value).unwrap(), sealed.clone());
-            // Sealing twice changes nothing.
-            prop_assert_eq!(keys.seal(&customer, &sealed).unwrap(), sealed);
+            // A sealed value is never sealed again: whoever sent it would choose its pseudonym.
+            prop_assert_eq!(keys.seal(&customer, &sealed).unwrap_err().kind(), io::ErrorKind::InvalidInput);
         }
 
         #[test]
@@ -560,5 +612,65 @@ mod tests {
         keys.erase("c2").unwrap();
         keys.open_json(&mut v).unwrap();
         assert_eq!(v, serde_json::json!({"a": "ada", "n": [{"b": null}], "plain": "x"}));
+    }
+
+    fn order_with_every_field() -> Event {
+        let t = crate::EVENT_TYPES.iter().find(|t| t.name == "OrderPlaced").unwrap();
+        let mut v = crate::json::example(t);
+        for a in ["shipping_address", "billing_address"] {
+            v[a]["line2"] = "flat 2".into();
+            v[a]["region"] = "north".into();
+        }
+        crate::json::event_from_json(v, crate::json::JsonOptions::default()).unwrap()
+    }
+
+    #[test]
+    fn the_personal_fields_visited_are_exactly_the_documented_ones() {
+        let mut seen = Vec::new();
+        let registered = crate::json::example(crate::EVENT_TYPES.iter().find(|t| t.name == "CustomerRegistered").unwrap());
+        let registered = crate::json::event_from_json(registered, crate::json::JsonOptions::default()).unwrap();
+        for mut e in [registered, order_with_every_field()] {
+            let kind = e.name();
+            for_each_personal(&mut e, &mut |f, _| {
+                seen.push(format!("{kind}.{}", f.replace("shipping_address", "*_address").replace("billing_address", "*_address")));
+                Ok(())
+            })
+            .unwrap();
+        }
+        seen.sort();
+        seen.dedup();
+        let mut documented: Vec<String> = PERSONAL_FIELDS.iter().map(|s| s.to_string()).collect();
+        documented.sort();
+        assert_eq!(seen, documented);
+    }
+
+    #[test]
+    fn an_event_carrying_a_sealed_value_is_refused_naming_the_field() {
+        let (_d, keys) = store();
+        let order = order_with_every_field();
+        let Event::OrderPlaced(clear) = &order else { unreachable!() };
+        assert_eq!(sealed_field(&order), None);
+        let sealed = keys.prepare(&order).unwrap().into_owned();
+        let Event::OrderPlaced(o) = &sealed else { unreachable!() };
+        assert!(is_sealed(&o.client_ip) && is_sealed(o.billing_address.region.as_deref().unwrap()));
+        assert_eq!(o.shipping_address.country, clear.shipping_address.country, "countries stay in the clear");
+        // Sent again (a forged pseudonym, or a value copied from the log): refused, not passed on.
+        assert_eq!(sealed_field(&sealed), Some("shipping_address.name"));
+        let err = keys.prepare(&sealed).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        assert!(err.to_string().contains("`shipping_address.name`"), "{err}");
+        // One sealed field among clear ones is found wherever it is.
+        for field in ["client_ip", "payment_method_token", "billing_address.region"] {
+            let mut e = order.clone();
+            let Event::OrderPlaced(o) = &mut e else { unreachable!() };
+            let forged = format!("{SEALED_PREFIX}kid.AAAAAAAAAAAA.body");
+            match field {
+                "client_ip" => o.client_ip = forged,
+                "payment_method_token" => o.payment_method_token = forged,
+                _ => o.billing_address.region = Some(forged),
+            }
+            assert_eq!(sealed_field(&e), Some(field));
+            assert!(keys.prepare(&e).is_err());
+        }
     }
 }
