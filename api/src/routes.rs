@@ -16,7 +16,7 @@ use axum::Extension;
 use futures::Stream;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use storeflow_avro::{Address, Event, OrderCancelRequested, OrderItem, OrderPlaced, ReturnRequested, SkuQuantity, Timestamp};
+use storeflow_avro::{Address, Event, OrderCancelRequested, OrderItem, OrderPlaced, OrderStatus, ReturnRequested, SkuQuantity, Timestamp};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::BroadcastStream;
 use utoipa::{IntoParams, ToSchema};
@@ -400,7 +400,7 @@ pub async fn cancel_order(
         Some(o) => o,
         None => known_order(&s, &id).await?,
     };
-    if !storeflow_processors::orders::legal(&order.status, "cancelled") {
+    if !storeflow_avro::states::may_move(&order.status, OrderStatus::Cancelled) {
         return Err(ApiError::Conflict {
             code: "conflict",
             message: format!("order {id} is {}; it can no longer be cancelled", order.status),
@@ -457,7 +457,7 @@ pub async fn return_order(
         Some(o) => o,
         None => known_order(&s, &id).await?,
     };
-    if !storeflow_processors::orders::legal(&order.status, "return_requested") {
+    if !storeflow_avro::states::may_move(&order.status, OrderStatus::ReturnRequested) {
         return Err(ApiError::Conflict {
             code: "conflict",
             message: format!("order {id} is {}; only delivered orders can be returned", order.status),

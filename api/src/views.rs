@@ -20,7 +20,7 @@ use std::time::Duration;
 use futures::FutureExt;
 use parking_lot::{Mutex, RwLock};
 use storeflow_avro::money::Rates;
-use storeflow_avro::{Codec, Event, Timestamp, Topic};
+use storeflow_avro::{Codec, Event, OrderStatus, Timestamp, Topic};
 use storeflow_ingest::{ConsumerConfig, Log, LogError, TopicPartition};
 use tokio::sync::broadcast;
 
@@ -590,7 +590,7 @@ impl LogViews {
     }
 }
 
-const COUNTED: fn(&Order) -> bool = |o| !matches!(o.status.as_str(), "rejected_out_of_stock" | "payment_failed" | "cancelled");
+const COUNTED: fn(&Order) -> bool = |o| !o.status.parse::<OrderStatus>().is_ok_and(OrderStatus::is_unsold);
 
 impl AnalyticsRead for LogViews {
     fn dashboard(&self, range: Range) -> ReadFuture<'_, Dashboard> {
@@ -610,7 +610,7 @@ impl AnalyticsRead for LogViews {
                 e.1 = e.1.saturating_add(to_eur(&s, l.quantity.saturating_mul(l.unit_price_minor), cur, o.placed_at.unwrap_or(0)));
             }
         }
-        let returned = orders.iter().filter(|o| matches!(o.status.as_str(), "return_requested" | "returned" | "refunded")).count() as i64;
+        let returned = orders.iter().filter(|o| o.status.parse::<OrderStatus>().is_ok_and(OrderStatus::is_returned)).count() as i64;
         let sessions = s.sessions.values().filter(|t| **t >= from && **t < to).count() as i64;
         let n = orders.len() as i64;
         let d = Dashboard {

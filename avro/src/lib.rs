@@ -9,6 +9,7 @@
 //! - [`registry`] — where schema ids come from: the embedded registry (local mode) or a
 //!   Confluent-compatible registry over HTTP (distributed mode).
 //! - [`compat`] — the compatibility gate behind `storeflow schemas check`.
+//! - [`states`] — an order's status, payment and fulfillment states and its legal moves.
 //! - [`json`] — events as JSON (`{"type": "OrderPlaced", ...}`), validated against the
 //!   schema with errors that name the field.
 
@@ -20,6 +21,7 @@ pub mod json;
 pub mod money;
 pub mod pii;
 pub mod registry;
+pub mod states;
 mod timestamp;
 
 pub use codec::Codec;
@@ -27,6 +29,7 @@ pub use event::{EVENT_TYPES, Event, EventKind, EventType, Topic, dlq_topic};
 pub use events::*;
 pub use json::{FieldLimits, JsonOptions, ValidationError};
 pub use registry::{EmbeddedRegistry, HttpRegistry, SchemaRegistry};
+pub use states::{FulfillmentStatus, OrderStatus, PaymentStatus};
 pub use timestamp::{TimeBounds, Timestamp};
 
 /// The Avro namespace of every event type.

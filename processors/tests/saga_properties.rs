@@ -273,7 +273,7 @@ impl World {
             prop_assert_eq!(reserved, self.m.reserved.get(&sku_i).copied().unwrap_or(0), "reserved of {} after {:?}", sku, after);
         }
         for (o, (status, _, _)) in &self.m.orders {
-            let got = self.d.store::<OrderState>("orders", "orders", &oid(*o)).map(|s| s.status).unwrap_or_default();
+            let got = self.d.store::<OrderState>("orders", "orders", &oid(*o)).map(|s| s.status.to_string()).unwrap_or_default();
             prop_assert_eq!(&got, status, "order {} after {:?}", o, after);
         }
         Ok(())
