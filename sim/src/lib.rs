@@ -1229,10 +1229,12 @@ impl Simulator {
         }
     }
 
-    /// The next order number and id.
+    /// The next order number and id. The id names the seed: another seed's run on the same
+    /// log places other orders, while a rerun of one seed places the same ones again (and
+    /// the saga refuses them as already placed).
     fn new_order_id(&mut self) -> (u64, String) {
         self.next_order += 1;
-        (self.next_order, format!("o-{:08}", self.next_order))
+        (self.next_order, format!("o-{}-{:08}", self.config.seed, self.next_order))
     }
 
     /// An OrderPlaced under a new order number for `items` by account `n`, shipped to

@@ -28,7 +28,8 @@ enum Script {
 }
 
 fn script(order_id: &str, scripted: bool) -> Script {
-    let n: u64 = order_id.trim_start_matches("o-").parse().expect("order ids are numbered");
+    // `o-<seed>-<number>`.
+    let n: u64 = order_id.rsplit('-').next().and_then(|n| n.parse().ok()).expect("order ids are numbered");
     if !scripted {
         return Script::Normal;
     }

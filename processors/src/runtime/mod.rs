@@ -321,6 +321,15 @@ impl Shared {
             Some(b) => Some(decode_value(&b)?),
             None => None,
         };
+        // Where the consumer resumes each input: its committed offset (or the log's start).
+        // Until a record arrives that is how far the task has fetched; a consumer's own
+        // position is unknown before its first record, and an input that gets none after a
+        // restart (a payments partition nobody pays into yet) must still count as caught up.
+        let tps: Vec<TopicPartition> = routes.keys().cloned().collect();
+        let committed = self.log.committed_offsets(&self.group(), &tps)?;
+        let marks = self.log.watermarks(&tps)?;
+        let fetched_to: HashMap<TopicPartition, u64> =
+            tps.into_iter().zip(committed).zip(marks).map(|((tp, c), (start, _))| (tp, c.map_or(start, |c| c.max(start)))).collect();
         tracing::info!(processor = self.name, partition = p, "task started");
         let now = Instant::now();
         Ok(RtTask {
@@ -328,7 +337,7 @@ impl Shared {
             txn,
             committed_streams: groups.iter().map(|g| g.stream).collect(),
             last_fetch: routes.keys().map(|tp| (tp.clone(), now)).collect(),
-            fetched_to: HashMap::new(),
+            fetched_to,
             emitted,
             held_saved: refetch.clone(),
             refetch,

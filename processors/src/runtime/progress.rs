@@ -358,9 +358,17 @@ impl Coverage {
         changed
     }
 
-    /// Forgets a partition (revoked).
+    /// Forgets a partition (revoked): its bounds, and its place in the snapshots still
+    /// waiting. A snapshot waits only for partitions this instance still fetches; one that
+    /// kept waiting for a revoked partition would hold every later snapshot back, and each
+    /// input would stay "unclaimed" (lagging) for good after a rebalance.
     pub fn forget(&mut self, partition: u32) {
         self.declared.remove(&partition);
+        for (ends, values) in &mut self.pending {
+            ends.retain(|(tp, _)| tp.partition != partition);
+            values.retain(|(p, _, _)| *p != partition);
+        }
+        self.pending.retain(|(_, values)| !values.is_empty());
     }
 }
 
@@ -482,5 +490,22 @@ mod tests {
         assert_eq!(b.declared("src", 9_999), Some(777));
         assert_eq!(b.declared("src", 10_000), None);
         assert_eq!(b.declared("other", 0), None);
+    }
+
+    #[test]
+    fn a_revoked_partition_no_longer_holds_back_the_snapshots_behind_it() {
+        let tp = |p: u32| TopicPartition::new("src", p);
+        let mut c = Coverage::default();
+        c.push(vec![(tp(0), 10), (tp(1), 10)], vec![(0, "src".into(), 100), (1, "src".into(), 100)], 1);
+        c.push(vec![(tp(0), 20)], vec![(0, "src".into(), 200)], 2);
+        // Partition 0 is fetched far enough; partition 1 was revoked and is never fetched here.
+        let mut fetched = |t: &TopicPartition, _end: u64| t.partition == 0;
+        assert!(!c.claim(&mut fetched), "the first snapshot waits for partition 1");
+        assert!(c.declared.is_empty());
+        c.forget(1);
+        assert!(c.claim(&mut fetched));
+        assert_eq!(c.declared.get(&0).and_then(|d| d.get("src")), Some(&200));
+        assert!(!c.declared.contains_key(&1));
+        assert!(c.pending.is_empty());
     }
 }
