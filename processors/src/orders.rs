@@ -166,6 +166,39 @@ impl Held {
     }
 }
 
+/// The saga's timers. The runtime keys a timer by a string: `<kind>|<order id>`, written
+/// and read only here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum OrderTimer {
+    /// No payment authorized `payment_timeout_ms` after placing: cancel.
+    Payment,
+    /// No fraud verdict `fraud_gate_ms` after placing: confirm without one.
+    Fraud,
+    /// Events that came before their order waited `early_ttl_ms`: dead-letter them.
+    Early,
+}
+
+impl OrderTimer {
+    const fn kind(self) -> &'static str {
+        match self {
+            OrderTimer::Payment => "payment",
+            OrderTimer::Fraud => "fraud",
+            OrderTimer::Early => "early",
+        }
+    }
+
+    fn key(self, order_id: &str) -> String {
+        format!("{}|{order_id}", self.kind())
+    }
+
+    /// The timer and order of a key (`None` for a key this saga never sets).
+    fn parse(key: &str) -> Option<(OrderTimer, &str)> {
+        let (kind, order_id) = key.split_once('|')?;
+        let timer = [OrderTimer::Payment, OrderTimer::Fraud, OrderTimer::Early].into_iter().find(|t| t.kind() == kind)?;
+        Some((timer, order_id))
+    }
+}
+
 /// Inserts `h` into `list`, kept sorted by (time, cause).
 fn hold(list: &mut Vec<Held>, h: Held) {
     let at = list.partition_point(|x| (x.at, x.cause) <= (h.at, h.cause));
@@ -447,13 +480,14 @@ impl Orders {
 
     /// A timer of `o` came due (or was held back until now).
     fn timer_fired(&self, o: &mut OrderState, key: &str, ctx: &mut Ctx<'_, Event>) -> Result<(), ProcessError> {
-        if key.starts_with("fraud|") {
+        let timer = OrderTimer::parse(key).map(|(t, _)| t);
+        if timer == Some(OrderTimer::Fraud) {
             if o.fraud.is_none() {
                 o.fraud = Some("none in time".into());
                 let why = format!("reserved and paid; no fraud score within {} s of placing", self.0.fraud_gate_ms / 1000);
                 self.confirm(o, ctx, &why)?;
             }
-        } else if key.starts_with("payment|") && !o.authorized && matches!(o.status, OrderStatus::Placed | OrderStatus::Reserved) {
+        } else if timer == Some(OrderTimer::Payment) && !o.authorized && matches!(o.status, OrderStatus::Placed | OrderStatus::Reserved) {
             self.release_all(o, ctx, "payment_timeout");
             o.fulfillment_status = FulfillmentStatus::Unfulfilled;
             Self::go(o, ctx, OrderStatus::Cancelled, "no payment authorized in time")?;
@@ -701,9 +735,9 @@ impl Processor for Orders {
             for (sku, qty) in o.wanted.clone() {
                 self.command(&o, ctx, &sku, "reserve", qty, None, "order placed", true);
             }
-            ctx.set_timer(o.placed_at + self.0.payment_timeout_ms, &format!("payment|{}", o.order_id));
+            ctx.set_timer(o.placed_at + self.0.payment_timeout_ms, &OrderTimer::Payment.key(&o.order_id));
             if self.0.fraud_gate_ms > 0 {
-                ctx.set_timer(o.placed_at + self.0.fraud_gate_ms, &format!("fraud|{}", o.order_id));
+                ctx.set_timer(o.placed_at + self.0.fraud_gate_ms, &OrderTimer::Fraud.key(&o.order_id));
             }
             o.seen.truncate(32);
             return Self::save(ctx, &o);
@@ -726,7 +760,7 @@ impl Processor for Orders {
             hold(&mut early, Held::event(input.timestamp, input.cause, e));
             let expires = early.iter().map(|h| h.at).max().unwrap_or(until).saturating_add(self.0.early_ttl_ms);
             ctx.store::<Vec<Held>>("early").put_until(&order_id, &early, expires.saturating_add(1))?;
-            ctx.set_timer(until, &format!("early|{order_id}"));
+            ctx.set_timer(until, &OrderTimer::Early.key(&order_id));
             return Ok(());
         };
         if o.seen.contains(&e.event_id().to_string()) {
@@ -747,7 +781,8 @@ impl Processor for Orders {
     }
 
     fn on_timer(&mut self, timer: &Timer, ctx: &mut Ctx<'_, Event>) -> Result<(), ProcessError> {
-        if let Some(order_id) = timer.key.strip_prefix("early|") {
+        let Some((kind, order_id)) = OrderTimer::parse(&timer.key) else { return Ok(()) };
+        if kind == OrderTimer::Early {
             if ctx.store::<OrderState>("orders").get(order_id)?.is_some() {
                 return Ok(());
             }
@@ -772,8 +807,7 @@ impl Processor for Orders {
             }
             return Ok(());
         }
-        let Some(order_id) = timer.key.split_once('|').map(|(_, o)| o.to_string()) else { return Ok(()) };
-        let Some(mut o) = ctx.store::<OrderState>("orders").get(&order_id)? else { return Ok(()) };
+        let Some(mut o) = ctx.store::<OrderState>("orders").get(order_id)? else { return Ok(()) };
         if Self::awaits_reservation(&o) {
             let cause = crate::runtime::align::step_of_timer(&timer.key, timer.at);
             hold(&mut o.deferred, Held { at: timer.at, cause, what: HeldKind::Timer(timer.key.clone()) });
