@@ -55,9 +55,11 @@ pub struct Traffic {
     #[arg(long, default_value_t = 0.0)]
     pub rate: f64,
 
-    /// Seed of the simulation: the same seed gives the same events.
-    #[arg(long, default_value_t = 42)]
-    pub seed: u64,
+    /// Seed of the simulation: the same seed gives the same events. Without it, the first
+    /// seed from 42 up that this log has not run yet (a seed that already ran would place
+    /// the same orders again); a --seed that already ran is refused.
+    #[arg(long)]
+    pub seed: Option<u64>,
 
     /// Share of orders placed by a simulated fraud ring (0 to 1).
     #[arg(long, default_value_t = 0.01)]

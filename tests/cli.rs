@@ -159,9 +159,9 @@ fn help_lists_every_command_with_a_sentence() {
 
 /// `storeflow demo` through Kafka, killed (and the test failed) if it has not ended after
 /// `limit`: a pipeline that stalls must not hang the suite.
-fn demo_on_kafka(brokers: &str, seed: &str, cwd: &Path, limit: std::time::Duration) -> (bool, String) {
+fn demo_on_kafka(brokers: &str, cwd: &Path, limit: std::time::Duration) -> (bool, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_storeflow"))
-        .args(["demo", "--events", "2000", "--seed", seed])
+        .args(["demo", "--events", "2000"])
         .current_dir(cwd)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -175,7 +175,7 @@ fn demo_on_kafka(brokers: &str, seed: &str, cwd: &Path, limit: std::time::Durati
         if started.elapsed() > limit {
             let _ = child.kill();
             let o = child.wait_with_output().unwrap();
-            panic!("the demo (seed {seed}) had not ended after {limit:?}:\n{}", text(&o));
+            panic!("the demo had not ended after {limit:?}:\n{}", text(&o));
         }
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
@@ -195,12 +195,16 @@ fn demo_through_kafka_leaves_confluent_framed_events_on_the_contract_topics_and_
     // used broker would hold the earlier runs' orders as well.
     let limit = std::time::Duration::from_secs(240);
     let dir = tempfile::tempdir().unwrap();
-    for seed in ["11", "12"] {
-        let (ok, out) = demo_on_kafka(&brokers, seed, dir.path(), limit);
-        assert!(ok, "seed {seed}: {out}");
+    for run in 1..=2 {
+        let (ok, out) = demo_on_kafka(&brokers, dir.path(), limit);
+        assert!(ok, "run {run}: {out}");
+        if run == 2 {
+            // The first run's seed is on this log: the second takes the next one.
+            assert!(out.contains("seed: ") && out.contains("this log already ran"), "{out}");
+        }
         assert!(out.contains(&format!("log: Kafka at {brokers}")), "{out}");
         assert!(out.contains("Verified 2,000 of 2,000 records"), "{out}");
-        assert!(out.contains("Processors inventory, orders, fraud, recommendations, sales caught up"), "seed {seed}: {out}");
+        assert!(out.contains("Processors inventory, orders, fraud, recommendations, sales caught up"), "run {run}: {out}");
         assert!(!dir.path().join("data/topics").exists(), "the embedded log was used instead of Kafka");
     }
 
@@ -300,4 +304,44 @@ fn run_serves_the_http_api_with_a_fresh_admin_key_and_stops_cleanly_on_ctrl_c() 
     // stdout is a pipe here, not a terminal: the key goes to the file only.
     assert!(all.contains("A fresh admin API key was written to data/admin.key (mode 0600)"), "{all}");
     assert!(!all.contains(&key), "the admin key is printed to a pipe: {all}");
+}
+
+#[test]
+fn a_seed_that_already_ran_on_the_log_is_refused_before_anything_is_published_and_no_seed_takes_the_next_free_one() {
+    let dir = tempfile::tempdir().unwrap();
+    // The records on the input topics (storefront.*), from `storeflow topics list`.
+    let orders = || {
+        let o = storeflow(&["topics", "list", "--data-dir", "data"], dir.path());
+        let out = text(&o);
+        out.lines()
+            .filter(|l| l.starts_with("storefront.") && !l.contains(".dlq"))
+            .map(|l| l.split_whitespace().nth(2).unwrap().replace(',', "").parse::<u64>().unwrap())
+            .sum::<u64>()
+    };
+    let simulate = |seed: Option<&str>| {
+        let mut args = vec!["simulate", "--events", "500", "--data-dir", "data"];
+        if let Some(s) = seed {
+            args.extend(["--seed", s]);
+        }
+        storeflow(&args, dir.path())
+    };
+    let first = simulate(Some("7"));
+    assert!(first.status.success(), "{}", text(&first));
+    let placed = orders();
+    assert!(placed > 0);
+    let again = simulate(Some("7"));
+    let out = text(&again);
+    assert!(!again.status.success(), "{out}");
+    assert!(out.contains("seed 7 already ran on this log") && out.contains("--seed"), "{out}");
+    assert_eq!(orders(), placed, "the refused run published orders");
+    for expected in [None, Some("seed: 43 (this log already ran 7, 42;")] {
+        let o = simulate(None);
+        let out = text(&o);
+        assert!(o.status.success(), "{out}");
+        assert_eq!(out.contains("seed: "), expected.is_some(), "{out}");
+        if let Some(line) = expected {
+            assert!(out.contains(line), "{out}");
+        }
+    }
+    assert!(orders() > placed);
 }

@@ -181,10 +181,55 @@ impl Decisions for Storefront {
     }
 }
 
+/// The seed of a run that names none (and the first one tried).
+pub const DEFAULT_SEED: u64 = 42;
+
+/// Where each simulation run records its seed: `<app>.simulations` (compacted, keyed by
+/// seed), so that a second run on the same log does not repeat the first one's ids.
+fn simulations_topic(app: &str) -> String {
+    format!("{app}.simulations")
+}
+
+/// The seed this run uses, recorded on the log before anything is published:
+/// `traffic.seed` when given (refused when this log already ran it), otherwise the first
+/// seed from [`DEFAULT_SEED`] up that it has not run.
+fn claim_seed(b: &Backends, traffic: &Traffic, app: &str) -> anyhow::Result<u64> {
+    let topic = simulations_topic(app);
+    b.log.create_topics(&[storeflow_ingest::TopicSpec::compacted(&topic, 1)])?;
+    let ran: std::collections::BTreeSet<u64> = crate::commands::demo::records_since(b, &topic, &Default::default())?
+        .iter()
+        .filter_map(|r| std::str::from_utf8(r.key.as_deref()?).ok()?.parse().ok())
+        .collect();
+    let seed = match traffic.seed {
+        Some(s) if ran.contains(&s) => anyhow::bail!(
+            "seed {s} already ran on this log: its orders are there, and placing them again would only be refused as duplicates; \
+             pass another --seed, leave --seed out to take the next free one, or use a fresh log (--data-dir)"
+        ),
+        Some(s) => s,
+        None => (DEFAULT_SEED..).find(|s| !ran.contains(s)).expect("a free seed"),
+    };
+    if traffic.seed.is_none() && seed != DEFAULT_SEED {
+        eprintln!("seed: {seed} (this log already ran {}; pass --seed to choose)", ran.iter().map(u64::to_string).collect::<Vec<_>>().join(", "));
+    }
+    let value = serde_json::json!({"events": traffic.events, "at": Timestamp::now().millis()});
+    b.log
+        .producer()?
+        .send(storeflow_ingest::ProduceRecord {
+            topic,
+            partition: Some(0),
+            key: Some(seed.to_string().into_bytes()),
+            value: Some(value.to_string().into_bytes()),
+            headers: vec![],
+            timestamp: None,
+        })?
+        .wait()?;
+    Ok(seed)
+}
+
 /// The simulator for `traffic`, dated to end just before now.
 fn simulator(traffic: &Traffic, poison: usize) -> Simulator {
     let mut config = SimConfig {
-        seed: traffic.seed,
+        seed: traffic.seed.unwrap_or(DEFAULT_SEED),
         fraud_ring_share: traffic.fraud_ring.clamp(0.0, 1.0),
         // Established customers are imported first; a short run keeps most of its event
         // budget for sessions and orders (1,000 from 20,000 events up).
@@ -214,7 +259,8 @@ impl Publishing {
         let topics: Vec<String> = Topic::ALL.iter().filter(|t| t.is_input()).map(|t| t.name().to_string()).collect();
         let batch_size = if traffic.rate > 0.0 { ((traffic.rate / 20.0).ceil() as usize).clamp(1, 2000) } else { 2000 };
         let name = format!("simulator-{}-{}", std::process::id(), Timestamp::now().millis());
-        let sim = simulator(traffic, poison);
+        let seed = claim_seed(b, traffic, app)?;
+        let sim = simulator(&Traffic { seed: Some(seed), ..traffic.clone() }, poison);
         let out = Arc::new(Mutex::new(Out {
             log: b.log.clone(),
             producer: b.log.producer()?,
