@@ -56,6 +56,15 @@ impl<'a, O: Wire> Ctx<'a, O> {
         self.out.push(Emitted { topic, key, value, headers: vec![] });
     }
 
+    /// A deterministic `event_id` for an event this step derives from `parts` (what it is
+    /// about: ids, a kind): the same record gives the same id on every run and after a
+    /// crash, so consumers drop the duplicate; the processor's name seeds it, so two
+    /// processors deriving from the same parts never collide.
+    pub fn event_id(&self, parts: &[&str]) -> String {
+        let seed = crate::ids::fnv1a(0xcbf2_9ce4_8422_2325, 0, &[self.processor]);
+        crate::ids::derived_event_id(seed, 31, self.time, parts)
+    }
+
     /// Sends `value` to `topic` under `key` (an internal or repartition topic).
     pub fn emit_to(&mut self, topic: &str, key: &str, value: O) {
         self.out.push(Emitted { topic: topic.to_string(), key: key.to_string(), value, headers: vec![] });

@@ -7,6 +7,10 @@
 //! metrics. [`TestDriver`] runs any processor, or a chain, on in-memory records with
 //! controllable time — no broker, no disk.
 
+// The crate's own name inside it too, so that a processor's file reads the same here and in
+// docs/ADDING-A-PROCESSOR.md (`use storeflow_processors::…`).
+extern crate self as storeflow_processors;
+
 pub mod ctx;
 pub mod dlq;
 pub mod driver;
@@ -86,11 +90,13 @@ pub fn topology(log: &dyn storeflow_ingest::Log, config: &dyn Fn(&str) -> serde_
     runtime::topology::Topology::new(nodes)
 }
 
+/// Defines `registry()`: every processor storeflow runs, in order.
+#[macro_export]
 macro_rules! registry {
     ($($p:path),* $(,)?) => {
         /// Every processor storeflow runs, in order. Adding one is one line here.
-        pub fn registry() -> Vec<Registration> {
-            vec![$(Registration { name: <$p as Processor>::NAME, build: build::<$p> }),*]
+        pub fn registry() -> Vec<$crate::Registration> {
+            vec![$($crate::Registration { name: <$p as $crate::Processor>::NAME, build: $crate::build::<$p> }),*]
         }
     };
 }

@@ -36,11 +36,7 @@ pub fn run(b: &Backends, config: &Config, only: &[String], sinks: bool) -> anyho
         topics.len(),
         report::count(records)
     );
-    if pipeline.names().is_empty() {
-        println!("Processors: none registered in this build yet.");
-    } else {
-        println!("Processors: {} (state: {}).", pipeline.names().join(", "), config.runtime.state);
-    }
+    println!("Processors: {} (state: {}).", pipeline.names().join(", "), config.runtime.state);
     match &running_sinks {
         Some(s) if !s.names().is_empty() => println!("Sinks: {}.", s.names().join(", ")),
         Some(_) => println!("Sinks: all disabled in [sinks]."),
