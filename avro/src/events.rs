@@ -679,6 +679,12 @@ pub struct VendorSalesMinute {
     /// Per-entity version from the processor's state (0 in records written before it existed).
     #[serde(default)]
     pub version: i64,
+    /// `refunds_minor` in the base currency.
+    #[serde(default)]
+    pub refunds_base_minor: i64,
+    /// Commission in the base currency (gmv_base − refunds_base = commission_base + net_payout_base).
+    #[serde(default)]
+    pub commission_base_minor: i64,
 }
 
 // ---------------------------------------------------------------- inventory.commands / replies (internal)
@@ -807,4 +813,11 @@ pub struct VendorSaleRecorded {
     pub units: i32,
     pub gmv_minor: i64,
     pub refunds_minor: i64,
+    /// `gmv_minor` in the base currency, line by line at the order's time (0 in records
+    /// written before it existed).
+    #[serde(default)]
+    pub gmv_base_minor: i64,
+    /// `refunds_minor` in the base currency, at the refund's time.
+    #[serde(default)]
+    pub refunds_base_minor: i64,
 }

@@ -13,13 +13,18 @@
 //!
 //! Every amount lands in the minute of its own event time: a late refund updates the minute
 //! it happened in. Exchange rates come from `storefront.exchange_rates`, read in full by
-//! every instance (a global input); a minute converts with the rate in force when it began.
+//! every instance (a global input).
 //!
 //! Money rules, stated: all amounts are integers in minor units. Commission =
 //! (GMV − refunds) × plan rate, rounded half to even to a minor unit; net payout =
 //! GMV − refunds − commission, so for every vendor-minute GMV − refunds = commission + net,
-//! exactly. Conversion to the base currency: amount × rate, scaled by the two currencies'
-//! minor-unit exponents, rounded half to even.
+//! exactly. Conversion to the base currency ([`storeflow_avro::money`], the rule the
+//! analytics sink and the API use too): each order line with the rate in force at the
+//! order's time, each refund line (or vendor part) with the rate at the refund's time, amount
+//! × rate scaled by the two currencies' minor-unit exponents, rounded half to even; a base
+//! sum is the sum of converted amounts, so a vendor's base GMV equals the sum of its lines in
+//! the analytics store. In the base currency the same two rules hold: commission_base =
+//! (gmv_base − refunds_base) × plan rate, rounded half to even; net_base = the rest.
 
 use std::collections::BTreeMap;
 
@@ -75,6 +80,24 @@ pub struct OrderSplit {
     pub vendors: BTreeMap<String, (i64, i64)>,
 }
 
+/// What one vendor's share of an order or refund adds to its minute.
+#[derive(Clone, Copy, Debug, Default)]
+struct Amounts {
+    orders: i32,
+    units: i64,
+    gmv: i64,
+    refunds: i64,
+    gmv_base: i64,
+    refunds_base: i64,
+}
+
+/// A vendor-minute's base-currency sums (kept beside [`Minute`], under the same key).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MinuteBase {
+    pub gmv_base_minor: i64,
+    pub refunds_base_minor: i64,
+}
+
 /// The sales processor.
 pub struct Sales {
     config: SalesConfig,
@@ -87,7 +110,16 @@ fn fresh_id(t: i64, parts: &[&str]) -> String {
 }
 
 impl Sales {
-    fn share(&self, ctx: &mut Ctx<'_, Event>, order_id: &str, vendor: &str, minute: i64, currency: &str, orders: i32, units: i64, gmv: i64, refunds: i64, tag: &str) {
+    /// `amount` of `currency` in the base currency at `at` (0, with a warning, while no rate
+    /// between the two is known — as the analytics sink writes it).
+    fn base(&self, amount: i64, currency: &str, at: i64) -> i64 {
+        self.rates.to_base(amount, currency, at).unwrap_or_else(|| {
+            tracing::warn!(currency, base = %self.config.base_currency, "no exchange rate yet; base amounts are 0");
+            0
+        })
+    }
+
+    fn share(&self, ctx: &mut Ctx<'_, Event>, order_id: &str, vendor: &str, minute: i64, currency: &str, a: Amounts, tag: &str) {
         let t = ctx.time();
         ctx.emit(Event::VendorSaleRecorded(VendorSaleRecorded {
             event_id: fresh_id(t, &["share", order_id, vendor, tag]),
@@ -96,10 +128,12 @@ impl Sales {
             vendor_id: vendor.to_string(),
             minute: Timestamp(minute),
             currency: currency.to_string(),
-            orders,
-            units: units.clamp(0, i64::from(i32::MAX)) as i32,
-            gmv_minor: gmv,
-            refunds_minor: refunds,
+            orders: a.orders,
+            units: a.units.clamp(0, i64::from(i32::MAX)) as i32,
+            gmv_minor: a.gmv,
+            refunds_minor: a.refunds,
+            gmv_base_minor: a.gmv_base,
+            refunds_base_minor: a.refunds_base,
         }));
     }
 }
@@ -131,7 +165,7 @@ impl Processor for Sales {
     }
 
     fn stores(&self) -> &'static [&'static str] {
-        &["orders", "plans", "minutes"]
+        &["orders", "plans", "minutes", "minute_base"]
     }
 
     fn on_global(&mut self, input: &Input<Event>) {
@@ -147,29 +181,41 @@ impl Processor for Sales {
         match &input.value {
             Event::OrderPlaced(o) => {
                 o.check_amounts().map_err(ProcessError::permanent)?;
+                let at = o.occurred_at.millis();
                 let mut split = OrderSplit { currency: o.currency.clone(), vendors: BTreeMap::new() };
+                let mut base: BTreeMap<&str, i64> = BTreeMap::new();
                 for i in &o.items {
+                    let line = i64::from(i.quantity) * i.unit_price_minor;
                     let e = split.vendors.entry(i.vendor_id.clone()).or_default();
                     e.0 += i64::from(i.quantity);
-                    e.1 += i64::from(i.quantity) * i.unit_price_minor;
+                    e.1 += line;
+                    *base.entry(&i.vendor_id).or_default() += self.base(line, &o.currency, at);
                 }
                 let minute = o.occurred_at.minute_floor().millis();
                 for (vendor, (units, gmv)) in &split.vendors {
-                    self.share(ctx, &o.order_id, vendor, minute, &o.currency, 1, *units, *gmv, 0, "sale");
+                    let a = Amounts { orders: 1, units: *units, gmv: *gmv, gmv_base: base[vendor.as_str()], ..Amounts::default() };
+                    self.share(ctx, &o.order_id, vendor, minute, &o.currency, a, "sale");
                 }
                 ctx.store::<OrderSplit>("orders").put_until(&o.order_id, &split, o.occurred_at.millis() + keep)?;
             }
             Event::RefundIssued(r) => {
-                let minute = r.occurred_at.minute_floor().millis();
+                let (at, minute) = (r.occurred_at.millis(), r.occurred_at.minute_floor().millis());
                 let mut parts: BTreeMap<String, i64> = BTreeMap::new();
+                // Base amounts line by line, as the analytics store's refund lines hold them,
+                // while the lines are the refund.
+                let mut base: Option<BTreeMap<String, i64>> = None;
                 if !r.lines.is_empty() {
                     let lines_total: i64 = r.lines.iter().map(|l| l.amount_minor).sum();
+                    let mut by_line: BTreeMap<String, i64> = BTreeMap::new();
                     for l in &r.lines {
                         *parts.entry(l.vendor_id.clone()).or_default() += l.amount_minor;
+                        *by_line.entry(l.vendor_id.clone()).or_default() += self.base(l.amount_minor, &r.currency, at);
                     }
                     // A refund larger than its lines (shipping, tax) is attributed to the lines.
                     if lines_total != r.amount_minor && lines_total > 0 {
                         parts = split_proportionally(r.amount_minor, &parts);
+                    } else {
+                        base = Some(by_line);
                     }
                 } else {
                     let Some(split) = ctx.store::<OrderSplit>("orders").get(&r.order_id)? else {
@@ -179,7 +225,9 @@ impl Processor for Sales {
                     parts = split_proportionally(r.amount_minor, &weights);
                 }
                 for (vendor, amount) in parts {
-                    self.share(ctx, &r.order_id, &vendor, minute, &r.currency, 0, 0, 0, amount, &format!("refund {}", r.refund_id));
+                    let refunds_base = base.as_ref().map_or_else(|| self.base(amount, &r.currency, at), |b| b[&vendor]);
+                    let a = Amounts { refunds: amount, refunds_base, ..Amounts::default() };
+                    self.share(ctx, &r.order_id, &vendor, minute, &r.currency, a, &format!("refund {}", r.refund_id));
                 }
             }
             Event::VendorOnboarded(v) => {
@@ -195,20 +243,19 @@ impl Processor for Sales {
                 m.refunds_minor += s.refunds_minor;
                 m.version += 1;
                 ctx.store::<Minute>("minutes").put_until(&key, &m, minute + keep)?;
+                let mut b = ctx.store::<MinuteBase>("minute_base").get(&key)?.unwrap_or_default();
+                b.gmv_base_minor += s.gmv_base_minor;
+                b.refunds_base_minor += s.refunds_base_minor;
+                ctx.store::<MinuteBase>("minute_base").put_until(&key, &b, minute + keep)?;
                 let plan = ctx.store::<String>("plans").get(&s.vendor_id)?.unwrap_or_else(|| self.config.default_plan.clone());
                 let bps = self.config.commission_bps.get(&plan).copied().unwrap_or(0);
                 let net_sales = m.gmv_minor - m.refunds_minor;
-                let commission = div_round_half_even(i128::from(net_sales) * i128::from(bps), 10_000) as i64;
+                let commission_of = |net: i64| div_round_half_even(i128::from(net) * i128::from(bps), 10_000) as i64;
+                let commission = commission_of(net_sales);
                 let net_payout = net_sales - commission;
-                // The rate in force when the minute began: every rate before it is known by
-                // the time any sale of the minute is counted, whatever the processing order.
-                let (gmv_base, net_base) = match (self.rates.to_base(m.gmv_minor, &s.currency, minute), self.rates.to_base(net_payout, &s.currency, minute)) {
-                    (Some(gmv), Some(net)) => (gmv, net),
-                    _ => {
-                        tracing::warn!(currency = %s.currency, base = %self.config.base_currency, "no exchange rate yet; base amounts are 0");
-                        (0, 0)
-                    }
-                };
+                // The same rules on the base sums (each converted at its own event time).
+                let net_sales_base = b.gmv_base_minor - b.refunds_base_minor;
+                let commission_base = commission_of(net_sales_base);
                 let t = ctx.time();
                 let clamp = |v: i64| v.clamp(0, i64::from(i32::MAX)) as i32;
                 ctx.emit(Event::VendorSalesMinute(VendorSalesMinute {
@@ -224,9 +271,11 @@ impl Processor for Sales {
                     commission_minor: commission,
                     net_payout_minor: net_payout,
                     base_currency: self.config.base_currency.clone(),
-                    gmv_base_minor: gmv_base,
-                    net_payout_base_minor: net_base,
+                    gmv_base_minor: b.gmv_base_minor,
+                    net_payout_base_minor: net_sales_base - commission_base,
                     version: m.version,
+                    refunds_base_minor: b.refunds_base_minor,
+                    commission_base_minor: commission_base,
                 }));
             }
             _ => {}
@@ -299,7 +348,11 @@ mod tests {
     }
 
     fn refund(order: &str, t: i64, amount: i64, lines: Vec<RefundLine>) -> Event {
-        Event::RefundIssued(RefundIssued { event_id: uid(9_000 + t as u128), occurred_at: Timestamp(t), order_id: order.into(), payment_id: "pi".into(), refund_id: format!("re-{t}"), amount_minor: amount, currency: "EUR".into(), reason: "return".into(), lines })
+        refund_in(order, t, "EUR", amount, lines)
+    }
+
+    fn refund_in(order: &str, t: i64, currency: &str, amount: i64, lines: Vec<RefundLine>) -> Event {
+        Event::RefundIssued(RefundIssued { event_id: uid(9_000 + t as u128), occurred_at: Timestamp(t), order_id: order.into(), payment_id: "pi".into(), refund_id: format!("re-{t}"), amount_minor: amount, currency: currency.into(), reason: "return".into(), lines })
     }
 
     fn minutes(d: &TestDriver) -> Vec<VendorSalesMinute> {
@@ -319,15 +372,37 @@ mod tests {
     }
 
     #[test]
-    fn a_minute_converts_with_the_rate_in_force_when_it_began_whenever_a_later_rate_arrives() {
+    fn each_sale_converts_with_the_rate_in_force_at_its_own_time_whenever_a_later_rate_arrives() {
         let mut d = TestDriver::new(Sales::new(SalesConfig::default()));
         rate_at(&mut d, T0 - 1, "USD", "EUR", 900_000_000);
-        // A new rate takes effect half-way through the minute and is known before its sales.
+        // A new rate takes effect half-way through the minute.
         rate_at(&mut d, T0 + 30_000, "USD", "EUR", 1_000_000_000);
-        d.pipe(order("o1", T0 + 40_000, "USD", &[("v1", 1, 1_000)]));
-        assert_eq!(last(&d, "v1", T0).gmv_base_minor, 900, "the minute began at 0.90");
-        d.pipe(order("o2", T0 + 60_000, "USD", &[("v1", 1, 1_000)]));
-        assert_eq!(last(&d, "v1", T0 + 60_000).gmv_base_minor, 1_000, "the next minute began at 1.00");
+        d.pipe(order("o1", T0 + 10_000, "USD", &[("v1", 1, 1_000)]));
+        assert_eq!(last(&d, "v1", T0).gmv_base_minor, 900, "$10.00 at €0.90 (before the new rate)");
+        d.pipe(order("o2", T0 + 40_000, "USD", &[("v1", 1, 1_000)]));
+        assert_eq!(last(&d, "v1", T0).gmv_base_minor, 900 + 1_000, "then $10.00 at €1.00");
+        // A later rate, for a time already counted, changes nothing already counted.
+        rate_at(&mut d, T0 + 50_000, "USD", "EUR", 2_000_000_000);
+        d.pipe(order("o3", T0 + 45_000, "USD", &[("v1", 1, 1_000)]));
+        assert_eq!(last(&d, "v1", T0).gmv_base_minor, 900 + 2 * 1_000, "o3 is dated before the €2.00 rate");
+    }
+
+    #[test]
+    fn base_amounts_are_sums_of_lines_converted_one_by_one_and_commission_plus_payout_conserve_them() {
+        let mut d = TestDriver::new(Sales::new(SalesConfig::default()));
+        rate(&mut d, "EUR", "JPY", 150_000_000_000); // 1 EUR = 150 JPY
+        let mut rates = Rates::new("EUR");
+        rates.record("EUR", "JPY", T0, 150_000_000_000);
+        let (line, whole) = (rates.to_base(100, "JPY", T0).unwrap(), rates.to_base(300, "JPY", T0).unwrap());
+        assert_eq!((line, whole), (67, 200), "¥100 = 66.67 cents → 67; ¥300 = 200 cents");
+        d.pipe(order("o1", T0, "JPY", &[("v1", 1, 100), ("v1", 1, 100), ("v1", 1, 100)]));
+        assert_eq!(last(&d, "v1", T0).gmv_base_minor, 3 * line, "the sum of the converted lines, as the analytics store sums them");
+        d.pipe(refund_in("o1", T0 + 1_000, "JPY", 100, vec![RefundLine { sku: "s-v1".into(), vendor_id: "v1".into(), quantity: 1, amount_minor: 100 }]));
+        let m = last(&d, "v1", T0);
+        assert_eq!(m.refunds_base_minor, line);
+        assert_eq!(m.gmv_base_minor - m.refunds_base_minor, m.commission_base_minor + m.net_payout_base_minor);
+        assert_eq!(m.commission_base_minor, 20, "15 % of 1.34 = 0.201 → 0.20");
+        assert_eq!(m.gmv_minor - m.refunds_minor, m.commission_minor + m.net_payout_minor);
     }
 
     #[test]

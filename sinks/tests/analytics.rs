@@ -62,6 +62,7 @@ on_both!(
     vendor_stock_is_the_latest_snapshot_whatever_the_event_times,
     the_product_dimension_keeps_the_latest_catalog_event_whatever_the_event_times,
     vendor_minutes_keep_the_highest_version_whatever_the_event_times,
+    vendor_money_agrees_with_the_sales_processor_to_the_minor_unit_in_every_currency,
 );
 
 fn rt() -> tokio::runtime::Runtime {
@@ -438,6 +439,8 @@ fn vendor_minutes_keep_the_highest_version_whatever_the_event_times(b: Backend) 
                 gmv_base_minor: 1_000 * v,
                 net_payout_base_minor: 900 * v,
                 version: v,
+                refunds_base_minor: 0,
+                commission_base_minor: 100 * v,
             })
         })
         .collect();
@@ -694,4 +697,156 @@ fn parquet_files_of_an_older_release_are_rewritten_in_the_current_schema() {
 
 fn level_event() -> Event {
     level("sku-old", "wh-a", 1, START, 9, 0, "adjusted")
+}
+
+/// Orders and refunds in JPY (0 digits), EUR (2), KWD (3) and CLF (4), for two vendors on
+/// two plans, with a JPY rate that changes in the middle of a minute: every amount is chosen
+/// so that converting a sum instead of each line, or with another rate than the one in force
+/// at the event's own time, gives another figure.
+fn multi_currency_traffic() -> Vec<Event> {
+    let rate = |n: u32, at: i64, base: &str, quote: &str, rate_e9: i64| {
+        Event::ExchangeRateUpdated(ExchangeRateUpdated {
+            event_id: format!("00000000-0000-4000-8000-{:012}", n),
+            occurred_at: Timestamp(at),
+            base_currency: base.into(),
+            quote_currency: quote.into(),
+            rate_e9,
+        })
+    };
+    let address = Address { name: "A".into(), line1: "1".into(), line2: None, city: "X".into(), postal_code: "1".into(), region: None, country: "DE".into() };
+    let order = |n: u32, at: i64, currency: &str, lines: &[(&str, i32, i64)]| {
+        Event::OrderPlaced(OrderPlaced {
+            event_id: format!("00000000-0000-4000-8001-{:012}", n),
+            occurred_at: Timestamp(at),
+            order_id: format!("o-{n}"),
+            customer_id: format!("c-{n}"),
+            session_id: None,
+            customer_since: None,
+            items: lines
+                .iter()
+                .enumerate()
+                .map(|(i, (v, q, p))| OrderItem { sku: format!("sku-{v}-{i}"), product_id: format!("p-{v}-{i}"), vendor_id: v.to_string(), quantity: *q, unit_price_minor: *p })
+                .collect(),
+            currency: currency.into(),
+            shipping_address: address.clone(),
+            billing_address: address.clone(),
+            shipping_minor: 0,
+            tax_minor: 0,
+            discount_minor: 0,
+            payment_method_token: "pm_card_visa".into(),
+            client_ip: "203.0.113.1".into(),
+        })
+    };
+    let refund = |n: u32, at: i64, order: u32, currency: &str, lines: &[(&str, i64)]| {
+        Event::RefundIssued(RefundIssued {
+            event_id: format!("00000000-0000-4000-8002-{:012}", n),
+            occurred_at: Timestamp(at),
+            order_id: format!("o-{order}"),
+            payment_id: format!("pi-{order}"),
+            refund_id: format!("re-{n}"),
+            amount_minor: lines.iter().map(|(_, a)| a).sum(),
+            currency: currency.into(),
+            reason: "return".into(),
+            lines: lines.iter().map(|(v, a)| RefundLine { sku: format!("sku-{v}-0"), vendor_id: v.to_string(), quantity: 1, amount_minor: *a }).collect(),
+        })
+    };
+    let t = START + 3_600_000;
+    vec![
+        rate(1, t - 60_000, "EUR", "JPY", 160_123_456_789),
+        rate(2, t - 60_000, "KWD", "EUR", 2_951_234_567),
+        rate(3, t - 60_000, "EUR", "CLF", 25_432_109),
+        rate(4, t + 30_000, "EUR", "JPY", 158_765_432_101),
+        Event::VendorOnboarded(VendorOnboarded {
+            event_id: "00000000-0000-4000-8003-000000000001".into(),
+            occurred_at: Timestamp(t - 60_000),
+            vendor_id: "v-pro".into(),
+            name: "Pro".into(),
+            country: "DE".into(),
+            plan: "pro".into(),
+            payout_currency: "EUR".into(),
+            stripe_account_id: None,
+        }),
+        order(1, t + 1_000, "JPY", &[("v-pro", 1, 333), ("v-pro", 2, 777), ("v-basic", 3, 1_001)]),
+        order(2, t + 29_000, "JPY", &[("v-pro", 1, 12_345), ("v-basic", 1, 99)]),
+        order(3, t + 31_000, "JPY", &[("v-pro", 1, 12_345), ("v-basic", 1, 99)]),
+        order(4, t + 35_000, "EUR", &[("v-pro", 3, 1_999), ("v-basic", 1, 5)]),
+        order(5, t + 40_000, "KWD", &[("v-pro", 1, 12_345), ("v-basic", 7, 1_111)]),
+        order(6, t + 61_000, "CLF", &[("v-pro", 1, 12_345), ("v-basic", 2, 3_333)]),
+        order(7, t + 62_000, "KWD", &[("v-pro", 1, 7)]),
+        refund(1, t + 90_000, 1, "JPY", &[("v-pro", 333), ("v-basic", 1_001)]),
+        refund(2, t + 95_000, 5, "KWD", &[("v-basic", 1_111)]),
+        refund(3, t + 125_000, 6, "CLF", &[("v-pro", 12_345)]),
+    ]
+}
+
+/// The sales processor (vendors' live figures) and the analytics store (dashboards, and the
+/// API's vendor performance) convert every amount by one rule, so a vendor's base-currency
+/// GMV, refunds and payout are the same in both to the minor unit; and in the base currency
+/// too, GMV − refunds = commission + payout exactly.
+fn vendor_money_agrees_with_the_sales_processor_to_the_minor_unit_in_every_currency(b: Backend) {
+    use storeflow_processors::sales::{Sales, SalesConfig};
+    use storeflow_processors::{Processor, TestDriver};
+    let events = multi_currency_traffic();
+    let mut d = TestDriver::new(Sales::new(SalesConfig::default()));
+    for e in &events {
+        d.pipe(e.clone());
+    }
+    // The latest figure of each vendor-minute-currency.
+    let mut latest: BTreeMap<(String, i64, String), VendorSalesMinute> = BTreeMap::new();
+    for e in d.outputs::<Event>(Topic::VendorSales.name()) {
+        if let Event::VendorSalesMinute(m) = e {
+            let k = (m.vendor_id.clone(), m.minute.millis(), m.currency.clone());
+            if latest.get(&k).is_none_or(|old| old.version < m.version) {
+                latest.insert(k, m);
+            }
+        }
+    }
+    assert!(latest.len() >= 8, "figures in several minutes and currencies: {}", latest.len());
+    let eur = to_eur(&events);
+    let eur = &eur;
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = AnalyticsSink::open(&b.config(), dir.path()).await.expect("open");
+        let mut written = events.clone();
+        written.extend(latest.values().cloned().map(Event::VendorSalesMinute));
+        sink.write(&items(&written)).await.expect("write");
+        if let Store::ClickHouse(c) = sink.store() {
+            c.client().query("OPTIMIZE TABLE fact_vendor_minutes FINAL").execute().await.expect("optimize");
+        }
+        let a = handle(&sink);
+        for vendor in ["v-pro", "v-basic"] {
+            let mine: Vec<&VendorSalesMinute> = latest.values().filter(|m| m.vendor_id == vendor).collect();
+            let sum = |f: fn(&VendorSalesMinute) -> i64| mine.iter().map(|m| f(m)).sum::<i64>();
+            let (gmv, refunds, commission, net) =
+                (sum(|m| m.gmv_base_minor), sum(|m| m.refunds_base_minor), sum(|m| m.commission_base_minor), sum(|m| m.net_payout_base_minor));
+            assert_eq!(gmv - refunds, commission + net, "{vendor}: money is conserved in the base currency");
+            for m in &mine {
+                assert_eq!(m.gmv_minor - m.refunds_minor, m.commission_minor + m.net_payout_minor, "{vendor}: and in the order currency");
+            }
+            // An independent reference: each line at its own time, by the contract's rule.
+            let lines: i64 = events
+                .iter()
+                .filter_map(|e| if let Event::OrderPlaced(o) = e { Some(o) } else { None })
+                .flat_map(|o| o.items.iter().filter(|l| l.vendor_id == vendor).map(move |l| eur(i64::from(l.quantity) * l.unit_price_minor, &o.currency, o.occurred_at.millis())))
+                .sum();
+            assert_eq!(gmv, lines, "{vendor}: the processor's base GMV is the sum of its converted lines");
+            let v = a.vendor_performance(vendor, DashboardRange::Month, Some(START + 86_400_000)).await.expect("vendor performance");
+            assert_eq!((v.gmv_eur_minor, v.refunds_eur_minor), (gmv, refunds), "{vendor}: the analytics store (and the API's vendor performance) agree");
+            let stored: Vec<NetRow> = ask(
+                sink.store(),
+                &format!("SELECT toInt64(sum(net_payout_base_minor)) AS net FROM fact_vendor_minutes FINAL WHERE vendor_id = '{vendor}'"),
+                &format!(
+                    "SELECT CAST(SUM(net_payout_base_minor) AS BIGINT) AS net FROM (SELECT net_payout_base_minor, ROW_NUMBER() OVER \
+                     (PARTITION BY vendor_id, minute, currency ORDER BY version DESC) AS rn FROM fact_vendor_minutes WHERE vendor_id = '{vendor}') WHERE rn = 1"
+                ),
+            )
+            .await;
+            assert_eq!(stored[0].net, net, "{vendor}: the stored payout");
+        }
+    });
+}
+
+#[derive(Debug, PartialEq, serde::Deserialize)]
+struct NetRow {
+    net: i64,
 }

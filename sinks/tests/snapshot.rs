@@ -121,6 +121,8 @@ fn derived(source: &[Event]) -> Vec<Vec<Event>> {
                         gmv_base_minor: 1_000 * version,
                         net_payout_base_minor: 900 * version,
                         version,
+                        refunds_base_minor: 0,
+                        commission_base_minor: 100 * version,
                     })
                 })
                 .collect(),
