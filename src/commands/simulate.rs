@@ -196,10 +196,8 @@ fn simulations_topic(app: &str) -> String {
 fn claim_seed(b: &Backends, traffic: &Traffic, app: &str) -> anyhow::Result<u64> {
     let topic = simulations_topic(app);
     b.log.create_topics(&[storeflow_ingest::TopicSpec::compacted(&topic, 1)])?;
-    let ran: std::collections::BTreeSet<u64> = crate::commands::demo::records_since(b, &topic, &Default::default())?
-        .iter()
-        .filter_map(|r| std::str::from_utf8(r.key.as_deref()?).ok()?.parse().ok())
-        .collect();
+    let ran: std::collections::BTreeSet<u64> =
+        seeds_ran(b, &topic)?.iter().filter_map(|k| std::str::from_utf8(k).ok()?.parse().ok()).collect();
     let seed = match traffic.seed {
         Some(s) if ran.contains(&s) => anyhow::bail!(
             "seed {s} already ran on this log: its orders are there, and placing them again would only be refused as duplicates; \
@@ -224,6 +222,35 @@ fn claim_seed(b: &Backends, traffic: &Traffic, app: &str) -> anyhow::Result<u64>
         })?
         .wait()?;
     Ok(seed)
+}
+
+/// The keys of every record on `topic` (one partition, written without transactions): read
+/// until a record at the last offset has come, by the records' own offsets (a consumer's
+/// position may stand at the end before it has fetched anything).
+fn seeds_ran(b: &Backends, topic: &str) -> anyhow::Result<Vec<Vec<u8>>> {
+    let tp = TopicPartition::new(topic, 0);
+    let (start, end) = b.log.watermarks(std::slice::from_ref(&tp))?[0];
+    if start >= end {
+        return Ok(vec![]);
+    }
+    let mut cfg = ConsumerConfig::new(&format!("storeflow-seeds-{}", std::process::id()));
+    cfg.reset = OffsetReset::Earliest;
+    let mut consumer = b.log.consumer(cfg, None)?;
+    consumer.assign(&[(tp, start)])?;
+    let mut keys = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut next = start;
+    while next < end {
+        if Instant::now() > deadline {
+            anyhow::bail!("reading the seeds this log already ran ({topic}): only offsets {start}..{next} of {start}..{end} came in 30 s");
+        }
+        for r in consumer.poll(1_000, Duration::from_millis(200))? {
+            next = next.max(r.offset + 1);
+            keys.extend(r.key.map(|k| k.to_vec()));
+        }
+    }
+    consumer.close()?;
+    Ok(keys)
 }
 
 /// The simulator for `traffic`, dated to end just before now.
