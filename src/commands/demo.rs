@@ -181,21 +181,24 @@ pub(crate) fn records_since(b: &Backends, topic: &str, before: &BTreeMap<(String
     cfg.read_committed = true;
     let mut consumer = b.log.consumer(cfg, None)?;
     consumer.assign(&ranges.iter().map(|(tp, from, _)| (tp.clone(), *from)).collect::<Vec<_>>())?;
-    let ends: BTreeMap<TopicPartition, u64> = ranges.iter().map(|(tp, _, end)| (tp.clone(), *end)).collect();
+    let ends: BTreeMap<TopicPartition, (u64, u64)> = ranges.iter().map(|(tp, from, end)| (tp.clone(), (*from, *end))).collect();
     // Processors write transactionally: on Kafka, commit markers take offsets too, so the
-    // read ends when every partition's position is within a marker of its end (or, should
-    // a position stop short of trailing markers, when nothing more has come for 3 s).
+    // read ends when every partition's position is at its end, or within a marker of it once
+    // it has moved (a position that has not moved is where the read began: one record may
+    // still be ahead); should a position stop short of trailing markers, when nothing more
+    // has come for 3 s.
     let slack = u64::from(b.log.backend() == "kafka");
     let mut out = Vec::new();
     let mut last_record = Instant::now();
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline && last_record.elapsed() < Duration::from_secs(3) {
-        if ends.iter().all(|(tp, end)| consumer.position(tp).is_some_and(|p| p + slack >= *end)) {
+        let done = |tp: &TopicPartition, (from, end): (u64, u64)| consumer.position(tp).is_some_and(|p| p >= end || (p > from && p + slack >= end));
+        if ends.iter().all(|(tp, r)| done(tp, *r)) {
             break;
         }
         for r in consumer.poll(10_000, Duration::from_millis(100))? {
             last_record = Instant::now();
-            if r.offset < ends[&r.tp()] {
+            if r.offset < ends[&r.tp()].1 {
                 out.push(r);
             }
         }
