@@ -1,18 +1,18 @@
 //! HTTP load test of the API with a real load generator (oha) on loopback.
 //!
-//! Starts the API on the embedded log in a temp dir (views fed from the log, no
-//! processors), seeds a sku and an order, then runs oha against `GET /healthz` (the
-//! baseline: routing, middleware, no work), `POST /v1/events` (validate, encode, publish,
-//! acknowledge), `GET /v1/inventory/{sku}` and `GET /v1/orders/{id}`, and prints one
-//! markdown row each: requests/s, p50, p99. With `--features sinks` it also indexes 2,000
-//! products with the search sink's tantivy twin and measures `GET /v1/search`; with
+//! Starts the API on the embedded log in a temp dir beside the sinks' embedded twins (no
+//! processors), seeds a sku, an order and 2,000 products, then runs oha against
+//! `GET /healthz` (the baseline: routing, middleware, no work), `GET /v1/inventory/{sku}`
+//! and `GET /v1/orders/{id}` (the read model's SQLite twin), `GET /v1/search` (the search
+//! sink's tantivy twin) and `POST /v1/events` (validate, encode, publish, acknowledge), and
+//! prints one markdown row each: requests/s, p50, p99. With
 //! `STOREFLOW_BENCH_ELASTICSEARCH=http://127.0.0.1:19200` (`scripts/services up
 //! elasticsearch`) the products go to a fresh Elasticsearch index instead (deleted at the
 //! end), which is what production searches.
 //!
 //! ```text
 //! cargo install oha --locked --root ~/.cache/storeflow     # once
-//! cargo run -p storeflow-api --example http_load [--features sinks] -- [seconds] [connections] [rate]
+//! cargo run -p storeflow-api --example http_load -- [seconds] [connections] [rate]
 //! ```
 //! `rate` (requests/s over all connections, oha's `-q`) holds the load at that rate
 //! instead of as fast as the server answers: `-- 10 32 20000` asks "what are p50/p99 at
@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use storeflow_api::{ApiConfig, ApiMetrics, ApiState, KeyStore, LogViews, Role};
+use storeflow_api::{ApiConfig, ApiMetrics, ApiState, KeyStore, Live, Reads, Role};
 use storeflow_avro::{Codec, JsonOptions};
 use storeflow_ingest::publish::{Publisher, contract_topics};
 use storeflow_ingest::{EmbeddedLog, Log};
@@ -63,17 +63,14 @@ fn main() -> anyhow::Result<()> {
         publisher.publish(&e)?.wait()?;
     }
 
-    #[cfg(feature = "sinks")]
     let elasticsearch = std::env::var("STOREFLOW_BENCH_ELASTICSEARCH").ok().filter(|v| !v.is_empty()).map(|url| TempIndex {
         url,
         index: format!("bench-http-{}", uuid::Uuid::new_v4().simple()),
     });
-    #[cfg(feature = "sinks")]
     let search_backend = if elasticsearch.is_some() { "Elasticsearch" } else { "tantivy" };
 
-    // The search sink's tantivy twin (or Elasticsearch) over 2,000 products (started outside the API's
-    // runtime: the sinks run their own).
-    #[cfg(feature = "sinks")]
+    // The sinks' twins (search on Elasticsearch if asked) over 2,000 products (started outside
+    // the API's runtime: the sinks run their own).
     let mut sinks = {
         let brands = ["Acme", "Zed", "Nova", "Orbit"];
         let words = ["wireless", "headphones", "kettle", "lamp", "chair", "speaker", "mug", "desk"];
@@ -89,7 +86,7 @@ fn main() -> anyhow::Result<()> {
         }
         publisher.flush(Duration::from_secs(10))?;
         let mut registry = prometheus_client::registry::Registry::default();
-        let mut config = storeflow_sinks::SinksConfig::embedded(dir.path().join("sinks")).only(&["search"]);
+        let mut config = storeflow_sinks::SinksConfig::embedded(dir.path().join("sinks"));
         if let Some(es) = &elasticsearch {
             config.search.elasticsearch = Some(storeflow_sinks::search::config::ElasticsearchConfig {
                 url: es.url.clone(),
@@ -104,8 +101,8 @@ fn main() -> anyhow::Result<()> {
 
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let (base, key) = rt.block_on(async {
-        let views = LogViews::start(log.clone(), codec.clone())?;
-        while !views.caught_up() {
+        let live = Live::start(log.clone(), codec.clone())?;
+        while !live.caught_up() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let keys = KeyStore::in_memory();
@@ -115,9 +112,7 @@ fn main() -> anyhow::Result<()> {
         let metrics = ApiMetrics::register(&mut registry);
         // The rate limit would be what is measured otherwise.
         let config = ApiConfig { rate_per_second: 10_000_000, rate_burst: 10_000_000, ..ApiConfig::default() };
-        let reads = views.reads();
-        #[cfg(feature = "sinks")]
-        let reads = storeflow_api::sinks_adapter::with_sinks(reads, None, sinks.as_ref().and_then(|s| s.search()), None);
+        let reads = Reads::from_sinks(sinks.as_ref().expect("started above"), live);
         let state = ApiState::new(config, log.clone(), codec.clone(), keys, Arc::new(storeflow_avro::pii::Vault::in_memory()), reads, Arc::new(registry), metrics)?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let base = format!("http://{}", listener.local_addr()?);
@@ -132,12 +127,11 @@ fn main() -> anyhow::Result<()> {
     println!("| request | requests/s | p50 | p99 | p99.9 | non-2xx |");
     println!("|---|---|---|---|---|---|");
     for (name, method, path, body) in [
-        // Reads first: the writes leave the API's views (which read the sessions topic)
-        // with millions of events to catch up on, which would be measured by the rows after.
+        // Reads first: the writes leave the sinks (which read the sessions topic) with
+        // millions of events to catch up on, which would be measured by the rows after.
         ("GET /healthz (baseline)".to_string(), "GET", "/healthz", None),
         ("GET /v1/inventory/{sku}".into(), "GET", "/v1/inventory/S1", None),
         ("GET /v1/orders/{id}".into(), "GET", "/v1/orders/o-1", None),
-        #[cfg(feature = "sinks")]
         (format!("GET /v1/search?q=wireless+speaker&brand=Acme ({search_backend}, 2,000 products)"), "GET", "/v1/search?q=wireless+speaker&brand=Acme", None),
         ("POST /v1/events (1 event)".into(), "POST", "/v1/events", Some(event.as_str())),
         ("POST /v1/events (batch of 100)".into(), "POST", "/v1/events", Some(batch.as_str())),
@@ -174,9 +168,8 @@ fn main() -> anyhow::Result<()> {
             ms("p99.9"),
             all - ok
         );
-        // The search sink (it also indexes page views as popularity) is done once search is
-        // measured: the write rows measure the API and its views, not a sink beside them.
-        #[cfg(feature = "sinks")]
+        // The sinks (search indexes page views as popularity) are done once the reads are
+        // measured: the write rows measure the API, not a sink beside it.
         if name.starts_with("GET /v1/search")
             && let Some(s) = sinks.take()
         {
@@ -190,13 +183,11 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// A benchmark's Elasticsearch index, deleted when dropped.
-#[cfg(feature = "sinks")]
 struct TempIndex {
     url: String,
     index: String,
 }
 
-#[cfg(feature = "sinks")]
 impl Drop for TempIndex {
     fn drop(&mut self) {
         let url = format!("{}/{}", self.url, self.index);

@@ -1,12 +1,12 @@
 //! The HTTP surface of storeflow.
 //!
-//! - The storefront API (issue #8): [`router`] builds it, [`serve`] runs it on a listener.
-//!   Writes (events, orders, cancel and return requests) are validated against the Avro
-//!   contract and published to the log; reads go through the traits of [`read`], answered
-//!   by the API's own [`views`] (from processor output topics) and, with the `sinks`
-//!   feature, by storeflow-sinks' read model, search index and analytics
-//!   ([`sinks_adapter`]). It never calls a processor. `docs/API.md` describes every
-//!   endpoint; `/openapi.json` is generated from the handlers.
+//! - The storefront API: [`router`] builds it, [`serve`] runs it on a listener. Writes
+//!   (events, orders, cancel and return requests) are validated against the Avro contract
+//!   and published to the log; reads come from the sinks' query handles (the read model,
+//!   the product index, analytics — each with its embedded twin) and, for what no sink
+//!   stores (vendors' live sales, recommendation lists), from [`live`] ([`read::Reads`]).
+//!   It never calls a processor. `docs/API.md` describes every endpoint; `/openapi.json`
+//!   is generated from the handlers.
 //! - [`registry`] — the embedded schema registry over the Confluent Schema Registry REST API
 //!   (the subset clients use), so Confluent-compatible tools and storeflow's own HTTP
 //!   registry client can talk to it.
@@ -16,14 +16,15 @@
 //! ```no_run
 //! # async fn f(log: std::sync::Arc<dyn storeflow_ingest::Log>, codec: std::sync::Arc<storeflow_avro::Codec>) -> anyhow::Result<()> {
 //! use std::sync::Arc;
-//! use storeflow_api::{ApiConfig, ApiState, KeyStore, LogViews, ApiMetrics};
+//! use storeflow_api::{ApiConfig, ApiMetrics, ApiState, KeyStore, Live, Reads};
 //! let mut registry = prometheus_client::registry::Registry::default();
+//! let sinks = storeflow_sinks::Sinks::start(log.clone(), codec.clone(), storeflow_sinks::SinksConfig::embedded("./data/sinks".as_ref()), &mut registry)?;
 //! let metrics = ApiMetrics::register(&mut registry);
 //! let (keys, new_admin) = KeyStore::open(std::path::Path::new("./data"))?;
 //! if let Some(k) = new_admin { println!("admin key (also in ./data/admin.key): {k}"); }
 //! let vault = Arc::new(storeflow_avro::pii::Vault::load(std::path::Path::new("./data/keys"))?);
-//! let views = LogViews::start(log.clone(), codec.clone())?;
-//! let state = ApiState::new(ApiConfig::default(), log, codec, keys, vault, views.reads(), Arc::new(registry), metrics)?;
+//! let reads = Reads::from_sinks(&sinks, Live::start(log.clone(), codec.clone())?);
+//! let state = ApiState::new(ApiConfig::default(), log, codec, keys, vault, reads, Arc::new(registry), metrics)?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
 //! storeflow_api::serve(listener, state, std::future::pending()).await?;
 //! # Ok(()) }
@@ -32,14 +33,12 @@
 pub mod auth;
 pub mod customers;
 pub mod error;
+pub mod live;
 pub mod metrics;
 pub mod read;
 pub mod registry;
 pub mod roles;
 pub mod routes;
-#[cfg(feature = "sinks")]
-pub mod sinks_adapter;
-pub mod views;
 pub mod writes;
 
 use std::collections::HashMap;
@@ -66,8 +65,8 @@ pub use auth::{Caller, KeyStore, RateLimits, Role};
 pub use customers::CustomersConfig;
 pub use error::{ApiError, ApiResult};
 pub use metrics::ApiMetrics;
+pub use live::Live;
 pub use read::Reads;
-pub use views::LogViews;
 
 /// `[api]` settings.
 #[derive(Clone, Debug, Deserialize, serde::Serialize)]
@@ -260,7 +259,7 @@ impl ApiState {
 #[openapi(
     info(title = "storeflow API", description = "Events, orders, inventory, catalog search, recommendations, vendor sales and analytics of the storeflow marketplace. Errors are `{\"error\": {\"code\", \"message\", \"field\"?}}`."),
     modifiers(&BearerAuth),
-    components(schemas(error::ErrorBody, error::ErrorDetail, read::Range, read::Granularity, read::SearchSort)),
+    components(schemas(error::ErrorBody, error::ErrorDetail, read::DashboardRange, live::Granularity, read::SortBy)),
 )]
 struct ApiDoc;
 

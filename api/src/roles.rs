@@ -24,7 +24,7 @@ use storeflow_avro::{Event, EventKind};
 
 use crate::auth::{Caller, Role};
 use crate::error::{ApiError, ApiResult};
-use crate::read::{CatalogRead, Order, OrdersRead};
+use crate::read::{OrderDetail, ProductView, Reads, sink_error};
 
 /// Who an event type's facts come from, and so which roles may publish it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -172,7 +172,7 @@ pub fn customer_may_publish(customer: &str, event: &Event) -> Result<(), String>
 /// `catalog`. Every 403 names the first refused event the same way (`events[i].type` in a
 /// batch, `type` alone) and its message the type, the role or customer, and why; nothing
 /// of a refused request may be published.
-pub async fn authorize(caller: &Caller, events: &[Event], batch: bool, catalog: &dyn CatalogRead) -> ApiResult<()> {
+pub async fn authorize(caller: &Caller, events: &[Event], batch: bool, reads: &Reads) -> ApiResult<()> {
     let at = |i: usize, what: &str| if batch { format!("events[{i}].{what}") } else { what.to_string() };
     if let Caller::Customer { id } = caller {
         for (i, e) in events.iter().enumerate() {
@@ -186,6 +186,7 @@ pub async fn authorize(caller: &Caller, events: &[Event], batch: bool, catalog: 
     }
     let Role::Vendor(v) = role else { return Ok(()) };
     for (i, e) in events.iter().enumerate() {
+        let catalog = || reads.read_model();
         let (product_id, sku) = match e {
             Event::ProductCreated(p) => (&p.product_id, Some(&p.sku)),
             Event::ProductUpdated(p) => (&p.product_id, None),
@@ -193,15 +194,15 @@ pub async fn authorize(caller: &Caller, events: &[Event], batch: bool, catalog: 
             _ => continue,
         };
         // Same answer whether the other vendor's product exists under that id or that sku.
-        let foreign = |p: Option<crate::read::Product>| p.is_some_and(|p| &p.vendor_id != v);
-        if foreign(catalog.product(product_id).await?) {
+        let foreign = |p: Option<ProductView>| p.is_some_and(|p| &p.vendor_id != v);
+        if foreign(catalog()?.product(product_id).await.map_err(sink_error("reading a product"))?) {
             return Err(ApiError::ForbiddenAt {
                 message: format!("the role {role} may not publish {} for product {product_id}: it is another vendor's", e.name()),
                 field: at(i, "type"),
             });
         }
         if let Some(sku) = sku
-            && foreign(catalog.product_by_sku(sku).await?)
+            && foreign(catalog()?.product_by_sku(sku).await.map_err(sink_error("reading a product"))?)
         {
             return Err(ApiError::ForbiddenAt {
                 message: format!("the role {role} may not publish {} for sku {sku}: it is another vendor's", e.name()),
@@ -247,10 +248,10 @@ pub fn placed_with(order_id: &str, key_id: &str) -> bool {
 /// is theirs; 403 otherwise, with the same message whether the order exists or not (no
 /// probing of ids). A customer's order had to be read to tell: it is returned, so the
 /// handler need not read it again.
-pub async fn may_touch_order(caller: &Caller, order_id: &str, what: &str, orders: &dyn OrdersRead) -> ApiResult<Option<Order>> {
+pub async fn may_touch_order(caller: &Caller, order_id: &str, what: &str, reads: &Reads) -> ApiResult<Option<OrderDetail>> {
     if let Caller::Customer { id } = caller {
-        return match orders.order(order_id).await? {
-            Some(o) if o.customer_id.as_deref() == Some(id.as_str()) => Ok(Some(o)),
+        return match reads.read_model()?.order_detail(order_id).await.map_err(sink_error("reading an order"))? {
+            Some(o) if o.order.customer_id.as_deref() == Some(id.as_str()) => Ok(Some(o)),
             _ => Err(ApiError::Forbidden(format!("customer {id} may {what} only its own orders; order {order_id} is not one of them"))),
         };
     }
@@ -313,10 +314,13 @@ pub fn sees_personal_data(role: &Role) -> bool {
 ///
 /// What is left of the personal data is opened with `vault` (it travels sealed, see
 /// [`storeflow_avro::pii`]); an erased customer's fields read as `null`.
-pub fn order_view(caller: &Caller, mut order: Order, vault: &Vault) -> ApiResult<Order> {
+pub fn order_view(caller: &Caller, mut order: OrderDetail, vault: &Vault) -> ApiResult<OrderDetail> {
     let customer = matches!(caller, Caller::Customer { .. });
     let whole = !customer && caller.role().is_ok_and(sees_personal_data);
     let hidden = if whole { &[][..] } else if customer { &PERSONAL_FIELDS[..2] } else { &PERSONAL_FIELDS[..] };
+    if !whole && let Some(f) = &mut order.order.fraud {
+        f.reasons = None;
+    }
     for e in &mut order.history {
         strip(&mut e.payload, hidden);
         if !whole
@@ -415,24 +419,45 @@ mod tests {
     fn personal_fields_are_stripped_at_any_depth_and_the_owner_sees_only_its_addresses() {
         let payload = serde_json::json!({"client_ip": "203.0.113.7", "nested": [{"billing_address": {"city": "B"}, "sku": "S1"}],
             "shipping_address": {}, "payment_method_token": "pm", "order_id": "o"});
-        let order = Order {
-            order_id: "o".into(),
-            customer_id: None,
-            currency: None,
-            status: "placed".into(),
-            payment_status: "pending".into(),
-            fulfillment_status: "pending".into(),
-            status_reason: None,
-            placed_at: None,
-            items: vec![],
-            totals: Default::default(),
-            reservations: vec![],
-            history: vec![crate::read::OrderEvent { event_id: "e".into(), event_type: "OrderPlaced".into(), occurred_at: 0, payload }],
+        let fraud = storeflow_sinks::read_model::FraudView { score: 70, decision: "review".into(), reasons: Some(serde_json::json!(["ip_velocity"])) };
+        let order = OrderDetail {
+            order: crate::read::OrderView {
+                order_id: "o".into(),
+                customer_id: None,
+                currency: None,
+                subtotal_minor: None,
+                shipping_minor: None,
+                tax_minor: None,
+                discount_minor: None,
+                total_minor: None,
+                units: None,
+                ship_country: None,
+                placed_at: None,
+                status: "placed".into(),
+                payment_status: "pending".into(),
+                fulfillment_status: "pending".into(),
+                status_reason: None,
+                status_at: None,
+                items: vec![],
+                payments: vec![],
+                refunds: vec![],
+                shipments: vec![],
+                reservations: vec![],
+                fraud: Some(fraud),
+            },
+            history: vec![crate::read::OrderEventView {
+                event_id: "e".into(),
+                event_type: "OrderPlaced".into(),
+                occurred_at: 0,
+                topic: "storefront.orders".into(),
+                payload,
+            }],
         };
         let key = |role: Role| Caller::Key { id: "k_1".into(), role };
         let vault = Vault::in_memory();
         assert_eq!(order_view(&key(Role::Service), order.clone(), &vault).unwrap(), order);
         let seen = order_view(&key(Role::App), order.clone(), &vault).unwrap();
+        assert_eq!(seen.order.fraud.as_ref().unwrap().reasons, None, "the rules that fired stay hidden");
         assert_eq!(seen.history[0].payload, serde_json::json!({"nested": [{"sku": "S1"}], "order_id": "o"}));
         let seen = order_view(&Caller::Customer { id: "C1".into() }, order, &vault).unwrap();
         assert_eq!(

@@ -23,6 +23,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::{Caller, KeyInfo, RevokeError, Role};
 use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::live::{Granularity, RecoList, SalesBucket, ScoredProduct};
 use crate::read::*;
 use crate::writes::{Writer, body_digest, derived_uuid};
 use crate::ApiState;
@@ -153,7 +154,7 @@ pub async fn post_events(
         return Err(ApiError::field("events", format!("at most {max} events per request, got {}", values.len())));
     }
     let events = Writer::validate(values, batch, &s.inner.config)?;
-    crate::roles::authorize(&caller, events.events(), batch, &*s.inner.reads.catalog).await?;
+    crate::roles::authorize(&caller, events.events(), batch, &s.inner.reads).await?;
     let n = events.events().len();
     let a = s.inner.writer.publish(events).await?;
     s.inner.metrics.events_published.inc_by(a.published as u64);
@@ -283,9 +284,10 @@ pub async fn post_order(
         let p = s
             .inner
             .reads
-            .catalog
+            .read_model()?
             .product_by_sku(&line.sku)
-            .await?
+            .await
+            .map_err(sink_error("pricing an order line"))?
             .ok_or_else(|| ApiError::field(format!("items[{i}].sku"), format!("no product is sold under sku `{}`", line.sku)))?;
         let (Some(price), Some(cur)) = (p.price_minor, p.currency.as_deref()) else {
             return Err(ApiError::field(format!("items[{i}].sku"), format!("sku `{}` has no price", line.sku)));
@@ -350,11 +352,11 @@ pub async fn post_order(
 /// admins read every order whole.
 #[utoipa::path(get, path = "/v1/orders/{id}", tag = "orders",
     params(("id" = String, Path, description = "order id")),
-    responses((status = 200, body = Order), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+    responses((status = 200, body = OrderDetail), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody)),
     security(("bearer" = []), ("customer" = [])))]
-pub async fn get_order(State(s): State<ApiState>, Extension(caller): Extension<Caller>, Path(id): Path<String>) -> ApiResult<Json<Order>> {
-    let seen = crate::roles::may_touch_order(&caller, &id, "read", &*s.inner.reads.orders).await?;
+pub async fn get_order(State(s): State<ApiState>, Extension(caller): Extension<Caller>, Path(id): Path<String>) -> ApiResult<Json<OrderDetail>> {
+    let seen = crate::roles::may_touch_order(&caller, &id, "read", &s.inner.reads).await?;
     let o = match seen {
         Some(o) => o,
         None => known_order(&s, &id).await?,
@@ -372,8 +374,8 @@ pub struct CancelRequest {
     pub requested_by: Option<String>,
 }
 
-async fn known_order(s: &ApiState, id: &str) -> ApiResult<Order> {
-    s.inner.reads.orders.order(id).await?.ok_or_else(|| ApiError::NotFound(format!("no order {id}")))
+async fn known_order(s: &ApiState, id: &str) -> ApiResult<OrderDetail> {
+    s.inner.reads.read_model()?.order_detail(id).await.map_err(sink_error("reading an order"))?.ok_or_else(|| ApiError::NotFound(format!("no order {id}")))
 }
 
 /// Ask to cancel an order.
@@ -392,7 +394,7 @@ pub async fn cancel_order(
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<(StatusCode, Json<OrderAccepted>)> {
-    let seen = crate::roles::may_touch_order(&caller, &id, "cancel", &*s.inner.reads.orders).await?;
+    let seen = crate::roles::may_touch_order(&caller, &id, "cancel", &s.inner.reads).await?;
     let (_, v) = json_body(body)?;
     let req: CancelRequest = typed(v)?;
     crate::roles::customer_may_cancel_as(&caller, req.requested_by.as_deref())?;
@@ -400,10 +402,10 @@ pub async fn cancel_order(
         Some(o) => o,
         None => known_order(&s, &id).await?,
     };
-    if !storeflow_avro::states::may_move(&order.status, OrderStatus::Cancelled) {
+    if !storeflow_avro::states::may_move(&order.order.status, OrderStatus::Cancelled) {
         return Err(ApiError::Conflict {
             code: "conflict",
-            message: format!("order {id} is {}; it can no longer be cancelled", order.status),
+            message: format!("order {id} is {}; it can no longer be cancelled", order.order.status),
         });
     }
     let e = Event::OrderCancelRequested(OrderCancelRequested {
@@ -450,21 +452,21 @@ pub async fn return_order(
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<(StatusCode, Json<OrderAccepted>)> {
-    let seen = crate::roles::may_touch_order(&caller, &id, "return", &*s.inner.reads.orders).await?;
+    let seen = crate::roles::may_touch_order(&caller, &id, "return", &s.inner.reads).await?;
     let (_, v) = json_body(body)?;
     let req: ReturnBody = typed(v)?;
     let order = match seen {
         Some(o) => o,
         None => known_order(&s, &id).await?,
     };
-    if !storeflow_avro::states::may_move(&order.status, OrderStatus::ReturnRequested) {
+    if !storeflow_avro::states::may_move(&order.order.status, OrderStatus::ReturnRequested) {
         return Err(ApiError::Conflict {
             code: "conflict",
-            message: format!("order {id} is {}; only delivered orders can be returned", order.status),
+            message: format!("order {id} is {}; only delivered orders can be returned", order.order.status),
         });
     }
     for (i, l) in req.items.iter().enumerate() {
-        let bought: i64 = order.items.iter().filter(|o| o.sku == l.sku).map(|o| o.quantity).sum();
+        let bought: i64 = order.order.items.iter().filter(|o| o.sku == l.sku).map(|o| o.quantity).sum();
         if bought == 0 {
             return Err(ApiError::field(format!("items[{i}].sku"), format!("order {id} has no sku `{}`", l.sku)));
         }
@@ -491,12 +493,12 @@ pub async fn return_order(
 /// Stock of a sku: on hand, reserved and available, in total and per warehouse.
 #[utoipa::path(get, path = "/v1/inventory/{sku}", tag = "inventory",
     params(("sku" = String, Path)),
-    responses((status = 200, body = Inventory), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+    responses((status = 200, body = InventoryView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn get_inventory(State(s): State<ApiState>, Extension(caller): Extension<Caller>, Path(sku): Path<String>) -> ApiResult<Json<Inventory>> {
+pub async fn get_inventory(State(s): State<ApiState>, Extension(caller): Extension<Caller>, Path(sku): Path<String>) -> ApiResult<Json<InventoryView>> {
     caller.require("read inventory", &[&Role::App])?;
-    let inv = s.inner.reads.inventory.inventory(&sku).await?.ok_or_else(|| ApiError::NotFound(format!("no stock was ever recorded for sku {sku}")))?;
+    let inv = s.inner.reads.read_model()?.inventory(&sku).await.map_err(sink_error("reading stock"))?.ok_or_else(|| ApiError::NotFound(format!("no stock was ever recorded for sku {sku}")))?;
     Ok(Json(inv))
 }
 
@@ -505,15 +507,15 @@ pub async fn get_inventory(State(s): State<ApiState>, Extension(caller): Extensi
 /// A product. Vendors may read only their own products.
 #[utoipa::path(get, path = "/v1/products/{id}", tag = "catalog",
     params(("id" = String, Path)),
-    responses((status = 200, body = Product), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+    responses((status = 200, body = ProductView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn get_product(State(s): State<ApiState>, Extension(caller): Extension<Caller>, Path(id): Path<String>) -> ApiResult<Json<Product>> {
+pub async fn get_product(State(s): State<ApiState>, Extension(caller): Extension<Caller>, Path(id): Path<String>) -> ApiResult<Json<ProductView>> {
     // A customer reads products only where anonymous callers may.
     if !(s.inner.config.public_search && matches!(caller, Caller::Anonymous | Caller::Customer { .. })) {
         caller.role()?;
     }
-    let p = s.inner.reads.catalog.product(&id).await?;
+    let p = s.inner.reads.read_model()?.product(&id).await.map_err(sink_error("reading a product"))?;
     if let Caller::Key { role, .. } = &caller {
         match role {
             Role::Admin | Role::App | Role::Service | Role::Analyst => {}
@@ -561,7 +563,7 @@ pub struct SearchParams {
     /// Only this vendor (vendor keys: always their own).
     pub vendor: Option<String>,
     /// relevance, price_asc, price_desc, rating, popularity.
-    pub sort: Option<SearchSort>,
+    pub sort: Option<SortBy>,
     /// Page, from 0; `(page + 1) × size` at most 10,000.
     pub page: Option<u32>,
     /// Results per page, 1–100 (default 20).
@@ -646,16 +648,15 @@ pub async fn search(
         category: p.category,
         brands: p.brand.map(|b| b.split(',').map(str::trim).filter(|b| !b.is_empty()).map(String::from).collect()).unwrap_or_default(),
         vendor_id,
-        price_min: p.price_min,
-        price_max: p.price_max,
+        min_price_eur_minor: p.price_min,
+        max_price_eur_minor: p.price_max,
         min_rating: p.rating,
         in_stock: p.in_stock.unwrap_or(false),
         sort: p.sort.unwrap_or_default(),
         page: p.page.unwrap_or(0),
-        size,
+        per_page: size,
     };
-    let backend = s.inner.reads.search.as_ref().ok_or_else(|| ApiError::Unavailable("no search backend is configured".into()))?;
-    Ok(Json(backend.search(&sq).await?))
+    Ok(Json(s.inner.reads.search()?.search(&sq).await?))
 }
 
 // ---------------------------------------------------------------------- recommendations
@@ -711,7 +712,7 @@ pub async fn recommendations(
     if !(1..=100).contains(&limit) {
         return Err(ApiError::field("limit", format!("between 1 and 100, got {limit}")));
     }
-    let items = s.inner.reads.recommendations.recommendations(&list, limit).await?;
+    let items = s.inner.reads.live.recommendations(&list, limit);
     Ok(Json(Recommendations { kind: p.kind, items }))
 }
 
@@ -765,7 +766,7 @@ pub async fn vendor_sales(
     if from >= to {
         return Err(ApiError::field("from", "must be before `to`"));
     }
-    let buckets = s.inner.reads.sales.sales(&id, from, to, granularity).await?;
+    let buckets = s.inner.reads.live.sales(&id, from, to, granularity);
     Ok(Json(SalesReport { vendor_id: id, from, to, granularity, buckets }))
 }
 
@@ -786,7 +787,7 @@ pub async fn vendor_sales_stream(
     // At most `max_streams_per_key` per key; the slot is given back when the stream ends.
     let slot = s.stream_slot(key_id)?;
     let key_id = key_id.clone();
-    let rx = s.inner.reads.sales.subscribe();
+    let rx = s.inner.reads.live.subscribe();
     // A tick a second checks the stream may go on: it ends when its key is revoked or the
     // server stops (graceful shutdown does not wait on it).
     let ticks = tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(Duration::from_secs(1))).map(|_| None);
@@ -815,7 +816,7 @@ pub async fn vendor_sales_stream(
 #[into_params(parameter_in = Query)]
 pub struct RangeParams {
     /// 1h, 24h (default), 7d or 30d.
-    pub range: Option<Range>,
+    pub range: Option<DashboardRange>,
 }
 
 /// The marketplace's sales dashboard (analysts and admins).
@@ -829,9 +830,8 @@ pub async fn dashboard(
     q: Result<Query<RangeParams>, QueryRejection>,
 ) -> ApiResult<Json<Dashboard>> {
     caller.require("read the marketplace dashboard", &[&Role::Analyst])?;
-    let range = query(q)?.range.unwrap_or(Range::Day);
-    let a = s.inner.reads.analytics.as_ref().ok_or_else(|| ApiError::Unavailable("no analytics backend is configured".into()))?;
-    Ok(Json(a.dashboard(range).await?))
+    let range = query(q)?.range.unwrap_or(DashboardRange::Day);
+    Ok(Json(s.inner.reads.analytics()?.dashboard(range, None).await.map_err(sink_error("computing the dashboard"))?))
 }
 
 /// One vendor's performance (the vendor itself, analysts and admins).
@@ -847,9 +847,9 @@ pub async fn vendor_analytics(
     q: Result<Query<RangeParams>, QueryRejection>,
 ) -> ApiResult<Json<VendorPerformance>> {
     caller.require_vendor(&id, "read the analytics", false, true)?;
-    let range = query(q)?.range.unwrap_or(Range::Day);
-    let a = s.inner.reads.analytics.as_ref().ok_or_else(|| ApiError::Unavailable("no analytics backend is configured".into()))?;
-    Ok(Json(a.vendor_performance(&id, range).await?))
+    let range = query(q)?.range.unwrap_or(DashboardRange::Day);
+    let v = s.inner.reads.analytics()?.vendor_performance(&id, range, None).await.map_err(sink_error("computing vendor performance"))?;
+    Ok(Json(v))
 }
 
 // -------------------------------------------------------------------------------- admin

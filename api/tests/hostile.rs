@@ -13,7 +13,7 @@ use common::*;
 use futures::FutureExt;
 use serde_json::{Value, json};
 use storeflow_api::ApiConfig;
-use storeflow_api::read::{ReadFuture, SearchQuery, SearchRead, SearchResults};
+use storeflow_api::read::{ReadFuture, SearchIndex, SearchQuery, SearchResults};
 use storeflow_avro::Timestamp;
 
 fn error_of(v: &Value) -> (&str, Option<&str>) {
@@ -23,7 +23,7 @@ fn error_of(v: &Value) -> (&str, Option<&str>) {
 /// A search backend that counts the searches that reach it.
 struct Counting(AtomicUsize);
 
-impl SearchRead for Counting {
+impl SearchIndex for Counting {
     fn search<'a>(&'a self, _: &'a SearchQuery) -> ReadFuture<'a, SearchResults> {
         self.0.fetch_add(1, Ordering::SeqCst);
         async { Ok(SearchResults::default()) }.boxed()
@@ -38,11 +38,6 @@ fn with_search() -> (Harness, Arc<Counting>) {
         r
     });
     (h, backend)
-}
-
-/// Every contract topic's records, summed: what "nothing was published" is checked against.
-fn published(h: &Harness) -> u64 {
-    h.log.describe_topics().unwrap().iter().flat_map(|t| t.partitions.iter().map(|p| p.end - p.start)).sum()
 }
 
 async fn still_answers(h: &Harness) {
@@ -114,7 +109,7 @@ async fn an_unknown_query_parameter_is_refused_naming_it_on_every_route() {
 #[tokio::test]
 async fn a_long_string_or_array_inside_a_valid_event_is_refused_naming_the_field_and_nothing_is_published() {
     let h = harness();
-    let before = published(&h);
+    let before = h.published();
     let page = |p: Value| json!({"type": "PageViewed", "session_id": "s1", "page": p});
     let cases = [
         (page(json!("/".repeat(1_001))), "page"),
@@ -135,14 +130,14 @@ async fn a_long_string_or_array_inside_a_valid_event_is_refused_naming_the_field
         "currency": "EUR", "shipping_address": address(), "billing_address": address(), "payment_method_token": "pm_card_visa"});
     let (st, _, v) = h.call(Method::POST, "/v1/events", Some(&h.admin), Some(order)).await;
     assert_eq!((st, error_of(&v).1), (StatusCode::BAD_REQUEST, Some("items")), "{v}");
-    assert_eq!(published(&h), before, "a refused event was published");
+    assert_eq!(h.published(), before, "a refused event was published");
     still_answers(&h).await;
 }
 
 #[tokio::test]
 async fn an_occurred_at_far_from_the_server_clock_is_refused_naming_it_and_nothing_is_published() {
     let h = harness();
-    let before = published(&h);
+    let before = h.published();
     let now = Timestamp::now().millis();
     let at = |t: Value| json!({"type": "PageViewed", "session_id": "s1", "page": "/", "occurred_at": t});
     let cases = [
@@ -162,7 +157,7 @@ async fn an_occurred_at_far_from_the_server_clock_is_refused_naming_it_and_nothi
     // Past i64: not a timestamp at all, still a 400 naming the field.
     let (st, _, v) = h.raw(Method::POST, "/v1/events", Some(&h.app_key), Some(br#"{"type":"PageViewed","session_id":"s","page":"/","occurred_at":92233720368547758070}"#.to_vec()), &[]).await;
     assert_eq!((st, error_of(&v).1), (StatusCode::BAD_REQUEST, Some("occurred_at")), "{v}");
-    assert_eq!(published(&h), before, "a refused event was published");
+    assert_eq!(h.published(), before, "a refused event was published");
     // Within the bounds: accepted (a device a few minutes off, an app that was offline a day).
     for t in [now + 4 * 60_000, now - 86_400_000] {
         let (st, _, v) = h.call(Method::POST, "/v1/events", Some(&h.app_key), Some(at(json!(t)))).await;

@@ -394,6 +394,28 @@ impl Vault {
     }
 }
 
+/// `event` as a store that keeps events may hold it: every personal field still sealed as
+/// it travels, and any that is not (a producer that did not seal) emptied — a store never
+/// holds personal data in the clear, and erasing the customer's key erases what it holds.
+pub fn sealed_only(event: &Event) -> Cow<'_, Event> {
+    let mut clear = false;
+    let mut probe = event.clone();
+    let _ = for_each_personal(&mut probe, &mut |_, value| {
+        clear |= !is_sealed(value);
+        Ok(())
+    });
+    if !clear {
+        return Cow::Borrowed(event);
+    }
+    let _ = for_each_personal(&mut probe, &mut |_, value| {
+        if !is_sealed(value) {
+            value.clear();
+        }
+        Ok(())
+    });
+    Cow::Owned(probe)
+}
+
 /// The first personal field of `event` that already holds a sealed value (`pii1.…`), named
 /// as in the event's JSON (`shipping_address.line1`). Producers refuse such an event with a
 /// 400 naming the field: a value is sealed here, by storeflow, never by whoever sends it.
@@ -672,5 +694,25 @@ mod tests {
             assert_eq!(sealed_field(&e), Some(field));
             assert!(keys.prepare(&e).is_err());
         }
+    }
+
+    #[test]
+    fn a_store_keeps_sealed_personal_values_and_never_a_clear_one() {
+        let (_d, keys) = store();
+        let order = order_with_every_field();
+        let sealed = keys.prepare(&order).unwrap().into_owned();
+        assert!(matches!(sealed_only(&sealed), Cow::Borrowed(_)), "all sealed: kept as it is");
+        let kept = sealed_only(&order).into_owned();
+        let Event::OrderPlaced(o) = &kept else { unreachable!() };
+        assert!(o.client_ip.is_empty() && o.payment_method_token.is_empty() && o.shipping_address.line1.is_empty());
+        assert_eq!(o.billing_address.region.as_deref(), Some(""));
+        let Event::OrderPlaced(clear) = &order else { unreachable!() };
+        assert_eq!((&o.shipping_address.country, &o.items), (&clear.shipping_address.country, &clear.items), "the rest stays");
+        // A mix: the sealed ones stay, the clear one goes.
+        let mut mixed = sealed.clone();
+        let Event::OrderPlaced(m) = &mut mixed else { unreachable!() };
+        m.client_ip = "203.0.113.7".into();
+        let Event::OrderPlaced(m) = sealed_only(&mixed).into_owned() else { unreachable!() };
+        assert!(m.client_ip.is_empty() && is_sealed(&m.payment_method_token));
     }
 }

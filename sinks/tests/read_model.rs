@@ -265,7 +265,7 @@ fn an_order_reads_back_with_items_states_totals_payments_and_history(b: Backend)
             types,
             ["OrderPlaced", "OrderStatusChanged", "PaymentAuthorized", "OrderStatusChanged", "PaymentCaptured", "OrderStatusChanged"]
         );
-        // The history keeps no card token, IP or street address.
+        // The history keeps no card token, IP or street address in the clear.
         let placed = h[0].payload.to_string();
         assert!(!placed.contains("tok_secret") && !placed.contains("10.0.0.9") && !placed.contains("1 Way"), "{placed}");
         assert!(rm.order("nope").await.expect("read").is_none());

@@ -43,29 +43,23 @@ pub fn run(b: &Backends, config: &Config, only: &[String], sinks: bool) -> anyho
         None => {}
     }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    if !sinks {
+    let Some(serving) = &running_sinks else {
         // `storeflow process`: processors only, no listener (several may share a host).
         println!("Press Ctrl-C to stop (or send SIGTERM).");
         let signal = rt.block_on(stop_signal())?;
         println!("{signal}: stopping: committing and handing partitions back");
         grace_watchdog(config.runtime.shutdown_grace_ms);
         return pipeline.stop();
-    }
-    // The HTTP API: writes go to the log; reads come from the sinks and from views of the
-    // processors' outputs.
+    };
+    // The HTTP API: writes go to the log; reads come from the sinks' handles, and what no
+    // sink stores (vendors' live sales, recommendation lists) from the live state.
     let api_metrics = storeflow_api::ApiMetrics::register(&mut registry);
     let (keys, new_admin) = storeflow_api::KeyStore::open(&config.data_dir)?;
-    // The views read only what the sinks do not serve (see topics_beside_sinks).
-    let (read_model, analytics) = running_sinks.as_ref().map_or((false, false), |s| (s.read_model().is_some(), s.analytics().is_some()));
-    let topics = storeflow_api::views::topics_beside_sinks(read_model, analytics);
-    let views = storeflow_api::LogViews::start_reading(b.log.clone(), b.codec.clone(), &topics)?;
-    let mut reads = views.reads();
-    if let Some(s) = &running_sinks {
-        reads = storeflow_api::sinks_adapter::with_sinks(reads, s.read_model(), s.search(), s.analytics());
-    }
+    let live = storeflow_api::Live::start(b.log.clone(), b.codec.clone())?;
+    let mut reads = storeflow_api::Reads::from_sinks(serving, live.clone());
     // /readyz answers 503 naming a processor or sink whose thread has ended.
     let mut threads: Vec<(String, Arc<dyn Fn() -> bool + Send + Sync>)> = pipeline.liveness().into_iter().map(|(n, probe)| (n.to_string(), probe)).collect();
-    for (name, l) in running_sinks.iter().flat_map(|s| s.liveness()) {
+    for (name, l) in serving.liveness() {
         threads.push((format!("sink {name}"), Arc::new(move || l.is_alive())));
     }
     reads.readiness.push(("threads", Arc::new(storeflow_api::read::ThreadsReady(threads))));
@@ -93,7 +87,7 @@ pub fn run(b: &Backends, config: &Config, only: &[String], sinks: bool) -> anyho
         Ok::<_, anyhow::Error>((served, rx.await.unwrap_or("the API ending")))
     });
     let (served, signal) = served.unwrap_or_else(|e| (Err(e), "an error"));
-    views.stop();
+    live.stop();
     println!("{signal}: stopping: committing and handing partitions back");
     let processors = pipeline.stop();
     if let Some(s) = running_sinks {

@@ -1,4 +1,5 @@
-//! Shared set-up of the API tests: an embedded log in a temp dir, views fed by hand, and
+//! Shared set-up of the API tests: an embedded log in a temp dir with the sinks' embedded
+//! twins reading it (what the API reads), the live state fed by hand, and
 //! one key per role (app, service, vendors V-A and V-B, analyst, admin); customers' tokens
 //! signed with [`HS256_SECRET`] for an API configured by [`with_customers`].
 
@@ -12,9 +13,9 @@ use axum::http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use storeflow_api::read::Reads;
-use storeflow_api::{ApiConfig, ApiMetrics, ApiState, CustomersConfig, KeyStore, LogViews, Role};
+use storeflow_api::{ApiConfig, ApiMetrics, ApiState, CustomersConfig, KeyStore, Live, Role};
 use storeflow_avro::{Codec, Event, JsonOptions};
-use storeflow_ingest::publish::contract_topics;
+use storeflow_ingest::publish::{Publisher, contract_topics};
 use storeflow_ingest::{ConsumerConfig, EmbeddedLog, Log, TopicPartition};
 use tower::ServiceExt;
 
@@ -22,7 +23,14 @@ pub struct Harness {
     pub dir: tempfile::TempDir,
     pub log: Arc<dyn Log>,
     pub codec: Arc<Codec>,
-    pub views: Arc<LogViews>,
+    /// The sinks' embedded twins on `log`: the read model, search and analytics the API reads.
+    pub sinks: storeflow_sinks::Sinks,
+    /// What no sink stores (sales minutes, recommendations), fed by [`Harness::feed`] and
+    /// by hand.
+    pub live: Arc<Live>,
+    publisher: Publisher,
+    /// Ids of the events [`Harness::feed`] put on the log: what the API did not publish.
+    fed: parking_lot::Mutex<std::collections::HashSet<String>>,
     /// Customers' data keys: what the API publishes is sealed with them.
     pub vault: Arc<storeflow_avro::pii::Vault>,
     pub app: Router,
@@ -45,7 +53,7 @@ pub fn harness_with(config: ApiConfig, reads: impl FnOnce(Reads) -> Reads) -> Ha
     let log: Arc<dyn Log> = Arc::new(EmbeddedLog::open(dir.path().join("log")).unwrap());
     log.create_topics(&contract_topics(Some(2))).unwrap();
     let codec = Arc::new(Codec::embedded().unwrap());
-    let views = LogViews::new();
+    let live = Live::new();
     let (keys, admin) = KeyStore::open(dir.path()).unwrap();
     let admin = admin.unwrap();
     let app_key = keys.create(Role::App).unwrap();
@@ -54,11 +62,13 @@ pub fn harness_with(config: ApiConfig, reads: impl FnOnce(Reads) -> Reads) -> Ha
     let vendor_b = keys.create(Role::Vendor("V-B".into())).unwrap();
     let analyst = keys.create(Role::Analyst).unwrap();
     let mut registry = prometheus_client::registry::Registry::default();
+    let sinks = storeflow_sinks::Sinks::start(log.clone(), codec.clone(), storeflow_sinks::SinksConfig::embedded(dir.path().join("sinks")), &mut registry).unwrap();
     let metrics = ApiMetrics::register(&mut registry);
     let vault = Arc::new(storeflow_avro::pii::Vault::in_memory());
-    let state = ApiState::new(config, log.clone(), codec.clone(), keys, vault.clone(), reads(views.reads()), Arc::new(registry), metrics).unwrap();
+    let publisher = Publisher::new(log.as_ref(), codec.clone(), vault.clone()).unwrap();
+    let state = ApiState::new(config, log.clone(), codec.clone(), keys, vault.clone(), reads(Reads::from_sinks(&sinks, live.clone())), Arc::new(registry), metrics).unwrap();
     let app = storeflow_api::router(state.clone());
-    Harness { dir, log, codec, views, vault, app, state, admin, app_key, service, vendor_a, vendor_b, analyst }
+    Harness { dir, log, codec, sinks, live, publisher, fed: Default::default(), vault, app, state, admin, app_key, service, vendor_a, vendor_b, analyst }
 }
 
 /// An event from JSON (ids and times filled in), derived types allowed.
@@ -96,7 +106,14 @@ impl Harness {
         (status, headers, v)
     }
 
-    /// Every event on `topic`, decoded.
+    /// Records on the log that the API published (every contract topic's, less what the
+    /// harness fed): what "nothing was published" is checked against.
+    pub fn published(&self) -> u64 {
+        let all: u64 = self.log.describe_topics().unwrap().iter().flat_map(|t| t.partitions.iter().map(|p| p.end - p.start)).sum();
+        all - self.fed.lock().len() as u64
+    }
+
+    /// Every event the API published on `topic`, decoded (what the harness fed left out).
     pub fn events_on(&self, topic: &str) -> Vec<Event> {
         let info = self.log.describe_topics().unwrap().into_iter().find(|t| t.name == topic).unwrap();
         let mut c = self.log.consumer(ConsumerConfig::new("test-reader"), None).unwrap();
@@ -112,40 +129,61 @@ impl Harness {
                 out.push(self.codec.decode(r.value.as_ref().unwrap()).unwrap());
             }
         }
+        let fed = self.fed.lock();
+        out.retain(|e| !fed.contains(e.event_id()));
         out
+    }
+
+    /// Publishes `events` (sealed, as every producer does), hands them to the live state, and
+    /// waits until every sink has landed them.
+    pub fn feed(&self, events: impl IntoIterator<Item = Event>) {
+        for e in events {
+            self.fed.lock().insert(e.event_id().to_string());
+            self.live.apply(&e);
+            self.publisher.publish(&e).unwrap().wait().unwrap();
+        }
+        self.sinks.wait_caught_up(std::time::Duration::from_secs(60)).unwrap();
     }
 
     /// A catalog: two products of vendor V-A (EUR), one of V-B; stock for two of them.
     pub fn seed_catalog(&self) {
+        let mut events = Vec::new();
         for (pid, vendor, sku, cat, price) in [
             ("P1", "V-A", "S1", "electronics/audio", 1999),
             ("P2", "V-A", "S2", "electronics/audio", 4999),
             ("P3", "V-B", "S3", "home/kitchen", 2500),
         ] {
-            self.views.apply(&ev(json!({"type": "ProductCreated", "product_id": pid, "vendor_id": vendor, "sku": sku,
+            events.push(ev(json!({"type": "ProductCreated", "product_id": pid, "vendor_id": vendor, "sku": sku,
                 "title": format!("Product {pid}"), "description": "nice", "category": cat, "brand": "Acme",
                 "price_minor": price, "currency": "EUR"})));
         }
         for (sku, wh, on_hand, reserved) in [("S1", "W1", 10, 2), ("S1", "W2", 5, 0), ("S3", "W1", 3, 0)] {
-            self.views.apply(&ev(json!({"type": "StockLevelChanged", "sku": sku, "warehouse_id": wh, "on_hand": on_hand,
+            events.push(ev(json!({"type": "StockLevelChanged", "sku": sku, "warehouse_id": wh, "on_hand": on_hand,
                 "reserved": reserved, "available": on_hand - reserved, "cause": "received"})));
         }
         // S2 sold out.
-        self.views.apply(&ev(json!({"type": "StockLevelChanged", "sku": "S2", "warehouse_id": "W1", "on_hand": 0,
+        events.push(ev(json!({"type": "StockLevelChanged", "sku": "S2", "warehouse_id": "W1", "on_hand": 0,
             "reserved": 0, "available": 0, "cause": "shipped"})));
+        self.feed(events);
     }
 
     /// An order `id` of S1 × 2 in `status`.
     pub fn seed_order(&self, id: &str, status: &str) {
-        self.views.apply(&ev(json!({"type": "OrderPlaced", "order_id": id, "customer_id": "C1",
+        self.seed_order_of(id, "C1", status);
+    }
+
+    /// An order `id` of customer `customer`, S1 × 2, in `status`.
+    pub fn seed_order_of(&self, id: &str, customer: &str, status: &str) {
+        let mut events = vec![ev(json!({"type": "OrderPlaced", "order_id": id, "customer_id": customer,
             "items": [{"sku": "S1", "product_id": "P1", "vendor_id": "V-A", "quantity": 2, "unit_price_minor": 1999}],
             "currency": "EUR", "shipping_address": address(), "billing_address": address(),
-            "payment_method_token": "pm_x", "client_ip": "203.0.113.9"})));
+            "payment_method_token": "pm_x", "client_ip": "203.0.113.9"}))];
         if status != "placed" {
-            self.views.apply(&ev(json!({"type": "OrderStatusChanged", "order_id": id, "customer_id": "C1",
+            events.push(ev(json!({"type": "OrderStatusChanged", "order_id": id, "customer_id": customer,
                 "previous_status": "placed", "status": status, "payment_status": "captured",
                 "fulfillment_status": status, "reason": "test", "total_minor": 3998, "currency": "EUR"})));
         }
+        self.feed(events);
     }
 }
 

@@ -1,5 +1,5 @@
-//! What the end-to-end tests wire the same way: every registered processor, and (feature
-//! `sinks`) the API as `storeflow run` builds it beside the sinks, served on a free port.
+//! What the end-to-end tests wire the same way: every registered processor, and the API as
+//! `storeflow run` builds it beside the sinks, served on a free port.
 
 #![allow(dead_code)]
 
@@ -23,11 +23,10 @@ pub fn processors(log: &Arc<dyn Log>, codec: &Arc<Codec>, app: &str, registry: &
         .collect()
 }
 
-/// The API as `storeflow run` wires it beside `sinks` (views of only what the sinks do not
-/// serve, reads from the sinks, keys in `dir`), served on a free port of `rt`. Returns the
-/// views (to stop), a client, the admin key and a service key (a trusted backend's: the
+/// The API as `storeflow run` wires it beside `sinks` (reads from the sinks and the live
+/// state, keys in `dir`), served on a free port of `rt`. Returns the live state (to stop), a
+/// client, the admin key and a service key (a trusted backend's: the
 /// catalog, stock and payments of the tests go through it).
-#[cfg(feature = "sinks")]
 pub fn serve_beside_sinks(
     rt: &tokio::runtime::Runtime,
     log: &Arc<dyn Log>,
@@ -35,11 +34,10 @@ pub fn serve_beside_sinks(
     sinks: &storeflow_sinks::Sinks,
     dir: &std::path::Path,
     mut registry: Registry,
-) -> (Arc<storeflow_api::LogViews>, super::client::Client, String, String) {
-    use storeflow_api::{ApiConfig, ApiMetrics, ApiState, KeyStore, LogViews, Role};
-    let topics = storeflow_api::views::topics_beside_sinks(true, true);
-    let views = rt.block_on(async { LogViews::start_reading(log.clone(), codec.clone(), &topics) }).unwrap();
-    let reads = storeflow_api::sinks_adapter::with_sinks(views.reads(), sinks.read_model(), sinks.search(), sinks.analytics());
+) -> (Arc<storeflow_api::Live>, super::client::Client, String, String) {
+    use storeflow_api::{ApiConfig, ApiMetrics, ApiState, KeyStore, Live, Reads, Role};
+    let live = Live::start(log.clone(), codec.clone()).unwrap();
+    let reads = Reads::from_sinks(sinks, live.clone());
     let (keys, admin) = KeyStore::open(dir).unwrap();
     let service = keys.create(Role::Service).unwrap();
     let metrics = ApiMetrics::register(&mut registry);
@@ -50,5 +48,5 @@ pub fn serve_beside_sinks(
         tokio::spawn(storeflow_api::serve(listener, state, std::future::pending()));
         base
     });
-    (views, super::client::Client { http: reqwest::Client::new(), base }, admin.expect("a fresh dir gets an admin key"), service)
+    (live, super::client::Client { http: reqwest::Client::new(), base }, admin.expect("a fresh dir gets an admin key"), service)
 }

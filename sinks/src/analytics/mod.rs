@@ -26,6 +26,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 use tokio::runtime::Handle;
+use utoipa::ToSchema;
 
 pub use self::clickhouse::Param;
 pub use questions::Question;
@@ -39,7 +40,7 @@ pub const NAME: &str = "analytics";
 /// The time window of a dashboard, aligned to the hourly rollups: `1h` and `24h` are the
 /// last 1 or 24 whole hours up to and including the current one; `7d` and `30d` the last 7
 /// or 30 UTC days including today.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub enum DashboardRange {
     /// `1h`.
     #[serde(rename = "1h")]
@@ -88,7 +89,7 @@ impl DashboardRange {
 }
 
 /// A product's sales in a window.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct TopProduct {
     /// Product.
     pub product_id: String,
@@ -103,7 +104,7 @@ pub struct TopProduct {
 }
 
 /// A category's sales in a window.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct TopCategory {
     /// Category path.
     pub category: String,
@@ -114,7 +115,7 @@ pub struct TopCategory {
 }
 
 /// Sessions reaching each stage of the funnel.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Funnel {
     /// Sessions with any activity.
     pub sessions: i64,
@@ -164,7 +165,7 @@ struct RefundsRow {
 }
 
 /// The marketplace dashboard for one window.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Dashboard {
     /// The window asked for.
     pub range: DashboardRange,
@@ -201,7 +202,7 @@ pub struct Dashboard {
 }
 
 /// One vendor's performance in a window.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct VendorPerformance {
     /// Vendor.
     pub vendor_id: String,

@@ -20,7 +20,7 @@ use tokio::runtime::Handle;
 
 pub use dialect::Db;
 pub use queries::{
-    CustomerView, FraudView, InventoryView, OrderEventView, OrderItemView, OrderView, PaymentView, ProductView, RefundView,
+    CustomerView, FraudView, InventoryView, OrderDetail, OrderEventView, OrderItemView, OrderView, PaymentView, ProductView, RefundView,
     ReservationView, ShipmentView, VendorView, WarehouseStockView,
 };
 pub use sink::ReadModelSink;
@@ -69,6 +69,13 @@ impl ReadModel {
         self.run(move |db| async move { queries::order(&db, &id).await }).await
     }
 
+    /// An order with every event about it, oldest first; `None` if unknown.
+    pub async fn order_detail(&self, order_id: &str) -> Result<Option<OrderDetail>> {
+        let Some(order) = self.order(order_id).await? else { return Ok(None) };
+        let history = self.order_history(order_id).await?;
+        Ok(Some(OrderDetail { order, history }))
+    }
+
     /// Every event about an order, oldest first.
     pub async fn order_history(&self, order_id: &str) -> Result<Vec<OrderEventView>> {
         let id = order_id.to_string();
@@ -91,6 +98,12 @@ impl ReadModel {
     pub async fn product(&self, product_id: &str) -> Result<Option<ProductView>> {
         let id = product_id.to_string();
         self.run(move |db| async move { queries::product(&db, &id).await }).await
+    }
+
+    /// The product sold under a sku (to price an order's lines).
+    pub async fn product_by_sku(&self, sku: &str) -> Result<Option<ProductView>> {
+        let sku = sku.to_string();
+        self.run(move |db| async move { queries::product_by_sku(&db, &sku).await }).await
     }
 
     /// A vendor with its product count and rating.

@@ -4,12 +4,14 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 use serde_json::Value;
+use storeflow_avro::Topic;
+use utoipa::ToSchema;
 
 use super::dialect::{Db, RowLike, fetch_all};
 use crate::Result;
 
 /// One line of an order.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
 pub struct OrderItemView {
     /// Position in the order, from 0.
     pub line_no: i64,
@@ -26,7 +28,7 @@ pub struct OrderItemView {
 }
 
 /// A payment of an order.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
 pub struct PaymentView {
     /// Provider's payment id (`failed:<event id>` for a decline without one).
     pub payment_id: String,
@@ -45,7 +47,7 @@ pub struct PaymentView {
 }
 
 /// A refund of an order.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
 pub struct RefundView {
     /// Refund id.
     pub refund_id: String,
@@ -60,7 +62,7 @@ pub struct RefundView {
 }
 
 /// A shipment of an order.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
 pub struct ShipmentView {
     /// Shipment id.
     pub shipment_id: String,
@@ -73,11 +75,12 @@ pub struct ShipmentView {
     /// created, shipped or delivered.
     pub status: String,
     /// Lines (sku, quantity).
+    #[schema(value_type = Option<Object>)]
     pub lines: Option<Value>,
 }
 
 /// A reservation line of an order.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
 pub struct ReservationView {
     /// Sku.
     pub sku: String,
@@ -92,18 +95,20 @@ pub struct ReservationView {
 }
 
 /// The fraud score of an order.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
 pub struct FraudView {
     /// 0–100.
     pub score: i64,
     /// allow, review or hold.
     pub decision: String,
-    /// The signals behind the score.
+    /// The signals behind the score (left out where the caller may not see them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub reasons: Option<Value>,
 }
 
 /// An order: what was placed, its three states and totals, and its parts.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
 pub struct OrderView {
     /// Order id.
     pub order_id: String,
@@ -151,8 +156,18 @@ pub struct OrderView {
     pub fraud: Option<FraudView>,
 }
 
+/// An order as the API answers it: the order and every event about it, oldest first.
+#[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
+pub struct OrderDetail {
+    /// The order.
+    #[serde(flatten)]
+    pub order: OrderView,
+    /// Every event about it, oldest first.
+    pub history: Vec<OrderEventView>,
+}
+
 /// One event of an order's history.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
 pub struct OrderEventView {
     /// Event id.
     pub event_id: String,
@@ -163,11 +178,12 @@ pub struct OrderEventView {
     /// Topic it came from.
     pub topic: String,
     /// The event as JSON.
+    #[schema(value_type = Object)]
     pub payload: Value,
 }
 
 /// Stock of a sku in one warehouse.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
 pub struct WarehouseStockView {
     /// Warehouse.
     pub warehouse_id: String,
@@ -184,7 +200,7 @@ pub struct WarehouseStockView {
 }
 
 /// Stock of a sku: per warehouse and in total.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
 pub struct InventoryView {
     /// Sku.
     pub sku: String,
@@ -199,7 +215,7 @@ pub struct InventoryView {
 }
 
 /// A product.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
 pub struct ProductView {
     /// Product id.
     pub product_id: String,
@@ -212,6 +228,7 @@ pub struct ProductView {
     /// Description.
     pub description: Option<String>,
     /// Other languages: `{lang: {title, description}}`.
+    #[schema(value_type = Option<Object>)]
     pub translations: Option<Value>,
     /// Category path.
     pub category: Option<String>,
@@ -230,7 +247,7 @@ pub struct ProductView {
 }
 
 /// A vendor with a summary of its catalogue.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
 pub struct VendorView {
     /// Vendor id.
     pub vendor_id: String,
@@ -253,7 +270,7 @@ pub struct VendorView {
 }
 
 /// A customer (name and email are `None` once erased).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
 pub struct CustomerView {
     /// Customer id.
     pub customer_id: String,
@@ -488,15 +505,19 @@ pub async fn order(db: &Db, id: &str) -> Result<Option<OrderView>> {
     Ok(Some(o))
 }
 
-/// Every event about the order, oldest first (ties in log order).
+/// Every event about the order, oldest first. Events of one millisecond: what happened outside (an input topic's) before what the
+/// processors concluded from it, then by topic and offset.
 pub async fn order_history(db: &Db, id: &str) -> Result<Vec<OrderEventView>> {
-    fetch_all!(
+    let mut events = fetch_all!(
         db,
         "SELECT event_id, event_type, occurred_at, topic, payload FROM order_events WHERE order_id = $1 \
          ORDER BY occurred_at, topic, partition_no, offset_no",
         [id],
         event_row
-    )
+    )?;
+    let derived = |topic: &str| Topic::from_name(topic).is_none_or(|t| !t.is_input());
+    events.sort_by_key(|e| (e.occurred_at, derived(&e.topic)));
+    Ok(events)
 }
 
 /// The newest orders, of one customer or of all.
@@ -551,6 +572,19 @@ pub async fn product(db: &Db, id: &str) -> Result<Option<ProductView>> {
         "SELECT product_id, vendor_id, sku, title, description, translations, category, brand, status, price_minor, \
          currency, rating_avg, rating_count FROM products WHERE product_id = $1",
         [id],
+        product_row
+    )?
+    .into_iter()
+    .next())
+}
+
+/// The product sold under a sku (the lowest product id, should two claim it).
+pub async fn product_by_sku(db: &Db, sku: &str) -> Result<Option<ProductView>> {
+    Ok(fetch_all!(
+        db,
+        "SELECT product_id, vendor_id, sku, title, description, translations, category, brand, status, price_minor, \
+         currency, rating_avg, rating_count FROM products WHERE sku = $1 ORDER BY product_id LIMIT 1",
+        [sku],
         product_row
     )?
     .into_iter()

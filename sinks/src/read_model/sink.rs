@@ -547,17 +547,11 @@ fn order_of(e: &Event) -> Option<&str> {
     e.order_id()
 }
 
-/// The event as the history keeps it: OrderPlaced without its addresses (only their
-/// countries), card token and client IP.
+/// The event as the history keeps it: personal data only in the sealed form it travels in
+/// (the API opens it for those who may see it; erasing the customer's key makes it
+/// unreadable here too), never in the clear.
 pub fn history_payload(e: &Event) -> Value {
-    let mut v = e.to_json();
-    if let (Event::OrderPlaced(o), Value::Object(m)) = (e, &mut v) {
-        m.remove("payment_method_token");
-        m.remove("client_ip");
-        m.insert("shipping_address".into(), serde_json::json!({ "country": o.shipping_address.country }));
-        m.insert("billing_address".into(), serde_json::json!({ "country": o.billing_address.country }));
-    }
-    v
+    storeflow_avro::pii::sealed_only(e).to_json()
 }
 
 /// Adds the rows `item` needs to `plan`; returns a product whose rating must be recomputed.

@@ -29,6 +29,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use tokio::runtime::Handle;
+use utoipa::ToSchema;
 
 pub use doc::ProductDoc;
 pub use elastic::ElasticIndex;
@@ -41,7 +42,7 @@ use crate::{Result, SinkError};
 pub const NAME: &str = "search";
 
 /// How results are ordered.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SortBy {
     /// Best match first (without text: by product id).
@@ -58,7 +59,7 @@ pub enum SortBy {
 }
 
 /// A product search.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(default)]
 pub struct SearchQuery {
     /// Free text (typos tolerated); `None` matches every product.
@@ -157,7 +158,7 @@ pub const PRICE_BUCKETS: [(&str, Option<i64>, Option<i64>); 5] = [
 pub const RATING_BUCKETS: [(&str, f64); 4] = [("4+", 4.0), ("3+", 3.0), ("2+", 2.0), ("1+", 1.0)];
 
 /// One value of a facet and how many results have it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct FacetCount {
     /// The value (or bucket key).
     pub value: String,
@@ -166,7 +167,7 @@ pub struct FacetCount {
 }
 
 /// Facet counts over the filtered results.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Facets {
     /// By category path (top 50).
     pub categories: Vec<FacetCount>,
@@ -183,7 +184,7 @@ pub struct Facets {
 }
 
 /// A product found.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Hit {
     /// Product.
     pub product_id: String,
@@ -238,7 +239,7 @@ impl Hit {
 }
 
 /// A page of results.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct SearchResults {
     /// Products matching (all pages).
     pub total: u64,
