@@ -28,13 +28,26 @@ use serde::{Deserialize, Serialize};
 use tokio::runtime::Handle;
 
 pub use self::clickhouse::Param;
+pub use config::{AnalyticsConfig, ClickHouseConfig};
 pub use questions::Question;
 pub use sink::{AnalyticsSink, Store};
 
+use crate::registry::{Registered, SinkContext};
 use crate::{Result, SinkError};
 
-/// The sink's name: config key, consumer group suffix, metrics label.
-pub const NAME: &str = "analytics";
+impl Registered for AnalyticsSink {
+    const NAME: &'static str = "analytics";
+    type Config = AnalyticsConfig;
+    type Handle = Analytics;
+
+    async fn open(config: &AnalyticsConfig, cx: &SinkContext) -> Result<Self> {
+        AnalyticsSink::open(config, &cx.base_currency, &cx.data_dir).await
+    }
+
+    fn handle(&self, cx: &SinkContext) -> Analytics {
+        Analytics::new(self.store().clone(), &cx.base_currency, cx.rt.clone())
+    }
+}
 
 /// The time window of a dashboard, aligned to the hourly rollups: `1h` and `24h` are the
 /// last 1 or 24 whole hours up to and including the current one; `7d` and `30d` the last 7

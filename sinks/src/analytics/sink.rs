@@ -42,9 +42,9 @@ use super::config::AnalyticsConfig;
 use super::parquet::ParquetStore;
 use super::questions::{Question, run};
 use super::rows::*;
-use crate::config::Batching;
 use crate::reference::{self, ProductFacts, Reference};
-use crate::runner::{Item, Sink, position};
+use crate::registry::SinkConfig;
+use crate::runner::{Batching, Item, Sink, position};
 use crate::{Result, Retry, SinkError};
 
 /// Where the analytics tables live.
@@ -179,13 +179,13 @@ fn opt(s: &Option<String>) -> String {
 impl AnalyticsSink {
     /// Opens the store and rebuilds the catalogue and exchange rates from it (the runner
     /// then reads the reference topics ahead, from their start).
-    pub async fn open(config: &AnalyticsConfig, data_dir: &Path) -> Result<AnalyticsSink> {
+    pub async fn open(config: &AnalyticsConfig, base_currency: &str, data_dir: &Path) -> Result<AnalyticsSink> {
         config.validate()?;
         let store = Store::open(config, data_dir).await?;
         let mut sink = AnalyticsSink {
             store,
             batching: config.batching(),
-            reference: Reference::new(&config.base_currency),
+            reference: Reference::new(base_currency),
             catalog: HashMap::new(),
             marks: HashMap::new(),
             loaded: HashSet::new(),
@@ -558,10 +558,6 @@ pub fn wants(e: &Event) -> bool {
 }
 
 impl Sink for AnalyticsSink {
-    fn name(&self) -> &'static str {
-        super::NAME
-    }
-
     fn topics(&self) -> Vec<Topic> {
         TOPICS.to_vec()
     }

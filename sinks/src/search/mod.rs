@@ -30,15 +30,28 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use tokio::runtime::Handle;
 
+pub use config::{ElasticsearchConfig, SearchConfig};
 pub use doc::ProductDoc;
 pub use elastic::ElasticIndex;
 pub use sink::SearchSink;
 pub use tantivy_index::TantivyIndex;
 
+use crate::registry::{Registered, SinkContext};
 use crate::{Result, SinkError};
 
-/// The sink's name: config key, consumer group suffix, metrics label.
-pub const NAME: &str = "search";
+impl Registered for SearchSink {
+    const NAME: &'static str = "search";
+    type Config = SearchConfig;
+    type Handle = Search;
+
+    async fn open(config: &SearchConfig, cx: &SinkContext) -> Result<Self> {
+        SearchSink::open(config, &cx.base_currency, &cx.data_dir).await
+    }
+
+    fn handle(&self, cx: &SinkContext) -> Search {
+        Search::new(self.index().clone(), cx.rt.clone())
+    }
+}
 
 /// How results are ordered.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
