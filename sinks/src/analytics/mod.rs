@@ -5,7 +5,7 @@
 //! - [`rows`] — the tables as Rust rows (ClickHouse rows and Arrow batches alike).
 //! - [`sink`] — events → rows, with the per-partition high-water marks that make writes
 //!   idempotent.
-//! - [`clickhouse`], [`parquet`] — the two stores.
+//! - [`clickhouse`], [`parquet`] — the two stores, and [`store`], the one type over both.
 //! - [`questions`] — the dashboards' questions in both dialects (`sql/analytics/`).
 //! - [`service`] — the retry-or-give-up decision.
 //!
@@ -20,6 +20,7 @@ pub mod questions;
 pub mod rows;
 pub mod service;
 pub mod sink;
+pub mod store;
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
@@ -30,7 +31,8 @@ use tokio::runtime::Handle;
 pub use self::clickhouse::Param;
 pub use config::{AnalyticsConfig, ClickHouseConfig};
 pub use questions::Question;
-pub use sink::{AnalyticsSink, Store};
+pub use sink::AnalyticsSink;
+pub use store::Store;
 
 use crate::registry::{Registered, SinkContext};
 use crate::{Result, SinkError};

@@ -53,6 +53,12 @@ impl Registered for SearchSink {
     }
 }
 
+/// The most CPU one search may take (both backends: Elasticsearch gets it as the request's
+/// `timeout`; tantivy checks it before each segment, so a search stops within one segment's
+/// work of it, with an error — the API answers 503 — rather than a partial, wrongly counted
+/// answer).
+pub const SEARCH_BUDGET: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// How results are ordered.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
