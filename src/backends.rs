@@ -77,16 +77,16 @@ pub fn open(config: &Config) -> anyhow::Result<Backends> {
     log.create_topics(&contract_topics(Some(config.partitions)))
         .context("creating the contract's topics")?;
     let registry: Arc<dyn SchemaRegistry> = match &config.schema_registry {
-        Some(r) => Arc::new(HttpRegistry::new(&r.url).with_context(|| format!("schema registry at {}", storeflow_sinks::config::redact::url(&r.url)))?),
+        Some(r) => Arc::new(HttpRegistry::new(&r.url).with_context(|| format!("schema registry at {}", storeflow_sinks::redact::url(&r.url)))?),
         None => Arc::new(EmbeddedRegistry::new().context("loading the event contract")?),
     };
     let codec = Arc::new(Codec::new(registry).context("registering the event contract's schemas")?);
     banner.push(match &config.schema_registry {
-        Some(r) => format!("schemas: registry at {} (STOREFLOW__SCHEMA_REGISTRY__URL; instead of the embedded registry)", storeflow_sinks::config::redact::url(&r.url)),
+        Some(r) => format!("schemas: registry at {} (STOREFLOW__SCHEMA_REGISTRY__URL; instead of the embedded registry)", storeflow_sinks::redact::url(&r.url)),
         None => format!("schemas: {}", codec.registry().describe()),
     });
-    // Postgres, ClickHouse and Elasticsearch are the sinks' stores: `storeflow run` and
-    // `demo` name them when they start the sinks (`pipeline::sinks_banner`).
+    // The sinks' stores are named in `[sinks]`: `storeflow run` and `demo` name them when
+    // they start the sinks (`pipeline::sinks_banner`).
     for (name, at) in config.external_services() {
         if name == "stripe" {
             banner.push(format!("{name}: configured at {at}, but nothing in this build uses it yet (payments arrive with a later issue)"));

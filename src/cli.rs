@@ -133,9 +133,11 @@ pub enum Command {
     ///
     /// Keys: data_dir, listen, partitions, [log] segment_bytes, retention_hours,
     /// retention_bytes, fsync (always|interval|never), fsync_interval_ms; [kafka] brokers,
-    /// [kafka.properties]; [schema_registry] url; [postgres] url; [clickhouse] url;
-    /// [elasticsearch] url; [stripe] api_base. Environment: STOREFLOW__LOG__FSYNC=always,
-    /// STOREFLOW__KAFKA__BROKERS=host:9092, …
+    /// [kafka.properties]; [schema_registry] url; [stripe] api_base; [sinks] data_dir, app,
+    /// base_currency, and per sink [sinks.<name>] enabled plus its store, the one place it
+    /// is named: [sinks.read_model] postgres_url, [sinks.analytics.clickhouse] url,
+    /// [sinks.search.elasticsearch] url. Environment: STOREFLOW__LOG__FSYNC=always,
+    /// STOREFLOW__KAFKA__BROKERS=host:9092, STOREFLOW__SINKS__READ_MODEL__POSTGRES_URL=…, …
     Config,
 }
 

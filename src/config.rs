@@ -4,7 +4,7 @@
 //!
 //! Every field is documented here; `storeflow config` prints the effective values, with
 //! secrets masked: `Serialize` is for showing a configuration, and it goes through
-//! [`storeflow_sinks::config::redact`] (every `[kafka.properties]` value under a secret key,
+//! [`storeflow_sinks::redact`] (every `[kafka.properties]` value under a secret key,
 //! credentials in every URL). `Debug` masks the same way.
 
 use std::net::SocketAddr;
@@ -15,7 +15,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 use storeflow_ingest::EmbeddedConfig;
-use storeflow_sinks::config::redact;
+use storeflow_sinks::redact;
 
 /// The whole configuration.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -33,12 +33,6 @@ pub struct Config {
     pub kafka: Option<KafkaConfig>,
     /// A Confluent-compatible schema registry; when set, it assigns schema ids.
     pub schema_registry: Option<UrlConfig>,
-    /// Postgres for the read model; when set, instead of embedded SQLite.
-    pub postgres: Option<UrlConfig>,
-    /// ClickHouse for analytics; when set, instead of embedded Parquet + DataFusion.
-    pub clickhouse: Option<UrlConfig>,
-    /// Elasticsearch for product search; when set, instead of the embedded tantivy index.
-    pub elasticsearch: Option<UrlConfig>,
     /// Stripe (or stripe-mock) for payments; when unset, a clearly labelled test-mode provider.
     pub stripe: Option<StripeConfig>,
     /// How far from the wall clock event times may be, `[time]`: the API refuses
@@ -49,8 +43,10 @@ pub struct Config {
     pub runtime: RuntimeSettings,
     /// Per-processor settings, `[processors.<name>]` (see docs/ADDING-A-PROCESSOR.md).
     pub processors: std::collections::BTreeMap<String, serde_json::Value>,
-    /// The sinks, `[sinks]` (see docs/SINKS.md). `data_dir` empty: `<data_dir>/sinks`. A
-    /// store named here wins over `[postgres]`, `[clickhouse]` and `[elasticsearch]`.
+    /// The sinks, `[sinks]` (see docs/SINKS.md): `[sinks.<name>]` is the one place a sink's
+    /// store is named (`[sinks.read_model] postgres_url`, `[sinks.analytics.clickhouse]`,
+    /// `[sinks.search.elasticsearch]`); without one it writes to its embedded twin.
+    /// `data_dir` empty: `<data_dir>/sinks`.
     pub sinks: storeflow_sinks::SinksConfig,
     /// The HTTP API, `[api]`: body and batch limits, per-key rate, public reads (see
     /// docs/API.md). It listens on `listen`.
@@ -113,14 +109,11 @@ impl Default for Config {
             log: EmbeddedConfig::default(),
             kafka: None,
             schema_registry: None,
-            postgres: None,
-            clickhouse: None,
-            elasticsearch: None,
             stripe: None,
             time: storeflow_avro::TimeBounds::default(),
             runtime: RuntimeSettings::default(),
             processors: Default::default(),
-            sinks: storeflow_sinks::SinksConfig { data_dir: PathBuf::new(), ..storeflow_sinks::SinksConfig::default() },
+            sinks: storeflow_sinks::SinksConfig::embedded(PathBuf::new()),
             api: storeflow_api::ApiConfig::default(),
         }
     }
@@ -182,6 +175,15 @@ pub struct StripeConfig {
     pub api_base: String,
 }
 
+/// Keys that no longer name anything, and where their value goes now: a sink's store is
+/// named in its own section only.
+const MOVED: &[(&str, &str)] = &[
+    ("postgres", "[sinks.read_model] postgres_url (STOREFLOW__SINKS__READ_MODEL__POSTGRES_URL)"),
+    ("clickhouse", "[sinks.analytics.clickhouse] url (STOREFLOW__SINKS__ANALYTICS__CLICKHOUSE__URL)"),
+    ("elasticsearch", "[sinks.search.elasticsearch] url (STOREFLOW__SINKS__SEARCH__ELASTICSEARCH__URL)"),
+    ("sinks.analytics.base_currency", "[sinks] base_currency (STOREFLOW__SINKS__BASE_CURRENCY)"),
+];
+
 impl Config {
     /// Loads the layers. `file` is `--config`; without it `./storeflow.toml` is read if it
     /// exists.
@@ -202,6 +204,11 @@ impl Config {
             }
         }
         fig = fig.merge(Env::prefixed("STOREFLOW__").split("__"));
+        for (old, new) in MOVED {
+            if fig.find_value(old).is_ok() {
+                bail!("`{old}` (in storeflow.toml or a STOREFLOW__ variable) is not read any more: set {new}");
+            }
+        }
         let config: Config = fig.extract().context("reading the configuration (defaults, storeflow.toml, STOREFLOW__* variables)")?;
         config.validate()?;
         Ok(config)
@@ -227,21 +234,15 @@ impl Config {
         Ok(())
     }
 
-    /// The real services configured, for start-up messages.
+    /// The real services configured outside the sinks (whose stores `[sinks]` names), for
+    /// start-up messages.
     pub fn external_services(&self) -> Vec<(&'static str, String)> {
         let mut v = Vec::new();
         if let Some(k) = &self.kafka {
             v.push(("kafka", k.brokers.clone()));
         }
-        for (name, u) in [
-            ("schema_registry", &self.schema_registry),
-            ("postgres", &self.postgres),
-            ("clickhouse", &self.clickhouse),
-            ("elasticsearch", &self.elasticsearch),
-        ] {
-            if let Some(u) = u {
-                v.push((name, redact::url(&u.url)));
-            }
+        if let Some(u) = &self.schema_registry {
+            v.push(("schema_registry", redact::url(&u.url)));
         }
         if let Some(s) = &self.stripe {
             v.push(("stripe", redact::url(&s.api_base)));
@@ -278,7 +279,7 @@ mod tests {
             jail.create_file(
                 "storeflow.toml",
                 "[kafka]\nbrokers = \"k:9092\"\n[kafka.properties]\n\"sasl.password\" = \"hunter2\"\n\"security.protocol\" = \"SASL_SSL\"\n\
-                 [postgres]\nurl = \"postgres://u:hunter2@h/db\"\n",
+                 [sinks.read_model]\npostgres_url = \"postgres://u:hunter2@h/db\"\n",
             )?;
             let c = Config::load(None).expect("loads");
             let kafka = c.kafka.as_ref().expect("kafka set");
@@ -287,6 +288,44 @@ mod tests {
                 assert!(!shown.contains("hunter2"), "{shown}");
                 assert!(shown.contains("SASL_SSL") && shown.contains("postgres://u:***@h/db"), "{shown}");
             }
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_sinks_store_is_named_in_its_section_from_the_file_or_the_environment() {
+        use storeflow_sinks::{AnalyticsSink, ReadModelSink, SearchSink};
+        figment::Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.create_file("storeflow.toml", "[sinks]\nbase_currency = \"JPY\"\n[sinks.search]\nenabled = false\n")?;
+            jail.set_env("STOREFLOW__SINKS__READ_MODEL__POSTGRES_URL", "postgres://u:p@h/db");
+            jail.set_env("STOREFLOW__SINKS__ANALYTICS__CLICKHOUSE__URL", "http://h:8123");
+            jail.set_env("STOREFLOW__SINKS__ANALYTICS__CLICKHOUSE__DATABASE", "demo");
+            let c = Config::load(None).expect("loads");
+            let url = c.sinks.sink::<ReadModelSink>().postgres_url.as_ref().expect("postgres named");
+            assert_eq!(secrecy::ExposeSecret::expose_secret(url), "postgres://u:p@h/db");
+            let ch = c.sinks.sink::<AnalyticsSink>().clickhouse.as_ref().expect("clickhouse named");
+            assert_eq!((ch.url.as_str(), ch.database.as_str(), ch.user.as_str()), ("http://h:8123", "demo", "default"));
+            assert_eq!(c.sinks.base_currency, "JPY");
+            assert!(!c.sinks.is_enabled("search") && c.sinks.sink::<SearchSink>().elasticsearch.is_none());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_store_named_outside_its_sinks_section_is_an_error_that_names_the_section() {
+        figment::Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.create_file("storeflow.toml", "[postgres]\nurl = \"postgres://h/db\"\n")?;
+            let err = format!("{:#}", Config::load(None).expect_err("[postgres] accepted"));
+            assert!(err.contains("`postgres`") && err.contains("[sinks.read_model] postgres_url"), "{err}");
+            jail.create_file("storeflow.toml", "[sinks.analytics]\nbase_currency = \"JPY\"\n")?;
+            let err = format!("{:#}", Config::load(None).expect_err("[sinks.analytics] base_currency accepted"));
+            assert!(err.contains("[sinks] base_currency"), "{err}");
+            jail.create_file("storeflow.toml", "")?;
+            jail.set_env("STOREFLOW__ELASTICSEARCH__URL", "http://h:9200");
+            let err = format!("{:#}", Config::load(None).expect_err("STOREFLOW__ELASTICSEARCH__URL accepted"));
+            assert!(err.contains("[sinks.search.elasticsearch] url (STOREFLOW__SINKS__SEARCH__ELASTICSEARCH__URL)"), "{err}");
             Ok(())
         });
     }

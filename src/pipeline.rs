@@ -13,7 +13,6 @@ use storeflow_ingest::TopicPartition;
 use storeflow_processors::metrics::Metrics;
 use storeflow_processors::runtime::group_of;
 use storeflow_processors::{Runtime, RuntimeConfig, StateBackend, Topology};
-use storeflow_sinks::config::redact;
 use storeflow_sinks::{Sinks, SinksConfig};
 
 use crate::backends::Backends;
@@ -254,50 +253,19 @@ impl Pipeline {
     }
 }
 
-/// The sinks' configuration: `[sinks]`, with the stores of `[postgres]`, `[clickhouse]` and
-/// `[elasticsearch]` (`STOREFLOW__POSTGRES__URL`, …) when `[sinks]` names none, and the
-/// embedded twins under `<data_dir>/sinks` when `[sinks] data_dir` is left empty.
+/// The sinks' configuration: `[sinks]`, with the embedded twins under `<data_dir>/sinks`
+/// when `[sinks] data_dir` is left empty.
 pub fn sinks_config(config: &Config) -> SinksConfig {
     let mut c = config.sinks.clone();
     if c.data_dir.as_os_str().is_empty() {
         c.data_dir = config.data_dir.join("sinks");
-    }
-    if let (None, Some(pg)) = (&c.read_model.postgres_url, &config.postgres) {
-        c = c.with_postgres(pg.url.clone());
-    }
-    if let (None, Some(ch)) = (&c.analytics.clickhouse, &config.clickhouse) {
-        c = c.with_clickhouse(ch.url.clone());
-    }
-    if let (None, Some(es)) = (&c.search.elasticsearch, &config.elasticsearch) {
-        c = c.with_elasticsearch(es.url.clone());
     }
     c
 }
 
 /// One line per enabled sink for the start-up banner: which store it writes to.
 pub fn sinks_banner(config: &Config) -> Vec<String> {
-    let c = sinks_config(config);
-    let dir = c.data_dir.display();
-    let mut lines = Vec::new();
-    if c.read_model.enabled {
-        lines.push(match &c.read_model.postgres_url {
-            Some(url) => format!("read model: Postgres at {} (instead of embedded SQLite)", redact::url(secrecy::ExposeSecret::expose_secret(url))),
-            None => format!("read model: embedded SQLite, {dir}/read_model.sqlite"),
-        });
-    }
-    if c.analytics.enabled {
-        lines.push(match &c.analytics.clickhouse {
-            Some(ch) => format!("analytics: ClickHouse at {}, database {} (instead of embedded Parquet + DataFusion)", redact::url(&ch.url), ch.database),
-            None => format!("analytics: embedded Parquet + DataFusion, {dir}/analytics"),
-        });
-    }
-    if c.search.enabled {
-        lines.push(match &c.search.elasticsearch {
-            Some(es) => format!("search: Elasticsearch at {}, index {} (instead of the embedded tantivy index)", redact::url(&es.url), es.index),
-            None => format!("search: embedded tantivy index, {dir}/search"),
-        });
-    }
-    lines
+    sinks_config(config).describe().into_iter().map(|(name, store)| format!("{}: {store}", name.replace('_', " "))).collect()
 }
 
 /// Starts the enabled sinks (`[sinks.*] enabled`), each in its consumer group
@@ -353,16 +321,19 @@ mod tests {
     }
 
     #[test]
-    fn service_urls_replace_the_embedded_twins_and_sinks_live_under_the_data_dir() {
+    fn stores_named_in_the_sinks_sections_replace_the_embedded_twins_and_sinks_live_under_the_data_dir() {
+        use storeflow_sinks::read_model::ReadModelConfig;
+        use storeflow_sinks::search::SearchConfig;
+        use storeflow_sinks::{AnalyticsSink, ReadModelSink, SearchSink};
         let mut config = Config { data_dir: "d".into(), ..Config::default() };
         let c = sinks_config(&config);
         assert_eq!(c.data_dir, std::path::Path::new("d/sinks"));
-        assert!(c.read_model.postgres_url.is_none() && c.analytics.clickhouse.is_none() && c.search.elasticsearch.is_none());
-        config.postgres = Some(crate::config::UrlConfig { url: "postgres://u:p@h/db".into() });
-        config.elasticsearch = Some(crate::config::UrlConfig { url: "http://h:9200".into() });
+        assert!(c.sink::<ReadModelSink>().postgres_url.is_none() && c.sink::<AnalyticsSink>().clickhouse.is_none() && c.sink::<SearchSink>().elasticsearch.is_none());
+        assert_eq!(sinks_banner(&config), ["read model: embedded SQLite, d/sinks/read_model.sqlite", "analytics: embedded Parquet + DataFusion, d/sinks/analytics", "search: embedded tantivy index, d/sinks/search"]);
+        config.sinks = config.sinks.with::<ReadModelSink>(ReadModelConfig::postgres("postgres://u:p@h/db")).with::<SearchSink>(SearchConfig::elasticsearch("http://h:9200"));
         let c = sinks_config(&config);
-        assert!(c.read_model.postgres_url.is_some() && c.analytics.clickhouse.is_none());
-        assert_eq!(c.search.elasticsearch.map(|e| e.url).as_deref(), Some("http://h:9200"));
-        assert!(sinks_banner(&config).iter().any(|l| l.contains("Postgres at postgres://u:***@h/db")));
+        assert!(c.sink::<ReadModelSink>().postgres_url.is_some() && c.sink::<AnalyticsSink>().clickhouse.is_none());
+        assert_eq!(c.sink::<SearchSink>().elasticsearch.as_ref().map(|e| e.url.as_str()), Some("http://h:9200"));
+        assert!(sinks_banner(&config).iter().any(|l| l == "read model: Postgres at postgres://u:***@h/db (instead of embedded SQLite)"));
     }
 }

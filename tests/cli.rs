@@ -122,10 +122,10 @@ brokers = "k1:9092"
 "sasl.password" = "kafka-hunter2"
 "sasl.jaas.config" = 'org.apache.kafka.common.security.plain.PlainLoginModule required username="storeflow" password="jaas-hunter2";'
 "ssl.key.password" = "tls-hunter2"
-[postgres]
-url = "postgres://storeflow:pg-hunter2@db:5432/storeflow?sslmode=require"
 [schema_registry]
 url = "https://registry-user:registry-hunter2@registry:8081"
+[sinks.read_model]
+postgres_url = "postgres://storeflow:pg-hunter2@db:5432/storeflow?sslmode=require"
 [sinks.analytics.clickhouse]
 url = "http://default:ch-hunter2@ch:8123"
 password = "ch-password-hunter2"

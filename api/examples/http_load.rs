@@ -88,7 +88,7 @@ fn main() -> anyhow::Result<()> {
         let mut registry = prometheus_client::registry::Registry::default();
         let mut config = storeflow_sinks::SinksConfig::embedded(dir.path().join("sinks"));
         if let Some(es) = &elasticsearch {
-            config.search.elasticsearch = Some(storeflow_sinks::search::config::ElasticsearchConfig {
+            config.sink_mut::<storeflow_sinks::SearchSink>().elasticsearch = Some(storeflow_sinks::search::config::ElasticsearchConfig {
                 url: es.url.clone(),
                 index: es.index.clone(),
                 ..Default::default()

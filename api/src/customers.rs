@@ -52,7 +52,7 @@ impl Default for CustomersConfig {
     }
 }
 
-/// Serializes the secret as `"***"` (what `storeflow_sinks::config::redact::secret` does;
+/// Serializes the secret as `"***"` (what `storeflow_sinks::redact::secret` does;
 /// the API does not depend on the sinks).
 fn masked<S: serde::Serializer>(v: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
     match v {

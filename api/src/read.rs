@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use storeflow_sinks::{Analytics, ReadModel, Search, SinkError};
+use storeflow_sinks::{Analytics, ReadModel, Registered, Search, SinkError};
 
 use crate::error::ApiError;
 use crate::live::Live;
@@ -158,17 +158,17 @@ impl Reads {
 
     /// The read model, or 503 when its sink is disabled.
     pub fn read_model(&self) -> Result<&ReadModel, ApiError> {
-        self.read_model.as_ref().ok_or_else(|| disabled(storeflow_sinks::read_model::NAME))
+        self.read_model.as_ref().ok_or_else(|| disabled(<storeflow_sinks::ReadModelSink as Registered>::NAME))
     }
 
     /// The product index, or 503 when its sink is disabled.
     pub fn search(&self) -> Result<&dyn SearchIndex, ApiError> {
-        self.search.as_deref().ok_or_else(|| disabled(storeflow_sinks::search::NAME))
+        self.search.as_deref().ok_or_else(|| disabled(<storeflow_sinks::SearchSink as Registered>::NAME))
     }
 
     /// Analytics, or 503 when its sink is disabled.
     pub fn analytics(&self) -> Result<&Analytics, ApiError> {
-        self.analytics.as_ref().ok_or_else(|| disabled(storeflow_sinks::analytics::NAME))
+        self.analytics.as_ref().ok_or_else(|| disabled(<storeflow_sinks::AnalyticsSink as Registered>::NAME))
     }
 }
 

@@ -29,7 +29,8 @@ use storeflow_ingest::publish::contract_topics;
 use storeflow_ingest::{KafkaLog, KafkaSettings, Log};
 use storeflow_sinks::analytics::config::ClickHouseConfig;
 use storeflow_sinks::search::config::ElasticsearchConfig;
-use storeflow_sinks::{Sinks, SinksConfig};
+use storeflow_sinks::read_model::ReadModelConfig;
+use storeflow_sinks::{AnalyticsSink, ReadModelSink, SearchSink, Sinks, SinksConfig};
 
 /// How long a step may take: the processors and sinks of a fresh app first work through
 /// whatever earlier tests left on the shared topics.
@@ -77,10 +78,10 @@ impl Stores {
     }
 
     fn config(&self, data_dir: &std::path::Path, app: &str) -> SinksConfig {
-        let mut c = SinksConfig::embedded(data_dir).with_postgres(&self.postgres_url);
+        let mut c = SinksConfig::embedded(data_dir).with::<ReadModelSink>(ReadModelConfig::postgres(&self.postgres_url));
         c.app = app.to_string();
-        c.analytics.clickhouse = Some(ClickHouseConfig { url: self.services.clickhouse.clone(), database: self.name.clone(), ..ClickHouseConfig::default() });
-        c.search.elasticsearch = Some(ElasticsearchConfig { url: self.services.elasticsearch.clone(), index: self.name.clone(), ..ElasticsearchConfig::default() });
+        c.sink_mut::<AnalyticsSink>().clickhouse = Some(ClickHouseConfig { url: self.services.clickhouse.clone(), database: self.name.clone(), ..ClickHouseConfig::default() });
+        c.sink_mut::<SearchSink>().elasticsearch = Some(ElasticsearchConfig { url: self.services.elasticsearch.clone(), index: self.name.clone(), ..ElasticsearchConfig::default() });
         c
     }
 }

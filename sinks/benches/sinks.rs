@@ -26,7 +26,8 @@ use storeflow_ingest::partitioner::partition_for_key;
 use storeflow_sinks::analytics::AnalyticsSink;
 use storeflow_sinks::analytics::config::{AnalyticsConfig, ClickHouseConfig};
 use storeflow_sinks::analytics::rows::{FactRow, FactSession};
-use storeflow_sinks::config::{ElasticsearchConfig, ReadModelConfig, SearchConfig};
+use storeflow_sinks::read_model::ReadModelConfig;
+use storeflow_sinks::search::{ElasticsearchConfig, SearchConfig};
 use storeflow_sinks::read_model::ReadModelSink;
 use storeflow_sinks::runner::{Item, Sink};
 use storeflow_sinks::search::{ProductDoc, SearchSink};
@@ -336,7 +337,7 @@ async fn clickhouse(url: &str) -> Row {
     let mut raw = 0.0f64;
     for _ in 0..3 {
         let cfg = AnalyticsConfig { clickhouse: Some(ClickHouseConfig { url: url.into(), database: fresh("bench"), ..ClickHouseConfig::default() }), ..AnalyticsConfig::default() };
-        let mut sink = AnalyticsSink::open(&cfg, std::path::Path::new("/tmp")).await.expect("open");
+        let mut sink = AnalyticsSink::open(&cfg, "EUR", std::path::Path::new("/tmp")).await.expect("open");
         let t = Instant::now();
         for c in its.chunks(BATCH) {
             sink.write(c).await.expect("write");
@@ -345,7 +346,7 @@ async fn clickhouse(url: &str) -> Row {
         // The raw client into an identical database (same DDL and materialized views).
         let db = fresh("bench_raw");
         let cfg = AnalyticsConfig { clickhouse: Some(ClickHouseConfig { url: url.into(), database: db.clone(), ..ClickHouseConfig::default() }), ..AnalyticsConfig::default() };
-        let _ = AnalyticsSink::open(&cfg, std::path::Path::new("/tmp")).await.expect("create the raw database");
+        let _ = AnalyticsSink::open(&cfg, "EUR", std::path::Path::new("/tmp")).await.expect("create the raw database");
         let client = clickhouse::Client::default().with_url(url).with_database(&db);
         let t = Instant::now();
         for c in rows.chunks(BATCH) {
@@ -369,7 +370,7 @@ async fn parquet() -> Row {
     let mut raw = 0.0f64;
     for _ in 0..3 {
         let dir = tempfile::tempdir().expect("tmp");
-        let mut sink = AnalyticsSink::open(&AnalyticsConfig::default(), dir.path()).await.expect("open");
+        let mut sink = AnalyticsSink::open(&AnalyticsConfig::default(), "EUR", dir.path()).await.expect("open");
         let t = Instant::now();
         for c in its.chunks(BATCH) {
             sink.write(c).await.expect("write");
@@ -495,7 +496,7 @@ fn runner_parquet(rt: &tokio::runtime::Runtime) -> Row {
     for run in 0..3 {
         let mut c = storeflow_sinks::SinksConfig::embedded(dir.path().join(format!("sinks-{run}"))).only(&["analytics"]);
         c.app = format!("bench-{run}");
-        c.analytics.max_wait_ms = 50;
+        c.sink_mut::<AnalyticsSink>().max_wait_ms = 50;
         let t = Instant::now();
         let sinks = storeflow_sinks::Sinks::start(log.clone(), codec.clone(), c, &mut prometheus_client::registry::Registry::default()).expect("start");
         sinks.wait_caught_up(Duration::from_secs(600)).expect("caught up");
@@ -504,7 +505,7 @@ fn runner_parquet(rt: &tokio::runtime::Runtime) -> Row {
         let its = items(events.clone());
         let direct = tempfile::tempdir().expect("tmp");
         raw = raw.max(rt.block_on(async {
-            let mut sink = AnalyticsSink::open(&AnalyticsConfig::default(), direct.path()).await.expect("open");
+            let mut sink = AnalyticsSink::open(&AnalyticsConfig::default(), "EUR", direct.path()).await.expect("open");
             let t = Instant::now();
             for c in its.chunks(BATCH) {
                 sink.write(c).await.expect("write");

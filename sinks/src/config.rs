@@ -1,29 +1,27 @@
 //! `[sinks]` in `storeflow.toml`: which sinks run, where they write, how they batch.
 //!
-//! Every store is optional: without a URL a sink writes to its embedded twin under
-//! `data_dir` (SQLite, Parquet + DataFusion, tantivy), so `storeflow run` needs nothing
-//! installed. Secrets (passwords, URLs with credentials) are `SecretString`s: they never
-//! reach logs or `Debug`, and serialize masked (see [`redact`]).
-//!
-//! [`redact`] is the one rule of what a secret is, for every crate that prints
-//! configuration: the binary's `storeflow config` and start-up banner use it too (it lives
-//! here because the binary depends on the sinks, not the other way round).
+//! `[sinks]` holds what every sink shares (the embedded stores' folder, the application
+//! id, back-off, poll size, the base currency), and `[sinks.<name>]` each registered sink's
+//! own section ([`crate::registry`]): `enabled`, then its typed configuration, which is the
+//! one place its store is named. Every store is optional: without one a sink writes to its
+//! embedded twin under `data_dir` (SQLite, Parquet + DataFusion, tantivy), so `storeflow
+//! run` needs nothing installed. Secrets (passwords, URLs with credentials) are
+//! `SecretString`s: they never reach logs or `Debug`, and serialize masked
+//! ([`crate::redact`]).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::de::{DeserializeOwned, Error as _};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-pub use crate::analytics::config::{AnalyticsConfig, ClickHouseConfig};
-pub use crate::read_model::config::ReadModelConfig;
-pub use crate::search::config::{ElasticsearchConfig, SearchConfig};
+use crate::registry::{DynConfig, Registered, Registration, typed, typed_mut};
 use crate::{Result, SinkError};
 
-/// Configuration of all sinks.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+/// Configuration of all sinks: what they share, and each registered sink's section.
 pub struct SinksConfig {
-    /// Folder of the embedded twins: `read_model.sqlite`, `analytics/`, `search/`.
+    /// Folder of the embedded twins (`read_model.sqlite`, `analytics/`, `search/`, …).
     pub data_dir: PathBuf,
     /// Application id: consumer groups are `<app>.sink.<name>`.
     pub app: String,
@@ -31,58 +29,117 @@ pub struct SinksConfig {
     pub max_backoff_ms: u64,
     /// Records per poll of the log.
     pub max_poll: usize,
-    /// The read model (Postgres or SQLite).
-    pub read_model: ReadModelConfig,
-    /// Analytics (ClickHouse or Parquet + DataFusion).
-    pub analytics: AnalyticsConfig,
-    /// Product search (Elasticsearch or tantivy).
-    pub search: SearchConfig,
+    /// Currency every amount is also kept in, converted when written (analytics'
+    /// `*_eur_minor` columns, search's base price): an ISO-4217 code.
+    pub base_currency: String,
+    /// `[sinks.<name>]` of every registered sink, in registry order.
+    sinks: Vec<Section>,
 }
 
-impl Default for SinksConfig {
-    fn default() -> Self {
+/// One sink's section: whether it runs, and its typed configuration.
+struct Section {
+    name: &'static str,
+    enabled: bool,
+    config: Box<dyn DynConfig>,
+}
+
+impl Clone for Section {
+    fn clone(&self) -> Self {
+        Section { name: self.name, enabled: self.enabled, config: self.config.clone_box() }
+    }
+}
+
+impl Clone for SinksConfig {
+    fn clone(&self) -> Self {
         SinksConfig {
-            data_dir: PathBuf::from("data/sinks"),
-            app: "storeflow".into(),
-            max_backoff_ms: 5_000,
-            max_poll: 10_000,
-            read_model: ReadModelConfig::default(),
-            analytics: AnalyticsConfig::default(),
-            search: SearchConfig::default(),
+            data_dir: self.data_dir.clone(),
+            app: self.app.clone(),
+            max_backoff_ms: self.max_backoff_ms,
+            max_poll: self.max_poll,
+            base_currency: self.base_currency.clone(),
+            sinks: self.sinks.clone(),
         }
     }
 }
 
+impl Default for SinksConfig {
+    /// Every sink of [`crate::registry`], enabled, on its embedded twin under `data/sinks`.
+    fn default() -> Self {
+        SinksConfig::of(crate::registry(), "data/sinks")
+    }
+}
+
+/// The keys of `[sinks]` itself (beside the sinks' sections).
+const SHARED: &[&str] = &["data_dir", "app", "max_backoff_ms", "max_poll", "base_currency"];
+
 impl SinksConfig {
-    /// Every sink on its embedded twin under `data_dir`.
+    /// The sinks of `registry`, every one enabled with its defaults, on its embedded twin
+    /// under `data_dir`. [`SinksConfig::embedded`] is this with [`crate::registry`].
+    pub fn of(registry: Vec<Registration>, data_dir: impl Into<PathBuf>) -> Self {
+        SinksConfig {
+            data_dir: data_dir.into(),
+            app: "storeflow".into(),
+            max_backoff_ms: 5_000,
+            max_poll: 10_000,
+            base_currency: "EUR".into(),
+            sinks: registry.into_iter().map(|r| Section { name: r.name, enabled: true, config: r.defaults() }).collect(),
+        }
+    }
+
+    /// Every registered sink on its embedded twin under `data_dir`.
     pub fn embedded(data_dir: impl Into<PathBuf>) -> Self {
         SinksConfig { data_dir: data_dir.into(), ..SinksConfig::default() }
     }
 
-    /// The read model on Postgres at `url` (`postgres://user:password@host:port/db`).
-    pub fn with_postgres(mut self, url: impl Into<String>) -> Self {
-        self.read_model.postgres_url = Some(url.into().into());
+    /// Sink `S`'s section, `[sinks.<S::NAME>]`.
+    ///
+    /// Panics if `S` is not registered (a programming error, not a configuration one).
+    pub fn sink<S: Registered>(&self) -> &S::Config {
+        self.sinks.iter().find_map(|s| typed::<S>(s.config.as_ref())).unwrap_or_else(|| panic!("the {} sink is not registered", S::NAME))
+    }
+
+    /// Sink `S`'s section, to change it (`c.sink_mut::<SearchSink>().max_wait_ms = 50`).
+    ///
+    /// Panics if `S` is not registered.
+    pub fn sink_mut<S: Registered>(&mut self) -> &mut S::Config {
+        self.sinks.iter_mut().find_map(|s| typed_mut::<S>(s.config.as_mut())).unwrap_or_else(|| panic!("the {} sink is not registered", S::NAME))
+    }
+
+    /// With sink `S` configured as `config` (`.with::<ReadModelSink>(ReadModelConfig::postgres(url))`).
+    ///
+    /// Panics if `S` is not registered.
+    pub fn with<S: Registered>(mut self, config: S::Config) -> Self {
+        *self.sink_mut::<S>() = config;
         self
     }
 
-    /// Analytics on ClickHouse at `url` (HTTP interface), database `storeflow`.
-    pub fn with_clickhouse(mut self, url: impl Into<String>) -> Self {
-        self.analytics.clickhouse = Some(ClickHouseConfig { url: url.into(), ..ClickHouseConfig::default() });
-        self
-    }
-
-    /// Search on Elasticsearch at `url`, index `storeflow-products`.
-    pub fn with_elasticsearch(mut self, url: impl Into<String>) -> Self {
-        self.search.elasticsearch = Some(ElasticsearchConfig { url: url.into(), ..ElasticsearchConfig::default() });
-        self
-    }
-
-    /// Runs only the sinks named (`read_model`, `analytics`, `search`).
+    /// Runs only the sinks named (`read_model`, `analytics`, `search`, …).
     pub fn only(mut self, names: &[&str]) -> Self {
-        self.read_model.enabled = names.contains(&"read_model");
-        self.analytics.enabled = names.contains(&"analytics");
-        self.search.enabled = names.contains(&"search");
+        for s in &mut self.sinks {
+            s.enabled = names.contains(&s.name);
+        }
         self
+    }
+
+    /// Names of the registered sinks, in start order.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.sinks.iter().map(|s| s.name).collect()
+    }
+
+    /// Whether sink `name` runs.
+    pub fn is_enabled(&self, name: &str) -> bool {
+        self.sinks.iter().any(|s| s.name == name && s.enabled)
+    }
+
+    /// The enabled sinks with their configurations, in start order.
+    pub(crate) fn enabled(&self) -> impl Iterator<Item = (&'static str, &dyn DynConfig)> {
+        self.sinks.iter().filter(|s| s.enabled).map(|s| (s.name, s.config.as_ref()))
+    }
+
+    /// Each enabled sink's name and where it writes, in words (credentials masked), for
+    /// start-up banners.
+    pub fn describe(&self) -> Vec<(&'static str, String)> {
+        self.enabled().map(|(name, c)| (name, c.describe(&self.data_dir))).collect()
     }
 
     /// Checks the values without connecting to anything.
@@ -93,9 +150,12 @@ impl SinksConfig {
         if self.max_poll == 0 {
             return Err(SinkError::Config("[sinks] max_poll must be at least 1".into()));
         }
-        self.read_model.validate()?;
-        self.analytics.validate()?;
-        self.search.validate()?;
+        if self.base_currency.len() != 3 {
+            return Err(SinkError::Config(format!("[sinks] base_currency `{}` is not an ISO-4217 code", self.base_currency)));
+        }
+        for s in &self.sinks {
+            s.config.validate()?;
+        }
         Ok(())
     }
 
@@ -109,111 +169,93 @@ impl SinksConfig {
     }
 }
 
-/// Batching of one sink: flush after `max_batch` records or `max_wait` since the first
-/// buffered one, whichever comes first.
-#[derive(Clone, Copy, Debug)]
-pub struct Batching {
-    /// Records per write.
-    pub max_batch: usize,
-    /// Longest a record waits in the buffer.
-    pub max_wait: Duration,
+impl std::fmt::Debug for SinksConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        struct Shown<'a>(&'a Section);
+        impl std::fmt::Debug for Shown<'_> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "enabled: {}, ", self.0.enabled)?;
+                self.0.config.debug(f)
+            }
+        }
+        let mut d = f.debug_struct("SinksConfig");
+        d.field("data_dir", &self.data_dir)
+            .field("app", &self.app)
+            .field("max_backoff_ms", &self.max_backoff_ms)
+            .field("max_poll", &self.max_poll)
+            .field("base_currency", &self.base_currency);
+        for s in &self.sinks {
+            d.field(s.name, &Shown(s));
+        }
+        d.finish()
+    }
 }
 
-/// What of a configuration may be shown, in `storeflow config`, banners and logs.
-///
-/// The rule: the value of a secret key ([`is_secret_key`]) becomes `***`; in every other
-/// value, URL credentials do (`user:password@` → `user:***@`, and `?password=…` or any
-/// other secret query parameter). It errs toward masking: a value that only looks like a
-/// URL with a password is masked too.
-pub mod redact {
-    /// What a secret is replaced with.
-    pub const MASK: &str = "***";
-
-    /// Words that make a key secret wherever they appear in it.
-    const SECRET_WORDS: &[&str] = &["password", "passwd", "secret", "token", "credential", "jaas", "private", "apikey", "api_key", "api.key"];
-
-    /// Whether the value of configuration key `key` (a librdkafka property such as
-    /// `sasl.password`, a query parameter, a field name) is a secret: every `sasl.*`, any
-    /// key naming a password, token, secret or credential, and TLS key material
-    /// (`ssl.key.pem`, `ssl_key`; not the paths `ssl.key.location`, nor certificates).
-    pub fn is_secret_key(key: &str) -> bool {
-        let k = key.to_ascii_lowercase();
-        k.starts_with("sasl.")
-            || SECRET_WORDS.iter().any(|w| k.contains(w))
-            || (k.starts_with("ssl") && (k.contains("key.pem") || k.ends_with("key")))
+/// `value` without its `null`s (an unset option), which TOML cannot write.
+fn without_nulls(value: serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::Object(m) => serde_json::Value::Object(m.into_iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k, without_nulls(v))).collect()),
+        other => other,
     }
+}
 
-    /// `value` of `key` as it may be shown: [`MASK`] for a secret key, otherwise with the
-    /// credentials of a URL masked.
-    pub fn value(key: &str, value: &str) -> String {
-        if is_secret_key(key) { MASK.to_string() } else { url(value) }
-    }
-
-    /// `scheme://user:password@host/…?password=…` → `scheme://user:***@host/…?password=***`.
-    /// Anything without `://` is returned as it is.
-    pub fn url(url: &str) -> String {
-        let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
-        // A password may hold an unescaped `/` or `@`: the user info ends at the last `@`
-        // before the query, not at the first `/`.
-        let (before_query, query) = rest.split_at(rest.find(['?', '#']).unwrap_or(rest.len()));
-        let authority = match before_query.rsplit_once('@') {
-            Some((userinfo, host)) => match userinfo.split_once(':') {
-                Some((user, _)) => format!("{user}:{MASK}@{host}"),
-                None => before_query.to_string(),
-            },
-            None => before_query.to_string(),
-        };
-        format!("{scheme}://{authority}{}", query_params(query))
-    }
-
-    /// Masks the values of secret parameters in `?a=1&password=x#token=y`, keeping the
-    /// rest and every separator.
-    fn query_params(query: &str) -> String {
-        let mut out = String::with_capacity(query.len());
-        let mut rest = query;
-        while !rest.is_empty() {
-            let sep_len = rest.len() - rest.trim_start_matches(['?', '#', '&', ';']).len();
-            out.push_str(&rest[..sep_len]);
-            rest = &rest[sep_len..];
-            let end = rest.find(['?', '#', '&', ';']).unwrap_or(rest.len());
-            let pair = &rest[..end];
-            match pair.split_once('=') {
-                Some((k, _)) if is_secret_key(k) => {
-                    out.push_str(k);
-                    out.push('=');
-                    out.push_str(MASK);
-                }
-                _ => out.push_str(pair),
+impl Serialize for SinksConfig {
+    /// As `storeflow config` shows it: every key, secrets masked.
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("data_dir", &self.data_dir)?;
+        m.serialize_entry("app", &self.app)?;
+        m.serialize_entry("max_backoff_ms", &self.max_backoff_ms)?;
+        m.serialize_entry("max_poll", &self.max_poll)?;
+        m.serialize_entry("base_currency", &self.base_currency)?;
+        for sec in &self.sinks {
+            let mut section = serde_json::Map::new();
+            section.insert("enabled".into(), sec.enabled.into());
+            if let serde_json::Value::Object(fields) = without_nulls(sec.config.to_json()) {
+                section.extend(fields);
             }
-            rest = &rest[end..];
+            m.serialize_entry(sec.name, &section)?;
         }
-        out
+        m.end()
     }
+}
 
-    /// Serializes a secret as `"***"` (`#[serde(serialize_with = …)]`, for `storeflow config`).
-    pub fn secret<S: serde::Serializer>(v: &Option<secrecy::SecretString>, s: S) -> Result<S::Ok, S::Error> {
-        match v {
-            Some(_) => s.serialize_some(MASK),
-            None => s.serialize_none(),
+/// Takes `key` out of `map` into `into`, if it is there.
+fn take<T: DeserializeOwned>(map: &mut serde_json::Map<String, serde_json::Value>, key: &str, into: &mut T) -> std::result::Result<(), String> {
+    if let Some(v) = map.remove(key) {
+        *into = serde_json::from_value(v).map_err(|e| format!("[sinks] {key}: {e}"))?;
+    }
+    Ok(())
+}
+
+impl<'de> Deserialize<'de> for SinksConfig {
+    /// `[sinks]` over the defaults: the shared keys, and `[sinks.<name>]` for each
+    /// registered sink, parsed into its own type. Any other key is refused, naming what
+    /// would have been accepted.
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let mut map = serde_json::Map::<String, serde_json::Value>::deserialize(d)?;
+        let mut c = SinksConfig::default();
+        take(&mut map, "data_dir", &mut c.data_dir).map_err(D::Error::custom)?;
+        take(&mut map, "app", &mut c.app).map_err(D::Error::custom)?;
+        take(&mut map, "max_backoff_ms", &mut c.max_backoff_ms).map_err(D::Error::custom)?;
+        take(&mut map, "max_poll", &mut c.max_poll).map_err(D::Error::custom)?;
+        take(&mut map, "base_currency", &mut c.base_currency).map_err(D::Error::custom)?;
+        for s in &mut c.sinks {
+            let Some(section) = map.remove(s.name) else { continue };
+            let serde_json::Value::Object(mut fields) = section else {
+                return Err(D::Error::custom(format!("[sinks.{}] must be a table", s.name)));
+            };
+            take(&mut fields, "enabled", &mut s.enabled).map_err(|e| D::Error::custom(e.replace("[sinks] ", &format!("[sinks.{}] ", s.name))))?;
+            s.config.parse(serde_json::Value::Object(fields)).map_err(D::Error::custom)?;
         }
-    }
-
-    /// Serializes a URL held as a secret with its credentials masked.
-    pub fn secret_url<S: serde::Serializer>(v: &Option<secrecy::SecretString>, s: S) -> Result<S::Ok, S::Error> {
-        match v {
-            Some(u) => s.serialize_some(&url(secrecy::ExposeSecret::expose_secret(u))),
-            None => s.serialize_none(),
+        if let Some(key) = map.keys().next() {
+            return Err(D::Error::custom(format!(
+                "[sinks]: unknown field `{key}`: expected one of {} or a sink's section ({})",
+                SHARED.join(", "),
+                c.names().join(", ")
+            )));
         }
-    }
-
-    /// Serializes a URL with its credentials masked.
-    pub fn url_field<S: serde::Serializer>(v: &str, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&url(v))
-    }
-
-    /// Serializes a map of properties (`[kafka.properties]`) with every value [`value`]d.
-    pub fn properties<S: serde::Serializer>(m: &std::collections::BTreeMap<String, String>, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_map(m.iter().map(|(k, v)| (k, value(k, v))))
+        Ok(c)
     }
 }
 
@@ -221,62 +263,23 @@ pub mod redact {
 mod tests {
     use super::*;
 
+    use crate::analytics::{AnalyticsConfig, AnalyticsSink};
+    use crate::read_model::{ReadModelConfig, ReadModelSink};
+    use crate::search::{SearchConfig, SearchSink};
+
     #[test]
     fn secrets_never_show_in_debug_or_serialized_config() {
-        let c = SinksConfig::embedded("/tmp/x").with_postgres("postgres://u:hunter2@h/db");
+        let c = SinksConfig::embedded("/tmp/x").with::<ReadModelSink>(ReadModelConfig::postgres("postgres://u:hunter2@h/db"));
         assert!(!format!("{c:?}").contains("hunter2"));
         let json = serde_json::to_string(&c).unwrap();
         assert!(!json.contains("hunter2") && json.contains("postgres://u:***@h/db"), "{json}");
     }
 
     #[test]
-    fn the_redaction_rule_masks_secret_keys_and_url_credentials_and_nothing_else() {
-        let table = [
-            // Kafka properties: every sasl.*, passwords, TLS key material.
-            ("sasl.password", "hunter2", "***"),
-            ("sasl.username", "alice", "***"),
-            ("sasl.mechanism", "PLAIN", "***"),
-            ("sasl.jaas.config", r#"org.apache.kafka.common.security.plain.PlainLoginModule required password="hunter2";"#, "***"),
-            ("sasl.oauthbearer.client.secret", "hunter2", "***"),
-            ("ssl.key.password", "hunter2", "***"),
-            ("ssl.keystore.password", "hunter2", "***"),
-            ("ssl.key.pem", "-----BEGIN PRIVATE KEY-----", "***"),
-            ("ssl_key", "-----BEGIN PRIVATE KEY-----", "***"),
-            ("SSL.KEY.PEM", "-----BEGIN PRIVATE KEY-----", "***"),
-            ("client.secret", "hunter2", "***"),
-            ("access_token", "hunter2", "***"),
-            ("api_key", "hunter2", "***"),
-            // Not secrets: shown as they are.
-            ("security.protocol", "SASL_SSL", "SASL_SSL"),
-            ("ssl.key.location", "/etc/kafka/client.key", "/etc/kafka/client.key"),
-            ("ssl.certificate.pem", "-----BEGIN CERTIFICATE-----", "-----BEGIN CERTIFICATE-----"),
-            ("ssl.ca.location", "/etc/ssl/ca.pem", "/etc/ssl/ca.pem"),
-            ("client.id", "storeflow", "storeflow"),
-            ("message.max.bytes", "1000000", "1000000"),
-            // URLs under ordinary keys: credentials masked, the rest kept.
-            ("url", "postgres://u:hunter2@h:5432/db", "postgres://u:***@h:5432/db"),
-            ("url", "postgres://u:hun/ter@2@h/db", "postgres://u:***@h/db"),
-            ("url", "http://127.0.0.1:18123", "http://127.0.0.1:18123"),
-            ("url", "http://elastic@h:9200", "http://elastic@h:9200"),
-            ("url", "https://u:hunter2@registry:8081/subjects", "https://u:***@registry:8081/subjects"),
-            ("url", "postgres://h/db?user=u&password=hunter2&sslmode=require", "postgres://h/db?user=u&password=***&sslmode=require"),
-            ("url", "http://h/x?token=hunter2", "http://h/x?token=***"),
-            ("url", "http://h/x#access_token=hunter2", "http://h/x#access_token=***"),
-            ("url", "http://h/x?page=2;secret=hunter2", "http://h/x?page=2;secret=***"),
-            ("url", "http://h/x?a=1#token=hunter2", "http://h/x?a=1#token=***"),
-            ("url", "http://h/search?q=a@b", "http://h/search?q=a@b"),
-            ("brokers", "k1:9092,k2:9092", "k1:9092,k2:9092"),
-        ];
-        for (key, value, shown) in table {
-            assert_eq!(redact::value(key, value), shown, "{key} = {value}");
-        }
-    }
-
-    #[test]
     fn clickhouse_and_elasticsearch_urls_show_without_their_passwords() {
         let c = SinksConfig::embedded("/tmp/x")
-            .with_clickhouse("http://default:hunter2@h:8123")
-            .with_elasticsearch("https://elastic:hunter2@h:9200");
+            .with::<AnalyticsSink>(AnalyticsConfig::clickhouse("http://default:hunter2@h:8123"))
+            .with::<SearchSink>(SearchConfig::elasticsearch("https://elastic:hunter2@h:9200"));
         let json = serde_json::to_string(&c).unwrap();
         assert!(!json.contains("hunter2") && json.contains("http://default:***@h:8123"), "{json}");
         let debug = format!("{c:?}");
@@ -286,12 +289,44 @@ mod tests {
     #[test]
     fn unknown_keys_are_refused() {
         let err = serde_json::from_str::<SinksConfig>(r#"{"read_modle": {}}"#).unwrap_err();
-        assert!(err.to_string().contains("unknown field"), "{err}");
+        assert!(err.to_string().contains("unknown field `read_modle`") && err.to_string().contains("read_model, analytics, search"), "{err}");
+        let err = serde_json::from_str::<SinksConfig>(r#"{"read_model": {"postgres": "postgres://h/db"}}"#).unwrap_err();
+        assert!(err.to_string().contains("[sinks.read_model]") && err.to_string().contains("unknown field `postgres`"), "{err}");
     }
 
     #[test]
     fn only_enables_the_named_sinks() {
         let c = SinksConfig::default().only(&["search"]);
-        assert!(c.search.enabled && !c.read_model.enabled && !c.analytics.enabled);
+        assert!(c.is_enabled("search") && !c.is_enabled("read_model") && !c.is_enabled("analytics"));
+        assert_eq!(c.describe().len(), 1);
+    }
+
+    #[test]
+    fn each_section_is_read_into_its_sinks_own_config_over_the_defaults() {
+        let c: SinksConfig = serde_json::from_value(serde_json::json!({
+            "app": "shop",
+            "base_currency": "JPY",
+            "analytics": {"enabled": false, "clickhouse": {"url": "http://h:8123", "database": "demo"}},
+            "search": {"max_wait_ms": 50},
+        }))
+        .unwrap();
+        assert_eq!((c.app.as_str(), c.base_currency.as_str(), c.max_poll), ("shop", "JPY", 10_000));
+        assert!(c.is_enabled("read_model") && !c.is_enabled("analytics") && c.is_enabled("search"));
+        let ch = c.sink::<AnalyticsSink>().clickhouse.as_ref().expect("clickhouse named");
+        assert_eq!((ch.url.as_str(), ch.database.as_str(), ch.user.as_str()), ("http://h:8123", "demo", "default"));
+        assert_eq!((c.sink::<SearchSink>().max_wait_ms, c.sink::<SearchSink>().max_batch), (50, 5_000));
+        // What is printed reads back as the same configuration.
+        let again: SinksConfig = serde_json::from_value(serde_json::to_value(&c).unwrap()).unwrap();
+        assert_eq!(format!("{again:?}"), format!("{c:?}"));
+    }
+
+    #[test]
+    fn a_bad_value_in_a_section_is_refused_by_validate() {
+        let mut c = SinksConfig::default();
+        c.sink_mut::<ReadModelSink>().postgres_url = Some("mysql://h/db".to_string().into());
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("[sinks.read_model] postgres_url"), "{err}");
+        c = SinksConfig { base_currency: "EURO".into(), ..SinksConfig::default() };
+        assert!(c.validate().unwrap_err().to_string().contains("[sinks] base_currency"));
     }
 }

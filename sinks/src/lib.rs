@@ -14,28 +14,43 @@
 //! [`reference`] topics — exchange rates, the catalogue — ahead of every write, so the joins
 //! depend on the log, not on the interleaving of its topics.
 //!
-//! [`Sinks::start`] starts the enabled sinks on a log and hands out async query handles
-//! ([`ReadModel`], [`Search`], [`Analytics`]) that the API's axum handlers can await.
+//! A sink is one folder implementing [`runner::Sink`] and [`Registered`], plus one line in
+//! [`registry()`] below (docs/ADDING-A-SINK.md). [`Sinks::start`] starts the enabled sinks
+//! on a log and hands out async query handles ([`ReadModel`], [`Search`], [`Analytics`], or
+//! any sink's with [`Sinks::handle`]) that the API's axum handlers can await.
 //! [`snapshot`] dumps the embedded stores of a data dir canonically, read-only, for checks
 //! that two runs (or a rebuild) end with the same stores.
 //! See `docs/SINKS.md`.
+
+// The crate's own name inside it too, so that a sink's folder reads the same here and in
+// docs/ADDING-A-SINK.md (`use storeflow_sinks::…`).
+extern crate self as storeflow_sinks;
 
 pub mod analytics;
 pub mod config;
 pub mod metrics;
 pub mod money;
 pub mod read_model;
+pub mod redact;
 pub mod reference;
+pub mod registry;
 pub mod runner;
 pub mod search;
 pub mod snapshot;
 mod sinks;
 
-pub use analytics::{Analytics, Dashboard, DashboardRange, Granularity, SalesBucket, VendorPerformance};
+pub use analytics::{Analytics, AnalyticsSink, Dashboard, DashboardRange, Granularity, SalesBucket, VendorPerformance};
 pub use config::SinksConfig;
-pub use read_model::ReadModel;
-pub use search::{Search, SearchQuery, SearchResults, SortBy};
+pub use read_model::{ReadModel, ReadModelSink};
+pub use registry::{Registered, SinkConfig, SinkContext};
+pub use search::{Search, SearchQuery, SearchResults, SearchSink, SortBy};
 pub use sinks::{SinkCounts, Sinks};
+
+registry!(
+    read_model::ReadModelSink,
+    analytics::AnalyticsSink,
+    search::SearchSink,
+);
 
 /// Whether a failed write may succeed if tried again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -162,5 +177,22 @@ impl SinkError {
     pub(crate) fn parquet<E: std::fmt::Display>(context: impl Into<String>) -> impl FnOnce(E) -> SinkError {
         let context = context.into();
         move |e| SinkError::Parquet { context, message: e.to_string(), io: false }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sink_names_are_unique_snake_case() {
+        let names: Vec<&str> = registry().iter().map(|r| r.name).collect();
+        let mut sorted = names.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), names.len(), "duplicate sink names: {names:?}");
+        for n in names {
+            assert!(!n.is_empty() && n.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "`{n}` is not snake_case");
+        }
     }
 }

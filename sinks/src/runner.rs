@@ -50,7 +50,6 @@ use storeflow_ingest::{Backoff,
 };
 use tokio::runtime::Handle;
 
-use crate::config::Batching;
 use crate::metrics::{PartitionLabels, SinkMetrics};
 use crate::{Result, Retry, SinkError};
 
@@ -113,8 +112,6 @@ pub fn position(partition: u32, offset: u64) -> i64 {
 /// so their futures need not be `Send`.
 #[allow(async_fn_in_trait)]
 pub trait Sink: Send + 'static {
-    /// The snake_case name: module, config key, consumer group suffix, metrics label.
-    fn name(&self) -> &'static str;
     /// Topics the sink reads.
     fn topics(&self) -> Vec<Topic>;
     /// Batch size and time.
@@ -139,9 +136,30 @@ pub trait Sink: Send + 'static {
     fn refer(&mut self, _items: &[Item]) {}
 }
 
+/// Batching of one sink: flush after `max_batch` records or `max_wait` since the first
+/// buffered one, whichever comes first.
+#[derive(Clone, Copy, Debug)]
+pub struct Batching {
+    /// Records per write.
+    pub max_batch: usize,
+    /// Longest a record waits in the buffer.
+    pub max_wait: Duration,
+}
+
+impl Batching {
+    /// `max_batch` records or `max_wait_ms` milliseconds (at least 1), as the sinks'
+    /// configurations give them.
+    pub fn new(max_batch: usize, max_wait_ms: u64) -> Batching {
+        Batching { max_batch, max_wait: Duration::from_millis(max_wait_ms.max(1)) }
+    }
+}
+
 /// How the runner runs a sink.
 #[derive(Clone, Debug)]
 pub struct RunnerSettings {
+    /// The sink's name (`Registered::NAME`): thread name, metrics label, the dead letters'
+    /// `storeflow.dlq.processor`.
+    pub name: &'static str,
     /// Consumer group.
     pub group: String,
     /// Records per poll.
@@ -200,7 +218,7 @@ pub fn spawn<S: Sink>(
     let names: Vec<String> = topics.iter().map(|t| t.name().to_string()).collect();
     let (consumer, rebalance) = subscribe(log.as_ref(), &settings.group, &names)?;
     let producer = log.producer()?;
-    let name = sink.name();
+    let name = settings.name;
     let reference = sink.reference_topics();
     let read_ahead = if reference.is_empty() { None } else { Some(ReadAhead::open(log.as_ref(), &settings.group, &reference)?) };
     let failure = Arc::new(Mutex::new(None));
@@ -262,7 +280,7 @@ const RESTART_MAX: Duration = Duration::from_secs(60);
 /// back-off (1 s doubling to 60 s; back to 1 s after 5 minutes up) and goes on from its
 /// group's last commit, as after a crash: nothing written after that commit was committed.
 fn supervise<S: Sink>(runner: &mut Runner<S>, failure: &Mutex<Option<String>>, alive: &storeflow_ingest::threads::Liveness, restarts: &AtomicU64) {
-    let name = runner.sink.name();
+    let name = runner.settings.name;
     let stop = runner.stop.clone();
     let mut backoff = Backoff::new(RESTART_FIRST, RESTART_MAX);
     loop {
@@ -365,7 +383,7 @@ impl ReadAhead {
     }
 
     /// Reads every partition to the end it has now and hands the records to `sink`.
-    fn catch_up<S: Sink>(&mut self, log: &dyn Log, codec: &Codec, sink: &mut S, max_poll: usize) -> Result<()> {
+    fn catch_up<S: Sink>(&mut self, log: &dyn Log, codec: &Codec, name: &str, sink: &mut S, max_poll: usize) -> Result<()> {
         let ends = log.watermarks(&self.partitions)?;
         // On Kafka a transaction's commit marker takes the last offset and is never fetched.
         let slack = u64::from(log.backend() == "kafka");
@@ -376,7 +394,7 @@ impl ReadAhead {
                 break;
             }
             if Instant::now() >= deadline {
-                tracing::warn!(sink = sink.name(), "the reference topics were not read to their end in {READ_AHEAD_PATIENCE:?}; writing with what was read");
+                tracing::warn!(sink = name, "the reference topics were not read to their end in {READ_AHEAD_PATIENCE:?}; writing with what was read");
                 break;
             }
             let records = self.consumer.poll(max_poll, Duration::from_millis(50))?;
@@ -395,7 +413,7 @@ impl ReadAhead {
         }
         if !self.caught_up {
             self.caught_up = true;
-            tracing::info!(sink = sink.name(), records = self.applied, "read the reference topics ahead");
+            tracing::info!(sink = name, records = self.applied, "read the reference topics ahead");
         }
         Ok(())
     }
@@ -431,12 +449,12 @@ impl<S: Sink> Runner<S> {
         if let Some(r) = self.read_ahead.take()
             && let Err(e) = r.consumer.close()
         {
-            tracing::warn!(sink = self.sink.name(), "closing the reference consumer: {e}");
+            tracing::warn!(sink = self.settings.name, "closing the reference consumer: {e}");
         }
         let (consumer, rebalance) = subscribe(self.log.as_ref(), &self.settings.group, &names)?;
         let old = std::mem::replace(&mut self.consumer, consumer);
         if let Err(e) = old.close() {
-            tracing::warn!(sink = self.sink.name(), "closing the consumer: {e}");
+            tracing::warn!(sink = self.settings.name, "closing the consumer: {e}");
         }
         self.rebalance = rebalance;
         self.producer = self.log.producer()?;
@@ -470,7 +488,7 @@ impl<S: Sink> Runner<S> {
             let records = match self.consumer.poll(room, wait.max(Duration::from_millis(1))) {
                 Ok(r) => r,
                 Err(e) if e.is_retriable() => {
-                    tracing::warn!(sink = self.sink.name(), "poll: {e}; retrying");
+                    tracing::warn!(sink = self.settings.name, "poll: {e}; retrying");
                     std::thread::sleep(Duration::from_millis(200));
                     continue;
                 }
@@ -512,7 +530,7 @@ impl<S: Sink> Runner<S> {
                     Ok(()) => break,
                     Err(e) if self.stop.load(Ordering::SeqCst) => return Err(e),
                     Err(e) => {
-                        tracing::warn!(sink = self.sink.name(), "preparing assigned partitions: {e}; retrying");
+                        tracing::warn!(sink = self.settings.name, "preparing assigned partitions: {e}; retrying");
                         std::thread::sleep(Duration::from_millis(500));
                     }
                 }
@@ -547,7 +565,7 @@ impl<S: Sink> Runner<S> {
         }
         match self.consumer.commit(&moved) {
             Ok(()) => self.committed.extend(moved),
-            Err(e) => tracing::debug!(sink = self.sink.name(), "committing idle positions: {e}; trying again later"),
+            Err(e) => tracing::debug!(sink = self.settings.name, "committing idle positions: {e}; trying again later"),
         }
     }
 
@@ -567,7 +585,7 @@ impl<S: Sink> Runner<S> {
             self.metrics
                 .lag
                 .get_or_create(&PartitionLabels {
-                    sink: self.sink.name().to_string(),
+                    sink: self.settings.name.to_string(),
                     topic: tp.topic.to_string(),
                     partition: tp.partition.to_string(),
                 })
@@ -577,7 +595,7 @@ impl<S: Sink> Runner<S> {
 
     /// Writes one batch and commits it. `Err` only when stopping abandoned the batch.
     fn flush(&mut self, records: Vec<Record>) -> std::result::Result<(), Stopping> {
-        let name = self.sink.name();
+        let name = self.settings.name;
         let started = Instant::now();
         let mut dead: Vec<(usize, String)> = Vec::new();
         let mut items: Vec<(usize, Item)> = Vec::with_capacity(records.len());
@@ -620,13 +638,13 @@ impl<S: Sink> Runner<S> {
         let mut backoff = Backoff::new(Duration::from_millis(100), self.settings.max_backoff);
         loop {
             let result = match &mut self.read_ahead {
-                Some(ra) => ra.catch_up(self.log.as_ref(), &self.codec, &mut self.sink, self.settings.max_poll),
+                Some(ra) => ra.catch_up(self.log.as_ref(), &self.codec, self.settings.name, &mut self.sink, self.settings.max_poll),
                 None => return Ok(()),
             };
             match result {
                 Ok(()) => return Ok(()),
                 Err(e) => {
-                    tracing::warn!(sink = self.sink.name(), "reading the reference topics ahead: {e}; retrying in {:?}, offsets held", backoff.peek());
+                    tracing::warn!(sink = self.settings.name, "reading the reference topics ahead: {e}; retrying in {:?}, offsets held", backoff.peek());
                     self.sleep(backoff.next())?;
                 }
             }
@@ -639,7 +657,7 @@ impl<S: Sink> Runner<S> {
         if items.is_empty() {
             return Ok(());
         }
-        let name = self.sink.name();
+        let name = self.settings.name;
         let batch: Vec<Item> = items.iter().map(|(_, it)| it.clone()).collect();
         let mut backoff = Backoff::new(Duration::from_millis(100), self.settings.max_backoff);
         let mut tries = 0u32;
@@ -709,7 +727,7 @@ impl<S: Sink> Runner<S> {
     }
 
     fn dead_letter(&mut self, records: &[Record], dead: &[(usize, String)]) -> std::result::Result<(), Stopping> {
-        let name = self.sink.name();
+        let name = self.settings.name;
         let now = chrono::Utc::now().timestamp_millis();
         let out: Vec<ProduceRecord> = dead.iter().map(|(i, reason)| storeflow_ingest::dlq::dead_letter(name, &records[*i], reason, now)).collect();
         let mut backoff = Backoff::new(Duration::from_millis(100), self.settings.max_backoff);
@@ -743,13 +761,13 @@ impl<S: Sink> Runner<S> {
                     return Ok(());
                 }
                 Err(e) if e.is_retriable() => {
-                    tracing::warn!(sink = self.sink.name(), "commit failed: {e}; retrying");
+                    tracing::warn!(sink = self.settings.name, "commit failed: {e}; retrying");
                     self.sleep(backoff.next())?;
                 }
                 Err(e) => {
                     // Typically a rebalance moved the partitions: their new owner re-reads
                     // from the last commit and rewrites idempotently.
-                    tracing::warn!(sink = self.sink.name(), "commit refused: {e}; the partitions' next owner writes the batch again");
+                    tracing::warn!(sink = self.settings.name, "commit refused: {e}; the partitions' next owner writes the batch again");
                     return Ok(());
                 }
             }
@@ -765,9 +783,6 @@ mod tests {
     struct Panicky(Arc<Mutex<Vec<String>>>);
 
     impl Sink for Panicky {
-        fn name(&self) -> &'static str {
-            "panicky"
-        }
         fn topics(&self) -> Vec<Topic> {
             vec![Topic::Orders]
         }
@@ -815,7 +830,7 @@ mod tests {
         let written = Arc::new(Mutex::new(Vec::new()));
         let rt = tokio::runtime::Runtime::new().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
-        let settings = RunnerSettings { group: "t.panicky".into(), max_poll: 100, max_backoff: Duration::from_millis(100) };
+        let settings = RunnerSettings { name: "panicky", group: "t.panicky".into(), max_poll: 100, max_backoff: Duration::from_millis(100) };
         let mut thread = spawn(Panicky(written.clone()), log.clone(), codec, rt.handle().clone(), settings, SinkMetrics::unregistered(), stop.clone()).unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
         let dlq = storeflow_avro::dlq_topic(Topic::Orders.name());
@@ -847,9 +862,6 @@ mod tests {
     }
 
     impl Sink for FailsToStart {
-        fn name(&self) -> &'static str {
-            "fails-to-start"
-        }
         fn topics(&self) -> Vec<Topic> {
             vec![Topic::Orders]
         }
@@ -898,7 +910,7 @@ mod tests {
         let sink = FailsToStart { panics_left: Arc::new(AtomicU64::new(1)), written: written.clone() };
         let rt = tokio::runtime::Runtime::new().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
-        let settings = RunnerSettings { group: "t.restart".into(), max_poll: 100, max_backoff: Duration::from_millis(100) };
+        let settings = RunnerSettings { name: "fails-to-start", group: "t.restart".into(), max_poll: 100, max_backoff: Duration::from_millis(100) };
         let mut thread = spawn(sink, log.clone(), codec, rt.handle().clone(), settings, SinkMetrics::unregistered(), stop.clone()).unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut seen_down = false;

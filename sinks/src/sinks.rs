@@ -1,5 +1,5 @@
-//! [`Sinks`]: starts the enabled sinks on a log, hands out their query handles, waits for
-//! them to catch up, and stops them.
+//! [`Sinks`]: starts the enabled sinks of a [`SinksConfig`] (in its registry's order) on a
+//! log, hands out their query handles, waits for them to catch up, and stops them.
 //!
 //! The sinks own a small multi-threaded tokio runtime (two workers): the stores' clients
 //! (sqlx, clickhouse, elasticsearch, DataFusion) live on it, each sink's consumer loop runs
@@ -20,7 +20,8 @@ use crate::analytics::{Analytics, AnalyticsSink};
 use crate::config::SinksConfig;
 use crate::metrics::SinkMetrics;
 use crate::read_model::{ReadModel, ReadModelSink};
-use crate::runner::{RunnerSettings, SinkThread, spawn};
+use crate::registry::{AnyHandle, Registered, SinkContext, Start};
+use crate::runner::{RunnerSettings, SinkThread};
 use crate::search::{Search, SearchSink};
 use crate::{Result, SinkError};
 
@@ -30,9 +31,8 @@ pub struct Sinks {
     threads: Vec<SinkThread>,
     stop: Arc<AtomicBool>,
     log: Arc<dyn Log>,
-    read_model: Option<ReadModel>,
-    analytics: Option<Analytics>,
-    search: Option<Search>,
+    /// Each running sink's query handle, by name.
+    handles: Vec<(&'static str, AnyHandle)>,
     metrics: SinkMetrics,
 }
 
@@ -53,13 +53,6 @@ impl std::fmt::Debug for Sinks {
     }
 }
 
-/// Runs `f` to completion on `rt` from a plain thread (so it works whether or not the
-/// caller is inside an async runtime).
-fn on_runtime<T: Send + 'static>(rt: &tokio::runtime::Runtime, f: impl std::future::Future<Output = T> + Send + 'static) -> T {
-    let handle = rt.handle().clone();
-    std::thread::scope(|s| s.spawn(move || handle.block_on(f)).join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-}
-
 impl Sinks {
     /// Opens the stores of the enabled sinks (running migrations and DDL), and starts each
     /// sink on its own thread in its consumer group `<app>.sink.<name>`. Metrics are
@@ -78,9 +71,7 @@ impl Sinks {
             threads: Vec::new(),
             stop: Arc::new(AtomicBool::new(false)),
             log: log.clone(),
-            read_model: None,
-            analytics: None,
-            search: None,
+            handles: Vec::new(),
             metrics: metrics.clone(),
         };
         match sinks.start_all(&rt, codec, &config, metrics) {
@@ -97,28 +88,13 @@ impl Sinks {
     }
 
     fn start_all(&mut self, rt: &tokio::runtime::Runtime, codec: Arc<Codec>, config: &SinksConfig, metrics: SinkMetrics) -> Result<()> {
-        let settings = |name: &str| RunnerSettings { group: config.group(name), max_poll: config.max_poll, max_backoff: config.max_backoff() };
-        let dir = config.data_dir.clone();
-        if config.read_model.enabled {
-            let (c, d) = (config.read_model.clone(), dir.clone());
-            let sink = on_runtime(rt, async move { ReadModelSink::open(&c, &d).await })?;
-            self.read_model = Some(ReadModel::new(sink.db().clone(), rt.handle().clone()));
-            let t = spawn(sink, self.log.clone(), codec.clone(), rt.handle().clone(), settings(crate::read_model::NAME), metrics.clone(), self.stop.clone())?;
-            self.threads.push(t);
-        }
-        if config.analytics.enabled {
-            let (c, d) = (config.analytics.clone(), dir.clone());
-            let sink = on_runtime(rt, async move { AnalyticsSink::open(&c, &d).await })?;
-            self.analytics = Some(Analytics::new(sink.store().clone(), &config.analytics.base_currency, rt.handle().clone()));
-            let t = spawn(sink, self.log.clone(), codec.clone(), rt.handle().clone(), settings(crate::analytics::NAME), metrics.clone(), self.stop.clone())?;
-            self.threads.push(t);
-        }
-        if config.search.enabled {
-            let (c, d, base) = (config.search.clone(), dir.clone(), config.analytics.base_currency.clone());
-            let sink = on_runtime(rt, async move { SearchSink::open(&c, &base, &d).await })?;
-            self.search = Some(Search::new(sink.index().clone(), rt.handle().clone()));
-            let t = spawn(sink, self.log.clone(), codec, rt.handle().clone(), settings(crate::search::NAME), metrics, self.stop.clone())?;
-            self.threads.push(t);
+        let cx = SinkContext { data_dir: config.data_dir.clone(), base_currency: config.base_currency.clone(), rt: rt.handle().clone() };
+        for (name, sink) in config.enabled() {
+            let settings = RunnerSettings { name, group: config.group(name), max_poll: config.max_poll, max_backoff: config.max_backoff() };
+            let start = Start { cx: &cx, log: &self.log, codec: &codec, settings, metrics: metrics.clone(), stop: self.stop.clone() };
+            let (thread, handle) = sink.start(start)?;
+            self.threads.push(thread);
+            self.handles.push((name, handle));
         }
         Ok(())
     }
@@ -133,19 +109,24 @@ impl Sinks {
         self.threads.iter().map(|t| (t.name, t.alive.clone())).collect()
     }
 
+    /// Sink `S`'s query handle (when that sink runs).
+    pub fn handle<S: Registered>(&self) -> Option<S::Handle> {
+        self.handles.iter().find(|(name, _)| *name == S::NAME).and_then(|(_, h)| h.downcast_ref::<S::Handle>()).cloned()
+    }
+
     /// The read model's query handle (when that sink runs).
     pub fn read_model(&self) -> Option<ReadModel> {
-        self.read_model.clone()
+        self.handle::<ReadModelSink>()
     }
 
     /// Analytics' query handle (when that sink runs).
     pub fn analytics(&self) -> Option<Analytics> {
-        self.analytics.clone()
+        self.handle::<AnalyticsSink>()
     }
 
     /// Search's query handle (when that sink runs).
     pub fn search(&self) -> Option<Search> {
-        self.search.clone()
+        self.handle::<SearchSink>()
     }
 
     /// Records written, skipped and dead-lettered per running sink since start.

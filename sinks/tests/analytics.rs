@@ -35,8 +35,8 @@ impl Backend {
 
     fn sinks(&self, dir: &Path) -> SinksConfig {
         let mut c = SinksConfig::embedded(dir.join("sinks")).only(&["analytics"]);
-        c.analytics = self.config();
-        c.analytics.max_wait_ms = 100;
+        *c.sink_mut::<AnalyticsSink>() = self.config();
+        c.sink_mut::<AnalyticsSink>().max_wait_ms = 100;
         c
     }
 }
@@ -110,7 +110,7 @@ fn a_batch_written_twice_leaves_one_copy(b: Backend) {
     let events = sim(5_000, 21);
     let its = items(&events);
     rt().block_on(async {
-        let mut sink = AnalyticsSink::open(&b.config(), dir.path()).await.expect("open");
+        let mut sink = AnalyticsSink::open(&b.config(), "EUR", dir.path()).await.expect("open");
         for chunk in its.chunks(900) {
             sink.write(chunk).await.expect("first write");
         }
@@ -123,7 +123,7 @@ fn a_batch_written_twice_leaves_one_copy(b: Backend) {
         }
         check(&handle(&sink), &events).await;
         // A new sink learns the high-water marks from the tables themselves.
-        let mut again = AnalyticsSink::open(&b.config(), dir.path()).await.expect("reopen");
+        let mut again = AnalyticsSink::open(&b.config(), "EUR", dir.path()).await.expect("reopen");
         again.write(&its).await.expect("everything again");
         check(&handle(&again), &events).await;
     });
@@ -195,7 +195,7 @@ fn the_dashboard_matches_a_brute_force_count_over_the_events(b: Backend) {
     let events = sim(8_000, 24);
     let eur = to_eur(&events);
     rt().block_on(async {
-        let mut sink = AnalyticsSink::open(&b.config(), dir.path()).await.expect("open");
+        let mut sink = AnalyticsSink::open(&b.config(), "EUR", dir.path()).await.expect("open");
         for chunk in items(&events).chunks(3_000) {
             sink.write(chunk).await.expect("write");
         }
@@ -247,7 +247,7 @@ fn vendor_performance_matches_a_brute_force_count_over_the_events(b: Backend) {
     let events = sim(8_000, 25);
     let eur = to_eur(&events);
     rt().block_on(async {
-        let mut sink = AnalyticsSink::open(&b.config(), dir.path()).await.expect("open");
+        let mut sink = AnalyticsSink::open(&b.config(), "EUR", dir.path()).await.expect("open");
         sink.write(&items(&events)).await.expect("write");
         let a = handle(&sink);
         let lines: Vec<(&OrderPlaced, &OrderItem)> =
@@ -273,7 +273,7 @@ fn vendor_sales_per_hour_and_day_match_a_brute_force_count_over_the_events(b: Ba
     let events = sim(8_000, 26);
     let eur = to_eur(&events);
     rt().block_on(async {
-        let mut sink = AnalyticsSink::open(&b.config(), dir.path()).await.expect("open");
+        let mut sink = AnalyticsSink::open(&b.config(), "EUR", dir.path()).await.expect("open");
         sink.write(&items(&events)).await.expect("write");
         let a = handle(&sink);
         let lines: Vec<(&OrderPlaced, &OrderItem)> =
@@ -339,7 +339,7 @@ fn vendor_stock_is_the_latest_snapshot_whatever_the_event_times(b: Backend) {
     .concat();
     let its = items(&events);
     rt().block_on(async {
-        let mut sink = AnalyticsSink::open(&b.config(), dir.path()).await.expect("open");
+        let mut sink = AnalyticsSink::open(&b.config(), "EUR", dir.path()).await.expect("open");
         for chunk in its.chunks(11) {
             sink.write(chunk).await.expect("write");
         }
@@ -392,7 +392,7 @@ fn the_product_dimension_keeps_the_latest_catalog_event_whatever_the_event_times
         }
     };
     rt().block_on(async {
-        let mut sink = AnalyticsSink::open(&b.config(), dir.path()).await.expect("open");
+        let mut sink = AnalyticsSink::open(&b.config(), "EUR", dir.path()).await.expect("open");
         for it in &its {
             sink.write(std::slice::from_ref(it)).await.expect("write");
         }
@@ -400,7 +400,7 @@ fn the_product_dimension_keeps_the_latest_catalog_event_whatever_the_event_times
         assert_eq!(load(sink.store().clone()).await, Some(("Second title".into(), 3_000, last)));
         // A fresh sink learns the catalogue from the table and refuses an older price from a
         // position below it that no high-water mark covers.
-        let mut again = AnalyticsSink::open(&b.config(), dir.path()).await.expect("reopen");
+        let mut again = AnalyticsSink::open(&b.config(), "EUR", dir.path()).await.expect("reopen");
         let mut lower = items(&[price(START + 90_000, 9_999, "c")]).remove(0);
         lower.partition -= 1;
         lower.offset = 1_000;
@@ -446,7 +446,7 @@ fn vendor_minutes_keep_the_highest_version_whatever_the_event_times(b: Backend) 
         .collect();
     assert!(times.iter().enumerate().any(|(k, t)| k < 4 && *t > times[4]), "the last figure is not the newest by event time");
     rt().block_on(async {
-        let mut sink = AnalyticsSink::open(&b.config(), dir.path()).await.expect("open");
+        let mut sink = AnalyticsSink::open(&b.config(), "EUR", dir.path()).await.expect("open");
         for it in items(&events) {
             sink.write(&[it]).await.expect("write");
         }
@@ -543,7 +543,7 @@ fn a_clickhouse_database_of_an_older_release_is_upgraded_in_place() {
                 db.query(&format!("INSERT INTO {table} {cols} VALUES {row}")).execute().await.expect("a legacy row");
             }
         }
-        let mut sink = AnalyticsSink::open(&b.config(), dir.path()).await.expect("open upgrades");
+        let mut sink = AnalyticsSink::open(&b.config(), "EUR", dir.path()).await.expect("open upgrades");
         let Store::ClickHouse(c) = sink.store().clone() else { unreachable!("ClickHouse") };
         let tables: Vec<TableInfo> = c
             .query("SELECT name, engine_full FROM system.tables WHERE database = currentDatabase() ORDER BY name", &[])
@@ -583,7 +583,7 @@ fn a_clickhouse_database_of_an_older_release_is_upgraded_in_place() {
         let perf = handle(&sink).vendor_performance("v-old", DashboardRange::Month, Some(START)).await.expect("vendor");
         assert_eq!(perf.on_hand, 7);
         // Opening again finds the current shape and changes nothing.
-        let again = AnalyticsSink::open(&b.config(), dir.path()).await.expect("reopen");
+        let again = AnalyticsSink::open(&b.config(), "EUR", dir.path()).await.expect("reopen");
         let Store::ClickHouse(c2) = again.store().clone() else { unreachable!("ClickHouse") };
         assert_eq!(count(c2).await, before);
         let products: Vec<DimProduct> = questions::run(again.store(), Question::LoadProducts, &[]).await.expect("products");
@@ -668,7 +668,7 @@ fn parquet_files_of_an_older_release_are_rewritten_in_the_current_schema() {
     write_legacy_file(dir.path(), "fact_stock_levels", &legacy_batch(&levels, "version", None), r#"{"inventory.levels/3":31}"#);
     let b = Backend::Parquet;
     rt().block_on(async {
-        let mut sink = AnalyticsSink::open(&b.config(), dir.path()).await.expect("open upgrades");
+        let mut sink = AnalyticsSink::open(&b.config(), "EUR", dir.path()).await.expect("open upgrades");
         for table in ["dim_products", "fact_stock_levels"] {
             let names: Vec<String> = std::fs::read_dir(dir.path().join("analytics").join(table))
                 .expect("list")
@@ -689,7 +689,7 @@ fn parquet_files_of_an_older_release_are_rewritten_in_the_current_schema() {
         assert_eq!((counts["dim_products"], counts["fact_stock_levels"]), (2, 2));
         // Opening again rewrites nothing.
         drop(sink);
-        let again = AnalyticsSink::open(&b.config(), dir.path()).await.expect("reopen");
+        let again = AnalyticsSink::open(&b.config(), "EUR", dir.path()).await.expect("reopen");
         let counts = handle(&again).row_counts().await.expect("counts");
         assert_eq!((counts["dim_products"], counts["fact_stock_levels"]), (2, 2));
     });
@@ -806,7 +806,7 @@ fn vendor_money_agrees_with_the_sales_processor_to_the_minor_unit_in_every_curre
     let eur = &eur;
     rt().block_on(async {
         let dir = tempfile::tempdir().unwrap();
-        let mut sink = AnalyticsSink::open(&b.config(), dir.path()).await.expect("open");
+        let mut sink = AnalyticsSink::open(&b.config(), "EUR", dir.path()).await.expect("open");
         let mut written = events.clone();
         written.extend(latest.values().cloned().map(Event::VendorSalesMinute));
         sink.write(&items(&written)).await.expect("write");

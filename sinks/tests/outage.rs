@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use prometheus_client::registry::Registry;
 use storeflow_avro::*;
-use storeflow_sinks::config::{AnalyticsConfig, ReadModelConfig, SearchConfig};
+use storeflow_sinks::analytics::{AnalyticsConfig, AnalyticsSink};
+use storeflow_sinks::read_model::{ReadModelConfig, ReadModelSink};
+use storeflow_sinks::search::{SearchConfig, SearchSink};
 use storeflow_sinks::{Sinks, SinksConfig};
 
 use common::*;
@@ -65,7 +67,7 @@ fn postgres_stopped_for_30_s_and_restarted_drains_the_backlog_without_loss_or_do
     let (first, second) = events.split_at(3_000);
     publish(log.as_ref(), &codec, first);
     let mut cfg = SinksConfig::embedded(dir.path().join("sinks")).only(&["read_model"]);
-    cfg.read_model = ReadModelConfig { postgres_url: Some(url.into()), max_wait_ms: 50, ..ReadModelConfig::default() };
+    *cfg.sink_mut::<ReadModelSink>() = ReadModelConfig { postgres_url: Some(url.into()), max_wait_ms: 50, ..ReadModelConfig::default() };
     let sinks = Sinks::start(log.clone(), codec.clone(), cfg, &mut Registry::default()).expect("start");
     sinks.wait_caught_up(PATIENCE).expect("caught up");
     outage("postgres", &sinks, "read_model", || publish(log.as_ref(), &codec, second));
@@ -93,7 +95,7 @@ fn clickhouse_stopped_for_30_s_and_restarted_drains_the_backlog_without_loss_or_
     let (first, second) = events.split_at(4_000);
     publish(log.as_ref(), &codec, first);
     let mut cfg = SinksConfig::embedded(dir.path().join("sinks")).only(&["analytics"]);
-    cfg.analytics = AnalyticsConfig { clickhouse: Some(ch), max_wait_ms: 200, ..AnalyticsConfig::default() };
+    *cfg.sink_mut::<AnalyticsSink>() = AnalyticsConfig { clickhouse: Some(ch), max_wait_ms: 200, ..AnalyticsConfig::default() };
     let sinks = Sinks::start(log.clone(), codec.clone(), cfg, &mut Registry::default()).expect("start");
     sinks.wait_caught_up(PATIENCE).expect("caught up");
     outage("clickhouse", &sinks, "analytics", || publish(log.as_ref(), &codec, second));
@@ -135,7 +137,7 @@ fn elasticsearch_stopped_for_30_s_and_restarted_drains_the_backlog_without_loss_
     let (first, second) = events.split_at(4_000);
     publish(log.as_ref(), &codec, first);
     let mut cfg = SinksConfig::embedded(dir.path().join("sinks")).only(&["search"]);
-    cfg.search = SearchConfig { elasticsearch: Some(es), max_wait_ms: 200, ..SearchConfig::default() };
+    *cfg.sink_mut::<SearchSink>() = SearchConfig { elasticsearch: Some(es), max_wait_ms: 200, ..SearchConfig::default() };
     let sinks = Sinks::start(log.clone(), codec.clone(), cfg, &mut Registry::default()).expect("start");
     sinks.wait_caught_up(PATIENCE).expect("caught up");
     outage("elasticsearch", &sinks, "search", || publish(log.as_ref(), &codec, second));

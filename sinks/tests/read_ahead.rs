@@ -22,7 +22,7 @@ use storeflow_ingest::{
     TransactionalProducer,
 };
 use storeflow_sinks::snapshot::{self, differences};
-use storeflow_sinks::{Sinks, SinksConfig};
+use storeflow_sinks::{AnalyticsSink, SearchSink, Sinks, SinksConfig};
 
 use common::*;
 
@@ -370,10 +370,10 @@ fn run_sinks(log: Arc<dyn Log>, dir: &Path, app: &str) -> Dump {
     let mut c = SinksConfig::embedded(dir.join("sinks")).only(&["analytics", "search"]);
     c.app = app.into();
     c.max_poll = 250;
-    c.analytics.max_batch = 400;
-    c.analytics.max_wait_ms = 50;
-    c.search.max_batch = 400;
-    c.search.max_wait_ms = 50;
+    c.sink_mut::<AnalyticsSink>().max_batch = 400;
+    c.sink_mut::<AnalyticsSink>().max_wait_ms = 50;
+    c.sink_mut::<SearchSink>().max_batch = 400;
+    c.sink_mut::<SearchSink>().max_wait_ms = 50;
     let sinks = Sinks::start(log, codec(), c, &mut Registry::default()).expect("start the sinks");
     sinks.wait_caught_up(PATIENCE).expect("caught up");
     sinks.stop().expect("stop");
@@ -509,7 +509,7 @@ fn a_rate_published_after_a_fact_is_not_applied_to_it_afterwards_and_a_replay_of
 fn analytics_only(dir: &Path, app: &str) -> SinksConfig {
     let mut c = SinksConfig::embedded(dir).only(&["analytics"]);
     c.app = app.into();
-    c.analytics.max_wait_ms = 50;
+    c.sink_mut::<AnalyticsSink>().max_wait_ms = 50;
     c
 }
 

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use prometheus_client::registry::Registry;
 use storeflow_avro::*;
-use storeflow_sinks::config::ReadModelConfig;
+use storeflow_sinks::read_model::ReadModelConfig;
 use storeflow_sinks::read_model::ReadModelSink;
 use storeflow_sinks::runner::{Item, Sink};
 use storeflow_sinks::{ReadModel, Sinks, SinksConfig};
@@ -31,8 +31,8 @@ impl Backend {
 
     fn sinks(&self, dir: &Path) -> SinksConfig {
         let mut c = SinksConfig::embedded(dir.join("sinks")).only(&["read_model"]);
-        c.read_model = self.config();
-        c.read_model.max_wait_ms = 50;
+        *c.sink_mut::<ReadModelSink>() = self.config();
+        c.sink_mut::<ReadModelSink>().max_wait_ms = 50;
         c
     }
 }

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use prometheus_client::registry::Registry;
 use storeflow_avro::*;
-use storeflow_sinks::config::{ElasticsearchConfig, SearchConfig};
+use storeflow_sinks::search::{ElasticsearchConfig, SearchConfig};
 use storeflow_sinks::runner::{Item, Sink};
 use storeflow_sinks::search::{FacetCount, Facets, PRICE_BUCKETS, RATING_BUCKETS, Search, SearchSink};
 use storeflow_sinks::{SearchQuery, SinksConfig, SortBy};
@@ -32,8 +32,8 @@ impl Backend {
 
     fn sinks(&self, dir: &Path) -> SinksConfig {
         let mut c = SinksConfig::embedded(dir.join("sinks")).only(&["search"]);
-        c.search = self.config();
-        c.search.max_wait_ms = 100;
+        *c.sink_mut::<SearchSink>() = self.config();
+        c.sink_mut::<SearchSink>().max_wait_ms = 100;
         c
     }
 }

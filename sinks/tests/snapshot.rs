@@ -14,9 +14,12 @@ use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Connection};
 use storeflow_avro::*;
 use storeflow_sinks::analytics::AnalyticsSink;
-use storeflow_sinks::config::{AnalyticsConfig, ReadModelConfig, SearchConfig};
+use storeflow_sinks::analytics::AnalyticsConfig;
+use storeflow_sinks::read_model::ReadModelConfig;
+use storeflow_sinks::search::SearchConfig;
 use storeflow_sinks::read_model::ReadModelSink;
-use storeflow_sinks::runner::{Item, Sink};
+use storeflow_sinks::Registered;
+use storeflow_sinks::runner::Item;
 use storeflow_sinks::search::SearchSink;
 use storeflow_sinks::search::tantivy_index::read_documents;
 use storeflow_sinks::snapshot::{self, differences};
@@ -194,11 +197,11 @@ struct Stores {
     search: SearchSink,
 }
 
-async fn write_to<S: Sink>(sink: &mut S, batch: &[Item]) {
+async fn write_to<S: Registered>(sink: &mut S, batch: &[Item]) {
     let topics = sink.topics();
     let mine: Vec<Item> = batch.iter().filter(|i| topics.contains(&i.event.topic()) && sink.wants(&i.event)).cloned().collect();
     if !mine.is_empty() {
-        sink.write(&mine).await.unwrap_or_else(|e| panic!("{} writing a batch: {e}", sink.name()));
+        sink.write(&mine).await.unwrap_or_else(|e| panic!("{} writing a batch: {e}", S::NAME));
     }
 }
 
@@ -206,7 +209,7 @@ impl Stores {
     async fn open(dir: &Path) -> Stores {
         Stores {
             read_model: ReadModelSink::open(&ReadModelConfig::default(), dir).await.expect("open the read model"),
-            analytics: AnalyticsSink::open(&AnalyticsConfig::default(), dir).await.expect("open analytics"),
+            analytics: AnalyticsSink::open(&AnalyticsConfig::default(), "EUR", dir).await.expect("open analytics"),
             search: SearchSink::open(&SearchConfig::default(), "EUR", dir).await.expect("open search"),
         }
     }

@@ -5,7 +5,7 @@
 //! - [`rows`] — the tables as Rust rows (ClickHouse rows and Arrow batches alike).
 //! - [`sink`] — events → rows, with the per-partition high-water marks that make writes
 //!   idempotent.
-//! - [`clickhouse`], [`parquet`] — the two stores.
+//! - [`clickhouse`], [`parquet`] — the two stores, and [`store`], the one type over both.
 //! - [`questions`] — the dashboards' questions in both dialects (`sql/analytics/`).
 //! - [`service`] — the retry-or-give-up decision.
 //!
@@ -20,6 +20,7 @@ pub mod questions;
 pub mod rows;
 pub mod service;
 pub mod sink;
+pub mod store;
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
@@ -29,13 +30,27 @@ use tokio::runtime::Handle;
 use utoipa::ToSchema;
 
 pub use self::clickhouse::Param;
+pub use config::{AnalyticsConfig, ClickHouseConfig};
 pub use questions::Question;
-pub use sink::{AnalyticsSink, Store};
+pub use sink::AnalyticsSink;
+pub use store::Store;
 
+use crate::registry::{Registered, SinkContext};
 use crate::{Result, SinkError};
 
-/// The sink's name: config key, consumer group suffix, metrics label.
-pub const NAME: &str = "analytics";
+impl Registered for AnalyticsSink {
+    const NAME: &'static str = "analytics";
+    type Config = AnalyticsConfig;
+    type Handle = Analytics;
+
+    async fn open(config: &AnalyticsConfig, cx: &SinkContext) -> Result<Self> {
+        AnalyticsSink::open(config, &cx.base_currency, &cx.data_dir).await
+    }
+
+    fn handle(&self, cx: &SinkContext) -> Analytics {
+        Analytics::new(self.store().clone(), &cx.base_currency, cx.rt.clone())
+    }
+}
 
 /// The time window of a dashboard, aligned to the hourly rollups: `1h` and `24h` are the
 /// last 1 or 24 whole hours up to and including the current one; `7d` and `30d` the last 7

@@ -6,7 +6,7 @@
 use serde::de::DeserializeOwned;
 
 use super::clickhouse::Param;
-use super::sink::Store;
+use super::store::Store;
 use crate::Result;
 
 macro_rules! questions {

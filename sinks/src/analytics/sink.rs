@@ -32,61 +32,18 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::sync::Arc;
 
 use storeflow_avro::{Event, Topic};
 use storeflow_ingest::TopicPartition;
 
-use super::clickhouse::ClickHouseStore;
 use super::config::AnalyticsConfig;
-use super::parquet::ParquetStore;
 use super::questions::{Question, run};
 use super::rows::*;
-use crate::config::Batching;
+use super::store::Store;
 use crate::reference::{self, ProductFacts, Reference};
-use crate::runner::{Item, Sink, position};
+use crate::registry::SinkConfig;
+use crate::runner::{Batching, Item, Sink, position};
 use crate::{Result, Retry, SinkError};
-
-/// Where the analytics tables live.
-#[derive(Clone, Debug)]
-pub enum Store {
-    /// ClickHouse (distributed mode).
-    ClickHouse(ClickHouseStore),
-    /// Parquet files + DataFusion (embedded twin).
-    Parquet(Arc<ParquetStore>),
-}
-
-impl Store {
-    /// Opens ClickHouse when configured, else the Parquet store under `data_dir/analytics`.
-    pub async fn open(config: &AnalyticsConfig, data_dir: &Path) -> Result<Store> {
-        Ok(match &config.clickhouse {
-            Some(ch) => Store::ClickHouse(ClickHouseStore::open(ch).await?),
-            None => Store::Parquet(Arc::new(ParquetStore::open(&data_dir.join("analytics"))?)),
-        })
-    }
-
-    /// `clickhouse` or `parquet`.
-    pub fn backend(&self) -> &'static str {
-        match self {
-            Store::ClickHouse(_) => "clickhouse",
-            Store::Parquet(_) => "parquet",
-        }
-    }
-
-    async fn insert<R: FactRow>(&self, rows: &[R]) -> Result<()> {
-        match self {
-            Store::ClickHouse(c) => c.insert(rows).await,
-            Store::Parquet(p) => p.insert(rows).await,
-        }
-    }
-
-    async fn marks(&self, table: &str, topics: &[String]) -> Result<HashMap<(String, u32), u64>> {
-        match self {
-            Store::ClickHouse(c) => c.marks(table, topics).await,
-            Store::Parquet(p) => Ok(p.marks(table).into_iter().filter(|((t, _), _)| topics.contains(t)).collect()),
-        }
-    }
-}
 
 /// The topics analytics reads.
 pub const TOPICS: [Topic; 12] = [
@@ -179,13 +136,13 @@ fn opt(s: &Option<String>) -> String {
 impl AnalyticsSink {
     /// Opens the store and rebuilds the catalogue and exchange rates from it (the runner
     /// then reads the reference topics ahead, from their start).
-    pub async fn open(config: &AnalyticsConfig, data_dir: &Path) -> Result<AnalyticsSink> {
+    pub async fn open(config: &AnalyticsConfig, base_currency: &str, data_dir: &Path) -> Result<AnalyticsSink> {
         config.validate()?;
         let store = Store::open(config, data_dir).await?;
         let mut sink = AnalyticsSink {
             store,
             batching: config.batching(),
-            reference: Reference::new(&config.base_currency),
+            reference: Reference::new(base_currency),
             catalog: HashMap::new(),
             marks: HashMap::new(),
             loaded: HashSet::new(),
@@ -558,10 +515,6 @@ pub fn wants(e: &Event) -> bool {
 }
 
 impl Sink for AnalyticsSink {
-    fn name(&self) -> &'static str {
-        super::NAME
-    }
-
     fn topics(&self) -> Vec<Topic> {
         TOPICS.to_vec()
     }

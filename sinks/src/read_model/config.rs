@@ -1,21 +1,20 @@
 //! `[sinks.read_model]`: where the read model lives and how it batches.
 
-use std::time::Duration;
+use std::path::Path;
 
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
-use crate::config::Batching;
-use crate::{Result, SinkError};
+use crate::registry::SinkConfig;
+use crate::runner::Batching;
+use crate::{Result, SinkError, redact};
 
 /// Configuration of the read model sink.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReadModelConfig {
-    /// Run this sink.
-    pub enabled: bool,
     /// `postgres://user:password@host:port/db`; unset: SQLite at `<data_dir>/read_model.sqlite`.
-    #[serde(serialize_with = "crate::config::redact::secret_url")]
+    #[serde(serialize_with = "crate::redact::secret_url")]
     pub postgres_url: Option<SecretString>,
     /// Records per write.
     pub max_batch: usize,
@@ -26,15 +25,38 @@ pub struct ReadModelConfig {
     pub pool_size: u32,
 }
 
+impl std::fmt::Debug for ReadModelConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL shows with its credentials masked, like everywhere else.
+        let url = self.postgres_url.as_ref().map(|u| redact::url(secrecy::ExposeSecret::expose_secret(u)));
+        f.debug_struct("ReadModelConfig")
+            .field("postgres_url", &url)
+            .field("max_batch", &self.max_batch)
+            .field("max_wait_ms", &self.max_wait_ms)
+            .field("pool_size", &self.pool_size)
+            .finish()
+    }
+}
+
 impl Default for ReadModelConfig {
     fn default() -> Self {
-        ReadModelConfig { enabled: true, postgres_url: None, max_batch: 5_000, max_wait_ms: 200, pool_size: 8 }
+        ReadModelConfig { postgres_url: None, max_batch: 5_000, max_wait_ms: 200, pool_size: 8 }
     }
 }
 
 impl ReadModelConfig {
-    /// Checks the values without connecting.
-    pub fn validate(&self) -> Result<()> {
+    /// The read model on Postgres at `url` (`postgres://user:password@host:port/db`).
+    pub fn postgres(url: impl Into<String>) -> Self {
+        ReadModelConfig { postgres_url: Some(url.into().into()), ..ReadModelConfig::default() }
+    }
+
+    pub(crate) fn batching(&self) -> Batching {
+        Batching::new(self.max_batch, self.max_wait_ms)
+    }
+}
+
+impl SinkConfig for ReadModelConfig {
+    fn validate(&self) -> Result<()> {
         if self.max_batch == 0 || self.pool_size == 0 {
             return Err(SinkError::Config("[sinks.read_model] max_batch and pool_size must be at least 1".into()));
         }
@@ -47,7 +69,10 @@ impl ReadModelConfig {
         Ok(())
     }
 
-    pub(crate) fn batching(&self) -> Batching {
-        Batching { max_batch: self.max_batch, max_wait: Duration::from_millis(self.max_wait_ms.max(1)) }
+    fn describe(&self, data_dir: &Path) -> String {
+        match &self.postgres_url {
+            Some(url) => format!("Postgres at {} (instead of embedded SQLite)", redact::url(secrecy::ExposeSecret::expose_secret(url))),
+            None => format!("embedded SQLite, {}", data_dir.join("read_model.sqlite").display()),
+        }
     }
 }

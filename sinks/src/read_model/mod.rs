@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 
 use tokio::runtime::Handle;
 
+pub use config::ReadModelConfig;
 pub use dialect::Db;
 pub use queries::{
     CustomerView, FraudView, InventoryView, OrderDetail, OrderEventView, OrderItemView, OrderView, PaymentView, ProductView, RefundView,
@@ -25,10 +26,22 @@ pub use queries::{
 };
 pub use sink::ReadModelSink;
 
+use crate::registry::{Registered, SinkContext};
 use crate::{Result, SinkError};
 
-/// The sink's name: config key, consumer group suffix, metrics label.
-pub const NAME: &str = "read_model";
+impl Registered for ReadModelSink {
+    const NAME: &'static str = "read_model";
+    type Config = ReadModelConfig;
+    type Handle = ReadModel;
+
+    async fn open(config: &ReadModelConfig, cx: &SinkContext) -> Result<Self> {
+        ReadModelSink::open(config, &cx.data_dir).await
+    }
+
+    fn handle(&self, cx: &SinkContext) -> ReadModel {
+        ReadModel::new(self.db().clone(), cx.rt.clone())
+    }
+}
 
 /// Async reads of the read model, for the API. Cheap to clone, `Send + Sync`; the queries
 /// run on the sinks' own runtime, so any async context (axum on tokio) can await them.

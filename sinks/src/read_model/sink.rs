@@ -34,8 +34,8 @@ use storeflow_ingest::TopicPartition;
 
 use super::config::ReadModelConfig;
 use super::dialect::{After, Col, Db, Op, Plan, Val};
-use crate::config::Batching;
-use crate::runner::{Item, Sink};
+use crate::registry::SinkConfig;
+use crate::runner::{Batching, Item, Sink};
 use crate::{Result, Retry, SinkError};
 
 fn t(v: &str) -> Val {
@@ -856,10 +856,6 @@ impl ReadModelSink {
 }
 
 impl Sink for ReadModelSink {
-    fn name(&self) -> &'static str {
-        super::NAME
-    }
-
     fn topics(&self) -> Vec<Topic> {
         TOPICS.to_vec()
     }

@@ -1,19 +1,18 @@
 //! `[sinks.search]`: where the product index lives and how the sink batches.
 
-use std::time::Duration;
+use std::path::Path;
 
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
-use crate::config::Batching;
-use crate::{Result, SinkError};
+use crate::registry::SinkConfig;
+use crate::runner::Batching;
+use crate::{Result, SinkError, redact};
 
 /// Configuration of the search sink.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SearchConfig {
-    /// Run this sink.
-    pub enabled: bool,
     /// Elasticsearch; unset: a tantivy index under `<data_dir>/search/`.
     pub elasticsearch: Option<ElasticsearchConfig>,
     /// Records per write.
@@ -26,7 +25,7 @@ pub struct SearchConfig {
 
 impl Default for SearchConfig {
     fn default() -> Self {
-        SearchConfig { enabled: true, elasticsearch: None, max_batch: 5_000, max_wait_ms: 500, cache_docs: 100_000 }
+        SearchConfig { elasticsearch: None, max_batch: 5_000, max_wait_ms: 500, cache_docs: 100_000 }
     }
 }
 
@@ -35,14 +34,14 @@ impl Default for SearchConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct ElasticsearchConfig {
     /// `http://host:9200`.
-    #[serde(serialize_with = "crate::config::redact::url_field")]
+    #[serde(serialize_with = "crate::redact::url_field")]
     pub url: String,
     /// Index of the product documents (created with `sql/elasticsearch/products.json`).
     pub index: String,
     /// Basic-auth user.
     pub username: Option<String>,
     /// Basic-auth password.
-    #[serde(serialize_with = "crate::config::redact::secret")]
+    #[serde(serialize_with = "crate::redact::secret")]
     pub password: Option<SecretString>,
 }
 
@@ -50,7 +49,7 @@ impl std::fmt::Debug for ElasticsearchConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The URL may carry `user:password@`.
         f.debug_struct("ElasticsearchConfig")
-            .field("url", &crate::config::redact::url(&self.url))
+            .field("url", &crate::redact::url(&self.url))
             .field("index", &self.index)
             .field("username", &self.username)
             .field("password", &self.password)
@@ -65,8 +64,18 @@ impl Default for ElasticsearchConfig {
 }
 
 impl SearchConfig {
-    /// Checks the values without connecting.
-    pub fn validate(&self) -> Result<()> {
+    /// Search on Elasticsearch at `url`, index `storeflow-products`.
+    pub fn elasticsearch(url: impl Into<String>) -> Self {
+        SearchConfig { elasticsearch: Some(ElasticsearchConfig { url: url.into(), ..ElasticsearchConfig::default() }), ..SearchConfig::default() }
+    }
+
+    pub(crate) fn batching(&self) -> Batching {
+        Batching::new(self.max_batch, self.max_wait_ms)
+    }
+}
+
+impl SinkConfig for SearchConfig {
+    fn validate(&self) -> Result<()> {
         if self.max_batch == 0 {
             return Err(SinkError::Config("[sinks.search] max_batch must be at least 1".into()));
         }
@@ -84,7 +93,10 @@ impl SearchConfig {
         Ok(())
     }
 
-    pub(crate) fn batching(&self) -> Batching {
-        Batching { max_batch: self.max_batch, max_wait: Duration::from_millis(self.max_wait_ms.max(1)) }
+    fn describe(&self, data_dir: &Path) -> String {
+        match &self.elasticsearch {
+            Some(es) => format!("Elasticsearch at {}, index {} (instead of the embedded tantivy index)", redact::url(&es.url), es.index),
+            None => format!("embedded tantivy index, {}", data_dir.join("search").display()),
+        }
     }
 }

@@ -276,7 +276,7 @@ impl ElasticIndex {
             "size": q.per_page(),
             "track_total_hits": true,
             // The same CPU budget as the tantivy twin's; a timed-out search is refused below.
-            "timeout": format!("{}ms", super::tantivy_index::SEARCH_BUDGET.as_millis()),
+            "timeout": format!("{}ms", super::SEARCH_BUDGET.as_millis()),
             "query": {"bool": {"must": must, "filter": filter}},
             "sort": sort,
             "aggs": aggregations(),

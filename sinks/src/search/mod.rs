@@ -31,15 +31,34 @@ use serde::{Deserialize, Serialize};
 use tokio::runtime::Handle;
 use utoipa::ToSchema;
 
+pub use config::{ElasticsearchConfig, SearchConfig};
 pub use doc::ProductDoc;
 pub use elastic::ElasticIndex;
 pub use sink::SearchSink;
 pub use tantivy_index::TantivyIndex;
 
+use crate::registry::{Registered, SinkContext};
 use crate::{Result, SinkError};
 
-/// The sink's name: config key, consumer group suffix, metrics label.
-pub const NAME: &str = "search";
+impl Registered for SearchSink {
+    const NAME: &'static str = "search";
+    type Config = SearchConfig;
+    type Handle = Search;
+
+    async fn open(config: &SearchConfig, cx: &SinkContext) -> Result<Self> {
+        SearchSink::open(config, &cx.base_currency, &cx.data_dir).await
+    }
+
+    fn handle(&self, cx: &SinkContext) -> Search {
+        Search::new(self.index().clone(), cx.rt.clone())
+    }
+}
+
+/// The most CPU one search may take (both backends: Elasticsearch gets it as the request's
+/// `timeout`; tantivy checks it before each segment, so a search stops within one segment's
+/// work of it, with an error — the API answers 503 — rather than a partial, wrongly counted
+/// answer).
+pub const SEARCH_BUDGET: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// How results are ordered.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

@@ -28,10 +28,10 @@ use storeflow_ingest::TopicPartition;
 use super::config::SearchConfig;
 use super::doc::{self, ProductDoc, RATES_ID, pending_id};
 use super::{ElasticIndex, Index, ProductIndex, TantivyIndex};
-use crate::config::Batching;
 use crate::money::Rates;
 use crate::reference::{self, Reference};
-use crate::runner::{Item, Sink};
+use crate::registry::SinkConfig;
+use crate::runner::{Batching, Item, Sink};
 use crate::{Result, Retry, SinkError};
 
 /// The topics search reads.
@@ -240,10 +240,6 @@ impl SearchSink {
 }
 
 impl Sink for SearchSink {
-    fn name(&self) -> &'static str {
-        super::NAME
-    }
-
     fn topics(&self) -> Vec<Topic> {
         TOPICS.to_vec()
     }

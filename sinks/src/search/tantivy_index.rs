@@ -31,7 +31,7 @@ use tantivy::{DocAddress, DocId, Index, IndexReader, IndexWriter, Order, ReloadP
 use super::doc::{PRODUCT, ProductDoc};
 use super::elastic::{aggregations, parse_facets};
 use super::highlight::highlights;
-use super::{FacetCount, Hit, PRICE_BUCKETS, RATING_BUCKETS, SearchQuery, SearchResults, SortBy, fuzziness};
+use super::{FacetCount, Hit, PRICE_BUCKETS, RATING_BUCKETS, SEARCH_BUDGET, SearchQuery, SearchResults, SortBy, fuzziness};
 use crate::{Result, SinkError};
 
 #[derive(Clone, Copy)]
@@ -498,11 +498,6 @@ impl tantivy::directory::Directory for ReadOnlyDirectory {
 /// Counts the matching documents by their `in_stock` value, in the search's own pass (the
 /// facet tantivy's terms aggregation cannot build over a bool field).
 struct StockCounter;
-
-/// The most CPU one search may take (both backends: Elasticsearch gets it as the request's
-/// `timeout`). Checked before each segment, so a search stops within one segment's work of
-/// it, with an error (the API answers 503) rather than a partial, wrongly counted answer.
-pub const SEARCH_BUDGET: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Refuses to start a segment past its instant: the search ends with an error.
 struct Deadline(std::time::Instant);
