@@ -32,7 +32,7 @@ use storeflow_avro::{
 };
 
 use crate::inventory::distance;
-use crate::{Ctx, Flow, Input, ProcessError, Processor, Timer};
+use crate::{Ctx, Flow, Input, ProcessError, Processor, Store, Timer};
 
 /// `[processors.orders]`.
 #[derive(Clone, Debug, Deserialize)]
@@ -205,6 +205,11 @@ fn hold(list: &mut Vec<Held>, h: Held) {
     list.insert(at, h);
 }
 
+/// Every order the saga knows, by order id.
+pub const ORDERS: Store<OrderState> = Store::new("orders");
+/// Events about an order not placed yet, by order id, waiting `early_ttl_ms` for it.
+pub const EARLY: Store<Vec<Held>> = Store::new("early");
+
 /// The orders processor.
 pub struct Orders(OrdersConfig);
 
@@ -218,7 +223,7 @@ fn illegal(o: &OrderState, what: &str) -> ProcessError {
 
 impl Orders {
     fn save(ctx: &mut Ctx<'_, Event>, o: &OrderState) -> Result<(), ProcessError> {
-        ctx.store::<OrderState>("orders").put(&o.order_id, o)
+        ctx.put(ORDERS, &o.order_id, o)
     }
 
     /// Moves the order state, or refuses when the move is not in [`OrderStatus::MOVES`].
@@ -671,14 +676,14 @@ impl Processor for Orders {
     }
 
     fn stores(&self) -> &'static [&'static str] {
-        &["orders", "early"]
+        &[ORDERS.name, EARLY.name]
     }
 
     fn process(&mut self, input: &Input<Event>, ctx: &mut Ctx<'_, Event>) -> Result<(), ProcessError> {
         let e = &input.value;
         if let Event::OrderPlaced(p) = e {
             p.check_amounts().map_err(ProcessError::permanent)?;
-            if let Some(existing) = ctx.store::<OrderState>("orders").get(&p.order_id)? {
+            if let Some(existing) = ctx.get(ORDERS, &p.order_id)? {
                 if existing.seen.contains(&p.event_id) {
                     return Ok(());
                 }
@@ -726,11 +731,11 @@ impl Processor for Orders {
             Self::announce(&mut o, ctx, None, "order placed");
             // What came before the order (a faster producer's payment, an early verdict) waits
             // with everything else for the reservation.
-            if let Some(early) = ctx.store::<Vec<Held>>("early").get(&o.order_id)? {
+            if let Some(early) = ctx.get(EARLY, &o.order_id)? {
                 for h in early {
                     hold(&mut o.deferred, h);
                 }
-                ctx.store::<Vec<Held>>("early").delete(&o.order_id)?;
+                ctx.delete(EARLY, &o.order_id)?;
             }
             for (sku, qty) in o.wanted.clone() {
                 self.command(&o, ctx, &sku, "reserve", qty, None, "order placed", true);
@@ -747,19 +752,19 @@ impl Processor for Orders {
             return Err(ProcessError::permanent(format!("orders does not handle {}", e.name())));
         };
         let order_id = order_id.to_string();
-        let Some(mut o) = ctx.store::<OrderState>("orders").get(&order_id)? else {
+        let Some(mut o) = ctx.get(ORDERS, &order_id)? else {
             if matches!(e, Event::InventoryReply(_)) {
                 return Err(ProcessError::permanent(format!("unknown order {order_id}: nothing was placed under that id")));
             }
             // Perhaps its order is still on the way: keep it for a while.
-            let mut early = ctx.store::<Vec<Held>>("early").get(&order_id)?.unwrap_or_default();
+            let mut early = ctx.get(EARLY, &order_id)?.unwrap_or_default();
             if early.iter().any(|h| matches!(&h.what, HeldKind::Event(j) if j.contains(e.event_id()))) {
                 return Ok(());
             }
             let until = input.timestamp.saturating_add(self.0.early_ttl_ms);
             hold(&mut early, Held::event(input.timestamp, input.cause, e));
             let expires = early.iter().map(|h| h.at).max().unwrap_or(until).saturating_add(self.0.early_ttl_ms);
-            ctx.store::<Vec<Held>>("early").put_until(&order_id, &early, expires.saturating_add(1))?;
+            ctx.put_until(EARLY, &order_id, &early, expires.saturating_add(1))?;
             ctx.set_timer(until, &OrderTimer::Early.key(&order_id));
             return Ok(());
         };
@@ -783,11 +788,11 @@ impl Processor for Orders {
     fn on_timer(&mut self, timer: &Timer, ctx: &mut Ctx<'_, Event>) -> Result<(), ProcessError> {
         let Some((kind, order_id)) = OrderTimer::parse(&timer.key) else { return Ok(()) };
         if kind == OrderTimer::Early {
-            if ctx.store::<OrderState>("orders").get(order_id)?.is_some() {
+            if ctx.get(ORDERS, order_id)?.is_some() {
                 return Ok(());
             }
             // Everything that waited its whole time for this order goes to the DLQ.
-            let early = ctx.store::<Vec<Held>>("early").get(order_id)?.unwrap_or_default();
+            let early = ctx.get(EARLY, order_id)?.unwrap_or_default();
             let (due, later): (Vec<Held>, Vec<Held>) = early.into_iter().partition(|h| h.at.saturating_add(self.0.early_ttl_ms) <= timer.at);
             for h in due {
                 if let HeldKind::Event(json) = h.what {
@@ -801,13 +806,13 @@ impl Processor for Orders {
                 Some(next) => {
                     ctx.set_timer(next.saturating_add(self.0.early_ttl_ms), &timer.key);
                     let expires = later.iter().map(|h| h.at).max().unwrap_or(next).saturating_add(self.0.early_ttl_ms).saturating_add(1);
-                    ctx.store::<Vec<Held>>("early").put_until(order_id, &later, expires)?;
+                    ctx.put_until(EARLY, order_id, &later, expires)?;
                 }
-                None => ctx.store::<Vec<Held>>("early").delete(order_id)?,
+                None => ctx.delete(EARLY, order_id)?,
             }
             return Ok(());
         }
-        let Some(mut o) = ctx.store::<OrderState>("orders").get(order_id)? else { return Ok(()) };
+        let Some(mut o) = ctx.get(ORDERS, order_id)? else { return Ok(()) };
         if Self::awaits_reservation(&o) {
             let cause = crate::runtime::align::step_of_timer(&timer.key, timer.at);
             hold(&mut o.deferred, Held { at: timer.at, cause, what: HeldKind::Timer(timer.key.clone()) });
@@ -905,7 +910,7 @@ mod tests {
             self.pipe(FraudScored { event_id, occurred_at, order_id: "o-1".into(), customer_id: "c-1".into(), score, reasons, decision: decision.into() });
         }
         fn status(&mut self) -> String {
-            self.d.store::<OrderState>("orders", "orders", "o-1").map(|o| o.status.to_string()).unwrap_or_default()
+            self.d.store("orders", ORDERS, "o-1").map(|o| o.status.to_string()).unwrap_or_default()
         }
         fn dead(&self) -> usize {
             [Topic::Orders, Topic::Payments, Topic::Fulfillment, Topic::InventoryReplies, Topic::FraudScores]
@@ -1055,7 +1060,7 @@ mod tests {
         for from in STATES {
             for act in acts {
                 let mut r = Run::reach(from);
-                let held_before = r.d.store::<OrderState>("orders", "orders", "o-1").unwrap().deferred.len();
+                let held_before = r.d.store("orders", ORDERS, "o-1").unwrap().deferred.len();
                 r.act(act);
                 match expected(from, act) {
                     Outcome::To(to) => {
@@ -1069,7 +1074,7 @@ mod tests {
                     Outcome::Held => {
                         assert_eq!(r.status(), from, "{act:?} in {from} changed the order");
                         assert_eq!(r.dead(), 0, "{act:?} in {from} was dead-lettered");
-                        let o = r.d.store::<OrderState>("orders", "orders", "o-1").unwrap();
+                        let o = r.d.store("orders", ORDERS, "o-1").unwrap();
                         assert_eq!(o.deferred.len(), held_before + 1, "{act:?} in {from} was not held back");
                     }
                 }
@@ -1093,7 +1098,7 @@ mod tests {
         assert_eq!(dlq.len(), 1, "{dlq:?}");
         assert!(dlq[0].reason.contains("shipment delivered: order o-1 is confirmed"), "{}", dlq[0].reason);
         assert_eq!(dlq[0].processor, "orders");
-        let o = r.d.store::<OrderState>("orders", "orders", "o-1").unwrap();
+        let o = r.d.store("orders", ORDERS, "o-1").unwrap();
         assert!(o.deferred.is_empty());
         // And for an order that is rejected, everything held back is dead-lettered.
         let mut r = Run::reach("placed");
@@ -1234,7 +1239,7 @@ mod tests {
     #[test]
     fn totals_and_vendor_line_totals_are_kept() {
         let mut r = Run::reach("placed");
-        let o = r.d.store::<OrderState>("orders", "orders", "o-1").unwrap();
+        let o = r.d.store("orders", ORDERS, "o-1").unwrap();
         assert_eq!((o.subtotal_minor, o.total_minor), (3000, 3000));
         assert_eq!(o.vendor_totals.get("v-1"), Some(&3000));
     }
@@ -1250,7 +1255,7 @@ mod tests {
         r.act(Act::Capture);
         r.act(Act::ShipA);
         assert_eq!((r.status().as_str(), r.dead()), ("payment_authorized", 0));
-        assert_eq!(r.d.store::<OrderState>("orders", "orders", "o-1").unwrap().deferred.len(), 2);
+        assert_eq!(r.d.store("orders", ORDERS, "o-1").unwrap().deferred.len(), 2);
         r.score(12, "allow");
         assert_eq!(r.status(), "partially_shipped", "confirmed, then the held-back capture and shipment applied");
         assert_eq!(r.dead(), 0);

@@ -31,6 +31,7 @@
 
 pub mod align;
 pub mod progress;
+pub mod task;
 pub mod topology;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -48,12 +49,16 @@ use storeflow_ingest::{
 
 use self::align::{GroupState, GroupView, MemberView, step_of_record};
 use self::progress::{Board, Coverage, TaskProgress, progress_topic, task_key};
+use self::task::{DynProcessor, Outcome, Step, TaskCore, dlq_record};
 use self::topology::{Node, Topology};
+use crate::error::{Result, RuntimeError};
 use crate::flow::Flow;
 use crate::metrics::{Metrics, PartitionLabels};
-use crate::store::{Changes, KvBackend, MemBackend, RedbBackend, TaskState, decode_value, encode_value, full_key};
-use crate::task::{DynProcessor, Outcome, Step, TaskCore};
-use crate::{Result, RuntimeError};
+use crate::state::backend::{Changes, KvBackend, MemBackend, RedbBackend};
+use crate::state::encoding::{decode_value, encode_value, full_key};
+use crate::state::store::sweep_expired;
+use crate::state::task_state::TaskState;
+use crate::state::timers::remove_timer;
 
 /// Where task state lives.
 #[derive(Clone, Debug)]
@@ -425,7 +430,7 @@ impl Shared {
         let now = t.groups.iter().map(|g| g.stream).min().unwrap_or(i64::MIN);
         if now > i64::MIN {
             t.core.state.stream_time = now;
-            if let Err(e) = crate::ctx::sweep_expired(&mut t.core.state) {
+            if let Err(e) = sweep_expired(&mut t.core.state) {
                 return Err(LogError::Transaction(format!("sweeping expired state: {e}")));
             }
             t.core.state.accept();
@@ -1249,7 +1254,7 @@ fn run_task(
                     Err(panic) => {
                         // Its writes are dropped, and it is gone: it must not fire (and panic) again.
                         t.core.state.reject();
-                        crate::ctx::remove_timer(&mut t.core.state, tm);
+                        remove_timer(&mut t.core.state, tm);
                         t.core.state.accept();
                         tracing::error!(processor = shared.name, partition = p, timer = ?tm, panic = %panic_message(&*panic), "a timer made the processor panic; it is dropped");
                     }
@@ -1272,7 +1277,7 @@ fn run_task(
             if let Some((at, reason)) = t.refused.remove(&(rec.tp(), rec.offset)) {
                 rec.timestamp = at;
                 tracing::warn!(processor = shared.name, topic = %rec.topic, partition = rec.partition, offset = rec.offset, %reason, "dead-lettering a record dated too far ahead");
-                t.core.pending.push(crate::task::dlq_record(shared.name, &rec, &reason, time));
+                t.core.pending.push(dlq_record(shared.name, &rec, &reason, time));
                 t.core.dead_lettered += 1;
                 t.core.handled += 1;
             } else {
@@ -1559,7 +1564,7 @@ fn handle_with_retries(
                 core.state.reject();
                 let reason = format!("panic: {message}");
                 tracing::error!(processor = shared.name, topic = %rec.topic, partition = rec.partition, offset = rec.offset, %reason, "a record made the processor panic; dead-lettering it and going on");
-                core.pending.push(crate::task::dlq_record(shared.name, rec, &reason, step.time));
+                core.pending.push(dlq_record(shared.name, rec, &reason, step.time));
                 core.dead_lettered += 1;
                 core.handled += 1;
                 return true;
