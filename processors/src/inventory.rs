@@ -19,6 +19,7 @@ use storeflow_avro::{
     Event, InventoryCommand, InventoryReply, LowStockAlert, ReservedLine, Timestamp, Topic, WarehouseStock,
 };
 
+use crate::geo::distance;
 use crate::{Ctx, Flow, Input, ProcessError, Processor, Store, Timer};
 
 /// `[processors.inventory]`.
@@ -41,16 +42,8 @@ pub struct InventoryConfig {
 
 impl Default for InventoryConfig {
     fn default() -> Self {
-        let warehouses = [
-            ("wh-de-berlin", "DE"),
-            ("wh-nl-venlo", "NL"),
-            ("wh-gb-coventry", "GB"),
-            ("wh-us-newark", "US"),
-            ("wh-us-reno", "US"),
-            ("wh-jp-chiba", "JP"),
-        ];
         InventoryConfig {
-            warehouses: warehouses.iter().map(|(w, c)| (w.to_string(), c.to_string())).collect(),
+            warehouses: crate::geo::default_warehouses(),
             low_stock_threshold: 5,
             thresholds: BTreeMap::new(),
             expiry_grace_ms: 24 * 3_600_000,
@@ -86,31 +79,6 @@ pub struct Hold {
     pub committed: bool,
     /// When it lapses unless committed (ms).
     pub expires_at: i64,
-}
-
-/// The region of a country, for warehouse distances.
-pub fn region(country: &str) -> &'static str {
-    match country {
-        "DE" | "FR" | "NL" | "BE" | "LU" | "AT" | "CH" | "IT" | "ES" | "PT" | "PL" | "CZ" | "DK" | "SE" | "FI" | "NO"
-        | "IE" | "GR" | "HU" | "RO" | "SK" | "SI" | "HR" | "BG" | "EE" | "LV" | "LT" => "EU",
-        "GB" => "UK",
-        "US" | "CA" | "MX" => "NA",
-        "JP" | "KR" | "CN" | "TW" | "HK" | "SG" | "AU" | "NZ" | "IN" => "APAC",
-        _ => "ROW",
-    }
-}
-
-/// How far a warehouse in `from` is from a customer in `to`: 0 same country, 1 same region,
-/// 2 neighbouring regions (EU–UK, NA–UK), 3 otherwise.
-pub fn distance(from: &str, to: &str) -> u8 {
-    if from == to {
-        return 0;
-    }
-    match (region(from), region(to)) {
-        (a, b) if a == b && a != "ROW" => 1,
-        ("EU", "UK") | ("UK", "EU") | ("NA", "UK") | ("UK", "NA") => 2,
-        _ => 3,
-    }
 }
 
 /// Units per `<sku>|<warehouse>`.
@@ -667,13 +635,5 @@ mod tests {
         r.cmd("o1", "S", "reserve", 2, Some("wh-us-reno"), "DE");
         assert_eq!(r.stock("S", "wh-nl-venlo").reserved, 2, "a failed move keeps the hold where it was");
         assert!(!r.replies().last().unwrap().ok);
-    }
-
-    #[test]
-    fn distances_prefer_the_same_country_then_the_region() {
-        assert_eq!(distance("DE", "DE"), 0);
-        assert_eq!(distance("NL", "DE"), 1);
-        assert_eq!(distance("GB", "DE"), 2);
-        assert_eq!(distance("US", "DE"), 3);
     }
 }

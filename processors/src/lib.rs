@@ -17,6 +17,7 @@ pub mod driver;
 pub mod error;
 pub mod flow;
 pub mod fraud;
+pub mod geo;
 mod ids;
 pub mod inventory;
 pub mod metrics;

@@ -31,7 +31,7 @@ use storeflow_avro::{
     ReservationMade, ReservationRejected, ReservationReleased, ReservedLine, Timestamp, Topic, WarehouseStock,
 };
 
-use crate::inventory::distance;
+use crate::geo::distance;
 use crate::{Ctx, Flow, Input, ProcessError, Processor, Store, Timer};
 
 /// `[processors.orders]`.
@@ -63,7 +63,7 @@ impl Default for OrdersConfig {
         OrdersConfig {
             payment_timeout_ms: 15 * 60_000,
             hold_ttl_ms: 20 * 60_000,
-            warehouses: crate::inventory::InventoryConfig::default().warehouses,
+            warehouses: crate::geo::default_warehouses(),
             fraud_gate_ms: 10 * 60_000,
             early_ttl_ms: 10 * 60_000,
         }
