@@ -19,9 +19,11 @@
 //! `#[path]` attributes, macros that expand to paths (`$crate::…` is skipped), glob
 //! re-exports (`pub use a::*`, which it leaves on the file that has them) and names
 //! brought in by a glob import are not followed; a path through a `use` alias
-//! (`use crate::runtime::align;` then `align::…`) counts once, at the `use`. For each edge
-//! that lies on a cycle it reports the shortest cycle through that edge, so a knot of files
-//! shows up as the few chains that make it, not every possible loop.
+//! (`use crate::runtime::align;` then `align::…`) counts once, at the `use`; a method call
+//! needs no path, so calling a method that another file's `impl` block defines is not seen
+//! as depending on that file. For each edge that lies on a cycle it reports the shortest
+//! cycle through that edge, so a knot of files shows up as the few chains that make it, not
+//! every possible loop.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
