@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use storeflow_bench::{KEYS, RECORDS as N, produce, run_to_end};
 use storeflow_ingest::{ConsumerConfig, EmbeddedLog, KafkaLog, KafkaSettings, Log, OffsetReset, ProduceRecord, TopicPartition, TopicSpec};
 use storeflow_processors::runtime::{changelog_of, restore_partition};
-use storeflow_processors::store::{KvBackend, MemBackend, RedbBackend};
+use storeflow_processors::state::{KvBackend, MemBackend, RedbBackend};
 use storeflow_processors::testing::{Count, Route};
 use storeflow_processors::{Processor, StateBackend};
 
@@ -69,8 +69,8 @@ fn big_changelog(log: &dyn Log, topic: &str) {
     let mut acks = Vec::new();
     let mut batch = Vec::with_capacity(10_000);
     for i in 0..RESTORE {
-        let key = storeflow_processors::store::full_key("counts", &format!("k{i}"));
-        let value = storeflow_processors::store::encode_value(&i, None).expect("value");
+        let key = storeflow_processors::state::full_key("counts", &format!("k{i}"));
+        let value = storeflow_processors::state::encode_value(&i, None).expect("value");
         batch.push(ProduceRecord::new(topic, key, value).to_partition(0));
         if batch.len() == 10_000 {
             acks.extend(p.send_batch(std::mem::take(&mut batch)).expect("send"));

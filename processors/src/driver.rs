@@ -7,7 +7,7 @@
 //! d.pipe(Event::OrderPlaced(..));
 //! let made: Vec<Event> = d.outputs("inventory.reservations");
 //! d.advance_time(t + 15 * 60_000);           // fire reservation timeouts
-//! assert_eq!(d.store::<Stock>("inventory", "stock", "SKU-1|wh-1"), Some(..));
+//! assert_eq!(d.store("inventory", STOCK, "SKU-1|wh-1"), Some(..));
 //! ```
 //!
 //! Records are partitioned with Kafka's murmur2 over `partitions` (4 by default), each
@@ -25,8 +25,11 @@ use storeflow_ingest::{ProduceRecord, Record};
 
 use crate::flow::Flow;
 use crate::runtime::align::step_of_record;
-use crate::store::{MemBackend, TaskState, decode_value, full_key, split_key};
-use crate::task::{DynProcessor, Outcome, Step, TaskCore, dlq_headers};
+use crate::runtime::task::{DynProcessor, Outcome, Step, TaskCore, dlq_headers};
+use crate::state::backend::MemBackend;
+use crate::state::encoding::{decode_value, full_key, split_key};
+use crate::state::store::{Store, sweep_expired};
+use crate::state::task_state::TaskState;
 use crate::wire::Wire;
 
 /// A record that went to a dead-letter topic.
@@ -196,11 +199,11 @@ impl TestDriver {
     }
 
     /// The value of `key` in `store` of `processor`, from whichever partition holds it.
-    pub fn store<V: DeserializeOwned>(&mut self, processor: &str, store: &str, key: &str) -> Option<V> {
+    pub fn store<V: DeserializeOwned>(&mut self, processor: &str, store: Store<V>, key: &str) -> Option<V> {
         let node = self.nodes.iter_mut().find(|n| n.processor.name() == processor)?;
         for task in node.tasks.values_mut() {
-            if let Some(bytes) = task.state.get(&full_key(store, key)).expect("in-memory state") {
-                return Some(decode_value(&bytes).unwrap_or_else(|e| panic!("{store}/{key}: {e}")));
+            if let Some(bytes) = task.state.get(&full_key(store.name, key)).expect("in-memory state") {
+                return Some(decode_value(&bytes).unwrap_or_else(|e| panic!("{}/{key}: {e}", store.name)));
             }
         }
         None
@@ -208,10 +211,10 @@ impl TestDriver {
 
     /// Every entry of `store` of `processor` whose key starts with `prefix`, over all
     /// partitions, sorted by key.
-    pub fn store_scan<V: DeserializeOwned>(&mut self, processor: &str, store: &str, prefix: &str) -> Vec<(String, V)> {
+    pub fn store_scan<V: DeserializeOwned>(&mut self, processor: &str, store: Store<V>, prefix: &str) -> Vec<(String, V)> {
         let Some(node) = self.nodes.iter_mut().find(|n| n.processor.name() == processor) else { return vec![] };
-        let start = full_key(store, prefix);
-        let mut end = full_key(store, prefix);
+        let start = full_key(store.name, prefix);
+        let mut end = full_key(store.name, prefix);
         end.push(0xff);
         let mut out = Vec::new();
         for task in node.tasks.values_mut() {
@@ -309,7 +312,7 @@ impl TestDriver {
     fn flush(&mut self, n: usize, p: u32) {
         self.checkpoint += 1;
         let task = self.nodes[n].tasks.get_mut(&p).expect("task exists");
-        crate::ctx::sweep_expired(&mut task.state).expect("in-memory state");
+        sweep_expired(&mut task.state).expect("in-memory state");
         task.state.accept();
         task.state.apply_committed(self.checkpoint).expect("in-memory state");
         let pending = std::mem::take(&mut task.pending);

@@ -23,7 +23,7 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 use storeflow_avro::{Event, FraudCheck, FraudReason, FraudScored, FraudSignal, Timestamp, Topic, pii};
 
-use crate::{Ctx, Flow, Input, ProcessError, Processor};
+use crate::{Ctx, Flow, Input, ProcessError, Processor, Store};
 
 /// Points per signal.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -182,6 +182,13 @@ pub struct Pending {
     pub answered: BTreeSet<String>,
 }
 
+/// Orders waiting for their windows' signals, by order id.
+pub const PENDING: Store<Pending> = Store::new("pending");
+/// A day's window per `<dimension>|<key>` (a customer, an IP).
+pub const WINDOWS: Store<Window> = Store::new("windows");
+/// Order amounts per customer, kept `history_days`.
+pub const HISTORY: Store<History> = Store::new("history");
+
 /// The fraud processor.
 pub struct Fraud(FraudConfig);
 
@@ -206,7 +213,7 @@ impl Fraud {
         let cfg = &self.0;
         let now = c.occurred_at.millis();
         let wkey = format!("{}|{}", c.dimension, c.dimension_key);
-        let mut window = ctx.store::<Window>("windows").get(&wkey)?.unwrap_or_default();
+        let mut window = ctx.get(WINDOWS, &wkey)?.unwrap_or_default();
         window.seen.retain(|s| s.at > now - DAY);
         window.seen.push(Seen {
             at: now,
@@ -268,7 +275,7 @@ impl Fraud {
                     add("card_testing", w.card_testing, format!("{tiny} orders under {} in 10 minutes", cfg.tiny_order_minor));
                 }
                 let hkey = c.dimension_key.clone();
-                let mut h = ctx.store::<History>("history").get(&hkey)?.unwrap_or_default();
+                let mut h = ctx.get(HISTORY, &hkey)?.unwrap_or_default();
                 if h.currency != c.currency {
                     h = History { currency: c.currency.clone(), ..History::default() };
                 }
@@ -286,10 +293,10 @@ impl Fraud {
                 let delta = x - h.mean;
                 h.mean += delta / h.n as f64;
                 h.m2 += delta * (x - h.mean);
-                ctx.store::<History>("history").put_until(&hkey, &h, now + cfg.history_days.max(1) * DAY)?;
+                ctx.put_until(HISTORY, &hkey, &h, now + cfg.history_days.max(1) * DAY)?;
             }
         }
-        ctx.store::<Window>("windows").put_until(&wkey, &window, now + DAY)?;
+        ctx.put_until(WINDOWS, &wkey, &window, now + DAY)?;
         let points = reasons.iter().map(|r| r.1).sum();
         let t = ctx.time();
         ctx.emit(Event::FraudSignal(FraudSignal {
@@ -328,7 +335,7 @@ impl Processor for Fraud {
     }
 
     fn stores(&self) -> &'static [&'static str] {
-        &["pending", "windows", "history"]
+        &[PENDING.name, WINDOWS.name, HISTORY.name]
     }
 
     fn process(&mut self, input: &Input<Event>, ctx: &mut Ctx<'_, Event>) -> Result<(), ProcessError> {
@@ -355,7 +362,7 @@ impl Processor for Fraud {
                 }
                 reasons.retain(|r| r.1 > 0);
                 let pending = Pending { customer_id: o.customer_id.clone(), reasons, answered: BTreeSet::new() };
-                ctx.store::<Pending>("pending").put_until(&o.order_id, &pending, now + DAY)?;
+                ctx.put_until(PENDING, &o.order_id, &pending, now + DAY)?;
                 // Personal data arrives sealed per customer (storeflow_avro::pii): the checks
                 // compare pseudonyms, the same for every customer, and never open anything, so
                 // an erasure cannot change a verdict.
@@ -383,7 +390,7 @@ impl Processor for Fraud {
             }
             Event::FraudCheck(c) => self.check(c, ctx),
             Event::FraudSignal(s) => {
-                let Some(mut p) = ctx.store::<Pending>("pending").get(&s.order_id)? else {
+                let Some(mut p) = ctx.get(PENDING, &s.order_id)? else {
                     return Ok(()); // already scored (a redelivered signal) or expired
                 };
                 if !p.answered.insert(s.dimension.clone()) {
@@ -392,9 +399,9 @@ impl Processor for Fraud {
                 p.reasons.extend(s.reasons.iter().map(|r| (r.code.clone(), r.points, r.detail.clone())));
                 if p.answered.len() < 2 {
                     // Same expiry as when the order was placed (a signal carries the order's time).
-                    return ctx.store::<Pending>("pending").put_until(&s.order_id, &p, s.occurred_at.millis() + DAY);
+                    return ctx.put_until(PENDING, &s.order_id, &p, s.occurred_at.millis() + DAY);
                 }
-                ctx.store::<Pending>("pending").delete(&s.order_id)?;
+                ctx.delete(PENDING, &s.order_id)?;
                 p.reasons.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
                 let score = p.reasons.iter().map(|r| r.1).sum::<i32>().clamp(0, 100);
                 let decision = if score >= self.0.hold_threshold {
@@ -542,10 +549,10 @@ mod tests {
     fn window_state_expires_a_day_after_a_keys_last_order() {
         let mut r = Run::new();
         r.order(0, "c1", "10.0.0.1", "pm1", 5_000, "DE", "DE", OLD);
-        assert!(r.d.store::<Window>("fraud", "windows", "ip|10.0.0.1").is_some());
+        assert!(r.d.store("fraud", WINDOWS, "ip|10.0.0.1").is_some());
         r.d.advance_time(T0 + DAY + MIN);
-        assert!(r.d.store::<Window>("fraud", "windows", "ip|10.0.0.1").is_none(), "the window outlived its day");
-        assert!(r.d.store::<History>("fraud", "history", "c1").is_some(), "the amount history is kept longer");
+        assert!(r.d.store("fraud", WINDOWS, "ip|10.0.0.1").is_none(), "the window outlived its day");
+        assert!(r.d.store("fraud", HISTORY, "c1").is_some(), "the amount history is kept longer");
     }
 
     #[test]

@@ -19,7 +19,8 @@ use storeflow_avro::{
     Event, InventoryCommand, InventoryReply, LowStockAlert, ReservedLine, Timestamp, Topic, WarehouseStock,
 };
 
-use crate::{Ctx, Flow, Input, ProcessError, Processor, Timer};
+use crate::geo::distance;
+use crate::{Ctx, Flow, Input, ProcessError, Processor, Store, Timer};
 
 /// `[processors.inventory]`.
 #[derive(Clone, Debug, Deserialize)]
@@ -41,16 +42,8 @@ pub struct InventoryConfig {
 
 impl Default for InventoryConfig {
     fn default() -> Self {
-        let warehouses = [
-            ("wh-de-berlin", "DE"),
-            ("wh-nl-venlo", "NL"),
-            ("wh-gb-coventry", "GB"),
-            ("wh-us-newark", "US"),
-            ("wh-us-reno", "US"),
-            ("wh-jp-chiba", "JP"),
-        ];
         InventoryConfig {
-            warehouses: warehouses.iter().map(|(w, c)| (w.to_string(), c.to_string())).collect(),
+            warehouses: crate::geo::default_warehouses(),
             low_stock_threshold: 5,
             thresholds: BTreeMap::new(),
             expiry_grace_ms: 24 * 3_600_000,
@@ -88,30 +81,12 @@ pub struct Hold {
     pub expires_at: i64,
 }
 
-/// The region of a country, for warehouse distances.
-pub fn region(country: &str) -> &'static str {
-    match country {
-        "DE" | "FR" | "NL" | "BE" | "LU" | "AT" | "CH" | "IT" | "ES" | "PT" | "PL" | "CZ" | "DK" | "SE" | "FI" | "NO"
-        | "IE" | "GR" | "HU" | "RO" | "SK" | "SI" | "HR" | "BG" | "EE" | "LV" | "LT" => "EU",
-        "GB" => "UK",
-        "US" | "CA" | "MX" => "NA",
-        "JP" | "KR" | "CN" | "TW" | "HK" | "SG" | "AU" | "NZ" | "IN" => "APAC",
-        _ => "ROW",
-    }
-}
-
-/// How far a warehouse in `from` is from a customer in `to`: 0 same country, 1 same region,
-/// 2 neighbouring regions (EU–UK, NA–UK), 3 otherwise.
-pub fn distance(from: &str, to: &str) -> u8 {
-    if from == to {
-        return 0;
-    }
-    match (region(from), region(to)) {
-        (a, b) if a == b && a != "ROW" => 1,
-        ("EU", "UK") | ("UK", "EU") | ("NA", "UK") | ("UK", "NA") => 2,
-        _ => 3,
-    }
-}
+/// Units per `<sku>|<warehouse>`.
+pub const STOCK: Store<Stock> = Store::new("stock");
+/// What each order holds of each sku, per `<order>|<sku>`.
+pub const HOLDS: Store<Hold> = Store::new("holds");
+/// The skus a low-stock alert is out for (until their stock recovers).
+pub const ALERTED: Store<bool> = Store::new("alerted");
 
 /// The inventory processor.
 pub struct Inventory(InventoryConfig);
@@ -136,8 +111,7 @@ impl Inventory {
     /// Every warehouse's stock of `sku`.
     fn stocks(ctx: &mut Ctx<'_, Event>, sku: &str) -> Result<Vec<(String, Stock)>, ProcessError> {
         Ok(ctx
-            .store::<Stock>("stock")
-            .scan_prefix(&format!("{sku}|"))?
+            .scan_prefix(STOCK, &format!("{sku}|"))?
             .into_iter()
             .map(|(k, s)| (k.split_once('|').map(|(_, w)| w.to_string()).unwrap_or_default(), s))
             .collect())
@@ -155,9 +129,9 @@ impl Inventory {
     fn check_low_stock(&self, ctx: &mut Ctx<'_, Event>, sku: &str) -> Result<(), ProcessError> {
         let available: i64 = Self::stocks(ctx, sku)?.iter().map(|(_, s)| s.available()).sum();
         let threshold = self.threshold(sku);
-        let alerted = ctx.store::<bool>("alerted").get(sku)?.unwrap_or(false);
+        let alerted = ctx.get(ALERTED, sku)?.unwrap_or(false);
         if available < i64::from(threshold) && !alerted {
-            ctx.store::<bool>("alerted").put(sku, &true)?;
+            ctx.put(ALERTED, sku, &true)?;
             let t = ctx.time();
             ctx.emit(Event::LowStockAlert(LowStockAlert {
                 event_id: new_id(t, &["low", sku, &available.to_string()]),
@@ -168,7 +142,7 @@ impl Inventory {
                 threshold,
             }));
         } else if available >= i64::from(threshold) && alerted {
-            ctx.store::<bool>("alerted").delete(sku)?;
+            ctx.delete(ALERTED, sku)?;
         }
         Ok(())
     }
@@ -177,7 +151,7 @@ impl Inventory {
     /// invariant, and publishes the new level (`inventory.levels`) for read models.
     fn change_because(ctx: &mut Ctx<'_, Event>, sku: &str, warehouse: &str, cause: &str, f: impl FnOnce(&mut Stock)) -> Result<Stock, ProcessError> {
         let k = key(sku, warehouse);
-        let before = ctx.store::<Stock>("stock").get(&k)?.unwrap_or_default();
+        let before = ctx.get(STOCK, &k)?.unwrap_or_default();
         let mut s = before;
         f(&mut s);
         if s.reserved < 0 || s.reserved > s.on_hand {
@@ -187,7 +161,7 @@ impl Inventory {
             )));
         }
         s.version = before.version + 1;
-        ctx.store::<Stock>("stock").put(&k, &s)?;
+        ctx.put(STOCK, &k, &s)?;
         let t = ctx.time();
         let clamp = |v: i64| v.clamp(0, i64::from(i32::MAX)) as i32;
         ctx.emit(Event::StockLevelChanged(storeflow_avro::StockLevelChanged {
@@ -258,12 +232,12 @@ impl Inventory {
 
     fn take_hold(ctx: &mut Ctx<'_, Event>, sku: &str, order: &str) -> Result<Option<Hold>, ProcessError> {
         let k = Self::hold_key(order, sku);
-        let hold = ctx.store::<Hold>("holds").get(&k)?;
+        let hold = ctx.get(HOLDS, &k)?;
         if let Some(h) = &hold {
             for (w, q) in &h.lines {
                 Self::change_because(ctx, sku, w, "released", |s| s.reserved -= q)?;
             }
-            ctx.store::<Hold>("holds").delete(&k)?;
+            ctx.delete(HOLDS, &k)?;
             ctx.cancel_timer(h.expires_at, &format!("expire|{k}"));
         }
         Ok(hold)
@@ -274,7 +248,7 @@ impl Inventory {
             Self::change_because(ctx, sku, w, "reserved", |s| s.reserved += q)?;
         }
         let k = Self::hold_key(order, sku);
-        ctx.store::<Hold>("holds").put(&k, hold)?;
+        ctx.put(HOLDS, &k, hold)?;
         if !hold.committed {
             ctx.set_timer(hold.expires_at, &format!("expire|{k}"));
         }
@@ -289,7 +263,7 @@ impl Inventory {
         let (sku, order) = (cmd.sku.as_str(), cmd.order_id.as_str());
         match cmd.action.as_str() {
             "reserve" => {
-                let existing = ctx.store::<Hold>("holds").get(&Self::hold_key(order, sku))?;
+                let existing = ctx.get(HOLDS, &Self::hold_key(order, sku))?;
                 let only = cmd.warehouse_id.as_deref();
                 match (existing, only) {
                     // The same request again (a redelivery): answer what is held.
@@ -322,7 +296,7 @@ impl Inventory {
                 }
             }
             "release" => {
-                let held = ctx.store::<Hold>("holds").get(&Self::hold_key(order, sku))?;
+                let held = ctx.get(HOLDS, &Self::hold_key(order, sku))?;
                 match held {
                     Some(h) => {
                         Self::take_hold(ctx, sku, order)?;
@@ -334,11 +308,11 @@ impl Inventory {
             }
             "commit" => {
                 let k = Self::hold_key(order, sku);
-                match ctx.store::<Hold>("holds").get(&k)? {
+                match ctx.get(HOLDS, &k)? {
                     Some(mut h) if !h.committed => {
                         ctx.cancel_timer(h.expires_at, &format!("expire|{k}"));
                         h.committed = true;
-                        ctx.store::<Hold>("holds").put(&k, &h)?;
+                        ctx.put(HOLDS, &k, &h)?;
                     }
                     Some(_) => {}
                     None => return Err(ProcessError::permanent(format!("commit of {sku} for order {order}: nothing is held"))),
@@ -346,7 +320,7 @@ impl Inventory {
             }
             "ship" => {
                 let k = Self::hold_key(order, sku);
-                let Some(mut h) = ctx.store::<Hold>("holds").get(&k)? else {
+                let Some(mut h) = ctx.get(HOLDS, &k)? else {
                     return Err(ProcessError::permanent(format!("shipping {qty} of {sku} for order {order}, which holds none")));
                 };
                 // Ship from the held lines (the named warehouse first), up to the quantity.
@@ -369,10 +343,10 @@ impl Inventory {
                 }
                 h.lines.retain(|(_, q)| *q > 0);
                 if h.lines.is_empty() {
-                    ctx.store::<Hold>("holds").delete(&k)?;
+                    ctx.delete(HOLDS, &k)?;
                     ctx.cancel_timer(h.expires_at, &format!("expire|{k}"));
                 } else {
-                    ctx.store::<Hold>("holds").put(&k, &h)?;
+                    ctx.put(HOLDS, &k, &h)?;
                 }
             }
             "restock" => {
@@ -416,7 +390,7 @@ impl Processor for Inventory {
     }
 
     fn stores(&self) -> &'static [&'static str] {
-        &["stock", "holds", "alerted"]
+        &[STOCK.name, HOLDS.name, ALERTED.name]
     }
 
     fn process(&mut self, input: &Input<Event>, ctx: &mut Ctx<'_, Event>) -> Result<(), ProcessError> {
@@ -429,7 +403,7 @@ impl Processor for Inventory {
                 self.check_low_stock(ctx, &e.sku)
             }
             Event::StockAdjusted(e) => {
-                let s = ctx.store::<Stock>("stock").get(&key(&e.sku, &e.warehouse_id))?.unwrap_or_default();
+                let s = ctx.get(STOCK, &key(&e.sku, &e.warehouse_id))?.unwrap_or_default();
                 let on_hand = s.on_hand + i64::from(e.delta);
                 if on_hand < s.reserved {
                     return Err(ProcessError::permanent(format!(
@@ -442,7 +416,7 @@ impl Processor for Inventory {
             }
             Event::StockTransferred(e) => {
                 let q = i64::from(e.quantity);
-                let from = ctx.store::<Stock>("stock").get(&key(&e.sku, &e.from_warehouse_id))?.unwrap_or_default();
+                let from = ctx.get(STOCK, &key(&e.sku, &e.from_warehouse_id))?.unwrap_or_default();
                 if q <= 0 || from.available() < q {
                     return Err(ProcessError::permanent(format!(
                         "transferring {q} of {} from {}, which has {} available",
@@ -463,7 +437,7 @@ impl Processor for Inventory {
     fn on_timer(&mut self, timer: &Timer, ctx: &mut Ctx<'_, Event>) -> Result<(), ProcessError> {
         let Some(hold_key) = timer.key.strip_prefix("expire|") else { return Ok(()) };
         let Some((sku, order)) = hold_key.split_once('|') else { return Ok(()) };
-        let Some(h) = ctx.store::<Hold>("holds").get(hold_key)? else { return Ok(()) };
+        let Some(h) = ctx.get(HOLDS, hold_key)? else { return Ok(()) };
         if h.committed || h.expires_at > timer.at {
             return Ok(());
         }
@@ -527,7 +501,7 @@ mod tests {
             }));
         }
         fn stock(&mut self, sku: &str, wh: &str) -> Stock {
-            let s = self.d.store::<Stock>("inventory", "stock", &key(sku, wh)).unwrap_or_default();
+            let s = self.d.store("inventory", STOCK, &key(sku, wh)).unwrap_or_default();
             Stock { version: 0, ..s }
         }
         fn replies(&self) -> Vec<InventoryReply> {
@@ -661,13 +635,5 @@ mod tests {
         r.cmd("o1", "S", "reserve", 2, Some("wh-us-reno"), "DE");
         assert_eq!(r.stock("S", "wh-nl-venlo").reserved, 2, "a failed move keeps the hold where it was");
         assert!(!r.replies().last().unwrap().ok);
-    }
-
-    #[test]
-    fn distances_prefer_the_same_country_then_the_region() {
-        assert_eq!(distance("DE", "DE"), 0);
-        assert_eq!(distance("NL", "DE"), 1);
-        assert_eq!(distance("GB", "DE"), 2);
-        assert_eq!(distance("US", "DE"), 3);
     }
 }

@@ -14,8 +14,10 @@ extern crate self as storeflow_processors;
 pub mod ctx;
 pub mod dlq;
 pub mod driver;
+pub mod error;
 pub mod flow;
 pub mod fraud;
+pub mod geo;
 mod ids;
 pub mod inventory;
 pub mod metrics;
@@ -24,36 +26,20 @@ pub mod recommendations;
 pub mod sales;
 pub mod processor;
 pub mod runtime;
-pub mod store;
-pub mod task;
+pub mod state;
 pub mod testing;
 pub mod wire;
 
-pub use ctx::{Ctx, Store};
+pub use ctx::Ctx;
 pub use driver::TestDriver;
+pub use error::{ProcessError, Result, RuntimeError};
 pub use flow::{Emit, Flow, Group};
-pub use processor::{Input, ProcessError, Processor, Timer};
+pub use processor::{Input, Processor};
+pub use runtime::task::{DynProcessor, Step, dlq_headers};
 pub use runtime::topology::{Node, Topology};
 pub use runtime::{Idle, Runtime, RuntimeConfig, StateBackend};
-pub use task::{DynProcessor, Step, dlq_headers};
+pub use state::{Store, Timer};
 pub use wire::Wire;
-
-/// What can go wrong in the runtime (as opposed to in a record).
-#[derive(Debug, thiserror::Error)]
-pub enum RuntimeError {
-    /// The log failed.
-    #[error(transparent)]
-    Log(#[from] storeflow_ingest::LogError),
-    /// A state store failed.
-    #[error("state store: {0}")]
-    Store(String),
-    /// The processors or their inputs are not set up right.
-    #[error("{0}")]
-    Setup(String),
-}
-
-/// Result with [`RuntimeError`].
-pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;
 
 /// A registered processor: how to build it from its configuration.
 pub struct Registration {

@@ -4,7 +4,9 @@
 use serde::de::DeserializeOwned;
 
 use crate::ctx::Ctx;
+use crate::error::ProcessError;
 use crate::flow::Flow;
+use crate::state::timers::Timer;
 use crate::wire::Wire;
 
 /// A record handed to a processor.
@@ -26,35 +28,6 @@ pub struct Input<T> {
     /// The step's identity: what orders records of the same time deterministically (for a
     /// processor that holds records back and applies them later in their order).
     pub cause: u64,
-}
-
-/// A timer that came due.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Timer {
-    /// When it was due (ms, stream time).
-    pub at: i64,
-    /// What the processor registered it with.
-    pub key: String,
-}
-
-/// Why a record could not be processed.
-#[derive(Debug, thiserror::Error)]
-pub enum ProcessError {
-    /// It never will be (a bad record, an illegal transition): it goes to the DLQ with this
-    /// reason, nothing it did is kept, and the stream moves on.
-    #[error("{0}")]
-    Permanent(String),
-    /// It may be later (a dependency is down): the runtime retries the same record with
-    /// capped back-off and never skips it.
-    #[error("transient: {0}")]
-    Transient(String),
-}
-
-impl ProcessError {
-    /// A permanent error with a reason.
-    pub fn permanent(reason: impl Into<String>) -> Self {
-        ProcessError::Permanent(reason.into())
-    }
 }
 
 /// A stream processor: one struct in one file plus one line in the registry.
@@ -87,7 +60,8 @@ pub trait Processor: Send + 'static {
         self.flow().inputs()
     }
 
-    /// State stores it uses (names for [`Ctx::store`]).
+    /// The names of the state stores it uses: its [`Store`](crate::Store) constants'
+    /// (`&[ORDERS.name, EARLY.name]`).
     fn stores(&self) -> &'static [&'static str] {
         &[]
     }

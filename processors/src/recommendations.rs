@@ -27,7 +27,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use storeflow_avro::{Event, RecoSignal, RecommendationsUpdated, ScoredProduct, Timestamp, Topic};
 
-use crate::{Ctx, Flow, Input, ProcessError, Processor};
+use crate::{Ctx, Flow, Input, ProcessError, Processor, Store};
 
 /// `[processors.recommendations]`.
 #[derive(Clone, Debug, Deserialize)]
@@ -118,6 +118,13 @@ pub struct Trending {
     pub version: i64,
 }
 
+/// A session's recent interest, by session id.
+pub const SESSIONS: Store<Session> = Store::new("sessions");
+/// Co-view and co-purchase scores per `<product>|<source>`.
+pub const AFFINITY: Store<Affinity> = Store::new("affinity");
+/// Trending scores per category.
+pub const TRENDING: Store<Trending> = Store::new("trending");
+
 /// The recommendations processor.
 pub struct Recommendations(RecommendationsConfig);
 
@@ -147,7 +154,7 @@ impl Recommendations {
     }
 
     fn on_view(&self, session: &str, product: &str, category: &str, weight: f64, t: i64, ctx: &mut Ctx<'_, Event>) -> Result<(), ProcessError> {
-        let mut s = ctx.store::<Session>("sessions").get(session)?.unwrap_or_default();
+        let mut s = ctx.get(SESSIONS, session)?.unwrap_or_default();
         s.views += 1;
         s.recent.retain(|(_, _, at)| t - at < 30 * 60_000);
         if s.views <= self.0.session_view_cap {
@@ -184,7 +191,7 @@ impl Recommendations {
             category: None,
             version: i64::from(s.views),
         }));
-        ctx.store::<Session>("sessions").put_until(session, &s, t + 30 * 60_000)
+        ctx.put_until(SESSIONS, session, &s, t + 30 * 60_000)
     }
 
     /// Recomputes `product`'s list for `source` and emits it when its order changed.
@@ -227,7 +234,7 @@ impl Recommendations {
         if s.kind == "trend" {
             let Some(cat) = &s.category else { return Ok(()) };
             let hl = HOUR_MS * self.0.trending_half_life_hours;
-            let mut tr = ctx.store::<Trending>("trending").get(cat)?.unwrap_or_default();
+            let mut tr = ctx.get(TRENDING, cat)?.unwrap_or_default();
             tr.scores.entry(s.product_id.clone()).or_default().add(s.weight, t, hl);
             if tr.scores.len() > self.0.max_partners {
                 let weakest = tr.scores.iter().min_by(|a, b| a.1.at(t, hl).total_cmp(&b.1.at(t, hl))).map(|(k, _)| k.clone());
@@ -253,11 +260,11 @@ impl Recommendations {
                     version: tr.version,
                 }));
             }
-            return ctx.store::<Trending>("trending").put(cat, &tr);
+            return ctx.put(TRENDING, cat, &tr);
         }
         let key = format!("{}|{}", s.product_id, s.source);
         let hl = self.half_life(&s.source);
-        let mut a = ctx.store::<Affinity>("affinity").get(&key)?.unwrap_or_default();
+        let mut a = ctx.get(AFFINITY, &key)?.unwrap_or_default();
         match s.kind.as_str() {
             "seen" => {
                 a.n.add(s.weight, t, hl);
@@ -291,7 +298,7 @@ impl Recommendations {
             _ => return Ok(()),
         }
         self.publish(&s.product_id, &s.source, &mut a, t, ctx);
-        ctx.store::<Affinity>("affinity").put(&key, &a)
+        ctx.put(AFFINITY, &key, &a)
     }
 }
 
@@ -319,7 +326,7 @@ impl Processor for Recommendations {
     }
 
     fn stores(&self) -> &'static [&'static str] {
-        &["sessions", "affinity", "trending"]
+        &[SESSIONS.name, AFFINITY.name, TRENDING.name]
     }
 
     fn process(&mut self, input: &Input<Event>, ctx: &mut Ctx<'_, Event>) -> Result<(), ProcessError> {
@@ -328,8 +335,7 @@ impl Processor for Recommendations {
             Event::CartItemAdded(c) => {
                 // A cart add counts as a strong view; the category is not on the event.
                 let category = ctx
-                    .store::<Session>("sessions")
-                    .get(&c.session_id)?
+                    .get(SESSIONS, &c.session_id)?
                     .and_then(|s| s.recent.iter().find(|(p, _, _)| *p == c.product_id).map(|x| x.1.clone()))
                     .unwrap_or_else(|| "uncategorised".into());
                 self.on_view(&c.session_id, &c.product_id, &category, 2.0, c.occurred_at.millis(), ctx)
@@ -469,7 +475,7 @@ mod tests {
         for i in 0..30u128 {
             d.pipe(order(i + 1, &["hub", &format!("x{i}")], i as i64 * 1000));
         }
-        let a: Affinity = d.store("recommendations", "affinity", "hub|purchase").unwrap();
+        let a: Affinity = d.store("recommendations", AFFINITY, "hub|purchase").unwrap();
         assert!(a.co.len() <= 5, "{} partners kept", a.co.len());
     }
 }

@@ -31,7 +31,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use storeflow_avro::{Event, Timestamp, Topic, VendorSaleRecorded, VendorSalesMinute};
 
-use crate::{Ctx, Flow, Input, ProcessError, Processor};
+use crate::{Ctx, Flow, Input, ProcessError, Processor, Store};
 
 /// `[processors.sales]`.
 #[derive(Clone, Debug, Deserialize)]
@@ -97,6 +97,15 @@ pub struct MinuteBase {
     pub gmv_base_minor: i64,
     pub refunds_base_minor: i64,
 }
+
+/// Each order's split by vendor, by order id (for its refunds).
+pub const ORDERS: Store<OrderSplit> = Store::new("orders");
+/// Each vendor's commission plan, by vendor id.
+pub const PLANS: Store<String> = Store::new("plans");
+/// Per `<vendor>|<minute>|<currency>`: the minute's sales in the order currency.
+pub const MINUTES: Store<Minute> = Store::new("minutes");
+/// Per `<vendor>|<minute>|<currency>`: the same minute's sums in the base currency.
+pub const MINUTE_BASE: Store<MinuteBase> = Store::new("minute_base");
 
 /// The sales processor.
 pub struct Sales {
@@ -165,7 +174,7 @@ impl Processor for Sales {
     }
 
     fn stores(&self) -> &'static [&'static str] {
-        &["orders", "plans", "minutes", "minute_base"]
+        &[ORDERS.name, PLANS.name, MINUTES.name, MINUTE_BASE.name]
     }
 
     fn on_global(&mut self, input: &Input<Event>) {
@@ -196,7 +205,7 @@ impl Processor for Sales {
                     let a = Amounts { orders: 1, units: *units, gmv: *gmv, gmv_base: base[vendor.as_str()], ..Amounts::default() };
                     self.share(ctx, &o.order_id, vendor, minute, &o.currency, a, "sale");
                 }
-                ctx.store::<OrderSplit>("orders").put_until(&o.order_id, &split, o.occurred_at.millis() + keep)?;
+                ctx.put_until(ORDERS, &o.order_id, &split, o.occurred_at.millis() + keep)?;
             }
             Event::RefundIssued(r) => {
                 let (at, minute) = (r.occurred_at.millis(), r.occurred_at.minute_floor().millis());
@@ -218,7 +227,7 @@ impl Processor for Sales {
                         base = Some(by_line);
                     }
                 } else {
-                    let Some(split) = ctx.store::<OrderSplit>("orders").get(&r.order_id)? else {
+                    let Some(split) = ctx.get(ORDERS, &r.order_id)? else {
                         return Err(ProcessError::permanent(format!("refund {} for order {} without lines, and the order is unknown to sales", r.refund_id, r.order_id)));
                     };
                     let weights: BTreeMap<String, i64> = split.vendors.iter().map(|(v, (_, g))| (v.clone(), *g)).collect();
@@ -231,23 +240,23 @@ impl Processor for Sales {
                 }
             }
             Event::VendorOnboarded(v) => {
-                ctx.store::<String>("plans").put(&v.vendor_id, &v.plan)?;
+                ctx.put(PLANS, &v.vendor_id, &v.plan)?;
             }
             Event::VendorSaleRecorded(s) => {
                 let minute = s.minute.millis();
                 let key = format!("{}|{minute:020}|{}", s.vendor_id, s.currency);
-                let mut m = ctx.store::<Minute>("minutes").get(&key)?.unwrap_or_default();
+                let mut m = ctx.get(MINUTES, &key)?.unwrap_or_default();
                 m.orders += i64::from(s.orders);
                 m.units += i64::from(s.units);
                 m.gmv_minor += s.gmv_minor;
                 m.refunds_minor += s.refunds_minor;
                 m.version += 1;
-                ctx.store::<Minute>("minutes").put_until(&key, &m, minute + keep)?;
-                let mut b = ctx.store::<MinuteBase>("minute_base").get(&key)?.unwrap_or_default();
+                ctx.put_until(MINUTES, &key, &m, minute + keep)?;
+                let mut b = ctx.get(MINUTE_BASE, &key)?.unwrap_or_default();
                 b.gmv_base_minor += s.gmv_base_minor;
                 b.refunds_base_minor += s.refunds_base_minor;
-                ctx.store::<MinuteBase>("minute_base").put_until(&key, &b, minute + keep)?;
-                let plan = ctx.store::<String>("plans").get(&s.vendor_id)?.unwrap_or_else(|| self.config.default_plan.clone());
+                ctx.put_until(MINUTE_BASE, &key, &b, minute + keep)?;
+                let plan = ctx.get(PLANS, &s.vendor_id)?.unwrap_or_else(|| self.config.default_plan.clone());
                 let bps = self.config.commission_bps.get(&plan).copied().unwrap_or(0);
                 let net_sales = m.gmv_minor - m.refunds_minor;
                 let commission_of = |net: i64| div_round_half_even(i128::from(net) * i128::from(bps), 10_000) as i64;

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use storeflow_avro::Codec;
 
-use crate::{Ctx, Flow, Input, ProcessError, Processor, Wire};
+use crate::{Ctx, Flow, Input, ProcessError, Processor, Store, Wire};
 
 /// A JSON record: a key, a number and where it goes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,6 +50,9 @@ pub struct Route {
     pub output: String,
 }
 
+/// [`Count`]'s running count per key.
+pub const COUNTS: Store<u64> = Store::new("counts");
+
 /// Counts records per key; emits the running count. A record with `n == u64::MAX` is
 /// refused (a poison record, for DLQ tests); one with `n == u64::MAX - 1` makes it panic
 /// after writing its state (for supervision tests).
@@ -68,15 +71,15 @@ impl Processor for Count {
         Flow::new().group(&[&self.0.input]).emits(&[&self.0.output]).build()
     }
     fn stores(&self) -> &'static [&'static str] {
-        &["counts"]
+        &[COUNTS.name]
     }
     fn process(&mut self, input: &Input<Note>, ctx: &mut Ctx<'_, Note>) -> Result<(), ProcessError> {
         if input.value.n == u64::MAX {
             return Err(ProcessError::permanent("poison: n is u64::MAX"));
         }
         let key = &input.value.key;
-        let n = ctx.store::<u64>("counts").get(key)?.unwrap_or(0) + 1;
-        ctx.store::<u64>("counts").put(key, &n)?;
+        let n = ctx.get(COUNTS, key)?.unwrap_or(0) + 1;
+        ctx.put(COUNTS, key, &n)?;
         if input.value.n == u64::MAX - 1 {
             panic!("planted panic for {key}");
         }
@@ -84,6 +87,9 @@ impl Processor for Count {
         Ok(())
     }
 }
+
+/// [`Relay`]'s last count relayed per key.
+pub const LAST: Store<u64> = Store::new("last");
 
 /// Second stage: checks that counts arrive in sequence per key, keeps the last, relays it.
 pub struct Relay(Route);
@@ -101,19 +107,22 @@ impl Processor for Relay {
         Flow::new().group(&[&self.0.input]).emits(&[&self.0.output]).build()
     }
     fn stores(&self) -> &'static [&'static str] {
-        &["last"]
+        &[LAST.name]
     }
     fn process(&mut self, input: &Input<Note>, ctx: &mut Ctx<'_, Note>) -> Result<(), ProcessError> {
         let key = &input.value.key;
-        let last = ctx.store::<u64>("last").get(key)?.unwrap_or(0);
+        let last = ctx.get(LAST, key)?.unwrap_or(0);
         if input.value.n != last + 1 {
             return Err(ProcessError::permanent(format!("{key}: count {} after {last}", input.value.n)));
         }
-        ctx.store::<u64>("last").put(key, &input.value.n)?;
+        ctx.put(LAST, key, &input.value.n)?;
         ctx.emit(Note { topic: self.0.output.clone(), ..input.value.clone() });
         Ok(())
     }
 }
+
+/// [`WindowedCount`]'s count per `<key>|<window start>`.
+pub const WINDOWS: Store<u64> = Store::new("windows");
 
 /// Counts records per key per 1-minute tumbling window of event time (the record
 /// timestamp); emits the window's updated count per input, keyed `<key>|<window start>`
@@ -139,13 +148,13 @@ impl Processor for WindowedCount {
         Flow::new().group(&[&self.0.input]).emits(&[&self.0.output]).build()
     }
     fn stores(&self) -> &'static [&'static str] {
-        &["windows"]
+        &[WINDOWS.name]
     }
     fn process(&mut self, input: &Input<Note>, ctx: &mut Ctx<'_, Note>) -> Result<(), ProcessError> {
         let start = input.timestamp.div_euclid(Self::WINDOW_MS) * Self::WINDOW_MS;
         let key = format!("{}|{start}", input.value.key);
-        let n = ctx.store::<u64>("windows").get(&key)?.unwrap_or(0) + 1;
-        ctx.store::<u64>("windows").put(&key, &n)?;
+        let n = ctx.get(WINDOWS, &key)?.unwrap_or(0) + 1;
+        ctx.put(WINDOWS, &key, &n)?;
         ctx.emit(Note { key, n, time: input.timestamp, topic: self.0.output.clone() });
         Ok(())
     }

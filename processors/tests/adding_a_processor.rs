@@ -12,7 +12,7 @@ mod views {
 
 use serde::Deserialize;
 use storeflow_avro::{Event, RecommendationsUpdated, ScoredProduct, Timestamp, Topic};
-use storeflow_processors::{Ctx, Flow, Input, ProcessError, Processor};
+use storeflow_processors::{Ctx, Flow, Input, ProcessError, Processor, Store};
 
 /// `[processors.views]` in storeflow.toml; every field documented, defaults in `Default`.
 #[derive(Clone, Debug, Deserialize)]
@@ -27,6 +27,9 @@ impl Default for ViewsConfig {
         ViewsConfig { every: 100 }
     }
 }
+
+/// Views so far, per product id.
+const VIEWS: Store<u64> = Store::new("views");
 
 pub struct Views(ViewsConfig);
 
@@ -46,13 +49,13 @@ impl Processor for Views {
     }
 
     fn stores(&self) -> &'static [&'static str] {
-        &["views"]
+        &[VIEWS.name]
     }
 
     fn process(&mut self, input: &Input<Event>, ctx: &mut Ctx<'_, Event>) -> Result<(), ProcessError> {
         let Event::ProductViewed(v) = &input.value else { return Ok(()) };
-        let n = ctx.store::<u64>("views").get(&v.product_id)?.unwrap_or(0) + 1;
-        ctx.store::<u64>("views").put(&v.product_id, &n)?;
+        let n = ctx.get(VIEWS, &v.product_id)?.unwrap_or(0) + 1;
+        ctx.put(VIEWS, &v.product_id, &n)?;
         if n % self.0.every == 0 {
             // Goes to the event's topic under its key, in the step's transaction.
             ctx.emit(Event::RecommendationsUpdated(RecommendationsUpdated {
@@ -98,8 +101,8 @@ mod tests {
         }
         let updates = d.outputs::<Event>(Topic::Recommendations.name());
         assert_eq!(updates.len(), 2, "after the 2nd and the 4th view of p-1");
-        assert_eq!(d.store::<u64>("views", "views", "p-1"), Some(4));
-        assert_eq!(d.store::<u64>("views", "views", "p-2"), Some(1));
+        assert_eq!(d.store("views", VIEWS, "p-1"), Some(4));
+        assert_eq!(d.store("views", VIEWS, "p-2"), Some(1));
         assert!(d.dlq(Topic::Sessions.name()).is_empty());
     }
 }

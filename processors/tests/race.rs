@@ -17,7 +17,7 @@ use storeflow_processors::inventory::{Inventory, Stock};
 use storeflow_processors::metrics::Metrics;
 use storeflow_processors::orders::Orders;
 use storeflow_processors::runtime::changelog_of;
-use storeflow_processors::store::{decode_value, split_key};
+use storeflow_processors::state::{decode_value, split_key};
 use storeflow_processors::{Processor, Runtime, RuntimeConfig};
 
 fn addr() -> Address {

@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 use storeflow_avro::*;
-use storeflow_processors::inventory::{Inventory, InventoryConfig, Stock};
-use storeflow_processors::orders::{Orders, OrdersConfig, OrderState};
+use storeflow_processors::inventory::{Inventory, InventoryConfig, STOCK, Stock};
+use storeflow_processors::orders::{ORDERS, Orders, OrdersConfig};
 use storeflow_processors::{DynProcessor, Processor, TestDriver};
 
 const SKUS: [&str; 3] = ["S0", "S1", "S2"];
@@ -264,7 +264,7 @@ impl World {
         for (sku_i, sku) in SKUS.iter().enumerate() {
             let (mut on_hand, mut reserved) = (0i64, 0i64);
             for wh in WAREHOUSES {
-                let s: Stock = self.d.store("inventory", "stock", &format!("{sku}|{wh}")).unwrap_or_default();
+                let s: Stock = self.d.store("inventory", STOCK, &format!("{sku}|{wh}")).unwrap_or_default();
                 prop_assert!(s.reserved >= 0 && s.reserved <= s.on_hand, "after {after:?}: {sku}@{wh} is {s:?}");
                 on_hand += s.on_hand;
                 reserved += s.reserved;
@@ -273,7 +273,7 @@ impl World {
             prop_assert_eq!(reserved, self.m.reserved.get(&sku_i).copied().unwrap_or(0), "reserved of {} after {:?}", sku, after);
         }
         for (o, (status, _, _)) in &self.m.orders {
-            let got = self.d.store::<OrderState>("orders", "orders", &oid(*o)).map(|s| s.status.to_string()).unwrap_or_default();
+            let got = self.d.store("orders", ORDERS, &oid(*o)).map(|s| s.status.to_string()).unwrap_or_default();
             prop_assert_eq!(&got, status, "order {} after {:?}", o, after);
         }
         Ok(())

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use storeflow_ingest::{ConsumerConfig, Log, ProduceRecord, Record, TopicPartition, TopicSpec};
-use storeflow_processors::store::{decode_value, split_key};
+use storeflow_processors::state::{decode_value, split_key};
 use storeflow_processors::testing::Note;
 
 /// Writes `n` notes over `keys` keys to `topic` (created with `partitions`); returns the

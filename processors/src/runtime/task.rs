@@ -15,12 +15,13 @@ use std::sync::Arc;
 use storeflow_avro::Codec;
 use storeflow_ingest::{Header, ProduceRecord, Record};
 
-use crate::RuntimeError;
-use crate::ctx::{Ctx, Emitted, next_timer};
+use crate::ctx::{Ctx, Emitted};
+use crate::error::{ProcessError, RuntimeError};
 use crate::flow::Flow;
-use crate::processor::{Input, ProcessError, Processor, Timer};
+use crate::processor::{Input, Processor};
 use crate::runtime::align::{ORDER_HEADER, order_header, step_of_timer};
-use crate::store::TaskState;
+use crate::state::task_state::TaskState;
+use crate::state::timers::{Timer, next_timer, remove_timer};
 use crate::wire::Wire;
 
 /// Header names on dead-letter records (see [`storeflow_ingest::dlq`]).
@@ -224,7 +225,7 @@ impl<P: Processor> DynProcessor for P {
     }
 
     fn fire_timer(&mut self, task: &mut TaskCore, codec: &Arc<Codec>, timer: &Timer) -> Result<(), RuntimeError> {
-        crate::ctx::remove_timer(&mut task.state, timer);
+        remove_timer(&mut task.state, timer);
         task.state.accept();
         task.state.stream_time = timer.at;
         let step = Step { slot: task.flow.groups.len(), time: timer.at, cause: step_of_timer(&timer.key, timer.at) };

@@ -1,0 +1,494 @@
+//! The saga on in-memory records: every event in every state, the fraud gate, timeouts,
+//! held-back events, compensation.
+
+use super::*;
+use crate::TestDriver;
+use storeflow_avro::*;
+
+const T0: i64 = 1_764_000_000_000;
+
+fn id(n: &mut u64) -> String {
+    *n += 1;
+    uuid::Uuid::from_u128(u128::from(*n)).to_string()
+}
+
+struct Run {
+    d: TestDriver,
+    n: u64,
+    t: i64,
+}
+
+fn addr(country: &str) -> Address {
+    Address { name: "A".into(), line1: "1 Road".into(), line2: None, city: "X".into(), postal_code: "1".into(), region: None, country: country.into() }
+}
+
+impl Run {
+    fn new() -> Run {
+        Run { d: TestDriver::new(Orders::new(OrdersConfig::default())), n: 0, t: T0 }
+    }
+    fn tick(&mut self) -> Timestamp {
+        self.t += 1000;
+        Timestamp(self.t)
+    }
+    fn pipe(&mut self, e: impl Into<Event>) {
+        self.d.pipe(e.into());
+    }
+    fn place(&mut self, skus: &[(&str, i32)]) {
+        self.place_priced(skus, 1000);
+    }
+    fn place_priced(&mut self, skus: &[(&str, i32)], unit_price_minor: i64) {
+        let (event_id, occurred_at) = (id(&mut self.n), self.tick());
+        self.pipe(OrderPlaced {
+            event_id,
+            occurred_at,
+            order_id: "o-1".into(),
+            customer_id: "c-1".into(),
+            session_id: None,
+            customer_since: None,
+            items: skus
+                .iter()
+                .map(|(s, q)| OrderItem { sku: s.to_string(), product_id: format!("p-{s}"), vendor_id: "v-1".into(), quantity: *q, unit_price_minor })
+                .collect(),
+            currency: "EUR".into(),
+            shipping_address: addr("DE"),
+            billing_address: addr("DE"),
+            shipping_minor: 0,
+            tax_minor: 0,
+            discount_minor: 0,
+            payment_method_token: "pm_1".into(),
+            client_ip: "203.0.113.1".into(),
+        });
+    }
+    fn reply(&mut self, sku: &str, qty: i32, ok: bool) {
+        let (event_id, occurred_at) = (id(&mut self.n), self.tick());
+        self.pipe(InventoryReply {
+            event_id,
+            occurred_at,
+            order_id: "o-1".into(),
+            sku: sku.into(),
+            action: "reserve".into(),
+            ok,
+            requested: qty,
+            lines: if ok { vec![ReservedLine { sku: sku.into(), warehouse_id: "wh-de-berlin".into(), quantity: qty }] } else { vec![] },
+            availability: vec![WarehouseStock { warehouse_id: "wh-de-berlin".into(), available: if ok { 5 } else { 0 } }],
+            reason: String::new(),
+        });
+    }
+    /// The fraud processor's answer for o-1.
+    fn score(&mut self, score: i32, decision: &str) {
+        let (event_id, occurred_at) = (id(&mut self.n), self.tick());
+        let reasons = if decision == "hold" {
+            vec![FraudReason { code: "ip_customers_1h".into(), points: 25, detail: "5 customers ordered from 198.51.100.66 in an hour".into() }]
+        } else {
+            vec![]
+        };
+        self.pipe(FraudScored { event_id, occurred_at, order_id: "o-1".into(), customer_id: "c-1".into(), score, reasons, decision: decision.into() });
+    }
+    fn status(&mut self) -> String {
+        self.d.store("orders", ORDERS, "o-1").map(|o| o.status.to_string()).unwrap_or_default()
+    }
+    fn dead(&self) -> usize {
+        [Topic::Orders, Topic::Payments, Topic::Fulfillment, Topic::InventoryReplies, Topic::FraudScores]
+            .iter()
+            .map(|t| self.d.dlq(t.name()).len())
+            .sum()
+    }
+    fn act(&mut self, a: Act) {
+        let (event_id, occurred_at) = (id(&mut self.n), self.tick());
+        let order_id = "o-1".to_string();
+        let e: Event = match a {
+            Act::Authorize => PaymentAuthorized { event_id, occurred_at, order_id, payment_id: "pi_1".into(), amount_minor: 3000, currency: "EUR".into(), provider: "stripe".into() }.into(),
+            Act::Fail => PaymentFailed { event_id, occurred_at, order_id, payment_id: None, amount_minor: 3000, currency: "EUR".into(), failure_code: "card_declined".into(), failure_message: "no".into() }.into(),
+            Act::Capture => PaymentCaptured { event_id, occurred_at, order_id, payment_id: "pi_1".into(), amount_minor: 3000, currency: "EUR".into() }.into(),
+            Act::Cancel => OrderCancelRequested { event_id, occurred_at, order_id, requested_by: "customer".into(), reason: "changed my mind".into() }.into(),
+            Act::ShipCreated => ShipmentCreated { event_id, occurred_at, order_id, shipment_id: "s-1".into(), warehouse_id: "wh-de-berlin".into(), carrier: "dhl".into(), lines: vec![] }.into(),
+            Act::ShipA => ShipmentShipped { event_id, occurred_at, order_id, shipment_id: "s-1".into(), warehouse_id: "wh-de-berlin".into(), tracking_number: "1".into(), lines: vec![SkuQuantity { sku: "A".into(), quantity: 2 }] }.into(),
+            Act::ShipB => ShipmentShipped { event_id, occurred_at, order_id, shipment_id: "s-2".into(), warehouse_id: "wh-de-berlin".into(), tracking_number: "2".into(), lines: vec![SkuQuantity { sku: "B".into(), quantity: 1 }] }.into(),
+            Act::Deliver => ShipmentDelivered { event_id, occurred_at, order_id, shipment_id: "s-1".into() }.into(),
+            Act::ReturnReq => ReturnRequested { event_id, occurred_at, order_id, return_id: "r-1".into(), items: vec![SkuQuantity { sku: "A".into(), quantity: 1 }], reason: "too small".into() }.into(),
+            Act::ReturnRecv => ReturnReceived { event_id, occurred_at, order_id, return_id: "r-1".into(), warehouse_id: "wh-de-berlin".into(), lines: vec![SkuQuantity { sku: "A".into(), quantity: 1 }], restockable: true }.into(),
+            Act::Refund => RefundIssued { event_id, occurred_at, order_id, payment_id: "pi_1".into(), refund_id: "re_1".into(), amount_minor: 3000, currency: "EUR".into(), reason: "return".into(), lines: vec![] }.into(),
+            Act::FraudHold => FraudScored { event_id, occurred_at, order_id, customer_id: "c-1".into(), score: 90, reasons: vec![], decision: "hold".into() }.into(),
+        };
+        self.pipe(e);
+    }
+    /// Drives the order (2 × A, 1 × B) to `status`; its fraud score (allow) arrives right
+    /// after it is placed.
+    fn reach(status: &str) -> Run {
+        let mut r = Run::new();
+        r.place(&[("A", 2), ("B", 1)]);
+        r.score(5, "allow");
+        let steps: &[Step] = match status {
+            "placed" => &[],
+            "reserved" => &[Step::Hold],
+            "confirmed" => &[Step::Hold, Step::Do(Act::Authorize)],
+            "partially_shipped" => &[Step::Hold, Step::Do(Act::Authorize), Step::Do(Act::ShipA)],
+            "shipped" => &[Step::Hold, Step::Do(Act::Authorize), Step::Do(Act::ShipA), Step::Do(Act::ShipB)],
+            "delivered" => &[Step::Hold, Step::Do(Act::Authorize), Step::Do(Act::ShipA), Step::Do(Act::ShipB), Step::Do(Act::Deliver)],
+            "return_requested" => &[Step::Hold, Step::Do(Act::Authorize), Step::Do(Act::ShipA), Step::Do(Act::ShipB), Step::Do(Act::Deliver), Step::Do(Act::ReturnReq)],
+            "returned" => &[Step::Hold, Step::Do(Act::Authorize), Step::Do(Act::ShipA), Step::Do(Act::ShipB), Step::Do(Act::Deliver), Step::Do(Act::ReturnReq), Step::Do(Act::ReturnRecv)],
+            "refunded" => &[Step::Hold, Step::Do(Act::Authorize), Step::Do(Act::ShipA), Step::Do(Act::ShipB), Step::Do(Act::Deliver), Step::Do(Act::ReturnReq), Step::Do(Act::ReturnRecv), Step::Do(Act::Refund)],
+            "cancelled" => &[Step::Hold, Step::Do(Act::Cancel)],
+            "rejected_out_of_stock" => &[Step::Reject],
+            "payment_failed" => &[Step::Hold, Step::Do(Act::Fail)],
+            "fraud_hold" => &[Step::Hold, Step::Do(Act::FraudHold)],
+            other => panic!("no path to {other}"),
+        };
+        for s in steps {
+            match s {
+                Step::Hold => {
+                    r.reply("A", 2, true);
+                    r.reply("B", 1, true);
+                }
+                Step::Reject => {
+                    r.reply("A", 2, true);
+                    r.reply("B", 1, false);
+                }
+                Step::Do(a) => r.act(*a),
+            }
+        }
+        assert_eq!(r.status(), status, "could not reach {status}");
+        assert_eq!(r.dead(), 0, "reaching {status} dead-lettered something");
+        r
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Act {
+    Authorize,
+    Fail,
+    Capture,
+    Cancel,
+    ShipCreated,
+    ShipA,
+    ShipB,
+    Deliver,
+    ReturnReq,
+    ReturnRecv,
+    Refund,
+    FraudHold,
+}
+
+enum Step {
+    Hold,
+    Reject,
+    Do(Act),
+}
+
+const STATES: [&str; 13] = [
+    "placed", "reserved", "confirmed", "partially_shipped", "shipped", "delivered", "return_requested", "returned",
+    "refunded", "cancelled", "rejected_out_of_stock", "payment_failed", "fraud_hold",
+];
+
+#[derive(Debug, PartialEq)]
+enum Outcome {
+    To(&'static str),
+    Dead,
+    /// Held back until the reservation settles (the order is still being reserved).
+    Held,
+}
+
+/// The expected outcome of `act` in state `from`, written out by hand, independently of
+/// OrderStatus::MOVES.
+fn expected(from: &str, act: Act) -> Outcome {
+    use Act::*;
+    use Outcome::*;
+    match (from, act) {
+        // While its reservation is in flight, an order takes nothing else: everything waits
+        // and applies, in time order, once inventory has answered.
+        ("placed", _) => Held,
+        ("reserved", Authorize) => To("confirmed"),
+        ("fraud_hold", Authorize) => To("fraud_hold"),
+        ("reserved", Fail) => To("payment_failed"),
+        ("confirmed", Capture) => To("confirmed"),
+        ("partially_shipped", Capture) => To("partially_shipped"),
+        ("shipped", Capture) => To("shipped"),
+        ("delivered", Capture) => To("delivered"),
+        ("reserved" | "confirmed" | "fraud_hold", Cancel) => To("cancelled"),
+        ("confirmed", ShipCreated) => To("confirmed"),
+        ("partially_shipped", ShipCreated) => To("partially_shipped"),
+        ("confirmed", ShipA) => To("partially_shipped"),
+        ("partially_shipped", ShipB) => To("shipped"),
+        ("confirmed", ShipB) => To("partially_shipped"),
+        ("shipped", Deliver) => To("delivered"),
+        ("partially_shipped", Deliver) => To("partially_shipped"),
+        ("delivered", ReturnReq) => To("return_requested"),
+        ("return_requested" | "delivered", ReturnRecv) => To("returned"),
+        ("returned", Refund) => To("refunded"),
+        ("confirmed", Refund) => To("confirmed"),
+        ("partially_shipped", Refund) => To("partially_shipped"),
+        ("shipped", Refund) => To("shipped"),
+        ("delivered", Refund) => To("delivered"),
+        ("return_requested", Refund) => To("return_requested"),
+        ("refunded", Refund) => To("refunded"),
+        ("reserved" | "confirmed", FraudHold) => To("fraud_hold"),
+        (s, FraudHold) => To(STATES.iter().find(|x| **x == s).copied().expect("a state")),
+        _ => Dead,
+    }
+}
+
+#[test]
+fn every_event_in_every_state_moves_the_order_as_the_table_says_or_is_dead_lettered() {
+    use Act::*;
+    let acts = [Authorize, Fail, Capture, Cancel, ShipCreated, ShipA, ShipB, Deliver, ReturnReq, ReturnRecv, Refund, FraudHold];
+    let mut checked = 0;
+    for from in STATES {
+        for act in acts {
+            let mut r = Run::reach(from);
+            let held_before = r.d.store("orders", ORDERS, "o-1").unwrap().deferred.len();
+            r.act(act);
+            match expected(from, act) {
+                Outcome::To(to) => {
+                    assert_eq!(r.status(), to, "{act:?} in {from}");
+                    assert_eq!(r.dead(), 0, "{act:?} in {from} was dead-lettered");
+                }
+                Outcome::Dead => {
+                    assert_eq!(r.status(), from, "{act:?} in {from} changed the order");
+                    assert_eq!(r.dead(), 1, "{act:?} in {from} was not dead-lettered");
+                }
+                Outcome::Held => {
+                    assert_eq!(r.status(), from, "{act:?} in {from} changed the order");
+                    assert_eq!(r.dead(), 0, "{act:?} in {from} was dead-lettered");
+                    let o = r.d.store("orders", ORDERS, "o-1").unwrap();
+                    assert_eq!(o.deferred.len(), held_before + 1, "{act:?} in {from} was not held back");
+                }
+            }
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 13 * 12);
+}
+
+#[test]
+fn events_held_back_during_the_reservation_apply_after_it_or_go_to_the_dlq_with_the_reason() {
+    let mut r = Run::reach("placed");
+    r.act(Act::Authorize);
+    r.act(Act::ShipCreated); // fine once confirmed
+    r.act(Act::Deliver); // not before shipping
+    assert_eq!(r.status(), "placed");
+    r.reply("A", 2, true);
+    r.reply("B", 1, true);
+    assert_eq!(r.status(), "confirmed");
+    let dlq = r.d.dlq(Topic::Fulfillment.name());
+    assert_eq!(dlq.len(), 1, "{dlq:?}");
+    assert!(dlq[0].reason.contains("shipment delivered: order o-1 is confirmed"), "{}", dlq[0].reason);
+    assert_eq!(dlq[0].processor, "orders");
+    let o = r.d.store("orders", ORDERS, "o-1").unwrap();
+    assert!(o.deferred.is_empty());
+    // And for an order that is rejected, everything held back is dead-lettered.
+    let mut r = Run::reach("placed");
+    r.act(Act::ShipA);
+    r.reply("A", 2, true);
+    r.reply("B", 1, false);
+    assert_eq!(r.status(), "rejected_out_of_stock");
+    assert_eq!(r.d.dlq(Topic::Fulfillment.name()).len(), 1);
+}
+
+#[test]
+fn every_legal_move_is_announced_with_its_previous_state() {
+    let mut r = Run::reach("refunded");
+    let moves: Vec<(Option<String>, String)> = r
+        .d
+        .outputs::<Event>(Topic::Lifecycle.name())
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::OrderStatusChanged(s) if s.previous_status.as_deref() != Some(s.status.as_str()) => Some((s.previous_status, s.status)),
+            _ => None,
+        })
+        .collect();
+    let path: Vec<&str> = moves.iter().map(|(_, s)| s.as_str()).collect();
+    assert_eq!(path, ["placed", "reserved", "payment_authorized", "confirmed", "partially_shipped", "shipped", "delivered", "return_requested", "returned", "refunded"]);
+    for (prev, to) in &moves[1..] {
+        assert!(storeflow_avro::states::may_move(prev.as_deref().unwrap(), to.parse().unwrap()), "{prev:?} → {to} is not in OrderStatus::MOVES");
+    }
+    assert!(r.status() == "refunded");
+}
+
+#[test]
+fn a_partial_refusal_releases_the_skus_that_were_held() {
+    let r = Run::reach("rejected_out_of_stock");
+    let cmds: Vec<InventoryCommand> = r
+        .d
+        .outputs::<Event>(Topic::InventoryCommands.name())
+        .into_iter()
+        .filter_map(|e| if let Event::InventoryCommand(c) = e { Some(c) } else { None })
+        .collect();
+    assert!(cmds.iter().any(|c| c.action == "release" && c.sku == "A"), "the held sku was not released: {cmds:?}");
+    let rejected = r.d.outputs::<Event>(Topic::Reservations.name());
+    assert!(matches!(&rejected[..], [Event::ReservationRejected(x)] if x.missing[0].sku == "B"), "{rejected:?}");
+}
+
+#[test]
+fn an_unpaid_order_is_cancelled_at_the_payment_timeout_and_its_stock_released() {
+    let mut r = Run::reach("reserved");
+    r.d.advance_time(T0 + OrdersConfig::default().payment_timeout_ms + 10_000);
+    assert_eq!(r.status(), "cancelled");
+    let releases = r
+        .d
+        .outputs::<Event>(Topic::InventoryCommands.name())
+        .into_iter()
+        .filter(|e| matches!(e, Event::InventoryCommand(c) if c.action == "release" && c.reason == "payment_timeout"))
+        .count();
+    assert_eq!(releases, 2);
+}
+
+#[test]
+fn payment_before_the_reservation_confirms_once_the_stock_is_held() {
+    let mut r = Run::reach("placed");
+    r.act(Act::Authorize);
+    assert_eq!(r.status(), "placed");
+    r.reply("A", 2, true);
+    r.reply("B", 1, true);
+    assert_eq!(r.status(), "confirmed");
+}
+
+#[test]
+fn a_repeated_event_is_applied_once_and_an_unknown_order_is_dead_lettered() {
+    let mut r = Run::reach("confirmed");
+    let ship = ShipmentShipped {
+        event_id: uuid::Uuid::from_u128(999).to_string(),
+        occurred_at: Timestamp(T0 + 99_000),
+        order_id: "o-1".into(),
+        shipment_id: "s".into(),
+        warehouse_id: "wh-de-berlin".into(),
+        tracking_number: "t".into(),
+        lines: vec![SkuQuantity { sku: "A".into(), quantity: 2 }],
+    };
+    r.pipe(ship.clone());
+    r.pipe(ship.clone());
+    assert_eq!(r.status(), "partially_shipped");
+    assert_eq!(r.dead(), 0, "a redelivered event was treated as new");
+    r.pipe(ShipmentShipped { order_id: "o-404".into(), ..ship });
+    assert!(r.d.dlq(Topic::Fulfillment.name()).is_empty(), "its order may still be on the way");
+    r.d.advance_time(T0 + 99_000 + OrdersConfig::default().early_ttl_ms);
+    assert_eq!(r.d.dlq(Topic::Fulfillment.name())[0].reason, "unknown order o-404: nothing was placed under that id within 600 s");
+}
+
+#[test]
+fn a_payment_and_a_verdict_that_arrive_before_their_order_wait_for_it_and_apply_in_time_order() {
+    let mut r = Run::new();
+    // A payment provider and the fraud processor were faster than the order's producer.
+    r.t += 5_000;
+    r.score(10, "allow");
+    r.t -= 4_000;
+    r.act(Act::Authorize);
+    assert_eq!((r.status().as_str(), r.dead()), ("", 0), "nothing placed, nothing dead-lettered yet");
+    r.t = T0;
+    r.place(&[("A", 2)]);
+    assert_eq!(r.status(), "placed");
+    r.reply("A", 2, true);
+    assert_eq!(r.status(), "confirmed", "reserved, then the earlier payment, then the verdict");
+    assert_eq!(r.dead(), 0);
+}
+
+#[test]
+fn a_payment_timeout_during_the_reservation_applies_after_it_as_if_inventory_had_answered_at_once() {
+    let mut r = Run { d: TestDriver::new(Orders::new(OrdersConfig { payment_timeout_ms: 500, ..OrdersConfig::default() })), n: 0, t: T0 };
+    r.place(&[("A", 1)]);
+    r.d.advance_time(T0 + 5_000);
+    assert_eq!(r.status(), "placed", "the timeout waits for the reservation");
+    r.reply("A", 1, true);
+    assert_eq!(r.status(), "cancelled");
+    let last = r.d.outputs::<Event>(Topic::Lifecycle.name()).into_iter().filter_map(|e| match e {
+        Event::OrderStatusChanged(s) => Some((s.status, s.version)),
+        _ => None,
+    }).collect::<Vec<_>>();
+    assert_eq!(last, vec![("placed".into(), 1), ("reserved".into(), 2), ("cancelled".into(), 3)], "every announcement has the next version");
+}
+
+#[test]
+fn an_order_whose_amounts_overflow_goes_to_the_dlq_and_places_nothing() {
+    let mut r = Run::new();
+    // 3 × i64::MAX / 2 overflows a 64-bit subtotal: refused, not wrapped, not a panic.
+    r.place_priced(&[("A", 3)], i64::MAX / 2);
+    assert_eq!(r.status(), "", "nothing was placed");
+    let dlq = r.d.dlq(Topic::Orders.name());
+    assert_eq!(dlq.len(), 1);
+    assert!(dlq[0].reason.contains("items[0].unit_price_minor"), "{}", dlq[0].reason);
+    assert!(r.d.outputs::<Event>(Topic::InventoryCommands.name()).is_empty(), "no stock was asked for");
+    // An ordinary order afterwards goes through.
+    r.place(&[("A", 1)]);
+    assert_eq!(r.status(), "placed");
+}
+
+#[test]
+fn totals_and_vendor_line_totals_are_kept() {
+    let mut r = Run::reach("placed");
+    let o = r.d.store("orders", ORDERS, "o-1").unwrap();
+    assert_eq!((o.subtotal_minor, o.total_minor), (3000, 3000));
+    assert_eq!(o.vendor_totals.get("v-1"), Some(&3000));
+}
+
+#[test]
+fn an_authorized_order_waits_for_its_fraud_score_and_holds_back_capture_and_shipping_meanwhile() {
+    let mut r = Run::new();
+    r.place(&[("A", 2), ("B", 1)]);
+    r.reply("A", 2, true);
+    r.reply("B", 1, true);
+    r.act(Act::Authorize);
+    assert_eq!(r.status(), "payment_authorized", "confirmed before the fraud score");
+    r.act(Act::Capture);
+    r.act(Act::ShipA);
+    assert_eq!((r.status().as_str(), r.dead()), ("payment_authorized", 0));
+    assert_eq!(r.d.store("orders", ORDERS, "o-1").unwrap().deferred.len(), 2);
+    r.score(12, "allow");
+    assert_eq!(r.status(), "partially_shipped", "confirmed, then the held-back capture and shipment applied");
+    assert_eq!(r.dead(), 0);
+    let confirmed = r.d.outputs::<Event>(Topic::Lifecycle.name()).into_iter().find_map(|e| match e {
+        Event::OrderStatusChanged(s) if s.status == "confirmed" => Some(s.reason),
+        _ => None,
+    });
+    assert_eq!(confirmed.as_deref(), Some("reserved, paid and fraud-checked (score 12, allow)"));
+}
+
+#[test]
+fn a_hold_that_arrives_after_authorization_stops_the_order_before_it_ships() {
+    let mut r = Run::new();
+    r.place(&[("A", 2), ("B", 1)]);
+    r.reply("A", 2, true);
+    r.reply("B", 1, true);
+    r.act(Act::Authorize);
+    r.act(Act::ShipCreated);
+    r.score(85, "hold");
+    assert_eq!(r.status(), "fraud_hold");
+    let dlq = r.d.dlq(Topic::Fulfillment.name());
+    assert_eq!(dlq.len(), 1, "the held-back shipment is refused: {dlq:?}");
+    assert!(dlq[0].reason.contains("is fraud_hold"), "{}", dlq[0].reason);
+    let held = r.d.outputs::<Event>(Topic::Lifecycle.name()).into_iter().find_map(|e| match e {
+        Event::OrderStatusChanged(s) if s.status == "fraud_hold" => Some(s.reason),
+        _ => None,
+    });
+    assert_eq!(held.as_deref(), Some("fraud score 85 (ip_customers_1h)"));
+    let commits = r.d.outputs::<Event>(Topic::InventoryCommands.name()).into_iter().filter(|e| matches!(e, Event::InventoryCommand(c) if c.action == "commit")).count();
+    assert_eq!(commits, 0, "a held order's stock is not committed");
+}
+
+#[test]
+fn without_a_fraud_score_in_time_the_order_is_confirmed_and_the_lifecycle_says_why() {
+    let mut r = Run::new();
+    r.place(&[("A", 2), ("B", 1)]);
+    r.reply("A", 2, true);
+    r.reply("B", 1, true);
+    r.act(Act::Authorize);
+    r.d.advance_time(T0 + OrdersConfig::default().fraud_gate_ms - 1);
+    assert_eq!(r.status(), "payment_authorized");
+    r.d.advance_time(T0 + OrdersConfig::default().fraud_gate_ms + 1000);
+    assert_eq!(r.status(), "confirmed");
+    let reason = r.d.outputs::<Event>(Topic::Lifecycle.name()).into_iter().find_map(|e| match e {
+        Event::OrderStatusChanged(s) if s.status == "confirmed" => Some(s.reason),
+        _ => None,
+    });
+    assert_eq!(reason.as_deref(), Some("reserved and paid; no fraud score within 600 s of placing"));
+    // A hold that turns up later still stops it before shipping.
+    r.score(90, "hold");
+    assert_eq!(r.status(), "fraud_hold");
+}
+
+#[test]
+fn with_the_gate_off_an_authorized_order_is_confirmed_at_once() {
+    let mut r = Run { d: TestDriver::new(Orders::new(OrdersConfig { fraud_gate_ms: 0, ..OrdersConfig::default() })), n: 0, t: T0 };
+    r.place(&[("A", 2)]);
+    r.reply("A", 2, true);
+    r.act(Act::Authorize);
+    assert_eq!(r.status(), "confirmed");
+}
