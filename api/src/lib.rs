@@ -31,14 +31,18 @@
 //! ```
 
 pub mod auth;
+pub mod config;
 pub mod customers;
 pub mod error;
+pub mod ids;
 pub mod live;
 pub mod metrics;
 pub mod read;
+pub mod ready;
 pub mod registry;
 pub mod roles;
 pub mod routes;
+pub mod state;
 pub mod writes;
 
 use std::collections::HashMap;
@@ -51,209 +55,19 @@ use axum::http::header;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
-use prometheus_client::registry::Registry;
-use serde::Deserialize;
-use storeflow_avro::Codec;
-use storeflow_avro::pii::Vault;
-use storeflow_ingest::Log;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use auth::{Caller, KeyStore, RateLimits, Role};
+pub use config::{ApiConfig, SetupError};
 pub use customers::CustomersConfig;
 pub use error::{ApiError, ApiResult};
 pub use metrics::ApiMetrics;
 pub use live::Live;
 pub use read::Reads;
-
-/// `[api]` settings.
-#[derive(Clone, Debug, Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ApiConfig {
-    /// Largest request body, bytes (413 past it).
-    pub max_body_bytes: usize,
-    /// Most events in one `POST /v1/events`.
-    pub max_batch: usize,
-    /// Requests per second per key (anonymous calls: per client address).
-    pub rate_per_second: u32,
-    /// Requests a key may send at once above the rate.
-    pub rate_burst: u32,
-    /// `GET /v1/search` and `GET /v1/products/{id}` without a key.
-    pub public_search: bool,
-    /// `GET /v1/recommendations` without a key.
-    pub public_recommendations: bool,
-    /// How many recent `event_id`s are remembered to accept duplicates once.
-    pub dedup_window: usize,
-    /// Longest a request may take before it is answered 503 (an SSE stream's body is not
-    /// bounded by it, only its start), ms.
-    pub request_timeout_ms: u64,
-    /// Longest a client may take to send a request's headers before the connection is
-    /// closed (slowloris), ms.
-    pub header_read_timeout_ms: u64,
-    /// Most SSE streams one key may hold open at once (429 past it).
-    pub max_streams_per_key: usize,
-    /// Failed authentications (unknown or malformed keys) per second per client address
-    /// before they are answered 429 instead of 401.
-    pub auth_failures_per_second: u32,
-    /// Longest strings and arrays inside an event, per field (`[api.field_limits]`).
-    pub field_limits: storeflow_avro::FieldLimits,
-    /// Signed-in shoppers' tokens from the marketplace's identity provider
-    /// (`[api.customers]`: issuer, audience, and an HS256 secret or a JWKS file). Off
-    /// without it: API keys only.
-    pub customers: Option<CustomersConfig>,
-    /// How far from the server's clock `occurred_at` may be (the top-level `[time]`, which
-    /// the runtime applies too).
-    #[serde(skip)]
-    pub time: storeflow_avro::TimeBounds,
-}
-
-impl Default for ApiConfig {
-    fn default() -> Self {
-        ApiConfig {
-            max_body_bytes: 1024 * 1024,
-            max_batch: 500,
-            rate_per_second: 2_000,
-            rate_burst: 4_000,
-            public_search: false,
-            public_recommendations: false,
-            dedup_window: 1_000_000,
-            request_timeout_ms: 10_000,
-            header_read_timeout_ms: 5_000,
-            max_streams_per_key: 4,
-            auth_failures_per_second: 5,
-            field_limits: storeflow_avro::FieldLimits::default(),
-            customers: None,
-            time: storeflow_avro::TimeBounds::default(),
-        }
-    }
-}
-
-impl ApiConfig {
-    /// Checks the values make sense.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.max_body_bytes < 1024 {
-            return Err(format!("api.max_body_bytes = {}: at least 1024", self.max_body_bytes));
-        }
-        if self.max_batch == 0 || self.rate_per_second == 0 || self.rate_burst == 0 {
-            return Err("api.max_batch, api.rate_per_second and api.rate_burst must be at least 1".into());
-        }
-        if self.request_timeout_ms == 0 || self.header_read_timeout_ms == 0 || self.max_streams_per_key == 0 || self.auth_failures_per_second == 0 {
-            return Err("api.request_timeout_ms, api.header_read_timeout_ms, api.max_streams_per_key and api.auth_failures_per_second must be at least 1".into());
-        }
-        if let Some(c) = &self.customers {
-            c.validate()?;
-        }
-        Ok(())
-    }
-}
-
-/// Why the API could not be set up.
-#[derive(Debug, thiserror::Error)]
-pub enum SetupError {
-    /// A configuration value is wrong.
-    #[error("invalid API configuration: {0}")]
-    Config(String),
-    /// The log refused a producer.
-    #[error(transparent)]
-    Log(#[from] storeflow_ingest::LogError),
-}
-
-struct Inner {
-    config: ApiConfig,
-    log: Arc<dyn Log>,
-    keys: KeyStore,
-    limits: Arc<RateLimits>,
-    /// Failed authentications per client address.
-    auth_failures: Arc<RateLimits>,
-    /// Customers' token verifier, with `[api.customers]`.
-    customers: Option<customers::Verifier>,
-    /// Open SSE streams per key id.
-    streams: parking_lot::Mutex<HashMap<String, usize>>,
-    /// Set when the server begins to stop: open streams end.
-    closing: std::sync::atomic::AtomicBool,
-    writer: writes::Writer,
-    /// Customers' data keys: the writer seals personal data with it, order reads open it.
-    vault: Arc<Vault>,
-    reads: Reads,
-    registry: Arc<Registry>,
-    metrics: ApiMetrics,
-}
-
-/// What the handlers share. Cheap to clone.
-#[derive(Clone)]
-pub struct ApiState {
-    inner: Arc<Inner>,
-}
-
-impl std::fmt::Debug for ApiState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApiState").field("config", &self.inner.config).field("reads", &self.inner.reads).finish()
-    }
-}
-
-impl ApiState {
-    /// The API on `log` (writes, with `codec`), reading from `reads`, authenticating with
-    /// `keys`. `registry` is what `/metrics` serves; `metrics` must be registered in it
-    /// ([`ApiMetrics::register`]) before it is frozen in the `Arc`.
-    pub fn new(
-        config: ApiConfig,
-        log: Arc<dyn Log>,
-        codec: Arc<Codec>,
-        keys: KeyStore,
-        vault: Arc<Vault>,
-        reads: Reads,
-        registry: Arc<Registry>,
-        metrics: ApiMetrics,
-    ) -> Result<ApiState, SetupError> {
-        config.validate().map_err(SetupError::Config)?;
-        let customers = config.customers.as_ref().map(customers::Verifier::new).transpose().map_err(SetupError::Config)?;
-        let writer = writes::Writer::new(log.as_ref(), codec, vault.clone(), config.dedup_window)?;
-        let limits = RateLimits::new(config.rate_per_second, config.rate_burst);
-        let auth_failures = RateLimits::new(config.auth_failures_per_second, config.auth_failures_per_second.saturating_mul(4));
-        let inner = Inner {
-            config,
-            log,
-            keys,
-            limits,
-            auth_failures,
-            customers,
-            streams: parking_lot::Mutex::new(HashMap::new()),
-            closing: std::sync::atomic::AtomicBool::new(false),
-            writer,
-            vault,
-            reads,
-            registry,
-            metrics,
-        };
-        Ok(ApiState { inner: Arc::new(inner) })
-    }
-
-    /// A slot for one more SSE stream of key `key_id`, given back when the guard drops;
-    /// 429 when the key holds `max_streams_per_key` already.
-    pub(crate) fn stream_slot(&self, key_id: &str) -> ApiResult<StreamSlot> {
-        let max = self.inner.config.max_streams_per_key;
-        let mut open = self.inner.streams.lock();
-        let n = open.entry(key_id.to_string()).or_insert(0);
-        if *n >= max {
-            tracing::info!(key = key_id, max, "refusing another SSE stream: the key holds api.max_streams_per_key");
-            return Err(ApiError::RateLimited { retry_after_secs: 1 });
-        }
-        *n += 1;
-        Ok(StreamSlot { state: self.clone(), key_id: key_id.to_string() })
-    }
-
-    /// True while key `key_id` may go on streaming: not revoked, and the server not stopping.
-    pub(crate) fn may_stream(&self, key_id: &str) -> bool {
-        !self.inner.closing.load(std::sync::atomic::Ordering::Relaxed) && self.inner.keys.is_live(key_id)
-    }
-
-    /// The key store (to create keys from the CLI).
-    pub fn keys(&self) -> &KeyStore {
-        &self.inner.keys
-    }
-}
+pub use state::ApiState;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -312,24 +126,6 @@ fn api_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(healthz))
         .routes(routes!(readyz))
         .routes(routes!(metrics))
-}
-
-/// One open SSE stream of a key (see [`ApiState::stream_slot`]).
-pub(crate) struct StreamSlot {
-    state: ApiState,
-    key_id: String,
-}
-
-impl Drop for StreamSlot {
-    fn drop(&mut self) {
-        let mut open = self.state.inner.streams.lock();
-        if let Some(n) = open.get_mut(&self.key_id) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                open.remove(&self.key_id);
-            }
-        }
-    }
 }
 
 /// The OpenAPI 3.1 document of the API (what `/openapi.json` serves).

@@ -21,7 +21,7 @@ use storeflow_ingest::{ConsumerConfig, Log, LogError, TopicPartition};
 use tokio::sync::broadcast;
 use utoipa::ToSchema;
 
-use crate::read::{ReadError, ReadFuture, Ready};
+use crate::ready::{ReadError, ReadFuture, Ready};
 
 /// The topics the live state reads.
 pub const TOPICS: &[Topic] = &[Topic::Catalog, Topic::StockLevels, Topic::Recommendations, Topic::VendorSales];

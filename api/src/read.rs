@@ -7,11 +7,11 @@
 use std::sync::Arc;
 
 use futures::FutureExt;
-use futures::future::BoxFuture;
 use storeflow_sinks::{Analytics, ReadModel, Registered, Search, SinkError};
 
 use crate::error::ApiError;
 use crate::live::Live;
+pub use crate::ready::{ReadError, ReadFuture, ReadResult, Ready, ThreadsReady};
 
 pub use storeflow_sinks::analytics::{Dashboard, DashboardRange, Funnel, TopCategory, TopProduct, VendorPerformance};
 pub use storeflow_sinks::read_model::{
@@ -20,57 +20,12 @@ pub use storeflow_sinks::read_model::{
 };
 pub use storeflow_sinks::search::{FacetCount, Facets, Hit, SearchQuery, SearchResults, SortBy};
 
-/// Why a read failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ReadError {
-    /// The backend is not reachable or not ready (503).
-    #[error("{0}")]
-    Unavailable(String),
-    /// The backend failed unexpectedly (500, detail logged only).
-    #[error("{0}")]
-    Internal(String),
-}
-
-impl From<ReadError> for ApiError {
-    fn from(e: ReadError) -> Self {
-        match e {
-            ReadError::Unavailable(m) => ApiError::Unavailable(m),
-            ReadError::Internal(m) => ApiError::Internal(m),
-        }
-    }
-}
-
 /// A sink's error while doing `what`: 503 for a store that is stopped or does not answer
 /// (the caller may retry), 500 for anything else.
 pub fn sink_error(what: &str) -> impl FnOnce(SinkError) -> ApiError + '_ {
     move |e| match e {
         SinkError::Stopped | SinkError::Log(_) => ApiError::Unavailable(format!("{what}: {e}")),
         other => ApiError::Internal(format!("{what}: {other}")),
-    }
-}
-
-/// Result of a read.
-pub type ReadResult<T> = Result<T, ReadError>;
-
-/// A boxed future of a read.
-pub type ReadFuture<'a, T> = BoxFuture<'a, ReadResult<T>>;
-
-/// Whether a backend is reachable (for `/readyz`).
-pub trait Ready: Send + Sync {
-    /// `Ok` when it answers; the error says what is wrong.
-    fn ready(&self) -> ReadFuture<'_, ()>;
-}
-
-/// Readiness of worker threads (processors, sinks): not ready while one has ended, naming
-/// it. A processor or sink that stops is noticed here instead of the API serving stale reads
-/// as if all were well.
-pub struct ThreadsReady(pub Vec<(String, Arc<dyn Fn() -> bool + Send + Sync>)>);
-
-impl Ready for ThreadsReady {
-    fn ready(&self) -> ReadFuture<'_, ()> {
-        let down: Vec<&str> = self.0.iter().filter(|(_, alive)| !alive()).map(|(n, _)| n.as_str()).collect();
-        let r = if down.is_empty() { Ok(()) } else { Err(ReadError::Unavailable(format!("stopped: {}", down.join(", ")))) };
-        Box::pin(async move { r })
     }
 }
 

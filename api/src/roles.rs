@@ -228,7 +228,7 @@ fn owner_tag(key_id: &str, base: &str) -> String {
 /// to the key, so [`placed_with`] can tell, from the id alone and after any restart,
 /// whether a key placed an order.
 pub fn order_id(key_id: &str, seed: &str) -> String {
-    let base = crate::writes::derived_id("ord_", seed);
+    let base = crate::ids::derived_id("ord_", seed);
     let tag = owner_tag(key_id, &base);
     format!("{base}{tag}")
 }

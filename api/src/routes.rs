@@ -25,8 +25,9 @@ use crate::auth::{Caller, KeyInfo, RevokeError, Role};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::live::{Granularity, RecoList, SalesBucket, ScoredProduct};
 use crate::read::*;
-use crate::writes::{Writer, body_digest, derived_uuid};
-use crate::ApiState;
+use crate::ids::{body_digest, derived_uuid};
+use crate::writes::Writer;
+use crate::state::ApiState;
 
 // ------------------------------------------------------------------------------ helpers
 
