@@ -3,6 +3,7 @@
 use serde::Deserialize;
 
 use crate::customers::CustomersConfig;
+use crate::webhooks::StripeWebhookConfig;
 
 /// `[api]` settings.
 #[derive(Clone, Debug, Deserialize, serde::Serialize)]
@@ -39,6 +40,9 @@ pub struct ApiConfig {
     /// (`[api.customers]`: issuer, audience, and an HS256 secret or a JWKS file). Off
     /// without it: API keys only.
     pub customers: Option<CustomersConfig>,
+    /// Stripe's webhook deliveries (`[api.stripe_webhook]`: the endpoint's signing secrets).
+    /// `POST /v1/webhooks/stripe` answers 503 without it.
+    pub stripe_webhook: Option<StripeWebhookConfig>,
     /// How far from the server's clock `occurred_at` may be (the top-level `[time]`, which
     /// the runtime applies too).
     #[serde(skip)]
@@ -61,6 +65,7 @@ impl Default for ApiConfig {
             auth_failures_per_second: 5,
             field_limits: storeflow_avro::FieldLimits::default(),
             customers: None,
+            stripe_webhook: None,
             time: storeflow_avro::TimeBounds::default(),
         }
     }
@@ -80,6 +85,9 @@ impl ApiConfig {
         }
         if let Some(c) = &self.customers {
             c.validate()?;
+        }
+        if let Some(w) = &self.stripe_webhook {
+            w.validate()?;
         }
         Ok(())
     }

@@ -43,6 +43,7 @@ pub mod registry;
 pub mod roles;
 pub mod routes;
 pub mod state;
+pub mod webhooks;
 pub mod writes;
 
 use std::collections::HashMap;
@@ -113,6 +114,7 @@ fn api_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(get_order))
         .routes(routes!(cancel_order))
         .routes(routes!(return_order))
+        .routes(routes!(stripe_webhook))
         .routes(routes!(get_inventory))
         .routes(routes!(get_product))
         .routes(routes!(search))

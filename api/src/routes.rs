@@ -489,6 +489,52 @@ pub async fn return_order(
     Ok((StatusCode::ACCEPTED, Json(OrderAccepted { order_id: id, status: "return_requested".into(), return_id: Some(return_id) })))
 }
 
+// ----------------------------------------------------------------------------- webhooks
+
+/// What a Stripe delivery did.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct WebhookAnswer {
+    /// The storeflow event published for it, if any (`PaymentAuthorized`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub published: Option<String>,
+    /// True when this Stripe event was published before (a retried delivery).
+    pub duplicate: bool,
+    /// Why nothing was published (a type storeflow does not map, an object of no order).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ignored: Option<String>,
+}
+
+/// Stripe's webhook deliveries, signed with the endpoint's secret (`Stripe-Signature`;
+/// `[api.stripe_webhook]`): payment intents authorized, captured or failed, and charges
+/// refunded, become the order's payment events. A missing, forged or stale signature is a
+/// 400 and publishes nothing; a delivery Stripe retries publishes nothing more.
+#[utoipa::path(post, path = "/v1/webhooks/stripe", tag = "payments",
+    request_body(content = Object, description = "a Stripe event, as Stripe sends it"),
+    params(("Stripe-Signature" = String, Header, description = "t=<unix seconds>,v1=<hex HMAC-SHA256 of \"t.body\">")),
+    responses((status = 200, body = WebhookAnswer), (status = 400, body = ErrorBody), (status = 503, description = "no endpoint secret configured", body = ErrorBody)),
+    security(()))]
+pub async fn stripe_webhook(State(s): State<ApiState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> ApiResult<Json<WebhookAnswer>> {
+    let config = s.inner.config.stripe_webhook.as_ref().ok_or_else(|| {
+        ApiError::Unavailable("Stripe webhooks are not configured ([api.stripe_webhook] secrets)".into())
+    })?;
+    let body = body?;
+    let signature = headers.get("stripe-signature").map(|v| v.to_str().unwrap_or_default());
+    crate::webhooks::verify(signature, &body, &config.secrets, config.tolerance_secs, Timestamp::now().millis().div_euclid(1000))?;
+    let event = match crate::webhooks::translate(&body)? {
+        crate::webhooks::Delivery::Ignored(why) => {
+            tracing::info!("stripe webhook ignored: {why}");
+            return Ok(Json(WebhookAnswer { published: None, duplicate: false, ignored: Some(why) }));
+        }
+        crate::webhooks::Delivery::Publish(e) => e,
+    };
+    let name = event.name().to_string();
+    let checked = Writer::validate(vec![event.to_json()], false, &s.inner.config)?;
+    let a = s.inner.writer.publish(checked).await?;
+    s.inner.metrics.events_published.inc_by(a.published as u64);
+    s.inner.metrics.events_duplicate.inc_by(a.duplicates as u64);
+    Ok(Json(WebhookAnswer { published: Some(name), duplicate: a.duplicates > 0, ignored: None }))
+}
+
 // ---------------------------------------------------------------------------- inventory
 
 /// Stock of a sku: on hand, reserved and available, in total and per warehouse.
