@@ -10,9 +10,9 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
+use super::dir::{TopicMeta, io, lock_dir};
 use super::journal::{Entry, Journal, Replayed, tp_key};
 use super::partition::{Corruption, Loaded, count_intact, walk};
-use super::{TopicMeta, io, lock_dir};
 use crate::types::TopicPartition;
 use crate::{LogError, Result};
 

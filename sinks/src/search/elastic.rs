@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use super::config::ElasticsearchConfig;
 use super::doc::{PRODUCT, ProductDoc};
 use super::highlight::highlights;
-use super::{Facets, Hit, PRICE_BUCKETS, RATING_BUCKETS, SearchQuery, SearchResults, SortBy};
+use super::query::{FacetCount, Facets, Hit, PRICE_BUCKETS, RATING_BUCKETS, SEARCH_BUDGET, SearchQuery, SearchResults, SortBy};
 use crate::{Result, SinkError};
 
 /// Settings and mappings of the product index.
@@ -276,7 +276,7 @@ impl ElasticIndex {
             "size": q.per_page(),
             "track_total_hits": true,
             // The same CPU budget as the tantivy twin's; a timed-out search is refused below.
-            "timeout": format!("{}ms", super::SEARCH_BUDGET.as_millis()),
+            "timeout": format!("{}ms", SEARCH_BUDGET.as_millis()),
             "query": {"bool": {"must": must, "filter": filter}},
             "sort": sort,
             "aggs": aggregations(),
@@ -336,7 +336,7 @@ pub fn aggregations() -> Value {
 
 /// Facet counts from an aggregation answer (Elasticsearch's or tantivy's, same shape).
 pub fn parse_facets(aggs: &Value) -> Facets {
-    let buckets = |name: &str| -> Vec<super::FacetCount> {
+    let buckets = |name: &str| -> Vec<FacetCount> {
         let b = &aggs[name]["buckets"];
         let list: Vec<&Value> = match b {
             Value::Array(a) => a.iter().collect(),
@@ -352,7 +352,7 @@ pub fn parse_facets(aggs: &Value) -> Facets {
                     (_, Value::Number(n)) => n.to_string(),
                     _ => return None,
                 };
-                Some(super::FacetCount { value, count: x["doc_count"].as_u64().unwrap_or(0) })
+                Some(FacetCount { value, count: x["doc_count"].as_u64().unwrap_or(0) })
             })
             .collect()
     };

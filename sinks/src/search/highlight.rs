@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 
 use super::doc::ProductDoc;
-use super::fuzziness;
+use super::query::fuzziness;
 
 /// `title` and `description` highlights of `d` for query tokens `toks` (none without
 /// tokens, or without a matching word).

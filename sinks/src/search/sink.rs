@@ -27,7 +27,9 @@ use storeflow_ingest::TopicPartition;
 
 use super::config::SearchConfig;
 use super::doc::{self, ProductDoc, RATES_ID, pending_id};
-use super::{ElasticIndex, Index, ProductIndex, TantivyIndex};
+use super::elastic::ElasticIndex;
+use super::index::{Index, ProductIndex};
+use super::tantivy_index::TantivyIndex;
 use crate::money::Rates;
 use crate::reference::{self, Reference};
 use crate::registry::SinkConfig;

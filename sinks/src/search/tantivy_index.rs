@@ -31,7 +31,7 @@ use tantivy::{DocAddress, DocId, Index, IndexReader, IndexWriter, Order, ReloadP
 use super::doc::{PRODUCT, ProductDoc};
 use super::elastic::{aggregations, parse_facets};
 use super::highlight::highlights;
-use super::{FacetCount, Hit, PRICE_BUCKETS, RATING_BUCKETS, SEARCH_BUDGET, SearchQuery, SearchResults, SortBy, fuzziness};
+use super::query::{FacetCount, Hit, PRICE_BUCKETS, RATING_BUCKETS, SEARCH_BUDGET, SearchQuery, SearchResults, SortBy, fuzziness};
 use crate::{Result, SinkError};
 
 #[derive(Clone, Copy)]

@@ -12,8 +12,8 @@ use storeflow_avro::{Event, Topic};
 use storeflow_ingest::Record;
 use storeflow_sinks::Sinks;
 
+use super::read::records_since;
 use crate::backends::Backends;
-use crate::commands::demo::records_since;
 use crate::commands::simulate::Published;
 use crate::config::Config;
 use crate::report;
