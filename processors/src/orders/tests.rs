@@ -285,6 +285,18 @@ fn events_held_back_during_the_reservation_apply_after_it_or_go_to_the_dlq_with_
 }
 
 #[test]
+fn an_event_held_back_that_no_app_could_send_applies_after_the_reservation_like_any_other() {
+    // Written to the log directly, not through the API: its id is no UUID. Arriving once
+    // the order is reserved it would apply at once; held back, it applies after.
+    let mut r = Run::reach("placed");
+    let occurred_at = r.tick();
+    r.pipe(PaymentAuthorized { event_id: "provider-7".into(), occurred_at, order_id: "o-1".into(), payment_id: "pi_1".into(), amount_minor: 3000, currency: "EUR".into(), provider: "stripe".into() });
+    r.reply("A", 2, true);
+    r.reply("B", 1, true);
+    assert_eq!((r.status().as_str(), r.dead()), ("confirmed", 0));
+}
+
+#[test]
 fn every_legal_move_is_announced_with_its_previous_state() {
     let mut r = Run::reach("refunded");
     let moves: Vec<(Option<String>, String)> = r
