@@ -307,7 +307,6 @@ impl Saga<'_> {
             Event::FraudScored(f) => {
                 o.fraud = Some(f.decision.clone());
                 if f.decision == "hold" && matches!(o.status, OrderStatus::Placed | OrderStatus::Reserved | OrderStatus::PaymentAuthorized | OrderStatus::Confirmed) {
-                    o.held_from = Some(o.status);
                     let top: Vec<&str> = f.reasons.iter().take(3).map(|r| r.code.as_str()).collect();
                     let why = if top.is_empty() { format!("fraud score {}", f.score) } else { format!("fraud score {} ({})", f.score, top.join(", ")) };
                     go(o, ctx, OrderStatus::FraudHold, &why)?;

@@ -66,8 +66,9 @@ pub struct OrderState {
     pub captured: bool,
     pub refunded_minor: i64,
     pub shipped: BTreeMap<String, i32>,
-    /// The order state a fraud hold interrupted.
-    pub held_from: Option<OrderStatus>,
+    /// Where `held_from` was, the state a fraud hold interrupted: written, never read, since
+    /// nothing leads out of fraud_hold but a cancellation ([`OrderStatus::MOVES`]).
+    pub retired_held_from: Retired,
     /// The fraud decision once known ("allow", "review", "hold"), or "none in time" when the
     /// gate's wait ran out.
     #[serde(default)]
@@ -81,6 +82,26 @@ pub struct OrderState {
     /// The order's version: one more per announced change (read models keep the highest).
     #[serde(default)]
     pub version: i64,
+}
+
+/// A field no longer kept, in its place in the encoding: postcard reads a struct's fields
+/// by position and can neither skip nor default one (`#[serde(default)]` or
+/// `skip_serializing` would misread every field after it). Reads the `Option<String>` that
+/// was there and drops it; writes `None`, which a build that still has the field reads as
+/// no value.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Retired;
+
+impl Serialize for Retired {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_none()
+    }
+}
+
+impl<'de> Deserialize<'de> for Retired {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Retired, D::Error> {
+        Option::<String>::deserialize(d).map(|_| Retired)
+    }
 }
 
 /// An event or a timer an order holds back until it can apply it.
@@ -163,7 +184,7 @@ impl OrderState {
             captured: false,
             refunded_minor: 0,
             shipped: BTreeMap::new(),
-            held_from: None,
+            retired_held_from: Retired,
             fraud: None,
             seen: vec![p.event_id.clone()],
             deferred: Vec::new(),
@@ -186,11 +207,15 @@ pub(super) fn hold(list: &mut Vec<Held>, h: Held) {
 
 #[cfg(test)]
 mod tests {
-    use serde::Serialize;
-    use storeflow_avro::json::{event_from_json, example};
-    use storeflow_avro::{EVENT_TYPES, Event, Topic};
+    use std::collections::{BTreeMap, BTreeSet};
 
-    use super::{Held, HeldEvent, HeldKind};
+    use serde::{Deserialize, Serialize};
+    use storeflow_avro::json::{event_from_json, example};
+    use storeflow_avro::{
+        EVENT_TYPES, Event, EventType, FulfillmentStatus, MissingStock, OrderItem, OrderStatus, PaymentStatus, ReservedLine, Topic, WarehouseStock,
+    };
+
+    use super::{Held, HeldEvent, HeldKind, OrderState, Phase};
     use crate::state::encoding::{decode_value, encode_value};
 
     /// [`Held`] as it was declared while it kept an event as its JSON text.
@@ -249,5 +274,63 @@ mod tests {
             let bytes = encode_value(&OldHeld { at: 1, cause: 2, what: OldHeldKind::Event(text.into()) }, None).unwrap();
             assert!(decode_value::<Held>(&bytes).is_err(), "{text} decoded");
         }
+    }
+
+    /// [`OrderState`] as it was declared while it kept `held_from`.
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct OrderStateWithHeldFrom {
+        order_id: String,
+        customer_id: String,
+        currency: String,
+        items: Vec<OrderItem>,
+        ship_country: String,
+        subtotal_minor: i64,
+        shipping_minor: i64,
+        tax_minor: i64,
+        discount_minor: i64,
+        total_minor: i64,
+        vendor_totals: BTreeMap<String, i64>,
+        status: OrderStatus,
+        payment_status: PaymentStatus,
+        fulfillment_status: FulfillmentStatus,
+        placed_at: i64,
+        phase: Phase,
+        wanted: BTreeMap<String, i32>,
+        awaiting: BTreeSet<String>,
+        held: BTreeMap<String, Vec<ReservedLine>>,
+        missing: Vec<MissingStock>,
+        availability: BTreeMap<String, Vec<WarehouseStock>>,
+        payment_id: Option<String>,
+        authorized: bool,
+        captured: bool,
+        refunded_minor: i64,
+        shipped: BTreeMap<String, i32>,
+        held_from: Option<OrderStatus>,
+        fraud: Option<String>,
+        seen: Vec<String>,
+        deferred: Vec<Held>,
+        version: i64,
+    }
+
+    fn event_of(name: &str) -> Event {
+        event_from_json(example(EventType::by_name(name).unwrap()), Default::default()).unwrap()
+    }
+
+    #[test]
+    fn an_order_state_with_held_from_reads_back_and_a_build_with_the_field_reads_what_is_written_now() {
+        let Event::OrderPlaced(p) = event_of("OrderPlaced") else { unreachable!() };
+        let mut o = OrderState::placed(&p);
+        o.status = OrderStatus::FraudHold;
+        o.fraud = Some("hold".into());
+        o.deferred = vec![Held::event(3, 4, &event_of("ShipmentShipped"))];
+        o.version = 3;
+        let now = encode_value(&o, None).unwrap();
+        let mut before: OrderStateWithHeldFrom = decode_value(&now).unwrap();
+        assert_eq!((before.held_from, before.status, before.fraud.as_deref(), before.version), (None, OrderStatus::FraudHold, Some("hold"), 3));
+        assert_eq!(before.deferred, o.deferred);
+        before.held_from = Some(OrderStatus::Confirmed);
+        let written_before = encode_value(&before, None).unwrap();
+        assert_eq!(decode_value::<OrderState>(&written_before).unwrap(), o);
+        assert_eq!(written_before.len(), now.len() + 1 + "confirmed".len(), "only the slot differs: Some, a length and the name where None is written now");
     }
 }
