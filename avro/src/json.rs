@@ -192,6 +192,20 @@ pub fn event_from_json(value: Value, opts: JsonOptions) -> Result<Event, Validat
     Ok(event)
 }
 
+/// Reads back what [`Event::to_json`] wrote, as it was: the type and each field's type are
+/// checked, not the conventions an app's event is held to. For an event a store kept (it
+/// came off the log, where nothing checks them), so that it reads back whatever it was.
+pub fn event_from_stored_json(value: Value) -> Result<Event, ValidationError> {
+    let Value::Object(mut obj) = value else {
+        return Err(ValidationError { field: None, message: format!("expected a JSON object with a \"type\" field, found {}", kind_of(&value)) });
+    };
+    let t = take_type(&mut obj, JsonOptions::default())?;
+    Event::from_json_typed(t.index(), Value::Object(obj)).map_err(|e| {
+        let path = e.path().to_string();
+        ValidationError { field: (path != ".").then_some(path), message: e.inner().to_string() }
+    })
+}
+
 fn take_type(obj: &mut Map<String, Value>, opts: JsonOptions) -> Result<&'static EventType, ValidationError> {
     let Some(ty) = obj.remove("type") else {
         return Err(ValidationError::at("type", "required field is missing: name the event type, e.g. \"type\": \"OrderPlaced\""));
@@ -544,6 +558,20 @@ mod tests {
         assert_eq!(refuse(v.clone()).field.as_deref(), Some("event_id"));
         let e = event_from_json(v, JsonOptions { fill_missing_ids: true, ..Default::default() }).unwrap();
         assert!(uuid::Uuid::parse_str(e.event_id()).is_ok());
+    }
+
+    #[test]
+    fn a_stored_event_reads_back_even_when_it_breaks_a_convention() {
+        let e = event_from_json(order_json(), JsonOptions::default()).unwrap();
+        let Event::OrderPlaced(mut o) = e else { panic!("wrong type") };
+        o.event_id = "not-a-uuid".into();
+        o.currency = "eur".into();
+        let e = Event::OrderPlaced(o);
+        assert!(event_from_json(e.to_json(), JsonOptions::default()).is_err());
+        assert_eq!(event_from_stored_json(e.to_json()).unwrap(), e);
+        let err = event_from_stored_json(serde_json::json!({"type": "OrderPlaced", "event_id": 7})).unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("event_id"), "{err}");
+        assert_eq!(event_from_stored_json(serde_json::json!({"type": "Nope"})).unwrap_err().field.as_deref(), Some("type"));
     }
 
     #[test]

@@ -55,10 +55,10 @@ use world::{CURRENCIES, Currency, WAREHOUSES, currency_of};
 /// acts on an order (pays, ships, cancels), like a storefront, a warehouse and a customer
 /// would react to the order's status.
 pub trait Decisions: Send {
-    /// The order's status (`OrderStatusChanged.status`: placed, reserved, rejected_out_of_stock,
-    /// payment_authorized, confirmed, fraud_hold, cancelled, payment_failed, partially_shipped,
-    /// shipped, delivered, return_requested, returned, refunded) as of event time `at` (ms):
-    /// the latest status the pipeline published at or before `at`. `None`: unknown order.
+    /// The order's status as `OrderStatusChanged.status` names it (an [`OrderStatus`]'s
+    /// name; the simulator reads any other as an order the pipeline does not know) as of
+    /// event time `at` (ms): the latest status the pipeline published at or before `at`.
+    /// `None`: unknown order.
     /// Implementations may block until the pipeline has decided everything before `at`.
     ///
     /// The simulator calls it from inside `next()`, with `at` one millisecond before its
@@ -66,6 +66,15 @@ pub trait Decisions: Send {
     /// `occurred_at` up to `at` has already been yielded. A caller that batches what it
     /// publishes must publish what it holds before such a call can wait on the pipeline.
     fn status_at(&mut self, order_id: &str, at: i64) -> Option<String>;
+}
+
+/// What the pipeline says about an order the simulator asks about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Answer {
+    /// The order is in this state.
+    Is(OrderStatus),
+    /// The pipeline does not know the order, or names a state the contract does not have.
+    Unknown,
 }
 
 /// How the simulation behaves.
@@ -704,13 +713,14 @@ impl Simulator {
         d.max(1_000)
     }
 
-    /// The pipeline's status of `order` now, when there are [`Decisions`]: `None` in open
-    /// loop, `Some("unknown")` when the pipeline does not know the order.
-    fn ask(&mut self, order: u64) -> Option<String> {
+    /// What the pipeline says about `order` now, when there are [`Decisions`]: `None` in
+    /// open loop.
+    fn ask(&mut self, order: u64) -> Option<Answer> {
         let d = self.decisions.as_mut()?;
         let id = &self.orders.get(&order)?.id;
         self.summary.decisions_asked += 1;
-        Some(d.status_at(id, self.now - 1 - self.config.reaction_ms.max(0)).unwrap_or_else(|| "unknown".into()))
+        let status = d.status_at(id, self.now - 1 - self.config.reaction_ms.max(0));
+        Some(status.and_then(|s| s.parse().ok()).map_or(Answer::Unknown, Answer::Is))
     }
 
     fn run(&mut self, task: Task) {
@@ -784,7 +794,7 @@ impl Simulator {
                     return;
                 }
                 let oid = o.id.clone();
-                if self.ask(order).is_some_and(|s| !matches!(s.as_str(), "confirmed" | "payment_authorized")) {
+                if self.ask(order).is_some_and(|a| !matches!(a, Answer::Is(OrderStatus::Confirmed | OrderStatus::PaymentAuthorized))) {
                     return;
                 }
                 let id = self.event_id();
@@ -802,16 +812,16 @@ impl Simulator {
                 if o.cancelled {
                     return;
                 }
-                match self.ask(order).as_deref() {
-                    None | Some("confirmed") => self.ship(order),
-                    Some("fraud_hold") => {
+                match self.ask(order) {
+                    None | Some(Answer::Is(OrderStatus::Confirmed)) => self.ship(order),
+                    Some(Answer::Is(OrderStatus::FraudHold)) => {
                         let d = self.slow_ms(FRAUD_REVIEW);
                         self.schedule(d, Task::Review { order });
                     }
-                    Some("payment_authorized" | "reserved" | "placed") if checks < MAX_CHECKS => {
+                    Some(Answer::Is(OrderStatus::PaymentAuthorized | OrderStatus::Reserved | OrderStatus::Placed)) if checks < MAX_CHECKS => {
                         self.schedule(RECHECK_MS, Task::Ship { order, checks: checks + 1 });
                     }
-                    Some("cancelled" | "rejected_out_of_stock" | "payment_failed") => {
+                    Some(Answer::Is(s)) if s.is_unsold() => {
                         self.restore_stock(order);
                         self.orders.remove(&order);
                     }
@@ -1054,15 +1064,15 @@ impl Simulator {
         if o.cancelled {
             return;
         }
-        match self.ask(order).as_deref() {
-            None | Some("reserved" | "placed") => {}
-            Some("fraud_hold") => {
+        match self.ask(order) {
+            None | Some(Answer::Is(OrderStatus::Reserved | OrderStatus::Placed)) => {}
+            Some(Answer::Is(OrderStatus::FraudHold)) => {
                 let d = self.slow_ms(FRAUD_REVIEW);
                 self.schedule(d, Task::Review { order });
                 return;
             }
-            Some(status) => {
-                self.summary.rejected_unpaid += (status == "rejected_out_of_stock") as u64;
+            Some(answer) => {
+                self.summary.rejected_unpaid += (answer == Answer::Is(OrderStatus::RejectedOutOfStock)) as u64;
                 self.restore_stock(order);
                 self.orders.remove(&order);
                 return;

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use storeflow_avro::{Event, Timestamp};
+use storeflow_avro::{Event, OrderStatus, Timestamp};
 use storeflow_sim::{Decisions, SimConfig, Simulator};
 
 const START: i64 = 1_764_000_000_000;
@@ -48,39 +48,40 @@ fn script(order_id: &str, scripted: bool) -> Script {
 #[derive(Default)]
 struct Pipeline {
     scripted: bool,
-    statuses: HashMap<String, BTreeMap<i64, String>>,
+    statuses: HashMap<String, BTreeMap<i64, OrderStatus>>,
     asked: Vec<(String, i64, i64)>,
     last_yielded: i64,
 }
 
 impl Pipeline {
-    fn set(&mut self, order: &str, at: i64, status: &str) {
-        self.statuses.entry(order.to_string()).or_default().insert(at, status.to_string());
+    fn set(&mut self, order: &str, at: i64, status: OrderStatus) {
+        self.statuses.entry(order.to_string()).or_default().insert(at, status);
     }
 
     /// What the scripted pipeline publishes on seeing `e`.
     fn observe(&mut self, e: &Event) {
+        use OrderStatus::*;
         let t = e.occurred_at().millis();
         self.last_yielded = t;
         match e {
             Event::OrderPlaced(o) => match script(&o.order_id, self.scripted) {
-                Script::Rejected => self.set(&o.order_id, t, "rejected_out_of_stock"),
-                Script::HeldAtOnce => self.set(&o.order_id, t, "fraud_hold"),
-                _ => self.set(&o.order_id, t, "reserved"),
+                Script::Rejected => self.set(&o.order_id, t, RejectedOutOfStock),
+                Script::HeldAtOnce => self.set(&o.order_id, t, FraudHold),
+                _ => self.set(&o.order_id, t, Reserved),
             },
             Event::PaymentAuthorized(p) => match script(&p.order_id, self.scripted) {
-                Script::HeldWhenPaid => self.set(&p.order_id, t, "fraud_hold"),
-                Script::CancelledWhenPaid => self.set(&p.order_id, t, "cancelled"),
+                Script::HeldWhenPaid => self.set(&p.order_id, t, FraudHold),
+                Script::CancelledWhenPaid => self.set(&p.order_id, t, Cancelled),
                 Script::LateVerdict => {
-                    self.set(&p.order_id, t, "payment_authorized");
-                    self.set(&p.order_id, t + LATE_VERDICT_MS, "confirmed");
+                    self.set(&p.order_id, t, PaymentAuthorized);
+                    self.set(&p.order_id, t + LATE_VERDICT_MS, Confirmed);
                 }
-                _ => self.set(&p.order_id, t, "confirmed"),
+                _ => self.set(&p.order_id, t, Confirmed),
             },
-            Event::PaymentFailed(p) => self.set(&p.order_id, t, "payment_failed"),
-            Event::OrderCancelRequested(c) => self.set(&c.order_id, t, "cancelled"),
-            Event::ShipmentShipped(s) => self.set(&s.order_id, t, "shipped"),
-            Event::ShipmentDelivered(s) => self.set(&s.order_id, t, "delivered"),
+            Event::PaymentFailed(p) => self.set(&p.order_id, t, PaymentFailed),
+            Event::OrderCancelRequested(c) => self.set(&c.order_id, t, Cancelled),
+            Event::ShipmentShipped(s) => self.set(&s.order_id, t, Shipped),
+            Event::ShipmentDelivered(s) => self.set(&s.order_id, t, Delivered),
             _ => {}
         }
     }
@@ -93,7 +94,7 @@ impl Decisions for Double {
         let mut p = self.0.lock().expect("not poisoned");
         let last = p.last_yielded;
         p.asked.push((order_id.to_string(), at, last));
-        p.statuses.get(order_id).and_then(|s| s.range(..=at).next_back()).map(|(_, s)| s.clone())
+        p.statuses.get(order_id).and_then(|s| s.range(..=at).next_back()).map(|(_, s)| s.to_string())
     }
 }
 
@@ -254,8 +255,17 @@ fn an_order_the_pipeline_does_not_know_is_left_alone() {
             None
         }
     }
+    /// Names a state the contract does not have, for every order.
+    struct Misspells;
+    impl Decisions for Misspells {
+        fn status_at(&mut self, _: &str, _: i64) -> Option<String> {
+            Some("confirmd".into())
+        }
+    }
     let config = SimConfig { seed: 2, start: Timestamp(START), ..Default::default() };
-    let events: Vec<Event> = Simulator::new(config).with_decisions(Box::new(Nobody)).take(50_000).collect();
+    let events: Vec<Event> = Simulator::new(config.clone()).with_decisions(Box::new(Nobody)).take(50_000).collect();
+    let misspelt: Vec<Event> = Simulator::new(config).with_decisions(Box::new(Misspells)).take(50_000).collect();
+    assert!(misspelt == events, "a state the contract does not have is not an order the pipeline does not know");
     assert!(events.iter().any(|e| e.name() == "OrderPlaced"));
     for e in &events {
         assert!(

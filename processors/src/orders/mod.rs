@@ -37,7 +37,7 @@ mod timers;
 mod transitions;
 
 pub use config::OrdersConfig;
-pub use state::{EARLY, Held, HeldKind, ORDERS, OrderState, Phase};
+pub use state::{EARLY, Held, HeldEvent, HeldKind, ORDERS, OrderState, Phase, Retired};
 
 use storeflow_avro::{Event, Topic};
 
@@ -123,7 +123,7 @@ impl Processor for Orders {
             }
             // Perhaps its order is still on the way: keep it for a while.
             let mut early = ctx.get(EARLY, &order_id)?.unwrap_or_default();
-            if early.iter().any(|h| matches!(&h.what, HeldKind::Event(j) if j.contains(e.event_id()))) {
+            if early.iter().any(|h| matches!(&h.what, HeldKind::Event(HeldEvent(held)) if held.event_id() == e.event_id())) {
                 return Ok(());
             }
             let until = input.timestamp.saturating_add(self.0.early_ttl_ms);
@@ -161,11 +161,9 @@ impl Processor for Orders {
             let early = ctx.get(EARLY, order_id)?.unwrap_or_default();
             let (due, later): (Vec<Held>, Vec<Held>) = early.into_iter().partition(|h| h.at.saturating_add(self.0.early_ttl_ms) <= timer.at);
             for h in due {
-                if let HeldKind::Event(json) = h.what {
-                    if let Ok(event) = storeflow_avro::json::event_from_json_str(&json, Default::default()) {
-                        let reason = format!("unknown order {order_id}: nothing was placed under that id within {} s", self.0.early_ttl_ms / 1000);
-                        ctx.dead_letter(event.topic().name(), order_id, event.clone(), &reason);
-                    }
+                if let HeldKind::Event(HeldEvent(event)) = h.what {
+                    let reason = format!("unknown order {order_id}: nothing was placed under that id within {} s", self.0.early_ttl_ms / 1000);
+                    ctx.dead_letter(event.topic().name(), order_id, event, &reason);
                 }
             }
             match later.iter().map(|h| h.at).min() {

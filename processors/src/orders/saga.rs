@@ -10,7 +10,7 @@ use storeflow_avro::{
 };
 
 use super::config::OrdersConfig;
-use super::state::{Held, HeldKind, OrderState, Phase};
+use super::state::{Held, HeldEvent, HeldKind, OrderState, Phase};
 use super::timers::OrderTimer;
 use super::transitions::{announce, fresh_id, go, illegal};
 use crate::geo::distance;
@@ -203,10 +203,8 @@ impl Saga<'_> {
             return true;
         }
         match &h.what {
-            HeldKind::Event(json) if self.awaits_fraud(o) => {
-                storeflow_avro::json::event_from_json_str(json, Default::default()).is_ok_and(|e| deferrable(&e))
-            }
-            _ => false,
+            HeldKind::Event(HeldEvent(e)) => self.awaits_fraud(o) && deferrable(e),
+            HeldKind::Timer(_) => false,
         }
     }
 
@@ -223,11 +221,7 @@ impl Saga<'_> {
             }
             match h.what {
                 HeldKind::Timer(key) => self.timer_fired(o, &key, ctx)?,
-                HeldKind::Event(json) => {
-                    let Ok(event) = storeflow_avro::json::event_from_json_str(&json, Default::default()) else {
-                        tracing::error!(order = %o.order_id, "a held-back event no longer parses; dropped");
-                        continue;
-                    };
+                HeldKind::Event(HeldEvent(event)) => {
                     let (before, mark) = (o.clone(), ctx.savepoint());
                     let deferred = std::mem::take(&mut o.deferred);
                     let result = self.apply(o, &event, ctx);
@@ -313,7 +307,6 @@ impl Saga<'_> {
             Event::FraudScored(f) => {
                 o.fraud = Some(f.decision.clone());
                 if f.decision == "hold" && matches!(o.status, OrderStatus::Placed | OrderStatus::Reserved | OrderStatus::PaymentAuthorized | OrderStatus::Confirmed) {
-                    o.held_from = Some(o.status);
                     let top: Vec<&str> = f.reasons.iter().take(3).map(|r| r.code.as_str()).collect();
                     let why = if top.is_empty() { format!("fraud score {}", f.score) } else { format!("fraud score {} ({})", f.score, top.join(", ")) };
                     go(o, ctx, OrderStatus::FraudHold, &why)?;

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use storeflow_avro::{Event, FulfillmentStatus, MissingStock, OrderItem, OrderPlaced, OrderStatus, PaymentStatus, ReservedLine, WarehouseStock};
 
 use crate::Store;
@@ -66,8 +66,9 @@ pub struct OrderState {
     pub captured: bool,
     pub refunded_minor: i64,
     pub shipped: BTreeMap<String, i32>,
-    /// The order state a fraud hold interrupted.
-    pub held_from: Option<OrderStatus>,
+    /// Where `held_from` was, the state a fraud hold interrupted: written, never read, since
+    /// nothing leads out of fraud_hold but a cancellation ([`OrderStatus::MOVES`]).
+    pub retired_held_from: Retired,
     /// The fraud decision once known ("allow", "review", "hold"), or "none in time" when the
     /// gate's wait ran out.
     #[serde(default)]
@@ -83,8 +84,28 @@ pub struct OrderState {
     pub version: i64,
 }
 
+/// A field no longer kept, in its place in the encoding: postcard reads a struct's fields
+/// by position and can neither skip nor default one (`#[serde(default)]` or
+/// `skip_serializing` would misread every field after it). Reads the `Option<String>` that
+/// was there and drops it; writes `None`, which a build that still has the field reads as
+/// no value.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Retired;
+
+impl Serialize for Retired {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_none()
+    }
+}
+
+impl<'de> Deserialize<'de> for Retired {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Retired, D::Error> {
+        Option::<String>::deserialize(d).map(|_| Retired)
+    }
+}
+
 /// An event or a timer an order holds back until it can apply it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Held {
     /// Its logical time.
     pub at: i64,
@@ -95,12 +116,36 @@ pub struct Held {
 }
 
 /// What an order holds back.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum HeldKind {
-    /// An event, as JSON.
-    Event(String),
+    /// An event.
+    Event(HeldEvent),
     /// A timer's key (`payment|…`, `fraud|…`).
     Timer(String),
+}
+
+/// An event an order holds back. Kept as the text of its JSON form ([`Event::to_json`]):
+/// the bytes held-back events have always had in the changelogs and state files, read back
+/// as they were written ([`storeflow_avro::json::event_from_stored_json`]); a text that is
+/// not an event fails the order's state to decode.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HeldEvent(pub Event);
+
+impl Serialize for HeldEvent {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let text = serde_json::to_string(&self.0.to_json()).map_err(serde::ser::Error::custom)?;
+        s.serialize_str(&text)
+    }
+}
+
+impl<'de> Deserialize<'de> for HeldEvent {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<HeldEvent, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        let value = serde_json::from_str(&text).map_err(|e| serde::de::Error::custom(format!("a held-back event is not JSON: {e}")))?;
+        storeflow_avro::json::event_from_stored_json(value)
+            .map(HeldEvent)
+            .map_err(|e| serde::de::Error::custom(format!("a held-back event does not read back: {e}")))
+    }
 }
 
 impl OrderState {
@@ -139,7 +184,7 @@ impl OrderState {
             captured: false,
             refunded_minor: 0,
             shipped: BTreeMap::new(),
-            held_from: None,
+            retired_held_from: Retired,
             fraud: None,
             seen: vec![p.event_id.clone()],
             deferred: Vec::new(),
@@ -150,7 +195,7 @@ impl OrderState {
 
 impl Held {
     pub(super) fn event(at: i64, cause: u64, e: &Event) -> Held {
-        Held { at, cause, what: HeldKind::Event(serde_json::to_string(&e.to_json()).expect("events are JSON")) }
+        Held { at, cause, what: HeldKind::Event(HeldEvent(e.clone())) }
     }
 }
 
@@ -158,4 +203,134 @@ impl Held {
 pub(super) fn hold(list: &mut Vec<Held>, h: Held) {
     let at = list.partition_point(|x| (x.at, x.cause) <= (h.at, h.cause));
     list.insert(at, h);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use serde::{Deserialize, Serialize};
+    use storeflow_avro::json::{event_from_json, example};
+    use storeflow_avro::{
+        EVENT_TYPES, Event, EventType, FulfillmentStatus, MissingStock, OrderItem, OrderStatus, PaymentStatus, ReservedLine, Topic, WarehouseStock,
+    };
+
+    use super::{Held, HeldEvent, HeldKind, OrderState, Phase};
+    use crate::state::encoding::{decode_value, encode_value};
+
+    /// [`Held`] as it was declared while it kept an event as its JSON text.
+    #[derive(Serialize)]
+    struct OldHeld {
+        at: i64,
+        cause: u64,
+        what: OldHeldKind,
+    }
+
+    #[derive(Serialize)]
+    enum OldHeldKind {
+        Event(String),
+        Timer(String),
+    }
+
+    /// A payment authorization as `serde_json::to_string(&e.to_json())` wrote it.
+    const AUTHORIZED: &str = r#"{"amount_minor":3000,"currency":"EUR","event_id":"00000000-0000-0000-0000-000000000007","occurred_at":1764000001000,"order_id":"o-1","payment_id":"pi_1","provider":"stripe","type":"PaymentAuthorized"}"#;
+
+    #[test]
+    fn a_held_event_stored_as_json_text_reads_back_typed_and_is_written_as_the_same_bytes() {
+        let old = vec![
+            OldHeld { at: 5, cause: 9, what: OldHeldKind::Event(AUTHORIZED.into()) },
+            OldHeld { at: 6, cause: 1, what: OldHeldKind::Timer("payment|o-1".into()) },
+        ];
+        let bytes = encode_value(&old, Some(77)).unwrap();
+        let held: Vec<Held> = decode_value(&bytes).unwrap();
+        let HeldKind::Event(HeldEvent(Event::PaymentAuthorized(p))) = &held[0].what else { panic!("not a payment: {:?}", held[0]) };
+        assert_eq!((p.order_id.as_str(), p.payment_id.as_str(), p.amount_minor, p.occurred_at.millis()), ("o-1", "pi_1", 3000, 1_764_000_001_000));
+        assert_eq!((held[0].at, held[0].cause), (5, 9));
+        assert_eq!(held[1], Held { at: 6, cause: 1, what: HeldKind::Timer("payment|o-1".into()) });
+        let HeldKind::Event(event) = &held[0].what else { unreachable!() };
+        assert_eq!(serde_json::to_value(event).unwrap(), serde_json::Value::String(AUTHORIZED.into()));
+        assert_eq!(encode_value(&held, Some(77)).unwrap(), bytes);
+    }
+
+    #[test]
+    fn every_event_the_saga_holds_back_is_stored_as_before_and_reads_back_as_it_was() {
+        // Everything the saga reads but OrderPlaced (it makes the order) and inventory's
+        // answers (never held back).
+        let held = [Topic::Orders, Topic::Payments, Topic::Fulfillment, Topic::FraudScores];
+        let types: Vec<_> = EVENT_TYPES.iter().filter(|t| held.contains(&t.topic) && t.name != "OrderPlaced").collect();
+        assert_eq!(types.len(), 11, "{:?}", types.iter().map(|t| t.name).collect::<Vec<_>>());
+        for t in types {
+            let e = event_from_json(example(t), Default::default()).unwrap();
+            let old = encode_value(&OldHeld { at: 1, cause: 2, what: OldHeldKind::Event(serde_json::to_string(&e.to_json()).unwrap()) }, None).unwrap();
+            let new = Held::event(1, 2, &e);
+            assert_eq!(encode_value(&new, None).unwrap(), old, "{} is written differently", t.name);
+            assert_eq!(decode_value::<Held>(&old).unwrap(), new, "{} reads back differently", t.name);
+        }
+    }
+
+    #[test]
+    fn a_stored_text_that_is_not_an_event_is_a_decode_error() {
+        for text in ["not json", r#"{"type":"Nope"}"#, r#"{"type":"PaymentAuthorized","order_id":"o-1"}"#] {
+            let bytes = encode_value(&OldHeld { at: 1, cause: 2, what: OldHeldKind::Event(text.into()) }, None).unwrap();
+            assert!(decode_value::<Held>(&bytes).is_err(), "{text} decoded");
+        }
+    }
+
+    /// [`OrderState`] as it was declared while it kept `held_from`.
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct OrderStateWithHeldFrom {
+        order_id: String,
+        customer_id: String,
+        currency: String,
+        items: Vec<OrderItem>,
+        ship_country: String,
+        subtotal_minor: i64,
+        shipping_minor: i64,
+        tax_minor: i64,
+        discount_minor: i64,
+        total_minor: i64,
+        vendor_totals: BTreeMap<String, i64>,
+        status: OrderStatus,
+        payment_status: PaymentStatus,
+        fulfillment_status: FulfillmentStatus,
+        placed_at: i64,
+        phase: Phase,
+        wanted: BTreeMap<String, i32>,
+        awaiting: BTreeSet<String>,
+        held: BTreeMap<String, Vec<ReservedLine>>,
+        missing: Vec<MissingStock>,
+        availability: BTreeMap<String, Vec<WarehouseStock>>,
+        payment_id: Option<String>,
+        authorized: bool,
+        captured: bool,
+        refunded_minor: i64,
+        shipped: BTreeMap<String, i32>,
+        held_from: Option<OrderStatus>,
+        fraud: Option<String>,
+        seen: Vec<String>,
+        deferred: Vec<Held>,
+        version: i64,
+    }
+
+    fn event_of(name: &str) -> Event {
+        event_from_json(example(EventType::by_name(name).unwrap()), Default::default()).unwrap()
+    }
+
+    #[test]
+    fn an_order_state_with_held_from_reads_back_and_a_build_with_the_field_reads_what_is_written_now() {
+        let Event::OrderPlaced(p) = event_of("OrderPlaced") else { unreachable!() };
+        let mut o = OrderState::placed(&p);
+        o.status = OrderStatus::FraudHold;
+        o.fraud = Some("hold".into());
+        o.deferred = vec![Held::event(3, 4, &event_of("ShipmentShipped"))];
+        o.version = 3;
+        let now = encode_value(&o, None).unwrap();
+        let mut before: OrderStateWithHeldFrom = decode_value(&now).unwrap();
+        assert_eq!((before.held_from, before.status, before.fraud.as_deref(), before.version), (None, OrderStatus::FraudHold, Some("hold"), 3));
+        assert_eq!(before.deferred, o.deferred);
+        before.held_from = Some(OrderStatus::Confirmed);
+        let written_before = encode_value(&before, None).unwrap();
+        assert_eq!(decode_value::<OrderState>(&written_before).unwrap(), o);
+        assert_eq!(written_before.len(), now.len() + 1 + "confirmed".len(), "only the slot differs: Some, a length and the name where None is written now");
+    }
 }

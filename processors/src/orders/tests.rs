@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::TestDriver;
+use storeflow_avro::OrderStatus as S;
 use storeflow_avro::*;
 
 const T0: i64 = 1_764_000_000_000;
@@ -84,8 +85,8 @@ impl Run {
         };
         self.pipe(FraudScored { event_id, occurred_at, order_id: "o-1".into(), customer_id: "c-1".into(), score, reasons, decision: decision.into() });
     }
-    fn status(&mut self) -> String {
-        self.d.store("orders", ORDERS, "o-1").map(|o| o.status.to_string()).unwrap_or_default()
+    fn status(&mut self) -> Option<OrderStatus> {
+        self.d.store("orders", ORDERS, "o-1").map(|o| o.status)
     }
     fn dead(&self) -> usize {
         [Topic::Orders, Topic::Payments, Topic::Fulfillment, Topic::InventoryReplies, Topic::FraudScores]
@@ -114,24 +115,24 @@ impl Run {
     }
     /// Drives the order (2 × A, 1 × B) to `status`; its fraud score (allow) arrives right
     /// after it is placed.
-    fn reach(status: &str) -> Run {
+    fn reach(status: OrderStatus) -> Run {
         let mut r = Run::new();
         r.place(&[("A", 2), ("B", 1)]);
         r.score(5, "allow");
         let steps: &[Step] = match status {
-            "placed" => &[],
-            "reserved" => &[Step::Hold],
-            "confirmed" => &[Step::Hold, Step::Do(Act::Authorize)],
-            "partially_shipped" => &[Step::Hold, Step::Do(Act::Authorize), Step::Do(Act::ShipA)],
-            "shipped" => &[Step::Hold, Step::Do(Act::Authorize), Step::Do(Act::ShipA), Step::Do(Act::ShipB)],
-            "delivered" => &[Step::Hold, Step::Do(Act::Authorize), Step::Do(Act::ShipA), Step::Do(Act::ShipB), Step::Do(Act::Deliver)],
-            "return_requested" => &[Step::Hold, Step::Do(Act::Authorize), Step::Do(Act::ShipA), Step::Do(Act::ShipB), Step::Do(Act::Deliver), Step::Do(Act::ReturnReq)],
-            "returned" => &[Step::Hold, Step::Do(Act::Authorize), Step::Do(Act::ShipA), Step::Do(Act::ShipB), Step::Do(Act::Deliver), Step::Do(Act::ReturnReq), Step::Do(Act::ReturnRecv)],
-            "refunded" => &[Step::Hold, Step::Do(Act::Authorize), Step::Do(Act::ShipA), Step::Do(Act::ShipB), Step::Do(Act::Deliver), Step::Do(Act::ReturnReq), Step::Do(Act::ReturnRecv), Step::Do(Act::Refund)],
-            "cancelled" => &[Step::Hold, Step::Do(Act::Cancel)],
-            "rejected_out_of_stock" => &[Step::Reject],
-            "payment_failed" => &[Step::Hold, Step::Do(Act::Fail)],
-            "fraud_hold" => &[Step::Hold, Step::Do(Act::FraudHold)],
+            S::Placed => &[],
+            S::Reserved => &[Step::Hold],
+            S::Confirmed => &[Step::Hold, Step::Do(Act::Authorize)],
+            S::PartiallyShipped => &[Step::Hold, Step::Do(Act::Authorize), Step::Do(Act::ShipA)],
+            S::Shipped => &[Step::Hold, Step::Do(Act::Authorize), Step::Do(Act::ShipA), Step::Do(Act::ShipB)],
+            S::Delivered => &[Step::Hold, Step::Do(Act::Authorize), Step::Do(Act::ShipA), Step::Do(Act::ShipB), Step::Do(Act::Deliver)],
+            S::ReturnRequested => &[Step::Hold, Step::Do(Act::Authorize), Step::Do(Act::ShipA), Step::Do(Act::ShipB), Step::Do(Act::Deliver), Step::Do(Act::ReturnReq)],
+            S::Returned => &[Step::Hold, Step::Do(Act::Authorize), Step::Do(Act::ShipA), Step::Do(Act::ShipB), Step::Do(Act::Deliver), Step::Do(Act::ReturnReq), Step::Do(Act::ReturnRecv)],
+            S::Refunded => &[Step::Hold, Step::Do(Act::Authorize), Step::Do(Act::ShipA), Step::Do(Act::ShipB), Step::Do(Act::Deliver), Step::Do(Act::ReturnReq), Step::Do(Act::ReturnRecv), Step::Do(Act::Refund)],
+            S::Cancelled => &[Step::Hold, Step::Do(Act::Cancel)],
+            S::RejectedOutOfStock => &[Step::Reject],
+            S::PaymentFailed => &[Step::Hold, Step::Do(Act::Fail)],
+            S::FraudHold => &[Step::Hold, Step::Do(Act::FraudHold)],
             other => panic!("no path to {other}"),
         };
         for s in steps {
@@ -147,7 +148,7 @@ impl Run {
                 Step::Do(a) => r.act(*a),
             }
         }
-        assert_eq!(r.status(), status, "could not reach {status}");
+        assert_eq!(r.status(), Some(status), "could not reach {status}");
         assert_eq!(r.dead(), 0, "reaching {status} dead-lettered something");
         r
     }
@@ -175,14 +176,14 @@ enum Step {
     Do(Act),
 }
 
-const STATES: [&str; 13] = [
-    "placed", "reserved", "confirmed", "partially_shipped", "shipped", "delivered", "return_requested", "returned",
-    "refunded", "cancelled", "rejected_out_of_stock", "payment_failed", "fraud_hold",
+const STATES: [OrderStatus; 13] = [
+    S::Placed, S::Reserved, S::Confirmed, S::PartiallyShipped, S::Shipped, S::Delivered, S::ReturnRequested, S::Returned,
+    S::Refunded, S::Cancelled, S::RejectedOutOfStock, S::PaymentFailed, S::FraudHold,
 ];
 
 #[derive(Debug, PartialEq)]
 enum Outcome {
-    To(&'static str),
+    To(OrderStatus),
     Dead,
     /// Held back until the reservation settles (the order is still being reserved).
     Held,
@@ -190,39 +191,39 @@ enum Outcome {
 
 /// The expected outcome of `act` in state `from`, written out by hand, independently of
 /// OrderStatus::MOVES.
-fn expected(from: &str, act: Act) -> Outcome {
+fn expected(from: OrderStatus, act: Act) -> Outcome {
     use Act::*;
     use Outcome::*;
     match (from, act) {
         // While its reservation is in flight, an order takes nothing else: everything waits
         // and applies, in time order, once inventory has answered.
-        ("placed", _) => Held,
-        ("reserved", Authorize) => To("confirmed"),
-        ("fraud_hold", Authorize) => To("fraud_hold"),
-        ("reserved", Fail) => To("payment_failed"),
-        ("confirmed", Capture) => To("confirmed"),
-        ("partially_shipped", Capture) => To("partially_shipped"),
-        ("shipped", Capture) => To("shipped"),
-        ("delivered", Capture) => To("delivered"),
-        ("reserved" | "confirmed" | "fraud_hold", Cancel) => To("cancelled"),
-        ("confirmed", ShipCreated) => To("confirmed"),
-        ("partially_shipped", ShipCreated) => To("partially_shipped"),
-        ("confirmed", ShipA) => To("partially_shipped"),
-        ("partially_shipped", ShipB) => To("shipped"),
-        ("confirmed", ShipB) => To("partially_shipped"),
-        ("shipped", Deliver) => To("delivered"),
-        ("partially_shipped", Deliver) => To("partially_shipped"),
-        ("delivered", ReturnReq) => To("return_requested"),
-        ("return_requested" | "delivered", ReturnRecv) => To("returned"),
-        ("returned", Refund) => To("refunded"),
-        ("confirmed", Refund) => To("confirmed"),
-        ("partially_shipped", Refund) => To("partially_shipped"),
-        ("shipped", Refund) => To("shipped"),
-        ("delivered", Refund) => To("delivered"),
-        ("return_requested", Refund) => To("return_requested"),
-        ("refunded", Refund) => To("refunded"),
-        ("reserved" | "confirmed", FraudHold) => To("fraud_hold"),
-        (s, FraudHold) => To(STATES.iter().find(|x| **x == s).copied().expect("a state")),
+        (S::Placed, _) => Held,
+        (S::Reserved, Authorize) => To(S::Confirmed),
+        (S::FraudHold, Authorize) => To(S::FraudHold),
+        (S::Reserved, Fail) => To(S::PaymentFailed),
+        (S::Confirmed, Capture) => To(S::Confirmed),
+        (S::PartiallyShipped, Capture) => To(S::PartiallyShipped),
+        (S::Shipped, Capture) => To(S::Shipped),
+        (S::Delivered, Capture) => To(S::Delivered),
+        (S::Reserved | S::Confirmed | S::FraudHold, Cancel) => To(S::Cancelled),
+        (S::Confirmed, ShipCreated) => To(S::Confirmed),
+        (S::PartiallyShipped, ShipCreated) => To(S::PartiallyShipped),
+        (S::Confirmed, ShipA) => To(S::PartiallyShipped),
+        (S::PartiallyShipped, ShipB) => To(S::Shipped),
+        (S::Confirmed, ShipB) => To(S::PartiallyShipped),
+        (S::Shipped, Deliver) => To(S::Delivered),
+        (S::PartiallyShipped, Deliver) => To(S::PartiallyShipped),
+        (S::Delivered, ReturnReq) => To(S::ReturnRequested),
+        (S::ReturnRequested | S::Delivered, ReturnRecv) => To(S::Returned),
+        (S::Returned, Refund) => To(S::Refunded),
+        (S::Confirmed, Refund) => To(S::Confirmed),
+        (S::PartiallyShipped, Refund) => To(S::PartiallyShipped),
+        (S::Shipped, Refund) => To(S::Shipped),
+        (S::Delivered, Refund) => To(S::Delivered),
+        (S::ReturnRequested, Refund) => To(S::ReturnRequested),
+        (S::Refunded, Refund) => To(S::Refunded),
+        (S::Reserved | S::Confirmed, FraudHold) => To(S::FraudHold),
+        (s, FraudHold) => To(s),
         _ => Dead,
     }
 }
@@ -239,15 +240,15 @@ fn every_event_in_every_state_moves_the_order_as_the_table_says_or_is_dead_lette
             r.act(act);
             match expected(from, act) {
                 Outcome::To(to) => {
-                    assert_eq!(r.status(), to, "{act:?} in {from}");
+                    assert_eq!(r.status(), Some(to), "{act:?} in {from}");
                     assert_eq!(r.dead(), 0, "{act:?} in {from} was dead-lettered");
                 }
                 Outcome::Dead => {
-                    assert_eq!(r.status(), from, "{act:?} in {from} changed the order");
+                    assert_eq!(r.status(), Some(from), "{act:?} in {from} changed the order");
                     assert_eq!(r.dead(), 1, "{act:?} in {from} was not dead-lettered");
                 }
                 Outcome::Held => {
-                    assert_eq!(r.status(), from, "{act:?} in {from} changed the order");
+                    assert_eq!(r.status(), Some(from), "{act:?} in {from} changed the order");
                     assert_eq!(r.dead(), 0, "{act:?} in {from} was dead-lettered");
                     let o = r.d.store("orders", ORDERS, "o-1").unwrap();
                     assert_eq!(o.deferred.len(), held_before + 1, "{act:?} in {from} was not held back");
@@ -261,14 +262,14 @@ fn every_event_in_every_state_moves_the_order_as_the_table_says_or_is_dead_lette
 
 #[test]
 fn events_held_back_during_the_reservation_apply_after_it_or_go_to_the_dlq_with_the_reason() {
-    let mut r = Run::reach("placed");
+    let mut r = Run::reach(S::Placed);
     r.act(Act::Authorize);
     r.act(Act::ShipCreated); // fine once confirmed
     r.act(Act::Deliver); // not before shipping
-    assert_eq!(r.status(), "placed");
+    assert_eq!(r.status(), Some(S::Placed));
     r.reply("A", 2, true);
     r.reply("B", 1, true);
-    assert_eq!(r.status(), "confirmed");
+    assert_eq!(r.status(), Some(S::Confirmed));
     let dlq = r.d.dlq(Topic::Fulfillment.name());
     assert_eq!(dlq.len(), 1, "{dlq:?}");
     assert!(dlq[0].reason.contains("shipment delivered: order o-1 is confirmed"), "{}", dlq[0].reason);
@@ -276,17 +277,29 @@ fn events_held_back_during_the_reservation_apply_after_it_or_go_to_the_dlq_with_
     let o = r.d.store("orders", ORDERS, "o-1").unwrap();
     assert!(o.deferred.is_empty());
     // And for an order that is rejected, everything held back is dead-lettered.
-    let mut r = Run::reach("placed");
+    let mut r = Run::reach(S::Placed);
     r.act(Act::ShipA);
     r.reply("A", 2, true);
     r.reply("B", 1, false);
-    assert_eq!(r.status(), "rejected_out_of_stock");
+    assert_eq!(r.status(), Some(S::RejectedOutOfStock));
     assert_eq!(r.d.dlq(Topic::Fulfillment.name()).len(), 1);
 }
 
 #[test]
+fn an_event_held_back_that_no_app_could_send_applies_after_the_reservation_like_any_other() {
+    // Written to the log directly, not through the API: its id is no UUID. Arriving once
+    // the order is reserved it would apply at once; held back, it applies after.
+    let mut r = Run::reach(S::Placed);
+    let occurred_at = r.tick();
+    r.pipe(PaymentAuthorized { event_id: "provider-7".into(), occurred_at, order_id: "o-1".into(), payment_id: "pi_1".into(), amount_minor: 3000, currency: "EUR".into(), provider: "stripe".into() });
+    r.reply("A", 2, true);
+    r.reply("B", 1, true);
+    assert_eq!((r.status(), r.dead()), (Some(S::Confirmed), 0));
+}
+
+#[test]
 fn every_legal_move_is_announced_with_its_previous_state() {
-    let mut r = Run::reach("refunded");
+    let mut r = Run::reach(S::Refunded);
     let moves: Vec<(Option<String>, String)> = r
         .d
         .outputs::<Event>(Topic::Lifecycle.name())
@@ -296,17 +309,17 @@ fn every_legal_move_is_announced_with_its_previous_state() {
             _ => None,
         })
         .collect();
-    let path: Vec<&str> = moves.iter().map(|(_, s)| s.as_str()).collect();
-    assert_eq!(path, ["placed", "reserved", "payment_authorized", "confirmed", "partially_shipped", "shipped", "delivered", "return_requested", "returned", "refunded"]);
+    let path: Vec<OrderStatus> = moves.iter().map(|(_, s)| s.parse().unwrap()).collect();
+    assert_eq!(path, [S::Placed, S::Reserved, S::PaymentAuthorized, S::Confirmed, S::PartiallyShipped, S::Shipped, S::Delivered, S::ReturnRequested, S::Returned, S::Refunded]);
     for (prev, to) in &moves[1..] {
         assert!(storeflow_avro::states::may_move(prev.as_deref().unwrap(), to.parse().unwrap()), "{prev:?} → {to} is not in OrderStatus::MOVES");
     }
-    assert!(r.status() == "refunded");
+    assert_eq!(r.status(), Some(S::Refunded));
 }
 
 #[test]
 fn a_partial_refusal_releases_the_skus_that_were_held() {
-    let r = Run::reach("rejected_out_of_stock");
+    let r = Run::reach(S::RejectedOutOfStock);
     let cmds: Vec<InventoryCommand> = r
         .d
         .outputs::<Event>(Topic::InventoryCommands.name())
@@ -320,9 +333,9 @@ fn a_partial_refusal_releases_the_skus_that_were_held() {
 
 #[test]
 fn an_unpaid_order_is_cancelled_at_the_payment_timeout_and_its_stock_released() {
-    let mut r = Run::reach("reserved");
+    let mut r = Run::reach(S::Reserved);
     r.d.advance_time(T0 + OrdersConfig::default().payment_timeout_ms + 10_000);
-    assert_eq!(r.status(), "cancelled");
+    assert_eq!(r.status(), Some(S::Cancelled));
     let releases = r
         .d
         .outputs::<Event>(Topic::InventoryCommands.name())
@@ -334,17 +347,17 @@ fn an_unpaid_order_is_cancelled_at_the_payment_timeout_and_its_stock_released() 
 
 #[test]
 fn payment_before_the_reservation_confirms_once_the_stock_is_held() {
-    let mut r = Run::reach("placed");
+    let mut r = Run::reach(S::Placed);
     r.act(Act::Authorize);
-    assert_eq!(r.status(), "placed");
+    assert_eq!(r.status(), Some(S::Placed));
     r.reply("A", 2, true);
     r.reply("B", 1, true);
-    assert_eq!(r.status(), "confirmed");
+    assert_eq!(r.status(), Some(S::Confirmed));
 }
 
 #[test]
 fn a_repeated_event_is_applied_once_and_an_unknown_order_is_dead_lettered() {
-    let mut r = Run::reach("confirmed");
+    let mut r = Run::reach(S::Confirmed);
     let ship = ShipmentShipped {
         event_id: uuid::Uuid::from_u128(999).to_string(),
         occurred_at: Timestamp(T0 + 99_000),
@@ -356,7 +369,7 @@ fn a_repeated_event_is_applied_once_and_an_unknown_order_is_dead_lettered() {
     };
     r.pipe(ship.clone());
     r.pipe(ship.clone());
-    assert_eq!(r.status(), "partially_shipped");
+    assert_eq!(r.status(), Some(S::PartiallyShipped));
     assert_eq!(r.dead(), 0, "a redelivered event was treated as new");
     r.pipe(ShipmentShipped { order_id: "o-404".into(), ..ship });
     assert!(r.d.dlq(Topic::Fulfillment.name()).is_empty(), "its order may still be on the way");
@@ -372,12 +385,12 @@ fn a_payment_and_a_verdict_that_arrive_before_their_order_wait_for_it_and_apply_
     r.score(10, "allow");
     r.t -= 4_000;
     r.act(Act::Authorize);
-    assert_eq!((r.status().as_str(), r.dead()), ("", 0), "nothing placed, nothing dead-lettered yet");
+    assert_eq!((r.status(), r.dead()), (None, 0), "nothing placed, nothing dead-lettered yet");
     r.t = T0;
     r.place(&[("A", 2)]);
-    assert_eq!(r.status(), "placed");
+    assert_eq!(r.status(), Some(S::Placed));
     r.reply("A", 2, true);
-    assert_eq!(r.status(), "confirmed", "reserved, then the earlier payment, then the verdict");
+    assert_eq!(r.status(), Some(S::Confirmed), "reserved, then the earlier payment, then the verdict");
     assert_eq!(r.dead(), 0);
 }
 
@@ -386,14 +399,14 @@ fn a_payment_timeout_during_the_reservation_applies_after_it_as_if_inventory_had
     let mut r = Run { d: TestDriver::new(Orders::new(OrdersConfig { payment_timeout_ms: 500, ..OrdersConfig::default() })), n: 0, t: T0 };
     r.place(&[("A", 1)]);
     r.d.advance_time(T0 + 5_000);
-    assert_eq!(r.status(), "placed", "the timeout waits for the reservation");
+    assert_eq!(r.status(), Some(S::Placed), "the timeout waits for the reservation");
     r.reply("A", 1, true);
-    assert_eq!(r.status(), "cancelled");
+    assert_eq!(r.status(), Some(S::Cancelled));
     let last = r.d.outputs::<Event>(Topic::Lifecycle.name()).into_iter().filter_map(|e| match e {
-        Event::OrderStatusChanged(s) => Some((s.status, s.version)),
+        Event::OrderStatusChanged(s) => Some((s.status.parse::<OrderStatus>().unwrap(), s.version)),
         _ => None,
     }).collect::<Vec<_>>();
-    assert_eq!(last, vec![("placed".into(), 1), ("reserved".into(), 2), ("cancelled".into(), 3)], "every announcement has the next version");
+    assert_eq!(last, vec![(S::Placed, 1), (S::Reserved, 2), (S::Cancelled, 3)], "every announcement has the next version");
 }
 
 #[test]
@@ -401,19 +414,19 @@ fn an_order_whose_amounts_overflow_goes_to_the_dlq_and_places_nothing() {
     let mut r = Run::new();
     // 3 × i64::MAX / 2 overflows a 64-bit subtotal: refused, not wrapped, not a panic.
     r.place_priced(&[("A", 3)], i64::MAX / 2);
-    assert_eq!(r.status(), "", "nothing was placed");
+    assert_eq!(r.status(), None, "nothing was placed");
     let dlq = r.d.dlq(Topic::Orders.name());
     assert_eq!(dlq.len(), 1);
     assert!(dlq[0].reason.contains("items[0].unit_price_minor"), "{}", dlq[0].reason);
     assert!(r.d.outputs::<Event>(Topic::InventoryCommands.name()).is_empty(), "no stock was asked for");
     // An ordinary order afterwards goes through.
     r.place(&[("A", 1)]);
-    assert_eq!(r.status(), "placed");
+    assert_eq!(r.status(), Some(S::Placed));
 }
 
 #[test]
 fn totals_and_vendor_line_totals_are_kept() {
-    let mut r = Run::reach("placed");
+    let mut r = Run::reach(S::Placed);
     let o = r.d.store("orders", ORDERS, "o-1").unwrap();
     assert_eq!((o.subtotal_minor, o.total_minor), (3000, 3000));
     assert_eq!(o.vendor_totals.get("v-1"), Some(&3000));
@@ -426,16 +439,16 @@ fn an_authorized_order_waits_for_its_fraud_score_and_holds_back_capture_and_ship
     r.reply("A", 2, true);
     r.reply("B", 1, true);
     r.act(Act::Authorize);
-    assert_eq!(r.status(), "payment_authorized", "confirmed before the fraud score");
+    assert_eq!(r.status(), Some(S::PaymentAuthorized), "confirmed before the fraud score");
     r.act(Act::Capture);
     r.act(Act::ShipA);
-    assert_eq!((r.status().as_str(), r.dead()), ("payment_authorized", 0));
+    assert_eq!((r.status(), r.dead()), (Some(S::PaymentAuthorized), 0));
     assert_eq!(r.d.store("orders", ORDERS, "o-1").unwrap().deferred.len(), 2);
     r.score(12, "allow");
-    assert_eq!(r.status(), "partially_shipped", "confirmed, then the held-back capture and shipment applied");
+    assert_eq!(r.status(), Some(S::PartiallyShipped), "confirmed, then the held-back capture and shipment applied");
     assert_eq!(r.dead(), 0);
     let confirmed = r.d.outputs::<Event>(Topic::Lifecycle.name()).into_iter().find_map(|e| match e {
-        Event::OrderStatusChanged(s) if s.status == "confirmed" => Some(s.reason),
+        Event::OrderStatusChanged(s) if s.status == S::Confirmed.as_str() => Some(s.reason),
         _ => None,
     });
     assert_eq!(confirmed.as_deref(), Some("reserved, paid and fraud-checked (score 12, allow)"));
@@ -450,12 +463,12 @@ fn a_hold_that_arrives_after_authorization_stops_the_order_before_it_ships() {
     r.act(Act::Authorize);
     r.act(Act::ShipCreated);
     r.score(85, "hold");
-    assert_eq!(r.status(), "fraud_hold");
+    assert_eq!(r.status(), Some(S::FraudHold));
     let dlq = r.d.dlq(Topic::Fulfillment.name());
     assert_eq!(dlq.len(), 1, "the held-back shipment is refused: {dlq:?}");
     assert!(dlq[0].reason.contains("is fraud_hold"), "{}", dlq[0].reason);
     let held = r.d.outputs::<Event>(Topic::Lifecycle.name()).into_iter().find_map(|e| match e {
-        Event::OrderStatusChanged(s) if s.status == "fraud_hold" => Some(s.reason),
+        Event::OrderStatusChanged(s) if s.status == S::FraudHold.as_str() => Some(s.reason),
         _ => None,
     });
     assert_eq!(held.as_deref(), Some("fraud score 85 (ip_customers_1h)"));
@@ -471,17 +484,17 @@ fn without_a_fraud_score_in_time_the_order_is_confirmed_and_the_lifecycle_says_w
     r.reply("B", 1, true);
     r.act(Act::Authorize);
     r.d.advance_time(T0 + OrdersConfig::default().fraud_gate_ms - 1);
-    assert_eq!(r.status(), "payment_authorized");
+    assert_eq!(r.status(), Some(S::PaymentAuthorized));
     r.d.advance_time(T0 + OrdersConfig::default().fraud_gate_ms + 1000);
-    assert_eq!(r.status(), "confirmed");
+    assert_eq!(r.status(), Some(S::Confirmed));
     let reason = r.d.outputs::<Event>(Topic::Lifecycle.name()).into_iter().find_map(|e| match e {
-        Event::OrderStatusChanged(s) if s.status == "confirmed" => Some(s.reason),
+        Event::OrderStatusChanged(s) if s.status == S::Confirmed.as_str() => Some(s.reason),
         _ => None,
     });
     assert_eq!(reason.as_deref(), Some("reserved and paid; no fraud score within 600 s of placing"));
     // A hold that turns up later still stops it before shipping.
     r.score(90, "hold");
-    assert_eq!(r.status(), "fraud_hold");
+    assert_eq!(r.status(), Some(S::FraudHold));
 }
 
 #[test]
@@ -490,5 +503,5 @@ fn with_the_gate_off_an_authorized_order_is_confirmed_at_once() {
     r.place(&[("A", 2)]);
     r.reply("A", 2, true);
     r.act(Act::Authorize);
-    assert_eq!(r.status(), "confirmed");
+    assert_eq!(r.status(), Some(S::Confirmed));
 }
