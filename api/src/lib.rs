@@ -18,7 +18,7 @@
 //! use std::sync::Arc;
 //! use storeflow_api::{ApiConfig, ApiMetrics, ApiState, KeyStore, Live, Reads};
 //! let mut registry = prometheus_client::registry::Registry::default();
-//! let sinks = storeflow_sinks::Sinks::start(log.clone(), codec.clone(), storeflow_sinks::SinksConfig::embedded("./data/sinks".as_ref()), &mut registry)?;
+//! let sinks = storeflow_sinks::Sinks::start(log.clone(), codec.clone(), storeflow_sinks::SinksConfig::embedded(std::path::Path::new("./data/sinks")), &mut registry)?;
 //! let metrics = ApiMetrics::register(&mut registry);
 //! let (keys, new_admin) = KeyStore::open(std::path::Path::new("./data"))?;
 //! if let Some(k) = new_admin { println!("admin key (also in ./data/admin.key): {k}"); }

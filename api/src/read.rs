@@ -20,13 +20,18 @@ pub use storeflow_sinks::read_model::{
 };
 pub use storeflow_sinks::search::{FacetCount, Facets, Hit, SearchQuery, SearchResults, SortBy};
 
-/// A sink's error while doing `what`: 503 for a store that is stopped or does not answer
-/// (the caller may retry), 500 for anything else.
-pub fn sink_error(what: &str) -> impl FnOnce(SinkError) -> ApiError + '_ {
-    move |e| match e {
-        SinkError::Stopped | SinkError::Log(_) => ApiError::Unavailable(format!("{what}: {e}")),
-        other => ApiError::Internal(format!("{what}: {other}")),
+/// A sink's error while doing `what`: unavailable (503) for a store that is stopped or does
+/// not answer (the caller may retry), internal (500) for anything else.
+fn read_error(what: &str, e: SinkError) -> ReadError {
+    match e {
+        SinkError::Stopped | SinkError::Log(_) => ReadError::Unavailable(format!("{what}: {e}")),
+        other => ReadError::Internal(format!("{what}: {other}")),
     }
+}
+
+/// [`read_error`] as the handlers' error.
+pub fn sink_error(what: &str) -> impl FnOnce(SinkError) -> ApiError + '_ {
+    move |e| read_error(what, e).into()
 }
 
 struct ReadModelReady(ReadModel);
@@ -47,13 +52,7 @@ pub trait SearchIndex: Send + Sync {
 
 impl SearchIndex for Search {
     fn search<'a>(&'a self, q: &'a SearchQuery) -> ReadFuture<'a, SearchResults> {
-        async move {
-            Search::search(self, q).await.map_err(|e| match e {
-                SinkError::Stopped | SinkError::Log(_) => ReadError::Unavailable(format!("searching: {e}")),
-                other => ReadError::Internal(format!("searching: {other}")),
-            })
-        }
-        .boxed()
+        async move { Search::search(self, q).await.map_err(|e| read_error("searching", e)) }.boxed()
     }
 }
 
