@@ -275,22 +275,23 @@ impl Live {
                     break;
                 }
                 let bucket = start.div_euclid(width) * width;
+                // Saturating: figures of a hostile producer on the topic must not panic a read.
                 let e = out.entry((bucket, currency.clone())).or_insert_with(|| SalesBucket {
                     start: bucket,
                     currency: currency.clone(),
                     base_currency: b.base_currency.clone(),
                     ..SalesBucket::default()
                 });
-                e.orders += b.orders;
-                e.units += b.units;
-                e.gmv_minor += b.gmv_minor;
-                e.refunds_minor += b.refunds_minor;
-                e.commission_minor += b.commission_minor;
-                e.net_payout_minor += b.net_payout_minor;
-                e.gmv_base_minor += b.gmv_base_minor;
-                e.refunds_base_minor += b.refunds_base_minor;
-                e.commission_base_minor += b.commission_base_minor;
-                e.net_payout_base_minor += b.net_payout_base_minor;
+                e.orders = e.orders.saturating_add(b.orders);
+                e.units = e.units.saturating_add(b.units);
+                e.gmv_minor = e.gmv_minor.saturating_add(b.gmv_minor);
+                e.refunds_minor = e.refunds_minor.saturating_add(b.refunds_minor);
+                e.commission_minor = e.commission_minor.saturating_add(b.commission_minor);
+                e.net_payout_minor = e.net_payout_minor.saturating_add(b.net_payout_minor);
+                e.gmv_base_minor = e.gmv_base_minor.saturating_add(b.gmv_base_minor);
+                e.refunds_base_minor = e.refunds_base_minor.saturating_add(b.refunds_base_minor);
+                e.commission_base_minor = e.commission_base_minor.saturating_add(b.commission_base_minor);
+                e.net_payout_base_minor = e.net_payout_base_minor.saturating_add(b.net_payout_base_minor);
             }
         }
         out.into_values().collect()

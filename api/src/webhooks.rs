@@ -86,8 +86,10 @@ pub fn verify(header: Option<&str>, body: &[u8], secrets: &[SecretString], toler
     if signatures.is_empty() {
         return Err(refused("no v1 signature"));
     }
-    if (now_secs - t).abs() > tolerance_secs {
-        return Err(refused(format!("the timestamp is {} s from the server's clock; at most {tolerance_secs} s", now_secs - t)));
+    // `abs_diff`: a hostile `t` (i64::MIN) must not overflow.
+    let off = now_secs.abs_diff(t);
+    if off > tolerance_secs.unsigned_abs() {
+        return Err(refused(format!("the timestamp is {off} s from the server's clock; at most {tolerance_secs} s")));
     }
     let mut signed = format!("{t}.").into_bytes();
     signed.extend_from_slice(body);
@@ -214,6 +216,8 @@ mod tests {
             (Some(format!("v1={}", sign("whsec_new", now, body))), &body[..], now),
             (Some(format!("t={now},v0={}", sign("whsec_new", now, body))), &body[..], now),
             (Some(format!("t={now},v1=zz")), &body[..], now),
+            (Some(format!("t={},v1={}", i64::MIN, sign("whsec_new", now, body))), &body[..], now),
+            (Some(format!("t={},v1={}", i64::MAX, sign("whsec_new", now, body))), &body[..], now),
         ] {
             let err = verify(header.as_deref(), body, &secrets, 300, at).unwrap_err();
             assert!(matches!(&err, ApiError::Invalid { field: Some(field), .. } if field == "Stripe-Signature"), "{header:?} at {at}: {err:?}");
