@@ -17,6 +17,7 @@ pub mod codec;
 pub mod compat;
 pub mod event;
 pub mod events;
+pub mod geo;
 pub mod json;
 pub mod money;
 pub mod pii;

@@ -44,51 +44,7 @@ pub const SHOPPER_COUNTRIES: [(&str, u32); 9] = [
 /// configuration; these are merely where the simulated ring sends goods).
 pub const RING_SHIP_TO: [&str; 2] = ["NG", "RU"];
 
-/// A warehouse and the country it ships from.
-#[derive(Clone, Copy, Debug)]
-pub struct Warehouse {
-    /// Warehouse id.
-    pub id: &'static str,
-    /// ISO country.
-    pub country: &'static str,
-}
-
-/// The marketplace's warehouses.
-pub const WAREHOUSES: [Warehouse; 6] = [
-    Warehouse { id: "wh-de-berlin", country: "DE" },
-    Warehouse { id: "wh-nl-venlo", country: "NL" },
-    Warehouse { id: "wh-gb-coventry", country: "GB" },
-    Warehouse { id: "wh-us-newark", country: "US" },
-    Warehouse { id: "wh-us-reno", country: "US" },
-    Warehouse { id: "wh-jp-chiba", country: "JP" },
-];
-
-/// The region of a country, for warehouse distances (the inventory processor's table,
-/// `processors/src/inventory.rs`, so simulated warehouses pick stock the way the pipeline
-/// reserves it).
-pub fn region(country: &str) -> &'static str {
-    match country {
-        "DE" | "FR" | "NL" | "BE" | "LU" | "AT" | "CH" | "IT" | "ES" | "PT" | "PL" | "CZ" | "DK" | "SE" | "FI" | "NO"
-        | "IE" | "GR" | "HU" | "RO" | "SK" | "SI" | "HR" | "BG" | "EE" | "LV" | "LT" => "EU",
-        "GB" => "UK",
-        "US" | "CA" | "MX" => "NA",
-        "JP" | "KR" | "CN" | "TW" | "HK" | "SG" | "AU" | "NZ" | "IN" => "APAC",
-        _ => "ROW",
-    }
-}
-
-/// How far a warehouse in `from` is from a customer in `to`: 0 same country, 1 same region,
-/// 2 neighbouring regions (EU–UK, NA–UK), 3 otherwise — the inventory processor's measure.
-pub fn distance(from: &str, to: &str) -> u8 {
-    if from == to {
-        return 0;
-    }
-    match (region(from), region(to)) {
-        (a, b) if a == b && a != "ROW" => 1,
-        ("EU", "UK") | ("UK", "EU") | ("NA", "UK") | ("UK", "NA") => 2,
-        _ => 3,
-    }
-}
+pub use storeflow_avro::geo::{WAREHOUSES, Warehouse, distance, region};
 
 const CATEGORIES: [&str; 16] = [
     "electronics/audio/headphones", "electronics/audio/speakers", "electronics/phones/cases",
