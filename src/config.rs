@@ -171,8 +171,16 @@ impl std::fmt::Debug for UrlConfig {
 #[serde(deny_unknown_fields)]
 pub struct StripeConfig {
     /// API base URL (`https://api.stripe.com`, or stripe-mock's address in tests).
-    #[serde(serialize_with = "redact::url_field")]
+    #[serde(serialize_with = "redact::url_field", default = "stripe_api")]
     pub api_base: String,
+    /// Secret key (`sk_test_…`, `sk_live_…`; stripe-mock takes any `sk_test_…`). With it the
+    /// payments worker calls Stripe; without it, it runs in test mode (docs/PAYMENTS.md).
+    #[serde(serialize_with = "redact::secret", default)]
+    pub secret_key: Option<secrecy::SecretString>,
+}
+
+fn stripe_api() -> String {
+    "https://api.stripe.com".into()
 }
 
 /// Keys that no longer name anything, and where their value goes now: a sink's store is
@@ -231,7 +239,39 @@ impl Config {
                 bail!("[processors.{name}]: there is no processor named {name} (known: {})", known.join(", "));
             }
         }
+        let payments: storeflow_processors::payments::PaymentsConfig =
+            serde_json::from_value(self.processor_config("payments")).map_err(|e| anyhow::anyhow!("[processors.payments]: {e}"))?;
+        payments.provider().map_err(anyhow::Error::msg)?;
         Ok(())
+    }
+
+    /// `[processors.<name>]` as the processor is built from it: for `payments`, with what
+    /// other sections decide for it — the provider and its key from `[stripe]`, the
+    /// commission rates from `[processors.sales]` (so transfers and sales figures agree).
+    pub fn processor_config(&self, name: &str) -> serde_json::Value {
+        let own = self.processors.get(name).cloned().unwrap_or(serde_json::Value::Null);
+        if name != "payments" {
+            return own;
+        }
+        let mut own = match own {
+            serde_json::Value::Object(m) => m,
+            _ => serde_json::Map::new(),
+        };
+        if let Some(s) = &self.stripe {
+            if let Some(key) = &s.secret_key {
+                own.entry("provider").or_insert("stripe".into());
+                own.insert("stripe_secret_key".into(), secrecy::ExposeSecret::expose_secret(key).into());
+            }
+            own.insert("stripe_api_base".into(), s.api_base.clone().into());
+        }
+        if let Some(serde_json::Value::Object(sales)) = self.processors.get("sales") {
+            for key in ["commission_bps", "default_plan"] {
+                if let Some(v) = sales.get(key) {
+                    own.insert(key.into(), v.clone());
+                }
+            }
+        }
+        serde_json::Value::Object(own)
     }
 
     /// The real services configured outside the sinks (whose stores `[sinks]` names), for

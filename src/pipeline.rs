@@ -56,7 +56,7 @@ pub fn runtime_config(config: &Config) -> RuntimeConfig {
 /// processors is computed over. Processors run elsewhere (`storeflow process --only`) are in
 /// it too: their progress comes through the log.
 pub fn topology(b: &Backends, config: &Config) -> anyhow::Result<Topology> {
-    let configs = |name: &str| config.processors.get(name).cloned().unwrap_or(serde_json::Value::Null);
+    let configs = |name: &str| config.processor_config(name);
     Ok(storeflow_processors::topology(&*b.log, &configs)?)
 }
 
@@ -76,7 +76,7 @@ pub fn start(b: &Backends, config: &Config, only: &[String], metrics: Arc<Metric
     let mut inputs = Vec::new();
     let infos = b.log.describe_topics()?;
     for reg in registry.iter().filter(|r| only.is_empty() || only.iter().any(|o| o == r.name)) {
-        let cfg = config.processors.get(reg.name).cloned().unwrap_or(serde_json::Value::Null);
+        let cfg = config.processor_config(reg.name);
         let processor = (reg.build)(&cfg)?;
         let tps: Vec<TopicPartition> = processor
             .inputs()

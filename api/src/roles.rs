@@ -90,7 +90,12 @@ pub const fn trust(kind: EventKind) -> Trust {
         | K::FraudCheck
         | K::FraudSignal
         | K::RecoSignal
-        | K::VendorSaleRecorded => Trust::Derived,
+        | K::VendorSaleRecorded
+        | K::PaymentRequested
+        | K::CaptureRequested
+        | K::RefundRequested
+        | K::VendorTransferCreated
+        | K::VendorTransferReversed => Trust::Derived,
     }
 }
 

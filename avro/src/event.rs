@@ -55,11 +55,13 @@ pub enum Topic {
     RecoSignals,
     /// Internal to sales: vendor shares of sales and refunds; key: vendor id.
     SalesEvents,
+    /// Internal: the order saga's requests to the payments worker; key: order id.
+    PaymentCommands,
 }
 
 impl Topic {
     /// Every topic of the contract, inputs first.
-    pub const ALL: [Topic; 20] = [
+    pub const ALL: [Topic; 21] = [
         Topic::Sessions,
         Topic::Customers,
         Topic::Orders,
@@ -80,6 +82,7 @@ impl Topic {
         Topic::FraudSignals,
         Topic::RecoSignals,
         Topic::SalesEvents,
+        Topic::PaymentCommands,
     ];
 
     /// The topic's name on the log.
@@ -105,6 +108,7 @@ impl Topic {
             Topic::FraudSignals => "fraud.signals",
             Topic::RecoSignals => "recommendations.signals",
             Topic::SalesEvents => "sales.events",
+            Topic::PaymentCommands => "payments.commands",
         }
     }
 
@@ -133,6 +137,7 @@ impl Topic {
             Topic::FraudSignals => "order_id",
             Topic::RecoSignals => "product_id (category for trend)",
             Topic::SalesEvents => "vendor_id",
+            Topic::PaymentCommands => "order_id",
         }
     }
 
@@ -386,6 +391,11 @@ contract! {
     FraudSignal => FraudSignals, |e| e.order_id.clone();
     RecoSignal => RecoSignals, |e| if e.kind == "trend" { e.category.clone().unwrap_or_default() } else { e.product_id.clone() };
     VendorSaleRecorded => SalesEvents, |e| e.vendor_id.clone();
+    PaymentRequested => PaymentCommands, |e| e.order_id.clone();
+    CaptureRequested => PaymentCommands, |e| e.order_id.clone();
+    RefundRequested => PaymentCommands, |e| e.order_id.clone();
+    VendorTransferCreated => Payments, |e| e.order_id.clone();
+    VendorTransferReversed => Payments, |e| e.order_id.clone();
 }
 
 impl Event {
@@ -401,6 +411,11 @@ impl Event {
             | Event::PaymentCaptured(e::PaymentCaptured { order_id, .. })
             | Event::PaymentFailed(e::PaymentFailed { order_id, .. })
             | Event::RefundIssued(e::RefundIssued { order_id, .. })
+            | Event::VendorTransferCreated(e::VendorTransferCreated { order_id, .. })
+            | Event::VendorTransferReversed(e::VendorTransferReversed { order_id, .. })
+            | Event::PaymentRequested(e::PaymentRequested { order_id, .. })
+            | Event::CaptureRequested(e::CaptureRequested { order_id, .. })
+            | Event::RefundRequested(e::RefundRequested { order_id, .. })
             | Event::ShipmentCreated(e::ShipmentCreated { order_id, .. })
             | Event::ShipmentShipped(e::ShipmentShipped { order_id, .. })
             | Event::ShipmentDelivered(e::ShipmentDelivered { order_id, .. })

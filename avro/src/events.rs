@@ -319,6 +319,39 @@ pub struct RefundIssued {
     pub lines: Vec<RefundLine>,
 }
 
+/// The payments worker moved a vendor's net share of a captured order to its connected
+/// account.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VendorTransferCreated {
+    pub event_id: String,
+    pub occurred_at: Timestamp,
+    pub order_id: String,
+    pub payment_id: String,
+    pub vendor_id: String,
+    pub transfer_id: String,
+    pub destination: String,
+    pub gross_minor: i64,
+    pub commission_minor: i64,
+    pub amount_minor: i64,
+    pub currency: String,
+}
+
+/// The payments worker took a refund's share back from a vendor's transfer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VendorTransferReversed {
+    pub event_id: String,
+    pub occurred_at: Timestamp,
+    pub order_id: String,
+    pub vendor_id: String,
+    pub transfer_id: String,
+    pub reversal_id: String,
+    pub refund_id: String,
+    pub refunded_minor: i64,
+    pub commission_minor: i64,
+    pub amount_minor: i64,
+    pub currency: String,
+}
+
 // ---------------------------------------------------------------- storefront.fulfillment
 
 /// A warehouse started preparing a shipment.
@@ -731,6 +764,56 @@ pub struct InventoryReply {
     pub lines: Vec<ReservedLine>,
     pub availability: Vec<WarehouseStock>,
     pub reason: String,
+}
+
+// ---------------------------------------------------------------- payments.commands (internal)
+
+/// One vendor's share of an order: its lines (quantity × unit price).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VendorAmount {
+    pub vendor_id: String,
+    pub amount_minor: i64,
+}
+
+/// The order saga asks the payments worker to authorize the order's total.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PaymentRequested {
+    pub event_id: String,
+    pub occurred_at: Timestamp,
+    pub order_id: String,
+    pub customer_id: String,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub payment_method_token: String,
+    pub vendors: Vec<VendorAmount>,
+}
+
+/// The order saga asks the payments worker to capture the authorized payment.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CaptureRequested {
+    pub event_id: String,
+    pub occurred_at: Timestamp,
+    pub order_id: String,
+    pub payment_id: String,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub placed_at: Timestamp,
+    pub vendors: Vec<VendorAmount>,
+}
+
+/// The order saga asks the payments worker to give money back (a refund once captured,
+/// the authorization released before).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RefundRequested {
+    pub event_id: String,
+    pub occurred_at: Timestamp,
+    pub order_id: String,
+    pub payment_id: String,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub reason: String,
+    #[serde(default)]
+    pub lines: Vec<RefundLine>,
 }
 
 // ---------------------------------------------------------------- inventory.levels

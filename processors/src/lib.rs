@@ -22,6 +22,7 @@ mod ids;
 pub mod inventory;
 pub mod metrics;
 pub mod orders;
+pub mod payments;
 pub mod recommendations;
 pub mod sales;
 pub mod processor;
@@ -93,6 +94,7 @@ registry!(
     fraud::Fraud,
     recommendations::Recommendations,
     sales::Sales,
+    payments::Payments,
 );
 
 #[cfg(test)]

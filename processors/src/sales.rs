@@ -259,7 +259,7 @@ impl Processor for Sales {
                 let plan = ctx.get(PLANS, &s.vendor_id)?.unwrap_or_else(|| self.config.default_plan.clone());
                 let bps = self.config.commission_bps.get(&plan).copied().unwrap_or(0);
                 let net_sales = m.gmv_minor - m.refunds_minor;
-                let commission_of = |net: i64| div_round_half_even(i128::from(net) * i128::from(bps), 10_000) as i64;
+                let commission_of = |net: i64| commission_minor(net, bps);
                 let commission = commission_of(net_sales);
                 let net_payout = net_sales - commission;
                 // The same rules on the base sums (each converted at its own event time).
@@ -291,6 +291,13 @@ impl Processor for Sales {
         }
         Ok(())
     }
+}
+
+/// The marketplace's commission on `net` minor units at `bps` basis points (1500 = 15 %),
+/// rounded half to even: the one rule the sales figures and the vendors' transfers
+/// ([`crate::payments`]) share.
+pub fn commission_minor(net: i64, bps: i64) -> i64 {
+    div_round_half_even(i128::from(net) * i128::from(bps), 10_000).clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
 }
 
 /// Splits `amount` over `weights` in proportion, exactly: floors first, then the remainder

@@ -20,9 +20,13 @@
 //! bound; [`SimConfig::ending_near_now`] starts a run so that it ends just before the wall
 //! clock (a log such as Kafka refuses records from the future).
 //!
-//! Open or closed loop: on its own the simulator pays, ships and refunds every order it
-//! placed, whatever a pipeline would have made of them. Given [`Decisions`]
-//! ([`Simulator::with_decisions`]) it asks the pipeline's verdict before it pays, ships or
+//! Payments: the checkout carries a card token (the shopper's saved card, or one of Stripe's
+//! test cards that decline, [`DECLINED_CARDS`]); the simulator posts no payment outcome —
+//! the order saga asks the payments worker, which answers (docs/PAYMENTS.md).
+//!
+//! Open or closed loop: on its own the simulator ships every order whose card does not
+//! decline, whatever a pipeline would have made of it. Given [`Decisions`]
+//! ([`Simulator::with_decisions`]) it asks the pipeline's verdict before it ships or
 //! cancels an order and follows it, like a storefront, a warehouse and a customer would.
 //!
 //! The simulator plants patterns for tests: co-purchase pairs (buying one product often
@@ -158,6 +162,16 @@ impl Default for SimConfig {
 /// keeps them honest).
 const ORDERS_PER_SESSION: f64 = 0.158;
 const EVENTS_PER_SESSION: f64 = 6.25;
+/// Stripe's test cards that decline (<https://docs.stripe.com/testing#declined-payments>):
+/// the checkout carries one for 6 % of orders (35 % of the fraud ring's), the shopper's own
+/// saved card (a `pm_…` id, which test mode authorizes) otherwise.
+pub const DECLINED_CARDS: [&str; 5] = [
+    "pm_card_chargeDeclined",
+    "pm_card_chargeDeclinedInsufficientFunds",
+    "pm_card_chargeDeclinedExpiredCard",
+    "pm_card_authenticationRequired",
+    "pm_card_chargeDeclinedIncorrectCvc",
+];
 const UNITS_PER_ORDER: f64 = 2.05;
 
 const HOUR: f64 = 3_600_000.0;
@@ -168,7 +182,6 @@ const HANDOVER: f64 = HOUR;
 const TRANSIT: f64 = 48.0 * HOUR;
 const KEEPING: f64 = 4.0 * DAY;
 const RETURN_TRANSIT: f64 = 4.0 * DAY;
-const REFUND: f64 = HOUR;
 const SECOND_THOUGHTS: f64 = 2.0 * HOUR;
 const FRAUD_REVIEW: f64 = 2.0 * HOUR;
 const SUPPLIER_LEAD: f64 = 2.0 * DAY;
@@ -225,7 +238,6 @@ enum Task {
     Deliver { order: u64 },
     AfterDelivery { order: u64 },
     ReceiveReturn { order: u64 },
-    Refund { order: u64, amount: i64, lines: Vec<RefundLine>, reason: &'static str },
     Review { order: u64 },
     StockReview,
     StockArrives { product: usize, warehouse: usize, quantity: i32 },
@@ -246,16 +258,14 @@ struct Session {
 struct Order {
     id: String,
     customer: u64,
-    currency: &'static Currency,
     items: Vec<OrderItem>,
     /// Where each line's units were taken: (product, warehouse index, units).
     taken: Vec<(usize, usize, i32)>,
-    total: i64,
-    payment_id: Option<String>,
+    /// Its card is one of Stripe's test cards that decline ([`DECLINED_CARDS`]).
+    declines: bool,
     warehouse: &'static str,
     cancelled: bool,
     shipped: bool,
-    ring: bool,
 }
 
 /// Counts of what was generated.
@@ -394,20 +404,23 @@ impl Simulator {
     /// Closed loop: asks `decisions` before paying, shipping or cancelling an order, and
     /// follows the answer:
     ///
-    /// - pay an order that is `reserved` or still `placed` (the storefront authorizes at
-    ///   checkout); one `rejected_out_of_stock` is not paid (the customer is told) and its
-    ///   units go back on the simulated shelf; one on `fraud_hold` waits for a reviewer;
-    /// - ship (ShipmentCreated, PaymentCaptured, ShipmentShipped) an order that is
-    ///   `confirmed`; one on `fraud_hold` is cancelled by a reviewer a little later
-    ///   (`OrderCancelRequested` by `fraud_review`) and its authorized amount refunded; one
+    /// - after checkout (the checkout carries a card token: one of Stripe's test cards that
+    ///   decline for some orders, [`DECLINED_CARDS`]; the saga asks the payments worker to
+    ///   authorize it), go on with an order that is `placed`, `reserved`, `payment_authorized`
+    ///   or `confirmed`; one `rejected_out_of_stock` or `payment_failed` is dropped (the
+    ///   customer is told) and its units go back on the simulated shelf; one on `fraud_hold`
+    ///   waits for a reviewer;
+    /// - ship (ShipmentCreated, then ShipmentShipped; the saga has the payment captured) an
+    ///   order that is `confirmed`; one on `fraud_hold` is cancelled by a reviewer a little
+    ///   later (`OrderCancelRequested` by `fraud_review`; the saga releases the payment); one
     ///   `payment_authorized` (still waiting for its fraud verdict) is looked at again
     ///   30 s later; anything else is left alone;
     /// - a customer cancels only an order that is `confirmed` or `payment_authorized` and
     ///   not shipped.
     ///
-    /// Deliveries, returns and their refunds follow the simulator's own record: it shipped
-    /// the order. One question per order and action (a few more for orders whose fraud
-    /// verdict is late). `None` from `decisions` (an unknown order) leaves the order alone.
+    /// Deliveries and returns follow the simulator's own record: it shipped the order. The
+    /// simulator posts no payment outcome: the saga asks, the payments worker answers. One question per order and action (a few
+    /// more for orders whose fraud verdict is late). `None` from `decisions` (an unknown order) leaves the order alone.
     pub fn with_decisions(mut self, decisions: Box<dyn Decisions>) -> Self {
         self.decisions = Some(decisions);
         self
@@ -790,7 +803,7 @@ impl Simulator {
             Task::Pay { order } => self.pay(order),
             Task::CancelMaybe { order } => {
                 let Some(o) = self.orders.get(&order) else { return };
-                if o.cancelled || o.shipped || o.payment_id.is_none() {
+                if o.cancelled || o.shipped || o.declines {
                     return;
                 }
                 let oid = o.id.clone();
@@ -802,10 +815,9 @@ impl Simulator {
                     event_id: id, occurred_at: self.at(), order_id: oid, requested_by: "customer".into(),
                     reason: "changed my mind".into(),
                 });
+                // The saga releases the payment's authorization (docs/PAYMENTS.md).
                 self.cancel(order);
-                let (total, lines) = self.refund_lines(order, None);
-                let d = self.slow_ms(REFUND);
-                self.schedule(d, Task::Refund { order, amount: total, lines, reason: "cancellation" });
+                self.orders.remove(&order);
             }
             Task::Ship { order, checks } => {
                 let Some(o) = self.orders.get(&order) else { return };
@@ -901,25 +913,15 @@ impl Simulator {
                 if let (true, Some((p, w, _))) = (restockable, first) {
                     self.stock.add(p, w, 1);
                 }
-                let (amount, lines) = self.refund_lines(order, Some(&item.sku));
-                let d = self.slow_ms(REFUND);
-                self.schedule(d, Task::Refund { order, amount, lines, reason: "return" });
-            }
-            Task::Refund { order, amount, lines, reason } => {
-                let Some(o) = self.orders.remove(&order) else { return };
-                let id = self.event_id();
-                let re = format!("re_{:016x}", self.rng.random::<u64>());
-                self.emit(RefundIssued {
-                    event_id: id, occurred_at: self.at(), order_id: o.id, payment_id: o.payment_id.unwrap_or_default(), refund_id: re,
-                    amount_minor: amount, currency: o.currency.code.to_string(), reason: reason.into(), lines,
-                });
+                // The saga asks for the refund once the return is received.
+                self.orders.remove(&order);
             }
             Task::Review { order } => {
                 let Some(o) = self.orders.get(&order) else { return };
                 if o.cancelled {
                     return;
                 }
-                let (oid, paid) = (o.id.clone(), o.payment_id.is_some());
+                let oid = o.id.clone();
                 let id = self.event_id();
                 self.emit(OrderCancelRequested {
                     event_id: id, occurred_at: self.at(), order_id: oid, requested_by: "fraud_review".into(),
@@ -927,13 +929,7 @@ impl Simulator {
                 });
                 self.summary.fraud_review_cancels += 1;
                 self.cancel(order);
-                if paid {
-                    let (total, lines) = self.refund_lines(order, None);
-                    let d = self.slow_ms(REFUND);
-                    self.schedule(d, Task::Refund { order, amount: total, lines, reason: "fraud_review" });
-                } else {
-                    self.orders.remove(&order);
-                }
+                self.orders.remove(&order);
             }
             Task::StockReview => self.stock_review(),
             Task::StockArrives { product, warehouse, quantity } => {
@@ -1065,7 +1061,7 @@ impl Simulator {
             return;
         }
         match self.ask(order) {
-            None | Some(Answer::Is(OrderStatus::Reserved | OrderStatus::Placed)) => {}
+            None | Some(Answer::Is(OrderStatus::Reserved | OrderStatus::Placed | OrderStatus::PaymentAuthorized | OrderStatus::Confirmed)) => {}
             Some(Answer::Is(OrderStatus::FraudHold)) => {
                 let d = self.slow_ms(FRAUD_REVIEW);
                 self.schedule(d, Task::Review { order });
@@ -1078,27 +1074,12 @@ impl Simulator {
                 return;
             }
         }
-        let o = &self.orders[&order];
-        let (oid, total, cur) = (o.id.clone(), o.total, o.currency.code);
-        let pi = format!("pi_{:016x}", self.rng.random::<u64>());
-        let fail = if o.ring { 0.35 } else { 0.06 };
-        let id = self.event_id();
-        if self.rng.random::<f64>() < fail {
-            self.emit(PaymentFailed {
-                event_id: id, occurred_at: self.at(), order_id: oid, payment_id: Some(pi),
-                amount_minor: total, currency: cur.to_string(),
-                failure_code: "card_declined".into(), failure_message: "Your card was declined.".into(),
-            });
+        // The saga asked the payments worker to authorize the card the checkout carried;
+        // one of Stripe's declining test cards fails, and the order with it.
+        if self.orders[&order].declines {
             self.restore_stock(order);
             self.orders.remove(&order);
             return;
-        }
-        self.emit(PaymentAuthorized {
-            event_id: id, occurred_at: self.at(), order_id: oid, payment_id: pi.clone(),
-            amount_minor: total, currency: cur.to_string(), provider: "stripe".into(),
-        });
-        if let Some(o) = self.orders.get_mut(&order) {
-            o.payment_id = Some(pi);
         }
         let d = 1_000 + self.slow_ms(PICK_PACK);
         self.schedule(d, Task::Ship { order, checks: 0 });
@@ -1108,20 +1089,17 @@ impl Simulator {
         }
     }
 
-    /// ShipmentCreated and PaymentCaptured now, ShipmentShipped when the carrier takes it.
+    /// ShipmentCreated now (the saga has the payment captured), ShipmentShipped when the
+    /// carrier takes it.
     fn ship(&mut self, order: u64) {
         let Some(o) = self.orders.get_mut(&order) else { return };
         o.shipped = true;
-        let (oid, pi, total, cur, wh) = (o.id.clone(), o.payment_id.clone().unwrap_or_default(), o.total, o.currency.code, o.warehouse);
+        let (oid, wh) = (o.id.clone(), o.warehouse);
         let lines: Vec<SkuQuantity> = o.items.iter().map(|i| SkuQuantity { sku: i.sku.clone(), quantity: i.quantity }).collect();
-        let (id1, id2) = (self.event_id(), self.event_id());
+        let id1 = self.event_id();
         self.emit(ShipmentCreated {
             event_id: id1, occurred_at: self.at(), order_id: oid.clone(), shipment_id: format!("shp-{}", &oid[2..]),
             warehouse_id: wh.to_string(), carrier: ["ups", "dhl", "dpd", "yamato"][(order % 4) as usize].into(), lines,
-        });
-        self.emit(PaymentCaptured {
-            event_id: id2, occurred_at: self.at(), order_id: oid, payment_id: pi,
-            amount_minor: total, currency: cur.to_string(),
         });
         let d = self.slow_ms(HANDOVER);
         self.schedule(d, Task::Dispatch { order });
@@ -1306,6 +1284,8 @@ impl Simulator {
             return;
         }
         let card = if ring { format!("pm_{:016x}", self.rng.random::<u64>()) } else { c.card.clone() };
+        let declines = self.rng.random::<f64>() < if ring { 0.35 } else { 0.06 };
+        let card = if declines { DECLINED_CARDS[self.rng.random_range(0..DECLINED_CARDS.len())].to_string() } else { card };
         let (number, e) = self.order_placed(customer, &c, ship_country, items.clone(), session, card);
         let order_id = e.order_id.clone();
         let total = e.total_minor();
@@ -1318,7 +1298,7 @@ impl Simulator {
         let warehouse = WAREHOUSES[taken[0].1].id;
         self.orders.insert(
             number,
-            Order { id: order_id, customer, currency, items, taken, total, payment_id: None, warehouse, cancelled: false, shipped: false, ring },
+            Order { id: order_id, customer, items, taken, declines, warehouse, cancelled: false, shipped: false },
         );
         let d = 1_000 + self.exp_ms(4_000.0);
         self.schedule(d, Task::Pay { order: number });
@@ -1329,21 +1309,6 @@ impl Simulator {
         for (p, w, q) in std::mem::take(&mut o.taken) {
             self.stock.give_back(p, w, q);
         }
-    }
-
-    fn refund_lines(&self, order: u64, only_sku: Option<&str>) -> (i64, Vec<RefundLine>) {
-        let o = &self.orders[&order];
-        let lines: Vec<RefundLine> = o
-            .items
-            .iter()
-            .filter(|i| only_sku.is_none_or(|s| s == i.sku))
-            .map(|i| {
-                let q = if only_sku.is_some() { 1 } else { i.quantity };
-                RefundLine { sku: i.sku.clone(), vendor_id: i.vendor_id.clone(), quantity: q, amount_minor: i.unit_price_minor * i64::from(q) }
-            })
-            .collect();
-        let amount = if only_sku.is_some() { lines.iter().map(|l| l.amount_minor).sum() } else { o.total };
-        (amount, lines)
     }
 
     /// The kind of poison whose turn it is.

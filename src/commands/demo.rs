@@ -219,10 +219,97 @@ fn print_outcomes(b: &Backends, before: &BTreeMap<(String, u32), u64>) -> anyhow
         if conserved { "yes" } else { "NO" }
     );
     println!("  recommendations  list updates: {}", join(&lists));
+    let payments_conserved = print_payments(b, before)?;
     if !conserved {
         bail!("a vendor-minute does not conserve money");
     }
+    if !payments_conserved {
+        bail!("an order's payments do not conserve money (captured = transferred + commission + refunded, vendor by vendor)");
+    }
     Ok(())
+}
+
+/// What the payments worker did (docs/PAYMENTS.md): authorized, declined by reason,
+/// captured, transferred, refunded; and whether every order's money is conserved, vendor by
+/// vendor: lines captured − refunded = transferred − reversed + commission kept.
+fn print_payments(b: &Backends, before: &BTreeMap<(String, u32), u64>) -> anyhow::Result<bool> {
+    #[derive(Default)]
+    struct Vendor {
+        gross: i64,
+        commission: i64,
+        transferred: i64,
+        refunded: i64,
+        given_back: i64,
+        reversed: i64,
+    }
+    let (mut authorized, mut declined, mut captured, mut refunds) = (0u64, BTreeMap::<String, u64>::new(), BTreeMap::<String, (u64, i64)>::new(), BTreeMap::<String, (u64, i64)>::new());
+    let mut captured_of: BTreeMap<String, i64> = BTreeMap::new();
+    let mut vendors: BTreeMap<(String, String), Vendor> = BTreeMap::new();
+    let mut transfers = 0u64;
+    for e in read_since(b, Topic::Payments, before)? {
+        match e {
+            Event::PaymentAuthorized(_) => authorized += 1,
+            Event::PaymentFailed(f) => *declined.entry(f.failure_code).or_default() += 1,
+            Event::PaymentCaptured(c) => {
+                let x = captured.entry(c.currency).or_default();
+                x.0 += 1;
+                x.1 += c.amount_minor;
+                *captured_of.entry(c.order_id).or_default() += c.amount_minor;
+            }
+            Event::RefundIssued(r) => {
+                let x = refunds.entry(r.currency).or_default();
+                x.0 += 1;
+                x.1 += r.amount_minor;
+            }
+            Event::VendorTransferCreated(t) => {
+                transfers += 1;
+                let v = vendors.entry((t.order_id, t.vendor_id)).or_default();
+                v.gross += t.gross_minor;
+                v.commission += t.commission_minor;
+                v.transferred += t.amount_minor;
+            }
+            Event::VendorTransferReversed(r) => {
+                let v = vendors.entry((r.order_id, r.vendor_id)).or_default();
+                v.refunded += r.refunded_minor;
+                v.given_back += r.commission_minor;
+                v.reversed += r.amount_minor;
+            }
+            _ => {}
+        }
+    }
+    let mut gross_of: BTreeMap<&str, i64> = BTreeMap::new();
+    for ((order, _), v) in &vendors {
+        *gross_of.entry(order.as_str()).or_default() += v.gross;
+    }
+    let broken = vendors.values().filter(|v| v.gross - v.refunded != (v.transferred - v.reversed) + (v.commission - v.given_back) || v.transferred != v.gross - v.commission).count()
+        + gross_of.iter().filter(|(o, g)| captured_of.get(**o).is_none_or(|c| *g > c)).count();
+    let by = |m: &BTreeMap<String, (u64, i64)>| m.iter().map(|(c, (n, a))| format!("{c} {} ({})", money_in(*a, c), report::count(*n))).collect::<Vec<_>>().join(" · ");
+    let declines: Vec<String> = declined.iter().map(|(k, v)| format!("{k} {}", report::count(*v))).collect();
+    let paid_vendors: std::collections::BTreeSet<&str> = vendors.keys().map(|k| k.1.as_str()).collect();
+    println!(
+        "  payments      authorized {}; declined {} ({}); captured {}",
+        report::count(authorized),
+        report::count(declined.values().sum()),
+        if declines.is_empty() { "none".to_string() } else { declines.join(", ") },
+        if captured.is_empty() { "nothing".to_string() } else { by(&captured) }
+    );
+    println!(
+        "                {} transfers to {} vendors; refunded {}; captured = transferred + commission + refunded for every order and vendor: {}",
+        report::count(transfers),
+        report::count(paid_vendors.len() as u64),
+        if refunds.is_empty() { "nothing".to_string() } else { by(&refunds) },
+        if broken == 0 { "yes".to_string() } else { format!("NO ({broken} broken)") }
+    );
+    Ok(broken == 0)
+}
+
+/// `minor` units of `currency` as a decimal amount with thousands separators.
+fn money_in(minor: i64, currency: &str) -> String {
+    let digits = storeflow_avro::money::exponent(currency);
+    let scale = 10u64.pow(digits);
+    let units = report::count(minor.unsigned_abs() / scale);
+    let sign = if minor < 0 { "-" } else { "" };
+    if digits == 0 { format!("{sign}{units}") } else { format!("{sign}{units}.{:0w$}", minor.unsigned_abs() % scale, w = digits as usize) }
 }
 
 /// Minor units as a decimal amount with thousands separators (two decimals).

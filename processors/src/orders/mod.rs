@@ -65,7 +65,7 @@ impl Processor for Orders {
     }
 
     fn flow(&self) -> Flow {
-        let outputs = [Topic::Lifecycle.name(), Topic::Reservations.name(), Topic::InventoryCommands.name()];
+        let outputs = [Topic::Lifecycle.name(), Topic::Reservations.name(), Topic::InventoryCommands.name(), Topic::PaymentCommands.name()];
         // Everything about an order — what customers, payment providers and warehouses
         // report, inventory's answers, fraud verdicts — in one time order, so an order's
         // history is the same however its inputs interleave on arrival.
@@ -105,12 +105,16 @@ impl Processor for Orders {
             for (sku, qty) in o.wanted.clone() {
                 saga.command(&o, ctx, &sku, "reserve", qty, None, "order placed", true);
             }
+            saga.request_payment(&o, &p.payment_method_token, ctx);
             ctx.set_timer(o.placed_at + self.0.payment_timeout_ms, &OrderTimer::Payment.key(&o.order_id));
             if self.0.fraud_gate_ms > 0 {
                 ctx.set_timer(o.placed_at + self.0.fraud_gate_ms, &OrderTimer::Fraud.key(&o.order_id));
             }
             o.seen.truncate(32);
             return save(ctx, &o);
+        }
+        if matches!(e, Event::VendorTransferCreated(_) | Event::VendorTransferReversed(_)) {
+            return Ok(()); // the vendors' payouts change nothing about the order
         }
         // Everything else the saga reads names its order.
         let Some(order_id) = e.order_id() else {

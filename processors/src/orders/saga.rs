@@ -5,8 +5,8 @@
 use std::collections::BTreeSet;
 
 use storeflow_avro::{
-    Event, FulfillmentStatus, InventoryCommand, InventoryReply, MissingStock, OrderStatus, PaymentStatus, ReservationCommitted, ReservationMade,
-    ReservationRejected, ReservationReleased, ReservedLine, Timestamp,
+    CaptureRequested, Event, FulfillmentStatus, InventoryCommand, InventoryReply, MissingStock, OrderStatus, PaymentRequested, PaymentStatus, RefundLine,
+    RefundRequested, ReservationCommitted, ReservationMade, ReservationRejected, ReservationReleased, ReservedLine, SkuQuantity, Timestamp, VendorAmount,
 };
 
 use super::config::OrdersConfig;
@@ -55,6 +55,61 @@ impl Saga<'_> {
             expires_at: (action == "reserve").then(|| Timestamp(o.placed_at + self.0.hold_ttl_ms)),
             reason: reason.to_string(),
             restockable,
+        }));
+    }
+
+    /// Asks the payments worker to authorize the order's total on `token`, when it names a
+    /// payment method to charge (`pm_…`). Any other token (a PaymentIntent the storefront
+    /// confirmed itself, say) means the outcome comes from the provider's webhooks.
+    pub(super) fn request_payment(&self, o: &OrderState, token: &str, ctx: &mut Ctx<'_, Event>) {
+        if !token.starts_with("pm_") {
+            return;
+        }
+        let t = ctx.time();
+        ctx.emit(Event::PaymentRequested(PaymentRequested {
+            event_id: fresh_id(t, &["pay", &o.order_id]),
+            occurred_at: Timestamp(t),
+            order_id: o.order_id.clone(),
+            customer_id: o.customer_id.clone(),
+            amount_minor: o.total_minor,
+            currency: o.currency.clone(),
+            payment_method_token: token.to_string(),
+            vendors: vendor_amounts(o),
+        }));
+    }
+
+    /// Asks the payments worker to capture the payment: the order is being shipped.
+    fn request_capture(&self, o: &OrderState, ctx: &mut Ctx<'_, Event>) {
+        let Some(payment_id) = o.payment_id.clone() else { return };
+        if o.captured || o.status != OrderStatus::Confirmed {
+            return;
+        }
+        let t = ctx.time();
+        ctx.emit(Event::CaptureRequested(CaptureRequested {
+            event_id: fresh_id(t, &["capture", &o.order_id]),
+            occurred_at: Timestamp(t),
+            order_id: o.order_id.clone(),
+            payment_id,
+            amount_minor: o.total_minor,
+            currency: o.currency.clone(),
+            placed_at: Timestamp(o.placed_at),
+            vendors: vendor_amounts(o),
+        }));
+    }
+
+    /// Asks the payments worker to give `amount` back for `lines` (released, when nothing
+    /// was captured yet).
+    fn request_refund(&self, o: &OrderState, payment_id: &str, amount: i64, lines: Vec<RefundLine>, reason: &str, ctx: &mut Ctx<'_, Event>) {
+        let t = ctx.time();
+        ctx.emit(Event::RefundRequested(RefundRequested {
+            event_id: fresh_id(t, &["refund", &o.order_id, payment_id, reason]),
+            occurred_at: Timestamp(t),
+            order_id: o.order_id.clone(),
+            payment_id: payment_id.to_string(),
+            amount_minor: amount,
+            currency: o.currency.clone(),
+            reason: reason.to_string(),
+            lines,
         }));
     }
 
@@ -262,12 +317,23 @@ impl Saga<'_> {
         match e {
             Event::InventoryReply(r) => self.on_reply(o, r, ctx)?,
             Event::PaymentAuthorized(p) => {
+                if o.authorized && o.payment_id.as_deref() == Some(p.payment_id.as_str()) {
+                    return Ok(()); // the same authorization, reported again (a webhook and the worker)
+                }
                 match o.status {
                     OrderStatus::Placed => {}
                     OrderStatus::Reserved => {
                         go(o, ctx, OrderStatus::PaymentAuthorized, "payment authorized")?;
                     }
                     OrderStatus::FraudHold => {}
+                    s if s.is_unsold() && !o.authorized => {
+                        // Authorized after the order ended unsold (its payment timed out, say):
+                        // nothing will be captured, so the hold on the card is released.
+                        o.authorized = true;
+                        o.payment_id = Some(p.payment_id.clone());
+                        self.request_refund(o, &p.payment_id, p.amount_minor, Vec::new(), "authorized_after_order_ended", ctx);
+                        return Ok(());
+                    }
                     _ => return Err(illegal(o, "payment authorized")),
                 }
                 o.authorized = true;
@@ -325,11 +391,16 @@ impl Saga<'_> {
                 self.release_all(o, ctx, "cancelled");
                 o.fulfillment_status = FulfillmentStatus::Unfulfilled;
                 go(o, ctx, OrderStatus::Cancelled, &format!("cancelled by the {}: {}", c.requested_by, c.reason))?;
+                if let (true, Some(payment_id)) = (o.authorized, o.payment_id.clone()) {
+                    let lines = refund_lines(o, None);
+                    self.request_refund(o, &payment_id, o.total_minor, lines, "cancellation", ctx);
+                }
             }
             Event::ShipmentCreated(_) => {
                 if !matches!(o.status, OrderStatus::Confirmed | OrderStatus::PartiallyShipped) {
                     return Err(illegal(o, "shipment created"));
                 }
+                self.request_capture(o, ctx);
             }
             Event::ShipmentShipped(s) => {
                 if !matches!(o.status, OrderStatus::Confirmed | OrderStatus::PartiallyShipped) {
@@ -342,6 +413,7 @@ impl Saga<'_> {
                         return Err(illegal(o, &format!("shipping {} of {} ({} of {} already shipped)", l.quantity, l.sku, done, wanted)));
                     }
                 }
+                self.request_capture(o, ctx);
                 for l in &s.lines {
                     *o.shipped.entry(l.sku.clone()).or_default() += l.quantity;
                     self.command(o, ctx, &l.sku, "ship", l.quantity, Some(&s.warehouse_id), "shipped", true);
@@ -374,6 +446,13 @@ impl Saga<'_> {
                 }
                 o.fulfillment_status = FulfillmentStatus::Returned;
                 go(o, ctx, OrderStatus::Returned, &format!("return {} received at {}", r.return_id, r.warehouse_id))?;
+                if let (true, Some(payment_id)) = (o.captured, o.payment_id.clone()) {
+                    let lines = refund_lines(o, Some(&r.lines));
+                    let amount = lines.iter().map(|l| l.amount_minor).sum();
+                    if amount > 0 {
+                        self.request_refund(o, &payment_id, amount, lines, "return", ctx);
+                    }
+                }
             }
             Event::RefundIssued(r) => {
                 if !(o.authorized || o.captured) {
@@ -404,5 +483,22 @@ impl Saga<'_> {
             go(o, ctx, OrderStatus::Confirmed, why)?;
         }
         Ok(())
+    }
+}
+
+/// The order's lines per vendor (quantity × unit price), in vendor order.
+fn vendor_amounts(o: &OrderState) -> Vec<VendorAmount> {
+    o.vendor_totals.iter().map(|(v, a)| VendorAmount { vendor_id: v.clone(), amount_minor: *a }).collect()
+}
+
+/// What a refund of `returned` (all the order's lines when `None`) gives back, line by line:
+/// each returned unit at its price, on the line of its sku.
+fn refund_lines(o: &OrderState, returned: Option<&[SkuQuantity]>) -> Vec<RefundLine> {
+    let line = |sku: &str, quantity: i32| {
+        o.items.iter().find(|i| i.sku == sku).map(|i| RefundLine { sku: i.sku.clone(), vendor_id: i.vendor_id.clone(), quantity, amount_minor: i.unit_price_minor * i64::from(quantity) })
+    };
+    match returned {
+        None => o.items.iter().filter_map(|i| line(&i.sku, i.quantity)).collect(),
+        Some(r) => r.iter().filter(|l| l.quantity > 0).filter_map(|l| line(&l.sku, l.quantity)).collect(),
     }
 }

@@ -199,6 +199,10 @@ fn expected(from: OrderStatus, act: Act) -> Outcome {
         // and applies, in time order, once inventory has answered.
         (S::Placed, _) => Held,
         (S::Reserved, Authorize) => To(S::Confirmed),
+        // The same authorization reported again (the payments worker and a webhook).
+        (s @ (S::Confirmed | S::PartiallyShipped | S::Shipped | S::Delivered | S::ReturnRequested | S::Returned | S::Refunded), Authorize) => To(s),
+        // An authorization after the order ended unsold: released, not dead-lettered.
+        (s @ (S::Cancelled | S::RejectedOutOfStock | S::PaymentFailed), Authorize) => To(s),
         (S::FraudHold, Authorize) => To(S::FraudHold),
         (S::Reserved, Fail) => To(S::PaymentFailed),
         (S::Confirmed, Capture) => To(S::Confirmed),
@@ -504,4 +508,50 @@ fn with_the_gate_off_an_authorized_order_is_confirmed_at_once() {
     r.reply("A", 2, true);
     r.act(Act::Authorize);
     assert_eq!(r.status(), Some(S::Confirmed));
+}
+
+fn commands(r: &Run) -> Vec<Event> {
+    r.d.outputs::<Event>(Topic::PaymentCommands.name())
+}
+
+#[test]
+fn the_saga_asks_for_the_payment_at_checkout_the_capture_at_shipment_and_the_refund_on_return() {
+    let mut r = Run::reach(S::Confirmed);
+    let asked = commands(&r);
+    let [Event::PaymentRequested(p)] = asked.as_slice() else { panic!("one payment request: {asked:?}") };
+    assert_eq!((p.amount_minor, p.currency.as_str(), p.payment_method_token.as_str()), (3000, "EUR", "pm_1"));
+    assert_eq!(p.vendors, vec![VendorAmount { vendor_id: "v-1".into(), amount_minor: 3000 }]);
+    r.act(Act::ShipCreated);
+    r.act(Act::ShipA);
+    let captures: Vec<CaptureRequested> = commands(&r).into_iter().filter_map(|e| if let Event::CaptureRequested(c) = e { Some(c) } else { None }).collect();
+    assert!(!captures.is_empty(), "a capture is asked for when the order ships");
+    assert!(captures.iter().all(|c| c.payment_id == "pi_1" && c.amount_minor == 3000 && c.placed_at.millis() == T0 + 1000));
+    r.act(Act::Capture);
+    r.act(Act::ShipB);
+    let before = commands(&r).len();
+    r.act(Act::Capture);
+    assert_eq!(commands(&r).len(), before, "nothing more is asked once captured");
+    r.act(Act::Deliver);
+    r.act(Act::ReturnReq);
+    r.act(Act::ReturnRecv);
+    let refunds: Vec<RefundRequested> = commands(&r).into_iter().filter_map(|e| if let Event::RefundRequested(x) = e { Some(x) } else { None }).collect();
+    let [refund] = refunds.as_slice() else { panic!("one refund request: {refunds:?}") };
+    // One unit of A returned, at 10.00.
+    assert_eq!((refund.amount_minor, refund.reason.as_str()), (1000, "return"));
+    assert_eq!(refund.lines, vec![RefundLine { sku: "A".into(), vendor_id: "v-1".into(), quantity: 1, amount_minor: 1000 }]);
+}
+
+#[test]
+fn cancelling_an_authorized_order_asks_for_its_authorization_to_be_released_and_a_late_one_is_released_too() {
+    let mut r = Run::reach(S::Confirmed);
+    r.act(Act::Cancel);
+    assert_eq!(r.status(), Some(S::Cancelled));
+    let released: Vec<RefundRequested> = commands(&r).into_iter().filter_map(|e| if let Event::RefundRequested(x) = e { Some(x) } else { None }).collect();
+    assert_eq!(released.iter().map(|x| (x.amount_minor, x.reason.as_str())).collect::<Vec<_>>(), vec![(3000, "cancellation")]);
+
+    let mut r = Run::reach(S::Cancelled);
+    r.act(Act::Authorize);
+    let released: Vec<RefundRequested> = commands(&r).into_iter().filter_map(|e| if let Event::RefundRequested(x) = e { Some(x) } else { None }).collect();
+    assert_eq!(released.iter().map(|x| (x.payment_id.as_str(), x.reason.as_str())).collect::<Vec<_>>(), vec![("pi_1", "authorized_after_order_ended")]);
+    assert_eq!(r.dead(), 0);
 }

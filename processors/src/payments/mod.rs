@@ -1,0 +1,471 @@
+//! payments — the worker at the edge that moves money: the one processor with an effect.
+//!
+//! The order saga stays pure: it *asks* for money on `payments.commands`
+//! ([`PaymentRequested`] at checkout, [`CaptureRequested`] when the order ships,
+//! [`RefundRequested`] when a return is received or an authorized order is cancelled).
+//! This worker reads those, calls the [`PaymentProvider`] and publishes what happened on
+//! `storefront.payments` — `PaymentAuthorized`, `PaymentFailed` (with the decline code),
+//! `PaymentCaptured`, one `VendorTransferCreated` per vendor, `RefundIssued` and
+//! `VendorTransferReversed` — which the saga, the sales processor and the sinks read like
+//! any payment provider's report.
+//!
+//! It runs on the processor runtime for its guarantee: a command's offset commits only with
+//! its outcome events (a Kafka transaction, or the embedded log's journal). The call itself
+//! cannot be rolled back, so every call carries an idempotency key derived from the command's
+//! event id ([`idempotency_key`]) — a command redelivered after a crash, or replayed from the
+//! log, repeats the same call with the same key, and the provider answers as the first time.
+//! Its state (per order: the payment, what was captured, each vendor's transfer) makes a
+//! second command about the same money a no-op.
+//!
+//! Money (Connect, separate charges and transfers): one PaymentIntent per order in the order's
+//! currency, manual capture; on capture, each vendor gets its lines minus the marketplace's
+//! commission ([`crate::sales::commission_minor`], the plan in force when the order was
+//! placed); shipping and tax stay with the platform. A refund's vendor share reverses that
+//! vendor's transfer by the share minus the commission given back, so for every order and
+//! vendor: lines captured = transferred − reversed + commission kept + refunded
+//! (docs/PAYMENTS.md has the arithmetic).
+//!
+//! Failures: a declined card or one needing authentication is an outcome (`PaymentFailed`);
+//! 429, 5xx and network errors are [`ProcessError::Transient`] (the runtime retries the same
+//! command with back-off and holds its offset); a request the provider refuses for good goes
+//! to the DLQ with the provider's code — an authorization refused that way also fails the
+//! payment, so its order does not wait for the saga's timeout.
+
+pub mod provider;
+#[cfg(feature = "stripe")]
+pub mod stripe;
+pub mod test_mode;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use storeflow_avro::{
+    CaptureRequested, Event, PaymentAuthorized, PaymentCaptured, PaymentFailed, PaymentRequested, RefundIssued, RefundRequested, Timestamp, Topic,
+    VendorTransferCreated, VendorTransferReversed,
+};
+
+pub use self::provider::*;
+pub use self::test_mode::TestMode;
+use crate::sales::{commission_minor, split_proportionally};
+use crate::{Ctx, Flow, Input, ProcessError, Processor, Store};
+
+/// What the worker knows of each order's money, by order id.
+pub const PAYMENTS: Store<PaymentState> = Store::new("payments");
+
+/// One order's money as the worker moved it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentState {
+    pub payment_id: Option<String>,
+    pub currency: String,
+    pub authorized_minor: i64,
+    /// The authorization was declined (a later request for the order is not retried).
+    pub declined: bool,
+    pub captured_minor: i64,
+    pub charge_id: Option<String>,
+    /// The authorization was released without a capture.
+    pub released: bool,
+    pub refunded_minor: i64,
+    /// Each vendor's payout, by vendor id.
+    pub vendors: BTreeMap<String, Payout>,
+}
+
+/// One vendor's payout from one order.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Payout {
+    /// The transfer, once made (none while the vendor has no connected account).
+    pub transfer_id: Option<String>,
+    /// The vendor's lines captured.
+    pub gross_minor: i64,
+    /// The commission rate of its plan when the order was placed.
+    pub bps: i64,
+    /// Commission kept now (less what refunds gave back).
+    pub commission_minor: i64,
+    /// Refunded of its lines so far.
+    pub refunded_minor: i64,
+    /// Transferred (net of reversals) so far.
+    pub transferred_minor: i64,
+}
+
+/// `[processors.payments]`.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PaymentsConfig {
+    /// `test` (the test-mode provider, [`TestMode`]) or `stripe`.
+    pub provider: String,
+    /// Stripe's secret key (`sk_test_…`/`sk_live_…`), for `provider = "stripe"`; the binary
+    /// fills it from `[stripe] secret_key`.
+    pub stripe_secret_key: Option<String>,
+    /// Stripe's API base (stripe-mock's address in tests); the binary fills it from
+    /// `[stripe] api_base`.
+    pub stripe_api_base: Option<String>,
+    /// Commission per vendor plan, in basis points; the binary fills it from
+    /// `[processors.sales] commission_bps`, so the transfers and the sales figures agree.
+    pub commission_bps: BTreeMap<String, i64>,
+    /// Plan of a vendor not (yet) onboarded; from `[processors.sales] default_plan`.
+    pub default_plan: String,
+}
+
+impl std::fmt::Debug for PaymentsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PaymentsConfig")
+            .field("provider", &self.provider)
+            .field("stripe_secret_key", &self.stripe_secret_key.as_ref().map(|_| "[redacted]"))
+            .field("stripe_api_base", &self.stripe_api_base)
+            .field("commission_bps", &self.commission_bps)
+            .field("default_plan", &self.default_plan)
+            .finish()
+    }
+}
+
+impl Default for PaymentsConfig {
+    fn default() -> Self {
+        let sales = crate::sales::SalesConfig::default();
+        PaymentsConfig { provider: "test".into(), stripe_secret_key: None, stripe_api_base: None, commission_bps: sales.commission_bps, default_plan: sales.default_plan }
+    }
+}
+
+impl PaymentsConfig {
+    /// The provider this configuration names, or why there is none.
+    pub fn provider(&self) -> Result<Box<dyn PaymentProvider>, String> {
+        match self.provider.as_str() {
+            "test" => Ok(Box::new(TestMode)),
+            #[cfg(feature = "stripe")]
+            "stripe" => {
+                let key = self.stripe_secret_key.as_deref().filter(|k| !k.is_empty()).ok_or("[processors.payments] provider = \"stripe\" needs [stripe] secret_key (STOREFLOW__STRIPE__SECRET_KEY)")?;
+                Ok(Box::new(stripe::Stripe::new(key, self.stripe_api_base.as_deref())?))
+            }
+            #[cfg(not(feature = "stripe"))]
+            "stripe" => Err("[processors.payments] provider = \"stripe\": this storeflow was built without the `stripe` feature".into()),
+            other => Err(format!("[processors.payments] provider = {other:?}: expected \"test\" or \"stripe\"")),
+        }
+    }
+}
+
+/// The idempotency key of the provider call `op` made for the command `event_id`: the same
+/// command always makes its calls with the same keys.
+pub fn idempotency_key(event_id: &str, op: &str) -> String {
+    format!("storeflow-{event_id}-{op}")
+}
+
+/// The payments worker.
+pub struct Payments {
+    config: PaymentsConfig,
+    provider: Box<dyn PaymentProvider>,
+    /// Each vendor's plans and connected accounts by when they took effect (from the
+    /// catalog, a global input: rebuilt at every start).
+    vendors: BTreeMap<String, Vec<(i64, String, Option<String>)>>,
+}
+
+impl Payments {
+    /// A worker on `provider` (tests pass a provider of their own).
+    pub fn with_provider(config: PaymentsConfig, provider: Box<dyn PaymentProvider>) -> Self {
+        Payments { config, provider, vendors: BTreeMap::new() }
+    }
+
+    /// The vendor's plan and connected account in force at `at` (the earliest known when
+    /// none had taken effect yet).
+    fn vendor_at(&self, vendor: &str, at: i64) -> (String, Option<String>) {
+        let Some(history) = self.vendors.get(vendor) else { return (self.config.default_plan.clone(), None) };
+        let entry = history.iter().rev().find(|(t, _, _)| *t <= at).or(history.first()).expect("a vendor's history is never empty");
+        (entry.1.clone(), entry.2.clone())
+    }
+
+    /// The account a vendor's transfers go to: its connected account; in test mode one
+    /// named after the vendor when it has none.
+    fn destination(&self, vendor: &str, account: Option<String>) -> Option<String> {
+        account.or_else(|| (self.config.provider == "test").then(|| format!("acct_test_{vendor}")))
+    }
+
+    fn authorize(&self, r: &PaymentRequested, st: &mut PaymentState, ctx: &mut Ctx<'_, Event>) -> Result<(), ProcessError> {
+        if st.payment_id.is_some() || st.declined {
+            return Ok(()); // asked before: answered before
+        }
+        let request = AuthorizeRequest {
+            order_id: r.order_id.clone(),
+            customer_id: r.customer_id.clone(),
+            amount_minor: r.amount_minor,
+            currency: r.currency.clone(),
+            payment_method: r.payment_method_token.clone(),
+            transfer_group: transfer_group(&r.order_id),
+            idempotency_key: idempotency_key(&r.event_id, "authorize"),
+        };
+        let t = ctx.time();
+        let failed = |ctx: &mut Ctx<'_, Event>, payment_id: Option<String>, code: String, message: String| {
+            ctx.emit(Event::PaymentFailed(PaymentFailed {
+                event_id: ctx.event_id(&["failed", &r.order_id, &code]),
+                occurred_at: Timestamp(t),
+                order_id: r.order_id.clone(),
+                payment_id,
+                amount_minor: r.amount_minor,
+                currency: r.currency.clone(),
+                failure_code: code,
+                failure_message: message,
+            }));
+        };
+        match self.provider.authorize(&request) {
+            Ok(Authorization::Authorized { payment_id, .. }) => {
+                st.payment_id = Some(payment_id.clone());
+                st.currency = r.currency.clone();
+                st.authorized_minor = r.amount_minor;
+                ctx.emit(Event::PaymentAuthorized(PaymentAuthorized {
+                    event_id: ctx.event_id(&["authorized", &r.order_id, &payment_id]),
+                    occurred_at: Timestamp(t),
+                    order_id: r.order_id.clone(),
+                    payment_id,
+                    amount_minor: r.amount_minor,
+                    currency: r.currency.clone(),
+                    provider: self.provider.name().to_string(),
+                }));
+            }
+            Ok(Authorization::Declined { payment_id, code, message }) => {
+                st.declined = true;
+                failed(ctx, payment_id, code, message);
+            }
+            Err(ProviderError::Transient(why)) => return Err(ProcessError::Transient(format!("authorizing order {}: {why}", r.order_id))),
+            Err(ProviderError::Rejected { code, message }) => {
+                // The request itself is wrong (an unknown payment method, say): the command
+                // goes to the DLQ with the provider's code, and the payment fails now.
+                st.declined = true;
+                let reason = format!("{} refused to authorize order {}: {code}: {message}", self.provider.name(), r.order_id);
+                ctx.dead_letter(Topic::PaymentCommands.name(), &r.order_id, Event::PaymentRequested(r.clone()), &reason);
+                failed(ctx, None, code, message);
+            }
+        }
+        Ok(())
+    }
+
+    fn capture(&self, c: &CaptureRequested, st: &mut PaymentState, ctx: &mut Ctx<'_, Event>) -> Result<(), ProcessError> {
+        if st.captured_minor > 0 {
+            return Ok(()); // captured already
+        }
+        if st.released {
+            return Err(ProcessError::permanent(format!("capture of order {}: its authorization was released", c.order_id)));
+        }
+        let payment_id = st.payment_id.clone().unwrap_or_else(|| c.payment_id.clone());
+        let captured = self
+            .provider
+            .capture(&CaptureRequest { payment_id: payment_id.clone(), amount_minor: c.amount_minor, idempotency_key: idempotency_key(&c.event_id, "capture") })
+            .map_err(|e| provider_error(&e, "capturing", &c.order_id))?;
+        st.payment_id = Some(payment_id.clone());
+        st.currency = c.currency.clone();
+        st.captured_minor = captured.amount_minor;
+        st.charge_id = captured.charge_id.clone();
+        let t = ctx.time();
+        ctx.emit(Event::PaymentCaptured(PaymentCaptured {
+            event_id: ctx.event_id(&["captured", &c.order_id, &payment_id]),
+            occurred_at: Timestamp(t),
+            order_id: c.order_id.clone(),
+            payment_id: payment_id.clone(),
+            amount_minor: captured.amount_minor,
+            currency: c.currency.clone(),
+        }));
+        let mut gross: BTreeMap<&str, i64> = BTreeMap::new();
+        for v in &c.vendors {
+            *gross.entry(v.vendor_id.as_str()).or_default() += v.amount_minor;
+        }
+        for (vendor, gross) in gross {
+            let (plan, account) = self.vendor_at(vendor, c.placed_at.millis());
+            let bps = self.config.commission_bps.get(&plan).copied().unwrap_or(0);
+            let commission = commission_minor(gross, bps);
+            let net = gross - commission;
+            let mut payout = Payout { transfer_id: None, gross_minor: gross, bps, commission_minor: commission, refunded_minor: 0, transferred_minor: 0 };
+            match self.destination(vendor, account) {
+                Some(destination) if net > 0 => {
+                    let transfer_id = self
+                        .provider
+                        .transfer(&TransferRequest {
+                            order_id: c.order_id.clone(),
+                            vendor_id: vendor.to_string(),
+                            destination: destination.clone(),
+                            amount_minor: net,
+                            currency: c.currency.clone(),
+                            transfer_group: transfer_group(&c.order_id),
+                            source_charge: captured.charge_id.clone(),
+                            idempotency_key: idempotency_key(&c.event_id, &format!("transfer-{vendor}")),
+                        })
+                        .map_err(|e| provider_error(&e, &format!("transferring to vendor {vendor} for"), &c.order_id))?;
+                    payout.transfer_id = Some(transfer_id.clone());
+                    payout.transferred_minor = net;
+                    ctx.emit(Event::VendorTransferCreated(VendorTransferCreated {
+                        event_id: ctx.event_id(&["transfer", &c.order_id, vendor]),
+                        occurred_at: Timestamp(t),
+                        order_id: c.order_id.clone(),
+                        payment_id: payment_id.clone(),
+                        vendor_id: vendor.to_string(),
+                        transfer_id,
+                        destination,
+                        gross_minor: gross,
+                        commission_minor: commission,
+                        amount_minor: net,
+                        currency: c.currency.clone(),
+                    }));
+                }
+                Some(_) => {}
+                None => tracing::warn!(order = %c.order_id, vendor, "vendor has no connected account: its payout stays with the platform until it onboards"),
+            }
+            st.vendors.insert(vendor.to_string(), payout);
+        }
+        Ok(())
+    }
+
+    fn refund(&self, r: &RefundRequested, st: &mut PaymentState, ctx: &mut Ctx<'_, Event>) -> Result<(), ProcessError> {
+        let t = ctx.time();
+        let Some(payment_id) = st.payment_id.clone().or_else(|| (!r.payment_id.is_empty()).then(|| r.payment_id.clone())) else {
+            return Err(ProcessError::permanent(format!("refund for order {}: it has no payment", r.order_id)));
+        };
+        if st.captured_minor == 0 {
+            // Nothing was captured: release the authorization (announced as a refund of what
+            // was authorized, as the dashboards count it).
+            if st.released {
+                return Ok(());
+            }
+            self.provider
+                .cancel(&CancelRequest { payment_id: payment_id.clone(), idempotency_key: idempotency_key(&r.event_id, "cancel") })
+                .map_err(|e| provider_error(&e, "releasing the authorization of", &r.order_id))?;
+            st.released = true;
+            st.refunded_minor = r.amount_minor;
+            ctx.emit(Event::RefundIssued(RefundIssued {
+                event_id: ctx.event_id(&["released", &r.order_id, &payment_id]),
+                occurred_at: Timestamp(t),
+                order_id: r.order_id.clone(),
+                payment_id: payment_id.clone(),
+                refund_id: payment_id,
+                amount_minor: r.amount_minor,
+                currency: r.currency.clone(),
+                reason: r.reason.clone(),
+                lines: r.lines.clone(),
+            }));
+            return Ok(());
+        }
+        let amount = r.amount_minor.min(st.captured_minor - st.refunded_minor);
+        if amount <= 0 {
+            return Ok(()); // refunded in full already
+        }
+        let refund_id = self
+            .provider
+            .refund(&RefundRequest { payment_id: payment_id.clone(), amount_minor: amount, reason: r.reason.clone(), idempotency_key: idempotency_key(&r.event_id, "refund") })
+            .map_err(|e| provider_error(&e, "refunding", &r.order_id))?;
+        st.refunded_minor += amount;
+        ctx.emit(Event::RefundIssued(RefundIssued {
+            event_id: ctx.event_id(&["refund", &r.order_id, &refund_id]),
+            occurred_at: Timestamp(t),
+            order_id: r.order_id.clone(),
+            payment_id: payment_id.clone(),
+            refund_id: refund_id.clone(),
+            amount_minor: amount,
+            currency: r.currency.clone(),
+            reason: r.reason.clone(),
+            lines: r.lines.clone(),
+        }));
+        // Each vendor's share: its lines in the refund, or, without lines, the refund split
+        // over the vendors' lines in proportion.
+        let mut shares: BTreeMap<String, i64> = BTreeMap::new();
+        if r.lines.is_empty() {
+            let weights: BTreeMap<String, i64> = st.vendors.iter().map(|(v, p)| (v.clone(), p.gross_minor)).collect();
+            let lines_total: i64 = weights.values().sum();
+            shares = split_proportionally(amount.min(lines_total), &weights);
+        } else {
+            for l in &r.lines {
+                *shares.entry(l.vendor_id.clone()).or_default() += l.amount_minor;
+            }
+        }
+        for (vendor, share) in shares {
+            let Some(p) = st.vendors.get_mut(&vendor) else { continue };
+            let share = share.clamp(0, p.gross_minor - p.refunded_minor);
+            if share == 0 {
+                continue;
+            }
+            p.refunded_minor += share;
+            let commission = commission_minor(p.gross_minor - p.refunded_minor, p.bps);
+            let given_back = p.commission_minor - commission;
+            p.commission_minor = commission;
+            let reverse = (share - given_back).min(p.transferred_minor);
+            let Some(transfer_id) = p.transfer_id.clone() else { continue };
+            if reverse <= 0 {
+                continue;
+            }
+            let reversal_id = self
+                .provider
+                .reverse_transfer(&ReversalRequest { transfer_id: transfer_id.clone(), amount_minor: reverse, idempotency_key: idempotency_key(&r.event_id, &format!("reverse-{vendor}")) })
+                .map_err(|e| provider_error(&e, &format!("reversing vendor {vendor}'s transfer for"), &r.order_id))?;
+            p.transferred_minor -= reverse;
+            ctx.emit(Event::VendorTransferReversed(VendorTransferReversed {
+                event_id: ctx.event_id(&["reversal", &r.order_id, &vendor, &refund_id]),
+                occurred_at: Timestamp(t),
+                order_id: r.order_id.clone(),
+                vendor_id: vendor.clone(),
+                transfer_id,
+                reversal_id,
+                refund_id: refund_id.clone(),
+                refunded_minor: share,
+                commission_minor: given_back,
+                amount_minor: reverse,
+                currency: r.currency.clone(),
+            }));
+        }
+        Ok(())
+    }
+}
+
+/// Stripe's `transfer_group` of an order: its charge and its vendors' transfers.
+pub fn transfer_group(order_id: &str) -> String {
+    format!("order_{order_id}")
+}
+
+fn provider_error(e: &ProviderError, doing: &str, order_id: &str) -> ProcessError {
+    match e {
+        ProviderError::Transient(why) => ProcessError::Transient(format!("{doing} order {order_id}: {why}")),
+        ProviderError::Rejected { code, message } => ProcessError::permanent(format!("the provider refused {doing} order {order_id}: {code}: {message}")),
+    }
+}
+
+impl Processor for Payments {
+    const NAME: &'static str = "payments";
+    type Config = PaymentsConfig;
+    type In = Event;
+    type Out = Event;
+
+    fn new(config: PaymentsConfig) -> Self {
+        let provider = config.provider().unwrap_or_else(|e| panic!("{e}"));
+        Payments::with_provider(config, provider)
+    }
+
+    fn flow(&self) -> Flow {
+        Flow::new().group(&[Topic::PaymentCommands.name()]).emits(&[Topic::Payments.name()]).build()
+    }
+
+    fn global_inputs(&self) -> Vec<String> {
+        vec![Topic::Catalog.name().to_string()]
+    }
+
+    fn on_global(&mut self, input: &Input<Event>) {
+        if let Event::VendorOnboarded(v) = &input.value {
+            let history = self.vendors.entry(v.vendor_id.clone()).or_default();
+            let at = v.occurred_at.millis();
+            let i = history.partition_point(|(t, _, _)| *t <= at);
+            history.insert(i, (at, v.plan.clone(), v.stripe_account_id.clone()));
+        }
+    }
+
+    fn stores(&self) -> &'static [&'static str] {
+        &[PAYMENTS.name]
+    }
+
+    fn process(&mut self, input: &Input<Event>, ctx: &mut Ctx<'_, Event>) -> Result<(), ProcessError> {
+        let Some(order_id) = input.value.order_id() else {
+            return Err(ProcessError::permanent(format!("payments does not handle {}", input.value.name())));
+        };
+        let order_id = order_id.to_string();
+        let mut st = ctx.get(PAYMENTS, &order_id)?.unwrap_or_default();
+        match &input.value {
+            Event::PaymentRequested(r) => self.authorize(r, &mut st, ctx)?,
+            Event::CaptureRequested(c) => self.capture(c, &mut st, ctx)?,
+            Event::RefundRequested(r) => self.refund(r, &mut st, ctx)?,
+            other => return Err(ProcessError::permanent(format!("payments does not handle {}", other.name()))),
+        }
+        ctx.put(PAYMENTS, &order_id, &st)
+    }
+}
+
+#[cfg(test)]
+mod tests;
