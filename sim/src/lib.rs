@@ -161,7 +161,7 @@ impl Default for SimConfig {
 /// configuration (the test `a_busy_run_has_the_density_and_the_lifecycles_it_promises`
 /// keeps them honest).
 const ORDERS_PER_SESSION: f64 = 0.158;
-const EVENTS_PER_SESSION: f64 = 6.25;
+const EVENTS_PER_SESSION: f64 = 5.95;
 /// Stripe's test cards that decline (<https://docs.stripe.com/testing#declined-payments>):
 /// the checkout carries one for 6 % of orders (35 % of the fraud ring's), the shopper's own
 /// saved card (a `pm_…` id, which test mode authorizes) otherwise.
