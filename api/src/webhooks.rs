@@ -19,8 +19,11 @@
 //! | `payment_intent.payment_failed` | `PaymentFailed` (decline code, or error code) |
 //! | `charge.refunded` | `RefundIssued` (the newest refund; lines are left to the sales split) |
 //!
-//! Other types, and objects without an order, are acknowledged and named in the answer
-//! (`ignored`), so Stripe does not retry them.
+//! Other types, objects without an order, and objects the payments worker created itself
+//! (`metadata.storeflow_source = payments_worker`: it published their outcome already, so
+//! they are not reported twice) are acknowledged and named in the answer (`ignored`), so
+//! Stripe does not retry them. The webhook is for payments confirmed outside the worker (a
+//! PaymentIntent the storefront confirmed in the browser, docs/PAYMENTS.md).
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -124,6 +127,10 @@ pub fn translate(body: &[u8]) -> ApiResult<Delivery> {
     let kind = text(&e, "/type").ok_or_else(|| ApiError::field("type", "a Stripe event has a type"))?;
     let created = amount(&e, "/created").ok_or_else(|| ApiError::field("created", "a Stripe event has a creation time"))?;
     let o = e.pointer("/data/object").ok_or_else(|| ApiError::field("data.object", "a Stripe event carries its object"))?;
+    if text(o, "/metadata/storeflow_source") == Some("payments_worker") {
+        // Created by the payments worker, which published the outcome itself.
+        return Ok(Delivery::Ignored(format!("{kind} {id}: reported by storeflow's payments worker already")));
+    }
     let Some(order_id) = text(o, "/metadata/order_id").map(str::to_string) else {
         return Ok(Delivery::Ignored(format!("{kind} {id}: its object names no order (metadata.order_id)")));
     };
@@ -247,6 +254,9 @@ mod tests {
         let Delivery::Publish(e) = translate(&charge).unwrap() else { panic!() };
         let Event::RefundIssued(r) = *e else { panic!() };
         assert_eq!((r.refund_id.as_str(), r.payment_id.as_str(), r.amount_minor, r.currency.as_str()), ("re_2", "pi_1", 500, "JPY"));
+        let mut ours = serde_json::from_slice::<Value>(&pi("payment_intent.succeeded", serde_json::json!({"amount_received": 9998}))).unwrap();
+        ours["data"]["object"]["metadata"]["storeflow_source"] = "payments_worker".into();
+        assert!(matches!(translate(&serde_json::to_vec(&ours).unwrap()).unwrap(), Delivery::Ignored(_)), "the worker's own payment is not reported twice");
         // Not ours, or not a type we map: acknowledged, nothing to publish.
         let mut foreign = serde_json::from_slice::<Value>(&pi("payment_intent.succeeded", serde_json::json!({"amount_received": 1}))).unwrap();
         foreign["data"]["object"]["metadata"] = serde_json::json!({});

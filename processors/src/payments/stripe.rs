@@ -183,6 +183,12 @@ fn refund_reason(reason: &str) -> CreateRefundReason {
     }
 }
 
+/// The metadata key and value that mark what the payments worker created: the webhook
+/// endpoint ignores deliveries about those (the worker has published their outcome already).
+pub const SOURCE_KEY: &str = "storeflow_source";
+/// See [`SOURCE_KEY`].
+pub const SOURCE: &str = "payments_worker";
+
 fn metadata(pairs: &[(&str, &str)]) -> HashMap<String, String> {
     pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
@@ -241,7 +247,7 @@ impl PaymentProvider for Stripe {
             .confirm(true)
             .payment_method(r.payment_method.as_str())
             .transfer_group(r.transfer_group.as_str())
-            .metadata(metadata(&[("order_id", &r.order_id), ("customer_id", &r.customer_id)]))
+            .metadata(metadata(&[("order_id", &r.order_id), ("customer_id", &r.customer_id), (SOURCE_KEY, SOURCE)]))
             // For the card's brand and last four digits.
             .expand(vec!["latest_charge".to_string()]);
         match self.send(&request, &r.idempotency_key) {
