@@ -65,6 +65,8 @@ pub const fn trust(kind: EventKind) -> Trust {
         | K::PaymentCaptured
         | K::PaymentFailed
         | K::RefundIssued
+        | K::VendorTransferCreated
+        | K::VendorTransferReversed
         | K::ShipmentCreated
         | K::ShipmentShipped
         | K::ShipmentDelivered
@@ -93,9 +95,7 @@ pub const fn trust(kind: EventKind) -> Trust {
         | K::VendorSaleRecorded
         | K::PaymentRequested
         | K::CaptureRequested
-        | K::RefundRequested
-        | K::VendorTransferCreated
-        | K::VendorTransferReversed => Trust::Derived,
+        | K::RefundRequested => Trust::Derived,
     }
 }
 

@@ -105,5 +105,8 @@ fn fifty_thousand_simulated_orders_find_the_ring_the_pairs_and_conserve_money() 
         *refunds.entry(currency.clone()).or_default() += m.refunds_minor;
     }
     assert_eq!(gmv, line_totals, "GMV per vendor and currency differs from the orders' lines");
+    // The simulator posts no refunds any more (the payments worker issues them, for the
+    // saga's returns and cancellations: tests/cli.rs's demo checks those end to end).
+    refunds.retain(|_, v| *v != 0);
     assert_eq!(refunds, refund_totals, "refunds differ from the refunds issued");
 }

@@ -101,6 +101,11 @@ pub struct SimConfig {
     pub planted_pairs: usize,
     /// Share of orders placed by the fraud ring (0 to disable).
     pub fraud_ring_share: f64,
+    /// Share of checkouts that confirm their payment in the browser (a Stripe PaymentIntent,
+    /// `pi_…`, in `payment_method_token`): their outcome comes as Stripe's webhook would
+    /// report it (`PaymentAuthorized` / `PaymentFailed`, posted by the simulator a few
+    /// seconds after the order), not from the payments worker. 0 by default.
+    pub browser_confirmed_share: f64,
     /// Share of sessions that end in an order (of those reaching checkout).
     pub checkout_conversion: f64,
     /// Fast-forward of what takes hours or days in the physical world — picking and
@@ -144,6 +149,7 @@ impl Default for SimConfig {
             products: 400,
             planted_pairs: 8,
             fraud_ring_share: 0.0,
+            browser_confirmed_share: 0.0,
             checkout_conversion: 0.75,
             fulfillment_speedup: 15_000.0,
             established_customers: 1000,
@@ -263,6 +269,9 @@ struct Order {
     taken: Vec<(usize, usize, i32)>,
     /// Its card is one of Stripe's test cards that decline ([`DECLINED_CARDS`]).
     declines: bool,
+    /// The PaymentIntent the browser confirmed ([`SimConfig::browser_confirmed_share`]),
+    /// with the order's total and currency.
+    browser_pi: Option<(String, i64, &'static str)>,
     warehouse: &'static str,
     cancelled: bool,
     shipped: bool,
@@ -1074,8 +1083,22 @@ impl Simulator {
                 return;
             }
         }
-        // The saga asked the payments worker to authorize the card the checkout carried;
-        // one of Stripe's declining test cards fails, and the order with it.
+        // A payment the browser confirmed: Stripe's webhook reports its outcome.
+        if let Some((pi, total, currency)) = self.orders[&order].browser_pi.clone() {
+            let o = &self.orders[&order];
+            let (oid, declines, currency) = (o.id.clone(), o.declines, currency.to_string());
+            let id = self.event_id();
+            if declines {
+                self.emit(PaymentFailed {
+                    event_id: id, occurred_at: self.at(), order_id: oid, payment_id: Some(pi), amount_minor: total, currency,
+                    failure_code: "card_declined".into(), failure_message: "Your card was declined.".into(),
+                });
+            } else {
+                self.emit(PaymentAuthorized { event_id: id, occurred_at: self.at(), order_id: oid, payment_id: pi, amount_minor: total, currency, provider: "stripe".into() });
+            }
+        }
+        // Otherwise the saga asked the payments worker to authorize the card the checkout
+        // carried; one of Stripe's declining test cards fails, and the order with it.
         if self.orders[&order].declines {
             self.restore_stock(order);
             self.orders.remove(&order);
@@ -1286,6 +1309,9 @@ impl Simulator {
         let card = if ring { format!("pm_{:016x}", self.rng.random::<u64>()) } else { c.card.clone() };
         let declines = self.rng.random::<f64>() < if ring { 0.35 } else { 0.06 };
         let card = if declines { DECLINED_CARDS[self.rng.random_range(0..DECLINED_CARDS.len())].to_string() } else { card };
+        let browser_pi = (self.config.browser_confirmed_share > 0.0 && self.rng.random::<f64>() < self.config.browser_confirmed_share)
+            .then(|| format!("pi_{:016x}", self.rng.random::<u64>()));
+        let card = browser_pi.clone().unwrap_or(card);
         let (number, e) = self.order_placed(customer, &c, ship_country, items.clone(), session, card);
         let order_id = e.order_id.clone();
         let total = e.total_minor();
@@ -1298,7 +1324,7 @@ impl Simulator {
         let warehouse = WAREHOUSES[taken[0].1].id;
         self.orders.insert(
             number,
-            Order { id: order_id, customer, items, taken, declines, warehouse, cancelled: false, shipped: false },
+            Order { id: order_id, customer, items, taken, declines, browser_pi: browser_pi.map(|pi| (pi, total, currency.code)), warehouse, cancelled: false, shipped: false },
         );
         let d = 1_000 + self.exp_ms(4_000.0);
         self.schedule(d, Task::Pay { order: number });

@@ -44,9 +44,19 @@ fn every_event_passes_the_contracts_validation() {
 #[test]
 fn traffic_covers_every_input_event_type() {
     let seen: HashSet<&str> = events(200_000, 3).iter().map(|e| e.name()).collect();
+    // Payment outcomes come from the payments worker, never from the storefront.
     for t in EVENT_TYPES.iter().filter(|t| t.topic.is_input()) {
-        assert!(seen.contains(t.name), "the simulator never produced {}", t.name);
+        if t.topic == storeflow_avro::Topic::Payments {
+            assert!(!seen.contains(t.name), "the simulator posted a payment outcome ({})", t.name);
+        } else {
+            assert!(seen.contains(t.name), "the simulator never produced {}", t.name);
+        }
     }
+    let declining = events(200_000, 3)
+        .iter()
+        .filter(|e| matches!(e, Event::OrderPlaced(o) if storeflow_sim::DECLINED_CARDS.contains(&o.payment_method_token.as_str())))
+        .count();
+    assert!(declining > 50, "only {declining} checkouts carried a declining test card");
 }
 
 #[test]
@@ -109,10 +119,7 @@ fn a_busy_run_has_the_density_and_the_lifecycles_it_promises() {
     assert!(delivered > 0.6 * orders, "{delivered} deliveries of {orders} orders");
     assert!(count("ReturnRequested") > 50.0, "{} returns requested", count("ReturnRequested"));
     assert!(count("ReturnReceived") > 30.0, "{} returns received", count("ReturnReceived"));
-    let refunds_of_returns = events.iter().filter(|e| matches!(e, Event::RefundIssued(r) if r.reason == "return")).count();
-    assert!(refunds_of_returns > 20, "{refunds_of_returns} returns refunded");
     assert!(count("OrderCancelRequested") > 50.0, "{} cancellations", count("OrderCancelRequested"));
-    assert!(count("PaymentFailed") > 50.0, "{} failed payments", count("PaymentFailed"));
     assert!(count("ReviewSubmitted") > 50.0, "{} reviews", count("ReviewSubmitted"));
 
     // Stock-outs are rare but real; the warehouses reorder during the run.

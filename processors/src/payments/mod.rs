@@ -431,7 +431,9 @@ impl Processor for Payments {
     }
 
     fn flow(&self) -> Flow {
-        Flow::new().group(&[Topic::PaymentCommands.name()]).emits(&[Topic::Payments.name()]).build()
+        // The outcomes close the orders ⇄ payments cycle: a feedback edge, as inventory's
+        // answers are (the saga hears of a payment `lookahead` after the worker made it).
+        Flow::new().group(&[Topic::PaymentCommands.name()]).feeds_back(&[Topic::Payments.name()]).build()
     }
 
     fn global_inputs(&self) -> Vec<String> {
