@@ -11,6 +11,7 @@ use storeflow_ingest::{EmbeddedLog, KafkaLog, KafkaSettings, Log};
 
 use crate::cli::Place;
 use crate::config::Config;
+use storeflow_sinks::redact;
 
 /// The opened backends.
 pub struct Backends {
@@ -87,11 +88,12 @@ pub fn open(config: &Config) -> anyhow::Result<Backends> {
     });
     // The sinks' stores are named in `[sinks]`: `storeflow run` and `demo` name them when
     // they start the sinks (`pipeline::sinks_banner`).
-    for (name, at) in config.external_services() {
-        if name == "stripe" {
-            banner.push(format!("{name}: configured at {at}, but nothing in this build uses it yet (payments arrive with a later issue)"));
-        }
-    }
+    // Where payments go (docs/PAYMENTS.md).
+    banner.push(match config.stripe.as_ref().map(|s| (s.secret_key.is_some(), redact::url(&s.api_base))) {
+        Some((true, at)) => format!("payments: Stripe at {at} ([stripe] secret_key)"),
+        Some((false, at)) => format!("payments: test mode (Stripe's test tokens, no money moves); [stripe] names {at} but no secret_key"),
+        None => "payments: test mode (Stripe's test tokens, no money moves; set [stripe] secret_key for Stripe)".to_string(),
+    });
     let target = match &config.kafka {
         Some(k) => format!("Kafka at {}", k.brokers),
         None => format!("the embedded log in {}", config.data_dir.display()),

@@ -247,7 +247,8 @@ impl Config {
 
     /// `[processors.<name>]` as the processor is built from it: for `payments`, with what
     /// other sections decide for it — the provider and its key from `[stripe]`, the
-    /// commission rates from `[processors.sales]` (so transfers and sales figures agree).
+    /// commission rates from `[processors.sales]` (so transfers and sales figures agree), the
+    /// personal-data vault (`<data_dir>/keys`) that opens the checkouts' sealed tokens.
     pub fn processor_config(&self, name: &str) -> serde_json::Value {
         let own = self.processors.get(name).cloned().unwrap_or(serde_json::Value::Null);
         if name != "payments" {
@@ -264,6 +265,7 @@ impl Config {
             }
             own.insert("stripe_api_base".into(), s.api_base.clone().into());
         }
+        own.entry("vault_dir").or_insert(self.data_dir.join("keys").display().to_string().into());
         if let Some(serde_json::Value::Object(sales)) = self.processors.get("sales") {
             for key in ["commission_bps", "default_plan"] {
                 if let Some(v) = sales.get(key) {
@@ -272,22 +274,6 @@ impl Config {
             }
         }
         serde_json::Value::Object(own)
-    }
-
-    /// The real services configured outside the sinks (whose stores `[sinks]` names), for
-    /// start-up messages.
-    pub fn external_services(&self) -> Vec<(&'static str, String)> {
-        let mut v = Vec::new();
-        if let Some(k) = &self.kafka {
-            v.push(("kafka", k.brokers.clone()));
-        }
-        if let Some(u) = &self.schema_registry {
-            v.push(("schema_registry", redact::url(&u.url)));
-        }
-        if let Some(s) = &self.stripe {
-            v.push(("stripe", redact::url(&s.api_base)));
-        }
-        v
     }
 }
 

@@ -39,6 +39,7 @@ pub mod test_mode;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use storeflow_avro::pii::{self, Opened, Vault};
 use storeflow_avro::{
     CaptureRequested, Event, PaymentAuthorized, PaymentCaptured, PaymentFailed, PaymentRequested, RefundIssued, RefundRequested, Timestamp, Topic,
     VendorTransferCreated, VendorTransferReversed,
@@ -103,6 +104,10 @@ pub struct PaymentsConfig {
     pub commission_bps: BTreeMap<String, i64>,
     /// Plan of a vendor not (yet) onboarded; from `[processors.sales] default_plan`.
     pub default_plan: String,
+    /// The personal-data vault (the checkout's payment-method token arrives sealed per
+    /// customer, docs/SECURITY.md); the binary fills it with `<data_dir>/keys`. Without it
+    /// the worker cannot read sealed tokens and leaves those payments to the webhooks.
+    pub vault_dir: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for PaymentsConfig {
@@ -113,6 +118,7 @@ impl std::fmt::Debug for PaymentsConfig {
             .field("stripe_api_base", &self.stripe_api_base)
             .field("commission_bps", &self.commission_bps)
             .field("default_plan", &self.default_plan)
+            .field("vault_dir", &self.vault_dir)
             .finish()
     }
 }
@@ -120,7 +126,7 @@ impl std::fmt::Debug for PaymentsConfig {
 impl Default for PaymentsConfig {
     fn default() -> Self {
         let sales = crate::sales::SalesConfig::default();
-        PaymentsConfig { provider: "test".into(), stripe_secret_key: None, stripe_api_base: None, commission_bps: sales.commission_bps, default_plan: sales.default_plan }
+        PaymentsConfig { provider: "test".into(), stripe_secret_key: None, stripe_api_base: None, commission_bps: sales.commission_bps, default_plan: sales.default_plan, vault_dir: None }
     }
 }
 
@@ -154,12 +160,15 @@ pub struct Payments {
     /// Each vendor's plans and connected accounts by when they took effect (from the
     /// catalog, a global input: rebuilt at every start).
     vendors: BTreeMap<String, Vec<(i64, String, Option<String>)>>,
+    /// Opens the checkout's sealed payment-method token.
+    vault: Option<Vault>,
 }
 
 impl Payments {
     /// A worker on `provider` (tests pass a provider of their own).
     pub fn with_provider(config: PaymentsConfig, provider: Box<dyn PaymentProvider>) -> Self {
-        Payments { config, provider, vendors: BTreeMap::new() }
+        let vault = config.vault_dir.as_deref().map(|d| Vault::load(d).unwrap_or_else(|e| panic!("opening the personal-data vault in {}: {e}", d.display())));
+        Payments { config, provider, vendors: BTreeMap::new(), vault }
     }
 
     /// The vendor's plan and connected account in force at `at` (the earliest known when
@@ -180,12 +189,43 @@ impl Payments {
         if st.payment_id.is_some() || st.declined {
             return Ok(()); // asked before: answered before
         }
+        let token = match (&self.vault, pii::is_sealed(&r.payment_method_token)) {
+            (_, false) => r.payment_method_token.clone(),
+            (None, true) => {
+                tracing::warn!(order = %r.order_id, "the payment method is sealed and the worker has no vault ([processors.payments] vault_dir): left to the webhooks");
+                return Ok(());
+            }
+            (Some(vault), true) => match vault.open(&r.payment_method_token).map_err(|e| ProcessError::Transient(format!("reading the vault: {e}")))? {
+                Opened::Clear(t) => t,
+                Opened::Plain(t) => t.to_string(),
+                Opened::Erased => {
+                    st.declined = true;
+                    let t = ctx.time();
+                    ctx.emit(Event::PaymentFailed(PaymentFailed {
+                        event_id: ctx.event_id(&["failed", &r.order_id, "payment_method_erased"]),
+                        occurred_at: Timestamp(t),
+                        order_id: r.order_id.clone(),
+                        payment_id: None,
+                        amount_minor: r.amount_minor,
+                        currency: r.currency.clone(),
+                        failure_code: "payment_method_erased".into(),
+                        failure_message: "The customer's data was erased before the payment was made.".into(),
+                    }));
+                    return Ok(());
+                }
+            },
+        };
+        if !token.starts_with("pm_") {
+            // Not a payment method to charge (a PaymentIntent the storefront confirmed
+            // itself): its outcome comes through Stripe's webhooks.
+            return Ok(());
+        }
         let request = AuthorizeRequest {
             order_id: r.order_id.clone(),
             customer_id: r.customer_id.clone(),
             amount_minor: r.amount_minor,
             currency: r.currency.clone(),
-            payment_method: r.payment_method_token.clone(),
+            payment_method: token,
             transfer_group: transfer_group(&r.order_id),
             idempotency_key: idempotency_key(&r.event_id, "authorize"),
         };
