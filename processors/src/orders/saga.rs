@@ -347,6 +347,9 @@ impl Saga<'_> {
                 }
             }
             Event::PaymentFailed(_) => {
+                if o.status.is_unsold() && !o.authorized {
+                    return Ok(()); // a failure reported for an order that already ended unsold changes nothing
+                }
                 if !matches!(o.status, OrderStatus::Placed | OrderStatus::Reserved | OrderStatus::PaymentAuthorized) {
                     return Err(illegal(o, "payment failed"));
                 }

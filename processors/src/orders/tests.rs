@@ -205,6 +205,8 @@ fn expected(from: OrderStatus, act: Act) -> Outcome {
         (s @ (S::Cancelled | S::RejectedOutOfStock | S::PaymentFailed), Authorize) => To(s),
         (S::FraudHold, Authorize) => To(S::FraudHold),
         (S::Reserved, Fail) => To(S::PaymentFailed),
+        // A failure reported for an order that ended unsold (never authorized) changes nothing.
+        (s @ (S::Cancelled | S::RejectedOutOfStock | S::PaymentFailed), Fail) => To(s),
         (S::Confirmed, Capture) => To(S::Confirmed),
         (S::PartiallyShipped, Capture) => To(S::PartiallyShipped),
         (S::Shipped, Capture) => To(S::Shipped),
