@@ -263,7 +263,7 @@ impl Payments {
             }
             Err(ProviderError::Transient(why)) => return Err(ProcessError::Transient(format!("authorizing order {}: {why}", r.order_id))),
             Err(ProviderError::Rejected { code, message }) => {
-                // The request itself is wrong (an unknown payment method, say): the command
+                // The request itself is wrong (an invalid amount, or a payment method Stripe does not know): the command
                 // goes to the DLQ with the provider's code, and the payment fails now.
                 st.declined = true;
                 let reason = format!("{} refused to authorize order {}: {code}: {message}", self.provider.name(), r.order_id);

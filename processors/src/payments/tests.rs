@@ -88,7 +88,8 @@ fn vendors(v: &[(&str, i64)]) -> Vec<VendorAmount> {
 
 fn request(order: &str, token: &str, amount: i64, currency: &str, lines: &[(&str, i64)]) -> PaymentRequested {
     PaymentRequested {
-        event_id: format!("00000000-0000-0000-0000-{:012}", order.len() as u64 * 7 + amount as u64 % 1000),
+        // Distinct per order, token and amount, the same every run.
+        event_id: format!("00000000-0000-0000-0000-{:012x}", order.bytes().chain(token.bytes()).fold(amount as u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b))) & 0xffff_ffff_ffff),
         occurred_at: Timestamp(T0),
         order_id: order.into(),
         customer_id: "c-1".into(),
@@ -216,18 +217,25 @@ fn the_same_capture_command_twice_captures_once_with_one_key() {
 }
 
 #[test]
-fn a_declined_card_is_an_outcome_with_its_code_and_an_unknown_token_also_goes_to_the_dlq() {
-    let (mut d, _) = driver();
+fn a_declined_card_is_an_outcome_with_its_code_a_refused_request_also_goes_to_the_dlq_and_a_browser_payment_is_left_alone() {
+    let (mut d, rec) = driver();
     d.feed(request("o-d", "pm_card_chargeDeclinedInsufficientFunds", 1_000, "EUR", &[("v-a", 1_000)]));
     let failed = of::<PaymentFailed>(&d);
     assert_eq!(failed.iter().map(|f| f.failure_code.as_str()).collect::<Vec<_>>(), vec!["insufficient_funds"]);
     assert!(d.dlq(Topic::PaymentCommands.name()).is_empty());
-    d.feed(request("o-x", "4242424242424242", 1_000, "EUR", &[("v-a", 1_000)]));
+    // A request the provider refuses for good (no amount): to the DLQ, and the payment fails.
+    d.feed(request("o-x", "pm_card_visa", 0, "EUR", &[("v-a", 0)]));
     let failed = of::<PaymentFailed>(&d);
-    assert_eq!(failed.last().map(|f| f.failure_code.as_str()), Some("resource_missing"));
+    assert_eq!(failed.iter().find(|f| f.order_id == "o-x").map(|f| f.failure_code.as_str()), Some("parameter_invalid_integer"));
     let dlq = d.dlq(Topic::PaymentCommands.name());
     assert_eq!(dlq.len(), 1);
-    assert!(dlq[0].reason.contains("resource_missing"), "{}", dlq[0].reason);
+    assert!(dlq[0].reason.contains("parameter_invalid_integer"), "{}", dlq[0].reason);
+    // A PaymentIntent the browser confirmed: Stripe's webhooks report it, the worker calls nothing.
+    let calls = rec.calls().len();
+    d.feed(request("o-pi", "pi_3Mtw", 1_000, "EUR", &[("v-a", 1_000)]));
+    assert_eq!(rec.calls().len(), calls);
+    assert!(of::<PaymentFailed>(&d).iter().all(|f| f.order_id != "o-pi"));
+    assert!(of::<PaymentAuthorized>(&d).iter().all(|a| a.order_id != "o-pi"));
 }
 
 #[test]
