@@ -200,17 +200,8 @@ impl Payments {
                 Opened::Plain(t) => t.to_string(),
                 Opened::Erased => {
                     st.declined = true;
-                    let t = ctx.time();
-                    ctx.emit(Event::PaymentFailed(PaymentFailed {
-                        event_id: ctx.event_id(&["failed", &r.order_id, "payment_method_erased"]),
-                        occurred_at: Timestamp(t),
-                        order_id: r.order_id.clone(),
-                        payment_id: None,
-                        amount_minor: r.amount_minor,
-                        currency: r.currency.clone(),
-                        failure_code: "payment_method_erased".into(),
-                        failure_message: "The customer's data was erased before the payment was made.".into(),
-                    }));
+                    let why = "The customer's data was erased before the payment was made.";
+                    payment_failed(ctx, r, None, "payment_method_erased".into(), why.into());
                     return Ok(());
                 }
             },
@@ -230,18 +221,6 @@ impl Payments {
             idempotency_key: idempotency_key(&r.event_id, "authorize"),
         };
         let t = ctx.time();
-        let failed = |ctx: &mut Ctx<'_, Event>, payment_id: Option<String>, code: String, message: String| {
-            ctx.emit(Event::PaymentFailed(PaymentFailed {
-                event_id: ctx.event_id(&["failed", &r.order_id, &code]),
-                occurred_at: Timestamp(t),
-                order_id: r.order_id.clone(),
-                payment_id,
-                amount_minor: r.amount_minor,
-                currency: r.currency.clone(),
-                failure_code: code,
-                failure_message: message,
-            }));
-        };
         match self.provider.authorize(&request) {
             Ok(Authorization::Authorized { payment_id, .. }) => {
                 st.payment_id = Some(payment_id.clone());
@@ -259,7 +238,7 @@ impl Payments {
             }
             Ok(Authorization::Declined { payment_id, code, message }) => {
                 st.declined = true;
-                failed(ctx, payment_id, code, message);
+                payment_failed(ctx, r, payment_id, code, message);
             }
             Err(ProviderError::Transient(why)) => return Err(ProcessError::Transient(format!("authorizing order {}: {why}", r.order_id))),
             Err(ProviderError::Rejected { code, message }) => {
@@ -268,7 +247,7 @@ impl Payments {
                 st.declined = true;
                 let reason = format!("{} refused to authorize order {}: {code}: {message}", self.provider.name(), r.order_id);
                 ctx.dead_letter(Topic::PaymentCommands.name(), &r.order_id, Event::PaymentRequested(r.clone()), &reason);
-                failed(ctx, None, code, message);
+                payment_failed(ctx, r, None, code, message);
             }
         }
         Ok(())
@@ -288,7 +267,10 @@ impl Payments {
             .map_err(|e| provider_error(&e, "capturing", &c.order_id))?;
         st.payment_id = Some(payment_id.clone());
         st.currency = c.currency.clone();
-        st.captured_minor = captured.amount_minor;
+        // What the provider says it received; a provider that reports nothing (stripe-mock
+        // answers 0) captured what was asked.
+        let received = if captured.amount_minor > 0 { captured.amount_minor } else { c.amount_minor };
+        st.captured_minor = received;
         st.charge_id = captured.charge_id.clone();
         let t = ctx.time();
         ctx.emit(Event::PaymentCaptured(PaymentCaptured {
@@ -296,7 +278,7 @@ impl Payments {
             occurred_at: Timestamp(t),
             order_id: c.order_id.clone(),
             payment_id: payment_id.clone(),
-            amount_minor: captured.amount_minor,
+            amount_minor: received,
             currency: c.currency.clone(),
         }));
         let mut gross: BTreeMap<&str, i64> = BTreeMap::new();
@@ -445,6 +427,21 @@ impl Payments {
         }
         Ok(())
     }
+}
+
+/// Says that the payment `r` asked for failed, with the provider's (or our) code.
+fn payment_failed(ctx: &mut Ctx<'_, Event>, r: &PaymentRequested, payment_id: Option<String>, code: String, message: String) {
+    let t = ctx.time();
+    ctx.emit(Event::PaymentFailed(PaymentFailed {
+        event_id: ctx.event_id(&["failed", &r.order_id, &code]),
+        occurred_at: Timestamp(t),
+        order_id: r.order_id.clone(),
+        payment_id,
+        amount_minor: r.amount_minor,
+        currency: r.currency.clone(),
+        failure_code: code,
+        failure_message: message,
+    }));
 }
 
 /// Stripe's `transfer_group` of an order: its charge and its vendors' transfers.
