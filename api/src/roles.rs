@@ -67,6 +67,10 @@ pub const fn trust(kind: EventKind) -> Trust {
         | K::RefundIssued
         | K::VendorTransferCreated
         | K::VendorTransferReversed
+        | K::DisputeOpened
+        | K::DisputeClosed
+        | K::VendorAccountUpdated
+        | K::VendorPlanChanged
         | K::ShipmentCreated
         | K::ShipmentShipped
         | K::ShipmentDelivered
@@ -95,7 +99,8 @@ pub const fn trust(kind: EventKind) -> Trust {
         | K::VendorSaleRecorded
         | K::PaymentRequested
         | K::CaptureRequested
-        | K::RefundRequested => Trust::Derived,
+        | K::RefundRequested
+        | K::PlanChangeRequested => Trust::Derived,
     }
 }
 

@@ -148,6 +148,8 @@ pub fn translate(body: &[u8]) -> ApiResult<Delivery> {
             amount_minor: need(amount(o, "/amount_capturable"), "amount_capturable")?,
             currency,
             provider: "stripe".into(),
+            card_brand: None,
+            card_last4: None,
         }),
         "payment_intent.succeeded" => Event::PaymentCaptured(PaymentCaptured {
             event_id,

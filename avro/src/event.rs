@@ -55,7 +55,8 @@ pub enum Topic {
     RecoSignals,
     /// Internal to sales: vendor shares of sales and refunds; key: vendor id.
     SalesEvents,
-    /// Internal: the order saga's requests to the payments worker; key: order id.
+    /// Internal: the order saga's requests to the payments worker; key: order id (plan
+    /// requests: vendor id).
     PaymentCommands,
 }
 
@@ -396,6 +397,11 @@ contract! {
     RefundRequested => PaymentCommands, |e| e.order_id.clone();
     VendorTransferCreated => Payments, |e| e.order_id.clone();
     VendorTransferReversed => Payments, |e| e.order_id.clone();
+    DisputeOpened => Payments, |e| e.order_id.clone();
+    DisputeClosed => Payments, |e| e.order_id.clone();
+    VendorAccountUpdated => Catalog, |e| e.vendor_id.clone();
+    VendorPlanChanged => Catalog, |e| e.vendor_id.clone();
+    PlanChangeRequested => PaymentCommands, |e| e.vendor_id.clone();
 }
 
 impl Event {
@@ -413,6 +419,8 @@ impl Event {
             | Event::RefundIssued(e::RefundIssued { order_id, .. })
             | Event::VendorTransferCreated(e::VendorTransferCreated { order_id, .. })
             | Event::VendorTransferReversed(e::VendorTransferReversed { order_id, .. })
+            | Event::DisputeOpened(e::DisputeOpened { order_id, .. })
+            | Event::DisputeClosed(e::DisputeClosed { order_id, .. })
             | Event::PaymentRequested(e::PaymentRequested { order_id, .. })
             | Event::CaptureRequested(e::CaptureRequested { order_id, .. })
             | Event::RefundRequested(e::RefundRequested { order_id, .. })

@@ -268,6 +268,12 @@ pub struct PaymentAuthorized {
     pub amount_minor: i64,
     pub currency: String,
     pub provider: String,
+    /// The card's brand as the provider reported it (never card data).
+    #[serde(default)]
+    pub card_brand: Option<String>,
+    /// The card's last four digits as the provider reported them.
+    #[serde(default)]
+    pub card_last4: Option<String>,
 }
 
 /// The authorized amount was captured.
@@ -350,6 +356,34 @@ pub struct VendorTransferReversed {
     pub commission_minor: i64,
     pub amount_minor: i64,
     pub currency: String,
+}
+
+/// The customer's bank disputed the order's charge; the amount is withdrawn from the
+/// platform until the dispute closes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DisputeOpened {
+    pub event_id: String,
+    pub occurred_at: Timestamp,
+    pub order_id: String,
+    pub payment_id: String,
+    pub dispute_id: String,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub reason: String,
+    pub status: String,
+}
+
+/// A dispute on the order's charge ended: won, lost or warning_closed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DisputeClosed {
+    pub event_id: String,
+    pub occurred_at: Timestamp,
+    pub order_id: String,
+    pub payment_id: String,
+    pub dispute_id: String,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub status: String,
 }
 
 // ---------------------------------------------------------------- storefront.fulfillment
@@ -514,6 +548,34 @@ pub struct VendorOnboarded {
     pub payout_currency: String,
     #[serde(default)]
     pub stripe_account_id: Option<String>,
+}
+
+/// A vendor's Stripe Connect account was created or changed: what it may do now.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VendorAccountUpdated {
+    pub event_id: String,
+    pub occurred_at: Timestamp,
+    pub vendor_id: String,
+    pub account_id: String,
+    pub charges_enabled: bool,
+    pub payouts_enabled: bool,
+    pub details_submitted: bool,
+}
+
+/// A vendor's plan changed (its subscription started, changed, lapsed or ended); orders
+/// pay the commission of the plan in force at their time.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VendorPlanChanged {
+    pub event_id: String,
+    pub occurred_at: Timestamp,
+    pub vendor_id: String,
+    /// basic, pro or enterprise.
+    pub plan: String,
+    #[serde(default)]
+    pub subscription_id: Option<String>,
+    pub status: String,
+    /// From when the plan is in force (the provider's time).
+    pub effective_at: Timestamp,
 }
 
 /// A customer reviewed a product.
@@ -799,6 +861,12 @@ pub struct CaptureRequested {
     pub currency: String,
     pub placed_at: Timestamp,
     pub vendors: Vec<VendorAmount>,
+    /// The shipment this capture pays for; `None`: the whole order.
+    #[serde(default)]
+    pub shipment_id: Option<String>,
+    /// The order's last capture: the provider releases what stays uncaptured.
+    #[serde(default = "yes")]
+    pub final_capture: bool,
 }
 
 /// The order saga asks the payments worker to give money back (a refund once captured,
@@ -903,4 +971,15 @@ pub struct VendorSaleRecorded {
     /// `refunds_minor` in the base currency, at the refund's time.
     #[serde(default)]
     pub refunds_base_minor: i64,
+}
+
+/// A vendor asked to start or change its premium plan; the payments worker starts or
+/// changes the subscription (internal).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PlanChangeRequested {
+    pub event_id: String,
+    pub occurred_at: Timestamp,
+    pub vendor_id: String,
+    /// basic, pro or enterprise.
+    pub plan: String,
 }

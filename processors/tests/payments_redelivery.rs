@@ -124,6 +124,8 @@ fn a_capture_delivered_twice_and_replayed_after_a_sigkill_captures_once_with_one
             currency: "EUR".into(),
             placed_at: Timestamp::now(),
             vendors: vec![VendorAmount { vendor_id: "v-a".into(), amount_minor: 10_000 }, VendorAmount { vendor_id: "v-b".into(), amount_minor: 1_845 }],
+            shipment_id: None,
+            final_capture: true,
         });
         let p = log.producer().unwrap();
         for _ in 0..2 {

@@ -116,7 +116,7 @@ fn two_hundred_orders_race_for_ten_units_and_exactly_ten_win() {
         }));
         // What the fraud processor (not running here) would answer: allow.
         events.push(Event::FraudScored(FraudScored { event_id: id(), occurred_at: t, order_id: o.clone(), customer_id: format!("c-{i}"), score: 0, reasons: vec![], decision: "allow".into() }));
-        events.push(Event::PaymentAuthorized(PaymentAuthorized { event_id: id(), occurred_at: Timestamp(t.millis() + 500), order_id: o.clone(), payment_id: format!("pi_{i}"), amount_minor: 1000, currency: "EUR".into(), provider: "stripe".into() }));
+        events.push(Event::PaymentAuthorized(PaymentAuthorized { event_id: id(), occurred_at: Timestamp(t.millis() + 500), order_id: o.clone(), payment_id: format!("pi_{i}"), amount_minor: 1000, currency: "EUR".into(), provider: "stripe".into(), card_brand: None, card_last4: None }));
     }
     for f in publisher.publish_batch(&events).unwrap() {
         f.wait().unwrap();

@@ -170,7 +170,7 @@ impl World {
                 if self.m.status(o).is_none() {
                     return;
                 }
-                self.d.pipe(Event::PaymentAuthorized(PaymentAuthorized { event_id, occurred_at, order_id: order_id(o), payment_id: "pi".into(), amount_minor: 1, currency: "EUR".into(), provider: "stripe".into() }));
+                self.d.pipe(Event::PaymentAuthorized(PaymentAuthorized { event_id, occurred_at, order_id: order_id(o), payment_id: "pi".into(), amount_minor: 1, currency: "EUR".into(), provider: "stripe".into(), card_brand: None, card_last4: None }));
                 if self.m.status(o) == Some("reserved") {
                     self.m.set(o, "confirmed");
                 }

@@ -1094,7 +1094,7 @@ impl Simulator {
                     failure_code: "card_declined".into(), failure_message: "Your card was declined.".into(),
                 });
             } else {
-                self.emit(PaymentAuthorized { event_id: id, occurred_at: self.at(), order_id: oid, payment_id: pi, amount_minor: total, currency, provider: "stripe".into() });
+                self.emit(PaymentAuthorized { event_id: id, occurred_at: self.at(), order_id: oid, payment_id: pi, amount_minor: total, currency, provider: "stripe".into(), card_brand: None, card_last4: None });
             }
         }
         // Otherwise the saga asked the payments worker to authorize the card the checkout

@@ -232,6 +232,8 @@ fn an_order(order: &str) -> Vec<Event> {
             amount_minor: 3_097,
             currency: "EUR".into(),
             provider: "stripe".into(),
+            card_brand: Some("visa".into()),
+            card_last4: Some("4242".into()),
         }),
         status(order, 2, START + 21, "payment_authorized", "authorized", "unfulfilled"),
         Event::PaymentCaptured(PaymentCaptured {

@@ -113,8 +113,10 @@ impl Processor for Orders {
             o.seen.truncate(32);
             return save(ctx, &o);
         }
-        if matches!(e, Event::VendorTransferCreated(_) | Event::VendorTransferReversed(_)) {
-            return Ok(()); // the vendors' payouts change nothing about the order
+        if matches!(e, Event::VendorTransferCreated(_) | Event::VendorTransferReversed(_) | Event::DisputeOpened(_) | Event::DisputeClosed(_)) {
+            // The vendors' payouts and the bank's disputes move money, not the order: a
+            // disputed order keeps its status (the analytics count the disputed amounts).
+            return Ok(());
         }
         // Everything else the saga reads names its order.
         let Some(order_id) = e.order_id() else {

@@ -97,6 +97,8 @@ impl Saga<'_> {
             currency: o.currency.clone(),
             placed_at: Timestamp(o.placed_at),
             vendors: vendor_amounts(o),
+            shipment_id: None,
+            final_capture: true,
         }));
     }
 

@@ -98,7 +98,7 @@ impl Run {
         let (event_id, occurred_at) = (id(&mut self.n), self.tick());
         let order_id = "o-1".to_string();
         let e: Event = match a {
-            Act::Authorize => PaymentAuthorized { event_id, occurred_at, order_id, payment_id: "pi_1".into(), amount_minor: 3000, currency: "EUR".into(), provider: "stripe".into() }.into(),
+            Act::Authorize => PaymentAuthorized { event_id, occurred_at, order_id, payment_id: "pi_1".into(), amount_minor: 3000, currency: "EUR".into(), provider: "stripe".into(), card_brand: None, card_last4: None }.into(),
             Act::Fail => PaymentFailed { event_id, occurred_at, order_id, payment_id: None, amount_minor: 3000, currency: "EUR".into(), failure_code: "card_declined".into(), failure_message: "no".into() }.into(),
             Act::Capture => PaymentCaptured { event_id, occurred_at, order_id, payment_id: "pi_1".into(), amount_minor: 3000, currency: "EUR".into() }.into(),
             Act::Cancel => OrderCancelRequested { event_id, occurred_at, order_id, requested_by: "customer".into(), reason: "changed my mind".into() }.into(),
@@ -297,7 +297,7 @@ fn an_event_held_back_that_no_app_could_send_applies_after_the_reservation_like_
     // the order is reserved it would apply at once; held back, it applies after.
     let mut r = Run::reach(S::Placed);
     let occurred_at = r.tick();
-    r.pipe(PaymentAuthorized { event_id: "provider-7".into(), occurred_at, order_id: "o-1".into(), payment_id: "pi_1".into(), amount_minor: 3000, currency: "EUR".into(), provider: "stripe".into() });
+    r.pipe(PaymentAuthorized { event_id: "provider-7".into(), occurred_at, order_id: "o-1".into(), payment_id: "pi_1".into(), amount_minor: 3000, currency: "EUR".into(), provider: "stripe".into(), card_brand: None, card_last4: None });
     r.reply("A", 2, true);
     r.reply("B", 1, true);
     assert_eq!((r.status(), r.dead()), (Some(S::Confirmed), 0));

@@ -222,7 +222,7 @@ impl Payments {
         };
         let t = ctx.time();
         match self.provider.authorize(&request) {
-            Ok(Authorization::Authorized { payment_id, .. }) => {
+            Ok(Authorization::Authorized { payment_id, card_brand, card_last4 }) => {
                 st.payment_id = Some(payment_id.clone());
                 st.currency = r.currency.clone();
                 st.authorized_minor = r.amount_minor;
@@ -234,6 +234,8 @@ impl Payments {
                     amount_minor: r.amount_minor,
                     currency: r.currency.clone(),
                     provider: self.provider.name().to_string(),
+                    card_brand,
+                    card_last4,
                 }));
             }
             Ok(Authorization::Declined { payment_id, code, message }) => {

@@ -110,6 +110,8 @@ fn capture(order: &str, payment_id: &str, amount: i64, currency: &str, lines: &[
         currency: currency.into(),
         placed_at: Timestamp(T0),
         vendors: vendors(lines),
+        shipment_id: None,
+        final_capture: true,
     }
 }
 
