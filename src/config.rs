@@ -177,6 +177,19 @@ pub struct StripeConfig {
     /// payments worker calls Stripe; without it, it runs in test mode (docs/PAYMENTS.md).
     #[serde(serialize_with = "redact::secret", default)]
     pub secret_key: Option<secrecy::SecretString>,
+    /// The monthly Price (`price_…`) of each paid vendor plan, e.g.
+    /// `plan_prices = { pro = "price_…", enterprise = "price_…" }`: what
+    /// `POST /v1/vendors/{id}/plan` subscribes the vendor to. With a secret key, every plan
+    /// of `[processors.sales] commission_bps` but the free `default_plan` needs one.
+    #[serde(default)]
+    pub plan_prices: std::collections::BTreeMap<String, String>,
+    /// Where Stripe sends a vendor whose onboarding link expired or was used
+    /// (`GET /v1/vendors/{id}/onboarding` makes a new one there); needed for onboarding links.
+    #[serde(default)]
+    pub onboarding_refresh_url: Option<String>,
+    /// Where Stripe sends a vendor that left the onboarding flow (finished or not).
+    #[serde(default)]
+    pub onboarding_return_url: Option<String>,
 }
 
 fn stripe_api() -> String {
@@ -264,6 +277,9 @@ impl Config {
                 own.insert("stripe_secret_key".into(), secrecy::ExposeSecret::expose_secret(key).into());
             }
             own.insert("stripe_api_base".into(), s.api_base.clone().into());
+            if !s.plan_prices.is_empty() {
+                own.insert("plan_prices".into(), serde_json::json!(s.plan_prices));
+            }
         }
         own.entry("vault_dir").or_insert(self.data_dir.join("keys").display().to_string().into());
         if let Some(serde_json::Value::Object(sales)) = self.processors.get("sales") {
@@ -364,6 +380,20 @@ mod tests {
             jail.create_file("storeflow.toml", "partitons = 8\n")?;
             let err = format!("{:#}", Config::load(None).expect_err("typo accepted"));
             assert!(err.contains("partitons"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn with_a_stripe_key_every_paid_plan_needs_a_price_and_the_prices_reach_the_payments_worker() {
+        figment::Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.create_file("storeflow.toml", "[stripe]\nsecret_key = \"sk_test_123\"\nplan_prices = { pro = \"price_pro\" }\n")?;
+            let err = format!("{:#}", Config::load(None).expect_err("enterprise has no price"));
+            assert!(err.contains("[stripe] plan_prices.enterprise"), "{err}");
+            jail.create_file("storeflow.toml", "[stripe]\nsecret_key = \"sk_test_123\"\nplan_prices = { pro = \"price_pro\", enterprise = \"price_ent\" }\n")?;
+            let c = Config::load(None).expect("loads");
+            assert_eq!(c.processor_config("payments")["plan_prices"], serde_json::json!({"pro": "price_pro", "enterprise": "price_ent"}));
             Ok(())
         });
     }

@@ -4,6 +4,7 @@ mod backends;
 mod cli;
 mod commands;
 mod config;
+mod connect;
 mod pipeline;
 mod report;
 

@@ -47,6 +47,10 @@ pub struct ApiConfig {
     /// the runtime applies too).
     #[serde(skip)]
     pub time: storeflow_avro::TimeBounds,
+    /// The vendors' plans `POST /v1/vendors/{id}/plan` accepts: the binary fills them from
+    /// `[processors.sales] commission_bps` (the plans that have a commission rate).
+    #[serde(skip)]
+    pub plans: Vec<String>,
 }
 
 impl Default for ApiConfig {
@@ -67,6 +71,7 @@ impl Default for ApiConfig {
             customers: None,
             stripe_webhook: None,
             time: storeflow_avro::TimeBounds::default(),
+            plans: ["basic", "pro", "enterprise"].iter().map(|p| p.to_string()).collect(),
         }
     }
 }

@@ -32,6 +32,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod connect;
 pub mod customers;
 pub mod error;
 pub mod ids;
@@ -43,6 +44,7 @@ pub mod registry;
 pub mod roles;
 pub mod routes;
 pub mod state;
+pub mod vendors;
 pub mod webhooks;
 pub mod writes;
 
@@ -63,6 +65,7 @@ use utoipa_axum::routes;
 
 pub use auth::{Caller, KeyStore, RateLimits, Role};
 pub use config::{ApiConfig, SetupError};
+pub use connect::{Account, Connect, ConnectError, OnboardingLink};
 pub use customers::CustomersConfig;
 pub use error::{ApiError, ApiResult};
 pub use metrics::ApiMetrics;
@@ -123,6 +126,8 @@ fn api_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(vendor_sales_stream))
         .routes(routes!(dashboard))
         .routes(routes!(vendor_analytics))
+        .routes(routes!(crate::vendors::change_plan))
+        .routes(routes!(crate::vendors::onboarding))
         .routes(routes!(create_key, list_keys))
         .routes(routes!(revoke_key))
         .routes(routes!(healthz))

@@ -32,14 +32,14 @@ use crate::state::ApiState;
 // ------------------------------------------------------------------------------ helpers
 
 /// The body as JSON, with 413 past the limit and 400 for malformed JSON.
-fn json_body(body: Result<Bytes, BytesRejection>) -> ApiResult<(Bytes, Value)> {
+pub(crate) fn json_body(body: Result<Bytes, BytesRejection>) -> ApiResult<(Bytes, Value)> {
     let bytes = body?;
     let v = serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request("malformed_json", format!("malformed JSON: {e}")))?;
     Ok((bytes, v))
 }
 
 /// A typed body: 400 naming the field that does not fit.
-fn typed<T: serde::de::DeserializeOwned>(v: Value) -> ApiResult<T> {
+pub(crate) fn typed<T: serde::de::DeserializeOwned>(v: Value) -> ApiResult<T> {
     serde_path_to_error::deserialize(v).map_err(|e| {
         let path = e.path().to_string();
         let msg = e.inner().to_string();

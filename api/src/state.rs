@@ -34,6 +34,8 @@ pub(crate) struct Inner {
     pub(crate) reads: Reads,
     pub(crate) registry: Arc<Registry>,
     pub(crate) metrics: ApiMetrics,
+    /// Vendors' Connect accounts at the payment provider, once the binary set it.
+    pub(crate) connect: std::sync::OnceLock<Arc<dyn crate::connect::Connect>>,
 }
 
 /// What the handlers share. Cheap to clone.
@@ -81,6 +83,7 @@ impl ApiState {
             reads,
             registry,
             metrics,
+            connect: std::sync::OnceLock::new(),
         };
         Ok(ApiState { inner: Arc::new(inner) })
     }
@@ -102,6 +105,17 @@ impl ApiState {
     /// True while key `key_id` may go on streaming: not revoked, and the server not stopping.
     pub(crate) fn may_stream(&self, key_id: &str) -> bool {
         !self.inner.closing.load(std::sync::atomic::Ordering::Relaxed) && self.inner.keys.is_live(key_id)
+    }
+
+    /// Gives the API the payment provider's Connect accounts (`GET /v1/vendors/{id}/onboarding`
+    /// answers 503 without). Once: false when one was set already.
+    pub fn set_connect(&self, connect: Arc<dyn crate::connect::Connect>) -> bool {
+        self.inner.connect.set(connect).is_ok()
+    }
+
+    /// The Connect accounts, when set.
+    pub(crate) fn connect(&self) -> Option<Arc<dyn crate::connect::Connect>> {
+        self.inner.connect.get().cloned()
     }
 
     /// The key store (to create keys from the CLI).

@@ -70,6 +70,13 @@ pub struct Checked {
 }
 
 impl Checked {
+    /// Events the API made itself (derived types included: they never come from a body),
+    /// deduplicated by event id when `dedup`.
+    pub(crate) fn made_here(events: Vec<Event>, dedup: bool) -> Checked {
+        let named = vec![dedup; events.len()];
+        Checked { events, named }
+    }
+
     /// The events, in the request's order.
     pub fn events(&self) -> &[Event] {
         &self.events

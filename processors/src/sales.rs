@@ -7,9 +7,12 @@
 //!    (RefundIssued): each order or refund is split by vendor (a refund without lines is split
 //!    in proportion to the order's vendor totals, largest remainder first, so the parts add
 //!    up exactly) and re-keyed by vendor to `sales.events`;
-//! 2. keyed by vendor — `sales.events` and `storefront.catalog` (VendorOnboarded: the plan):
-//!    the vendor-minute is updated and emitted to `sales.vendor_minute` (one update per
-//!    change, so a report refreshes within a second).
+//! 2. keyed by vendor — `sales.events` and `storefront.catalog` (VendorOnboarded and
+//!    VendorPlanChanged: the plan history): the vendor-minute is updated and emitted to
+//!    `sales.vendor_minute` (one update per change, so a report refreshes within a second),
+//!    with the commission of the plan in force at the minute ([`PlanHistory::at`]) — not the
+//!    last plan processed, so a plan change that arrives before an older order's sale does
+//!    not reprice it.
 //!
 //! Every amount lands in the minute of its own event time: a late refund updates the minute
 //! it happened in. Exchange rates come from `storefront.exchange_rates`, read in full by
@@ -100,8 +103,50 @@ pub struct MinuteBase {
 
 /// Each order's split by vendor, by order id (for its refunds).
 pub const ORDERS: Store<OrderSplit> = Store::new("orders");
-/// Each vendor's commission plan, by vendor id.
+/// Each vendor's commission plan, by vendor id, as versions before the plan history kept it
+/// (one plan, in force since always): read when a vendor has no [`PLAN_HISTORY`] yet, never
+/// written.
 pub const PLANS: Store<String> = Store::new("plans");
+/// Each vendor's plans by when they took effect, by vendor id.
+pub const PLAN_HISTORY: Store<PlanHistory> = Store::new("plan_history");
+
+/// A vendor's plans by when each took effect: `VendorOnboarded` at its `occurred_at`,
+/// `VendorPlanChanged` at its `effective_at` ([`plan_in_force`]). The one rule of "the plan
+/// in force at t", for the sales figures and the payments worker's transfers alike.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanHistory {
+    /// (from when, plan), oldest first.
+    pub changes: Vec<(i64, String)>,
+}
+
+impl PlanHistory {
+    /// Records that `plan` is in force from `at` (the same change twice is kept once).
+    pub fn record(&mut self, at: i64, plan: &str) {
+        if self.changes.iter().any(|(t, p)| *t == at && p == plan) {
+            return;
+        }
+        let i = self.changes.partition_point(|(t, _)| *t <= at);
+        self.changes.insert(i, (at, plan.to_string()));
+    }
+
+    /// What an older version's [`PLANS`] entry says: its plan, in force since always.
+    pub fn since_always(legacy: Option<String>) -> PlanHistory {
+        PlanHistory { changes: legacy.map(|plan| (i64::MIN, plan)).into_iter().collect() }
+    }
+
+    /// The plan in force at `t`: the last to take effect at or before `t`; before the first,
+    /// the first (a sale dated before its vendor's onboarding pays the onboarding plan).
+    pub fn at(&self, t: i64) -> Option<&str> {
+        self.changes.iter().rev().find(|(at, _)| *at <= t).or(self.changes.first()).map(|(_, p)| p.as_str())
+    }
+}
+
+/// The plan a `VendorPlanChanged` puts in force: its plan while the subscription lives
+/// (`active`, `trialing`, `past_due`) or when it is the free plan; otherwise (`canceled`,
+/// `incomplete`, `unpaid`, …) the free plan, `default_plan`.
+pub fn plan_in_force(c: &storeflow_avro::VendorPlanChanged, default_plan: &str) -> String {
+    if matches!(c.status.as_str(), "active" | "trialing" | "past_due") { c.plan.clone() } else { default_plan.to_string() }
+}
 /// Per `<vendor>|<minute>|<currency>`: the minute's sales in the order currency.
 pub const MINUTES: Store<Minute> = Store::new("minutes");
 /// Per `<vendor>|<minute>|<currency>`: the same minute's sums in the base currency.
@@ -126,6 +171,14 @@ impl Sales {
             tracing::warn!(currency, base = %self.config.base_currency, "no exchange rate yet; base amounts are 0");
             0
         })
+    }
+
+    /// The vendor's plan history; a plan kept by an older version counts since always.
+    fn plans_of(&self, ctx: &mut Ctx<'_, Event>, vendor: &str) -> Result<PlanHistory, ProcessError> {
+        if let Some(h) = ctx.get(PLAN_HISTORY, vendor)? {
+            return Ok(h);
+        }
+        Ok(PlanHistory::since_always(ctx.get(PLANS, vendor)?))
     }
 
     fn share(&self, ctx: &mut Ctx<'_, Event>, order_id: &str, vendor: &str, minute: i64, currency: &str, a: Amounts, tag: &str) {
@@ -174,7 +227,7 @@ impl Processor for Sales {
     }
 
     fn stores(&self) -> &'static [&'static str] {
-        &[ORDERS.name, PLANS.name, MINUTES.name, MINUTE_BASE.name]
+        &[ORDERS.name, PLANS.name, PLAN_HISTORY.name, MINUTES.name, MINUTE_BASE.name]
     }
 
     fn on_global(&mut self, input: &Input<Event>) {
@@ -240,7 +293,14 @@ impl Processor for Sales {
                 }
             }
             Event::VendorOnboarded(v) => {
-                ctx.put(PLANS, &v.vendor_id, &v.plan)?;
+                let mut history = self.plans_of(ctx, &v.vendor_id)?;
+                history.record(v.occurred_at.millis(), &v.plan);
+                ctx.put(PLAN_HISTORY, &v.vendor_id, &history)?;
+            }
+            Event::VendorPlanChanged(c) => {
+                let mut history = self.plans_of(ctx, &c.vendor_id)?;
+                history.record(c.effective_at.millis(), &plan_in_force(c, &self.config.default_plan));
+                ctx.put(PLAN_HISTORY, &c.vendor_id, &history)?;
             }
             Event::VendorSaleRecorded(s) => {
                 let minute = s.minute.millis();
@@ -256,7 +316,8 @@ impl Processor for Sales {
                 b.gmv_base_minor += s.gmv_base_minor;
                 b.refunds_base_minor += s.refunds_base_minor;
                 ctx.put_until(MINUTE_BASE, &key, &b, minute + keep)?;
-                let plan = ctx.get(PLANS, &s.vendor_id)?.unwrap_or_else(|| self.config.default_plan.clone());
+                let history = self.plans_of(ctx, &s.vendor_id)?;
+                let plan = history.at(minute).unwrap_or(self.config.default_plan.as_str()).to_string();
                 let bps = self.config.commission_bps.get(&plan).copied().unwrap_or(0);
                 let net_sales = m.gmv_minor - m.refunds_minor;
                 let commission_of = |net: i64| commission_minor(net, bps);
@@ -471,5 +532,48 @@ mod tests {
         assert_eq!(convert(5, "EUR", "EUR", 500_000_000), Some(2), "2.5 rounds to the even 2");
         assert_eq!(convert(7, "EUR", "EUR", 500_000_000), Some(4), "3.5 rounds to the even 4");
         assert_eq!(div_round_half_even(-5, 2), -2);
+    }
+
+    fn plan_changed(vendor: &str, plan: &str, status: &str, effective_at: i64) -> Event {
+        Event::VendorPlanChanged(VendorPlanChanged { event_id: uid(5_000 + effective_at as u128), occurred_at: Timestamp(effective_at), vendor_id: vendor.into(), plan: plan.into(), subscription_id: Some(format!("sub_test_{vendor}")), status: status.into(), effective_at: Timestamp(effective_at) })
+    }
+
+    #[test]
+    fn an_order_before_a_plan_change_pays_the_old_rate_even_when_the_change_is_processed_first() {
+        let mut d = TestDriver::new(Sales::new(SalesConfig::default()));
+        d.pipe(Event::VendorOnboarded(VendorOnboarded { event_id: uid(1), occurred_at: Timestamp(T0 - 86_400_000), vendor_id: "v1".into(), name: "V".into(), country: "DE".into(), plan: "basic".into(), payout_currency: "EUR".into(), stripe_account_id: None }));
+        // The upgrade to pro (12 %) from T0 + 10 min is processed before an order of T0 (lag).
+        d.pipe(plan_changed("v1", "pro", "active", T0 + 600_000));
+        d.pipe(order("early", T0 + 5_000, "EUR", &[("v1", 1, 10_000)]));
+        d.pipe(order("late", T0 + 660_000, "EUR", &[("v1", 1, 10_000)]));
+        assert_eq!(last(&d, "v1", T0).commission_minor, 1_500, "basic's 15 % before the change");
+        assert_eq!(last(&d, "v1", T0 + 660_000).commission_minor, 1_200, "pro's 12 % after it");
+        // A cancelled subscription puts the free plan back in force.
+        d.pipe(plan_changed("v1", "pro", "canceled", T0 + 1_200_000));
+        d.pipe(order("after-cancel", T0 + 1_260_000, "EUR", &[("v1", 1, 10_000)]));
+        assert_eq!(last(&d, "v1", T0 + 1_260_000).commission_minor, 1_500);
+    }
+
+    #[test]
+    fn a_plan_kept_by_an_older_version_stays_in_force_until_the_next_change() {
+        // The old store held a plain plan string, in postcard: it still reads as one.
+        let legacy = crate::state::encoding::encode_value(&"enterprise".to_string(), None).unwrap();
+        let plan: String = crate::state::encoding::decode_value(&legacy).unwrap();
+        let mut h = PlanHistory::since_always(Some(plan));
+        assert_eq!(h.at(i64::MIN + 1), Some("enterprise"));
+        h.record(T0, "pro");
+        assert_eq!((h.at(T0 - 1), h.at(T0)), (Some("enterprise"), Some("pro")));
+        assert_eq!(PlanHistory::since_always(None).at(T0), None);
+    }
+
+    #[test]
+    fn the_plan_in_force_is_the_last_to_take_effect_and_the_first_before_any() {
+        let mut h = PlanHistory::default();
+        assert_eq!(h.at(T0), None);
+        h.record(T0 + 10, "pro");
+        h.record(T0, "basic");
+        h.record(T0, "basic");
+        assert_eq!(h.changes.len(), 2, "the same change twice is kept once");
+        assert_eq!((h.at(T0 - 1), h.at(T0 + 9), h.at(T0 + 10)), (Some("basic"), Some("basic"), Some("pro")));
     }
 }

@@ -475,3 +475,122 @@ fn the_client_reaches_stripe_mock_directly_too() {
     assert!(matches!(outcome, Authorization::Declined { ref code, .. } if code == "requires_payment_method"), "{outcome:?}");
     assert_eq!(stripe.name(), "stripe");
 }
+
+/// Vendors' plans (subscriptions) and Connect onboarding (accounts, account links).
+mod vendors {
+    use super::*;
+    use storeflow_processors::payments::provider::{AccountLinkRequest, AccountRequest, CurrentSubscription, PlanRequest};
+
+    fn plan_request(plan: &str, price: Option<&str>, customer: Option<&str>, current: Option<(&str, &str)>, key: &str) -> PlanRequest {
+        PlanRequest {
+            vendor_id: "ven_a".into(),
+            plan: plan.into(),
+            price: price.map(String::from),
+            customer_id: customer.map(String::from),
+            current: current.map(|(id, item)| CurrentSubscription { id: id.into(), item_id: item.into() }),
+            idempotency_key: key.into(),
+        }
+    }
+
+    #[test]
+    fn a_first_plan_creates_the_vendors_customer_then_a_subscription_to_the_plans_price() {
+        let Some(upstream) = stripe_mock() else { return };
+        let proxy = Proxy::forwarding(&upstream);
+        let sub = client(&proxy).change_plan(&plan_request("pro", Some("price_1Pro"), None, None, "storeflow-cmd1-plan")).expect("subscribe");
+        assert!(sub.customer_id.as_deref().is_some_and(|c| c.starts_with("cus_")), "{sub:?}");
+        assert!(sub.id.as_deref().is_some_and(|s| s.starts_with("sub_")), "{sub:?}");
+        assert!(sub.item_id.as_deref().is_some_and(|s| s.starts_with("si_")), "{sub:?}");
+        assert!(!sub.status.is_empty());
+
+        let sent = proxy.requests();
+        assert_eq!(sent.len(), 2, "{sent:#?}");
+        let (customer, subscription) = (&sent[0], &sent[1]);
+        assert_eq!((customer.method.as_str(), customer.path.as_str()), ("POST", "/v1/customers"));
+        assert_eq!(customer.field("metadata[vendor_id]"), Some("ven_a"));
+        assert_eq!(customer.field("metadata[storeflow_source]"), Some("payments_worker"));
+        assert_eq!(customer.idempotency_key(), Some("storeflow-vendor-ven_a-customer"), "one Customer per vendor, whichever command asks");
+        assert_eq!((subscription.method.as_str(), subscription.path.as_str()), ("POST", "/v1/subscriptions"));
+        assert_eq!(subscription.field("customer"), Some(sub.customer_id.as_deref().unwrap()));
+        assert_eq!(subscription.field("items[0][price]"), Some("price_1Pro"));
+        assert_eq!(subscription.field("metadata[vendor_id]"), Some("ven_a"));
+        assert_eq!(subscription.field("metadata[plan]"), Some("pro"));
+        assert_eq!(subscription.field("metadata[storeflow_source]"), Some("payments_worker"));
+        assert_eq!(subscription.idempotency_key(), Some("storeflow-cmd1-plan"));
+    }
+
+    #[test]
+    fn a_plan_change_gives_the_subscriptions_item_the_new_price() {
+        let Some(upstream) = stripe_mock() else { return };
+        let proxy = Proxy::forwarding(&upstream);
+        let r = plan_request("enterprise", Some("price_1Ent"), Some("cus_Known"), Some(("sub_1Abc", "si_1Item")), "storeflow-cmd2-plan");
+        let sub = client(&proxy).change_plan(&r).expect("change");
+        assert_eq!(sub.customer_id.as_deref(), Some("cus_Known"));
+
+        let r = proxy.only_request();
+        assert_eq!((r.method.as_str(), r.path.as_str()), ("POST", "/v1/subscriptions/sub_1Abc"));
+        assert_eq!(r.field("items[0][id]"), Some("si_1Item"));
+        assert_eq!(r.field("items[0][price]"), Some("price_1Ent"));
+        assert_eq!(r.field("metadata[plan]"), Some("enterprise"));
+        assert_eq!(r.field("metadata[vendor_id]"), Some("ven_a"));
+        assert_eq!(r.field("customer"), None, "the customer of a subscription does not change");
+        assert_eq!(r.idempotency_key(), Some("storeflow-cmd2-plan"));
+    }
+
+    #[test]
+    fn the_free_plan_cancels_the_subscription_and_without_one_sends_nothing() {
+        let Some(upstream) = stripe_mock() else { return };
+        let proxy = Proxy::start(&upstream, |r: &Recorded| {
+            // stripe-mock answers a cancel with its fixture's status: say what Stripe says.
+            if r.method == "DELETE" { Answer::Patch(Box::new(|s: &mut Value| s["status"] = json!("canceled"))) } else { Answer::Forward }
+        });
+        let stripe = client(&proxy);
+        let sub = stripe.change_plan(&plan_request("basic", None, Some("cus_Known"), Some(("sub_1Abc", "si_1Item")), "storeflow-cmd3-plan")).expect("cancel");
+        assert_eq!((sub.status.as_str(), sub.item_id.as_ref()), ("canceled", None));
+        let r = proxy.only_request();
+        assert_eq!((r.method.as_str(), r.path.as_str()), ("DELETE", "/v1/subscriptions/sub_1Abc"));
+        assert_eq!(r.idempotency_key(), Some("storeflow-cmd3-plan"));
+
+        let none = stripe.change_plan(&plan_request("basic", None, None, None, "storeflow-cmd4-plan")).expect("nothing to cancel");
+        assert_eq!((none.id, none.status.as_str()), (None, "active"));
+        assert_eq!(proxy.requests().len(), 1, "no request for a vendor that never subscribed");
+    }
+
+    #[test]
+    fn an_account_is_an_express_account_marked_with_its_vendor_and_its_link_is_for_onboarding() {
+        let Some(upstream) = stripe_mock() else { return };
+        let proxy = Proxy::forwarding(&upstream);
+        let stripe = client(&proxy);
+        let account = stripe
+            .create_account(&AccountRequest { vendor_id: "ven_a".into(), country: "DE".into(), idempotency_key: "storeflow-vendor-ven_a-account".into() })
+            .expect("account");
+        assert!(account.starts_with("acct_"), "{account}");
+        let link = stripe
+            .account_link(&AccountLinkRequest {
+                account_id: account.clone(),
+                refresh_url: "https://vendors.example/onboarding/refresh".into(),
+                return_url: "https://vendors.example/onboarding/done".into(),
+                idempotency_key: "storeflow-link-1".into(),
+            })
+            .expect("link");
+        assert!(link.url.as_deref().is_some_and(|u| u.starts_with("https://")), "{link:?}");
+        assert!(link.expires_at.is_some_and(|t| t > 1_000_000_000_000), "milliseconds: {link:?}");
+        stripe.account_status(&account).expect("the account's flags");
+
+        let sent = proxy.requests();
+        assert_eq!(sent.len(), 3, "{sent:#?}");
+        let (a, l, read) = (&sent[0], &sent[1], &sent[2]);
+        assert_eq!((a.method.as_str(), a.path.as_str()), ("POST", "/v1/accounts"));
+        assert_eq!(a.field("type"), Some("express"));
+        assert_eq!(a.field("country"), Some("DE"));
+        assert_eq!(a.field("capabilities[transfers][requested]"), Some("true"));
+        assert_eq!(a.field("metadata[vendor_id]"), Some("ven_a"));
+        assert_eq!(a.field("metadata[storeflow_source]"), Some("payments_worker"));
+        assert_eq!(a.idempotency_key(), Some("storeflow-vendor-ven_a-account"));
+        assert_eq!((l.method.as_str(), l.path.as_str()), ("POST", "/v1/account_links"));
+        assert_eq!(l.field("account"), Some(account.as_str()));
+        assert_eq!(l.field("type"), Some("account_onboarding"));
+        assert_eq!(l.field("refresh_url"), Some("https://vendors.example/onboarding/refresh"));
+        assert_eq!(l.field("return_url"), Some("https://vendors.example/onboarding/done"));
+        assert_eq!((read.method.as_str(), read.path.as_str()), ("GET", format!("/v1/accounts/{account}").as_str()));
+    }
+}

@@ -63,7 +63,13 @@ pub fn run(b: &Backends, config: &Config, only: &[String], sinks: bool) -> anyho
         threads.push((format!("sink {name}"), Arc::new(move || l.is_alive())));
     }
     reads.readiness.push(("threads", Arc::new(storeflow_api::read::ThreadsReady(threads))));
-    let state = storeflow_api::ApiState::new(storeflow_api::ApiConfig { time: config.time, ..config.api.clone() }, b.log.clone(), b.codec.clone(), keys, b.vault.clone(), reads, Arc::new(registry), api_metrics)?;
+    // The plans vendors may choose: those with a commission rate.
+    let payments: storeflow_processors::payments::PaymentsConfig = serde_json::from_value(config.processor_config("payments"))?;
+    let plans = payments.commission_bps.keys().cloned().collect();
+    let state = storeflow_api::ApiState::new(storeflow_api::ApiConfig { time: config.time, plans, ..config.api.clone() }, b.log.clone(), b.codec.clone(), keys, b.vault.clone(), reads, Arc::new(registry), api_metrics)?;
+    // Vendors' Connect onboarding goes through the payments worker's provider.
+    let (refresh, ret) = config.stripe.as_ref().map_or((None, None), |s| (s.onboarding_refresh_url.clone(), s.onboarding_return_url.clone()));
+    state.set_connect(Arc::new(crate::connect::ProviderConnect::new(payments, refresh, ret)));
     let served = rt.block_on(async {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await

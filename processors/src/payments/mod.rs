@@ -25,6 +25,14 @@
 //! vendor: lines captured = transferred − reversed + commission kept + refunded
 //! (docs/PAYMENTS.md has the arithmetic).
 //!
+//! Vendors' plans: a `PlanChangeRequested` (the API's `POST /v1/vendors/{id}/plan`, keyed by
+//! vendor) starts, changes or cancels the vendor's subscription ([`PaymentProvider::change_plan`],
+//! the command's idempotency key; per vendor in [`SUBSCRIPTIONS`]) and is answered with
+//! `VendorPlanChanged` on `storefront.catalog`. The catalog is a global input: `VendorOnboarded`,
+//! `VendorPlanChanged` (from here or from Stripe's webhooks) and `VendorAccountUpdated` keep
+//! each vendor's plan history ([`crate::sales::PlanHistory`], the one rule of "the plan in
+//! force at t" the sales figures use too) and its connected account.
+//!
 //! Failures: a declined card or one needing authentication is an outcome (`PaymentFailed`);
 //! 429, 5xx and network errors are [`ProcessError::Transient`] (the runtime retries the same
 //! command with back-off and holds its offset); a request the provider refuses for good goes
@@ -41,17 +49,36 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use storeflow_avro::pii::{self, Opened, Vault};
 use storeflow_avro::{
-    CaptureRequested, Event, PaymentAuthorized, PaymentCaptured, PaymentFailed, PaymentRequested, RefundIssued, RefundRequested, Timestamp, Topic,
-    VendorTransferCreated, VendorTransferReversed,
+    CaptureRequested, Event, PaymentAuthorized, PaymentCaptured, PaymentFailed, PaymentRequested, PlanChangeRequested, RefundIssued, RefundRequested,
+    Timestamp, Topic, VendorPlanChanged, VendorTransferCreated, VendorTransferReversed,
 };
 
 pub use self::provider::*;
 pub use self::test_mode::TestMode;
-use crate::sales::{commission_minor, split_proportionally};
+use crate::sales::{PlanHistory, commission_minor, split_proportionally};
 use crate::{Ctx, Flow, Input, ProcessError, Processor, Store};
 
 /// What the worker knows of each order's money, by order id.
 pub const PAYMENTS: Store<PaymentState> = Store::new("payments");
+
+/// Each vendor's subscription as the worker made it, by vendor id.
+pub const SUBSCRIPTIONS: Store<VendorSubscription> = Store::new("subscriptions");
+
+/// One vendor's premium plan at the provider.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VendorSubscription {
+    /// The vendor's Customer (`cus_…`), once made.
+    pub customer_id: Option<String>,
+    /// The subscription (`sub_…`) while it lives.
+    pub subscription_id: Option<String>,
+    /// Its item, whose price is the plan.
+    pub item_id: Option<String>,
+    /// The plan last asked for, and the provider's status of it.
+    pub plan: Option<String>,
+    pub status: String,
+    /// The event id of the last command answered (a redelivered one changes nothing).
+    pub last_command: Option<String>,
+}
 
 /// One order's money as the worker moved it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,8 +129,13 @@ pub struct PaymentsConfig {
     /// Commission per vendor plan, in basis points; the binary fills it from
     /// `[processors.sales] commission_bps`, so the transfers and the sales figures agree.
     pub commission_bps: BTreeMap<String, i64>,
-    /// Plan of a vendor not (yet) onboarded; from `[processors.sales] default_plan`.
+    /// Plan of a vendor not (yet) onboarded; from `[processors.sales] default_plan`. It is
+    /// the free plan: choosing it cancels the vendor's subscription.
     pub default_plan: String,
+    /// The monthly Stripe Price (`price_…`) of each paid plan; the binary fills it from
+    /// `[stripe] plan_prices`. With `provider = "stripe"` every plan of `commission_bps`
+    /// but `default_plan` needs one.
+    pub plan_prices: BTreeMap<String, String>,
     /// The personal-data vault (the checkout's payment-method token arrives sealed per
     /// customer, docs/SECURITY.md); the binary fills it with `<data_dir>/keys`. Without it
     /// the worker cannot read sealed tokens and leaves those payments to the webhooks.
@@ -118,6 +150,7 @@ impl std::fmt::Debug for PaymentsConfig {
             .field("stripe_api_base", &self.stripe_api_base)
             .field("commission_bps", &self.commission_bps)
             .field("default_plan", &self.default_plan)
+            .field("plan_prices", &self.plan_prices)
             .field("vault_dir", &self.vault_dir)
             .finish()
     }
@@ -126,7 +159,7 @@ impl std::fmt::Debug for PaymentsConfig {
 impl Default for PaymentsConfig {
     fn default() -> Self {
         let sales = crate::sales::SalesConfig::default();
-        PaymentsConfig { provider: "test".into(), stripe_secret_key: None, stripe_api_base: None, commission_bps: sales.commission_bps, default_plan: sales.default_plan, vault_dir: None }
+        PaymentsConfig { provider: "test".into(), stripe_secret_key: None, stripe_api_base: None, commission_bps: sales.commission_bps, default_plan: sales.default_plan, plan_prices: BTreeMap::new(), vault_dir: None }
     }
 }
 
@@ -138,11 +171,39 @@ impl PaymentsConfig {
             #[cfg(feature = "stripe")]
             "stripe" => {
                 let key = self.stripe_secret_key.as_deref().filter(|k| !k.is_empty()).ok_or("[processors.payments] provider = \"stripe\" needs [stripe] secret_key (STOREFLOW__STRIPE__SECRET_KEY)")?;
+                self.validate_plan_prices()?;
                 Ok(Box::new(stripe::Stripe::new(key, self.stripe_api_base.as_deref())?))
             }
             #[cfg(not(feature = "stripe"))]
             "stripe" => Err("[processors.payments] provider = \"stripe\": this storeflow was built without the `stripe` feature".into()),
             other => Err(format!("[processors.payments] provider = {other:?}: expected \"test\" or \"stripe\"")),
+        }
+    }
+}
+
+impl PaymentsConfig {
+    /// Every paid plan (a commission rate, not the free `default_plan`) has a Stripe Price.
+    pub fn validate_plan_prices(&self) -> Result<(), String> {
+        for plan in self.commission_bps.keys().filter(|p| **p != self.default_plan) {
+            if self.plan_prices.get(plan).is_none_or(|p| p.trim().is_empty()) {
+                return Err(format!(
+                    "[stripe] plan_prices.{plan} is missing: the plan {plan:?} has a commission rate ([processors.sales] commission_bps) and needs its monthly Stripe Price (price_…) to be subscribed to"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The Price a vendor on `plan` subscribes to: `None` for the free plan; in test mode a
+    /// made-up one when none is configured.
+    fn price_of(&self, plan: &str) -> Result<Option<String>, String> {
+        if plan == self.default_plan {
+            return Ok(None);
+        }
+        match self.plan_prices.get(plan) {
+            Some(p) => Ok(Some(p.clone())),
+            None if self.provider == "test" => Ok(Some(format!("price_test_{plan}"))),
+            None => Err(format!("the plan {plan:?} has no [stripe] plan_prices.{plan}")),
         }
     }
 }
@@ -157,9 +218,9 @@ pub fn idempotency_key(event_id: &str, op: &str) -> String {
 pub struct Payments {
     config: PaymentsConfig,
     provider: Box<dyn PaymentProvider>,
-    /// Each vendor's plans and connected accounts by when they took effect (from the
+    /// Each vendor's plans by when they took effect, and its connected account (from the
     /// catalog, a global input: rebuilt at every start).
-    vendors: BTreeMap<String, Vec<(i64, String, Option<String>)>>,
+    vendors: BTreeMap<String, VendorKnown>,
     /// Opens the checkout's sealed payment-method token.
     vault: Option<Vault>,
 }
@@ -171,12 +232,63 @@ impl Payments {
         Payments { config, provider, vendors: BTreeMap::new(), vault }
     }
 
-    /// The vendor's plan and connected account in force at `at` (the earliest known when
-    /// none had taken effect yet).
+    /// The vendor's plan in force at `at` ([`PlanHistory::at`]) and its connected account
+    /// (the latest known: a payout goes to the account the vendor has when it is paid).
     fn vendor_at(&self, vendor: &str, at: i64) -> (String, Option<String>) {
-        let Some(history) = self.vendors.get(vendor) else { return (self.config.default_plan.clone(), None) };
-        let entry = history.iter().rev().find(|(t, _, _)| *t <= at).or(history.first()).expect("a vendor's history is never empty");
-        (entry.1.clone(), entry.2.clone())
+        let Some(known) = self.vendors.get(vendor) else { return (self.config.default_plan.clone(), None) };
+        let plan = known.plans.at(at).unwrap_or(self.config.default_plan.as_str()).to_string();
+        (plan, known.account.clone())
+    }
+
+    /// Starts, changes or ends the vendor's subscription as `p` asks, and says so with a
+    /// `VendorPlanChanged`.
+    fn change_plan(&self, p: &PlanChangeRequested, ctx: &mut Ctx<'_, Event>) -> Result<(), ProcessError> {
+        let mut sub = ctx.get(SUBSCRIPTIONS, &p.vendor_id)?.unwrap_or_default();
+        if sub.last_command.as_deref() == Some(p.event_id.as_str()) {
+            return Ok(()); // asked before: answered before
+        }
+        if !self.config.commission_bps.contains_key(&p.plan) {
+            let known: Vec<&str> = self.config.commission_bps.keys().map(String::as_str).collect();
+            return Err(ProcessError::permanent(format!("plan change for vendor {}: unknown plan {:?} (known: {})", p.vendor_id, p.plan, known.join(", "))));
+        }
+        let price = self.config.price_of(&p.plan).map_err(|why| ProcessError::permanent(format!("plan change for vendor {}: {why}", p.vendor_id)))?;
+        let current = match (&sub.subscription_id, &sub.item_id) {
+            (Some(id), Some(item_id)) => Some(CurrentSubscription { id: id.clone(), item_id: item_id.clone() }),
+            _ => None,
+        };
+        let request = PlanRequest {
+            vendor_id: p.vendor_id.clone(),
+            plan: p.plan.clone(),
+            price,
+            customer_id: sub.customer_id.clone(),
+            current,
+            idempotency_key: idempotency_key(&p.event_id, "plan"),
+        };
+        let s = self.provider.change_plan(&request).map_err(|e| match e {
+            ProviderError::Transient(why) => ProcessError::Transient(format!("changing vendor {}'s plan: {why}", p.vendor_id)),
+            ProviderError::Rejected { code, message } => ProcessError::permanent(format!("the provider refused vendor {}'s plan {}: {code}: {message}", p.vendor_id, p.plan)),
+        })?;
+        let live = s.status != "canceled";
+        sub.customer_id = s.customer_id.clone().or(sub.customer_id);
+        sub.subscription_id = if live { s.id.clone() } else { None };
+        sub.item_id = if live { s.item_id.clone() } else { None };
+        sub.plan = Some(p.plan.clone());
+        sub.status = s.status.clone();
+        sub.last_command = Some(p.event_id.clone());
+        let t = ctx.time();
+        // From the billing period's start when the provider's period began after the request
+        // (a new subscription); a change within a running period counts from the request.
+        let effective_at = s.period_start.map_or(p.occurred_at.millis(), |start| start.max(p.occurred_at.millis()));
+        ctx.emit(Event::VendorPlanChanged(VendorPlanChanged {
+            event_id: ctx.event_id(&["plan", &p.vendor_id, &p.event_id]),
+            occurred_at: Timestamp(t),
+            vendor_id: p.vendor_id.clone(),
+            plan: p.plan.clone(),
+            subscription_id: s.id,
+            status: s.status,
+            effective_at: Timestamp(effective_at),
+        }));
+        ctx.put(SUBSCRIPTIONS, &p.vendor_id, &sub)
     }
 
     /// The account a vendor's transfers go to: its connected account; in test mode one
@@ -431,6 +543,13 @@ impl Payments {
     }
 }
 
+/// What the worker knows of a vendor from the catalog.
+#[derive(Clone, Debug, Default)]
+struct VendorKnown {
+    plans: PlanHistory,
+    account: Option<String>,
+}
+
 /// Says that the payment `r` asked for failed, with the provider's (or our) code.
 fn payment_failed(ctx: &mut Ctx<'_, Event>, r: &PaymentRequested, payment_id: Option<String>, code: String, message: String) {
     let t = ctx.time();
@@ -472,7 +591,11 @@ impl Processor for Payments {
     fn flow(&self) -> Flow {
         // The outcomes close the orders ⇄ payments cycle: a feedback edge, as inventory's
         // answers are (the saga hears of a payment `lookahead` after the worker made it).
-        Flow::new().group(&[Topic::PaymentCommands.name()]).feeds_back(&[Topic::Payments.name()]).build()
+        // Plan changes are answered on the catalog (VendorPlanChanged, read by sales), on a
+        // feedback edge as well: sales' vendor stage may then run `lookahead` ahead of the
+        // worker instead of in lockstep (its plan history goes by `effective_at`, not by
+        // the record's time).
+        Flow::new().group(&[Topic::PaymentCommands.name()]).feeds_back(&[Topic::Payments.name(), Topic::Catalog.name()]).build()
     }
 
     fn global_inputs(&self) -> Vec<String> {
@@ -480,19 +603,34 @@ impl Processor for Payments {
     }
 
     fn on_global(&mut self, input: &Input<Event>) {
-        if let Event::VendorOnboarded(v) = &input.value {
-            let history = self.vendors.entry(v.vendor_id.clone()).or_default();
-            let at = v.occurred_at.millis();
-            let i = history.partition_point(|(t, _, _)| *t <= at);
-            history.insert(i, (at, v.plan.clone(), v.stripe_account_id.clone()));
+        match &input.value {
+            Event::VendorOnboarded(v) => {
+                let known = self.vendors.entry(v.vendor_id.clone()).or_default();
+                known.plans.record(v.occurred_at.millis(), &v.plan);
+                if v.stripe_account_id.is_some() {
+                    known.account = v.stripe_account_id.clone();
+                }
+            }
+            Event::VendorPlanChanged(c) => {
+                let plan = crate::sales::plan_in_force(c, &self.config.default_plan);
+                self.vendors.entry(c.vendor_id.clone()).or_default().plans.record(c.effective_at.millis(), &plan);
+            }
+            Event::VendorAccountUpdated(a) => {
+                self.vendors.entry(a.vendor_id.clone()).or_default().account = Some(a.account_id.clone());
+            }
+            _ => {}
         }
     }
 
     fn stores(&self) -> &'static [&'static str] {
-        &[PAYMENTS.name]
+        &[PAYMENTS.name, SUBSCRIPTIONS.name]
     }
 
     fn process(&mut self, input: &Input<Event>, ctx: &mut Ctx<'_, Event>) -> Result<(), ProcessError> {
+        // Keyed by vendor, not by order.
+        if let Event::PlanChangeRequested(p) = &input.value {
+            return self.change_plan(p, ctx);
+        }
         let Some(order_id) = input.value.order_id() else {
             return Err(ProcessError::permanent(format!("payments does not handle {}", input.value.name())));
         };

@@ -119,4 +119,115 @@ pub trait PaymentProvider: Send {
     fn refund(&self, r: &RefundRequest) -> Result<String, ProviderError>;
     /// Cancels an uncaptured PaymentIntent (the hold on the card is released).
     fn cancel(&self, r: &CancelRequest) -> Result<(), ProviderError>;
+
+    // Vendors' accounts and plans. The defaults answer for a provider that only moves money
+    // (it says so when asked).
+
+    /// Creates the vendor's Express connected account; returns its id (`acct_…`).
+    fn create_account(&self, r: &AccountRequest) -> Result<String, ProviderError> {
+        let _ = r;
+        Err(unsupported("create connected accounts"))
+    }
+    /// What a connected account may do now (read, not changed: a repeated onboarding
+    /// request reports the account as it is, not as it was created).
+    fn account_status(&self, account_id: &str) -> Result<AccountStatus, ProviderError> {
+        let _ = account_id;
+        Err(unsupported("read connected accounts"))
+    }
+    /// Makes an onboarding link (`account_onboarding`) for a connected account.
+    fn account_link(&self, r: &AccountLinkRequest) -> Result<AccountLink, ProviderError> {
+        let _ = r;
+        Err(unsupported("make onboarding links"))
+    }
+    /// Starts, changes (the item's price; proration as Stripe defaults) or cancels (free
+    /// plan) the vendor's subscription.
+    fn change_plan(&self, r: &PlanRequest) -> Result<Subscription, ProviderError> {
+        let _ = r;
+        Err(unsupported("manage subscriptions"))
+    }
+}
+
+// ------------------------------------------------------------------ vendors: Connect, plans
+
+/// Create a vendor's connected account (Stripe Connect, Express), marked with its vendor id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccountRequest {
+    pub vendor_id: String,
+    /// ISO-3166 alpha-2 (the vendor's country).
+    pub country: String,
+    /// The same vendor always gets the same key, so a repeat returns the first account.
+    pub idempotency_key: String,
+}
+
+/// What a connected account may do (Stripe's flags of the same names).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AccountStatus {
+    pub charges_enabled: bool,
+    pub payouts_enabled: bool,
+    pub details_submitted: bool,
+}
+
+/// An onboarding link for a connected account.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccountLinkRequest {
+    pub account_id: String,
+    /// Where Stripe sends the vendor when the link expired or was used already.
+    pub refresh_url: String,
+    /// Where Stripe sends the vendor when it leaves the onboarding flow.
+    pub return_url: String,
+    pub idempotency_key: String,
+}
+
+/// The link a vendor follows to onboard.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccountLink {
+    /// Stripe's hosted onboarding page; `None` in test mode (there is nothing to visit).
+    pub url: Option<String>,
+    /// When the link stops working (ms since the epoch).
+    pub expires_at: Option<i64>,
+}
+
+/// The subscription a vendor holds now (as the worker remembers it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CurrentSubscription {
+    /// `sub_…`.
+    pub id: String,
+    /// Its one item (`si_…`), whose price is the plan.
+    pub item_id: String,
+}
+
+/// Start, change or end a vendor's premium plan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlanRequest {
+    pub vendor_id: String,
+    /// basic, pro or enterprise.
+    pub plan: String,
+    /// The plan's monthly Price (`price_…`); `None` for the free plan: the subscription, if
+    /// any, is cancelled.
+    pub price: Option<String>,
+    /// The vendor's Customer, once made (`None`: the provider makes one, idempotently).
+    pub customer_id: Option<String>,
+    /// The vendor's subscription now: changed in place (its item gets the new price).
+    pub current: Option<CurrentSubscription>,
+    pub idempotency_key: String,
+}
+
+/// What a plan change came to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Subscription {
+    /// The vendor's Customer (`cus_…`), when one was needed.
+    pub customer_id: Option<String>,
+    /// `sub_…`; `None` when the vendor is on the free plan and never subscribed.
+    pub id: Option<String>,
+    /// The subscription's item (`si_…`), while it is live.
+    pub item_id: Option<String>,
+    /// Stripe's status (`active`, `incomplete`, `canceled`, …).
+    pub status: String,
+    /// Start of the current billing period (ms), when the provider says.
+    pub period_start: Option<i64>,
+}
+
+/// The answer of a provider that does not do vendors' accounts and plans.
+fn unsupported(what: &str) -> ProviderError {
+    ProviderError::Rejected { code: "unsupported".into(), message: format!("this payment provider does not {what}") }
 }

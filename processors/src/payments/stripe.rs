@@ -1,7 +1,8 @@
 //! [`Stripe`]: the [`PaymentProvider`] on Stripe's API, through async-stripe (feature `stripe`).
 //!
 //! Each trait call is one Stripe request — a PaymentIntent (create with manual capture and
-//! confirm, capture, cancel), a Refund, a Transfer or a transfer reversal — sent with the
+//! confirm, capture, cancel), a Refund, a Transfer or a transfer reversal, and for vendors a
+//! Customer, a Subscription, a connected Account or an AccountLink — sent with the
 //! command's idempotency key as Stripe's `Idempotency-Key`, so a redelivered command gets
 //! Stripe's first answer back instead of moving money twice
 //! (<https://docs.stripe.com/api/idempotent_requests>).
@@ -18,6 +19,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::marker::PhantomData;
 use std::time::Duration;
 
 use ::stripe::{ApiErrors, ApiErrorsType, Client, ClientBuilder, IdempotencyKey, RequestStrategy, StripeError, StripeRequest};
@@ -26,11 +28,12 @@ use stripe_connect::transfer_reversal::CreateIdTransferReversal;
 use stripe_core::payment_intent::{CancelPaymentIntent, CapturePaymentIntent, CreatePaymentIntent};
 use stripe_core::refund::{CreateRefund, CreateRefundReason};
 use stripe_core::{Charge, PaymentIntent, PaymentIntentCaptureMethod, PaymentIntentStatus};
+use stripe_client_core::{RequestBuilder, StripeMethod};
 use stripe_types::{Currency, Expandable};
 
 use super::provider::{
-    AuthorizeRequest, Authorization, CancelRequest, CaptureRequest, Captured, PaymentProvider, ProviderError,
-    RefundRequest, ReversalRequest, TransferRequest,
+    AccountLink, AccountLinkRequest, AccountRequest, AccountStatus, AuthorizeRequest, Authorization, CancelRequest, CaptureRequest, Captured,
+    PaymentProvider, PlanRequest, ProviderError, RefundRequest, ReversalRequest, Subscription, TransferRequest,
 };
 
 /// How long one HTTP attempt may take before it counts as a (transient) timeout. Stripe's
@@ -300,6 +303,152 @@ impl PaymentProvider for Stripe {
         self.send(&request, &r.idempotency_key).map_err(Failure::into_error)?;
         Ok(())
     }
+
+    fn create_account(&self, r: &AccountRequest) -> Result<String, ProviderError> {
+        let form = serde_json::json!({
+            "type": "express",
+            "country": r.country,
+            // Separate charges and transfers: the platform charges, the account receives transfers.
+            "capabilities": {"transfers": {"requested": true}},
+            "metadata": {"vendor_id": r.vendor_id, (SOURCE_KEY): SOURCE},
+        });
+        let account = self.send(&Call::<Created>::post("/accounts", form), &r.idempotency_key).map_err(Failure::into_error)?;
+        Ok(account.id)
+    }
+
+    fn account_status(&self, account_id: &str) -> Result<AccountStatus, ProviderError> {
+        let call = Call::<AccountOut> { method: StripeMethod::Get, path: format!("/accounts/{account_id}"), form: None, out: PhantomData };
+        // A read: Stripe ignores the key, `send` wants one.
+        let a = self.send(&call, &format!("storeflow-read-{account_id}-{}", uuid::Uuid::new_v4())).map_err(Failure::into_error)?;
+        Ok(AccountStatus {
+            charges_enabled: a.charges_enabled.unwrap_or(false),
+            payouts_enabled: a.payouts_enabled.unwrap_or(false),
+            details_submitted: a.details_submitted.unwrap_or(false),
+        })
+    }
+
+    fn account_link(&self, r: &AccountLinkRequest) -> Result<AccountLink, ProviderError> {
+        let form = serde_json::json!({
+            "account": r.account_id,
+            "refresh_url": r.refresh_url,
+            "return_url": r.return_url,
+            "type": "account_onboarding",
+        });
+        let link = self.send(&Call::<LinkOut>::post("/account_links", form), &r.idempotency_key).map_err(Failure::into_error)?;
+        Ok(AccountLink { url: Some(link.url), expires_at: link.expires_at.map(|s| s.saturating_mul(1_000)) })
+    }
+
+    fn change_plan(&self, r: &PlanRequest) -> Result<Subscription, ProviderError> {
+        let customer_id = match (&r.customer_id, &r.price) {
+            (Some(c), _) => Some(c.clone()),
+            // The free plan with no subscription needs no Customer.
+            (None, None) => None,
+            (None, Some(_)) => {
+                let form = serde_json::json!({"metadata": {"vendor_id": r.vendor_id, (SOURCE_KEY): SOURCE}});
+                // One Customer per vendor: the key is the vendor's, whichever command asks first.
+                let key = format!("storeflow-vendor-{}-customer", r.vendor_id);
+                let customer = self.send(&Call::<Created>::post("/customers", form), &key).map_err(Failure::into_error)?;
+                Some(customer.id)
+            }
+        };
+        let metadata = serde_json::json!({"vendor_id": r.vendor_id, "plan": r.plan, (SOURCE_KEY): SOURCE});
+        let sub: SubscriptionOut = match (&r.price, &r.current, &customer_id) {
+            (None, None, _) => return Ok(Subscription { customer_id, id: None, item_id: None, status: "active".into(), period_start: None }),
+            (None, Some(current), _) => {
+                let call = Call::<SubscriptionOut> { method: StripeMethod::Delete, path: format!("/subscriptions/{}", current.id), form: None, out: PhantomData };
+                self.send(&call, &r.idempotency_key).map_err(Failure::into_error)?
+            }
+            (Some(price), Some(current), _) => {
+                // The item gets the new price; Stripe prorates by default.
+                let form = serde_json::json!({"items": [{"id": current.item_id, "price": price}], "metadata": metadata});
+                self.send(&Call::<SubscriptionOut>::post(&format!("/subscriptions/{}", current.id), form), &r.idempotency_key).map_err(Failure::into_error)?
+            }
+            (Some(price), None, customer) => {
+                let form = serde_json::json!({"customer": customer, "items": [{"price": price}], "metadata": metadata});
+                self.send(&Call::<SubscriptionOut>::post("/subscriptions", form), &r.idempotency_key).map_err(Failure::into_error)?
+            }
+        };
+        let item = sub.items.as_ref().and_then(|i| i.data.first());
+        // Since API version 2025-03-31 the period is the item's; before, the subscription's.
+        let period_start = item.and_then(|i| i.current_period_start).or(sub.current_period_start).or(sub.start_date);
+        let live = sub.status != "canceled";
+        Ok(Subscription {
+            customer_id,
+            id: Some(sub.id),
+            item_id: item.filter(|_| live).map(|i| i.id.clone()),
+            status: sub.status,
+            period_start: period_start.map(|s| s.saturating_mul(1_000)),
+        })
+    }
+}
+
+/// A request the async-stripe crates we build have no builder for: a method, a path under
+/// `/v1` and a form (encoded as async-stripe encodes its own: `metadata[vendor_id]=…`).
+struct Call<T> {
+    method: StripeMethod,
+    path: String,
+    form: Option<serde_json::Value>,
+    out: PhantomData<fn() -> T>,
+}
+
+impl<T> Call<T> {
+    fn post(path: &str, form: serde_json::Value) -> Call<T> {
+        Call { method: StripeMethod::Post, path: path.to_string(), form: Some(form), out: PhantomData }
+    }
+}
+
+impl<T> StripeRequest for Call<T> {
+    type Output = T;
+    fn build(&self) -> RequestBuilder {
+        let b = RequestBuilder::new(self.method, self.path.clone());
+        match &self.form {
+            Some(form) => b.form(form),
+            None => b,
+        }
+    }
+}
+
+/// Any created object: its id.
+#[derive(miniserde::Deserialize)]
+struct Created {
+    id: String,
+}
+
+/// What we read of an Account.
+#[derive(miniserde::Deserialize)]
+struct AccountOut {
+    charges_enabled: Option<bool>,
+    payouts_enabled: Option<bool>,
+    details_submitted: Option<bool>,
+}
+
+/// An AccountLink.
+#[derive(miniserde::Deserialize)]
+struct LinkOut {
+    url: String,
+    /// Seconds since the epoch.
+    expires_at: Option<i64>,
+}
+
+/// What we read of a Subscription.
+#[derive(miniserde::Deserialize)]
+struct SubscriptionOut {
+    id: String,
+    status: String,
+    current_period_start: Option<i64>,
+    start_date: Option<i64>,
+    items: Option<SubscriptionItems>,
+}
+
+#[derive(miniserde::Deserialize)]
+struct SubscriptionItems {
+    data: Vec<SubscriptionItemOut>,
+}
+
+#[derive(miniserde::Deserialize)]
+struct SubscriptionItemOut {
+    id: String,
+    current_period_start: Option<i64>,
 }
 
 #[cfg(test)]

@@ -84,6 +84,37 @@ impl PaymentProvider for TestMode {
     fn cancel(&self, _r: &CancelRequest) -> Result<(), ProviderError> {
         Ok(())
     }
+
+    /// `acct_test_<vendor>`: the account test mode's transfers already go to.
+    fn create_account(&self, r: &AccountRequest) -> Result<String, ProviderError> {
+        Ok(format!("acct_test_{}", r.vendor_id))
+    }
+
+    /// Nothing was submitted to anyone: every flag is false.
+    fn account_status(&self, _account_id: &str) -> Result<AccountStatus, ProviderError> {
+        Ok(AccountStatus::default())
+    }
+
+    /// No link: there is no Stripe to onboard with in test mode (the API answers
+    /// `url: null`, `mode: "test"`), rather than a URL that pretends to be Stripe's.
+    fn account_link(&self, _r: &AccountLinkRequest) -> Result<AccountLink, ProviderError> {
+        Ok(AccountLink { url: None, expires_at: None })
+    }
+
+    /// `cus_test_<vendor>`, `sub_test_<vendor>` and `si_test_<vendor>`, active at once; the
+    /// free plan cancels the subscription the vendor holds.
+    fn change_plan(&self, r: &PlanRequest) -> Result<Subscription, ProviderError> {
+        let customer_id = Some(r.customer_id.clone().unwrap_or_else(|| format!("cus_test_{}", r.vendor_id)));
+        if r.price.is_none() {
+            let status = if r.current.is_some() { "canceled" } else { "active" };
+            return Ok(Subscription { customer_id, id: r.current.as_ref().map(|c| c.id.clone()), item_id: None, status: status.into(), period_start: None });
+        }
+        let (id, item_id) = match &r.current {
+            Some(c) => (c.id.clone(), c.item_id.clone()),
+            None => (format!("sub_test_{}", r.vendor_id), format!("si_test_{}", r.vendor_id)),
+        };
+        Ok(Subscription { customer_id, id: Some(id), item_id: Some(item_id), status: "active".into(), period_start: None })
+    }
 }
 
 #[cfg(test)]

@@ -263,3 +263,146 @@ fn a_refund_before_capture_releases_the_authorization_once() {
     assert_eq!(rec.calls().iter().filter(|(op, _, _)| op == "cancel").count(), 1);
     assert!(of::<VendorTransferReversed>(&d).is_empty());
 }
+
+// ------------------------------------------------------------------------------ vendors' plans
+
+/// The test-mode provider with every plan change it is asked for written down.
+#[derive(Clone, Default)]
+struct PlanRecording(Arc<Mutex<Vec<PlanRequest>>>);
+
+impl PaymentProvider for PlanRecording {
+    fn name(&self) -> &'static str {
+        TestMode.name()
+    }
+    fn authorize(&self, r: &AuthorizeRequest) -> Result<Authorization, ProviderError> {
+        TestMode.authorize(r)
+    }
+    fn capture(&self, r: &CaptureRequest) -> Result<Captured, ProviderError> {
+        TestMode.capture(r)
+    }
+    fn transfer(&self, r: &TransferRequest) -> Result<String, ProviderError> {
+        TestMode.transfer(r)
+    }
+    fn reverse_transfer(&self, r: &ReversalRequest) -> Result<String, ProviderError> {
+        TestMode.reverse_transfer(r)
+    }
+    fn refund(&self, r: &RefundRequest) -> Result<String, ProviderError> {
+        TestMode.refund(r)
+    }
+    fn cancel(&self, r: &CancelRequest) -> Result<(), ProviderError> {
+        TestMode.cancel(r)
+    }
+    fn change_plan(&self, r: &PlanRequest) -> Result<Subscription, ProviderError> {
+        self.0.lock().unwrap().push(r.clone());
+        TestMode.change_plan(r)
+    }
+}
+
+fn plan_driver() -> (TestDriver, PlanRecording) {
+    let rec = PlanRecording::default();
+    let mut d = TestDriver::new(Payments::with_provider(PaymentsConfig::default(), Box::new(rec.clone())));
+    d.feed(VendorOnboarded {
+        event_id: uuid::Uuid::from_u128(1).to_string(),
+        occurred_at: Timestamp(T0 - 86_400_000),
+        vendor_id: "v-a".into(),
+        name: "A".into(),
+        country: "DE".into(),
+        plan: "basic".into(),
+        payout_currency: "EUR".into(),
+        stripe_account_id: Some("acct_a".into()),
+    });
+    (d, rec)
+}
+
+fn plan_request(n: u32, plan: &str, at: i64) -> PlanChangeRequested {
+    PlanChangeRequested { event_id: format!("00000000-0000-0000-0009-{n:012}"), occurred_at: Timestamp(at), vendor_id: "v-a".into(), plan: plan.into() }
+}
+
+fn plans_changed(d: &TestDriver) -> Vec<VendorPlanChanged> {
+    d.outputs::<Event>(Topic::Catalog.name()).into_iter().filter_map(|e| if let Event::VendorPlanChanged(c) = e { Some(c) } else { None }).collect()
+}
+
+#[test]
+fn a_plan_request_starts_the_subscription_and_says_so_once_however_often_it_is_delivered() {
+    let (mut d, rec) = plan_driver();
+    let ask = plan_request(1, "pro", T0);
+    d.feed(ask.clone());
+    d.feed(ask);
+    let calls = rec.0.lock().unwrap().clone();
+    assert_eq!(calls.len(), 1, "the same command twice makes one call: {calls:?}");
+    assert_eq!(calls[0].price.as_deref(), Some("price_test_pro"));
+    assert_eq!((calls[0].customer_id.as_ref(), calls[0].current.as_ref()), (None, None), "a first subscription");
+    assert_eq!(calls[0].idempotency_key, idempotency_key("00000000-0000-0000-0009-000000000001", "plan"));
+    let changed = plans_changed(&d);
+    assert_eq!(changed.len(), 1);
+    let c = &changed[0];
+    assert_eq!((c.vendor_id.as_str(), c.plan.as_str(), c.status.as_str()), ("v-a", "pro", "active"));
+    assert_eq!((c.subscription_id.as_deref(), c.effective_at.millis()), (Some("sub_test_v-a"), T0));
+}
+
+#[test]
+fn a_plan_change_updates_the_subscription_and_later_orders_pay_the_new_plans_commission() {
+    let (mut d, rec) = plan_driver();
+    // An order placed while on basic (15 %), captured after the upgrade to enterprise (8 %).
+    d.feed(request("o-before", "pm_card_visa", 10_000, "EUR", &[("v-a", 10_000)]));
+    d.feed(plan_request(1, "pro", T0 + 1_000));
+    d.feed(plan_request(2, "enterprise", T0 + 2_000));
+    let calls = rec.0.lock().unwrap().clone();
+    assert_eq!(calls.len(), 2);
+    let current = calls[1].current.clone().expect("the second change updates the subscription");
+    assert_eq!((current.id.as_str(), current.item_id.as_str()), ("sub_test_v-a", "si_test_v-a"));
+    assert_eq!((calls[1].price.as_deref(), calls[1].customer_id.as_deref()), (Some("price_test_enterprise"), Some("cus_test_v-a")));
+    let pi = of::<PaymentAuthorized>(&d)[0].payment_id.clone();
+    d.feed(capture("o-before", &pi, 10_000, "EUR", &[("v-a", 10_000)], 1));
+    let mut after = capture("o-after", "pi_after", 10_000, "EUR", &[("v-a", 10_000)], 2);
+    after.placed_at = Timestamp(T0 + 3_000);
+    d.feed(after);
+    let commissions: Vec<(String, i64)> = of::<VendorTransferCreated>(&d).into_iter().map(|t| (t.order_id, t.commission_minor)).collect();
+    assert_eq!(commissions, vec![("o-before".into(), 1_500), ("o-after".into(), 800)]);
+    // Back to basic: the subscription is cancelled, basic's rate is back.
+    d.feed(plan_request(3, "basic", T0 + 4_000));
+    let calls = rec.0.lock().unwrap().clone();
+    assert_eq!((calls[2].price.as_ref(), calls[2].current.as_ref().map(|c| c.id.as_str())), (None, Some("sub_test_v-a")));
+    let last = plans_changed(&d).pop().expect("a plan change");
+    assert_eq!((last.plan.as_str(), last.status.as_str()), ("basic", "canceled"));
+    let mut later = capture("o-later", "pi_later", 10_000, "EUR", &[("v-a", 10_000)], 3);
+    later.placed_at = Timestamp(T0 + 5_000);
+    d.feed(later);
+    assert_eq!(of::<VendorTransferCreated>(&d).last().map(|t| t.commission_minor), Some(1_500));
+}
+
+#[test]
+fn an_unknown_plan_goes_to_the_dlq_with_the_reason_and_calls_nothing() {
+    let (mut d, rec) = plan_driver();
+    d.feed(plan_request(1, "platinum", T0));
+    assert!(rec.0.lock().unwrap().is_empty());
+    assert!(plans_changed(&d).is_empty());
+    let dlq = d.dlq(Topic::PaymentCommands.name());
+    assert_eq!(dlq.len(), 1);
+    assert!(dlq[0].reason.contains("unknown plan \"platinum\""), "{}", dlq[0].reason);
+}
+
+#[test]
+fn a_connected_account_learned_later_receives_the_vendors_transfers() {
+    let (mut d, _) = plan_driver();
+    d.feed(VendorAccountUpdated {
+        event_id: uuid::Uuid::from_u128(2).to_string(),
+        occurred_at: Timestamp(T0),
+        vendor_id: "v-a".into(),
+        account_id: "acct_new".into(),
+        charges_enabled: true,
+        payouts_enabled: true,
+        details_submitted: true,
+    });
+    d.feed(capture("o-1", "pi_1", 5_000, "EUR", &[("v-a", 5_000)], 1));
+    assert_eq!(of::<VendorTransferCreated>(&d)[0].destination, "acct_new");
+}
+
+#[test]
+fn the_stripe_provider_needs_a_price_for_every_paid_plan() {
+    let mut c = PaymentsConfig { provider: "stripe".into(), stripe_secret_key: Some("sk_test_1".into()), ..PaymentsConfig::default() };
+    let err = c.validate_plan_prices().unwrap_err();
+    assert!(err.contains("[stripe] plan_prices.enterprise"), "{err}");
+    c.plan_prices = [("pro", "price_pro"), ("enterprise", "price_ent")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    assert_eq!(c.validate_plan_prices(), Ok(()));
+}
