@@ -635,7 +635,9 @@ fn each_shipment_asks_for_its_lines_and_the_last_for_the_rest_of_the_total_with_
     assert_eq!(r.status(), Some(S::Shipped));
     assert_eq!(r.dead(), 0);
     let captures = r.captures();
-    let asked: Vec<(Option<&str>, i64, bool, Vec<(&str, i64)>)> = captures
+    // (shipment, amount, final, lines per vendor)
+    type Asked<'a> = (Option<&'a str>, i64, bool, Vec<(&'a str, i64)>);
+    let asked: Vec<Asked> = captures
         .iter()
         .map(|c| (c.shipment_id.as_deref(), c.amount_minor, c.final_capture, c.vendors.iter().map(|v| (v.vendor_id.as_str(), v.amount_minor)).collect()))
         .collect();
