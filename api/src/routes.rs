@@ -505,13 +505,16 @@ pub struct WebhookAnswer {
 }
 
 /// Stripe's webhook deliveries, signed with the endpoint's secret (`Stripe-Signature`;
-/// `[api.stripe_webhook]`): payment intents authorized, captured or failed, and charges
-/// refunded, become the order's payment events. A missing, forged or stale signature is a
-/// 400 and publishes nothing; a delivery Stripe retries publishes nothing more.
+/// `[api.stripe_webhook]`): payment intents authorized, captured or failed, charges refunded
+/// and disputes opened or closed become the order's payment events; connected accounts and
+/// subscriptions updated become the vendor's (`VendorAccountUpdated`, `VendorPlanChanged`).
+/// A missing, forged or stale signature is a 400 and publishes nothing; a delivery Stripe
+/// retries publishes nothing more; a dispute on a payment the read model has not seen yet is
+/// a 503 (Stripe retries it).
 #[utoipa::path(post, path = "/v1/webhooks/stripe", tag = "payments",
     request_body(content = Object, description = "a Stripe event, as Stripe sends it"),
     params(("Stripe-Signature" = String, Header, description = "t=<unix seconds>,v1=<hex HMAC-SHA256 of \"t.body\">")),
-    responses((status = 200, body = WebhookAnswer), (status = 400, body = ErrorBody), (status = 503, description = "no endpoint secret configured", body = ErrorBody)),
+    responses((status = 200, body = WebhookAnswer), (status = 400, body = ErrorBody), (status = 503, description = "no endpoint secret configured, or a dispute's payment not in the read model yet", body = ErrorBody)),
     security(()))]
 pub async fn stripe_webhook(State(s): State<ApiState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> ApiResult<Json<WebhookAnswer>> {
     let config = s.inner.config.stripe_webhook.as_ref().ok_or_else(|| {
@@ -525,7 +528,16 @@ pub async fn stripe_webhook(State(s): State<ApiState>, headers: HeaderMap, body:
             tracing::info!("stripe webhook ignored: {why}");
             return Ok(Json(WebhookAnswer { published: None, duplicate: false, ignored: Some(why) }));
         }
-        crate::webhooks::Delivery::Publish(e) => e,
+        crate::webhooks::Delivery::Publish(e) => *e,
+        crate::webhooks::Delivery::ForPayment { payment_id, event } => {
+            // A dispute names its PaymentIntent only: its order comes from the read model. A
+            // payment it has not seen yet is a 503, which Stripe retries (for up to 3 days).
+            let order = s.inner.reads.read_model()?.order_of_payment(&payment_id).await.map_err(sink_error("looking up the payment's order"))?;
+            let Some(order_id) = order else {
+                return Err(ApiError::Unavailable(format!("{}: payment {payment_id} is not in the read model (yet): retry later", event.name())));
+            };
+            crate::webhooks::Delivery::for_order(*event, order_id)
+        }
     };
     let name = event.name().to_string();
     let checked = Writer::validate(vec![event.to_json()], false, &s.inner.config)?;

@@ -7,28 +7,41 @@
 //! tampered signature, a timestamp outside the tolerance (a captured delivery replayed
 //! later) — is a 400 and publishes nothing.
 //!
-//! A believed delivery becomes at most one event on `storefront.payments`, with an event id
-//! derived from Stripe's event id: a delivery Stripe retries (or a replay inside the
-//! tolerance) is acknowledged and publishes nothing more. The PaymentIntent (or charge) must
-//! carry the order in `metadata.order_id`, as the payments worker creates them:
+//! A believed delivery becomes at most one event, with an event id derived from Stripe's
+//! event id: a delivery Stripe retries (or a replay inside the tolerance) is acknowledged and
+//! publishes nothing more.
 //!
-//! | Stripe event | storeflow event |
-//! |---|---|
-//! | `payment_intent.amount_capturable_updated` | `PaymentAuthorized` (amount capturable) |
-//! | `payment_intent.succeeded` | `PaymentCaptured` (amount received) |
-//! | `payment_intent.payment_failed` | `PaymentFailed` (decline code, or error code) |
-//! | `charge.refunded` | `RefundIssued` (the newest refund; lines are left to the sales split) |
+//! | Stripe event | storeflow event | the entity from |
+//! |---|---|---|
+//! | `payment_intent.amount_capturable_updated` | `PaymentAuthorized` (amount capturable) | `metadata.order_id` |
+//! | `payment_intent.succeeded` | `PaymentCaptured` (amount received) | `metadata.order_id` |
+//! | `payment_intent.payment_failed` | `PaymentFailed` (decline code, or error code) | `metadata.order_id` |
+//! | `charge.refunded` | `RefundIssued` (the newest refund; lines are left to the sales split) | `metadata.order_id` |
+//! | `charge.dispute.created` | `DisputeOpened` | the order of its `payment_intent` (read model) |
+//! | `charge.dispute.closed` | `DisputeClosed` (won, lost, warning_closed) | the order of its `payment_intent` |
+//! | `account.updated` | `VendorAccountUpdated` (charges, payouts, details submitted) | `metadata.vendor_id` |
+//! | `customer.subscription.created` / `.updated` / `.deleted` | `VendorPlanChanged` | `metadata.vendor_id` |
 //!
-//! Other types, objects without an order, and objects the payments worker created itself
-//! (`metadata.storeflow_source = payments_worker`: it published their outcome already, so
-//! they are not reported twice) are acknowledged and named in the answer (`ignored`), so
-//! Stripe does not retry them. The webhook is for payments confirmed outside the worker (a
-//! PaymentIntent the storefront confirmed in the browser, docs/PAYMENTS.md).
+//! The PaymentIntents and charges carry the order in `metadata.order_id`, as the payments
+//! worker creates them; a dispute names only its PaymentIntent, so its order is looked up in
+//! the read model (a payment not seen yet is a 503: Stripe retries the delivery later).
+//! Accounts and subscriptions carry the vendor in `metadata.vendor_id`; a subscription's plan
+//! is its price's `metadata.plan` (or `lookup_key`), else the subscription's `metadata.plan`,
+//! and `basic` once it is cancelled, unpaid or expired.
+//!
+//! Other types, objects without an order or vendor, and PaymentIntents and charges the
+//! payments worker created itself (`metadata.storeflow_source = payments_worker`: it published
+//! their outcome already, so they are not reported twice) are acknowledged and named in the
+//! answer (`ignored`), so Stripe does not retry them. Accounts, subscriptions and disputes are
+//! always reported: onboarding progress, renewals, cancellations and disputes happen at
+//! Stripe, after the worker's call.
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use storeflow_avro::{Event, PaymentAuthorized, PaymentCaptured, PaymentFailed, RefundIssued, Timestamp};
+use storeflow_avro::{
+    DisputeClosed, DisputeOpened, Event, PaymentAuthorized, PaymentCaptured, PaymentFailed, RefundIssued, Timestamp, VendorAccountUpdated, VendorPlanChanged,
+};
 
 use crate::error::{ApiError, ApiResult};
 use crate::ids::derived_uuid;
@@ -108,8 +121,33 @@ pub fn verify(header: Option<&str>, body: &[u8], secrets: &[SecretString], toler
 pub enum Delivery {
     /// This event, to publish.
     Publish(Box<Event>),
+    /// This event about the order of the PaymentIntent `payment_id` (a dispute's object
+    /// names no order): publish it once [`Delivery::for_order`] has filled the order in.
+    ForPayment { payment_id: String, event: Box<Event> },
     /// Nothing to publish, and why.
     Ignored(String),
+}
+
+impl Delivery {
+    /// The event of a [`Delivery::ForPayment`], about `order_id`.
+    pub fn for_order(event: Event, order_id: String) -> Event {
+        match event {
+            Event::DisputeOpened(d) => Event::DisputeOpened(DisputeOpened { order_id, ..d }),
+            Event::DisputeClosed(d) => Event::DisputeClosed(DisputeClosed { order_id, ..d }),
+            other => other,
+        }
+    }
+}
+
+/// The plan a subscription object stands for, in force or not.
+fn plan_of(o: &Value) -> Option<&str> {
+    text(o, "/items/data/0/price/metadata/plan")
+        .or_else(|| text(o, "/items/data/0/price/lookup_key"))
+        .or_else(|| text(o, "/metadata/plan"))
+}
+
+fn flag(v: &Value, path: &str) -> bool {
+    v.pointer(path).and_then(Value::as_bool).unwrap_or(false)
 }
 
 fn text<'a>(v: &'a Value, path: &str) -> Option<&'a str> {
@@ -127,6 +165,86 @@ pub fn translate(body: &[u8]) -> ApiResult<Delivery> {
     let kind = text(&e, "/type").ok_or_else(|| ApiError::field("type", "a Stripe event has a type"))?;
     let created = amount(&e, "/created").ok_or_else(|| ApiError::field("created", "a Stripe event has a creation time"))?;
     let o = e.pointer("/data/object").ok_or_else(|| ApiError::field("data.object", "a Stripe event carries its object"))?;
+    let event_id = derived_uuid(&format!("stripe/{id}"));
+    let occurred_at = Timestamp(created.saturating_mul(1000));
+    let object_id = text(o, "/id").unwrap_or_default().to_string();
+    let need = |v: Option<i64>, field: &str| v.ok_or_else(|| ApiError::field(format!("data.object.{field}"), format!("{kind} carries {field}")));
+    let currency = text(o, "/currency").unwrap_or_default().to_ascii_uppercase();
+    match kind {
+        "charge.dispute.created" | "charge.dispute.closed" => {
+            let Some(payment_id) = text(o, "/payment_intent").map(str::to_string) else {
+                return Ok(Delivery::Ignored(format!("{kind} {id}: the dispute names no PaymentIntent")));
+            };
+            let dispute_id = object_id;
+            let amount_minor = need(amount(o, "/amount"), "amount")?;
+            let status = text(o, "/status").unwrap_or("unknown").to_string();
+            let event = if kind == "charge.dispute.created" {
+                Event::DisputeOpened(DisputeOpened {
+                    event_id,
+                    occurred_at,
+                    order_id: String::new(),
+                    payment_id: payment_id.clone(),
+                    dispute_id,
+                    amount_minor,
+                    currency,
+                    reason: text(o, "/reason").unwrap_or("general").to_string(),
+                    status,
+                })
+            } else {
+                Event::DisputeClosed(DisputeClosed { event_id, occurred_at, order_id: String::new(), payment_id: payment_id.clone(), dispute_id, amount_minor, currency, status })
+            };
+            return Ok(match text(o, "/metadata/order_id") {
+                Some(order) => Delivery::Publish(Box::new(Delivery::for_order(event, order.to_string()))),
+                None => Delivery::ForPayment { payment_id, event: Box::new(event) },
+            });
+        }
+        "account.updated" => {
+            let Some(vendor_id) = text(o, "/metadata/vendor_id").map(str::to_string) else {
+                return Ok(Delivery::Ignored(format!("{kind} {id}: the account names no vendor (metadata.vendor_id)")));
+            };
+            return Ok(Delivery::Publish(Box::new(Event::VendorAccountUpdated(VendorAccountUpdated {
+                event_id,
+                occurred_at,
+                vendor_id,
+                account_id: object_id,
+                charges_enabled: flag(o, "/charges_enabled"),
+                payouts_enabled: flag(o, "/payouts_enabled"),
+                details_submitted: flag(o, "/details_submitted"),
+            }))));
+        }
+        "customer.subscription.created" | "customer.subscription.updated" | "customer.subscription.deleted" => {
+            let Some(vendor_id) = text(o, "/metadata/vendor_id").map(str::to_string) else {
+                return Ok(Delivery::Ignored(format!("{kind} {id}: the subscription names no vendor (metadata.vendor_id)")));
+            };
+            let status = text(o, "/status").unwrap_or("unknown").to_string();
+            let ended = kind == "customer.subscription.deleted" || matches!(status.as_str(), "canceled" | "unpaid" | "incomplete_expired");
+            if !ended && status == "incomplete" {
+                return Ok(Delivery::Ignored(format!("{kind} {id}: the subscription is not paid yet (incomplete): no plan in force")));
+            }
+            let plan = if ended {
+                "basic".to_string()
+            } else {
+                plan_of(o).ok_or_else(|| ApiError::field("data.object.items.data[0].price.metadata.plan", "a subscription names its plan (price metadata.plan, lookup_key, or metadata.plan)"))?.to_string()
+            };
+            // In force from Stripe's time: the subscription's start when it was created, the
+            // change (this event) when it changed, its end when it ended.
+            let effective = match kind {
+                "customer.subscription.created" => amount(o, "/start_date").unwrap_or(created),
+                "customer.subscription.deleted" => amount(o, "/ended_at").or_else(|| amount(o, "/canceled_at")).unwrap_or(created),
+                _ => created,
+            };
+            return Ok(Delivery::Publish(Box::new(Event::VendorPlanChanged(VendorPlanChanged {
+                event_id,
+                occurred_at,
+                vendor_id,
+                plan,
+                subscription_id: Some(object_id),
+                status,
+                effective_at: Timestamp(effective.saturating_mul(1000)),
+            }))));
+        }
+        _ => {}
+    }
     if text(o, "/metadata/storeflow_source") == Some("payments_worker") {
         // Created by the payments worker, which published the outcome itself.
         return Ok(Delivery::Ignored(format!("{kind} {id}: reported by storeflow's payments worker already")));
@@ -134,11 +252,6 @@ pub fn translate(body: &[u8]) -> ApiResult<Delivery> {
     let Some(order_id) = text(o, "/metadata/order_id").map(str::to_string) else {
         return Ok(Delivery::Ignored(format!("{kind} {id}: its object names no order (metadata.order_id)")));
     };
-    let event_id = derived_uuid(&format!("stripe/{id}"));
-    let occurred_at = Timestamp(created.saturating_mul(1000));
-    let currency = text(o, "/currency").unwrap_or_default().to_ascii_uppercase();
-    let need = |v: Option<i64>, field: &str| v.ok_or_else(|| ApiError::field(format!("data.object.{field}"), format!("{kind} carries {field}")));
-    let object_id = text(o, "/id").unwrap_or_default().to_string();
     let event = match kind {
         "payment_intent.amount_capturable_updated" => Event::PaymentAuthorized(PaymentAuthorized {
             event_id,
@@ -267,5 +380,89 @@ mod tests {
         // A believed event missing what its type carries is refused naming the field.
         let err = translate(&pi("payment_intent.succeeded", serde_json::json!({}))).unwrap_err();
         assert!(matches!(&err, ApiError::Invalid { field: Some(field), .. } if field == "data.object.amount_received"), "{err:?}");
+    }
+
+    fn event(kind: &str, created: i64, object: Value) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({"id": "evt_9", "type": kind, "created": created, "data": {"object": object}})).unwrap()
+    }
+
+    #[test]
+    fn a_dispute_becomes_an_event_of_the_order_its_payment_intent_belongs_to() {
+        let dispute = |kind: &str, status: &str| {
+            event(kind, 1_800_000_500, serde_json::json!({"id": "dp_1", "object": "dispute", "amount": 4_200, "currency": "usd", "charge": "ch_1",
+                "payment_intent": "pi_1", "reason": "fraudulent", "status": status, "metadata": {}}))
+        };
+        // The dispute names no order: the route looks it up by the PaymentIntent.
+        let Delivery::ForPayment { payment_id, event: e } = translate(&dispute("charge.dispute.created", "needs_response")).unwrap() else { panic!() };
+        assert_eq!(payment_id, "pi_1");
+        let Event::DisputeOpened(d) = Delivery::for_order(*e, "o-7".into()) else { panic!() };
+        assert_eq!(
+            (d.order_id.as_str(), d.payment_id.as_str(), d.dispute_id.as_str(), d.amount_minor, d.currency.as_str(), d.reason.as_str(), d.status.as_str()),
+            ("o-7", "pi_1", "dp_1", 4_200, "USD", "fraudulent", "needs_response")
+        );
+        assert_eq!(d.occurred_at, Timestamp(1_800_000_500_000));
+        let Delivery::ForPayment { event: e, .. } = translate(&dispute("charge.dispute.closed", "lost")).unwrap() else { panic!() };
+        let Event::DisputeClosed(c) = Delivery::for_order(*e, "o-7".into()) else { panic!() };
+        assert_eq!((c.order_id.as_str(), c.status.as_str(), c.amount_minor), ("o-7", "lost", 4_200));
+        // Disputes are the bank's, never the worker's: a worker-made payment's dispute counts.
+        let mut ours: Value = serde_json::from_slice(&dispute("charge.dispute.created", "needs_response")).unwrap();
+        ours["data"]["object"]["metadata"] = serde_json::json!({"storeflow_source": "payments_worker", "order_id": "o-8"});
+        let Delivery::Publish(e) = translate(&serde_json::to_vec(&ours).unwrap()).unwrap() else { panic!("a worker-made payment's dispute is reported") };
+        assert_eq!(e.order_id(), Some("o-8"), "an order in the dispute's own metadata is taken as it is");
+        assert!(matches!(translate(&dispute("charge.dispute.updated", "under_review")).unwrap(), Delivery::Ignored(_)));
+        let mut bare: Value = serde_json::from_slice(&dispute("charge.dispute.created", "needs_response")).unwrap();
+        bare["data"]["object"].as_object_mut().unwrap().remove("payment_intent");
+        assert!(matches!(translate(&serde_json::to_vec(&bare).unwrap()).unwrap(), Delivery::Ignored(_)), "a dispute of a charge without a PaymentIntent is not ours");
+    }
+
+    #[test]
+    fn an_account_update_says_what_the_vendors_connected_account_may_do() {
+        let account = |metadata: Value| {
+            event("account.updated", 1_800_000_000, serde_json::json!({"id": "acct_1", "object": "account", "charges_enabled": true, "payouts_enabled": false,
+                "details_submitted": true, "metadata": metadata}))
+        };
+        let Delivery::Publish(e) = translate(&account(serde_json::json!({"vendor_id": "v-1", "storeflow_source": "payments_worker"}))).unwrap() else {
+            panic!("an account the worker created still reports its onboarding")
+        };
+        let Event::VendorAccountUpdated(a) = *e else { panic!() };
+        assert_eq!((a.vendor_id.as_str(), a.account_id.as_str(), a.charges_enabled, a.payouts_enabled, a.details_submitted), ("v-1", "acct_1", true, false, true));
+        assert_eq!(Event::VendorAccountUpdated(a).key(), "v-1", "published under the vendor's key");
+        assert!(matches!(translate(&account(serde_json::json!({}))).unwrap(), Delivery::Ignored(_)), "an account of no vendor is not ours");
+    }
+
+    #[test]
+    fn a_subscription_keeps_the_vendors_plan_current_from_stripes_time() {
+        let sub = |kind: &str, status: &str, price: Value| {
+            event(kind, 1_800_000_900, serde_json::json!({"id": "sub_1", "object": "subscription", "status": status, "start_date": 1_800_000_000,
+                "canceled_at": 1_800_000_800, "ended_at": 1_800_000_850, "metadata": {"vendor_id": "v-1", "plan": "pro"},
+                "items": {"data": [{"price": price}]}}))
+        };
+        let plan = |body: &[u8]| match translate(body).unwrap() {
+            Delivery::Publish(e) => match *e {
+                Event::VendorPlanChanged(p) => (p.plan, p.status, p.effective_at.millis(), p.subscription_id),
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        };
+        let sub_id = Some("sub_1".to_string());
+        assert_eq!(plan(&sub("customer.subscription.created", "active", serde_json::json!({"id": "price_p", "metadata": {}}))),
+            ("pro".into(), "active".into(), 1_800_000_000_000, sub_id.clone()), "created: in force from its start, plan from the metadata");
+        // Changed in Stripe's dashboard: the price says the plan, from the change on.
+        assert_eq!(plan(&sub("customer.subscription.updated", "active", serde_json::json!({"id": "price_e", "metadata": {"plan": "enterprise"}}))),
+            ("enterprise".into(), "active".into(), 1_800_000_900_000, sub_id.clone()));
+        assert_eq!(plan(&sub("customer.subscription.updated", "past_due", serde_json::json!({"id": "price_e", "lookup_key": "enterprise"}))).0, "enterprise",
+            "a late payment keeps the plan while Stripe retries it");
+        assert_eq!(plan(&sub("customer.subscription.updated", "unpaid", serde_json::json!({"metadata": {"plan": "enterprise"}}))).0, "basic");
+        assert_eq!(plan(&sub("customer.subscription.deleted", "canceled", serde_json::json!({}))),
+            ("basic".into(), "canceled".into(), 1_800_000_850_000, sub_id), "ended: basic from when it ended");
+        assert!(matches!(translate(&sub("customer.subscription.created", "incomplete", serde_json::json!({}))).unwrap(), Delivery::Ignored(_)),
+            "not paid yet: no plan in force");
+        let mut anonymous: Value = serde_json::from_slice(&sub("customer.subscription.created", "active", serde_json::json!({}))).unwrap();
+        anonymous["data"]["object"]["metadata"] = serde_json::json!({});
+        assert!(matches!(translate(&serde_json::to_vec(&anonymous).unwrap()).unwrap(), Delivery::Ignored(_)));
+        let mut planless: Value = serde_json::from_slice(&sub("customer.subscription.updated", "active", serde_json::json!({}))).unwrap();
+        planless["data"]["object"]["metadata"] = serde_json::json!({"vendor_id": "v-1"});
+        let err = translate(&serde_json::to_vec(&planless).unwrap()).unwrap_err();
+        assert!(matches!(&err, ApiError::Invalid { field: Some(f), .. } if f.contains("plan")), "{err:?}");
     }
 }

@@ -100,3 +100,65 @@ async fn healthy(h: &Harness) {
     let (st, _, _) = h.call(Method::GET, "/healthz", None, None).await;
     assert_eq!(st, StatusCode::OK);
 }
+
+fn disputed(evt: &str, payment_intent: &str) -> Vec<u8> {
+    json!({"id": evt, "object": "event", "type": "charge.dispute.created", "created": now_secs(),
+        "data": {"object": {"id": "dp_1", "object": "dispute", "amount": 3998, "currency": "eur", "charge": "ch_3Q",
+            "payment_intent": payment_intent, "reason": "fraudulent", "status": "needs_response", "metadata": {}}}})
+    .to_string()
+    .into_bytes()
+}
+
+#[tokio::test]
+async fn a_dispute_is_published_for_the_order_of_its_payment_once_the_read_model_knows_the_payment() {
+    let h = configured();
+    // A payment nobody has seen: 503, so Stripe retries; nothing published.
+    let body = disputed("evt_d0", "pi_unknown");
+    let (st, v) = deliver(&h, &body, Some(&signature(SECRET, now_secs(), &body))).await;
+    assert_eq!((st, v["error"]["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("unavailable")), "{v}");
+    assert_eq!(h.published(), 0);
+    // The payment is authorized (pi_3Q, order o-1); the sinks land it in the read model.
+    let body = authorized("evt_a1");
+    let (st, _) = deliver(&h, &body, Some(&signature(SECRET, now_secs(), &body))).await;
+    assert_eq!(st, StatusCode::OK);
+    let body = disputed("evt_d1", "pi_3Q");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let v = loop {
+        // Stripe's retries, signed anew each time.
+        let (st, v) = deliver(&h, &body, Some(&signature(SECRET, now_secs(), &body))).await;
+        match st {
+            StatusCode::OK => break v,
+            StatusCode::SERVICE_UNAVAILABLE if std::time::Instant::now() < deadline => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+            other => panic!("{other}: {v}"),
+        }
+    };
+    assert_eq!(v["published"].as_str(), Some("DisputeOpened"), "{v}");
+    let on_log = h.events_on("storefront.payments");
+    let disputes: Vec<_> = on_log.iter().filter_map(|e| if let Event::DisputeOpened(d) = e { Some(d) } else { None }).collect();
+    let [d] = &disputes[..] else { panic!("{on_log:?}") };
+    assert_eq!((d.order_id.as_str(), d.payment_id.as_str(), d.dispute_id.as_str(), d.amount_minor), ("o-1", "pi_3Q", "dp_1", 3998));
+    let (st, v) = deliver(&h, &body, Some(&signature(SECRET, now_secs(), &body))).await;
+    assert_eq!((st, v["duplicate"].as_bool()), (StatusCode::OK, Some(true)), "a retried dispute publishes nothing more: {v}");
+}
+
+#[tokio::test]
+async fn connected_accounts_and_subscriptions_become_the_vendors_catalog_events() {
+    let h = configured();
+    let now = now_secs();
+    let account = json!({"id": "evt_acc", "type": "account.updated", "created": now, "data": {"object": {"id": "acct_9", "object": "account",
+        "charges_enabled": true, "payouts_enabled": true, "details_submitted": true, "metadata": {"vendor_id": "V-A"}}}})
+    .to_string()
+    .into_bytes();
+    let (st, v) = deliver(&h, &account, Some(&signature(SECRET, now, &account))).await;
+    assert_eq!((st, v["published"].as_str()), (StatusCode::OK, Some("VendorAccountUpdated")), "{v}");
+    let sub = json!({"id": "evt_sub", "type": "customer.subscription.created", "created": now, "data": {"object": {"id": "sub_9", "object": "subscription",
+        "status": "active", "start_date": now - 5, "metadata": {"vendor_id": "V-A", "plan": "pro"}, "items": {"data": [{"price": {"id": "price_pro"}}]}}}})
+    .to_string()
+    .into_bytes();
+    let (st, v) = deliver(&h, &sub, Some(&signature(SECRET, now, &sub))).await;
+    assert_eq!((st, v["published"].as_str()), (StatusCode::OK, Some("VendorPlanChanged")), "{v}");
+    let on_log = h.events_on("storefront.catalog");
+    let [Event::VendorAccountUpdated(a), Event::VendorPlanChanged(p)] = &on_log[..] else { panic!("{on_log:?}") };
+    assert_eq!((a.vendor_id.as_str(), a.account_id.as_str(), a.charges_enabled), ("V-A", "acct_9", true));
+    assert_eq!((p.vendor_id.as_str(), p.plan.as_str(), p.subscription_id.as_deref(), p.effective_at.millis()), ("V-A", "pro", Some("sub_9"), (now - 5) * 1000));
+}

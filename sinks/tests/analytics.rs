@@ -12,7 +12,7 @@ use storeflow_avro::*;
 use storeflow_sinks::analytics::config::{AnalyticsConfig, ClickHouseConfig};
 use storeflow_ingest::partitioner::partition_for_key;
 use storeflow_sinks::analytics::rows::DimProduct;
-use storeflow_sinks::analytics::{Analytics, AnalyticsSink, DashboardRange, Granularity, Question, SalesBucket, Store, questions};
+use storeflow_sinks::analytics::{Analytics, AnalyticsSink, DashboardRange, Granularity, MoneyDay, MoneyFlow, Question, SalesBucket, Store, questions};
 use storeflow_sinks::money::Rates;
 use storeflow_sinks::runner::Sink;
 use storeflow_sinks::{Sinks, SinksConfig};
@@ -63,6 +63,8 @@ on_both!(
     the_product_dimension_keeps_the_latest_catalog_event_whatever_the_event_times,
     vendor_minutes_keep_the_highest_version_whatever_the_event_times,
     vendor_money_agrees_with_the_sales_processor_to_the_minor_unit_in_every_currency,
+    transfers_reversals_and_disputes_show_per_vendor_day_and_currency,
+    simulated_traffic_through_the_payments_worker_balances_every_vendor_day,
 );
 
 fn rt() -> tokio::runtime::Runtime {
@@ -849,4 +851,231 @@ fn vendor_money_agrees_with_the_sales_processor_to_the_minor_unit_in_every_curre
 #[derive(Debug, PartialEq, serde::Deserialize)]
 struct NetRow {
     net: i64,
+}
+
+const DAY: i64 = 86_400_000;
+
+fn flow(currency: &str, [captured, refunded, transferred, commission, disputed, lost]: [i64; 6]) -> MoneyFlow {
+    MoneyFlow {
+        currency: currency.into(),
+        captured_minor: captured,
+        refunded_minor: refunded,
+        transferred_minor: transferred,
+        commission_minor: commission,
+        disputed_minor: disputed,
+        dispute_lost_minor: lost,
+    }
+}
+
+fn transfer(n: u32, at: i64, order: &str, vendor: &str, currency: &str, gross: i64, commission: i64) -> Event {
+    Event::VendorTransferCreated(VendorTransferCreated {
+        event_id: format!("00000000-0000-4000-8010-{n:012}"),
+        occurred_at: Timestamp(at),
+        order_id: order.into(),
+        payment_id: format!("pi-{order}"),
+        vendor_id: vendor.into(),
+        transfer_id: format!("tr-{n}"),
+        destination: format!("acct_{vendor}"),
+        gross_minor: gross,
+        commission_minor: commission,
+        amount_minor: gross - commission,
+        currency: currency.into(),
+    })
+}
+
+/// Transfers on two days and in two currencies, a reversal after midnight, a dispute split
+/// over an order's two vendors (opened in one write, its transfers stored by an earlier one)
+/// and lost the next day, and a dispute of an order without transfers: each vendor-day shows
+/// what moved that day, in its currency, and a replay into a reopened sink adds nothing.
+fn transfers_reversals_and_disputes_show_per_vendor_day_and_currency(b: Backend) {
+    let d0 = (START / DAY + 1) * DAY; // a midnight
+    let dispute = |n: u32, at: i64, order: &str, amount: i64, closed: Option<&str>| match closed {
+        None => Event::DisputeOpened(DisputeOpened {
+            event_id: format!("00000000-0000-4000-8011-{n:012}"),
+            occurred_at: Timestamp(at),
+            order_id: order.into(),
+            payment_id: format!("pi-{order}"),
+            dispute_id: format!("dp-{order}"),
+            amount_minor: amount,
+            currency: "EUR".into(),
+            reason: "fraudulent".into(),
+            status: "needs_response".into(),
+        }),
+        Some(status) => Event::DisputeClosed(DisputeClosed {
+            event_id: format!("00000000-0000-4000-8011-{n:012}"),
+            occurred_at: Timestamp(at),
+            order_id: order.into(),
+            payment_id: format!("pi-{order}"),
+            dispute_id: format!("dp-{order}"),
+            amount_minor: amount,
+            currency: "EUR".into(),
+            status: status.into(),
+        }),
+    };
+    let events = vec![
+        transfer(1, d0 - 60_000, "o-1", "v-a", "EUR", 10_000, 1_000),
+        transfer(2, d0 - 60_000, "o-1", "v-b", "EUR", 3_333, 333),
+        transfer(3, d0 + 5_000, "o-2", "v-a", "JPY", 777, 77),
+        // The first write ends here.
+        Event::VendorTransferReversed(VendorTransferReversed {
+            event_id: "00000000-0000-4000-8012-000000000001".into(),
+            occurred_at: Timestamp(d0 + 60_000),
+            order_id: "o-1".into(),
+            vendor_id: "v-a".into(),
+            transfer_id: "tr-1".into(),
+            reversal_id: "trr-1".into(),
+            refund_id: "re-1".into(),
+            refunded_minor: 2_500,
+            commission_minor: 250,
+            amount_minor: 2_250,
+            currency: "EUR".into(),
+        }),
+        // 1,000 over 10,000 : 3,333 is 750.19 : 249.98; the left-over unit goes to the
+        // larger remainder (v-b).
+        dispute(1, d0 - 30_000, "o-1", 1_000, None),
+        dispute(2, d0 + 120_000, "o-1", 1_000, Some("lost")),
+        dispute(3, d0 + 130_000, "o-3", 500, None),
+    ];
+    let its = items(&events);
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = AnalyticsSink::open(&b.config(), "EUR", dir.path()).await.expect("open");
+        sink.write(&its[..3]).await.expect("the transfers");
+        sink.write(&its[3..]).await.expect("the reversal and the disputes");
+        let check = |a: Analytics| async move {
+            let days = a.vendor_money("v-a", d0 - DAY, d0 + DAY).await.expect("vendor money");
+            assert_eq!(
+                days,
+                vec![
+                    MoneyDay { day: d0 - DAY, flow: flow("EUR", [10_000, 0, 9_000, 1_000, 750, 0]) },
+                    MoneyDay { day: d0, flow: flow("EUR", [0, 2_500, -2_250, -250, 0, 750]) },
+                    MoneyDay { day: d0, flow: flow("JPY", [777, 0, 700, 77, 0, 0]) },
+                ]
+            );
+            let b_days = a.vendor_money("v-b", d0 - DAY, d0 + DAY).await.expect("vendor money");
+            assert_eq!(
+                b_days,
+                vec![
+                    MoneyDay { day: d0 - DAY, flow: flow("EUR", [3_333, 0, 3_000, 333, 250, 0]) },
+                    MoneyDay { day: d0, flow: flow("EUR", [0, 0, 0, 0, 0, 250]) },
+                ]
+            );
+            let v = a.vendor_performance("v-a", DashboardRange::Week, Some(d0 + 3_600_000)).await.expect("vendor performance");
+            assert_eq!(v.money, vec![flow("EUR", [10_000, 2_500, 6_750, 750, 750, 750]), flow("JPY", [777, 0, 700, 77, 0, 0])]);
+            let d = a.dashboard(DashboardRange::Week, Some(d0 + 3_600_000)).await.expect("dashboard");
+            // The marketplace: both vendors, and o-3's dispute, which no vendor shares.
+            assert_eq!(d.money, vec![flow("EUR", [13_333, 2_500, 9_750, 1_083, 1_500, 1_000]), flow("JPY", [777, 0, 700, 77, 0, 0])]);
+            // Within a day: only that day's movements.
+            let v = a.vendor_performance("v-a", DashboardRange::Hour, Some(d0 - 1)).await.expect("vendor performance");
+            assert_eq!(v.money, vec![flow("EUR", [10_000, 0, 9_000, 1_000, 750, 0])]);
+        };
+        check(handle(&sink)).await;
+        drop(sink);
+        let mut again = AnalyticsSink::open(&b.config(), "EUR", dir.path()).await.expect("reopen");
+        again.write(&its).await.expect("everything again");
+        check(handle(&again)).await;
+        assert_eq!(handle(&again).row_counts().await.expect("counts")["fact_vendor_money"], 9);
+    });
+}
+
+/// The payments worker's own output over simulated traffic — the simulator's storefront,
+/// warehouses and customers feeding inventory, fraud, the order saga and the payments
+/// worker (test mode) in the test driver, from just before a midnight — written to the
+/// store: every vendor-day balances to the minor unit (captured = transferred + commission
+/// + refunded), each figure is what the worker's events and the saga's capture commands and
+/// refunds say, and some vendor-days have refunds.
+fn simulated_traffic_through_the_payments_worker_balances_every_vendor_day(b: Backend) {
+    use storeflow_processors::TestDriver;
+    let start = (START / DAY + 1) * DAY - 60_000;
+    let procs = storeflow_processors::registry()
+        .iter()
+        .filter(|r| ["inventory", "orders", "fraud", "payments"].contains(&r.name))
+        .map(|r| (r.build)(&serde_json::Value::Null).expect("default config"))
+        .collect();
+    let mut d = TestDriver::chain(procs);
+    let sim = storeflow_sim::Simulator::new(storeflow_sim::SimConfig { seed: 77, start: Timestamp(start), sessions_per_second: 20.0, ..Default::default() });
+    for e in sim.take_while(|e| e.occurred_at().millis() < start + 150_000) {
+        d.pipe(e);
+    }
+    let worker = d.outputs::<Event>(Topic::Payments.name());
+    let commands = d.outputs::<Event>(Topic::PaymentCommands.name());
+    type Key = (String, i64, String); // vendor, day, currency
+    let day = |t: &Timestamp| t.millis().div_euclid(DAY) * DAY;
+    // What the worker's events say, and, independently, what the saga asked and was refunded.
+    let mut want: BTreeMap<Key, MoneyFlow> = BTreeMap::new();
+    let mut asked: BTreeMap<Key, i64> = BTreeMap::new();
+    let mut lines_refunded: BTreeMap<Key, i64> = BTreeMap::new();
+    let mut captured_orders: HashSet<String> = HashSet::new();
+    let at = |v: &str, t: &Timestamp, c: &str| -> Key { (v.to_string(), day(t), c.to_string()) };
+    for e in &worker {
+        match e {
+            Event::PaymentCaptured(c) => {
+                captured_orders.insert(c.order_id.clone());
+            }
+            Event::VendorTransferCreated(t) => {
+                let f = want.entry(at(&t.vendor_id, &t.occurred_at, &t.currency)).or_insert_with(|| flow(&t.currency, [0; 6]));
+                f.captured_minor += t.gross_minor;
+                f.transferred_minor += t.amount_minor;
+                f.commission_minor += t.commission_minor;
+            }
+            Event::VendorTransferReversed(r) => {
+                let f = want.entry(at(&r.vendor_id, &r.occurred_at, &r.currency)).or_insert_with(|| flow(&r.currency, [0; 6]));
+                f.refunded_minor += r.refunded_minor;
+                f.transferred_minor -= r.amount_minor;
+                f.commission_minor -= r.commission_minor;
+            }
+            _ => {}
+        }
+    }
+    for e in &worker {
+        if let Event::RefundIssued(r) = e
+            && captured_orders.contains(&r.order_id)
+        {
+            for l in &r.lines {
+                *lines_refunded.entry(at(&l.vendor_id, &r.occurred_at, &r.currency)).or_default() += l.amount_minor;
+            }
+        }
+    }
+    let mut first_capture: HashSet<String> = HashSet::new();
+    for e in &commands {
+        if let Event::CaptureRequested(c) = e
+            && captured_orders.contains(&c.order_id)
+            && first_capture.insert(c.order_id.clone())
+        {
+            for v in &c.vendors {
+                *asked.entry(at(&v.vendor_id, &c.occurred_at, &c.currency)).or_default() += v.amount_minor;
+            }
+        }
+    }
+    let days: HashSet<i64> = want.keys().map(|k| k.1).collect();
+    let refunded_days = want.values().filter(|f| f.refunded_minor > 0).count();
+    assert!(want.len() > 20 && days.len() == 2, "vendor-days on both sides of midnight: {} over {days:?}", want.len());
+    assert!(refunded_days > 0, "some vendor-days have refunds, so the identity can fail");
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = AnalyticsSink::open(&b.config(), "EUR", dir.path()).await.expect("open");
+        for chunk in items(&worker).chunks(500) {
+            sink.write(chunk).await.expect("write");
+        }
+        let a = handle(&sink);
+        let vendors: std::collections::BTreeSet<&str> = want.keys().map(|k| k.0.as_str()).collect();
+        let mut got: BTreeMap<Key, MoneyFlow> = BTreeMap::new();
+        for v in vendors {
+            for m in a.vendor_money(v, start - DAY, start + 2 * DAY).await.expect("vendor money") {
+                let f = &m.flow;
+                assert_eq!(
+                    f.captured_minor,
+                    f.transferred_minor + f.commission_minor + f.refunded_minor,
+                    "{v} on {}: captured = transferred + commission + refunded ({f:?})",
+                    m.day
+                );
+                got.insert((v.to_string(), m.day, f.currency.clone()), m.flow);
+            }
+        }
+        assert_eq!(got, want, "the store's vendor-days are the worker's events");
+        let captured: BTreeMap<Key, i64> = got.iter().map(|(k, f)| (k.clone(), f.captured_minor)).filter(|(_, c)| *c != 0).collect();
+        assert_eq!(captured, asked, "captured is what the saga asked to capture of each vendor's lines");
+        let refunded: BTreeMap<Key, i64> = got.iter().map(|(k, f)| (k.clone(), f.refunded_minor)).filter(|(_, r)| *r != 0).collect();
+        assert_eq!(refunded, lines_refunded, "refunded is each vendor's refunded lines");
+    });
 }

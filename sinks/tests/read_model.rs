@@ -60,6 +60,7 @@ on_both!(
     forty_receipts_of_one_unit_leave_forty_on_hand_whatever_the_event_times,
     the_read_model_equals_the_last_snapshot_per_entity_whatever_the_event_times,
     a_shipment_keeps_what_it_shipped_when_its_creation_is_delivered_again,
+    a_vendor_takes_its_plan_changes_and_account_in_processing_order,
 );
 
 fn rt() -> tokio::runtime::Runtime {
@@ -625,5 +626,63 @@ fn a_shipment_keeps_what_it_shipped_when_its_creation_is_delivered_again(b: Back
         let sh = &o.shipments[0];
         assert_eq!((sh.status.as_str(), sh.warehouse_id.as_deref(), sh.carrier.as_deref(), sh.tracking_number.as_deref()), ("shipped", Some("wh-b"), Some("dhl"), Some("trk-1")));
         assert_eq!(sh.lines, Some(serde_json::json!([{"sku": "sku-1", "quantity": 2}])));
+    });
+}
+
+fn a_vendor_takes_its_plan_changes_and_account_in_processing_order(b: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let onboarded = Event::VendorOnboarded(VendorOnboarded {
+        event_id: "vo-1".into(),
+        occurred_at: Timestamp(START),
+        vendor_id: "v-9".into(),
+        name: "Nine".into(),
+        country: "DE".into(),
+        plan: "basic".into(),
+        payout_currency: "EUR".into(),
+        stripe_account_id: None,
+    });
+    let plan = |id: &str, plan: &str, effective: i64| {
+        Event::VendorPlanChanged(VendorPlanChanged {
+            event_id: id.into(),
+            occurred_at: Timestamp(START + 10),
+            vendor_id: "v-9".into(),
+            plan: plan.into(),
+            subscription_id: Some("sub_9".into()),
+            status: "active".into(),
+            effective_at: Timestamp(effective),
+        })
+    };
+    let account = Event::VendorAccountUpdated(VendorAccountUpdated {
+        event_id: "va-1".into(),
+        occurred_at: Timestamp(START + 20),
+        vendor_id: "v-9".into(),
+        account_id: "acct_9".into(),
+        charges_enabled: true,
+        payouts_enabled: true,
+        details_submitted: true,
+    });
+    rt().block_on(async {
+        let mut sink = ReadModelSink::open(&b.config(), dir.path()).await.expect("open");
+        // One batch: onboarded, then pro, then enterprise stamped with an *earlier* effective
+        // time (event time is data: the later record wins), then the account.
+        let its = items(&[onboarded, plan("vp-1", "pro", START + 500), plan("vp-2", "enterprise", START + 100), account]);
+        sink.write(&its).await.expect("write");
+        // The pro change delivered again, alone: it is older than what the row holds.
+        sink.write(&[its[1].clone()]).await.expect("stale batch");
+        let rm = ReadModel::new(sink.db().clone(), tokio::runtime::Handle::current());
+        let v = rm.vendor("v-9").await.expect("read").expect("vendor");
+        assert_eq!(v.plan, "enterprise");
+        let (acct,) = match sink.db() {
+            storeflow_sinks::read_model::Db::Postgres(p) => sqlx::query_as::<_, (Option<String>,)>("SELECT stripe_account_id FROM vendors WHERE vendor_id = 'v-9'").fetch_one(p).await.unwrap(),
+            storeflow_sinks::read_model::Db::Sqlite(p) => sqlx::query_as::<_, (Option<String>,)>("SELECT stripe_account_id FROM vendors WHERE vendor_id = 'v-9'").fetch_one(p).await.unwrap(),
+        };
+        assert_eq!(acct.as_deref(), Some("acct_9"));
+        // A plan change of a vendor the read model never saw writes nothing.
+        sink.write(&items(&[Event::VendorPlanChanged(VendorPlanChanged { vendor_id: "v-unknown".into(), ..match plan("vp-3", "pro", START) { Event::VendorPlanChanged(p) => p, _ => unreachable!() } })])).await.expect("write");
+        assert!(rm.vendor("v-unknown").await.expect("read").is_none());
+        // The payment → order lookup the dispute webhook uses.
+        sink.write(&items(&an_order("o-9"))).await.expect("write");
+        assert_eq!(rm.order_of_payment("pay-1").await.expect("read").as_deref(), Some("o-9"));
+        assert_eq!(rm.order_of_payment("pi_nobody").await.expect("read"), None);
     });
 }

@@ -148,3 +148,14 @@ CREATE TABLE IF NOT EXISTS fact_vendor_minutes (
     base_currency LowCardinality(String), gmv_base_minor Int64, net_payout_base_minor Int64, version Int64,
     src_topic LowCardinality(String), src_partition UInt32, src_offset UInt64
 ) ENGINE = ReplacingMergeTree(version) PARTITION BY toYYYYMM(minute) ORDER BY (vendor_id, minute, currency);
+
+-- Vendors' money movements (transfers, reversals, disputes' vendor shares), in the order's
+-- currency; every row balances: captured − refunded = transferred + commission.
+CREATE TABLE IF NOT EXISTS fact_vendor_money (
+    event_id String, occurred_at DateTime64(3, 'UTC'),
+    kind LowCardinality(String), order_id String, payment_id String, vendor_id String, currency LowCardinality(String),
+    movement_id String, refund_id String, status LowCardinality(String),
+    captured_minor Int64, refunded_minor Int64, transferred_minor Int64, commission_minor Int64,
+    disputed_minor Int64, dispute_lost_minor Int64,
+    src_topic LowCardinality(String), src_partition UInt32, src_offset UInt64
+) ENGINE = MergeTree PARTITION BY toYYYYMM(occurred_at) ORDER BY (vendor_id, occurred_at, order_id);

@@ -12,6 +12,11 @@
 //! **Money.** Every amount is kept in its own currency *and* in the base currency (EUR by
 //! default, `*_eur_minor` columns), converted when written with the rate in force at the
 //! event's time ([`crate::money`]). Dashboards sum the base-currency columns.
+//!
+//! **The money flow** (`fact_vendor_money`: transfers, reversals, disputes) stays in the
+//! order's currency, reported per currency ([`MoneyFlow`]): there captured − refunded =
+//! transferred + commission holds to the minor unit, which a sum of separately rounded
+//! conversions would not keep.
 
 pub mod clickhouse;
 pub mod config;
@@ -179,6 +184,49 @@ struct RefundsRow {
     refunds_eur_minor: Option<i64>,
 }
 
+/// Money that moved in one currency, in its minor units: what vendors' lines captured, what
+/// was refunded of them, transferred to the vendors (net of reversals), kept as commission
+/// (net of what refunds gave back) and disputed. `captured − refunded = transferred +
+/// commission` exactly; disputes are apart (the platform's balance is debited).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct MoneyFlow {
+    /// ISO-4217 code of every amount.
+    pub currency: String,
+    /// The vendors' captured lines (transfers' gross).
+    pub captured_minor: i64,
+    /// Refunded of those lines.
+    pub refunded_minor: i64,
+    /// Transferred to the vendors, less reversals.
+    pub transferred_minor: i64,
+    /// Commission kept, less what refunds gave back.
+    pub commission_minor: i64,
+    /// Disputes opened (a vendor's share: in proportion to its gross in the order).
+    pub disputed_minor: i64,
+    /// Disputes closed as lost.
+    pub dispute_lost_minor: i64,
+}
+
+impl MoneyFlow {
+    fn add(&mut self, o: &MoneyFlow) {
+        self.captured_minor += o.captured_minor;
+        self.refunded_minor += o.refunded_minor;
+        self.transferred_minor += o.transferred_minor;
+        self.commission_minor += o.commission_minor;
+        self.disputed_minor += o.disputed_minor;
+        self.dispute_lost_minor += o.dispute_lost_minor;
+    }
+}
+
+/// A vendor's money flow in one UTC day and currency.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MoneyDay {
+    /// Start of the UTC day (ms).
+    pub day: i64,
+    /// The amounts (and their currency).
+    #[serde(flatten)]
+    pub flow: MoneyFlow,
+}
+
 /// The marketplace dashboard for one window.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Dashboard {
@@ -214,6 +262,9 @@ pub struct Dashboard {
     pub returned_units: i64,
     /// Returned orders / orders placed in the window.
     pub return_rate: f64,
+    /// The money flow in the window, per currency (all vendors; disputes of orders without
+    /// transfers included).
+    pub money: Vec<MoneyFlow>,
 }
 
 /// One vendor's performance in a window.
@@ -247,6 +298,9 @@ pub struct VendorPerformance {
     pub inventory_turnover: Option<f64>,
     /// Its best products.
     pub top_products: Vec<TopProduct>,
+    /// Its money flow in the window, per currency (its transfers, reversals and its share of
+    /// disputes, each on its own day).
+    pub money: Vec<MoneyFlow>,
 }
 
 /// How finely a sales series is cut.
@@ -339,6 +393,15 @@ fn ratio(a: i64, b: i64) -> f64 {
     if b == 0 { 0.0 } else { a as f64 / b as f64 }
 }
 
+/// Days summed per currency, in currency order.
+fn per_currency(days: &[MoneyDay]) -> Vec<MoneyFlow> {
+    let mut by: BTreeMap<&str, MoneyFlow> = BTreeMap::new();
+    for d in days {
+        by.entry(d.flow.currency.as_str()).or_insert_with(|| MoneyFlow { currency: d.flow.currency.clone(), ..MoneyFlow::default() }).add(&d.flow);
+    }
+    by.into_values().collect()
+}
+
 fn clean(mut v: Vec<TopProduct>) -> Vec<TopProduct> {
     for p in &mut v {
         p.title = p.title.take().filter(|t| !t.is_empty());
@@ -385,6 +448,7 @@ impl Analytics {
             let returns: Option<ReturnsRow> = first(questions::run(&store, Question::Returns, &p).await?);
             let (returned_orders, returned_units) =
                 returns.map_or((0, 0), |r| (r.returned_orders.unwrap_or(0), r.returned_units.unwrap_or(0)));
+            let money = questions::run(&store, Question::Money, &p).await?;
             Ok(Dashboard {
                 range,
                 from,
@@ -402,6 +466,7 @@ impl Analytics {
                 returned_orders,
                 returned_units,
                 return_rate: ratio(returned_orders, orders),
+                money,
             })
         })
         .await
@@ -422,6 +487,7 @@ impl Analytics {
             let stock: Option<StockRow> = first(questions::run(&store, Question::VendorStock, &v).await?);
             let refunds: Option<RefundsRow> = first(questions::run(&store, Question::VendorRefunds, &p).await?);
             let (on_hand, available) = stock.map_or((0, 0), |s| (s.on_hand.unwrap_or(0), s.available.unwrap_or(0)));
+            let days: Vec<MoneyDay> = questions::run(&store, Question::VendorMoney, &p).await?;
             Ok(VendorPerformance {
                 vendor_id: vendor,
                 from,
@@ -437,7 +503,20 @@ impl Analytics {
                 available,
                 inventory_turnover: (on_hand > 0).then(|| units as f64 / on_hand as f64),
                 top_products,
+                money: per_currency(&days),
             })
+        })
+        .await
+    }
+
+    /// One vendor's money flow per UTC day and currency in `[from, to)` (ms), oldest first;
+    /// days without a movement are left out.
+    pub async fn vendor_money(&self, vendor_id: &str, from: i64, to: i64) -> Result<Vec<MoneyDay>> {
+        let store = self.store.clone();
+        let vendor = vendor_id.to_string();
+        self.on_rt(async move {
+            let p = [("from", Param::Time(from)), ("to", Param::Time(to)), ("vendor", Param::Text(vendor))];
+            questions::run(&store, Question::VendorMoney, &p).await
         })
         .await
     }

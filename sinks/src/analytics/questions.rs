@@ -54,12 +54,15 @@ questions! {
     VendorRating = "vendor_rating",
     VendorStock = "vendor_stock",
     VendorRefunds = "vendor_refunds",
+    VendorMoney = "vendor_money",
+    Money = "money",
+    OrderGross = "order_gross",
     CustomerValue = "customer_value",
     Cohorts = "cohorts",
 }
 
-/// Asks `store` question `q`; `params` are `from`/`to` (times, ms), `vendor` and `unit`
-/// (`hour` or `day`).
+/// Asks `store` question `q`; `params` are `from`/`to` (times, ms), `vendor`, `order` and
+/// `unit` (`hour` or `day`).
 pub async fn run<T: DeserializeOwned>(store: &Store, q: Question, params: &[(&str, Param)]) -> Result<Vec<T>> {
     match store {
         Store::ClickHouse(c) => c.query(q.clickhouse(), params).await,
@@ -74,7 +77,7 @@ mod tests {
     #[test]
     fn both_dialects_of_a_question_use_the_same_parameters() {
         for q in Question::ALL {
-            for p in ["from", "to", "vendor", "unit"] {
+            for p in ["from", "to", "vendor", "order", "unit"] {
                 let ch = q.clickhouse().contains(&format!("{{{p}:"));
                 let df = q.datafusion().contains(&format!("${p}"));
                 assert_eq!(ch, df, "{}: parameter {p}", q.name());

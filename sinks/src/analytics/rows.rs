@@ -315,6 +315,38 @@ table! {
 }
 
 table! {
+    /// Vendors' money movements, in the order's currency: one row per vendor transfer
+    /// (`VendorTransferCreated`), per transfer reversal (`VendorTransferReversed`) and per
+    /// vendor share of a dispute opened or closed (`DisputeOpened`/`DisputeClosed`, split
+    /// over the order's vendors in proportion to their captured gross, largest remainder;
+    /// `vendor_id` is empty when the order has no transfer). Each row balances by itself:
+    /// `captured_minor − refunded_minor = transferred_minor + commission_minor`, so any
+    /// sum of rows does too.
+    FactVendorMoney = "fact_vendor_money" {
+        /// transfer, reversal, dispute_opened or dispute_closed.
+        kind: str, order_id: str, payment_id: str, vendor_id: str, currency: str,
+        /// The transfer, reversal or dispute id.
+        movement_id: str,
+        /// The refund a reversal belongs to.
+        refund_id: str,
+        /// A dispute's status (won, lost, warning_closed, …).
+        status: str,
+        /// The vendor's captured lines (a transfer's gross).
+        captured_minor: i64,
+        /// The vendor's share of a refund.
+        refunded_minor: i64,
+        /// Moved to the vendor (+ transfer, − reversal).
+        transferred_minor: i64,
+        /// Kept by the marketplace (+ on a transfer, − given back on a reversal).
+        commission_minor: i64,
+        /// The vendor's share of a dispute opened.
+        disputed_minor: i64,
+        /// The vendor's share of a dispute closed as lost.
+        dispute_lost_minor: i64,
+    }
+}
+
+table! {
     /// Exchange rates: `rate_e9` units of quote per unit of base, × 10⁹.
     FactExchangeRate = "fact_exchange_rates" {
         base_currency: str, quote_currency: str, rate_e9: i64,
@@ -404,6 +436,7 @@ all_tables! {
     fact_price_changes: FactPriceChange,
     fact_customer_events: FactCustomerEvent,
     fact_vendor_minutes: FactVendorMinute,
+    fact_vendor_money: FactVendorMoney,
 }
 
 /// A record batch of `table` written by an older release, in the current `schema`: the

@@ -16,6 +16,10 @@
 //! - the catalogue as the subscription has applied it (the state after each catalog event),
 //!   for the `dim_products` rows; rebuilt from `dim_products` at start-up.
 //!
+//! - while writing a batch, the transfers of the orders it disputes (read from
+//!   `fact_vendor_money` first, `order_gross`), to split each dispute over the order's
+//!   vendors in proportion to their captured gross ([`split_by_weight`]).
+//!
 //! **What is newer** is never decided by event time: the catalogue's fields and price keep
 //! the catalog event with the highest log position ([`Item::position`]; a product's events
 //! live in one partition), and rows that hold a processor's snapshot carry its `version`
@@ -127,6 +131,49 @@ pub struct AnalyticsSink {
     catalog: HashMap<String, CatalogEntry>,
     marks: HashMap<(&'static str, String, u32), u64>,
     loaded: HashSet<(String, u32)>,
+    /// The transfers of the orders the batch being written disputes (and of every order it
+    /// transfers for): transfer id → (vendor, captured gross, log position). Loaded from
+    /// the store before each write, so it holds what the log holds, whatever was restarted.
+    transfers: HashMap<String, HashMap<String, (String, i64, i64)>>,
+}
+
+/// A transfer of an order, as the store has it (the weights of its disputes).
+#[derive(serde::Deserialize)]
+struct OrderTransfer {
+    movement_id: String,
+    vendor_id: String,
+    captured_minor: i64,
+    src_partition: u32,
+    src_offset: u64,
+}
+
+/// `amount` split over `weights` in proportion, to the minor unit: each share rounded down,
+/// the minor units left over to the largest remainders (ties: the smaller vendor id). The
+/// shares add up to `amount`. No positive weight: nothing (the caller books it unattributed).
+pub fn split_by_weight(amount: i64, weights: &std::collections::BTreeMap<String, i64>) -> Vec<(String, i64)> {
+    let total: i128 = weights.values().filter(|w| **w > 0).map(|w| i128::from(*w)).sum();
+    if total == 0 {
+        return Vec::new();
+    }
+    let mut parts: Vec<(String, i64, i128)> = weights
+        .iter()
+        .filter(|(_, w)| **w > 0)
+        .map(|(v, w)| {
+            let exact = i128::from(amount) * i128::from(*w);
+            (v.clone(), exact.div_euclid(total) as i64, exact.rem_euclid(total))
+        })
+        .collect();
+    let mut left = amount - parts.iter().map(|p| p.1).sum::<i64>();
+    let mut order: Vec<usize> = (0..parts.len()).collect();
+    order.sort_by(|a, b| parts[*b].2.cmp(&parts[*a].2).then(parts[*a].0.cmp(&parts[*b].0)));
+    for i in order {
+        if left == 0 {
+            break;
+        }
+        parts[i].1 += 1;
+        left -= 1;
+    }
+    parts.into_iter().map(|(v, a, _)| (v, a)).collect()
 }
 
 fn opt(s: &Option<String>) -> String {
@@ -146,6 +193,7 @@ impl AnalyticsSink {
             catalog: HashMap::new(),
             marks: HashMap::new(),
             loaded: HashSet::new(),
+            transfers: HashMap::new(),
         };
         let products: Vec<DimProduct> = run(&sink.store, Question::LoadProducts, &[]).await?;
         for p in products {
@@ -206,6 +254,42 @@ impl AnalyticsSink {
                 ..e.dim.clone()
             });
         }
+    }
+
+    /// The vendors' shares of a dispute of `amount` on `order` at log position `pos`: in
+    /// proportion to each vendor's gross captured before it. None known: one unattributed
+    /// share (vendor `""`).
+    fn dispute_shares(&self, order: &str, amount: i64, pos: i64) -> Vec<(String, i64)> {
+        let mut weights = std::collections::BTreeMap::new();
+        for (vendor, gross, at) in self.transfers.get(order).into_iter().flat_map(|t| t.values()) {
+            if *at < pos {
+                *weights.entry(vendor.clone()).or_insert(0) += gross;
+            }
+        }
+        let shares = split_by_weight(amount, &weights);
+        if shares.is_empty() { vec![(String::new(), amount)] } else { shares }
+    }
+
+    /// Loads the transfers of every order `items` disputes from the store (the batch's own
+    /// transfers are added as they are mapped).
+    async fn load_transfers(&mut self, items: &[Item]) -> Result<()> {
+        self.transfers.clear();
+        let disputed: HashSet<&str> = items
+            .iter()
+            .filter_map(|i| match &i.event {
+                Event::DisputeOpened(d) => Some(d.order_id.as_str()),
+                Event::DisputeClosed(d) => Some(d.order_id.as_str()),
+                _ => None,
+            })
+            .collect();
+        for order in disputed {
+            let rows: Vec<OrderTransfer> = run(&self.store, Question::OrderGross, &[("order", super::Param::Text(order.to_string()))]).await?;
+            let known = self.transfers.entry(order.to_string()).or_default();
+            for r in rows {
+                known.insert(r.movement_id, (r.vendor_id, r.captured_minor, position(r.src_partition, r.src_offset)));
+            }
+        }
+        Ok(())
     }
 
     /// Maps one item to rows (updating the catalogue of `dim_products` on the way). Joins
@@ -484,6 +568,37 @@ impl AnalyticsSink {
                 net_payout_minor: v.net_payout_minor, base_currency: v.base_currency.clone(), gmv_base_minor: v.gmv_base_minor,
                 net_payout_base_minor: v.net_payout_base_minor, version: v.version
             })),
+            Event::VendorTransferCreated(t) => {
+                self.transfers.entry(t.order_id.clone()).or_default().insert(t.transfer_id.clone(), (t.vendor_id.clone(), t.gross_minor, pos));
+                rows.fact_vendor_money.push(row!(FactVendorMoney {
+                    kind: "transfer".into(), order_id: t.order_id.clone(), payment_id: t.payment_id.clone(), vendor_id: t.vendor_id.clone(),
+                    currency: t.currency.clone(), movement_id: t.transfer_id.clone(), captured_minor: t.gross_minor,
+                    transferred_minor: t.amount_minor, commission_minor: t.commission_minor
+                }));
+            }
+            Event::VendorTransferReversed(r) => rows.fact_vendor_money.push(row!(FactVendorMoney {
+                kind: "reversal".into(), order_id: r.order_id.clone(), vendor_id: r.vendor_id.clone(), currency: r.currency.clone(),
+                movement_id: r.reversal_id.clone(), refund_id: r.refund_id.clone(), refunded_minor: r.refunded_minor,
+                transferred_minor: -r.amount_minor, commission_minor: -r.commission_minor
+            })),
+            Event::DisputeOpened(d) => {
+                for (vendor, share) in self.dispute_shares(&d.order_id, d.amount_minor, pos) {
+                    rows.fact_vendor_money.push(row!(FactVendorMoney {
+                        kind: "dispute_opened".into(), order_id: d.order_id.clone(), payment_id: d.payment_id.clone(), vendor_id: vendor,
+                        currency: d.currency.clone(), movement_id: d.dispute_id.clone(), status: d.status.clone(), disputed_minor: share
+                    }));
+                }
+            }
+            Event::DisputeClosed(d) => {
+                let lost = d.status == "lost";
+                for (vendor, share) in self.dispute_shares(&d.order_id, d.amount_minor, pos) {
+                    rows.fact_vendor_money.push(row!(FactVendorMoney {
+                        kind: "dispute_closed".into(), order_id: d.order_id.clone(), payment_id: d.payment_id.clone(), vendor_id: vendor,
+                        currency: d.currency.clone(), movement_id: d.dispute_id.clone(), status: d.status.clone(),
+                        dispute_lost_minor: if lost { share } else { 0 }
+                    }));
+                }
+            }
             _ => {}
         }
     }
@@ -551,6 +666,7 @@ impl Sink for AnalyticsSink {
 
     async fn write(&mut self, items: &[Item]) -> Result<()> {
         self.load_marks(items).await?;
+        self.load_transfers(items).await?;
         // The batch's own rates and products count for every fact in it, before or after
         // them (a no-op when the runner has read them ahead).
         self.refer(items);
@@ -560,5 +676,23 @@ impl Sink for AnalyticsSink {
         }
         let mut w = MarkedWriter { store: &self.store, marks: &mut self.marks };
         rows.write(&mut w).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::split_by_weight;
+
+    #[test]
+    fn a_dispute_split_by_gross_adds_up_to_the_minor_unit() {
+        let w: BTreeMap<String, i64> = [("v-a".to_string(), 10_000), ("v-b".to_string(), 3_333)].into();
+        // 750.19 and 249.98: the unit left over goes to the larger remainder.
+        assert_eq!(split_by_weight(1_000, &w), vec![("v-a".into(), 750), ("v-b".into(), 250)]);
+        let thirds: BTreeMap<String, i64> = [("a".to_string(), 1), ("b".to_string(), 1), ("c".to_string(), 1)].into();
+        assert_eq!(split_by_weight(100, &thirds), vec![("a".into(), 34), ("b".into(), 33), ("c".into(), 33)]);
+        assert!(split_by_weight(5, &BTreeMap::new()).is_empty());
+        assert_eq!(split_by_weight(7, &[("x".to_string(), 0), ("y".to_string(), 3)].into()), vec![("y".into(), 7)]);
     }
 }

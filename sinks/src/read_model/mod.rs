@@ -125,6 +125,12 @@ impl ReadModel {
         self.run(move |db| async move { queries::vendor(&db, &id).await }).await
     }
 
+    /// The order a payment (a PaymentIntent id) belongs to, if seen.
+    pub async fn order_of_payment(&self, payment_id: &str) -> Result<Option<String>> {
+        let id = payment_id.to_string();
+        self.run(move |db| async move { queries::order_of_payment(&db, &id).await }).await
+    }
+
     /// A customer (PII gone once erased).
     pub async fn customer(&self, customer_id: &str) -> Result<Option<CustomerView>> {
         let id = customer_id.to_string();

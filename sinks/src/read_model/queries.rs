@@ -607,6 +607,14 @@ pub async fn vendor(db: &Db, id: &str) -> Result<Option<VendorView>> {
     .next())
 }
 
+/// The order a payment (a PaymentIntent id) belongs to, if the read model has seen it.
+pub async fn order_of_payment(db: &Db, payment_id: &str) -> Result<Option<String>> {
+    fn order_id(r: &impl RowLike) -> Result<String> {
+        r.text("order_id")
+    }
+    Ok(fetch_all!(db, "SELECT order_id FROM payments WHERE payment_id = $1", [payment_id], order_id)?.into_iter().next())
+}
+
 /// A customer.
 pub async fn customer(db: &Db, id: &str) -> Result<Option<CustomerView>> {
     Ok(fetch_all!(

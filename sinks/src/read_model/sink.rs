@@ -189,6 +189,15 @@ const RATING: &str = "UPDATE products SET \
     rating_count = (SELECT COUNT(*) FROM reviews WHERE reviews.product_id = $1) \
     WHERE product_id = $1";
 
+/// A vendor's plan changed (its subscription): the row of a known vendor takes it, unless a
+/// later record (by log position: the vendor's events share a partition) already wrote it.
+const VENDOR_PLAN: &str = "UPDATE vendors SET plan = $2, updated_at = $3, updated_pos = $4 \
+    WHERE vendor_id = $1 AND (updated_pos IS NULL OR updated_pos <= $4)";
+
+/// A vendor's connected account, as onboarding and Stripe report it.
+const VENDOR_ACCOUNT: &str = "UPDATE vendors SET stripe_account_id = $2, updated_at = $3, updated_pos = $4 \
+    WHERE vendor_id = $1 AND (updated_pos IS NULL OR updated_pos <= $4)";
+
 static CUSTOMER: Op = Op {
     name: "customer registered",
     table: "customers",
@@ -590,6 +599,10 @@ pub fn plan_item(plan: &mut Plan, item: &Item) -> Option<String> {
                 i(pos),
             ],
         ),
+        // Updates of a vendor's row, after the batch's upserts (so a VendorOnboarded in the
+        // same batch is there); the position guard keeps processing order.
+        Event::VendorPlanChanged(v) => plan.after.push(After { sql: VENDOR_PLAN, binds: vec![t(&v.vendor_id), t(&v.plan), i(at), i(pos)] }),
+        Event::VendorAccountUpdated(v) => plan.after.push(After { sql: VENDOR_ACCOUNT, binds: vec![t(&v.vendor_id), t(&v.account_id), i(at), i(pos)] }),
         Event::ProductCreated(p) => {
             plan.push(
                 &PRODUCT_CREATED,
@@ -806,6 +819,8 @@ pub fn wants(e: &Event) -> bool {
         || matches!(
             e,
             Event::VendorOnboarded(_)
+                | Event::VendorPlanChanged(_)
+                | Event::VendorAccountUpdated(_)
                 | Event::ProductCreated(_)
                 | Event::ProductUpdated(_)
                 | Event::PriceChanged(_)
