@@ -260,6 +260,8 @@ fn authorize_creates_a_manual_capture_payment_intent_with_the_orders_idempotency
     assert_eq!(r.field("metadata[order_id]"), Some("ord_1001"));
     assert_eq!(r.field("metadata[customer_id]"), Some("cus_ada"));
     assert_eq!(r.field("expand[0]"), Some("latest_charge"));
+    // Each shipment captures its share (stripe-mock accepts the parameter: Stripe's spec has it).
+    assert_eq!(r.field("payment_method_options[card][request_multicapture]"), Some("if_available"));
 }
 
 #[test]
@@ -351,7 +353,7 @@ fn rate_limits_and_server_errors_are_transient_and_other_client_errors_are_rejec
 }
 
 #[test]
-fn capture_sends_amount_to_capture_and_returns_the_charge() {
+fn capture_sends_amount_to_capture_and_final_capture_and_returns_the_charge() {
     let Some(upstream) = stripe_mock() else { return };
     // stripe-mock's captured PaymentIntent has no charge; Stripe's has one.
     let proxy = Proxy::start(&upstream, |r| {
@@ -361,15 +363,26 @@ fn capture_sends_amount_to_capture_and_returns_the_charge() {
             Answer::Forward
         }
     });
-    let captured = client(&proxy)
-        .capture(&CaptureRequest { payment_id: "pi_3Abc".into(), amount_minor: 3_000, idempotency_key: "pay:ord_1001:capture".into() })
-        .expect("capture");
-    assert_eq!(captured.charge_id.as_deref(), Some("ch_3Captured"));
+    let stripe = client(&proxy);
+    // A first shipment's share keeps the rest of the authorization; the last one releases it.
+    let first = stripe
+        .capture(&CaptureRequest { payment_id: "pi_3Abc".into(), amount_minor: 3_000, final_capture: false, idempotency_key: "pay:ord_1001:capture:1".into() })
+        .expect("a partial capture");
+    assert_eq!(first.charge_id.as_deref(), Some("ch_3Captured"));
+    assert_eq!(first.amount_minor, 3_000, "this capture's amount, not the PaymentIntent's total received");
+    let last = stripe
+        .capture(&CaptureRequest { payment_id: "pi_3Abc".into(), amount_minor: 1_250, final_capture: true, idempotency_key: "pay:ord_1001:capture:2".into() })
+        .expect("the final capture");
+    assert_eq!(last.amount_minor, 1_250);
 
-    let r = proxy.only_request();
-    assert_eq!((r.method.as_str(), r.path.as_str()), ("POST", "/v1/payment_intents/pi_3Abc/capture"));
-    assert_eq!(r.field("amount_to_capture"), Some("3000"));
-    assert_eq!(r.idempotency_key(), Some("pay:ord_1001:capture"));
+    let sent = proxy.requests();
+    assert_eq!(sent.len(), 2, "{sent:#?}");
+    for (r, (amount, final_capture, key)) in sent.iter().zip([("3000", "false", "pay:ord_1001:capture:1"), ("1250", "true", "pay:ord_1001:capture:2")]) {
+        assert_eq!((r.method.as_str(), r.path.as_str()), ("POST", "/v1/payment_intents/pi_3Abc/capture"));
+        assert_eq!(r.field("amount_to_capture"), Some(amount));
+        assert_eq!(r.field("final_capture"), Some(final_capture));
+        assert_eq!(r.idempotency_key(), Some(key));
+    }
 }
 
 #[test]

@@ -37,7 +37,7 @@ mod timers;
 mod transitions;
 
 pub use config::OrdersConfig;
-pub use state::{EARLY, Held, HeldEvent, HeldKind, ORDERS, OrderState, Phase, Retired};
+pub use state::{CaptureAsked, EARLY, Held, HeldEvent, HeldKind, ORDERS, OrderState, Phase, Retired};
 
 use storeflow_avro::{Event, Topic};
 

@@ -2,7 +2,7 @@
 //! fails; the payment and the fraud gate before confirmation; what each event does to its
 //! order; what the order holds back until it can apply it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use storeflow_avro::{
     CaptureRequested, Event, FulfillmentStatus, InventoryCommand, InventoryReply, MissingStock, OrderStatus, PaymentRequested, PaymentStatus, RefundLine,
@@ -81,24 +81,47 @@ impl Saga<'_> {
         }));
     }
 
-    /// Asks the payments worker to capture the payment: the order is being shipped.
-    fn request_capture(&self, o: &OrderState, ctx: &mut Ctx<'_, Event>) {
+    /// Asks the payments worker to capture a shipment's share of the payment, once per
+    /// shipment (its ShipmentCreated or its ShipmentShipped, whichever comes first): the value
+    /// of its lines at the order's prices, per vendor. The shipment that completes the
+    /// order's lines is the final capture and asks for what is left of the total, so
+    /// shipping, tax and the discount land there; no capture asks past the total. Vendors are
+    /// paid their lines in full either way: the discount is the marketplace's.
+    fn request_capture(&self, o: &mut OrderState, shipment_id: &str, lines: &[SkuQuantity], ctx: &mut Ctx<'_, Event>) {
         let Some(payment_id) = o.payment_id.clone() else { return };
-        if o.captured || o.status != OrderStatus::Confirmed {
+        if !matches!(o.status, OrderStatus::Confirmed | OrderStatus::PartiallyShipped) || o.capture.shipments.iter().any(|s| s == shipment_id) || captures_complete(o) {
             return;
         }
+        let mut vendors: BTreeMap<String, i64> = BTreeMap::new();
+        let mut units = o.capture.units.clone();
+        for l in lines {
+            // Units past what the order has left to capture ask nothing.
+            let left = o.wanted.get(&l.sku).copied().unwrap_or(0) - units.get(&l.sku).copied().unwrap_or(0);
+            let Some(line) = priced(o, &l.sku, l.quantity.min(left)).filter(|line| line.quantity > 0) else { continue };
+            *units.entry(line.sku.clone()).or_default() += line.quantity;
+            *vendors.entry(line.vendor_id).or_default() += line.amount_minor;
+        }
+        if vendors.is_empty() {
+            return;
+        }
+        let left = o.total_minor - o.capture.asked_minor;
+        o.capture.units = units;
+        let final_capture = captures_complete(o);
+        let amount = if final_capture { left } else { vendors.values().sum::<i64>().min(left) }.max(0);
+        o.capture.shipments.push(shipment_id.to_string());
+        o.capture.asked_minor += amount;
         let t = ctx.time();
         ctx.emit(Event::CaptureRequested(CaptureRequested {
-            event_id: fresh_id(t, &["capture", &o.order_id]),
+            event_id: fresh_id(t, &["capture", &o.order_id, shipment_id]),
             occurred_at: Timestamp(t),
             order_id: o.order_id.clone(),
             payment_id,
-            amount_minor: o.total_minor,
+            amount_minor: amount,
             currency: o.currency.clone(),
             placed_at: Timestamp(o.placed_at),
-            vendors: vendor_amounts(o),
-            shipment_id: None,
-            final_capture: true,
+            vendors: vendors.into_iter().map(|(vendor_id, amount_minor)| VendorAmount { vendor_id, amount_minor }).collect(),
+            shipment_id: Some(shipment_id.to_string()),
+            final_capture,
         }));
     }
 
@@ -404,11 +427,11 @@ impl Saga<'_> {
                     self.request_refund(o, &payment_id, o.total_minor, lines, "cancellation", ctx);
                 }
             }
-            Event::ShipmentCreated(_) => {
+            Event::ShipmentCreated(s) => {
                 if !matches!(o.status, OrderStatus::Confirmed | OrderStatus::PartiallyShipped) {
                     return Err(illegal(o, "shipment created"));
                 }
-                self.request_capture(o, ctx);
+                self.request_capture(o, &s.shipment_id, &s.lines, ctx);
             }
             Event::ShipmentShipped(s) => {
                 if !matches!(o.status, OrderStatus::Confirmed | OrderStatus::PartiallyShipped) {
@@ -421,7 +444,7 @@ impl Saga<'_> {
                         return Err(illegal(o, &format!("shipping {} of {} ({} of {} already shipped)", l.quantity, l.sku, done, wanted)));
                     }
                 }
-                self.request_capture(o, ctx);
+                self.request_capture(o, &s.shipment_id, &s.lines, ctx);
                 for l in &s.lines {
                     *o.shipped.entry(l.sku.clone()).or_default() += l.quantity;
                     self.command(o, ctx, &l.sku, "ship", l.quantity, Some(&s.warehouse_id), "shipped", true);
@@ -499,14 +522,22 @@ fn vendor_amounts(o: &OrderState) -> Vec<VendorAmount> {
     o.vendor_totals.iter().map(|(v, a)| VendorAmount { vendor_id: v.clone(), amount_minor: *a }).collect()
 }
 
+/// True once the captures asked cover every unit of the order.
+fn captures_complete(o: &OrderState) -> bool {
+    o.wanted.iter().all(|(sku, q)| o.capture.units.get(sku).copied().unwrap_or(0) >= *q)
+}
+
+/// `quantity` units of the order's line of `sku` at its price: what a shipment of them
+/// captures and a return of them refunds.
+fn priced(o: &OrderState, sku: &str, quantity: i32) -> Option<RefundLine> {
+    o.items.iter().find(|i| i.sku == sku).map(|i| RefundLine { sku: i.sku.clone(), vendor_id: i.vendor_id.clone(), quantity, amount_minor: i.unit_price_minor * i64::from(quantity) })
+}
+
 /// What a refund of `returned` (all the order's lines when `None`) gives back, line by line:
 /// each returned unit at its price, on the line of its sku.
 fn refund_lines(o: &OrderState, returned: Option<&[SkuQuantity]>) -> Vec<RefundLine> {
-    let line = |sku: &str, quantity: i32| {
-        o.items.iter().find(|i| i.sku == sku).map(|i| RefundLine { sku: i.sku.clone(), vendor_id: i.vendor_id.clone(), quantity, amount_minor: i.unit_price_minor * i64::from(quantity) })
-    };
     match returned {
-        None => o.items.iter().filter_map(|i| line(&i.sku, i.quantity)).collect(),
-        Some(r) => r.iter().filter(|l| l.quantity > 0).filter_map(|l| line(&l.sku, l.quantity)).collect(),
+        None => o.items.iter().filter_map(|i| priced(o, &i.sku, i.quantity)).collect(),
+        Some(r) => r.iter().filter(|l| l.quantity > 0).filter_map(|l| priced(o, &l.sku, l.quantity)).collect(),
     }
 }

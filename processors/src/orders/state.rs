@@ -7,6 +7,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use storeflow_avro::{Event, FulfillmentStatus, MissingStock, OrderItem, OrderPlaced, OrderStatus, PaymentStatus, ReservedLine, WarehouseStock};
 
 use crate::Store;
+use crate::state::encoding::added_at_end;
 
 /// Every order the saga knows, by order id.
 pub const ORDERS: Store<OrderState> = Store::new("orders");
@@ -82,6 +83,22 @@ pub struct OrderState {
     /// The order's version: one more per announced change (read models keep the highest).
     #[serde(default)]
     pub version: i64,
+    /// What the saga asked the payments worker to capture, shipment by shipment (none in an
+    /// order stored before partial captures).
+    #[serde(default, deserialize_with = "added_at_end")]
+    pub capture: CaptureAsked,
+}
+
+/// The captures an order asked for: one per shipment, each the value of its lines; the one
+/// that completes the order's lines asks for what is left of the total.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaptureAsked {
+    /// The shipments whose capture was asked, in the order asked.
+    pub shipments: Vec<String>,
+    /// The units of each sku those shipments carry.
+    pub units: BTreeMap<String, i32>,
+    /// What they asked for in all, in minor units: never more than the order's total.
+    pub asked_minor: i64,
 }
 
 /// A field no longer kept, in its place in the encoding: postcard reads a struct's fields
@@ -189,6 +206,7 @@ impl OrderState {
             seen: vec![p.event_id.clone()],
             deferred: Vec::new(),
             version: 0,
+            capture: CaptureAsked::default(),
         }
     }
 }
@@ -333,6 +351,10 @@ mod tests {
         before.held_from = Some(OrderStatus::Confirmed);
         let written_before = encode_value(&before, None).unwrap();
         assert_eq!(decode_value::<OrderState>(&written_before).unwrap(), o);
-        assert_eq!(written_before.len(), now.len() + 1 + "confirmed".len(), "only the slot differs: Some, a length and the name where None is written now");
+        // The build with `held_from` also predates the captures asked (the last field, read
+        // back as none): only the slot differs, Some, a length and the name where None is
+        // written now, and the captures are missing at the end.
+        let no_captures = encode_value(&super::CaptureAsked::default(), None).unwrap().len() - 1;
+        assert_eq!(written_before.len(), now.len() + 1 + "confirmed".len() - no_captures);
     }
 }

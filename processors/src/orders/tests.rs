@@ -525,11 +525,14 @@ fn the_saga_asks_for_the_payment_at_checkout_the_capture_at_shipment_and_the_ref
     assert_eq!(p.vendors, vec![VendorAmount { vendor_id: "v-1".into(), amount_minor: 3000 }]);
     r.act(Act::ShipCreated);
     r.act(Act::ShipA);
-    let captures: Vec<CaptureRequested> = commands(&r).into_iter().filter_map(|e| if let Event::CaptureRequested(c) = e { Some(c) } else { None }).collect();
-    assert!(!captures.is_empty(), "a capture is asked for when the order ships");
-    assert!(captures.iter().all(|c| c.payment_id == "pi_1" && c.amount_minor == 3000 && c.placed_at.millis() == T0 + 1000));
+    // The shipment's lines (2 × A at 10.00) first, keeping the rest of the authorization;
+    // the shipment that completes the order (B) asks for what is left of the total.
+    let captures = |r: &Run| -> Vec<(Option<String>, i64, bool)> { r.captures().into_iter().map(|c| (c.shipment_id, c.amount_minor, c.final_capture)).collect() };
+    assert_eq!(captures(&r), vec![(Some("s-1".into()), 2000, false)], "a capture is asked for when the order ships");
+    assert!(r.captures().iter().all(|c| c.payment_id == "pi_1" && c.placed_at.millis() == T0 + 1000));
     r.act(Act::Capture);
     r.act(Act::ShipB);
+    assert_eq!(captures(&r), vec![(Some("s-1".into()), 2000, false), (Some("s-2".into()), 1000, true)]);
     let before = commands(&r).len();
     r.act(Act::Capture);
     assert_eq!(commands(&r).len(), before, "nothing more is asked once captured");
@@ -556,4 +559,117 @@ fn cancelling_an_authorized_order_asks_for_its_authorization_to_be_released_and_
     let released: Vec<RefundRequested> = commands(&r).into_iter().filter_map(|e| if let Event::RefundRequested(x) = e { Some(x) } else { None }).collect();
     assert_eq!(released.iter().map(|x| (x.payment_id.as_str(), x.reason.as_str())).collect::<Vec<_>>(), vec![("pi_1", "authorized_after_order_ended")]);
     assert_eq!(r.dead(), 0);
+}
+
+/// An order of `items` (sku, vendor, quantity, unit price) with `shipping` and `discount`,
+/// reserved, paid and confirmed.
+fn confirmed(items: &[(&str, &str, i32, i64)], shipping_minor: i64, discount_minor: i64) -> Run {
+    let mut r = Run::new();
+    let (event_id, occurred_at) = (id(&mut r.n), r.tick());
+    r.pipe(OrderPlaced {
+        event_id,
+        occurred_at,
+        order_id: "o-1".into(),
+        customer_id: "c-1".into(),
+        session_id: None,
+        customer_since: None,
+        items: items
+            .iter()
+            .map(|(sku, vendor, quantity, unit_price_minor)| OrderItem { sku: sku.to_string(), product_id: format!("p-{sku}"), vendor_id: vendor.to_string(), quantity: *quantity, unit_price_minor: *unit_price_minor })
+            .collect(),
+        currency: "EUR".into(),
+        shipping_address: addr("DE"),
+        billing_address: addr("DE"),
+        shipping_minor,
+        tax_minor: 0,
+        discount_minor,
+        payment_method_token: "pm_1".into(),
+        client_ip: "203.0.113.1".into(),
+    });
+    r.score(5, "allow");
+    for (sku, _, q, _) in items {
+        r.reply(sku, *q, true);
+    }
+    r.act(Act::Authorize);
+    assert_eq!(r.status(), Some(S::Confirmed));
+    r
+}
+
+/// Three vendors' lines with shipping 4.90 and a 10.00 discount (v-a: 2 × a-1 at 30.00 and
+/// a-2 at 40.01; v-b: b-1 at 33.33; v-c: c-1 at 12.35; total 140.59), confirmed.
+fn three_vendor_order() -> Run {
+    confirmed(&[("a-1", "v-a", 2, 3_000), ("a-2", "v-a", 1, 4_001), ("b-1", "v-b", 1, 3_333), ("c-1", "v-c", 1, 1_235)], 490, 1_000)
+}
+
+impl Run {
+    fn ship(&mut self, shipment: &str, lines: &[(&str, i32)], shipped: bool) -> Event {
+        let (event_id, occurred_at) = (id(&mut self.n), self.tick());
+        let lines: Vec<SkuQuantity> = lines.iter().map(|(sku, quantity)| SkuQuantity { sku: sku.to_string(), quantity: *quantity }).collect();
+        let (order_id, shipment_id, warehouse_id) = ("o-1".to_string(), shipment.to_string(), "wh-de-berlin".to_string());
+        let e: Event = if shipped {
+            ShipmentShipped { event_id, occurred_at, order_id, shipment_id, warehouse_id, tracking_number: "1Z".into(), lines }.into()
+        } else {
+            ShipmentCreated { event_id, occurred_at, order_id, shipment_id, warehouse_id, carrier: "dhl".into(), lines }.into()
+        };
+        self.pipe(e.clone());
+        e
+    }
+    fn captures(&self) -> Vec<CaptureRequested> {
+        commands(self).into_iter().filter_map(|e| if let Event::CaptureRequested(c) = e { Some(c) } else { None }).collect()
+    }
+}
+
+#[test]
+fn each_shipment_asks_for_its_lines_and_the_last_for_the_rest_of_the_total_with_the_shipping_and_the_discount() {
+    let mut r = three_vendor_order();
+    // Shipment 1: one a-1 and b-1 (created, then shipped: one capture).
+    r.ship("shp-1", &[("a-1", 1), ("b-1", 1)], false);
+    let created_again = r.ship("shp-1", &[("a-1", 1), ("b-1", 1)], false);
+    r.ship("shp-1", &[("a-1", 1), ("b-1", 1)], true);
+    // A redelivered event asks nothing new either.
+    r.pipe(created_again);
+    assert_eq!(r.captures().len(), 1);
+    // Shipment 2: the rest.
+    r.ship("shp-2", &[("a-1", 1), ("a-2", 1), ("c-1", 1)], false);
+    r.ship("shp-2", &[("a-1", 1), ("a-2", 1), ("c-1", 1)], true);
+    assert_eq!(r.status(), Some(S::Shipped));
+    assert_eq!(r.dead(), 0);
+    let captures = r.captures();
+    // (shipment, amount, final, lines per vendor)
+    type Asked<'a> = (Option<&'a str>, i64, bool, Vec<(&'a str, i64)>);
+    let asked: Vec<Asked> = captures
+        .iter()
+        .map(|c| (c.shipment_id.as_deref(), c.amount_minor, c.final_capture, c.vendors.iter().map(|v| (v.vendor_id.as_str(), v.amount_minor)).collect()))
+        .collect();
+    // 30.00 + 33.33 first; then 140.59 − 63.33 = 77.26 (lines 30.00 + 40.01 + 12.35, shipping
+    // 4.90, discount −10.00). The vendors' lines are asked for in full: the discount is the
+    // marketplace's.
+    assert_eq!(
+        asked,
+        vec![
+            (Some("shp-1"), 6_333, false, vec![("v-a", 3_000), ("v-b", 3_333)]),
+            (Some("shp-2"), 7_726, true, vec![("v-a", 7_001), ("v-c", 1_235)]),
+        ]
+    );
+    assert_eq!(captures.iter().map(|c| c.amount_minor).sum::<i64>(), 14_059, "the authorized total, no more");
+    assert_ne!(captures[0].event_id, captures[1].event_id);
+}
+
+#[test]
+fn no_capture_asks_past_the_total_when_the_discount_is_larger_than_the_last_shipment() {
+    // Lines 30.00, discount 15.00: the first shipment's lines (20.00) are more than the total.
+    let mut r = confirmed(&[("A", "v-1", 2, 1_000), ("B", "v-1", 1, 1_000)], 0, 1_500);
+    r.ship("s-1", &[("A", 2)], true);
+    r.ship("s-2", &[("B", 1)], true);
+    let asked: Vec<(i64, bool, i64)> = r.captures().iter().map(|c| (c.amount_minor, c.final_capture, c.vendors.iter().map(|v| v.amount_minor).sum())).collect();
+    // The vendor's lines are asked for in full each time (it is paid them, less commission).
+    assert_eq!(asked, vec![(1_500, false, 2_000), (0, true, 1_000)]);
+}
+
+#[test]
+fn a_shipment_of_an_order_not_confirmed_asks_for_no_capture() {
+    let mut r = Run::reach(S::Reserved);
+    r.ship("s-1", &[("A", 2)], false);
+    assert!(r.captures().is_empty());
+    assert_eq!(r.dead(), 1, "a shipment of an unpaid order is refused");
 }

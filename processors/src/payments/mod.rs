@@ -14,14 +14,16 @@
 //! cannot be rolled back, so every call carries an idempotency key derived from the command's
 //! event id ([`idempotency_key`]) — a command redelivered after a crash, or replayed from the
 //! log, repeats the same call with the same key, and the provider answers as the first time.
-//! Its state (per order: the payment, what was captured, each vendor's transfer) makes a
-//! second command about the same money a no-op.
+//! Its state (per order: the payment, each capture — one per shipment — and the vendors'
+//! transfers it paid for) makes a second command about the same money a no-op.
 //!
 //! Money (Connect, separate charges and transfers): one PaymentIntent per order in the order's
-//! currency, manual capture; on capture, each vendor gets its lines minus the marketplace's
+//! currency, manual capture, captured shipment by shipment (the last capture releases the
+//! rest); on each capture, each vendor of the shipment gets its lines minus the marketplace's
 //! commission ([`crate::sales::commission_minor`], the plan in force when the order was
-//! placed); shipping and tax stay with the platform. A refund's vendor share reverses that
-//! vendor's transfer by the share minus the commission given back, so for every order and
+//! placed, computed again over the vendor's lines captured so far); shipping and tax stay
+//! with the platform. A refund's vendor share reverses that vendor's transfers (in proportion
+//! to what is left of each) by the share minus the commission given back, so for every order and
 //! vendor: lines captured = transferred − reversed + commission kept + refunded
 //! (docs/PAYMENTS.md has the arithmetic).
 //!
@@ -56,6 +58,7 @@ use storeflow_avro::{
 pub use self::provider::*;
 pub use self::test_mode::TestMode;
 use crate::sales::{PlanHistory, commission_minor, split_proportionally};
+use crate::state::encoding::added_at_end;
 use crate::{Ctx, Flow, Input, ProcessError, Processor, Store};
 
 /// What the worker knows of each order's money, by order id.
@@ -80,7 +83,9 @@ pub struct VendorSubscription {
     pub last_command: Option<String>,
 }
 
-/// One order's money as the worker moved it.
+/// One order's money as the worker moved it. Stored with postcard, which reads fields by
+/// position: fields are only ever added at the end ([`added_at_end`]), so a record written
+/// by an older build still reads.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PaymentState {
     pub payment_id: Option<String>,
@@ -88,19 +93,27 @@ pub struct PaymentState {
     pub authorized_minor: i64,
     /// The authorization was declined (a later request for the order is not retried).
     pub declined: bool,
+    /// Captured so far, over every capture.
     pub captured_minor: i64,
+    /// The charge of the latest capture (a PaymentIntent's captures share one).
     pub charge_id: Option<String>,
-    /// The authorization was released without a capture.
+    /// What was left of the authorization was released (nothing captured, or a refund that
+    /// ended a payment captured in part).
     pub released: bool,
     pub refunded_minor: i64,
-    /// Each vendor's payout, by vendor id.
+    /// Each vendor's payout over every capture, by vendor id.
     pub vendors: BTreeMap<String, Payout>,
+    /// Each capture made, in order, with the transfers it paid for. A record written before
+    /// partial captures has none here: its one capture is read back by [`PaymentState::upgraded`].
+    #[serde(default, deserialize_with = "added_at_end")]
+    pub captures: Vec<CaptureMade>,
 }
 
-/// One vendor's payout from one order.
+/// One vendor's payout from one order, over all its captures.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Payout {
-    /// The transfer, once made (none while the vendor has no connected account).
+    /// The vendor's first transfer, once made (none while the vendor has no connected
+    /// account); every transfer is in [`CaptureMade::transfers`].
     pub transfer_id: Option<String>,
     /// The vendor's lines captured.
     pub gross_minor: i64,
@@ -112,6 +125,54 @@ pub struct Payout {
     pub refunded_minor: i64,
     /// Transferred (net of reversals) so far.
     pub transferred_minor: i64,
+}
+
+/// One capture: a shipment's share of the order, or the whole order.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaptureMade {
+    /// The event id of the command that asked for it (empty for a capture read back from a
+    /// record older than partial captures).
+    pub command_id: String,
+    /// The shipment it paid for; `None`: the whole order.
+    pub shipment_id: Option<String>,
+    /// What the provider took.
+    pub amount_minor: i64,
+    /// The order's last capture: the provider released what stayed uncaptured.
+    pub final_capture: bool,
+    /// The vendors' transfers it paid for, in vendor order.
+    pub transfers: Vec<TransferMade>,
+}
+
+/// One transfer to a vendor from one capture.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferMade {
+    pub vendor_id: String,
+    pub transfer_id: String,
+    /// Transferred, less what refunds reversed from it.
+    pub amount_minor: i64,
+}
+
+impl PaymentState {
+    /// The record with its captures listed: one written before partial captures knew its
+    /// one capture only as `captured_minor` and each vendor's `Payout::transfer_id`, and
+    /// reads as one final capture of the whole order.
+    pub fn upgraded(mut self) -> PaymentState {
+        if self.captures.is_empty() && self.captured_minor > 0 {
+            let transfers = self
+                .vendors
+                .iter()
+                .filter_map(|(v, p)| Some(TransferMade { vendor_id: v.clone(), transfer_id: p.transfer_id.clone()?, amount_minor: p.transferred_minor }))
+                .collect();
+            self.captures.push(CaptureMade { command_id: String::new(), shipment_id: None, amount_minor: self.captured_minor, final_capture: true, transfers });
+        }
+        self
+    }
+
+    /// True once no capture can follow: the order was captured whole or its last capture
+    /// was made, or what was left was released.
+    fn capture_closed(&self) -> bool {
+        self.released || self.captures.iter().any(|m| m.final_capture || m.shipment_id.is_none())
+    }
 }
 
 /// `[processors.payments]`.
@@ -367,44 +428,70 @@ impl Payments {
         Ok(())
     }
 
+    /// Captures one shipment's share of the order (or the whole order) and pays each vendor
+    /// its lines in it less commission. The commission is computed again on the vendor's lines
+    /// over every capture so far, less what earlier captures kept, so however the order ships
+    /// a vendor keeps `lines − commission(lines)` in all.
     fn capture(&self, c: &CaptureRequested, st: &mut PaymentState, ctx: &mut Ctx<'_, Event>) -> Result<(), ProcessError> {
-        if st.captured_minor > 0 {
-            return Ok(()); // captured already
+        let shipment = c.shipment_id.as_deref();
+        if st.captures.iter().any(|m| m.command_id == c.event_id || (shipment.is_some() && m.shipment_id.as_deref() == shipment)) {
+            return Ok(()); // this command, or this shipment's capture, was made already
         }
         if st.released {
             return Err(ProcessError::permanent(format!("capture of order {}: its authorization was released", c.order_id)));
         }
+        if st.capture_closed() {
+            return Ok(()); // captured whole, or the last capture was made
+        }
         let payment_id = st.payment_id.clone().unwrap_or_else(|| c.payment_id.clone());
-        let captured = self
-            .provider
-            .capture(&CaptureRequest { payment_id: payment_id.clone(), amount_minor: c.amount_minor, idempotency_key: idempotency_key(&c.event_id, "capture") })
-            .map_err(|e| provider_error(&e, "capturing", &c.order_id))?;
+        // Never more than what is left of the authorization, when the worker made it (one
+        // authorized through the webhooks is known to the saga alone).
+        let left = if st.authorized_minor > 0 { st.authorized_minor - st.captured_minor } else { c.amount_minor };
+        let amount = c.amount_minor.clamp(0, left.max(0));
+        let t = ctx.time();
+        let mut received = 0;
+        if amount > 0 {
+            let captured = self
+                .provider
+                .capture(&CaptureRequest {
+                    payment_id: payment_id.clone(),
+                    amount_minor: amount,
+                    final_capture: c.final_capture,
+                    idempotency_key: idempotency_key(&c.event_id, "capture"),
+                })
+                .map_err(|e| provider_error(&e, "capturing", &c.order_id))?;
+            // What the provider says it received; a provider that reports nothing (stripe-mock
+            // answers 0) captured what was asked.
+            received = if captured.amount_minor > 0 { captured.amount_minor } else { amount };
+            st.charge_id = captured.charge_id.or(st.charge_id.take());
+            ctx.emit(Event::PaymentCaptured(PaymentCaptured {
+                event_id: ctx.event_id(&with_shipment(&["captured", &c.order_id, &payment_id], shipment)),
+                occurred_at: Timestamp(t),
+                order_id: c.order_id.clone(),
+                payment_id: payment_id.clone(),
+                amount_minor: received,
+                currency: c.currency.clone(),
+            }));
+        }
         st.payment_id = Some(payment_id.clone());
         st.currency = c.currency.clone();
-        // What the provider says it received; a provider that reports nothing (stripe-mock
-        // answers 0) captured what was asked.
-        let received = if captured.amount_minor > 0 { captured.amount_minor } else { c.amount_minor };
-        st.captured_minor = received;
-        st.charge_id = captured.charge_id.clone();
-        let t = ctx.time();
-        ctx.emit(Event::PaymentCaptured(PaymentCaptured {
-            event_id: ctx.event_id(&["captured", &c.order_id, &payment_id]),
-            occurred_at: Timestamp(t),
-            order_id: c.order_id.clone(),
-            payment_id: payment_id.clone(),
-            amount_minor: received,
-            currency: c.currency.clone(),
-        }));
+        st.captured_minor += received;
+        let mut made = CaptureMade { command_id: c.event_id.clone(), shipment_id: c.shipment_id.clone(), amount_minor: received, final_capture: c.final_capture, transfers: Vec::new() };
+        // Stripe's multicapture does not fund transfers from the charge (`source_transaction`,
+        // https://docs.stripe.com/payments/multicapture#availability): a shipment's transfers
+        // come from the platform's balance; a capture of the whole order names its charge.
+        let source_charge = if shipment.is_none() { st.charge_id.clone() } else { None };
         let mut gross: BTreeMap<&str, i64> = BTreeMap::new();
         for v in &c.vendors {
             *gross.entry(v.vendor_id.as_str()).or_default() += v.amount_minor;
         }
         for (vendor, gross) in gross {
             let (plan, account) = self.vendor_at(vendor, c.placed_at.millis());
-            let bps = self.config.commission_bps.get(&plan).copied().unwrap_or(0);
-            let commission = commission_minor(gross, bps);
+            let p = st.vendors.entry(vendor.to_string()).or_insert_with(|| Payout { bps: self.config.commission_bps.get(&plan).copied().unwrap_or(0), ..Payout::default() });
+            let commission = commission_minor(p.gross_minor + gross - p.refunded_minor, p.bps) - p.commission_minor;
             let net = gross - commission;
-            let mut payout = Payout { transfer_id: None, gross_minor: gross, bps, commission_minor: commission, refunded_minor: 0, transferred_minor: 0 };
+            p.gross_minor += gross;
+            p.commission_minor += commission;
             match self.destination(vendor, account) {
                 Some(destination) if net > 0 => {
                     let transfer_id = self
@@ -416,14 +503,15 @@ impl Payments {
                             amount_minor: net,
                             currency: c.currency.clone(),
                             transfer_group: transfer_group(&c.order_id),
-                            source_charge: captured.charge_id.clone(),
+                            source_charge: source_charge.clone(),
                             idempotency_key: idempotency_key(&c.event_id, &format!("transfer-{vendor}")),
                         })
                         .map_err(|e| provider_error(&e, &format!("transferring to vendor {vendor} for"), &c.order_id))?;
-                    payout.transfer_id = Some(transfer_id.clone());
-                    payout.transferred_minor = net;
+                    p.transfer_id.get_or_insert_with(|| transfer_id.clone());
+                    p.transferred_minor += net;
+                    made.transfers.push(TransferMade { vendor_id: vendor.to_string(), transfer_id: transfer_id.clone(), amount_minor: net });
                     ctx.emit(Event::VendorTransferCreated(VendorTransferCreated {
-                        event_id: ctx.event_id(&["transfer", &c.order_id, vendor]),
+                        event_id: ctx.event_id(&with_shipment(&["transfer", &c.order_id, vendor], shipment)),
                         occurred_at: Timestamp(t),
                         order_id: c.order_id.clone(),
                         payment_id: payment_id.clone(),
@@ -439,8 +527,8 @@ impl Payments {
                 Some(_) => {}
                 None => tracing::warn!(order = %c.order_id, vendor, "vendor has no connected account: its payout stays with the platform until it onboards"),
             }
-            st.vendors.insert(vendor.to_string(), payout);
         }
+        st.captures.push(made);
         Ok(())
     }
 
@@ -516,28 +604,52 @@ impl Payments {
             let given_back = p.commission_minor - commission;
             p.commission_minor = commission;
             let reverse = (share - given_back).min(p.transferred_minor);
-            let Some(transfer_id) = p.transfer_id.clone() else { continue };
             if reverse <= 0 {
                 continue;
             }
-            let reversal_id = self
-                .provider
-                .reverse_transfer(&ReversalRequest { transfer_id: transfer_id.clone(), amount_minor: reverse, idempotency_key: idempotency_key(&r.event_id, &format!("reverse-{vendor}")) })
-                .map_err(|e| provider_error(&e, &format!("reversing vendor {vendor}'s transfer for"), &r.order_id))?;
-            p.transferred_minor -= reverse;
-            ctx.emit(Event::VendorTransferReversed(VendorTransferReversed {
-                event_id: ctx.event_id(&["reversal", &r.order_id, &vendor, &refund_id]),
-                occurred_at: Timestamp(t),
-                order_id: r.order_id.clone(),
-                vendor_id: vendor.clone(),
-                transfer_id,
-                reversal_id,
-                refund_id: refund_id.clone(),
-                refunded_minor: share,
-                commission_minor: given_back,
-                amount_minor: reverse,
-                currency: r.currency.clone(),
-            }));
+            // The vendor's transfers, in the order made, by what is left of each.
+            let mut transfers: Vec<&mut TransferMade> = st.captures.iter_mut().flat_map(|m| m.transfers.iter_mut()).filter(|x| x.vendor_id == vendor).collect();
+            for (n, part) in reversal_parts(&transfers, share, given_back, reverse) {
+                let transfer_id = transfers[n].transfer_id.clone();
+                // The vendor's first transfer keeps the key and event id it had when a vendor
+                // had one transfer per order.
+                let nth = if n == 0 { String::new() } else { format!("-{transfer_id}") };
+                let reversal_id = self
+                    .provider
+                    .reverse_transfer(&ReversalRequest {
+                        transfer_id: transfer_id.clone(),
+                        amount_minor: part.reversed,
+                        idempotency_key: idempotency_key(&r.event_id, &format!("reverse-{vendor}{nth}")),
+                    })
+                    .map_err(|e| provider_error(&e, &format!("reversing vendor {vendor}'s transfer for"), &r.order_id))?;
+                let mut id_parts = vec!["reversal", r.order_id.as_str(), vendor.as_str(), refund_id.as_str()];
+                if n > 0 {
+                    id_parts.push(transfer_id.as_str());
+                }
+                ctx.emit(Event::VendorTransferReversed(VendorTransferReversed {
+                    event_id: ctx.event_id(&id_parts),
+                    occurred_at: Timestamp(t),
+                    order_id: r.order_id.clone(),
+                    vendor_id: vendor.clone(),
+                    transfer_id: transfer_id.clone(),
+                    reversal_id,
+                    refund_id: refund_id.clone(),
+                    refunded_minor: part.refunded,
+                    commission_minor: part.given_back,
+                    amount_minor: part.reversed,
+                    currency: r.currency.clone(),
+                }));
+                transfers[n].amount_minor -= part.reversed;
+                p.transferred_minor -= part.reversed;
+            }
+        }
+        if !st.capture_closed() {
+            // A refund of a payment captured in part (an order cancelled between its
+            // shipments' captures) ends it: what was never captured is released too.
+            self.provider
+                .cancel(&CancelRequest { payment_id: payment_id.clone(), idempotency_key: idempotency_key(&r.event_id, "cancel") })
+                .map_err(|e| provider_error(&e, "releasing the rest of the authorization of", &r.order_id))?;
+            st.released = true;
         }
         Ok(())
     }
@@ -548,6 +660,42 @@ impl Payments {
 struct VendorKnown {
     plans: PlanHistory,
     account: Option<String>,
+}
+
+/// One transfer's part of a vendor's refund share.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct ReversalPart {
+    refunded: i64,
+    given_back: i64,
+    reversed: i64,
+}
+
+/// A vendor's refund share over its transfers (in the order made): `reverse` split in
+/// proportion to what is left of each ([`split_proportionally`], the remainder to the larger
+/// fractions, ties to the earlier transfer), then the commission given back and any part
+/// that could not be reversed over those reversals the same way, so each reversal says
+/// refunded = commission given back + reversed and the parts add up to the share exactly.
+/// By the transfer's position; transfers with nothing to reverse are left out.
+fn reversal_parts(transfers: &[&mut TransferMade], share: i64, given_back: i64, reverse: i64) -> Vec<(usize, ReversalPart)> {
+    let key = |n: usize| format!("{n:06}");
+    let left: BTreeMap<String, i64> = transfers.iter().enumerate().map(|(n, x)| (key(n), x.amount_minor.max(0))).collect();
+    let reversed: BTreeMap<String, i64> = split_proportionally(reverse, &left).into_iter().filter(|(_, a)| *a > 0).collect();
+    let given = split_proportionally(given_back, &reversed);
+    let rest = split_proportionally(share - given_back - reverse, &reversed);
+    (0..transfers.len())
+        .filter_map(|n| {
+            let k = key(n);
+            let reversed = *reversed.get(&k)?;
+            let given_back = given.get(&k).copied().unwrap_or(0);
+            Some((n, ReversalPart { refunded: reversed + given_back + rest.get(&k).copied().unwrap_or(0), given_back, reversed }))
+        })
+        .collect()
+}
+
+/// `parts`, and the shipment when the command names one: a whole-order capture's event ids
+/// are the ones they were before partial captures.
+fn with_shipment<'a>(parts: &[&'a str], shipment: Option<&'a str>) -> Vec<&'a str> {
+    parts.iter().copied().chain(shipment).collect()
 }
 
 /// Says that the payment `r` asked for failed, with the provider's (or our) code.
@@ -635,7 +783,7 @@ impl Processor for Payments {
             return Err(ProcessError::permanent(format!("payments does not handle {}", input.value.name())));
         };
         let order_id = order_id.to_string();
-        let mut st = ctx.get(PAYMENTS, &order_id)?.unwrap_or_default();
+        let mut st = ctx.get(PAYMENTS, &order_id)?.unwrap_or_default().upgraded();
         match &input.value {
             Event::PaymentRequested(r) => self.authorize(r, &mut st, ctx)?,
             Event::CaptureRequested(c) => self.capture(c, &mut st, ctx)?,

@@ -36,11 +36,14 @@ pub enum Authorization {
     Declined { payment_id: Option<String>, code: String, message: String },
 }
 
-/// Capture what was authorized (all of it, or a share).
+/// Capture what was authorized (all of it, or a share: one shipment's).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CaptureRequest {
     pub payment_id: String,
     pub amount_minor: i64,
+    /// The payment's last capture: the provider releases what stays uncaptured. `false`
+    /// keeps the rest of the authorization for later captures (Stripe's multicapture).
+    pub final_capture: bool,
     pub idempotency_key: String,
 }
 

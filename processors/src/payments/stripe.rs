@@ -25,7 +25,10 @@ use std::time::Duration;
 use ::stripe::{ApiErrors, ApiErrorsType, Client, ClientBuilder, IdempotencyKey, RequestStrategy, StripeError, StripeRequest};
 use stripe_connect::transfer::CreateTransfer;
 use stripe_connect::transfer_reversal::CreateIdTransferReversal;
-use stripe_core::payment_intent::{CancelPaymentIntent, CapturePaymentIntent, CreatePaymentIntent};
+use stripe_core::payment_intent::{
+    CancelPaymentIntent, CapturePaymentIntent, CreatePaymentIntent, CreatePaymentIntentPaymentMethodOptions, CreatePaymentIntentPaymentMethodOptionsCard,
+    CreatePaymentIntentPaymentMethodOptionsCardRequestMulticapture,
+};
 use stripe_core::refund::{CreateRefund, CreateRefundReason};
 use stripe_core::{Charge, PaymentIntent, PaymentIntentCaptureMethod, PaymentIntentStatus};
 use stripe_client_core::{RequestBuilder, StripeMethod};
@@ -196,6 +199,16 @@ fn metadata(pairs: &[(&str, &str)]) -> HashMap<String, String> {
     pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
+/// Asks for multicapture on card payments: `if_available`, since Stripe grants it per card
+/// network and pricing plan; a PaymentIntent without it still authorizes.
+fn multicapture_if_available() -> CreatePaymentIntentPaymentMethodOptions {
+    let mut card = CreatePaymentIntentPaymentMethodOptionsCard::new();
+    card.request_multicapture = Some(CreatePaymentIntentPaymentMethodOptionsCardRequestMulticapture::IfAvailable);
+    let mut options = CreatePaymentIntentPaymentMethodOptions::new();
+    options.card = Some(card);
+    options
+}
+
 /// The card's brand and last four digits, when the latest charge came back expanded.
 fn card_of(pi: &PaymentIntent) -> (Option<String>, Option<String>) {
     let Some(Expandable::Object(charge)) = &pi.latest_charge else { return (None, None) };
@@ -250,6 +263,8 @@ impl PaymentProvider for Stripe {
             .confirm(true)
             .payment_method(r.payment_method.as_str())
             .transfer_group(r.transfer_group.as_str())
+            // Each shipment captures its share (https://docs.stripe.com/payments/multicapture).
+            .payment_method_options(multicapture_if_available())
             .metadata(metadata(&[("order_id", &r.order_id), ("customer_id", &r.customer_id), (SOURCE_KEY, SOURCE)]))
             // For the card's brand and last four digits.
             .expand(vec!["latest_charge".to_string()]);
@@ -261,12 +276,13 @@ impl PaymentProvider for Stripe {
     }
 
     fn capture(&self, r: &CaptureRequest) -> Result<Captured, ProviderError> {
-        let request = CapturePaymentIntent::new(r.payment_id.as_str()).amount_to_capture(r.amount_minor);
+        let request = CapturePaymentIntent::new(r.payment_id.as_str()).amount_to_capture(r.amount_minor).final_capture(r.final_capture);
         let pi = self.send(&request, &r.idempotency_key).map_err(Failure::into_error)?;
         Ok(Captured {
             charge_id: pi.latest_charge.as_ref().map(|c| c.id().to_string()),
-            // What Stripe says it took, which is what the card statement shows.
-            amount_minor: pi.amount_received,
+            // Stripe takes `amount_to_capture` or answers an error; `amount_received` counts
+            // every capture of the PaymentIntent so far, not this one's.
+            amount_minor: r.amount_minor,
         })
     }
 

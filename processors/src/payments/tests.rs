@@ -33,7 +33,7 @@ impl PaymentProvider for Recording {
         TestMode.authorize(r)
     }
     fn capture(&self, r: &CaptureRequest) -> Result<Captured, ProviderError> {
-        self.note("capture", &r.idempotency_key, r.amount_minor);
+        self.note(if r.final_capture { "capture final" } else { "capture" }, &r.idempotency_key, r.amount_minor);
         TestMode.capture(r)
     }
     fn transfer(&self, r: &TransferRequest) -> Result<String, ProviderError> {
@@ -101,6 +101,12 @@ fn request(order: &str, token: &str, amount: i64, currency: &str, lines: &[(&str
 }
 
 fn capture(order: &str, payment_id: &str, amount: i64, currency: &str, lines: &[(&str, i64)], n: u32) -> CaptureRequested {
+    shipment_capture(order, payment_id, amount, currency, lines, n, None, true)
+}
+
+/// The saga's request for one shipment's share (`None`: the whole order).
+#[allow(clippy::too_many_arguments)]
+fn shipment_capture(order: &str, payment_id: &str, amount: i64, currency: &str, lines: &[(&str, i64)], n: u32, shipment: Option<&str>, final_capture: bool) -> CaptureRequested {
     CaptureRequested {
         event_id: format!("00000000-0000-0000-0001-{n:012}"),
         occurred_at: Timestamp(T0 + 60_000),
@@ -110,8 +116,8 @@ fn capture(order: &str, payment_id: &str, amount: i64, currency: &str, lines: &[
         currency: currency.into(),
         placed_at: Timestamp(T0),
         vendors: vendors(lines),
-        shipment_id: None,
-        final_capture: true,
+        shipment_id: shipment.map(str::to_string),
+        final_capture,
     }
 }
 
@@ -214,7 +220,7 @@ fn the_same_capture_command_twice_captures_once_with_one_key() {
     d.feed(capture("o-1", &pi, 5_000, "EUR", &lines, 10));
     assert_eq!(of::<PaymentCaptured>(&d).len(), 1);
     assert_eq!(of::<VendorTransferCreated>(&d).len(), 1);
-    let captures: Vec<String> = rec.calls().into_iter().filter(|(op, _, _)| op == "capture").map(|(_, k, _)| k).collect();
+    let captures: Vec<String> = rec.calls().into_iter().filter(|(op, _, _)| op.starts_with("capture")).map(|(_, k, _)| k).collect();
     assert_eq!(captures, vec![idempotency_key(&cmd.event_id, "capture")]);
 }
 
@@ -405,4 +411,196 @@ fn the_stripe_provider_needs_a_price_for_every_paid_plan() {
     assert!(err.contains("[stripe] plan_prices.enterprise"), "{err}");
     c.plan_prices = [("pro", "price_pro"), ("enterprise", "price_ent")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     assert_eq!(c.validate_plan_prices(), Ok(()));
+}
+
+fn refund(order: &str, payment_id: &str, n: u32, reason: &str, lines: &[(&str, &str, i64)]) -> RefundRequested {
+    RefundRequested {
+        event_id: format!("00000000-0000-0000-0002-{n:012}"),
+        occurred_at: Timestamp(T0 + 120_000),
+        order_id: order.into(),
+        payment_id: payment_id.into(),
+        amount_minor: lines.iter().map(|l| l.2).sum(),
+        currency: "EUR".into(),
+        reason: reason.into(),
+        lines: lines.iter().map(|(sku, vendor, amount)| RefundLine { sku: sku.to_string(), vendor_id: vendor.to_string(), quantity: 1, amount_minor: *amount }).collect(),
+    }
+}
+
+/// Each vendor's money over the order's outcome events: lines = transferred − reversed +
+/// commission kept + refunded, and transferred = lines − commission, vendor by vendor.
+fn assert_conserved(d: &mut TestDriver, order: &str) {
+    let st: PaymentState = d.store("payments", PAYMENTS, order).unwrap();
+    for (vendor, p) in &st.vendors {
+        let created: Vec<VendorTransferCreated> = of::<VendorTransferCreated>(d).into_iter().filter(|t| t.order_id == order && &t.vendor_id == vendor).collect();
+        let reversed: Vec<VendorTransferReversed> = of::<VendorTransferReversed>(d).into_iter().filter(|t| t.order_id == order && &t.vendor_id == vendor).collect();
+        let (gross, commission, transferred) = created.iter().fold((0, 0, 0), |a, t| (a.0 + t.gross_minor, a.1 + t.commission_minor, a.2 + t.amount_minor));
+        let (refunded, given_back, back) = reversed.iter().fold((0, 0, 0), |a, t| (a.0 + t.refunded_minor, a.1 + t.commission_minor, a.2 + t.amount_minor));
+        assert_eq!(gross, p.gross_minor, "{order} {vendor}");
+        assert_eq!(transferred, gross - commission, "{order} {vendor}");
+        assert_eq!(gross - refunded, (transferred - back) + (commission - given_back), "{order} {vendor}");
+        assert_eq!((p.transferred_minor, p.commission_minor, p.refunded_minor), (transferred - back, commission - given_back, refunded), "{order} {vendor}");
+        for r in &reversed {
+            assert_eq!(r.refunded_minor, r.commission_minor + r.amount_minor, "{order} {vendor}: {r:?}");
+        }
+    }
+}
+
+#[test]
+fn an_order_shipped_in_two_shipments_captures_twice_up_to_its_total_and_pays_each_vendor_its_net_over_both_to_the_minor_unit() {
+    let (mut d, rec) = driver();
+    // The EUR basket of the test above, in two shipments: first 60.01 of v-a's lines and
+    // all of v-b's; then the rest of v-a's (40.00) and v-c's, with the shipping (4.90).
+    let lines = [("v-a", 10_001), ("v-b", 3_333), ("v-c", 1_235)];
+    let total = 10_001 + 3_333 + 1_235 + 490;
+    d.feed(request("o-eur", "pm_card_visa", total, "EUR", &lines));
+    let pi = of::<PaymentAuthorized>(&d)[0].payment_id.clone();
+    let first = shipment_capture("o-eur", &pi, 6_001 + 3_333, "EUR", &[("v-a", 6_001), ("v-b", 3_333)], 1, Some("shp-1"), false);
+    d.feed(first.clone());
+    d.feed(shipment_capture("o-eur", &pi, total - 9_334, "EUR", &[("v-a", 4_000), ("v-c", 1_235)], 2, Some("shp-2"), true));
+    let captured: Vec<i64> = of::<PaymentCaptured>(&d).iter().map(|c| c.amount_minor).collect();
+    assert_eq!(captured, vec![9_334, 5_725]);
+    assert_eq!(captured.iter().sum::<i64>(), total);
+    let calls: Vec<(String, i64)> = rec.calls().into_iter().filter(|(op, _, _)| op.starts_with("capture")).map(|(op, _, a)| (op, a)).collect();
+    assert_eq!(calls, vec![("capture".into(), 9_334), ("capture final".into(), 5_725)], "the first keeps the rest of the authorization, the second releases it");
+    // v-a's commission is computed again on its lines over both shipments: 15 % of 60.01 =
+    // 9.0015 → 9.00, then 15 % of 100.01 = 15.0015 → 15.00, less the 9.00 kept: 6.00. So it
+    // is paid 51.01 + 34.00 = 85.01, as when the order shipped at once.
+    let transfers: Vec<(String, i64, i64, i64)> =
+        of::<VendorTransferCreated>(&d).into_iter().map(|t| (t.vendor_id, t.gross_minor, t.commission_minor, t.amount_minor)).collect();
+    assert_eq!(
+        transfers,
+        vec![("v-a".into(), 6_001, 900, 5_101), ("v-b".into(), 3_333, 400, 2_933), ("v-a".into(), 4_000, 600, 3_400), ("v-c".into(), 1_235, 99, 1_136)]
+    );
+    let net = |vendor: &str| of::<VendorTransferCreated>(&d).iter().filter(|t| t.vendor_id == vendor).map(|t| t.amount_minor).sum::<i64>();
+    assert_eq!((net("v-a"), net("v-b"), net("v-c")), (8_501, 2_933, 1_136));
+    assert_conserved(&mut d, "o-eur");
+
+    // A redelivered command, and another command for a shipment already captured, move nothing.
+    let calls = rec.calls().len();
+    d.feed(first.clone());
+    d.feed(shipment_capture("o-eur", &pi, 9_334, "EUR", &[("v-a", 6_001), ("v-b", 3_333)], 3, Some("shp-1"), false));
+    assert_eq!(rec.calls().len(), calls);
+    assert_eq!(of::<PaymentCaptured>(&d).len(), 2);
+
+    // JPY (no minor digits), 8 000 yen of v-b's lines first, then the rest of v-b's (4 345) and v-a's 999.
+    d.feed(request("o-jpy", "pm_card_mastercard", 13_344, "JPY", &[("v-b", 12_345), ("v-a", 999)]));
+    let pi = of::<PaymentAuthorized>(&d).into_iter().find(|a| a.order_id == "o-jpy").unwrap().payment_id;
+    d.feed(shipment_capture("o-jpy", &pi, 8_000, "JPY", &[("v-b", 8_000)], 4, Some("shp-j1"), false));
+    d.feed(shipment_capture("o-jpy", &pi, 5_344, "JPY", &[("v-b", 4_345), ("v-a", 999)], 5, Some("shp-j2"), true));
+    let jpy: Vec<i64> = of::<PaymentCaptured>(&d).iter().filter(|c| c.order_id == "o-jpy").map(|c| c.amount_minor).collect();
+    assert_eq!(jpy, vec![8_000, 5_344]);
+    // v-b: 12 % of 8 000 = 960, then 12 % of 12 345 = 1 481.4 → 1 481, less 960: 521.
+    let jt: Vec<(String, i64, i64)> = of::<VendorTransferCreated>(&d).into_iter().filter(|t| t.order_id == "o-jpy").map(|t| (t.vendor_id, t.commission_minor, t.amount_minor)).collect();
+    assert_eq!(jt, vec![("v-b".into(), 960, 7_040), ("v-a".into(), 150, 849), ("v-b".into(), 521, 3_824)]);
+    assert_eq!(7_040 + 3_824, 10_864, "v-b's net, as when the order shipped at once");
+    assert_conserved(&mut d, "o-jpy");
+}
+
+#[test]
+fn a_refund_after_two_partial_captures_reverses_each_vendors_transfers_in_proportion() {
+    let (mut d, rec) = driver();
+    let total = 10_001 + 3_333 + 1_235 + 490;
+    d.feed(request("o-eur", "pm_card_visa", total, "EUR", &[("v-a", 10_001), ("v-b", 3_333), ("v-c", 1_235)]));
+    let pi = of::<PaymentAuthorized>(&d)[0].payment_id.clone();
+    d.feed(shipment_capture("o-eur", &pi, 9_334, "EUR", &[("v-a", 6_001), ("v-b", 3_333)], 1, Some("shp-1"), false));
+    d.feed(shipment_capture("o-eur", &pi, 5_725, "EUR", &[("v-a", 4_000), ("v-c", 1_235)], 2, Some("shp-2"), true));
+    let transfer = |vendor: &str, n: usize| of::<VendorTransferCreated>(&d).into_iter().filter(|t| t.vendor_id == vendor).nth(n).unwrap().transfer_id;
+    let (a1, a2, b1) = (transfer("v-a", 0), transfer("v-a", 1), transfer("v-b", 0));
+    // A line of v-a worth 25.00 and all of v-b's, as in the single-capture test: v-a gives
+    // 3.75 of commission back and 21.25 is reversed, over its two transfers by what is left
+    // of each (51.01 and 34.00): 12.75 and 8.50 (21.25 × 51.01 / 85.01 = 12.7509…, 21.25 ×
+    // 34.00 / 85.01 = 8.4990…: the cent left goes to the larger remainder), the commission
+    // given back the same way (2.25 and 1.50).
+    d.feed(refund("o-eur", &pi, 1, "return", &[("a-1", "v-a", 2_500), ("b-1", "v-b", 3_333)]));
+    assert_eq!(of::<RefundIssued>(&d).iter().map(|r| r.amount_minor).collect::<Vec<_>>(), vec![5_833]);
+    let reversals: Vec<(String, String, i64, i64, i64)> =
+        of::<VendorTransferReversed>(&d).into_iter().map(|r| (r.vendor_id, r.transfer_id, r.refunded_minor, r.commission_minor, r.amount_minor)).collect();
+    assert_eq!(
+        reversals,
+        vec![("v-a".into(), a1.clone(), 1_500, 225, 1_275), ("v-a".into(), a2.clone(), 1_000, 150, 850), ("v-b".into(), b1.clone(), 3_333, 400, 2_933)]
+    );
+    assert_conserved(&mut d, "o-eur");
+    let st: PaymentState = d.store("payments", PAYMENTS, "o-eur").unwrap();
+    let left: Vec<(String, i64)> = st.captures.iter().flat_map(|m| m.transfers.iter()).map(|x| (x.transfer_id.clone(), x.amount_minor)).collect();
+    assert!(left.contains(&(a1, 5_101 - 1_275)) && left.contains(&(a2, 3_400 - 850)) && left.contains(&(b1, 0)), "{left:?}");
+    // Each reversal has its own key; v-a's first keeps the key a single transfer had.
+    let keys: Vec<String> = rec.calls().into_iter().filter(|(op, _, _)| op == "reverse").map(|(_, k, _)| k).collect();
+    assert_eq!(keys.len(), 3);
+    assert_eq!(keys[0], idempotency_key("00000000-0000-0000-0002-000000000001", "reverse-v-a"));
+    assert_ne!(keys[1], keys[0]);
+}
+
+#[test]
+fn an_order_cancelled_after_a_partial_capture_refunds_what_was_captured_and_releases_the_rest() {
+    let (mut d, rec) = driver();
+    let total = 10_001 + 3_333 + 1_235 + 490;
+    d.feed(request("o-c", "pm_card_visa", total, "EUR", &[("v-a", 10_001), ("v-b", 3_333), ("v-c", 1_235)]));
+    let pi = of::<PaymentAuthorized>(&d)[0].payment_id.clone();
+    d.feed(shipment_capture("o-c", &pi, 9_334, "EUR", &[("v-a", 6_001), ("v-b", 3_333)], 1, Some("shp-1"), false));
+    // The saga asks for the whole order back (its cancellation crossed the capture).
+    let mut cancel = refund("o-c", &pi, 2, "cancellation", &[("a-1", "v-a", 10_001), ("b-1", "v-b", 3_333), ("c-1", "v-c", 1_235)]);
+    cancel.amount_minor = total;
+    d.feed(cancel);
+    let ops: Vec<(String, i64)> = rec.calls().into_iter().filter(|(op, _, _)| op == "refund" || op == "cancel").map(|(op, _, a)| (op, a)).collect();
+    assert_eq!(ops, vec![("refund".into(), 9_334), ("cancel".into(), 0)], "what was captured is refunded, the rest released");
+    // v-a's and v-b's transfers come back whole: their lines captured were refunded.
+    let reversals: Vec<(String, i64, i64, i64)> = of::<VendorTransferReversed>(&d).into_iter().map(|r| (r.vendor_id, r.refunded_minor, r.commission_minor, r.amount_minor)).collect();
+    assert_eq!(reversals, vec![("v-a".into(), 6_001, 900, 5_101), ("v-b".into(), 3_333, 400, 2_933)]);
+    assert_conserved(&mut d, "o-c");
+    let st: PaymentState = d.store("payments", PAYMENTS, "o-c").unwrap();
+    assert!(st.released);
+    // A late capture of the other shipment moves nothing: it goes to the DLQ.
+    let calls = rec.calls().len();
+    d.feed(shipment_capture("o-c", &pi, 5_725, "EUR", &[("v-a", 4_000), ("v-c", 1_235)], 3, Some("shp-2"), true));
+    assert_eq!(rec.calls().len(), calls);
+    assert_eq!(d.dlq(Topic::PaymentCommands.name()).len(), 1);
+}
+
+/// [`PaymentState`] as it was stored before partial captures.
+#[derive(Serialize)]
+struct PaymentStateBeforeCaptures {
+    payment_id: Option<String>,
+    currency: String,
+    authorized_minor: i64,
+    declined: bool,
+    captured_minor: i64,
+    charge_id: Option<String>,
+    released: bool,
+    refunded_minor: i64,
+    vendors: BTreeMap<String, Payout>,
+}
+
+#[test]
+fn a_payment_stored_before_partial_captures_reads_back_as_one_final_capture_of_the_whole_order() {
+    let payout = |transfer: Option<&str>, gross, commission| Payout { transfer_id: transfer.map(str::to_string), gross_minor: gross, bps: 1_500, commission_minor: commission, refunded_minor: 0, transferred_minor: gross - commission };
+    let old = PaymentStateBeforeCaptures {
+        payment_id: Some("pi_1".into()),
+        currency: "EUR".into(),
+        authorized_minor: 10_490,
+        declined: false,
+        captured_minor: 10_490,
+        charge_id: Some("ch_1".into()),
+        released: false,
+        refunded_minor: 0,
+        vendors: [("v-a".to_string(), payout(Some("tr_a"), 10_001, 1_500)), ("v-c".to_string(), payout(None, 0, 0))].into(),
+    };
+    let bytes = crate::state::encode_value(&old, None).unwrap();
+    let st: PaymentState = crate::state::decode_value(&bytes).unwrap();
+    assert!(st.captures.is_empty());
+    assert_eq!((st.captured_minor, st.vendors["v-a"].transfer_id.as_deref()), (10_490, Some("tr_a")));
+    let st = st.upgraded();
+    assert_eq!(
+        st.captures,
+        vec![CaptureMade {
+            command_id: String::new(),
+            shipment_id: None,
+            amount_minor: 10_490,
+            final_capture: true,
+            transfers: vec![TransferMade { vendor_id: "v-a".into(), transfer_id: "tr_a".into(), amount_minor: 8_501 }]
+        }]
+    );
+    assert!(st.capture_closed(), "a later capture command for it is a no-op");
+    // And what is written now reads back as it was; a value cut short inside the old fields is still an error.
+    assert_eq!(crate::state::decode_value::<PaymentState>(&crate::state::encode_value(&st, None).unwrap()).unwrap(), st);
+    assert!(crate::state::decode_value::<PaymentState>(&bytes[..bytes.len() - 3]).is_err());
 }

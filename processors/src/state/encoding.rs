@@ -1,8 +1,8 @@
 //! How state is laid out in a backend: keys are `<store>\0<key>`; values are an envelope (an
 //! optional expiry) around postcard; times in keys sort as text.
 
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::error::RuntimeError;
 
@@ -52,6 +52,19 @@ pub fn decode_value<V: DeserializeOwned>(bytes: &[u8]) -> Result<V, RuntimeError
         _ => return Err(RuntimeError::Store("an empty state value".into())),
     };
     postcard::from_bytes(body).map_err(|e| RuntimeError::Store(format!("decoding a state value: {e}")))
+}
+
+/// Reads a field added at the end of a stored struct (`#[serde(default, deserialize_with =
+/// "added_at_end")]`): a value written before the field existed ends where the field would
+/// start, and reads as the field's default. postcard reads a struct's fields by position and
+/// `#[serde(default)]` alone does not help it (it fails at the end of the bytes); any other
+/// error stays an error. Only for the last fields of the stored value's outermost struct:
+/// anywhere else the next field's bytes would be misread as this one's.
+pub fn added_at_end<'de, D: Deserializer<'de>, T: Deserialize<'de> + Default>(d: D) -> Result<T, D::Error> {
+    match T::deserialize(d) {
+        Err(e) if e.to_string() == postcard::Error::DeserializeUnexpectedEnd.to_string() => Ok(T::default()),
+        other => other,
+    }
 }
 
 /// Sortable text of a timestamp (negative times sort before positive ones).
