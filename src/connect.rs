@@ -39,11 +39,17 @@ impl Connect for ProviderConnect {
         if self.payments.provider == "stripe" { "stripe" } else { "test" }
     }
 
-    fn account(&self, vendor_id: &str, country: &str) -> Result<Account, ConnectError> {
+    fn account(&self, vendor_id: &str, country: &str, known: Option<&str>) -> Result<Account, ConnectError> {
         let provider = self.provider()?;
-        // The vendor's key: every repeat gets the first account back from Stripe.
-        let request = AccountRequest { vendor_id: vendor_id.into(), country: country.into(), idempotency_key: format!("storeflow-vendor-{vendor_id}-account") };
-        let account_id = provider.create_account(&request).map_err(connect_error)?;
+        let account_id = match known {
+            Some(account) => account.to_string(),
+            None => {
+                // The vendor's key: a repeat (within Stripe's 24 h of idempotency, before the
+                // read model holds the account) gets the first account back.
+                let request = AccountRequest { vendor_id: vendor_id.into(), country: country.into(), idempotency_key: format!("storeflow-vendor-{vendor_id}-account") };
+                provider.create_account(&request).map_err(connect_error)?
+            }
+        };
         let status = provider.account_status(&account_id).map_err(connect_error)?;
         Ok(Account { account_id, charges_enabled: status.charges_enabled, payouts_enabled: status.payouts_enabled, details_submitted: status.details_submitted })
     }

@@ -42,10 +42,11 @@ pub enum ConnectError {
 pub trait Connect: Send + Sync {
     /// `test` (the test-mode provider: no money, no Stripe) or `stripe`.
     fn mode(&self) -> &'static str;
-    /// The vendor's connected account, created when there is none — idempotently: the key
-    /// is derived from the vendor id, so a repeat returns the same account — with what it
-    /// may do now.
-    fn account(&self, vendor_id: &str, country: &str) -> Result<Account, ConnectError>;
+    /// The vendor's connected account with what it may do now: `known` (the account the
+    /// read model holds) when there is one, else one created — idempotently: the key is
+    /// derived from the vendor id, so a repeat while the read model has not caught up
+    /// returns the same account.
+    fn account(&self, vendor_id: &str, country: &str, known: Option<&str>) -> Result<Account, ConnectError>;
     /// A fresh onboarding link for `account_id`.
     fn onboarding_link(&self, account_id: &str) -> Result<OnboardingLink, ConnectError>;
 }

@@ -122,9 +122,10 @@ pub async fn onboarding(State(s): State<ApiState>, Extension(caller): Extension<
         return Err(ApiError::Unavailable("no payment provider is configured for the API: onboarding links need one (storeflow run configures it)".into()));
     };
     let vendor = s.inner.reads.read_model()?.vendor(&id).await.map_err(sink_error("reading a vendor"))?.ok_or_else(|| ApiError::NotFound(format!("no vendor {id}")))?;
+    let known = s.inner.reads.read_model()?.vendor_account(&id).await.map_err(sink_error("reading a vendor's account"))?;
     let (vendor_id, country, mode) = (id.clone(), vendor.country.clone(), connect.mode());
     let (account, link) = blocking(connect, move |c| {
-        let account = c.account(&vendor_id, &country)?;
+        let account = c.account(&vendor_id, &country, known.as_deref())?;
         let link = c.onboarding_link(&account.account_id)?;
         Ok((account, link))
     })

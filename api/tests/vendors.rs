@@ -88,9 +88,9 @@ impl Connect for FakeConnect {
     fn mode(&self) -> &'static str {
         "test"
     }
-    fn account(&self, vendor_id: &str, country: &str) -> Result<Account, ConnectError> {
-        self.calls.lock().unwrap().push(format!("account {vendor_id} {country}"));
-        Ok(Account { account_id: format!("acct_test_{vendor_id}"), charges_enabled: false, payouts_enabled: false, details_submitted: false })
+    fn account(&self, vendor_id: &str, country: &str, known: Option<&str>) -> Result<Account, ConnectError> {
+        self.calls.lock().unwrap().push(format!("account {vendor_id} {country} {}", known.unwrap_or("new")));
+        Ok(Account { account_id: known.map_or_else(|| format!("acct_test_{vendor_id}"), str::to_string), charges_enabled: false, payouts_enabled: false, details_submitted: false })
     }
     fn onboarding_link(&self, account_id: &str) -> Result<OnboardingLink, ConnectError> {
         self.calls.lock().unwrap().push(format!("link {account_id}"));
@@ -121,10 +121,22 @@ async fn onboarding_obtains_the_vendors_account_publishes_it_and_answers_with_th
     assert_eq!(st, StatusCode::OK, "{v}");
     assert_eq!(v["account_id"], "acct_test_V-A");
     assert_eq!((v["mode"].as_str(), v["url"].is_null(), v["expires_at"].is_null()), (Some("test"), true, true), "{v}");
-    assert_eq!(*connect.calls.lock().unwrap(), vec!["account V-A DE".to_string(), "link acct_test_V-A".to_string()]);
-    // Asked again: the same account, published once (the same event id).
-    let (st, _, _) = h.call(Method::GET, "/v1/vendors/V-A/onboarding", Some(&h.admin), None).await;
-    assert_eq!(st, StatusCode::OK);
+    assert_eq!(*connect.calls.lock().unwrap(), vec!["account V-A DE new".to_string(), "link acct_test_V-A".to_string()]);
+    // Asked again: once the read model holds the account (from the VendorAccountUpdated just
+    // published), the provider is asked about that account instead of for a new one — the
+    // same account however long after (Stripe's idempotency keys last 24 h) — and the same
+    // event is published once (the same event id).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (st, _, _) = h.call(Method::GET, "/v1/vendors/V-A/onboarding", Some(&h.admin), None).await;
+        assert_eq!(st, StatusCode::OK);
+        let calls = connect.calls.lock().unwrap().clone();
+        if calls.iter().rev().find(|c| c.starts_with("account")).is_some_and(|c| c == "account V-A DE acct_test_V-A") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the read model never learned the account: {calls:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     let updates: Vec<_> = h.events_on("storefront.catalog").into_iter().filter_map(|e| if let Event::VendorAccountUpdated(a) = e { Some(a) } else { None }).collect();
     assert_eq!(updates.len(), 1, "{updates:?}");
     assert_eq!((updates[0].vendor_id.as_str(), updates[0].account_id.as_str()), ("V-A", "acct_test_V-A"));

@@ -266,8 +266,15 @@ mod tests {
         assert_eq!((held[0].at, held[0].cause), (5, 9));
         assert_eq!(held[1], Held { at: 6, cause: 1, what: HeldKind::Timer("payment|o-1".into()) });
         let HeldKind::Event(event) = &held[0].what else { unreachable!() };
-        assert_eq!(serde_json::to_value(event).unwrap(), serde_json::Value::String(AUTHORIZED.into()));
-        assert_eq!(encode_value(&held, Some(77)).unwrap(), bytes);
+        // Written back as the same JSON text, with the fields PaymentAuthorized v2 added (the
+        // card's brand and last4) as nulls: the same value, decoded as before by older reads.
+        let now = AUTHORIZED.replace(r#""currency""#, r#""card_brand":null,"card_last4":null,"currency""#);
+        assert_eq!(serde_json::to_value(event).unwrap(), serde_json::Value::String(now.clone()));
+        let rewritten = vec![
+            OldHeld { at: 5, cause: 9, what: OldHeldKind::Event(now) },
+            OldHeld { at: 6, cause: 1, what: OldHeldKind::Timer("payment|o-1".into()) },
+        ];
+        assert_eq!(encode_value(&held, Some(77)).unwrap(), encode_value(&rewritten, Some(77)).unwrap());
     }
 
     #[test]

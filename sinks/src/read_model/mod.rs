@@ -125,6 +125,12 @@ impl ReadModel {
         self.run(move |db| async move { queries::vendor(&db, &id).await }).await
     }
 
+    /// The vendor's connected account, once known.
+    pub async fn vendor_account(&self, vendor_id: &str) -> Result<Option<String>> {
+        let id = vendor_id.to_string();
+        self.run(move |db| async move { queries::vendor_account(&db, &id).await }).await
+    }
+
     /// The order a payment (a PaymentIntent id) belongs to, if seen.
     pub async fn order_of_payment(&self, payment_id: &str) -> Result<Option<String>> {
         let id = payment_id.to_string();

@@ -607,6 +607,14 @@ pub async fn vendor(db: &Db, id: &str) -> Result<Option<VendorView>> {
     .next())
 }
 
+/// The vendor's connected account (`acct_…`), once onboarding or Stripe reported one.
+pub async fn vendor_account(db: &Db, vendor_id: &str) -> Result<Option<String>> {
+    fn account(r: &impl RowLike) -> Result<Option<String>> {
+        r.opt_text("stripe_account_id")
+    }
+    Ok(fetch_all!(db, "SELECT stripe_account_id FROM vendors WHERE vendor_id = $1", [vendor_id], account)?.into_iter().next().flatten())
+}
+
 /// The order a payment (a PaymentIntent id) belongs to, if the read model has seen it.
 pub async fn order_of_payment(db: &Db, payment_id: &str) -> Result<Option<String>> {
     fn order_id(r: &impl RowLike) -> Result<String> {
