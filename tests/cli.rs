@@ -30,7 +30,7 @@ fn repo() -> &'static Path {
 fn schemas_check_passes_on_the_repository() {
     let o = storeflow(&["schemas", "check"], repo());
     assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("All 49 schemas are compatible"), "{}", text(&o));
+    assert!(text(&o).contains("All 54 schemas are compatible"), "{}", text(&o));
 }
 
 #[test]

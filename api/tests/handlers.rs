@@ -631,6 +631,7 @@ async fn every_route_is_in_the_openapi_document() {
         ("post", "/v1/events"), ("post", "/v1/orders"), ("get", "/v1/orders/{id}"), ("post", "/v1/orders/{id}/cancel"),
         ("post", "/v1/orders/{id}/returns"), ("post", "/v1/webhooks/stripe"), ("get", "/v1/inventory/{sku}"), ("get", "/v1/products/{id}"), ("get", "/v1/search"),
         ("get", "/v1/recommendations"), ("get", "/v1/vendors/{id}/sales"), ("get", "/v1/vendors/{id}/sales/stream"),
+        ("post", "/v1/vendors/{id}/plan"), ("get", "/v1/vendors/{id}/onboarding"),
         ("get", "/v1/analytics/dashboard"), ("get", "/v1/analytics/vendors/{id}"), ("post", "/v1/admin/keys"),
         ("get", "/v1/admin/keys"), ("delete", "/v1/admin/keys/{id}"),
         ("get", "/healthz"), ("get", "/readyz"), ("get", "/metrics"),

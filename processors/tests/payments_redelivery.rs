@@ -80,8 +80,18 @@ impl PaymentProvider for Journal {
     }
 }
 
+/// Opens the log, waiting while another process still holds it: the parent's log, dropped
+/// just before a child starts, may be finishing its last background flush on a loaded
+/// machine (the directory lock is released when that flush ends).
 fn open(dir: &Path) -> Arc<dyn Log> {
-    Arc::new(EmbeddedLog::open(dir.join("log")).unwrap())
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match EmbeddedLog::open(dir.join("log")) {
+            Ok(log) => return Arc::new(log),
+            Err(storeflow_ingest::LogError::Locked { .. }) if std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => panic!("opening the log: {e}"),
+        }
+    }
 }
 
 fn payments_of(log: &dyn Log, codec: &Codec) -> Vec<Event> {

@@ -527,6 +527,7 @@ mod vendors {
         assert_eq!(subscription.field("items[0][price]"), Some("price_1Pro"));
         assert_eq!(subscription.field("metadata[vendor_id]"), Some("ven_a"));
         assert_eq!(subscription.field("metadata[plan]"), Some("pro"));
+        assert_eq!((subscription.field("collection_method"), subscription.field("days_until_due")), (Some("send_invoice"), Some("30")), "the vendor pays its plan by invoice");
         assert_eq!(subscription.field("metadata[storeflow_source]"), Some("payments_worker"));
         assert_eq!(subscription.idempotency_key(), Some("storeflow-cmd1-plan"));
     }

@@ -355,6 +355,8 @@ impl PaymentProvider for Stripe {
     }
 
     fn change_plan(&self, r: &PlanRequest) -> Result<Subscription, ProviderError> {
+        /// Days a vendor has to pay a plan's invoice.
+        const PLAN_INVOICE_DAYS: i64 = 30;
         let customer_id = match (&r.customer_id, &r.price) {
             (Some(c), _) => Some(c.clone()),
             // The free plan with no subscription needs no Customer.
@@ -380,7 +382,11 @@ impl PaymentProvider for Stripe {
                 self.send(&Call::<SubscriptionOut>::post(&format!("/subscriptions/{}", current.id), form), &r.idempotency_key).map_err(Failure::into_error)?
             }
             (Some(price), None, customer) => {
-                let form = serde_json::json!({"customer": customer, "items": [{"price": price}], "metadata": metadata});
+                // Vendors pay their plan by invoice (due in 30 days): the subscription is
+                // active at once — charging automatically would need the vendor's card, which
+                // onboarding does not collect, and leave the subscription `incomplete`.
+                let form = serde_json::json!({"customer": customer, "items": [{"price": price}], "metadata": metadata,
+                    "collection_method": "send_invoice", "days_until_due": PLAN_INVOICE_DAYS});
                 self.send(&Call::<SubscriptionOut>::post("/subscriptions", form), &r.idempotency_key).map_err(Failure::into_error)?
             }
         };
