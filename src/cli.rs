@@ -129,6 +129,13 @@ pub enum Command {
     #[command(subcommand)]
     Log(LogCommand),
 
+    /// Check, explain and try SQL processors (docs/SQL-PROCESSORS.md).
+    ///
+    /// A SQL processor is one `.sql` file in `processors/sql/` (or a `[sql] dirs` folder): a
+    /// header, then one SELECT. `storeflow run` runs every one it finds, with no build.
+    #[command(subcommand, after_help = "Examples:\n  storeflow sql check processors/sql/hot_products.sql\n  storeflow sql explain processors/sql/revenue_by_category.sql\n  storeflow sql run processors/sql/abandoned_carts.sql --from-beginning")]
+    Sql(SqlCommand),
+
     /// Print the effective configuration (defaults, file and STOREFLOW__* merged).
     ///
     /// Keys: data_dir, listen, partitions, [log] segment_bytes, retention_hours,
@@ -139,6 +146,39 @@ pub enum Command {
     /// [sinks.search.elasticsearch] url. Environment: STOREFLOW__LOG__FSYNC=always,
     /// STOREFLOW__KAFKA__BROKERS=host:9092, STOREFLOW__SINKS__READ_MODEL__POSTGRES_URL=…, …
     Config,
+}
+
+/// `storeflow sql …`
+#[derive(Debug, Subcommand)]
+pub enum SqlCommand {
+    /// Parse, plan and type-check a SQL processor against the contract; print its output
+    /// schema. Errors point at the line and column.
+    #[command(after_help = "Example:\n  storeflow sql check processors/sql/hot_products.sql")]
+    Check {
+        /// The `.sql` file.
+        file: PathBuf,
+    },
+    /// Show DataFusion's plan of a SQL processor's query.
+    #[command(after_help = "Example:\n  storeflow sql explain processors/sql/revenue_by_category.sql")]
+    Explain {
+        /// The `.sql` file.
+        file: PathBuf,
+    },
+    /// Run a SQL processor over what the log holds and print its results as a table (one
+    /// partition, state in memory, every window closed at the end, nothing written).
+    #[command(after_help = "Example:\n  storeflow demo --events 20000 && storeflow sql run processors/sql/hot_products.sql --from-beginning")]
+    Run {
+        /// The `.sql` file.
+        file: PathBuf,
+        /// Read every input from its first record (the only mode there is: say it).
+        #[arg(long, required = true)]
+        from_beginning: bool,
+        /// Print at most this many rows.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[command(flatten)]
+        place: Place,
+    },
 }
 
 /// `storeflow schemas …`

@@ -51,6 +51,25 @@ pub struct Config {
     /// The HTTP API, `[api]`: body and batch limits, per-key rate, public reads (see
     /// docs/API.md). It listens on `listen`.
     pub api: storeflow_api::ApiConfig,
+    /// SQL processors, `[sql]` (docs/SQL-PROCESSORS.md).
+    pub sql: SqlSettings,
+}
+
+/// `[sql]`: where SQL processors come from.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SqlSettings {
+    /// Folders whose `*.sql` files run as processors, after the shipped ones (a file named
+    /// like a shipped one replaces it). A folder that does not exist is skipped.
+    pub dirs: Vec<PathBuf>,
+    /// Run the SQL processors storeflow ships (`processors/sql/`, compiled in).
+    pub shipped: bool,
+}
+
+impl Default for SqlSettings {
+    fn default() -> Self {
+        SqlSettings { dirs: vec![PathBuf::from("processors/sql")], shipped: true }
+    }
 }
 
 /// `[runtime]`: how processors run.
@@ -115,6 +134,7 @@ impl Default for Config {
             processors: Default::default(),
             sinks: storeflow_sinks::SinksConfig::embedded(PathBuf::new()),
             api: storeflow_api::ApiConfig::default(),
+            sql: SqlSettings::default(),
         }
     }
 }

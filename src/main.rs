@@ -7,11 +7,12 @@ mod config;
 mod connect;
 mod pipeline;
 mod report;
+mod sql;
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use cli::{Cli, Command, DlqCommand, LogCommand, SchemasCommand, TopicsCommand};
+use cli::{Cli, Command, DlqCommand, LogCommand, SchemasCommand, SqlCommand, TopicsCommand};
 use config::Config;
 
 fn main() -> ExitCode {
@@ -67,6 +68,12 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         Command::Log(LogCommand::Check { data_dir }) => return commands::log::check(&data_dir.unwrap_or(config.data_dir)),
         Command::Log(LogCommand::Repair { data_dir, partition, truncate_at, yes }) => {
             return commands::log::repair(&data_dir.unwrap_or(config.data_dir), &partition, truncate_at, yes);
+        }
+        Command::Sql(SqlCommand::Check { file }) => return commands::sql::check(&file, &config),
+        Command::Sql(SqlCommand::Explain { file }) => return commands::sql::explain(&file, &config),
+        Command::Sql(SqlCommand::Run { file, from_beginning: _, limit, place }) => {
+            backends::apply_place(&mut config, &place);
+            return commands::sql::run(&backends::open(&config)?, &config, &file, limit);
         }
         Command::Config => print!("{}", toml_string(&config)?),
     }

@@ -55,14 +55,14 @@ pub fn runtime_config(config: &Config) -> RuntimeConfig {
 /// Every registered processor with its flow and task count: what progress across
 /// processors is computed over. Processors run elsewhere (`storeflow process --only`) are in
 /// it too: their progress comes through the log.
-pub fn topology(b: &Backends, config: &Config) -> anyhow::Result<Topology> {
+pub fn topology(b: &Backends, config: &Config, registrations: &[storeflow_processors::Registration]) -> anyhow::Result<Topology> {
     let configs = |name: &str| config.processor_config(name);
-    Ok(storeflow_processors::topology(&*b.log, &configs)?)
+    Ok(storeflow_processors::topology(&*b.log, registrations, &configs)?)
 }
 
 /// Starts the processors named in `only` (all registered ones when empty).
 pub fn start(b: &Backends, config: &Config, only: &[String], metrics: Arc<Metrics>) -> anyhow::Result<Pipeline> {
-    let registry = storeflow_processors::registry();
+    let registry = crate::sql::registrations(b, config)?;
     for name in only {
         if !registry.iter().any(|r| r.name == name) {
             let known: Vec<&str> = registry.iter().map(|r| r.name).collect();
@@ -70,7 +70,7 @@ pub fn start(b: &Backends, config: &Config, only: &[String], metrics: Arc<Metric
         }
     }
     let mut rc = runtime_config(config);
-    let topology = Arc::new(topology(b, config)?);
+    let topology = Arc::new(topology(b, config, &registry)?);
     rc.topology = Some(topology.clone());
     let mut slots = Vec::new();
     let mut inputs = Vec::new();
@@ -90,7 +90,7 @@ pub fn start(b: &Backends, config: &Config, only: &[String], metrics: Arc<Metric
         let runtime = Runtime::spawn(processor, b.log.clone(), b.codec.clone(), rc.clone(), metrics.clone())
             .with_context(|| format!("starting the {} processor", reg.name))?;
         let alive = Arc::new(AtomicBool::new(true));
-        slots.push(Slot { name: reg.name, build: reg.build, cfg, runtime: Some(runtime), alive, backoff: storeflow_ingest::Backoff::new(RESTART_FIRST, RESTART_MAX), retry_at: None, up_since: Instant::now() });
+        slots.push(Slot { name: reg.name, build: reg.build.clone(), cfg, runtime: Some(runtime), alive, backoff: storeflow_ingest::Backoff::new(RESTART_FIRST, RESTART_MAX), retry_at: None, up_since: Instant::now() });
     }
     let slots = Arc::new(Mutex::new(slots));
     let stopping = Arc::new(AtomicBool::new(false));
@@ -108,7 +108,7 @@ pub fn start(b: &Backends, config: &Config, only: &[String], metrics: Arc<Metric
 /// One processor under supervision.
 struct Slot {
     name: &'static str,
-    build: fn(&serde_json::Value) -> storeflow_processors::Result<Box<dyn storeflow_processors::DynProcessor>>,
+    build: storeflow_processors::Build,
     cfg: serde_json::Value,
     /// `None` while it is down, waiting for its restart.
     runtime: Option<Runtime>,

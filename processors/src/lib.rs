@@ -42,12 +42,17 @@ pub use runtime::{Idle, Runtime, RuntimeConfig, StateBackend};
 pub use state::{Store, Timer};
 pub use wire::Wire;
 
+/// How a registered processor is built from `[processors.<name>]` (JSON; `null` means
+/// defaults).
+pub type Build = std::sync::Arc<dyn Fn(&serde_json::Value) -> Result<Box<dyn DynProcessor>> + Send + Sync>;
+
 /// A registered processor: how to build it from its configuration.
+#[derive(Clone)]
 pub struct Registration {
-    /// [`Processor::NAME`].
+    /// [`Processor::name`].
     pub name: &'static str,
     /// Builds it from `[processors.<name>]` (JSON); `null` means defaults.
-    pub build: fn(&serde_json::Value) -> Result<Box<dyn DynProcessor>>,
+    pub build: Build,
 }
 
 /// Builds processor `P` from a JSON config (defaults for `null`).
@@ -61,13 +66,13 @@ pub fn build<P: Processor>(config: &serde_json::Value) -> Result<Box<dyn DynProc
     Ok(Box::new(P::new(cfg)))
 }
 
-/// Every registered processor as one graph, with its task count from the log's topics:
-/// what progress across processors is computed over. `config(name)` gives a processor's
-/// `[processors.<name>]` (JSON, `null` for defaults).
-pub fn topology(log: &dyn storeflow_ingest::Log, config: &dyn Fn(&str) -> serde_json::Value) -> Result<runtime::topology::Topology> {
+/// The processors of `registrations` as one graph, with their task counts from the log's
+/// topics: what progress across processors is computed over. `config(name)` gives a
+/// processor's `[processors.<name>]` (JSON, `null` for defaults).
+pub fn topology(log: &dyn storeflow_ingest::Log, registrations: &[Registration], config: &dyn Fn(&str) -> serde_json::Value) -> Result<runtime::topology::Topology> {
     let infos = log.describe_topics()?;
     let mut nodes = Vec::new();
-    for reg in registry() {
+    for reg in registrations {
         let processor = (reg.build)(&config(reg.name))?;
         let flow = processor.flow();
         let first = flow.inputs().into_iter().next().unwrap_or_default();
@@ -83,7 +88,7 @@ macro_rules! registry {
     ($($p:path),* $(,)?) => {
         /// Every processor storeflow runs, in order. Adding one is one line here.
         pub fn registry() -> Vec<$crate::Registration> {
-            vec![$($crate::Registration { name: <$p as $crate::Processor>::NAME, build: $crate::build::<$p> }),*]
+            vec![$($crate::Registration { name: <$p as $crate::Processor>::NAME, build: std::sync::Arc::new($crate::build::<$p>) }),*]
         }
     };
 }

@@ -49,6 +49,12 @@ pub trait Processor: Send + 'static {
     /// Builds the processor from its configuration.
     fn new(config: Self::Config) -> Self;
 
+    /// Its name: [`Processor::NAME`], unless one type runs as several processors whose
+    /// names are known only when they start (SQL processors, one per file).
+    fn name(&self) -> &'static str {
+        Self::NAME
+    }
+
     /// What it reads — all topics with the same partition count (co-partitioned by key) —
     /// in which orders, and what each input group and its timers may write
     /// ([`Flow`], docs/ARCHITECTURE.md "Time and order"). Emitting to a topic the flow does

@@ -34,7 +34,7 @@ fn config(name: &str) -> Value {
 }
 
 fn start(log: &Arc<dyn Log>, codec: &Arc<Codec>, app: &str, metrics: &Arc<Metrics>) -> Vec<Runtime> {
-    let topology = Arc::new(storeflow_processors::topology(&**log, &config).unwrap());
+    let topology = Arc::new(storeflow_processors::topology(&**log, &storeflow_processors::registry(), &config).unwrap());
     // A bounded replay: the results must not depend on when the test runs.
     let rc = RuntimeConfig { app: app.to_string(), state: StateBackend::Memory, idle: Idle::EndOfInput, topology: Some(topology), ..RuntimeConfig::default() };
     storeflow_processors::registry()

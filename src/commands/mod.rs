@@ -6,4 +6,5 @@ pub mod log;
 pub mod run;
 pub mod schemas;
 pub mod simulate;
+pub mod sql;
 pub mod topics;

@@ -15,7 +15,7 @@ use storeflow_processors::{Runtime, RuntimeConfig, StateBackend};
 /// Every registered processor of application `app`, state in memory, metrics in `registry`.
 pub fn processors(log: &Arc<dyn Log>, codec: &Arc<Codec>, app: &str, registry: &mut Registry) -> Vec<Runtime> {
     let metrics = Arc::new(Metrics::register(registry));
-    let topology = Arc::new(storeflow_processors::topology(&**log, &|_| Value::Null).unwrap());
+    let topology = Arc::new(storeflow_processors::topology(&**log, &storeflow_processors::registry(), &|_| Value::Null).unwrap());
     let rc = RuntimeConfig { app: app.to_string(), state: StateBackend::Memory, topology: Some(topology), ..RuntimeConfig::default() };
     storeflow_processors::registry()
         .iter()

@@ -91,7 +91,7 @@ pub enum Outcome {
 
 /// A processor with its types erased, as the runtime and the registry hold it.
 pub trait DynProcessor: Send {
-    /// [`Processor::NAME`].
+    /// [`Processor::name`].
     fn name(&self) -> &'static str;
     /// [`Processor::flow`].
     fn flow(&self) -> Flow;
@@ -163,7 +163,7 @@ fn input_of<T>(value: T, record: &Record, timestamp: i64, cause: u64) -> Input<T
 
 impl<P: Processor> DynProcessor for P {
     fn name(&self) -> &'static str {
-        P::NAME
+        Processor::name(self)
     }
 
     fn flow(&self) -> Flow {
@@ -180,7 +180,7 @@ impl<P: Processor> DynProcessor for P {
             Ok(v) => v,
             Err(reason) => {
                 let reason = format!("cannot decode: {reason}");
-                task.pending.push(dlq_record(P::NAME, record, &reason, step.time));
+                task.pending.push(dlq_record(Processor::name(self), record, &reason, step.time));
                 task.dead_lettered += 1;
                 task.handled += 1;
                 return Outcome::DeadLettered(reason);
@@ -188,10 +188,10 @@ impl<P: Processor> DynProcessor for P {
         };
         let input = input_of(value, record, step.time, step.cause);
         let stores = self.stores();
-        let mut ctx = Ctx::new(P::NAME, &mut task.state, task.partition, stores, step.time);
+        let mut ctx = Ctx::new(Processor::name(self), &mut task.state, task.partition, stores, step.time);
         let result = self.process(&input, &mut ctx);
         let out = std::mem::take(&mut ctx.out);
-        match result.and_then(|()| encode_all(P::NAME, codec, &task.flow, task.lookahead, step, out).map_err(ProcessError::Permanent)) {
+        match result.and_then(|()| encode_all(Processor::name(self), codec, &task.flow, task.lookahead, step, out).map_err(ProcessError::Permanent)) {
             Ok(records) => {
                 task.state.accept();
                 task.pending.extend(records);
@@ -200,7 +200,7 @@ impl<P: Processor> DynProcessor for P {
             }
             Err(ProcessError::Permanent(reason)) => {
                 task.state.reject();
-                task.pending.push(dlq_record(P::NAME, record, &reason, step.time));
+                task.pending.push(dlq_record(Processor::name(self), record, &reason, step.time));
                 task.dead_lettered += 1;
                 task.handled += 1;
                 Outcome::DeadLettered(reason)
@@ -220,7 +220,7 @@ impl<P: Processor> DynProcessor for P {
         let Some(bytes) = record.value.as_deref() else { return };
         match P::In::decode(codec, bytes) {
             Ok(value) => self.on_global(&input_of(value, record, record.timestamp, 0)),
-            Err(e) => tracing::warn!(processor = P::NAME, topic = %record.topic, offset = record.offset, error = %e, "skipping an undecodable record of a global input"),
+            Err(e) => tracing::warn!(processor = Processor::name(self), topic = %record.topic, offset = record.offset, error = %e, "skipping an undecodable record of a global input"),
         }
     }
 
@@ -230,10 +230,10 @@ impl<P: Processor> DynProcessor for P {
         task.state.stream_time = timer.at;
         let step = Step { slot: task.flow.groups.len(), time: timer.at, cause: step_of_timer(&timer.key, timer.at) };
         let stores = self.stores();
-        let mut ctx = Ctx::new(P::NAME, &mut task.state, task.partition, stores, timer.at);
+        let mut ctx = Ctx::new(Processor::name(self), &mut task.state, task.partition, stores, timer.at);
         let result = self.on_timer(timer, &mut ctx);
         let out = std::mem::take(&mut ctx.out);
-        match result.and_then(|()| encode_all(P::NAME, codec, &task.flow, task.lookahead, step, out).map_err(ProcessError::Permanent)) {
+        match result.and_then(|()| encode_all(Processor::name(self), codec, &task.flow, task.lookahead, step, out).map_err(ProcessError::Permanent)) {
             Ok(records) => {
                 task.state.accept();
                 task.pending.extend(records);
@@ -241,7 +241,7 @@ impl<P: Processor> DynProcessor for P {
             Err(e) => {
                 // A timer has no record to dead-letter: log it; its writes are dropped.
                 task.state.reject();
-                tracing::error!(processor = P::NAME, partition = task.partition, timer = ?timer, error = %e, "a timer failed");
+                tracing::error!(processor = Processor::name(self), partition = task.partition, timer = ?timer, error = %e, "a timer failed");
             }
         }
         Ok(())
