@@ -229,7 +229,9 @@ impl SqlProcessor {
             };
             let event_id = match by_name.get("event_id") {
                 Some(Cell::Str(s)) => s.clone(),
-                _ => ctx.event_id(&[&window.0.to_string(), &key, &i.to_string()]),
+                // Each task emits its own rows of a window (under the same key when the key is
+                // the window): the partition keeps their ids apart.
+                _ => ctx.event_id(&[&ctx.partition().to_string(), &window.0.to_string(), &key, &i.to_string()]),
             };
             let mut fields = Vec::with_capacity(self.engine.out.len());
             for c in &self.engine.out {

@@ -105,6 +105,9 @@ fn hot_products_agree_with_a_reference_count_per_hopping_window_despite_late_and
         }
     }
     assert_eq!(latest.len(), expected_windows);
+    let rows = outputs(&d, &q, &p);
+    let ids: std::collections::BTreeSet<&str> = rows.iter().map(|r| r["event_id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), rows.len(), "every output has its own event id, also the rows several tasks emit for one window");
     let dlq = d.dlq(&q.repartition_topic("test").unwrap());
     assert_eq!(dlq.len(), 1, "exactly the view past the lateness is dead-lettered: {dlq:?}");
     assert!(dlq[0].reason.starts_with("late:"), "{}", dlq[0].reason);

@@ -1,6 +1,10 @@
 //! Helpers the binary's integration tests share.
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 /// Copies the directory tree `from` to `to` (a data directory, to run twice over one log).
 #[allow(dead_code)] // not every test binary copies
@@ -35,3 +39,142 @@ pub fn http(port: u16, method: &str, path: &str, key: Option<&str>, body: Option
     let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     Ok((code, body))
 }
+
+/// `storeflow` in `dir`, with a clean environment and a bounded replay
+/// (`runtime.idle = "end_of_input"`: once every source is idle, every timer fires).
+#[allow(dead_code)]
+pub fn storeflow(dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_storeflow"));
+    c.current_dir(dir).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default()).env("STOREFLOW__RUNTIME__IDLE", "end_of_input");
+    c
+}
+
+/// A free TCP port on 127.0.0.1.
+#[allow(dead_code)]
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The sum of every sample of `metric` on `/metrics`, if the API answers.
+#[allow(dead_code)]
+pub fn metric(port: u16, metric: &str) -> Option<f64> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    let samples: Vec<f64> = body
+        .lines()
+        .filter(|l| l.starts_with(metric) && (l[metric.len()..].starts_with('{') || l[metric.len()..].starts_with(' ')))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!samples.is_empty()).then(|| samples.iter().sum())
+}
+
+/// A `storeflow run` the test watches through `/metrics`.
+#[allow(dead_code)]
+pub struct Run {
+    /// The process.
+    pub child: Child,
+    /// Its API port.
+    pub port: u16,
+}
+
+/// A run the test did not stop (it failed on the way) dies with it.
+impl Drop for Run {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[allow(dead_code)]
+impl Run {
+    pub fn start(dir: &Path) -> Run {
+        let port = free_port();
+        let log = std::fs::File::create(dir.join(format!("run-{port}.log"))).unwrap();
+        let child = storeflow(dir)
+            .args(["run", "--listen", &format!("127.0.0.1:{port}")])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start storeflow run");
+        Run { child, port }
+    }
+
+    /// Records handled so far, and whether everything has been processed and written (no
+    /// lag, nothing buffered, in the processors and the sinks).
+    pub fn state(&self) -> Option<(f64, bool)> {
+        // Outputs count too: at the end of input timers fire (windows, sessions) with no
+        // record coming in.
+        let handled = metric(self.port, "storeflow_processor_records_in_total")? + metric(self.port, "storeflow_processor_records_out_total").unwrap_or(0.0);
+        let lag = metric(self.port, "storeflow_processor_lag")? + metric(self.port, "storeflow_processor_buffered").unwrap_or(0.0);
+        let sink_lag = metric(self.port, "storeflow_sink_lag").unwrap_or(0.0);
+        Some((handled, lag == 0.0 && sink_lag == 0.0))
+    }
+
+    /// Runs until the pipeline has been idle (everything processed and written, nothing
+    /// changing) for a few seconds, then kills it.
+    pub fn until_idle(mut self) {
+        let deadline = Instant::now() + Duration::from_secs(900);
+        let mut last = (-1.0, Instant::now());
+        loop {
+            assert!(Instant::now() < deadline, "storeflow run did not go idle in 900 s");
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("storeflow run exited early: {status}");
+            }
+            if let Some((handled, done)) = self.state() {
+                if handled != last.0 || !done {
+                    last = (handled, Instant::now());
+                } else if last.1.elapsed() > Duration::from_secs(4) {
+                    break;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// Watches it for `after`: whether it was still working (records handled, not all
+    /// processed and written) at the end.
+    pub fn working_after(&self, after: Duration) -> bool {
+        let started = Instant::now();
+        let mut mid = false;
+        while started.elapsed() < after {
+            if let Some((handled, done)) = self.state() {
+                mid = handled > 0.0 && !done;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        mid
+    }
+
+    /// Sends SIGTERM after `after`; asserts it exits 0 within the grace period (30 s by
+    /// default); returns whether the stop landed mid-stream.
+    pub fn terminate_mid_stream(mut self, after: Duration) -> bool {
+        let mid = self.working_after(after);
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        let asked = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "storeflow run exited {status} after SIGTERM");
+                break;
+            }
+            assert!(asked.elapsed() < Duration::from_secs(30), "storeflow run did not stop within the 30 s grace period after SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        println!("SIGTERM: stopped in {:?}", asked.elapsed());
+        mid
+    }
+
+    /// Kills it with SIGKILL after `after`, asserting it was in the middle of its work.
+    pub fn kill_mid_stream(mut self, after: Duration) -> bool {
+        let mid = self.working_after(after);
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        mid
+    }
+}
+
