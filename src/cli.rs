@@ -28,8 +28,22 @@ pub struct Cli {
     #[arg(long, global = true, default_value = "warn", env = "STOREFLOW_LOG")]
     pub log: String,
 
+    /// How log lines are written to stderr: `text` for people, `json` (one JSON object a
+    /// line: timestamp, level, target, fields) for a log collector.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "STOREFLOW_LOG_FORMAT")]
+    pub log_format: LogFormat,
+
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object a line.
+    Json,
 }
 
 /// Where data lives and where the API listens.
@@ -107,9 +121,13 @@ pub enum Command {
     #[command(subcommand)]
     Schemas(SchemasCommand),
 
-    /// Inspect the log's topics.
+    /// Inspect the log's topics, read their records as JSON and publish JSON events.
     #[command(subcommand)]
     Topics(TopicsCommand),
+
+    /// The processors' and sinks' consumer groups: their lag, and moving their offsets.
+    #[command(subcommand)]
+    Groups(GroupsCommand),
 
     /// Run stream processors only (no API): scale out by starting more of these with the
     /// same configuration; instances share partitions, and state moves with them.
@@ -283,6 +301,155 @@ pub enum LogCommand {
 pub enum TopicsCommand {
     /// List topics with their partitions and how many records they hold.
     List(Place),
+
+    /// Print a topic's records as JSON lines, decoded.
+    ///
+    /// One line a record: {"topic","partition","offset","timestamp","key","type","value"}.
+    /// `value` is the event as the API takes it (`storeflow schemas example`); on a
+    /// dead-letter topic each line also has "dead_letter": the processor or sink that gave
+    /// up, the reason and where the record came from. A value that does not decode is
+    /// printed with "type": null and "error". Without --follow it stops at the end of the
+    /// partitions as they were when it started.
+    #[command(after_help = "Examples:\n  \
+        storeflow topics tail storefront.orders --limit 5\n  \
+        storeflow topics tail storefront.orders --from latest --follow | jq .value.order_id\n  \
+        storeflow topics tail storefront.payments --from 2026-12-01T09:00:00Z --partition 2\n  \
+        storeflow topics tail storefront.orders.dlq        # dead letters, with their reasons")]
+    Tail {
+        /// The topic (`storeflow topics list` shows them).
+        topic: String,
+        /// Where to start: earliest, latest, an offset (in every partition read), or an
+        /// RFC 3339 time (the first record stamped at or after it, per partition).
+        #[arg(long, default_value = "earliest", value_parser = parse_start, value_name = "WHERE")]
+        from: Start,
+        /// Keep reading new records until Ctrl-C.
+        #[arg(long)]
+        follow: bool,
+        /// Stop after this many records.
+        #[arg(long, value_name = "N")]
+        limit: Option<u64>,
+        /// Read only this partition.
+        #[arg(long, value_name = "P")]
+        partition: Option<u32>,
+        #[command(flatten)]
+        place: Place,
+    },
+
+    /// Publish JSON events (one a line) from standard input to a topic.
+    ///
+    /// Each line is an event as `POST /v1/events` takes it (`storeflow schemas example
+    /// OrderPlaced`), validated the same way; its type must belong to the topic. Every line
+    /// is checked before anything is published: one bad line (reported with its line number
+    /// and field) and nothing is, unless --skip-invalid. Events go out with the contract's
+    /// key, personal data sealed, like the API's.
+    #[command(after_help = "Examples:\n  \
+        storeflow topics produce storefront.inventory < stock.jsonl\n  \
+        storeflow schemas example StockReceived | jq -c . | storeflow topics produce storefront.inventory\n  \
+        storeflow topics produce storefront.orders --skip-invalid < orders.jsonl")]
+    Produce {
+        /// The topic.
+        topic: String,
+        /// Publish the valid lines and report the invalid ones, instead of publishing nothing.
+        #[arg(long)]
+        skip_invalid: bool,
+        #[command(flatten)]
+        place: Place,
+    },
+}
+
+/// Where `topics tail` starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// The oldest record held.
+    Earliest,
+    /// Only records published from now on.
+    Latest,
+    /// This offset (clamped to what the partition holds).
+    Offset(u64),
+    /// The first record stamped at or after this time (ms since the epoch).
+    Time(i64),
+}
+
+/// Parses `earliest`, `latest`, an offset or an RFC 3339 time.
+pub fn parse_start(s: &str) -> Result<Start, String> {
+    match s {
+        "earliest" => Ok(Start::Earliest),
+        "latest" => Ok(Start::Latest),
+        _ => match s.parse::<u64>() {
+            Ok(o) => Ok(Start::Offset(o)),
+            Err(_) => parse_datetime(s)
+                .map(Start::Time)
+                .map_err(|_| format!("`{s}` is not earliest, latest, an offset or an RFC 3339 time (2026-12-01T09:00:00Z)")),
+        },
+    }
+}
+
+/// Parses an RFC 3339 time into ms since the epoch.
+pub fn parse_datetime(s: &str) -> Result<i64, String> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.timestamp_millis())
+        .map_err(|e| format!("`{s}` is not an RFC 3339 time such as 2026-12-01T09:00:00Z: {e}"))
+}
+
+/// `storeflow groups …`
+#[derive(Debug, Subcommand)]
+pub enum GroupsCommand {
+    /// List the processors' and sinks' consumer groups with their total lag.
+    #[command(after_help = "Example:\n  storeflow groups list --data-dir ./data")]
+    List(Place),
+
+    /// Show a group's committed offset, end offset and lag per partition.
+    #[command(after_help = "Examples:\n  \
+        storeflow groups describe storeflow.inventory\n  \
+        storeflow groups describe storeflow.sink.read_model")]
+    Describe {
+        /// The group (`storeflow groups list` names them).
+        group: String,
+        #[command(flatten)]
+        place: Place,
+    },
+
+    /// Move a sink group's committed offsets: prints the plan, applies it with --execute.
+    ///
+    /// The sink re-reads from there when it next starts: after --to-earliest it rewrites its
+    /// store from the log (its writes are idempotent, so a replay leaves the same rows);
+    /// --to-latest skips what it has not read yet. Refused while the group has live members
+    /// (on the embedded log storeflow must be stopped anyway). Processor groups are refused:
+    /// their state, changelog and progress commit with their offsets, and moving the offsets
+    /// alone would replay into existing state (see docs/OPERATIONS.md).
+    #[command(after_help = "Examples:\n  \
+        storeflow groups reset storeflow.sink.search --to-earliest             # the plan only\n  \
+        storeflow groups reset storeflow.sink.search --to-earliest --execute\n  \
+        storeflow groups reset storeflow.sink.analytics --to-datetime 2026-12-01T00:00:00Z --topic storefront.orders --execute")]
+    Reset {
+        /// The group.
+        group: String,
+        #[command(flatten)]
+        to: ResetTo,
+        /// Only this topic's partitions.
+        #[arg(long, value_name = "TOPIC")]
+        topic: Option<String>,
+        /// Apply the plan (without it nothing changes).
+        #[arg(long)]
+        execute: bool,
+        #[command(flatten)]
+        place: Place,
+    },
+}
+
+/// Where `groups reset` moves the offsets: one of the three.
+#[derive(Debug, Args, Clone)]
+#[group(required = true, multiple = false)]
+pub struct ResetTo {
+    /// To the oldest record held.
+    #[arg(long)]
+    pub to_earliest: bool,
+    /// To the end: skip everything not read yet.
+    #[arg(long)]
+    pub to_latest: bool,
+    /// To the first record stamped at or after this RFC 3339 time.
+    #[arg(long, value_name = "RFC3339", value_parser = parse_datetime)]
+    pub to_datetime: Option<i64>,
 }
 
 /// Parses `20000`, `2e4`, `20k`, `1.5M`.

@@ -12,13 +12,17 @@ mod sql;
 use std::process::ExitCode;
 
 use clap::Parser;
-use cli::{Cli, Command, DlqCommand, LogCommand, SchemasCommand, SqlCommand, TopicsCommand};
+use cli::{Cli, Command, DlqCommand, GroupsCommand, LogCommand, SchemasCommand, SqlCommand, TopicsCommand};
 use config::Config;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.log_format {
+        cli::LogFormat::Text => logs.init(),
+        cli::LogFormat::Json => logs.json().init(),
+    }
     match run(cli) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
@@ -64,6 +68,27 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         Command::Topics(TopicsCommand::List(place)) => {
             backends::apply_place(&mut config, &place);
             commands::topics::list(&backends::open(&config)?)?;
+        }
+        Command::Topics(TopicsCommand::Tail { topic, from, follow, limit, partition, place }) => {
+            backends::apply_place(&mut config, &place);
+            let tail = commands::topics::Tail { from, follow, limit, partition };
+            commands::topics::tail(&backends::open(&config)?, &topic, &tail)?;
+        }
+        Command::Topics(TopicsCommand::Produce { topic, skip_invalid, place }) => {
+            backends::apply_place(&mut config, &place);
+            return commands::topics::produce(&backends::open(&config)?, &config, &topic, skip_invalid);
+        }
+        Command::Groups(GroupsCommand::List(place)) => {
+            backends::apply_place(&mut config, &place);
+            commands::groups::list(&backends::open(&config)?, &config)?;
+        }
+        Command::Groups(GroupsCommand::Describe { group, place }) => {
+            backends::apply_place(&mut config, &place);
+            commands::groups::describe(&backends::open(&config)?, &config, &group)?;
+        }
+        Command::Groups(GroupsCommand::Reset { group, to, topic, execute, place }) => {
+            backends::apply_place(&mut config, &place);
+            commands::groups::reset(&backends::open(&config)?, &config, &group, &to, topic.as_deref(), execute)?;
         }
         Command::Log(LogCommand::Check { data_dir }) => return commands::log::check(&data_dir.unwrap_or(config.data_dir)),
         Command::Log(LogCommand::Repair { data_dir, partition, truncate_at, yes }) => {

@@ -70,6 +70,11 @@ pub struct Checked {
 }
 
 impl Checked {
+    /// The validated events, in the order they were sent.
+    pub fn into_events(self) -> Vec<Event> {
+        self.events
+    }
+
     /// Events the API made itself (derived types included: they never come from a body),
     /// deduplicated by event id when `dedup`.
     pub(crate) fn made_here(events: Vec<Event>, dedup: bool) -> Checked {

@@ -59,6 +59,8 @@ macro_rules! contract_tests {
             creating_topics_is_idempotent_and_unknown_topics_are_errors,
             describe_topics_reports_partition_ends,
             co_partitioned_members_own_the_same_partition_numbers_of_every_topic,
+            an_idle_groups_offsets_are_reset_from_outside_and_a_live_one_is_refused,
+            offsets_for_a_time_are_the_first_records_stamped_at_or_after_it,
         );
     };
     (@cases $harness:expr; $($case:ident),* $(,)?) => {
@@ -461,4 +463,60 @@ pub fn co_partitioned_members_own_the_same_partition_numbers_of_every_topic(h: &
     assert_eq!(ws, vec![(0, 0)]);
     m1.close().expect("close");
     m2.close().expect("close");
+}
+
+/// An operator's reset (`storeflow groups reset`): the group is listed, its offsets move
+/// while it has no members, and while a member is live the reset is refused and changes
+/// nothing.
+pub fn an_idle_groups_offsets_are_reset_from_outside_and_a_live_one_is_refused(h: &dyn Harness) {
+    let log = h.log();
+    let t = topic(h, "reset", 1);
+    produce(&*log, &t, 10, |i| format!("k{i}"));
+    let g = group("reset");
+    let tp = TopicPartition::new(&t, 0);
+    let mut c = log.consumer(ConsumerConfig::new(&g), None).expect("consumer");
+    c.subscribe(&[&t]).expect("subscribe");
+    let read = drain(&mut *c, 10, h.patience());
+    assert_eq!(read.len(), 10);
+    c.commit(&next_offsets(&read)).expect("commit");
+    // A live member: both backends can tell, and the reset is refused.
+    assert_eq!(log.group_members(&g).expect("members"), Some(1));
+    assert!(log.reset_offsets(&g, &[(tp.clone(), 0)]).is_err(), "a reset went through while the group had a member");
+    assert_eq!(log.committed_offsets(&g, std::slice::from_ref(&tp)).expect("committed"), vec![Some(10)]);
+    c.close().expect("close");
+    // The coordinator may take a moment to see the member leave.
+    let deadline = Instant::now() + h.patience() * 3;
+    while log.group_members(&g).expect("members").is_some_and(|n| n > 0) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(log.group_members(&g).expect("members").unwrap_or(0), 0, "the member did not leave");
+    assert!(log.list_groups().expect("groups").contains(&g), "the group is not listed");
+    log.reset_offsets(&g, &[(tp.clone(), 3)]).expect("reset");
+    assert_eq!(log.committed_offsets(&g, std::slice::from_ref(&tp)).expect("committed"), vec![Some(3)]);
+    // The group resumes from there.
+    let mut c = log.consumer(ConsumerConfig::new(&g), None).expect("consumer");
+    c.subscribe(&[&t]).expect("subscribe");
+    let again = drain(&mut *c, 7, h.patience());
+    assert_eq!(again.iter().map(|r| r.offset).collect::<Vec<_>>(), (3..10).collect::<Vec<_>>());
+    c.close().expect("close");
+}
+
+/// `offsets_for_time`: the first offset stamped at or after the time, per partition; the
+/// end when nothing is.
+pub fn offsets_for_a_time_are_the_first_records_stamped_at_or_after_it(h: &dyn Harness) {
+    let log = h.log();
+    let t = topic(h, "times", 2);
+    let base = 1_700_000_000_000i64;
+    let p = log.producer().expect("producer");
+    let futs = p
+        .send_batch((0..10).map(|i| ProduceRecord::new(&t, format!("k{i}"), format!("v{i}")).to_partition(0).at(base + i * 1000)).collect())
+        .expect("send");
+    for f in futs {
+        f.wait().expect("ack");
+    }
+    p.flush(Duration::from_secs(10)).expect("flush");
+    let tps = [TopicPartition::new(&t, 0), TopicPartition::new(&t, 1)];
+    assert_eq!(log.offsets_for_time(&tps, base + 4500).expect("by time"), vec![5, 0]);
+    assert_eq!(log.offsets_for_time(&tps, base - 1).expect("by time"), vec![0, 0]);
+    assert_eq!(log.offsets_for_time(&tps, base + 60_000).expect("by time"), vec![10, 0]);
 }

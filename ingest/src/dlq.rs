@@ -125,9 +125,13 @@ fn read(log: &dyn Log, dlq: &str, from: Option<&[(TopicPartition, u64)]>) -> Res
 
 /// The dead letters of `topic` (or of the dead-letter topic named directly).
 pub fn list(log: &dyn Log, topic: &str) -> Result<Vec<DeadLetter>> {
-    Ok(read(log, &dlq_name(topic), None)?
-        .into_iter()
-        .map(|r| DeadLetter {
+    Ok(read(log, &dlq_name(topic), None)?.into_iter().map(DeadLetter::from_record).collect())
+}
+
+impl DeadLetter {
+    /// Reads the `storeflow.dlq.*` headers of a record of a dead-letter topic.
+    pub fn from_record(r: Record) -> DeadLetter {
+        DeadLetter {
             dlq_offset: r.offset,
             processor: text(&r, h::PROCESSOR),
             reason: text(&r, h::REASON),
@@ -136,8 +140,8 @@ pub fn list(log: &dyn Log, topic: &str) -> Result<Vec<DeadLetter>> {
             offset: text(&r, h::OFFSET).parse().unwrap_or(0),
             time: text(&r, h::TIME).parse().unwrap_or(0),
             record: r,
-        })
-        .collect())
+        }
+    }
 }
 
 /// What a replay did.

@@ -372,6 +372,63 @@ impl Log for KafkaLog {
             })
             .collect())
     }
+
+    fn list_groups(&self) -> Result<Vec<String>> {
+        let list = self.meta.fetch_group_list(None, self.settings.timeout).map_err(|e| kerr("listing consumer groups", e))?;
+        let mut names: Vec<String> = list.groups().iter().map(|g| g.name().to_string()).collect();
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
+    /// From the group coordinator (`DescribeGroups`): its members now.
+    fn group_members(&self, group: &str) -> Result<Option<usize>> {
+        let list = self.meta.fetch_group_list(Some(group), self.settings.timeout).map_err(|e| kerr(&format!("describing group {group}"), e))?;
+        Ok(Some(list.groups().iter().filter(|g| g.name() == group).map(|g| g.members().len()).sum()))
+    }
+
+    fn reset_offsets(&self, group: &str, offsets: &[(TopicPartition, u64)]) -> Result<()> {
+        if let Some(n) = self.group_members(group)?
+            && n > 0
+        {
+            return Err(LogError::NotOwner { group: group.to_string(), partition: format!("(the group has {n} live members)") });
+        }
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        // A consumer that never joins commits for the empty group (the coordinator accepts
+        // a commit without a generation while the group has no members).
+        let c: BaseConsumer = self
+            .settings
+            .config(&[("group.id", group), ("enable.auto.commit", "false")])
+            .create()
+            .map_err(|e| kerr("creating a consumer", e))?;
+        let mut tpl = TopicPartitionList::new();
+        for (tp, o) in offsets {
+            tpl.add_partition_offset(&tp.topic, tp.partition as i32, Offset::Offset(*o as i64))
+                .map_err(|e| kerr("building an offset list", e))?;
+        }
+        c.commit(&tpl, CommitMode::Sync).map_err(|e| kerr(&format!("committing offsets of group {group}"), e))
+    }
+
+    fn offsets_for_time(&self, partitions: &[TopicPartition], millis: i64) -> Result<Vec<u64>> {
+        let mut tpl = TopicPartitionList::new();
+        for tp in partitions {
+            tpl.add_partition_offset(&tp.topic, tp.partition as i32, Offset::Offset(millis))
+                .map_err(|e| kerr("building an offset list", e))?;
+        }
+        let got = self.meta.offsets_for_times(tpl, self.settings.timeout).map_err(|e| kerr("looking offsets up by time", e))?;
+        let marks = self.watermarks(partitions)?;
+        Ok(partitions
+            .iter()
+            .zip(marks)
+            .map(|(tp, (_, end))| match got.find_partition(&tp.topic, tp.partition as i32).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) if o >= 0 => o as u64,
+                // No record at or after the time: the end.
+                _ => end,
+            })
+            .collect())
+    }
 }
 
 // ------------------------------------------------------------------ producer

@@ -45,6 +45,65 @@ pub trait Log: Send + Sync {
     /// The first offset held and the end (the offset the next record will get) of each
     /// partition.
     fn watermarks(&self, partitions: &[TopicPartition]) -> Result<Vec<(u64, u64)>>;
+
+    /// The consumer groups the log knows: those with committed offsets (and, on Kafka, every
+    /// group the coordinators list), sorted.
+    fn list_groups(&self) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+
+    /// How many live members `group` has now; `None` when the backend cannot tell.
+    fn group_members(&self, _group: &str) -> Result<Option<usize>> {
+        Ok(None)
+    }
+
+    /// Sets `group`'s committed offsets (the next offset to read, per partition) from
+    /// outside the group — an operator's reset. Refused while the group has live members
+    /// ([`crate::LogError::NotOwner`]) where the backend can tell.
+    fn reset_offsets(&self, group: &str, offsets: &[(TopicPartition, u64)]) -> Result<()> {
+        if let Some(n) = self.group_members(group)?
+            && n > 0
+        {
+            return Err(crate::LogError::NotOwner { group: group.to_string(), partition: format!("(the group has {n} live members)") });
+        }
+        let mut c = self.consumer(ConsumerConfig::new(group), None)?;
+        let r = c.commit(offsets);
+        c.close()?;
+        r
+    }
+
+    /// Per partition, the first offset whose record's timestamp is at or after `millis`
+    /// (the end when there is none): where `--from <datetime>` starts. Kafka answers from its
+    /// time index; the default reads the partition from its start.
+    fn offsets_for_time(&self, partitions: &[TopicPartition], millis: i64) -> Result<Vec<u64>> {
+        let marks = self.watermarks(partitions)?;
+        let mut out = Vec::with_capacity(partitions.len());
+        for (tp, (start, end)) in partitions.iter().zip(marks) {
+            if start >= end {
+                out.push(end);
+                continue;
+            }
+            let mut c = self.consumer(ConsumerConfig::new(&format!("storeflow.offsets-for-time.{}", std::process::id())), None)?;
+            c.assign(&[(tp.clone(), start)])?;
+            let mut found = end;
+            let mut idle = 0;
+            'scan: while c.position(tp).unwrap_or(start) < end && idle < 50 {
+                let recs = c.poll(10_000, Duration::from_millis(100))?;
+                if recs.is_empty() {
+                    idle += 1;
+                }
+                for r in recs {
+                    if r.timestamp >= millis {
+                        found = r.offset;
+                        break 'scan;
+                    }
+                }
+            }
+            c.close()?;
+            out.push(found);
+        }
+        Ok(out)
+    }
 }
 
 /// Publishes records. Every record is acknowledged once it is durable under the log's

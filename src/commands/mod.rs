@@ -2,6 +2,7 @@
 
 pub mod demo;
 pub mod dlq;
+pub mod groups;
 pub mod log;
 pub mod run;
 pub mod schemas;

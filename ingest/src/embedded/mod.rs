@@ -266,6 +266,18 @@ impl Log for EmbeddedLog {
             .map(|tp| self.inner.partition(&tp.topic, tp.partition).map(|p| (p.start(), p.end())))
             .collect()
     }
+
+    fn list_groups(&self) -> Result<Vec<String>> {
+        let mut names: std::collections::BTreeSet<String> = self.inner.journal.lock().state.offsets.keys().cloned().collect();
+        names.extend(self.inner.groups.lock().iter().filter(|(_, g)| g.has_members()).map(|(n, _)| n.clone()));
+        Ok(names.into_iter().collect())
+    }
+
+    /// The members in this process: the log has one owner process (`LOCK`), so there are
+    /// no others.
+    fn group_members(&self, group: &str) -> Result<Option<usize>> {
+        Ok(Some(self.inner.groups.lock().get(group).map_or(0, |g| g.members.len())))
+    }
 }
 
 /// Producer of the embedded log: every call is one write; acknowledged when it returns.
