@@ -9,7 +9,7 @@
 //! |---|---|
 //! | `POST /subjects/{subject}/versions` `{"schema": "..."}` | `{"id": N}`; 409 when incompatible with any earlier version (BACKWARD_TRANSITIVE); 422 (`42205`) for a schema the contract does not hold, when [`RegistryOptions::contract_only`] |
 //! | `POST /subjects/{subject}` `{"schema": "..."}` | lookup: `{"subject", "version", "id", "schema"}`; 404 `40401` (subject) or `40403` (schema) |
-//! | `GET /schemas/ids/{id}[?subject=S]` | `{"schema": "..."}`; 404 (`40403`) when unknown, or not registered under `S` |
+//! | `GET /schemas/ids/{id}[?subject=S]` | `{"schema": "..."}`; 404 (`40403`) when unknown (`S` picks nothing: one context) |
 //! | `GET /subjects` | subjects |
 //! | `GET /subjects/{subject}/versions` | version numbers |
 //! | `GET /subjects/{subject}/versions/{version or latest}` | `{"subject", "version", "id", "schema"}` |
@@ -22,11 +22,10 @@
 //! [`RegistryOptions::basic_auth`] every request needs HTTP basic auth; without it (or with
 //! other credentials) the answer is 401 `{"error_code": 401, "message": "Unauthorized"}`.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use apache_avro::schema_compatibility::SchemaCompatibility;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -90,6 +89,11 @@ pub fn router_with(registry: Arc<EmbeddedRegistry>, options: RegistryOptions) ->
         Some(credentials) => router.layer(middleware::from_fn_with_state(Arc::new(credentials), basic_auth)),
         None => router,
     }
+}
+
+/// Serves the registry on `listener` until the task ends or is dropped.
+pub async fn serve(listener: tokio::net::TcpListener, registry: Arc<EmbeddedRegistry>, options: RegistryOptions) -> std::io::Result<()> {
+    axum::serve(listener, router_with(registry, options)).await
 }
 
 /// Lets a request through only with `Authorization: Basic base64(user:password)` matching
@@ -194,13 +198,11 @@ async fn lookup(State(s): State<Served>, Path(subject): Path<String>, Json(body)
     }
 }
 
-async fn schema_by_id(State(s): State<Served>, Path(id): Path<u32>, Query(q): Query<HashMap<String, String>>) -> Response {
-    // `?subject=`: the schema must be registered under that subject (what Confluent checks).
-    if let Some(subject) = q.get("subject").filter(|s| !s.is_empty())
-        && !s.registry.versions(subject).unwrap_or_default().contains(&id)
-    {
-        return error(StatusCode::NOT_FOUND, 40403, format!("Schema {id} not found under subject '{subject}'"));
-    }
+/// `?subject=` is accepted and does not filter: Confluent's registry uses it only to pick a
+/// schema context (this registry has one), and stock deserializers send the subject of
+/// *their* naming strategy (confluent-kafka-python sends `<topic>-value` even for records
+/// registered under `<topic>-<record name>`), so refusing on it would break them.
+async fn schema_by_id(State(s): State<Served>, Path(id): Path<u32>) -> Response {
     match s.registry.schema_by_id(id) {
         Ok(schema) => reply(StatusCode::OK, json!({"schema": schema})),
         Err(_) => error(StatusCode::NOT_FOUND, 40403, "Schema not found"),
@@ -353,17 +355,18 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_schema_by_id_is_refused_under_a_subject_that_does_not_hold_it() {
+    async fn a_schema_by_id_resolves_whatever_subject_a_deserializer_names_and_an_unknown_id_is_40403() {
         let app = app(RegistryOptions::default());
-        let t = order_placed();
+        let t = EventType::by_name("StockLevelChanged").expect("StockLevelChanged");
         let id = storeflow_avro::Codec::embedded().expect("codec").schema_id(t);
-        let (status, body) = call(&app, "GET", &format!("/schemas/ids/{id}?subject={}", t.subject()), None, None).await;
-        assert_eq!(status, StatusCode::OK);
-        assert_eq!(body["schema"], json!(t.schema));
-        let (status, body) = call(&app, "GET", &format!("/schemas/ids/{id}?subject=storefront.inventory-storeflow.v1.StockReceived"), None, None).await;
+        // confluent-kafka-python's AvroDeserializer asks with its default strategy's subject.
+        for uri in [format!("/schemas/ids/{id}"), format!("/schemas/ids/{id}?subject=inventory.levels-value")] {
+            let (status, body) = call(&app, "GET", &uri, None, None).await;
+            assert_eq!(status, StatusCode::OK, "{uri}: {body}");
+            assert_eq!(body["schema"], json!(t.schema), "{uri}");
+        }
+        let (status, body) = call(&app, "GET", "/schemas/ids/0?subject=inventory.levels-value", None, None).await;
         assert_eq!((status, body["error_code"].clone()), (StatusCode::NOT_FOUND, json!(40403)), "{body}");
-        let (status, _) = call(&app, "GET", "/schemas/ids/0", None, None).await;
-        assert_eq!(status, StatusCode::NOT_FOUND);
     }
 
     #[tokio::test]
