@@ -136,11 +136,12 @@ struct SchemaBody {
 
 impl SchemaBody {
     /// The schema, parsed; an error answer for a non-Avro or invalid one.
-    fn parse(&self) -> Result<apache_avro::Schema, Response> {
+    fn parse(&self) -> Result<apache_avro::Schema, Box<Response>> {
         if self.schema_type.as_deref().is_some_and(|t| !t.eq_ignore_ascii_case("AVRO")) {
-            return Err(error(StatusCode::UNPROCESSABLE_ENTITY, 42201, "only AVRO schemas are supported"));
+            return Err(Box::new(error(StatusCode::UNPROCESSABLE_ENTITY, 42201, "only AVRO schemas are supported")));
         }
-        apache_avro::Schema::parse_str(&self.schema).map_err(|e| error(StatusCode::UNPROCESSABLE_ENTITY, 42201, format!("Invalid schema: {e}")))
+        apache_avro::Schema::parse_str(&self.schema)
+            .map_err(|e| Box::new(error(StatusCode::UNPROCESSABLE_ENTITY, 42201, format!("Invalid schema: {e}"))))
     }
 }
 
@@ -187,7 +188,7 @@ async fn lookup(State(s): State<Served>, Path(subject): Path<String>, Json(body)
     };
     let parsed = match body.parse() {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     match s.registry.register_probe(&subject, &parsed) {
         Some(id) => {
@@ -227,7 +228,7 @@ fn incompatibility(r: &EmbeddedRegistry, subject: &str, schema: &apache_avro::Sc
 async fn register(State(s): State<Served>, Path(subject): Path<String>, Json(body): Json<SchemaBody>) -> Response {
     let parsed = match body.parse() {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let known = s.registry.register_probe(&subject, &parsed);
     if known.is_none() && s.contract_only {
@@ -262,7 +263,7 @@ async fn compatible(State(s): State<Served>, Path(subject): Path<String>, Json(b
             }
             reply(StatusCode::OK, v)
         }
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
