@@ -19,6 +19,9 @@ pub struct Backends {
     pub log: Arc<dyn Log>,
     /// The event codec with its schema registry.
     pub codec: Arc<Codec>,
+    /// The codec's registry when it is the embedded one (no `[schema_registry] url`): what
+    /// `storeflow run` serves on `registry_listen`. `None` with a remote registry.
+    pub embedded_registry: Option<Arc<EmbeddedRegistry>>,
     /// Customers' data keys (`<data-dir>/keys`): producers seal personal data with them.
     pub vault: Arc<Vault>,
     /// Where events go, for messages: "the embedded log in ./data" or "Kafka at host:9092".
@@ -34,6 +37,9 @@ pub fn apply_place(config: &mut Config, place: &Place) {
     }
     if let Some(l) = place.listen {
         config.listen = l;
+    }
+    if let Some(l) = &place.registry_listen {
+        config.registry_listen = l.clone();
     }
 }
 
@@ -77,9 +83,15 @@ pub fn open(config: &Config) -> anyhow::Result<Backends> {
     };
     log.create_topics(&contract_topics(Some(config.partitions)))
         .context("creating the contract's topics")?;
-    let registry: Arc<dyn SchemaRegistry> = match &config.schema_registry {
-        Some(r) => Arc::new(HttpRegistry::new(&r.url).with_context(|| format!("schema registry at {}", storeflow_sinks::redact::url(&r.url)))?),
-        None => Arc::new(EmbeddedRegistry::new().context("loading the event contract")?),
+    let (registry, embedded_registry): (Arc<dyn SchemaRegistry>, _) = match &config.schema_registry {
+        Some(r) => (
+            Arc::new(HttpRegistry::new(&r.url).with_context(|| format!("schema registry at {}", storeflow_sinks::redact::url(&r.url)))?),
+            None,
+        ),
+        None => {
+            let embedded = Arc::new(EmbeddedRegistry::new().context("loading the event contract")?);
+            (embedded.clone(), Some(embedded))
+        }
     };
     let codec = Arc::new(Codec::new(registry).context("registering the event contract's schemas")?);
     banner.push(match &config.schema_registry {
@@ -103,6 +115,7 @@ pub fn open(config: &Config) -> anyhow::Result<Backends> {
     Ok(Backends {
         log,
         codec,
+        embedded_registry,
         vault,
         target,
         banner,

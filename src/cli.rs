@@ -56,6 +56,11 @@ pub struct Place {
     /// Address of the HTTP API [default: 127.0.0.1:8080, or `listen` in the config].
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
+
+    /// Address of the schema registry `storeflow run` serves (Confluent REST API; "" turns it
+    /// off) [default: 127.0.0.1:8081, or `registry_listen` in the config].
+    #[arg(long, value_name = "ADDR")]
+    pub registry_listen: Option<String>,
 }
 
 /// How much simulated traffic.
@@ -91,7 +96,9 @@ pub enum Command {
     ///
     /// The API listens on `--listen` (default 127.0.0.1:8080; OpenAPI at /openapi.json). On a
     /// fresh data dir it writes one admin API key to <data-dir>/admin.key (mode 0600), and
-    /// prints it once only when stdout is a terminal.
+    /// prints it once only when stdout is a terminal. The schema registry the records' ids
+    /// refer to is served over the Confluent REST API on `--registry-listen` (default
+    /// 127.0.0.1:8081), for stock Confluent clients (docs/PRODUCING.md).
     Run(Place),
 
     /// Run storeflow on simulated storefront traffic, then show what flowed through it.
@@ -156,7 +163,7 @@ pub enum Command {
 
     /// Print the effective configuration (defaults, file and STOREFLOW__* merged).
     ///
-    /// Keys: data_dir, listen, partitions, [log] segment_bytes, retention_hours,
+    /// Keys: data_dir, listen, registry_listen, registry_basic_auth, partitions, [log] segment_bytes, retention_hours,
     /// retention_bytes, fsync (always|interval|never), fsync_interval_ms; [kafka] brokers,
     /// [kafka.properties]; [schema_registry] url; [stripe] api_base; [sinks] data_dir, app,
     /// base_currency, and per sink [sinks.<name>] enabled plus its store, the one place it

@@ -25,6 +25,16 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Address the HTTP API listens on.
     pub listen: SocketAddr,
+    /// Address `storeflow run` serves the schema registry on, over the Confluent Schema
+    /// Registry REST API: the embedded registry the codec encodes and decodes with, so stock
+    /// Confluent clients resolve the schema ids in storeflow's records (docs/PRODUCING.md).
+    /// Empty: not served. Not served either when `[schema_registry] url` is set: then that
+    /// registry assigns the ids, and clients talk to it.
+    pub registry_listen: String,
+    /// `user:password` every client of the served registry must send as HTTP basic auth
+    /// (`basic.auth.user.info` in Confluent clients); unset: no auth. Shown masked.
+    #[serde(serialize_with = "redact::secret")]
+    pub registry_basic_auth: Option<secrecy::SecretString>,
     /// Partitions of each contract topic when storeflow creates it.
     pub partitions: u32,
     /// The embedded log.
@@ -124,6 +134,8 @@ impl Default for Config {
         Config {
             data_dir: PathBuf::from("data"),
             listen: "127.0.0.1:8080".parse().expect("a valid address"),
+            registry_listen: "127.0.0.1:8081".into(),
+            registry_basic_auth: None,
             partitions: 4,
             log: EmbeddedConfig::default(),
             kafka: None,
@@ -260,6 +272,12 @@ impl Config {
         if self.partitions == 0 {
             bail!("partitions must be at least 1");
         }
+        self.registry_addr()?;
+        if let Some(a) = &self.registry_basic_auth
+            && !secrecy::ExposeSecret::expose_secret(a).contains(':')
+        {
+            bail!("registry_basic_auth must be `user:password`");
+        }
         self.log.validate().context("in [log]")?;
         self.time.validate().map_err(anyhow::Error::msg)?;
         if !matches!(self.runtime.state.as_str(), "redb" | "memory") {
@@ -276,6 +294,18 @@ impl Config {
             serde_json::from_value(self.processor_config("payments")).map_err(|e| anyhow::anyhow!("[processors.payments]: {e}"))?;
         payments.provider().map_err(anyhow::Error::msg)?;
         Ok(())
+    }
+
+    /// Where `storeflow run` serves the schema registry: `registry_listen` parsed, `None`
+    /// when it is empty.
+    pub fn registry_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
+        let l = self.registry_listen.trim();
+        if l.is_empty() {
+            return Ok(None);
+        }
+        l.parse()
+            .map(Some)
+            .with_context(|| format!("registry_listen {l:?} is not an address like 127.0.0.1:8081 (empty: the registry is not served)"))
     }
 
     /// `[processors.<name>]` as the processor is built from it: for `payments`, with what
@@ -388,6 +418,30 @@ mod tests {
             jail.set_env("STOREFLOW__ELASTICSEARCH__URL", "http://h:9200");
             let err = format!("{:#}", Config::load(None).expect_err("STOREFLOW__ELASTICSEARCH__URL accepted"));
             assert!(err.contains("[sinks.search.elasticsearch] url (STOREFLOW__SINKS__SEARCH__ELASTICSEARCH__URL)"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_registry_listens_on_8081_unless_the_environment_empties_registry_listen() {
+        figment::Jail::expect_with(|jail| {
+            jail.clear_env();
+            let c = Config::load(None).expect("loads");
+            assert_eq!(c.registry_addr().expect("valid"), Some("127.0.0.1:8081".parse().expect("addr")));
+            jail.set_env("STOREFLOW__REGISTRY_LISTEN", "");
+            assert_eq!(Config::load(None).expect("loads").registry_addr().expect("valid"), None);
+            jail.set_env("STOREFLOW__REGISTRY_LISTEN", "localhost");
+            let err = format!("{:#}", Config::load(None).expect_err("not an address"));
+            assert!(err.contains("registry_listen"), "{err}");
+            jail.set_env("STOREFLOW__REGISTRY_LISTEN", "127.0.0.1:0");
+            jail.set_env("STOREFLOW__REGISTRY_BASIC_AUTH", "sr:hunter2");
+            let c = Config::load(None).expect("loads");
+            for shown in [toml::to_string_pretty(&c).expect("serializes"), format!("{c:?}")] {
+                assert!(!shown.contains("hunter2"), "{shown}");
+            }
+            jail.set_env("STOREFLOW__REGISTRY_BASIC_AUTH", "hunter2");
+            let err = format!("{:#}", Config::load(None).expect_err("no user"));
+            assert!(err.contains("user:password") && !err.contains("hunter2"), "{err}");
             Ok(())
         });
     }

@@ -261,12 +261,14 @@ fn demo_lands_the_traffic_in_the_embedded_sinks_and_their_counts_agree_with_the_
 fn run_serves_the_http_api_with_a_fresh_admin_key_and_stops_cleanly_on_ctrl_c() {
     let dir = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let registry_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_storeflow"))
         .arg("run")
         .current_dir(dir.path())
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("STOREFLOW__LISTEN", format!("127.0.0.1:{port}"))
+        .env("STOREFLOW__REGISTRY_LISTEN", format!("127.0.0.1:{registry_port}"))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -293,6 +295,11 @@ fn run_serves_the_http_api_with_a_fresh_admin_key_and_stops_cleanly_on_ctrl_c() 
     let (code, spec) = http(port, "GET", "/openapi.json", None, None).unwrap();
     assert_eq!(code, 200);
     assert!(spec.contains("/v1/orders"), "{spec}");
+    // The registry the log's records refer to is served beside the API.
+    let (code, versions) = http(registry_port, "GET", "/subjects/storefront.orders-storeflow.v1.OrderPlaced/versions", None, None).unwrap();
+    assert_eq!(code, 200, "{versions}");
+    let (code, _) = http(registry_port, "GET", "/subjects/storefront.orders-storeflow.v1.Nothing/versions", None, None).unwrap();
+    assert_eq!(code, 404);
 
     // Ctrl-C: the API drains, the processors and sinks commit, the process exits 0.
     let pid = child.id().to_string();
@@ -301,6 +308,7 @@ fn run_serves_the_http_api_with_a_fresh_admin_key_and_stops_cleanly_on_ctrl_c() 
     let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{all}");
     assert!(all.contains(&format!("HTTP API on http://127.0.0.1:{port}")), "{all}");
+    assert!(all.contains(&format!("Schema registry (Confluent REST API) on http://127.0.0.1:{registry_port}")), "{all}");
     // stdout is a pipe here, not a terminal: the key goes to the file only.
     assert!(all.contains("A fresh admin API key was written to data/admin.key (mode 0600)"), "{all}");
     assert!(!all.contains(&key), "the admin key is printed to a pipe: {all}");

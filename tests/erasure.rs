@@ -174,7 +174,7 @@ fn an_erased_customers_personal_data_is_unreadable_everywhere_and_another_custom
     let data = dir.path().join("data");
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let log = std::fs::File::create(dir.path().join("run.log")).unwrap();
-    let mut child = storeflow(dir.path(), &["run", "--listen", &format!("127.0.0.1:{port}")])
+    let mut child = storeflow(dir.path(), &["run", "--listen", &format!("127.0.0.1:{port}"), "--registry-listen", ""])
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()

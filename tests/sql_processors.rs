@@ -127,7 +127,7 @@ fn a_new_sql_file_runs_on_restart_with_no_build_and_an_incompatible_output_chang
 
     // An output a reader of sql.views could not read: refused at start, with the reason.
     write(&dir.join("sql/views.sql"), &VIEWS.replace("COUNT(*) AS views", "CAST(COUNT(*) AS VARCHAR) AS views"));
-    let out = storeflow(dir).args(["run", "--listen", &format!("127.0.0.1:{}", common::free_port())]).output().unwrap();
+    let out = storeflow(dir).args(["run", "--listen", &format!("127.0.0.1:{}", common::free_port()), "--registry-listen", ""]).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "storeflow run started with an incompatible output");
     assert!(stderr.contains("views.sql") && stderr.contains("not compatible with version 1 of sql.views-storeflow.sql.Views"), "{stderr}");

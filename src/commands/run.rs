@@ -1,5 +1,6 @@
 //! `storeflow run` and `storeflow process`: open the backends, start the processors (and,
-//! for `run`, the sinks and the HTTP API on `listen`), and serve until Ctrl-C.
+//! for `run`, the sinks, the HTTP API on `listen` and the schema registry on
+//! `registry_listen`), and serve until Ctrl-C.
 
 use std::io::IsTerminal;
 use std::path::Path;
@@ -16,6 +17,8 @@ use crate::{pipeline, report};
 /// Runs the processors in `only` (all when empty), and the sinks when `sinks` is set, until
 /// Ctrl-C.
 pub fn run(b: &Backends, config: &Config, only: &[String], sinks: bool) -> anyhow::Result<()> {
+    // A bad `--registry-listen` is refused before anything starts.
+    config.registry_addr()?;
     for line in &b.banner {
         eprintln!("{line}");
     }
@@ -75,6 +78,7 @@ pub fn run(b: &Backends, config: &Config, only: &[String], sinks: bool) -> anyho
             .await
             .with_context(|| format!("binding the HTTP API to {} (`listen` / STOREFLOW__LISTEN)", config.listen))?;
         println!("HTTP API on http://{} (OpenAPI: /openapi.json; docs/API.md).", listener.local_addr()?);
+        serve_registry(b, config).await?;
         if let Some(k) = &new_admin {
             let path = storeflow_api::auth::admin_key_path(&config.data_dir);
             println!("{}", admin_key_notice(k, &path, std::io::stdout().is_terminal()));
@@ -100,6 +104,42 @@ pub fn run(b: &Backends, config: &Config, only: &[String], sinks: bool) -> anyho
         s.stop()?;
     }
     served.and(processors)
+}
+
+/// Serves the codec's schema registry over the Confluent REST API on `registry_listen`, in
+/// the background until the process ends, so stock Confluent clients resolve the ids in
+/// storeflow's records and find the ids to write (docs/PRODUCING.md). With a remote
+/// registry (`[schema_registry] url`) nothing is served: that registry assigns the ids.
+async fn serve_registry(b: &Backends, config: &Config) -> anyhow::Result<()> {
+    let Some(addr) = config.registry_addr()? else {
+        println!("Schema registry: not served (registry_listen is empty).");
+        return Ok(());
+    };
+    let Some(registry) = &b.embedded_registry else {
+        println!("Schema registry: not served on {addr}; clients use the registry the codec uses (STOREFLOW__SCHEMA_REGISTRY__URL).");
+        return Ok(());
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the schema registry to {addr} (`registry_listen` / STOREFLOW__REGISTRY_LISTEN; empty: not served)"))?;
+    let options = storeflow_api::registry::RegistryOptions {
+        basic_auth: config.registry_basic_auth.clone(),
+        // In memory, rebuilt from the compiled-in contract at every start: an id handed out
+        // for any other schema would not resolve after a restart.
+        contract_only: true,
+    };
+    println!(
+        "Schema registry (Confluent REST API{}) on http://{} (docs/PRODUCING.md).",
+        if options.basic_auth.is_some() { ", basic auth" } else { "" },
+        listener.local_addr()?
+    );
+    let registry = registry.clone();
+    tokio::spawn(async move {
+        if let Err(e) = storeflow_api::registry::serve(listener, registry, options).await {
+            eprintln!("storeflow: the schema registry stopped serving: {e}");
+        }
+    });
+    Ok(())
 }
 
 /// Waits for SIGINT (Ctrl-C) or SIGTERM (what a container stop or systemd sends), and

@@ -94,7 +94,7 @@ impl Run {
         let port = free_port();
         let log = std::fs::File::create(dir.join(format!("run-{port}.log"))).unwrap();
         let child = storeflow(dir)
-            .args(["run", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["run", "--listen", &format!("127.0.0.1:{port}"), "--registry-listen", ""])
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
