@@ -291,7 +291,7 @@ mod tests {
         let alive = Arc::new(AtomicBool::new(false));
         let slot = Slot {
             name: "count",
-            build: storeflow_processors::build::<storeflow_processors::testing::Count>,
+            build: Arc::new(storeflow_processors::build::<storeflow_processors::testing::Count>),
             cfg,
             runtime: None,
             alive: alive.clone(),

@@ -385,7 +385,7 @@ impl Processor for SqlProcessor {
                 for (k, _) in ctx.scan_prefix(ROWS, &format!("s|{key}|"))? {
                     let t: i64 = k[key.len() + 3..].split('|').next().and_then(|t| t.parse().ok()).unwrap_or(i64::MIN);
                     if t >= s.start && t <= s.last {
-                        ctx.delete(ROWS, &k["".len()..])?;
+                        ctx.delete(ROWS, &k)?;
                     }
                 }
                 continue;
