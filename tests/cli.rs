@@ -204,7 +204,7 @@ fn demo_through_kafka_leaves_confluent_framed_events_on_the_contract_topics_and_
         }
         assert!(out.contains(&format!("log: Kafka at {brokers}")), "{out}");
         assert!(out.contains("Verified 2,000 of 2,000 records"), "{out}");
-        assert!(out.contains("Processors inventory, orders, fraud, recommendations, sales, payments caught up"), "run {run}: {out}");
+        assert!(out.contains("Processors inventory, orders, fraud, recommendations, sales, payments, sql_revenue_by_category, sql_abandoned_carts, sql_hot_products caught up"), "run {run}: {out}");
         assert!(!dir.path().join("data/topics").exists(), "the embedded log was used instead of Kafka");
     }
 
