@@ -101,6 +101,14 @@ fn a_new_sql_file_runs_on_restart_with_no_build_and_an_incompatible_output_chang
         *reference.entry((at / (5 * MIN) * (5 * MIN), product.clone())).or_default() += 1;
         events.push(event("ProductViewed", i, at, json!({"product_id": product, "session_id": format!("s-{}", i % 37)})));
     }
+    // Views just before a window's end: the re-keying must not make them look later than
+    // the window (a shuffle once stamped its records half a second on, and these went to
+    // the DLQ as late).
+    for (i, before_end) in [1i64, 250, 499].into_iter().enumerate() {
+        let at = t0 + 5 * MIN * (i as i64 + 1) - before_end;
+        *reference.entry((at / (5 * MIN) * (5 * MIN), "p-0".into())).or_default() += 1;
+        events.push(event("ProductViewed", 900 + i as u64, at, json!({"product_id": "p-0", "session_id": "s-end"})));
+    }
     for i in 0..60u64 {
         events.push(event("CheckoutStarted", 1000 + i, t0 + i as i64 * 20_000, json!({"session_id": format!("s-{}", i % 37), "currency": if i % 3 == 0 { "USD" } else { "EUR" }})));
     }

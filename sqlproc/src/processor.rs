@@ -281,12 +281,17 @@ impl Processor for SqlProcessor {
     }
 
     fn flow(&self) -> Flow {
-        let mut inputs = self.q.input_topics();
+        let inputs = self.q.input_topics();
         let b = match &self.repartition {
+            // Two stages, as fraud's: the inputs only re-key their rows, and the re-keyed
+            // topic alone touches the windows. Its records are released in time order
+            // below its frontier (no writer can still send an older one), so the shuffle
+            // reorders nothing and a window fires only once every row before its end
+            // has come through it: the watermark across the re-keying, as Flink's
+            // minimum over upstream channels.
             Some(r) => {
-                inputs.push(r.clone());
                 let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
-                Flow::new().group(&refs).feeds_back(&[r.as_str()])
+                Flow::new().group(&refs).emits(&[r.as_str()]).group(&[r.as_str()])
             }
             None => {
                 let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
@@ -345,7 +350,7 @@ impl Processor for SqlProcessor {
         if let (Some(by), Some(r)) = (&self.q.partition_by, &self.repartition) {
             // A row without a value to group by belongs to no group.
             let Some(k) = json.get(by).and_then(Value::as_str) else { return Ok(()) };
-            if &input.topic != r && input.key != k {
+            if &input.topic != r {
                 ctx.emit_to(r, k, Raw { topic: r.clone(), key: k.to_string(), bytes: bytes.clone(), time: t, kind: ty.name });
                 return Ok(());
             }
