@@ -144,6 +144,10 @@ pub enum Command {
         /// Run only these processors (comma-separated); all by default.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
+        /// Serve /metrics, /readyz and /healthz on this address [default: `ops_listen` in
+        /// the config; empty: not served].
+        #[arg(long, value_name = "ADDR")]
+        ops_listen: Option<String>,
     },
 
     /// Inspect dead-letter topics and put their records back.
@@ -163,13 +167,13 @@ pub enum Command {
 
     /// Print the effective configuration (defaults, file and STOREFLOW__* merged).
     ///
-    /// Keys: data_dir, listen, registry_listen, registry_basic_auth, partitions, [log] segment_bytes, retention_hours,
-    /// retention_bytes, fsync (always|interval|never), fsync_interval_ms; [kafka] brokers,
-    /// [kafka.properties]; [schema_registry] url; [stripe] api_base; [sinks] data_dir, app,
-    /// base_currency, and per sink [sinks.<name>] enabled plus its store, the one place it
-    /// is named: [sinks.read_model] postgres_url, [sinks.analytics.clickhouse] url,
-    /// [sinks.search.elasticsearch] url. Environment: STOREFLOW__LOG__FSYNC=always,
-    /// STOREFLOW__KAFKA__BROKERS=host:9092, STOREFLOW__SINKS__READ_MODEL__POSTGRES_URL=…, …
+    /// Secrets are shown masked. Every key, with its default, is in storeflow.example.toml
+    /// (printed below by `storeflow config --help`); copy it to storeflow.toml to start.
+    #[command(after_long_help = concat!(
+        "Examples:\n  storeflow config\n  STOREFLOW__KAFKA__BROKERS=127.0.0.1:9092 storeflow config\n  storeflow --config prod.toml config\n\n",
+        "Every key (storeflow.example.toml):\n\n",
+        include_str!("../storeflow.example.toml")
+    ))]
     Config,
 }
 

@@ -35,6 +35,10 @@ pub struct Config {
     /// (`basic.auth.user.info` in Confluent clients); unset: no auth. Shown masked.
     #[serde(serialize_with = "redact::secret")]
     pub registry_basic_auth: Option<secrecy::SecretString>,
+    /// Address `storeflow process` serves `/metrics`, `/readyz` and `/healthz` on (no key
+    /// asked: bind it where only the scraper and the orchestrator reach). Empty: not served.
+    /// `storeflow run` serves them with the API on `listen`.
+    pub ops_listen: String,
     /// Partitions of each contract topic when storeflow creates it.
     pub partitions: u32,
     /// The embedded log.
@@ -136,6 +140,7 @@ impl Default for Config {
             listen: "127.0.0.1:8080".parse().expect("a valid address"),
             registry_listen: "127.0.0.1:8081".into(),
             registry_basic_auth: None,
+            ops_listen: String::new(),
             partitions: 4,
             log: EmbeddedConfig::default(),
             kafka: None,
@@ -273,6 +278,7 @@ impl Config {
             bail!("partitions must be at least 1");
         }
         self.registry_addr()?;
+        self.ops_addr()?;
         if let Some(a) = &self.registry_basic_auth
             && !secrecy::ExposeSecret::expose_secret(a).contains(':')
         {
@@ -306,6 +312,16 @@ impl Config {
         l.parse()
             .map(Some)
             .with_context(|| format!("registry_listen {l:?} is not an address like 127.0.0.1:8081 (empty: the registry is not served)"))
+    }
+
+    /// Where `storeflow process` serves its operations endpoints: `ops_listen` parsed, `None`
+    /// when it is empty.
+    pub fn ops_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
+        let l = self.ops_listen.trim();
+        if l.is_empty() {
+            return Ok(None);
+        }
+        l.parse().map(Some).with_context(|| format!("ops_listen {l:?} is not an address like 127.0.0.1:9101 (empty: not served)"))
     }
 
     /// `[processors.<name>]` as the processor is built from it: for `payments`, with what
@@ -468,6 +484,66 @@ mod tests {
             jail.create_file("storeflow.toml", "[stripe]\nsecret_key = \"sk_test_123\"\nplan_prices = { pro = \"price_pro\", enterprise = \"price_ent\" }\n")?;
             let c = Config::load(None).expect("loads");
             assert_eq!(c.processor_config("payments")["plan_prices"], serde_json::json!({"pro": "price_pro", "enterprise": "price_ent"}));
+            Ok(())
+        });
+    }
+
+    /// The example shipped at the top of the repository.
+    const EXAMPLE: &str = include_str!("../storeflow.example.toml");
+
+    /// Every key path of a TOML value (`sinks.read_model.max_batch`, …), tables descended.
+    fn paths(v: &toml::Value, prefix: &str, out: &mut std::collections::BTreeSet<String>) {
+        if let toml::Value::Table(t) = v {
+            for (k, v) in t {
+                let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                out.insert(p.clone());
+                paths(v, &p, out);
+            }
+        }
+    }
+
+    fn paths_of(text: &str) -> std::collections::BTreeSet<String> {
+        let mut out = std::collections::BTreeSet::new();
+        paths(&toml::Value::Table(toml::from_str::<toml::Table>(text).expect("TOML")), "", &mut out);
+        out
+    }
+
+    #[test]
+    fn the_example_config_states_the_defaults_and_names_every_key_the_configuration_has() {
+        figment::Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.create_file("storeflow.toml", EXAMPLE)?;
+            let c = Config::load(None).expect("the example loads");
+            let shown = |c: &Config| {
+                let mut v = toml::Value::try_from(c).expect("serializes");
+                v.as_table_mut().expect("table").remove("processors");
+                v
+            };
+            assert_eq!(shown(&c), shown(&Config::default()), "the example's live values are the defaults");
+            for r in storeflow_processors::registry() {
+                (r.build)(&c.processor_config(r.name)).unwrap_or_else(|e| panic!("[processors.{}] of the example: {e}", r.name));
+                assert!(c.processors.contains_key(r.name), "the example has no [processors.{}]", r.name);
+            }
+            let named = paths_of(&EXAMPLE.replace("#~ ", ""));
+            let defaults = paths_of(&toml::to_string(&Config::default()).expect("serializes"));
+            let missing: Vec<&String> = defaults.difference(&named).collect();
+            assert!(missing.is_empty(), "keys of the configuration the example does not name: {missing:?}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn every_setting_the_example_leaves_off_is_a_real_key_and_loads_when_turned_on() {
+        use storeflow_sinks::{AnalyticsSink, ReadModelSink, SearchSink};
+        figment::Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.create_file("storeflow.toml", &EXAMPLE.replace("#~ ", ""))?;
+            let c = Config::load(None).expect("the example with every `#~` line on loads");
+            assert!(c.kafka.is_some() && c.schema_registry.is_some() && c.stripe.is_some() && c.registry_basic_auth.is_some());
+            assert!(c.runtime.instance.is_some() && c.api.customers.is_some() && c.api.stripe_webhook.is_some());
+            assert!(c.sinks.sink::<ReadModelSink>().postgres_url.is_some());
+            assert!(c.sinks.sink::<AnalyticsSink>().clickhouse.is_some() && c.sinks.sink::<SearchSink>().elasticsearch.is_some());
+            assert_eq!(c.processor_config("payments")["provider"], "test", "an explicit provider stays");
             Ok(())
         });
     }

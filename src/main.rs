@@ -40,8 +40,11 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             backends::apply_place(&mut config, &place);
             commands::run::run(&backends::open(&config)?, &config, &[], true)?;
         }
-        Command::Process { place, only } => {
+        Command::Process { place, only, ops_listen } => {
             backends::apply_place(&mut config, &place);
+            if let Some(l) = ops_listen {
+                config.ops_listen = l;
+            }
             commands::run::run(&backends::open(&config)?, &config, &only, false)?;
         }
         Command::Demo { place, traffic } => {

@@ -4,6 +4,9 @@
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+mod common;
 
 /// Runs `storeflow args…` in `cwd` with a clean environment, `stdin` piped in.
 fn storeflow_with(args: &[&str], cwd: &Path, stdin: &str) -> Output {
@@ -249,4 +252,38 @@ fn every_operators_command_teaches_with_an_example() {
     }
     let o = storeflow(&["--help"], dir.path());
     assert!(text(&o).contains("--log-format"), "{}", text(&o));
+}
+
+#[test]
+fn storeflow_process_serves_metrics_and_readyz_on_ops_listen_and_the_metrics_count_what_it_processed() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = storeflow_with(&["topics", "produce", "storefront.inventory", "--data-dir", "data"], dir.path(), &jsonl(&stock_received(dir.path())));
+    assert!(o.status.success(), "{}", text(&o));
+    let port = common::free_port();
+    let log = std::fs::File::create(dir.path().join("process.log")).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_storeflow"))
+        .args(["process", "--data-dir", "data", "--ops-listen", &format!("127.0.0.1:{port}")])
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut run = common::Run { child, port };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        assert!(run.child.try_wait().unwrap().is_none(), "storeflow process exited: {}", std::fs::read_to_string(dir.path().join("process.log")).unwrap_or_default());
+        let ready = common::http(port, "GET", "/readyz", None, None).ok();
+        let handled = common::metric(port, "storeflow_processor_records_in_total").unwrap_or(0.0);
+        if ready.as_ref().is_some_and(|(code, body)| *code == 200 && body.contains("\"ok\"")) && handled >= 2.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not ready with both records handled in 120 s: /readyz {ready:?}, records_in {handled}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(common::http(port, "GET", "/healthz", None, None).unwrap().0, 200);
+    // Only the operations endpoints: the API is not served by `storeflow process`.
+    assert_eq!(common::http(port, "GET", "/v1/inventory/sku-a", None, None).unwrap().0, 404);
+    let _ = run.child.kill();
 }

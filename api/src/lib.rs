@@ -38,6 +38,7 @@ pub mod error;
 pub mod ids;
 pub mod live;
 pub mod metrics;
+pub mod ops;
 pub mod read;
 pub mod ready;
 pub mod registry;

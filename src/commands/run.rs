@@ -47,7 +47,22 @@ pub fn run(b: &Backends, config: &Config, only: &[String], sinks: bool) -> anyho
     }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let Some(serving) = &running_sinks else {
-        // `storeflow process`: processors only, no listener (several may share a host).
+        // `storeflow process`: processors only (several may share a host); the operations
+        // endpoints on `ops_listen` when it is set.
+        if let Some(addr) = config.ops_addr()? {
+            let threads: Vec<(String, Arc<dyn Fn() -> bool + Send + Sync>)> = pipeline.liveness().into_iter().map(|(n, probe)| (n.to_string(), probe)).collect();
+            let ready: Vec<(String, Box<dyn storeflow_api::read::Ready>)> = vec![("threads".into(), Box::new(storeflow_api::read::ThreadsReady(threads)))];
+            let listener = rt
+                .block_on(tokio::net::TcpListener::bind(addr))
+                .with_context(|| format!("binding the operations endpoints to {addr} (`ops_listen` / --ops-listen)"))?;
+            println!("Operations: /metrics, /readyz, /healthz on http://{}.", listener.local_addr()?);
+            let registry = Arc::new(registry);
+            rt.spawn(async move {
+                if let Err(e) = storeflow_api::ops::serve(listener, registry, ready).await {
+                    eprintln!("storeflow: the operations endpoints stopped serving: {e}");
+                }
+            });
+        }
         println!("Press Ctrl-C to stop (or send SIGTERM).");
         let signal = rt.block_on(stop_signal())?;
         println!("{signal}: stopping: committing and handing partitions back");
