@@ -39,6 +39,7 @@ pub mod ids;
 pub mod live;
 pub mod metrics;
 pub mod ops;
+pub mod pages;
 pub mod read;
 pub mod ready;
 pub mod registry;
@@ -307,6 +308,7 @@ pub fn router(state: ApiState) -> Router {
     }
     router
         .route("/openapi.json", axum::routing::get(move || async move { Json(spec.as_ref().clone()) }))
+        .merge(pages::router())
         .route_layer(middleware::from_fn_with_state(names, known_query))
         .route_layer(middleware::from_fn_with_state(state.clone(), time_limit))
         .fallback(not_found)
