@@ -128,6 +128,7 @@ fn api_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(vendor_sales_stream))
         .routes(routes!(dashboard))
         .routes(routes!(vendor_analytics))
+        .routes(routes!(customer_analytics))
         .routes(routes!(crate::vendors::change_plan))
         .routes(routes!(crate::vendors::onboarding))
         .routes(routes!(create_key, list_keys))
@@ -232,12 +233,17 @@ async fn time_limit(State(s): State<ApiState>, req: Request, next: Next) -> Resp
     }
 }
 
-/// Counts and times every request by method, route template and status.
+/// Counts and times every request by method, route template and status, inside a `request`
+/// trace span.
 async fn observe(State(s): State<ApiState>, req: Request, next: Next) -> Response {
+    use tracing::Instrument;
     let start = Instant::now();
     let method = req.method().as_str().to_string();
     let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
-    let resp = next.run(req).await;
+    // Every log line of the request carries its method, route and (once known) status.
+    let span = tracing::info_span!("request", method = %method, route = %route, status = tracing::field::Empty);
+    let resp = next.run(req).instrument(span.clone()).await;
+    span.record("status", resp.status().as_u16());
     let labels = metrics::RequestLabels { method, route, status: resp.status().as_u16() };
     s.inner.metrics.requests.get_or_create(&labels).inc();
     s.inner.metrics.latency.get_or_create(&labels).observe(start.elapsed().as_secs_f64());

@@ -911,6 +911,26 @@ pub async fn vendor_analytics(
     Ok(Json(v))
 }
 
+/// One customer's insights: lifetime value, segment and churn risk, from analytics
+/// (analysts and admins).
+#[utoipa::path(get, path = "/v1/analytics/customers/{id}", tag = "analytics",
+    params(("id" = String, Path)),
+    responses((status = 200, body = CustomerInsight), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn customer_analytics(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<CustomerInsight>> {
+    caller.require("read customer insights", &[&Role::Analyst])?;
+    if id.is_empty() || id.len() > 128 || id.chars().any(char::is_control) {
+        return Err(ApiError::field("id", "a customer id is 1 to 128 characters, none of them control characters"));
+    }
+    let insight = s.inner.reads.analytics()?.customer(&id, Timestamp::now().millis()).await.map_err(sink_error("reading customer insights"))?;
+    insight.map(Json).ok_or_else(|| ApiError::NotFound(format!("no order from customer {id} in analytics")))
+}
+
 // -------------------------------------------------------------------------------- admin
 
 /// `POST /v1/admin/keys` body.

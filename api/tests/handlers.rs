@@ -124,6 +124,7 @@ fn protected() -> Vec<(Method, &'static str, Option<Value>)> {
         (Method::GET, "/v1/vendors/V-A/sales/stream", None),
         (Method::GET, "/v1/analytics/dashboard?range=1h", None),
         (Method::GET, "/v1/analytics/vendors/V-A", None),
+        (Method::GET, "/v1/analytics/customers/C1", None),
         (Method::POST, "/v1/admin/keys", Some(json!({"role": "app"}))),
     ]
 }
@@ -538,6 +539,15 @@ async fn the_dashboard_and_vendor_performance_count_every_order_placed_today() {
     let (st, _, v) = h.call(Method::GET, "/v1/analytics/vendors/V-A?range=7d", Some(&h.vendor_a), None).await;
     assert_eq!(st, StatusCode::OK);
     assert_eq!((v["orders"].as_i64(), v["gmv_eur_minor"].as_i64()), (Some(3), Some(11_994)));
+    // The customer behind them: three orders today, a loyal customer at no risk yet.
+    let (st, _, v) = h.call(Method::GET, "/v1/analytics/customers/C1", Some(&h.analyst), None).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!((v["orders"].as_i64(), v["gmv_eur_minor"].as_i64(), v["aov_eur_minor"].as_i64()), (Some(3), Some(11_994), Some(3_998)));
+    assert_eq!((v["segment"].as_str(), v["churn_risk"].as_str(), v["days_since_last_order"].as_i64()), (Some("loyal"), Some("low"), Some(0)));
+    let (st, _, v) = h.call(Method::GET, "/v1/analytics/customers/C-nobody", Some(&h.analyst), None).await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "{v}");
+    let (st, _, v) = h.call(Method::GET, "/v1/analytics/customers/C1", Some(&h.vendor_a), None).await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "a vendor reads no customer's insights: {v}");
 }
 
 #[tokio::test]
@@ -632,7 +642,7 @@ async fn every_route_is_in_the_openapi_document() {
         ("post", "/v1/orders/{id}/returns"), ("post", "/v1/webhooks/stripe"), ("get", "/v1/inventory/{sku}"), ("get", "/v1/products/{id}"), ("get", "/v1/search"),
         ("get", "/v1/recommendations"), ("get", "/v1/vendors/{id}/sales"), ("get", "/v1/vendors/{id}/sales/stream"),
         ("post", "/v1/vendors/{id}/plan"), ("get", "/v1/vendors/{id}/onboarding"),
-        ("get", "/v1/analytics/dashboard"), ("get", "/v1/analytics/vendors/{id}"), ("post", "/v1/admin/keys"),
+        ("get", "/v1/analytics/dashboard"), ("get", "/v1/analytics/vendors/{id}"), ("get", "/v1/analytics/customers/{id}"), ("post", "/v1/admin/keys"),
         ("get", "/v1/admin/keys"), ("delete", "/v1/admin/keys/{id}"),
         ("get", "/healthz"), ("get", "/readyz"), ("get", "/metrics"),
     ];

@@ -40,7 +40,7 @@ pub mod search;
 pub mod snapshot;
 mod sinks;
 
-pub use analytics::{Analytics, AnalyticsSink, Dashboard, DashboardRange, Granularity, SalesBucket, VendorPerformance};
+pub use analytics::{Analytics, AnalyticsSink, CustomerInsight, Dashboard, DashboardRange, Granularity, SalesBucket, VendorPerformance};
 pub use config::SinksConfig;
 pub use error::{Result, Retry, SinkError};
 pub use read_model::{ReadModel, ReadModelSink};

@@ -596,6 +596,8 @@ impl<S: Sink> Runner<S> {
     /// Writes one batch and commits it. `Err` only when stopping abandoned the batch.
     fn flush(&mut self, records: Vec<Record>) -> std::result::Result<(), Stopping> {
         let name = self.settings.name;
+        // Every log line of the batch (retries, dead letters) carries it.
+        let _span = tracing::info_span!("sink_batch", sink = name, records = records.len()).entered();
         let started = Instant::now();
         let mut dead: Vec<(usize, String)> = Vec::new();
         let mut items: Vec<(usize, Item)> = Vec::with_capacity(records.len());

@@ -58,6 +58,7 @@ on_both!(
     stopped_sinks_restart_and_drain_the_backlog_without_loss_or_doubles,
     the_dashboard_matches_a_brute_force_count_over_the_events,
     vendor_performance_matches_a_brute_force_count_over_the_events,
+    a_customers_insights_count_its_orders_and_agree_with_the_lifetime_value_ranking,
     vendor_sales_per_hour_and_day_match_a_brute_force_count_over_the_events,
     vendor_stock_is_the_latest_snapshot_whatever_the_event_times,
     the_product_dimension_keeps_the_latest_catalog_event_whatever_the_event_times,
@@ -267,6 +268,33 @@ fn vendor_performance_matches_a_brute_force_count_over_the_events(b: Backend) {
             assert!((v.rating_avg.unwrap_or(0.0) - avg).abs() < 1e-9);
         }
         assert!(v.top_products.iter().all(|p| mine.iter().any(|(_, l)| l.product_id == p.product_id)));
+    });
+}
+
+fn a_customers_insights_count_its_orders_and_agree_with_the_lifetime_value_ranking(b: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let events = sim(8_000, 27);
+    rt().block_on(async {
+        let mut sink = AnalyticsSink::open(&b.config(), "EUR", dir.path()).await.expect("open");
+        sink.write(&items(&events)).await.expect("write");
+        let a = handle(&sink);
+        let top = a.customer_value().await.expect("ranking");
+        assert!(!top.is_empty());
+        for v in top.iter().take(3) {
+            let now = v.last_order + 86_400_000;
+            let c = a.customer(&v.customer_id, now).await.expect("customer").expect("a customer with orders");
+            assert_eq!((c.orders, c.gmv_eur_minor, c.first_order, c.last_order), (v.orders, v.gmv_eur_minor, v.first_order, v.last_order), "{}", v.customer_id);
+            let placed: Vec<i64> = events
+                .iter()
+                .filter_map(|e| if let Event::OrderPlaced(o) = e { (o.customer_id == v.customer_id).then(|| o.occurred_at.millis()) } else { None })
+                .collect();
+            assert_eq!(c.orders, placed.len() as i64);
+            assert_eq!((c.first_order, c.last_order), (*placed.iter().min().unwrap(), *placed.iter().max().unwrap()));
+            assert_eq!(c.days_since_last_order, 1);
+        }
+        assert_eq!(a.customer("nobody-ever", START).await.expect("answer"), None);
+        // Hostile ids are parameters, not SQL.
+        assert_eq!(a.customer("x' OR '1'='1", START).await.expect("answer"), None);
     });
 }
 

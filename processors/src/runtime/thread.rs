@@ -238,6 +238,7 @@ pub(super) fn commit_many(
     let mut chosen: Vec<(u32, &mut RtTask)> = tasks.iter_mut().filter(|(p, _)| due.contains(p)).map(|(p, t)| (*p, t)).collect();
     if chosen.len() == 1 {
         let (p, t) = chosen.pop().expect("one");
+        let _span = tracing::info_span!("commit", processor = shared.name, partition = p).entered();
         return vec![(p, shared.commit_task(t, group, &turns[&p].progress))];
     }
     std::thread::scope(|scope| {
@@ -245,7 +246,10 @@ pub(super) fn commit_many(
             .into_iter()
             .map(|(p, t)| {
                 let progress = &turns[&p].progress;
-                (p, scope.spawn(move || shared.commit_task(t, group, progress)))
+                (p, scope.spawn(move || {
+                    let _span = tracing::info_span!("commit", processor = shared.name, partition = p).entered();
+                    shared.commit_task(t, group, progress)
+                }))
             })
             .collect();
         handles

@@ -147,6 +147,8 @@ pub(super) fn run_task(
     stop: &AtomicBool,
 ) -> Option<Turn> {
     let p = t.core.partition;
+    // A turn of one task: what its records, timers and errors log, it logs inside this.
+    let _span = tracing::debug_span!("turn", processor = shared.name, partition = p).entered();
     let mut v = views(t, shared, watch, ends, consumer, wall, globals_before);
     let own = progress_of(t, &v, shared, &watch.board, consumer);
     for (g, view) in v.iter_mut().enumerate() {

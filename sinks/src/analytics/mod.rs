@@ -361,6 +361,71 @@ pub struct CustomerValue {
     pub last_order: i64,
 }
 
+/// What `GET /v1/analytics/customers/{id}` answers: a customer's lifetime value, segment
+/// and churn risk. The rules are [`CustomerInsight::of`]'s, the one place they live.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CustomerInsight {
+    /// Customer.
+    pub customer_id: String,
+    /// Orders placed, all time.
+    pub orders: i64,
+    /// Lifetime value: GMV of its orders, base currency (`*_eur_minor` as everywhere).
+    pub gmv_eur_minor: i64,
+    /// Lifetime value / orders.
+    pub aov_eur_minor: i64,
+    /// First order (ms).
+    pub first_order: i64,
+    /// Last order (ms).
+    pub last_order: i64,
+    /// Whole days since the last order.
+    pub days_since_last_order: i64,
+    /// Mean days between orders (`None` with a single order).
+    pub days_between_orders: Option<f64>,
+    /// `new` (one order), `returning` (two), `loyal` (three or more), `vip` (ten or more, or
+    /// a lifetime value of 1,000.00 or more).
+    pub segment: String,
+    /// `low`, `medium` or `high`: how far past its own rhythm the customer is.
+    pub churn_risk: String,
+}
+
+impl CustomerInsight {
+    /// Lifetime value from the facts; segment and churn risk from rules on them. Churn risk
+    /// compares the days since the last order with the customer's own mean gap (at least 7
+    /// days; 30 for a single order): `high` beyond 3 gaps or 90 days, `medium` beyond 1.5
+    /// gaps, `low` otherwise.
+    pub fn of(v: CustomerValue, now: i64) -> CustomerInsight {
+        const DAY: f64 = 86_400_000.0;
+        let since = ((now - v.last_order).max(0) as f64 / DAY).floor();
+        let gap = (v.orders > 1).then(|| (v.last_order - v.first_order) as f64 / DAY / (v.orders - 1) as f64);
+        let segment = match v.orders {
+            n if n >= 10 || v.gmv_eur_minor >= 100_000 => "vip",
+            n if n >= 3 => "loyal",
+            2 => "returning",
+            _ => "new",
+        };
+        let rhythm = gap.map_or(30.0, |g| g.max(7.0));
+        let churn_risk = if since > 90.0 || since > 3.0 * rhythm {
+            "high"
+        } else if since > 1.5 * rhythm {
+            "medium"
+        } else {
+            "low"
+        };
+        CustomerInsight {
+            aov_eur_minor: if v.orders == 0 { 0 } else { v.gmv_eur_minor / v.orders },
+            days_since_last_order: since as i64,
+            days_between_orders: gap.map(|g| (g * 10.0).round() / 10.0),
+            segment: segment.into(),
+            churn_risk: churn_risk.into(),
+            customer_id: v.customer_id,
+            orders: v.orders,
+            gmv_eur_minor: v.gmv_eur_minor,
+            first_order: v.first_order,
+            last_order: v.last_order,
+        }
+    }
+}
+
 /// A cohort's orders in one month.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CohortMonth {
@@ -544,6 +609,18 @@ impl Analytics {
         self.on_rt(async move { questions::run(&store, Question::CustomerValue, &[]).await }).await
     }
 
+    /// One customer's insights as of `now` (ms): lifetime value, segment, churn risk.
+    /// `None` when the customer has placed no order.
+    pub async fn customer(&self, customer_id: &str, now: i64) -> Result<Option<CustomerInsight>> {
+        let store = self.store.clone();
+        let customer = customer_id.to_string();
+        self.on_rt(async move {
+            let row: Option<CustomerValue> = first(questions::run(&store, Question::Customer, &[("customer", Param::Text(customer))]).await?);
+            Ok(row.filter(|r| r.orders > 0).map(|r| CustomerInsight::of(r, now)))
+        })
+        .await
+    }
+
     /// Cohort acquisition: per registration month and order month.
     pub async fn cohorts(&self) -> Result<Vec<CohortMonth>> {
         let store = self.store.clone();
@@ -590,5 +667,27 @@ mod tests {
         assert!(t < to);
         assert_eq!("30d".parse::<DashboardRange>().unwrap(), DashboardRange::Month);
         assert!("2w".parse::<DashboardRange>().is_err());
+    }
+
+    #[test]
+    fn a_customer_is_segmented_by_orders_and_value_and_at_risk_when_past_its_own_rhythm() {
+        const DAY: i64 = 86_400_000;
+        let v = |orders, gmv, first, last| CustomerValue { customer_id: "c".into(), orders, gmv_eur_minor: gmv, first_order: first, last_order: last };
+        let now = 400 * DAY;
+        // One order 10 days ago: new, low risk; 50 days ago: medium (the rhythm of one order is 30 days); 100: high.
+        let one = |since| CustomerInsight::of(v(1, 5_000, now - since * DAY, now - since * DAY), now);
+        assert_eq!((one(10).segment.as_str(), one(10).churn_risk.as_str()), ("new", "low"));
+        assert_eq!(one(50).churn_risk, "medium");
+        assert_eq!(one(100).churn_risk, "high");
+        // Five orders 10 days apart, the last 12 days ago: loyal, low; 20 days ago: medium; 31: high (3 gaps).
+        let five = |since| CustomerInsight::of(v(5, 40_000, now - (40 + since) * DAY, now - since * DAY), now);
+        assert_eq!((five(12).segment.as_str(), five(12).churn_risk.as_str(), five(12).days_between_orders), ("loyal", "low", Some(10.0)));
+        assert_eq!(five(20).churn_risk, "medium");
+        assert_eq!(five(31).churn_risk, "high");
+        assert_eq!(five(12).aov_eur_minor, 8_000);
+        // Two big orders make a VIP; ten small ones too.
+        assert_eq!(CustomerInsight::of(v(2, 150_000, now - 20 * DAY, now - DAY), now).segment, "vip");
+        assert_eq!(CustomerInsight::of(v(10, 9_000, now - 90 * DAY, now - DAY), now).segment, "vip");
+        assert_eq!(CustomerInsight::of(v(2, 9_000, now - 20 * DAY, now - DAY), now).segment, "returning");
     }
 }

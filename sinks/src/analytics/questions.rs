@@ -58,11 +58,12 @@ questions! {
     Money = "money",
     OrderGross = "order_gross",
     CustomerValue = "customer_value",
+    Customer = "customer",
     Cohorts = "cohorts",
 }
 
-/// Asks `store` question `q`; `params` are `from`/`to` (times, ms), `vendor`, `order` and
-/// `unit` (`hour` or `day`).
+/// Asks `store` question `q`; `params` are `from`/`to` (times, ms), `vendor`, `customer`,
+/// `order` and `unit` (`hour` or `day`).
 pub async fn run<T: DeserializeOwned>(store: &Store, q: Question, params: &[(&str, Param)]) -> Result<Vec<T>> {
     match store {
         Store::ClickHouse(c) => c.query(q.clickhouse(), params).await,
