@@ -242,6 +242,16 @@ const MOVED: &[(&str, &str)] = &[
     ("sinks.analytics.base_currency", "[sinks] base_currency (STOREFLOW__SINKS__BASE_CURRENCY)"),
 ];
 
+/// An address key that may be empty (off): `None` when it is, the address, or an error naming
+/// `key` with an example.
+fn optional_addr(key: &str, value: &str, example: &str, off: &str) -> anyhow::Result<Option<SocketAddr>> {
+    let l = value.trim();
+    if l.is_empty() {
+        return Ok(None);
+    }
+    l.parse().map(Some).with_context(|| format!("{key} {l:?} is not an address like {example} (empty: {off})"))
+}
+
 impl Config {
     /// Loads the layers. `file` is `--config`; without it `./storeflow.toml` is read if it
     /// exists.
@@ -305,23 +315,13 @@ impl Config {
     /// Where `storeflow run` serves the schema registry: `registry_listen` parsed, `None`
     /// when it is empty.
     pub fn registry_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
-        let l = self.registry_listen.trim();
-        if l.is_empty() {
-            return Ok(None);
-        }
-        l.parse()
-            .map(Some)
-            .with_context(|| format!("registry_listen {l:?} is not an address like 127.0.0.1:8081 (empty: the registry is not served)"))
+        optional_addr("registry_listen", &self.registry_listen, "127.0.0.1:8081", "the registry is not served")
     }
 
     /// Where `storeflow process` serves its operations endpoints: `ops_listen` parsed, `None`
     /// when it is empty.
     pub fn ops_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
-        let l = self.ops_listen.trim();
-        if l.is_empty() {
-            return Ok(None);
-        }
-        l.parse().map(Some).with_context(|| format!("ops_listen {l:?} is not an address like 127.0.0.1:9101 (empty: not served)"))
+        optional_addr("ops_listen", &self.ops_listen, "127.0.0.1:9101", "not served")
     }
 
     /// `[processors.<name>]` as the processor is built from it: for `payments`, with what

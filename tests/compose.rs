@@ -8,36 +8,19 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde_json::Value;
+
+mod common;
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
-
-/// The venv's python (tests/clients/venv installs jsonschema and PyYAML); `None` (skip)
-/// without python3 outside CI.
-fn python() -> Option<String> {
-    let o = Command::new(repo().join("tests/clients/venv")).stderr(Stdio::inherit()).output();
-    match o {
-        Ok(o) if o.status.success() => Some(String::from_utf8_lossy(&o.stdout).trim().to_string()),
-        Ok(o) => panic!("tests/clients/venv failed ({}): see its output above", o.status),
-        Err(e) if ci() => panic!("running tests/clients/venv: {e}"),
-        Err(_) => {
-            eprintln!("SKIPPED: no python3 here to validate docker-compose.yml (tests/clients/venv)");
-            None
-        }
-    }
-}
-
 /// The checked file, as tests/compose/check.py summarizes it.
 fn compose() -> Option<Value> {
-    let python = python()?;
+    let python = common::venv_python("validate docker-compose.yml")?;
     let o = Command::new(python).arg(repo().join("tests/compose/check.py")).arg(repo().join("docker-compose.yml")).output().unwrap();
     assert!(o.status.success(), "docker-compose.yml does not validate against the Compose Specification:\n{}", String::from_utf8_lossy(&o.stderr));
     Some(serde_json::from_slice(&o.stdout).unwrap())

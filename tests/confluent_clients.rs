@@ -7,7 +7,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use storeflow_ingest::contract::service_address;
@@ -18,27 +18,6 @@ fn free_port() -> u16 {
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
-
-/// The venv's python with the pinned confluent-kafka, made by `tests/clients/venv` (which
-/// installs only what is missing). `None` (skip) without python3 outside CI.
-fn python() -> Option<String> {
-    let o = Command::new(repo().join("tests/clients/venv")).stderr(Stdio::inherit()).output();
-    match o {
-        Ok(o) if o.status.success() => Some(String::from_utf8_lossy(&o.stdout).trim().to_string()),
-        Ok(o) if ci() || Command::new("python3").arg("--version").output().is_ok_and(|v| v.status.success()) => {
-            panic!("tests/clients/venv failed ({}): see its output above", o.status)
-        }
-        Err(e) if ci() => panic!("running tests/clients/venv: {e}"),
-        _ => {
-            eprintln!("SKIPPED: no python3 here to run the stock Confluent client (tests/clients/venv)");
-            None
-        }
-    }
 }
 
 /// `storeflow run`, interrupted and reaped when dropped (a failed assertion must not leave it
@@ -84,7 +63,7 @@ fn a_stock_confluent_client_produces_into_storeflow_on_kafka_and_reads_its_outpu
     let mut run = Run(child);
     let run_log = || std::fs::read_to_string(dir.path().join("run.log")).unwrap_or_default();
     // The venv is made (or found) while storeflow starts.
-    let Some(python) = python() else { return };
+    let Some(python) = common::venv_python("run the stock Confluent client") else { return };
 
     let deadline = Instant::now() + Duration::from_secs(90);
     while common::http(api, "GET", "/healthz", None, None).map(|r| r.0).ok() != Some(200) {

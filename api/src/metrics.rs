@@ -47,3 +47,14 @@ impl ApiMetrics {
         m
     }
 }
+
+/// `registry` in the OpenMetrics text format, as every `/metrics` answers it (`storeflow
+/// run`'s API and `storeflow process`'s operations endpoints).
+pub fn exposition(registry: &Registry) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let mut out = String::new();
+    match prometheus_client::encoding::text::encode(&mut out, registry) {
+        Ok(()) => ([(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], out).into_response(),
+        Err(e) => crate::error::ApiError::Internal(format!("encoding metrics: {e}")).into_response(),
+    }
+}

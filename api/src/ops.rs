@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use prometheus_client::registry::Registry;
@@ -38,11 +38,7 @@ pub async fn serve(listener: tokio::net::TcpListener, registry: Arc<Registry>, r
 }
 
 async fn metrics(State(s): State<Arc<Ops>>) -> Response {
-    let mut out = String::new();
-    match prometheus_client::encoding::text::encode(&mut out, &s.registry) {
-        Ok(()) => ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], out).into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("encoding metrics: {e}")).into_response(),
-    }
+    crate::metrics::exposition(&s.registry)
 }
 
 async fn readyz(State(s): State<Arc<Ops>>) -> Response {

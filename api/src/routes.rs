@@ -9,7 +9,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{ConnectInfo, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
@@ -1048,9 +1048,5 @@ pub async fn readyz(State(s): State<ApiState>, Extension(caller): Extension<Call
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "OpenMetrics text format", content_type = "application/openmetrics-text", body = String)))]
 pub async fn metrics(State(s): State<ApiState>) -> Response {
-    let mut out = String::new();
-    match prometheus_client::encoding::text::encode(&mut out, &s.inner.registry) {
-        Ok(()) => ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], out).into_response(),
-        Err(e) => ApiError::Internal(format!("encoding metrics: {e}")).into_response(),
-    }
+    crate::metrics::exposition(&s.inner.registry)
 }

@@ -31,7 +31,7 @@ use crate::writes::Checked;
 const MAX_VENDOR_ID: usize = 64;
 
 /// A vendor id in a path: 1–64 of `A–Z a–z 0–9 _ -` (400 naming `id` otherwise).
-fn vendor_id(id: &str) -> ApiResult<()> {
+pub(crate) fn vendor_id(id: &str) -> ApiResult<()> {
     if id.is_empty() || id.len() > MAX_VENDOR_ID || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
         return Err(ApiError::field("id", format!("a vendor id is 1 to {MAX_VENDOR_ID} letters, digits, `_` or `-`")));
     }

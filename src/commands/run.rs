@@ -46,11 +46,13 @@ pub fn run(b: &Backends, config: &Config, only: &[String], sinks: bool) -> anyho
         None => {}
     }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    // /readyz (of the API, or of `storeflow process` on ops_listen) answers 503 naming a
+    // processor or sink whose thread has ended.
+    let mut threads: Vec<(String, Arc<dyn Fn() -> bool + Send + Sync>)> = pipeline.liveness().into_iter().map(|(n, probe)| (n.to_string(), probe)).collect();
     let Some(serving) = &running_sinks else {
         // `storeflow process`: processors only (several may share a host); the operations
         // endpoints on `ops_listen` when it is set.
         if let Some(addr) = config.ops_addr()? {
-            let threads: Vec<(String, Arc<dyn Fn() -> bool + Send + Sync>)> = pipeline.liveness().into_iter().map(|(n, probe)| (n.to_string(), probe)).collect();
             let ready: Vec<(String, Box<dyn storeflow_api::read::Ready>)> = vec![("threads".into(), Box::new(storeflow_api::read::ThreadsReady(threads)))];
             let listener = rt
                 .block_on(tokio::net::TcpListener::bind(addr))
@@ -75,8 +77,6 @@ pub fn run(b: &Backends, config: &Config, only: &[String], sinks: bool) -> anyho
     let (keys, new_admin) = storeflow_api::KeyStore::open(&config.data_dir)?;
     let live = storeflow_api::Live::start(b.log.clone(), b.codec.clone())?;
     let mut reads = storeflow_api::Reads::from_sinks(serving, live.clone());
-    // /readyz answers 503 naming a processor or sink whose thread has ended.
-    let mut threads: Vec<(String, Arc<dyn Fn() -> bool + Send + Sync>)> = pipeline.liveness().into_iter().map(|(n, probe)| (n.to_string(), probe)).collect();
     for (name, l) in serving.liveness() {
         threads.push((format!("sink {name}"), Arc::new(move || l.is_alive())));
     }

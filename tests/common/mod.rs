@@ -178,3 +178,23 @@ impl Run {
     }
 }
 
+
+/// The tests' Python venv (made, or found, by `tests/clients/venv`: the pinned confluent-kafka,
+/// jsonschema and PyYAML), its python's path. `None` (the caller skips, saying `purpose`)
+/// only without python3 outside CI; a venv that fails to build fails the test.
+#[allow(dead_code)]
+pub fn venv_python(purpose: &str) -> Option<String> {
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/venv");
+    match Command::new(venv).stderr(Stdio::inherit()).output() {
+        Ok(o) if o.status.success() => Some(String::from_utf8_lossy(&o.stdout).trim().to_string()),
+        Ok(o) if ci || Command::new("python3").arg("--version").output().is_ok_and(|v| v.status.success()) => {
+            panic!("tests/clients/venv failed ({}): see its output above", o.status)
+        }
+        Err(e) if ci => panic!("running tests/clients/venv: {e}"),
+        _ => {
+            eprintln!("SKIPPED: no python3 here to {purpose} (tests/clients/venv)");
+            None
+        }
+    }
+}
