@@ -453,9 +453,18 @@ impl Event {
     /// on values (an order's lines and amounts, [`crate::OrderPlaced::check_amounts`]). The
     /// error names the field. Processors and sinks refuse what fails it (to the DLQ), so
     /// no store holds what the pipeline refused.
+    ///
+    /// Avro's doubles may be NaN or infinite on the wire (JSON cannot say either, so only a
+    /// producer writing Avro can send one): a score or weight that is not a number would
+    /// poison every sum and ordering it joins, so it is refused here, naming the field.
     pub fn check(&self) -> Result<(), String> {
+        let finite = |field: &str, x: f64| if x.is_finite() { Ok(()) } else { Err(format!("{field}: {x} is not a finite number")) };
         match self {
             Event::OrderPlaced(o) => o.check_amounts(),
+            Event::RecoSignal(s) => finite("weight", s.weight).and_then(|()| finite("count", s.count)),
+            Event::RecommendationsUpdated(u) => {
+                u.items.iter().enumerate().try_for_each(|(i, p)| finite(&format!("items[{i}].score"), p.score))
+            }
             _ => Ok(()),
         }
     }

@@ -17,6 +17,8 @@ pub mod codec;
 pub mod compat;
 pub mod event;
 pub mod events;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod geo;
 pub mod json;
 pub mod money;

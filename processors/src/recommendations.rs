@@ -356,7 +356,10 @@ impl Processor for Recommendations {
                 }
                 Ok(())
             }
-            Event::RecoSignal(s) => self.on_signal(s, ctx),
+            Event::RecoSignal(s) => {
+                input.value.check().map_err(ProcessError::permanent)?;
+                self.on_signal(s, ctx)
+            }
             _ => Ok(()),
         }
     }
@@ -428,6 +431,34 @@ mod tests {
         }
         let list = latest(&d, "bought_together", "a");
         assert_eq!(list.first().map(String::as_str), Some("b"), "{list:?}");
+    }
+
+    #[test]
+    fn a_signal_whose_weight_is_not_a_number_goes_to_the_dlq_and_leaves_the_scores_alone() {
+        let mut d = TestDriver::new(Recommendations::new(RecommendationsConfig::default()));
+        for (i, p) in ["p1", "p2"].iter().enumerate() {
+            d.pipe(view(i as u128 + 1, "s1", p, i as i64 * 1000));
+        }
+        let before = latest(&d, "similar", "p1");
+        let signal = |weight: f64| {
+            Event::RecoSignal(RecoSignal {
+                event_id: uuid::Uuid::from_u128(99).to_string(),
+                occurred_at: Timestamp(T0 + 5_000),
+                kind: "pair".into(),
+                product_id: "p1".into(),
+                other_product_id: Some("p2".into()),
+                category: None,
+                source: "view".into(),
+                weight,
+                count: 0.0,
+            })
+        };
+        d.pipe(signal(f64::NAN));
+        d.pipe(signal(f64::INFINITY));
+        let dead = d.dlq(Topic::RecoSignals.name());
+        assert_eq!(dead.len(), 2, "{dead:?}");
+        assert!(dead.iter().all(|x| x.reason.contains("weight")), "{dead:?}");
+        assert_eq!(latest(&d, "similar", "p1"), before);
     }
 
     #[test]

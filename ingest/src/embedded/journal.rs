@@ -120,20 +120,12 @@ impl Replayed {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(io(format!("reading {}", path.display()))(e)),
         };
-        let mut at = 0usize;
-        while let Some((entry, len)) = entry_at(&bytes[at..]) {
-            if entry.seq() > state.last_seq {
-                state.apply(&entry);
-            }
-            at += len;
-        }
-        // An intact entry later on means the bad bytes are damage, not a write cut short.
-        let resumes_at = (at + 1..bytes.len()).find(|&p| entry_at(&bytes[p..]).is_some());
+        let (intact, resumes_at) = replay(&bytes, &mut state);
         Ok(Replayed {
             path,
             state,
             len: bytes.len() as u64,
-            intact: at as u64,
+            intact: intact as u64,
             resumes_at: resumes_at.map(|p| p as u64),
         })
     }
@@ -153,8 +145,33 @@ impl Replayed {
     }
 }
 
+/// Folds the intact entries at the start of a journal's bytes into `state` (those past its
+/// `last_seq`, which a snapshot already holds otherwise): how many bytes they take, and where
+/// an intact entry follows the first damaged one, if one does.
+pub(crate) fn replay(bytes: &[u8], state: &mut State) -> (usize, Option<usize>) {
+    let mut at = 0usize;
+    while let Some((entry, len)) = entry_at(&bytes[at..]) {
+        if entry.seq() > state.last_seq {
+            state.apply(&entry);
+        }
+        at += len;
+    }
+    // An intact entry later on means the bad bytes are damage, not a write cut short.
+    let resumes_at = (at + 1..bytes.len()).find(|&p| entry_at(&bytes[p..]).is_some());
+    (at, resumes_at)
+}
+
+/// A journal entry's body with its prefix: length and CRC-32C, little endian.
+pub(crate) fn framed(body: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(body.len() + 8);
+    frame.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    frame.extend_from_slice(&crc32c::crc32c(body).to_le_bytes());
+    frame.extend_from_slice(body);
+    frame
+}
+
 /// The intact entry at the start of `b` and its length with the prefix, if there is one.
-fn entry_at(b: &[u8]) -> Option<(Entry, usize)> {
+pub(crate) fn entry_at(b: &[u8]) -> Option<(Entry, usize)> {
     if b.len() < 8 {
         return None;
     }
@@ -222,11 +239,7 @@ impl Journal {
     /// Appends an entry (and folds it into the state). With `sync`, it is on disk when
     /// this returns.
     pub(crate) fn append(&mut self, entry: Entry, sync: bool) -> Result<()> {
-        let body = serde_json::to_vec(&entry).expect("journal entries serialize");
-        let mut frame = Vec::with_capacity(body.len() + 8);
-        frame.extend_from_slice(&(body.len() as u32).to_le_bytes());
-        frame.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
-        frame.extend_from_slice(&body);
+        let frame = framed(&serde_json::to_vec(&entry).expect("journal entries serialize"));
         self.file
             .write_all_at(&frame, self.size)
             .map_err(io(format!("appending to {}", self.path.display())))?;

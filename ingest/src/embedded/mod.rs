@@ -24,6 +24,8 @@ mod config;
 mod consumer;
 mod dir;
 mod frame;
+#[doc(hidden)]
+pub mod fuzzing;
 mod group;
 mod journal;
 mod partition;
