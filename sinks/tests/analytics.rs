@@ -330,6 +330,150 @@ fn vendor_sales_per_hour_and_day_match_a_brute_force_count_over_the_events(b: Ba
     });
 }
 
+/// The Grafana dashboard's panels and their SQL (`sql/grafana/<dashboard>/<panel>.sql`, the
+/// file named by the panel's title): (file stem, the panel's `rawSql`). Asserts the JSON
+/// holds exactly the files' SQL, and no file is left without a panel.
+fn grafana_panels(dashboard: &str) -> Vec<(String, String)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(root.join(format!("dashboards/{dashboard}.json"))).unwrap()).unwrap();
+    let mut panels = Vec::new();
+    for p in json["panels"].as_array().expect("panels") {
+        let title = p["title"].as_str().expect("a panel title").to_lowercase();
+        let slug = title.split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| !w.is_empty()).collect::<Vec<_>>().join("_");
+        for t in p["targets"].as_array().into_iter().flatten() {
+            let Some(raw) = t["rawSql"].as_str() else { continue };
+            let file = root.join(format!("sql/grafana/{dashboard}/{slug}.sql"));
+            let sql = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("panel {title:?}: {}: {e}", file.display()));
+            assert_eq!(raw, sql.trim_end(), "panel {title:?}: dashboards/{dashboard}.json must hold {} as it is", file.display());
+            panels.push((slug.clone(), raw.to_string()));
+        }
+    }
+    for f in std::fs::read_dir(root.join(format!("sql/grafana/{dashboard}"))).unwrap() {
+        let stem = f.unwrap().path().file_stem().unwrap().to_string_lossy().into_owned();
+        assert!(panels.iter().any(|(s, _)| *s == stem), "sql/grafana/{dashboard}/{stem}.sql belongs to no panel");
+    }
+    panels
+}
+
+/// A number in a ClickHouse JSONEachRow row (an integer, a float, or one quoted).
+fn num(row: &serde_json::Value, field: &str) -> f64 {
+    match &row[field] {
+        serde_json::Value::Number(n) => n.as_f64().unwrap(),
+        serde_json::Value::String(s) => s.parse().unwrap_or_else(|_| panic!("{field}: not a number in {row}")),
+        other => panic!("{field}: {other} in {row}"),
+    }
+}
+
+/// Euros (the panels divide minor units by 100) back to minor units.
+fn minor(euros: f64) -> i64 {
+    (euros * 100.0).round() as i64
+}
+
+#[test]
+fn every_grafana_panel_runs_on_clickhouse_and_shows_the_numbers_of_the_events() {
+    init();
+    let panels = grafana_panels("marketplace");
+    assert_eq!(panels.len(), 11, "{panels:?}");
+    let Some((c, _cleanup)) = clickhouse() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    // Enough traffic for returns to be requested (they follow deliveries).
+    let events = sim(40_000, 24);
+    let eur = to_eur(&events);
+    rt().block_on(async {
+        let b = Backend::ClickHouse(c);
+        let mut sink = AnalyticsSink::open(&b.config(), "EUR", dir.path()).await.expect("open");
+        sink.write(&items(&events)).await.expect("write");
+        let a = handle(&sink);
+        let as_of = START + 60_000;
+        // The API's answer for the same range; checked here against the events themselves
+        // for the headline figures, and by the dashboard test above for the rest.
+        let d = a.dashboard(DashboardRange::Month, Some(as_of)).await.expect("dashboard");
+        let orders: Vec<&OrderPlaced> = events
+            .iter()
+            .filter(|e| (d.from..d.to).contains(&e.occurred_at().millis()))
+            .filter_map(|e| if let Event::OrderPlaced(o) = e { Some(o) } else { None })
+            .collect();
+        assert!(orders.len() > 100, "{}", orders.len());
+        assert_eq!(d.orders, orders.len() as i64);
+        assert_eq!(d.gmv_eur_minor, orders.iter().map(|o| eur(o.total_minor(), &o.currency, o.occurred_at.millis())).sum::<i64>());
+        let Store::ClickHouse(ch) = sink.store() else { unreachable!() };
+        for (panel, raw) in &panels {
+            // Grafana's ClickHouse plugin expands these macros to toDateTime(<seconds>).
+            let sql = raw.replace("$__fromTime", &format!("toDateTime({})", d.from / 1000)).replace("$__toTime", &format!("toDateTime({})", d.to / 1000));
+            let rows: Vec<serde_json::Value> = ch.query(&sql, &[]).await.unwrap_or_else(|e| panic!("panel {panel}: {e}\n{sql}"));
+            assert!(!rows.is_empty(), "panel {panel} shows nothing");
+            let sum = |f: &str| rows.iter().map(|r| num(r, f)).sum::<f64>();
+            match panel.as_str() {
+                "gmv_per_hour_eur" => assert_eq!(minor(sum("gmv_eur")), d.gmv_eur_minor, "{panel}"),
+                "orders_and_units_per_hour" => assert_eq!((sum("orders") as i64, sum("units") as i64), (d.orders, d.units), "{panel}"),
+                "sales_per_day_gmv_orders_aov" => {
+                    assert_eq!((minor(sum("gmv_eur")), sum("order_count") as i64, sum("unit_count") as i64), (d.gmv_eur_minor, d.orders, d.units), "{panel}");
+                    for r in &rows {
+                        let aov = (num(r, "gmv_eur") / num(r, "order_count") * 100.0).round() / 100.0;
+                        assert!((num(r, "aov_eur") - aov).abs() < 0.006, "{panel}: {r}");
+                    }
+                }
+                "conversion_funnel" => {
+                    let r = &rows[0];
+                    let got = ["sessions", "viewed", "carted", "checkout", "ordered"].map(|f| num(r, f) as i64);
+                    let f = &d.funnel;
+                    assert_eq!(got, [f.sessions, f.viewed, f.carted, f.checkout, f.ordered], "{panel}");
+                }
+                "top_products" => {
+                    assert!(rows.len() <= 20 && rows.len() >= d.top_products.len(), "{panel}: {} rows", rows.len());
+                    let gmv: Vec<i64> = rows.iter().take(d.top_products.len()).map(|r| minor(num(r, "gmv_eur"))).collect();
+                    assert_eq!(gmv, d.top_products.iter().map(|p| p.gmv_eur_minor).collect::<Vec<_>>(), "{panel}");
+                    for p in &d.top_products {
+                        if let Some(r) = rows.iter().find(|r| r["product_id"] == p.product_id.as_str()) {
+                            assert_eq!((minor(num(r, "gmv_eur")), num(r, "units") as i64, r["title"].as_str()), (p.gmv_eur_minor, p.units, p.title.as_deref()), "{panel}");
+                        }
+                    }
+                }
+                "top_categories" => {
+                    for cat in &d.top_categories {
+                        let r = rows.iter().find(|r| r["category"] == cat.category.as_str()).unwrap_or_else(|| panic!("{panel}: no {}", cat.category));
+                        assert_eq!((minor(num(r, "gmv_eur")), num(r, "units") as i64), (cat.gmv_eur_minor, cat.units), "{panel}: {}", cat.category);
+                    }
+                }
+                "return_rate" => {
+                    assert!(d.returned_orders > 0, "the fixture has returns");
+                    assert!((num(&rows[0], "return_rate") - d.returned_orders as f64 / d.orders as f64).abs() < 1e-12, "{panel}: {}", rows[0]);
+                }
+                "new_customers" => assert_eq!(num(&rows[0], "new_customers") as i64, d.new_customers, "{panel}"),
+                "vendor_performance" => {
+                    for r in rows.iter().take(3) {
+                        let id = r["vendor_id"].as_str().unwrap();
+                        let v = a.vendor_performance(id, DashboardRange::Month, Some(as_of)).await.expect("vendor");
+                        assert_eq!((num(r, "orders") as i64, num(r, "units") as i64, minor(num(r, "gmv_eur"))), (v.orders, v.units, v.gmv_eur_minor), "{panel}: {id}");
+                        assert!(r["name"].as_str().is_some_and(|n| !n.is_empty()), "{panel}: {r}");
+                    }
+                }
+                "customer_lifetime_value_top_20" => {
+                    // The API ranks ten, the panel twenty: the ten agree, and every row is
+                    // the customer the API describes.
+                    let top = a.customer_value().await.expect("ranking");
+                    assert_eq!(rows.len(), 20, "{panel}");
+                    let gmv: Vec<i64> = rows.iter().map(|r| minor(num(r, "gmv_eur"))).collect();
+                    assert_eq!(gmv[..top.len()], top.iter().map(|v| v.gmv_eur_minor).collect::<Vec<_>>()[..], "{panel}");
+                    assert!(gmv.windows(2).all(|w| w[0] >= w[1]), "{panel}: not by GMV: {gmv:?}");
+                    for r in &rows {
+                        let id = r["customer_id"].as_str().unwrap();
+                        let c = a.customer(id, as_of).await.expect("customer").unwrap_or_else(|| panic!("{panel}: {id} unknown to the API"));
+                        assert_eq!((num(r, "orders") as i64, minor(num(r, "gmv_eur"))), (c.orders, c.gmv_eur_minor), "{panel}: {id}");
+                    }
+                }
+                "cohort_acquisition" => {
+                    let cohorts = a.cohorts().await.expect("cohorts");
+                    let got: Vec<(i64, i64, i64)> = rows.iter().map(|r| (num(r, "customers") as i64, num(r, "orders") as i64, minor(num(r, "gmv_eur")))).collect();
+                    assert_eq!(got, cohorts.iter().map(|c| (c.customers, c.orders, c.gmv_eur_minor)).collect::<Vec<_>>(), "{panel}");
+                }
+                other => panic!("panel {other} has no assertion here: add one"),
+            }
+            println!("panel {panel}: {} rows, checked", rows.len());
+        }
+    });
+}
+
 /// Runs `ch` on ClickHouse or `df` on the Parquet twin (questions the API does not ask).
 async fn ask<T: serde::de::DeserializeOwned>(store: &Store, ch: &str, df: &str) -> Vec<T> {
     match store {

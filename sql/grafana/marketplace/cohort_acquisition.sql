@@ -1,0 +1,1 @@
+SELECT cohort_month, order_month, uniqExactMerge(customers) AS customers, sum(orders) AS orders, sum(gmv_eur_minor) / 100 AS gmv_eur FROM rollup_cohorts GROUP BY cohort_month, order_month ORDER BY cohort_month, order_month

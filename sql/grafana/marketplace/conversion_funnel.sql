@@ -1,0 +1,1 @@
+SELECT uniqExactMerge(sessions) AS sessions, uniqExactMerge(viewed) AS viewed, uniqExactMerge(carted) AS carted, uniqExactMerge(checkout) AS checkout, uniqExactMerge(ordered) AS ordered FROM rollup_funnel_hour WHERE hour >= $__fromTime AND hour < $__toTime

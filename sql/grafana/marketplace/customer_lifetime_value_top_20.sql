@@ -1,0 +1,1 @@
+SELECT customer_id, sum(orders) AS orders, sum(gmv_eur_minor) / 100 AS gmv_eur, min(first_order) AS first_order, max(last_order) AS last_order FROM rollup_customer_value GROUP BY customer_id ORDER BY gmv_eur DESC LIMIT 20

@@ -1,0 +1,1 @@
+SELECT (SELECT uniqExactMerge(returned_orders) FROM rollup_returns_hour WHERE hour >= $__fromTime AND hour < $__toTime) / nullIf((SELECT sum(orders) FROM rollup_sales_hour WHERE hour >= $__fromTime AND hour < $__toTime), 0) AS return_rate

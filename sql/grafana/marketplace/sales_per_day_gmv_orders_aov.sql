@@ -1,0 +1,1 @@
+SELECT toDate(hour) AS day, sum(gmv_eur_minor) / 100 AS gmv_eur, sum(orders) AS order_count, round(sum(gmv_eur_minor) / 100 / nullIf(sum(orders), 0), 2) AS aov_eur, sum(units) AS unit_count FROM rollup_sales_hour WHERE hour >= $__fromTime AND hour < $__toTime GROUP BY day ORDER BY day DESC

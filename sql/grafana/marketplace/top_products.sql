@@ -1,0 +1,1 @@
+SELECT r.product_id, any(p.title) AS title, any(r.category) AS category, sum(r.units) AS units, sum(r.gmv_eur_minor) / 100 AS gmv_eur FROM rollup_product_hour AS r LEFT JOIN (SELECT product_id, title FROM dim_products FINAL) AS p ON p.product_id = r.product_id WHERE r.hour >= $__fromTime AND hour < $__toTime GROUP BY r.product_id ORDER BY gmv_eur DESC LIMIT 20
