@@ -157,7 +157,9 @@ pub(super) fn run_task(
         }
     }
     let mut steps = 0u64;
-    while steps < TURN_STEPS {
+    // A stop ends the turn between steps: what was done is committed, the rest waits. (A
+    // SQL processor's step may run a query; a whole turn of them took ~20 s to stop.)
+    while steps < TURN_STEPS && !stop.load(Ordering::Relaxed) {
         for (g, view) in t.groups.iter_mut().zip(&v) {
             g.stream = g.time_frontier(view);
         }
