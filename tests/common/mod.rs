@@ -169,6 +169,31 @@ impl Run {
         mid
     }
 
+    /// Waits (up to 120 s) until this process is processing — it has handled records and
+    /// work is left — then lets it work `more` and kills it with SIGKILL. Whether the kill
+    /// landed mid-stream: still working at that moment. `false` when the work ran out first.
+    #[allow(dead_code)]
+    pub fn kill_once_working(mut self, more: Duration) -> bool {
+        let started = Instant::now();
+        let working = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("storeflow run exited early: {status}");
+            }
+            match self.state() {
+                Some((handled, done)) if handled > 0.0 && !done => break true,
+                // Idle for 10 s after its start: nothing is left to do.
+                Some((_, true)) if started.elapsed() > Duration::from_secs(10) => break false,
+                _ => {}
+            }
+            assert!(started.elapsed() < Duration::from_secs(120), "storeflow run did not start processing in 120 s");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mid = working && self.working_after(more);
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        mid
+    }
+
     /// Kills it with SIGKILL after `after`, asserting it was in the middle of its work.
     pub fn kill_mid_stream(mut self, after: Duration) -> bool {
         let mid = self.working_after(after);
