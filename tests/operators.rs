@@ -287,3 +287,29 @@ fn storeflow_process_serves_metrics_and_readyz_on_ops_listen_and_the_metrics_cou
     assert_eq!(common::http(port, "GET", "/v1/inventory/sku-a", None, None).unwrap().0, 404);
     let _ = run.child.kill();
 }
+
+#[test]
+fn storeflow_process_refuses_an_ops_listen_that_is_not_an_address_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_storeflow"))
+        .args(["process", "--data-dir", "data", "--ops-listen", "metrics.example:ninety"])
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "storeflow process did not refuse a bad ops_listen within 60 s");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "{err}");
+    assert!(err.contains("ops_listen") && err.contains("metrics.example:ninety"), "{err}");
+}

@@ -548,6 +548,12 @@ async fn the_dashboard_and_vendor_performance_count_every_order_placed_today() {
     assert_eq!(st, StatusCode::NOT_FOUND, "{v}");
     let (st, _, v) = h.call(Method::GET, "/v1/analytics/customers/C1", Some(&h.vendor_a), None).await;
     assert_eq!(st, StatusCode::FORBIDDEN, "a vendor reads no customer's insights: {v}");
+    // A hostile id is a 400 naming it, before any store is asked.
+    let long = format!("/v1/analytics/customers/{}", "c".repeat(129));
+    for bad in [long.as_str(), "/v1/analytics/customers/C%0A1", "/v1/analytics/customers/%7F"] {
+        let (st, _, v) = h.call(Method::GET, bad, Some(&h.analyst), None).await;
+        assert_eq!((st, error_of(&v).1), (StatusCode::BAD_REQUEST, Some("id")), "{bad}: {v}");
+    }
 }
 
 #[tokio::test]
