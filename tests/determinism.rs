@@ -133,7 +133,7 @@ fn invariants(dir: &Path, what: &str) {
         }
     }
     assert!(bad.is_empty(), "{what}: {} invariant violations, the first: {:#?}", bad.len(), &bad[..bad.len().min(5)]);
-    println!("{what}: invariants hold over {} stock rows, {} orders, {} payments, {} refunds", stock.len(), orders.len(), payments.len(), refunds.len());
+    common::report(&format!("determinism: {what}: invariants hold over {} stock rows, {} orders, {} payments, {} refunds", stock.len(), orders.len(), payments.len(), refunds.len()));
 }
 
 #[test]
@@ -175,7 +175,7 @@ fn two_runs_and_a_run_killed_mid_stream_over_the_same_log_end_with_identical_sto
         }
     }
     Run::start(&killed).until_idle();
-    println!("{landed} of {kills} SIGKILLs landed mid-stream");
+    common::report(&format!("determinism: {landed} of {kills} SIGKILLs of storeflow run landed mid-stream (seed {seed})"));
     assert_eq!(landed, kills, "only {landed} of {kills} kills landed while the pipeline was working: publish more (STOREFLOW_FAULT_EVENTS)");
 
     let mut stops_landed = 0;
@@ -185,7 +185,7 @@ fn two_runs_and_a_run_killed_mid_stream_over_the_same_log_end_with_identical_sto
         }
     }
     Run::start(&stopped).until_idle();
-    println!("{stops_landed} of 3 SIGTERMs landed mid-stream");
+    common::report(&format!("determinism: {stops_landed} of 3 SIGTERMs landed mid-stream"));
     assert!(stops_landed >= 1, "no SIGTERM landed while the pipeline was working");
 
     invariants(&clean, "a clean run");

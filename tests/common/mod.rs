@@ -49,6 +49,18 @@ pub fn storeflow(dir: &Path) -> Command {
     c
 }
 
+/// Prints a line of the fault suite's counts (kills landed, invariants checked, requests
+/// fuzzed) and appends it to `$CARGO_TARGET_TMPDIR/fault-report.txt`, which `scripts/test`
+/// prints after the tests: cargo shows a passing test's output to nobody.
+#[allow(dead_code)]
+pub fn report(line: &str) {
+    println!("{line}");
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fault-report.txt");
+    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+        let _ = writeln!(f, "{line}");
+    }
+}
+
 /// A free TCP port on 127.0.0.1.
 #[allow(dead_code)]
 pub fn free_port() -> u16 {
