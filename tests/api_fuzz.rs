@@ -12,7 +12,7 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{Run, metric};
@@ -21,21 +21,12 @@ use common::{Run, metric};
 fn no_request_generated_from_the_openapi_document_gets_a_server_error() {
     let Some(python) = common::venv_python("fuzz the API with schemathesis") else { return };
     let dir = tempfile::tempdir().unwrap();
-    let port = common::free_port();
-    let log = std::fs::File::create(dir.path().join("run.log")).unwrap();
-    let child = common::storeflow(dir.path())
-        .env("STOREFLOW__API__STRIPE_WEBHOOK__SECRETS", r#"["whsec_fuzz"]"#)
-        .env("STOREFLOW__RUNTIME__IDLE", "wall_clock")
-        .args(["run", "--listen", &format!("127.0.0.1:{port}"), "--registry-listen", ""])
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start storeflow run");
-    let run = Run { child, port };
+    let run = Run::start_with(dir.path(), &[("STOREFLOW__API__STRIPE_WEBHOOK__SECRETS", r#"["whsec_fuzz"]"#), ("STOREFLOW__RUNTIME__IDLE", "wall_clock")]);
+    let (port, log) = (run.port, dir.path().join(format!("run-{}.log", run.port)));
     let started = Instant::now();
     let key_file = dir.path().join("data/admin.key");
     while metric(port, "storeflow_processor_lag").is_none() || !key_file.exists() {
-        assert!(started.elapsed() < Duration::from_secs(120), "storeflow run did not come up: {}", std::fs::read_to_string(dir.path().join("run.log")).unwrap_or_default());
+        assert!(started.elapsed() < Duration::from_secs(120), "storeflow run did not come up: {}", std::fs::read_to_string(&log).unwrap_or_default());
         std::thread::sleep(Duration::from_millis(200));
     }
     let key = std::fs::read_to_string(&key_file).unwrap().trim().to_string();
@@ -46,7 +37,6 @@ fn no_request_generated_from_the_openapi_document_gets_a_server_error() {
         .args(["--header", &format!("Authorization: Bearer {key}")])
         .args(["--checks", "not_a_server_error", "--max-examples", &examples, "--seed", &seed])
         .args(["--exclude-path-regex", "/stream$", "--request-timeout", "10", "--no-color"])
-        .env("SCHEMATHESIS_HOOKS", "")
         .current_dir(dir.path())
         .output()
         .expect("run schemathesis");
@@ -57,7 +47,7 @@ fn no_request_generated_from_the_openapi_document_gets_a_server_error() {
         out.status.success(),
         "schemathesis found server errors (seed {seed}):\n{report}\n{}\nstoreflow's log:\n{}",
         String::from_utf8_lossy(&out.stderr),
-        std::fs::read_to_string(dir.path().join("run.log")).unwrap_or_default()
+        std::fs::read_to_string(&log).unwrap_or_default()
     );
     let cases = summary.iter().skip_while(|l| !l.contains("Test cases:")).nth(1).map(|l| l.trim().to_string());
     let Some(cases) = cases else { panic!("no summary from schemathesis:\n{report}") };

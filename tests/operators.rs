@@ -291,11 +291,8 @@ fn storeflow_process_serves_metrics_and_readyz_on_ops_listen_and_the_metrics_cou
 #[test]
 fn storeflow_process_refuses_an_ops_listen_that_is_not_an_address_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_storeflow"))
+    let mut child = common::storeflow(dir.path())
         .args(["process", "--data-dir", "data", "--ops-listen", "metrics.example:ninety"])
-        .current_dir(dir.path())
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -103,9 +103,16 @@ impl Drop for Run {
 #[allow(dead_code)]
 impl Run {
     pub fn start(dir: &Path) -> Run {
+        Run::start_with(dir, &[])
+    }
+
+    /// [`Run::start`] with settings in the environment (`STOREFLOW__…`); its stderr goes to
+    /// `run-<port>.log` in `dir`.
+    pub fn start_with(dir: &Path, env: &[(&str, &str)]) -> Run {
         let port = free_port();
         let log = std::fs::File::create(dir.join(format!("run-{port}.log"))).unwrap();
         let child = storeflow(dir)
+            .envs(env.iter().copied())
             .args(["run", "--listen", &format!("127.0.0.1:{port}"), "--registry-listen", ""])
             .stdout(Stdio::null())
             .stderr(log)
