@@ -12,9 +12,9 @@ RUN cargo chef prepare --recipe-path recipe.json
 
 FROM chef AS build
 COPY --from=planner /src/recipe.json recipe.json
-RUN cargo chef cook --release --locked --recipe-path recipe.json --bin storeflow
+RUN cargo chef cook --release --locked --features stripe --recipe-path recipe.json --bin storeflow
 COPY . .
-RUN cargo build --release --locked --bin storeflow && cp target/release/storeflow /usr/local/bin/storeflow
+RUN cargo build --release --locked --features stripe --bin storeflow && cp target/release/storeflow /usr/local/bin/storeflow
 
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl && rm -rf /var/lib/apt/lists/* \
