@@ -207,6 +207,8 @@ fn expected(from: OrderStatus, act: Act) -> Outcome {
         (S::Reserved, Fail) => To(S::PaymentFailed),
         // A failure reported for an order that ended unsold (never authorized) changes nothing.
         (s @ (S::Cancelled | S::RejectedOutOfStock | S::PaymentFailed), Fail) => To(s),
+        // Held for review and unpayable: cancelled, its stock released.
+        (S::FraudHold, Fail) => To(S::Cancelled),
         (S::Confirmed, Capture) => To(S::Confirmed),
         (S::PartiallyShipped, Capture) => To(S::PartiallyShipped),
         (S::Shipped, Capture) => To(S::Shipped),
@@ -349,6 +351,20 @@ fn an_unpaid_order_is_cancelled_at_the_payment_timeout_and_its_stock_released() 
         .filter(|e| matches!(e, Event::InventoryCommand(c) if c.action == "release" && c.reason == "payment_timeout"))
         .count();
     assert_eq!(releases, 2);
+}
+
+#[test]
+fn a_held_order_whose_payment_fails_is_cancelled_and_its_stock_released() {
+    let mut r = Run::reach(S::FraudHold);
+    r.act(Act::Fail);
+    assert_eq!((r.status(), r.dead()), (Some(S::Cancelled), 0));
+    let releases = r
+        .d
+        .outputs::<Event>(Topic::InventoryCommands.name())
+        .into_iter()
+        .filter(|e| matches!(e, Event::InventoryCommand(c) if c.action == "release" && c.reason == "payment_failed"))
+        .count();
+    assert_eq!(releases, 2, "both held lines go back to stock");
 }
 
 #[test]
