@@ -474,6 +474,144 @@ fn every_grafana_panel_runs_on_clickhouse_and_shows_the_numbers_of_the_events() 
     });
 }
 
+/// The inventory-health and fraud dashboards over processor outputs whose event times disagree
+/// with their versions (several producers' clocks), checked against a fold of the same events:
+/// the latest level of a sku in a warehouse is the one with the highest version.
+#[test]
+fn the_inventory_and_fraud_grafana_dashboards_show_the_latest_levels_and_every_verdict() {
+    init();
+    let inventory = grafana_panels("inventory");
+    let fraud = grafana_panels("fraud");
+    assert_eq!((inventory.len(), fraud.len()), (3, 3), "{inventory:?} {fraud:?}");
+    let Some((c, _cleanup)) = clickhouse() else { return };
+    let mut events = [
+        racing_reservations("sku-race", "wh-a", "p-race", 5, 40),
+        racing_reservations("sku-few", "wh-a", "p-few", 3, 2),
+        racing_reservations("sku-many", "wh-b", "p-many", 10, 4),
+        receipts("sku-recv", "wh-b", 40),
+        receipts("sku-low", "wh-a", 3),
+    ]
+    .concat();
+    let codes = ["ip_velocity_10m", "new_customer_high_value", "card_country_mismatch", "many_cards_24h"];
+    for k in 0..60i64 {
+        let score = (k * 37 % 100) as i32;
+        let reasons: Vec<FraudReason> =
+            codes.iter().enumerate().filter(|(i, _)| score > 0 && (k >> i) & 1 == 1).map(|(_, c)| FraudReason { code: (*c).into(), points: 10, detail: "d".into() }).collect();
+        events.push(Event::FraudScored(FraudScored {
+            event_id: format!("fs-{k}"),
+            // Newest first: the panel orders by score, then time, whatever the log's order.
+            occurred_at: Timestamp(START + 3_600_000 - k * 50_000),
+            order_id: format!("o-fraud-{k}"),
+            customer_id: format!("c-{}", k % 7),
+            score,
+            reasons,
+            decision: (if score >= 70 { "hold" } else if score >= 40 { "review" } else { "allow" }).into(),
+        }));
+    }
+    // The reference: the highest version per sku and warehouse; verdicts as published.
+    let mut latest: BTreeMap<(String, String), &StockLevelChanged> = BTreeMap::new();
+    for e in &events {
+        if let Event::StockLevelChanged(s) = e {
+            let k = (s.sku.clone(), s.warehouse_id.clone());
+            if latest.get(&k).is_none_or(|l| l.version < s.version) {
+                latest.insert(k, s);
+            }
+        }
+    }
+    assert!(newest_by_event_time(&receipts("sku-recv", "wh-b", 40)).is_some_and(|s| s.on_hand < 40), "the fixture's clocks disagree");
+    let scores: Vec<&FraudScored> = events.iter().filter_map(|e| if let Event::FraudScored(f) = e { Some(f) } else { None }).collect();
+    let (from, to) = (START / 1000 - 3_600, START / 1000 + 7_200);
+    let dir = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        let b = Backend::ClickHouse(c);
+        let mut sink = AnalyticsSink::open(&b.config(), "EUR", dir.path()).await.expect("open");
+        sink.write(&items(&events)).await.expect("write");
+        let Store::ClickHouse(ch) = sink.store() else { unreachable!() };
+        for (panel, raw) in inventory.iter().chain(&fraud) {
+            let sql = raw.replace("$__fromTime", &format!("toDateTime({from})")).replace("$__toTime", &format!("toDateTime({to})"));
+            let rows: Vec<serde_json::Value> = ch.query(&sql, &[]).await.unwrap_or_else(|e| panic!("panel {panel}: {e}\n{sql}"));
+            assert!(!rows.is_empty(), "panel {panel} shows nothing");
+            let int = |r: &serde_json::Value, f: &str| num(r, f) as i64;
+            let text = |r: &serde_json::Value, f: &str| r[f].as_str().unwrap_or_else(|| panic!("panel {panel}: {f} in {r}")).to_string();
+            match panel.as_str() {
+                "low_stock" => {
+                    let got: Vec<(String, String, i64, i64, i64)> =
+                        rows.iter().map(|r| (text(r, "sku"), text(r, "warehouse_id"), int(r, "on_hand_now"), int(r, "reserved_now"), int(r, "available_now"))).collect();
+                    let mut want: Vec<(String, String, i64, i64, i64)> = latest
+                        .values()
+                        .filter(|s| s.available <= 5)
+                        .map(|s| (s.sku.clone(), s.warehouse_id.clone(), s.on_hand.into(), s.reserved.into(), s.available.into()))
+                        .collect();
+                    want.sort_by(|a, b| (a.4, &a.0, &a.1).cmp(&(b.4, &b.0, &b.1)));
+                    assert_eq!(got, want, "{panel}");
+                    assert_eq!(want.iter().map(|w| w.0.as_str()).collect::<Vec<_>>(), ["sku-race", "sku-few", "sku-low"], "{panel}: the fixture's low skus");
+                }
+                "stock_per_warehouse" => {
+                    let got: Vec<(String, [i64; 4])> =
+                        rows.iter().map(|r| (text(r, "warehouse_id"), ["on_hand", "reserved", "available", "skus_out_of_stock"].map(|f| int(r, f)))).collect();
+                    let mut want: BTreeMap<String, [i64; 4]> = BTreeMap::new();
+                    for s in latest.values() {
+                        let w = want.entry(s.warehouse_id.clone()).or_default();
+                        w[0] += i64::from(s.on_hand);
+                        w[1] += i64::from(s.reserved);
+                        w[2] += i64::from(s.available);
+                        w[3] += i64::from(s.available <= 0);
+                    }
+                    assert_eq!(got, want.into_iter().collect::<Vec<_>>(), "{panel}");
+                }
+                "reservations_per_hour" => {
+                    let (mut made, mut rejected) = (HashSet::new(), HashSet::new());
+                    for e in &events {
+                        match e {
+                            Event::ReservationMade(r) => {
+                                made.insert(r.order_id.clone());
+                            }
+                            Event::ReservationRejected(r) => {
+                                rejected.insert(r.order_id.clone());
+                            }
+                            _ => {}
+                        }
+                    }
+                    let sum = |f: &str| rows.iter().map(|r| int(r, f)).sum::<i64>();
+                    assert_eq!((sum("orders_reserved"), sum("orders_rejected")), (made.len() as i64, rejected.len() as i64), "{panel}");
+                    assert_eq!((made.len(), rejected.len()), (5 + 2 + 4, 35), "{panel}: the fixture");
+                }
+                "fraud_decisions" => {
+                    for r in &rows {
+                        let d = text(r, "decision");
+                        let of: Vec<i64> = scores.iter().filter(|f| f.decision == d).map(|f| i64::from(f.score)).collect();
+                        assert_eq!(int(r, "orders"), of.len() as i64, "{panel}: {d}");
+                        assert!((num(r, "avg_score") - of.iter().sum::<i64>() as f64 / of.len() as f64).abs() <= 0.05 + 1e-9, "{panel}: {r}");
+                    }
+                    assert_eq!(rows.iter().map(|r| text(r, "decision")).collect::<Vec<_>>(), ["allow", "hold", "review"], "{panel}");
+                }
+                "held_and_review_orders" => {
+                    let mut want: Vec<&&FraudScored> = scores.iter().filter(|f| f.decision != "allow").collect();
+                    want.sort_by(|a, b| (b.score, b.occurred_at.millis(), &a.order_id).cmp(&(a.score, a.occurred_at.millis(), &b.order_id)));
+                    want.truncate(50);
+                    let got: Vec<(String, i64, String, String)> = rows.iter().map(|r| (text(r, "order_id"), int(r, "score"), text(r, "decision"), text(r, "reasons"))).collect();
+                    let want: Vec<(String, i64, String, String)> = want
+                        .iter()
+                        .map(|f| (f.order_id.clone(), f.score.into(), f.decision.clone(), f.reasons.iter().map(|r| r.code.as_str()).collect::<Vec<_>>().join(",")))
+                        .collect();
+                    assert_eq!(got, want, "{panel}");
+                }
+                "top_fraud_signals" => {
+                    let mut want: BTreeMap<&str, i64> = BTreeMap::new();
+                    for r in scores.iter().flat_map(|f| &f.reasons) {
+                        *want.entry(r.code.as_str()).or_default() += 1;
+                    }
+                    let mut want: Vec<(String, i64)> = want.into_iter().map(|(c, n)| (c.to_string(), n)).collect();
+                    want.sort_by(|a, b| (b.1, &a.0).cmp(&(a.1, &b.0)));
+                    assert_eq!(rows.iter().map(|r| (text(r, "reason"), int(r, "orders"))).collect::<Vec<_>>(), want, "{panel}");
+                }
+                other => panic!("panel {other} has no assertion here: add one"),
+            }
+            println!("panel {panel}: {} rows, checked", rows.len());
+        }
+    });
+}
+
 /// Runs `ch` on ClickHouse or `df` on the Parquet twin (questions the API does not ask).
 async fn ask<T: serde::de::DeserializeOwned>(store: &Store, ch: &str, df: &str) -> Vec<T> {
     match store {

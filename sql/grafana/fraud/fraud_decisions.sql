@@ -1,0 +1,1 @@
+SELECT decision, uniqExact(order_id) AS orders, round(avg(score), 1) AS avg_score FROM fact_fraud_scores WHERE occurred_at >= $__fromTime AND occurred_at < $__toTime GROUP BY decision ORDER BY decision

@@ -1,0 +1,1 @@
+SELECT occurred_at AS time, order_id, customer_id, score, decision, reasons FROM fact_fraud_scores WHERE decision != 'allow' AND occurred_at >= $__fromTime AND occurred_at < $__toTime ORDER BY score DESC, occurred_at DESC, order_id LIMIT 50

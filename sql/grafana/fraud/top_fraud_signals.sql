@@ -1,0 +1,1 @@
+SELECT reason, count() AS orders FROM fact_fraud_scores ARRAY JOIN splitByChar(',', reasons) AS reason WHERE reasons != '' AND occurred_at >= $__fromTime AND occurred_at < $__toTime GROUP BY reason ORDER BY orders DESC, reason LIMIT 10

@@ -1,0 +1,1 @@
+SELECT sku, warehouse_id, any(product_id) AS product_id, argMax(on_hand, version) AS on_hand_now, argMax(reserved, version) AS reserved_now, argMax(available, version) AS available_now FROM fact_stock_levels GROUP BY sku, warehouse_id HAVING available_now <= 5 ORDER BY available_now, sku, warehouse_id LIMIT 100

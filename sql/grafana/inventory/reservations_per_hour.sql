@@ -1,0 +1,1 @@
+SELECT toStartOfHour(occurred_at) AS time, uniqExactIf(order_id, event_type = 'ReservationMade') AS orders_reserved, uniqExactIf(order_id, event_type = 'ReservationRejected') AS orders_rejected FROM fact_reservations WHERE occurred_at >= $__fromTime AND occurred_at < $__toTime GROUP BY time ORDER BY time

@@ -1,0 +1,1 @@
+SELECT warehouse_id, sum(h) AS on_hand, sum(r) AS reserved, sum(a) AS available, countIf(a <= 0) AS skus_out_of_stock FROM (SELECT sku, warehouse_id, argMax(on_hand, version) AS h, argMax(reserved, version) AS r, argMax(available, version) AS a FROM fact_stock_levels GROUP BY sku, warehouse_id) GROUP BY warehouse_id ORDER BY warehouse_id
