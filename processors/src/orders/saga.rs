@@ -375,22 +375,17 @@ impl Saga<'_> {
                 if o.status.is_unsold() && !o.authorized {
                     return Ok(()); // a failure reported for an order that already ended unsold changes nothing
                 }
-                if o.status == OrderStatus::FraudHold {
-                    // Held for review and now unpayable: it can never be sold, so its stock goes
-                    // back to other shoppers instead of waiting for a reviewer (a dead letter here
-                    // lost the payment's outcome).
-                    o.payment_status = PaymentStatus::Failed;
-                    self.release_all(o, ctx, "payment_failed");
-                    o.fulfillment_status = FulfillmentStatus::Unfulfilled;
-                    return go(o, ctx, OrderStatus::Cancelled, "the payment failed while the order was held for fraud review");
-                }
-                if !matches!(o.status, OrderStatus::Placed | OrderStatus::Reserved | OrderStatus::PaymentAuthorized) {
-                    return Err(illegal(o, "payment failed"));
-                }
+                let (to, why) = match o.status {
+                    OrderStatus::Placed | OrderStatus::Reserved | OrderStatus::PaymentAuthorized => (OrderStatus::PaymentFailed, "the payment failed"),
+                    // Held for review and now unpayable: it can never be sold, so it ends and its
+                    // stock goes back to other shoppers instead of waiting for a reviewer.
+                    OrderStatus::FraudHold => (OrderStatus::Cancelled, "the payment failed while the order was held for fraud review"),
+                    _ => return Err(illegal(o, "payment failed")),
+                };
                 o.payment_status = PaymentStatus::Failed;
                 self.release_all(o, ctx, "payment_failed");
                 o.fulfillment_status = FulfillmentStatus::Unfulfilled;
-                go(o, ctx, OrderStatus::PaymentFailed, "the payment failed")?;
+                go(o, ctx, to, why)?;
             }
             Event::PaymentCaptured(_) => {
                 if !matches!(o.status, OrderStatus::Confirmed | OrderStatus::PartiallyShipped | OrderStatus::Shipped | OrderStatus::Delivered) {
