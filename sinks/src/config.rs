@@ -27,6 +27,10 @@ pub struct SinksConfig {
     pub app: String,
     /// Longest wait between two tries of a write that failed transiently, in milliseconds.
     pub max_backoff_ms: u64,
+    /// Longest a write may take, in milliseconds: a store that accepts the connection and
+    /// never answers fails the write (transiently) after this long, instead of holding the
+    /// sink for good.
+    pub write_timeout_ms: u64,
     /// Records per poll of the log.
     pub max_poll: usize,
     /// Currency every amount is also kept in, converted when written (analytics'
@@ -55,6 +59,7 @@ impl Clone for SinksConfig {
             data_dir: self.data_dir.clone(),
             app: self.app.clone(),
             max_backoff_ms: self.max_backoff_ms,
+            write_timeout_ms: self.write_timeout_ms,
             max_poll: self.max_poll,
             base_currency: self.base_currency.clone(),
             sinks: self.sinks.clone(),
@@ -70,7 +75,7 @@ impl Default for SinksConfig {
 }
 
 /// The keys of `[sinks]` itself (beside the sinks' sections).
-const SHARED: &[&str] = &["data_dir", "app", "max_backoff_ms", "max_poll", "base_currency"];
+const SHARED: &[&str] = &["data_dir", "app", "max_backoff_ms", "write_timeout_ms", "max_poll", "base_currency"];
 
 impl SinksConfig {
     /// The sinks of `registry`, every one enabled with its defaults, on its embedded twin
@@ -80,6 +85,7 @@ impl SinksConfig {
             data_dir: data_dir.into(),
             app: "storeflow".into(),
             max_backoff_ms: 5_000,
+            write_timeout_ms: 60_000,
             max_poll: 10_000,
             base_currency: "EUR".into(),
             sinks: registry.into_iter().map(|r| Section { name: r.name, enabled: true, config: r.defaults() }).collect(),
@@ -167,6 +173,10 @@ impl SinksConfig {
     pub(crate) fn max_backoff(&self) -> Duration {
         Duration::from_millis(self.max_backoff_ms.max(10))
     }
+
+    pub(crate) fn write_timeout(&self) -> Duration {
+        Duration::from_millis(self.write_timeout_ms.max(100))
+    }
 }
 
 impl std::fmt::Debug for SinksConfig {
@@ -182,6 +192,7 @@ impl std::fmt::Debug for SinksConfig {
         d.field("data_dir", &self.data_dir)
             .field("app", &self.app)
             .field("max_backoff_ms", &self.max_backoff_ms)
+            .field("write_timeout_ms", &self.write_timeout_ms)
             .field("max_poll", &self.max_poll)
             .field("base_currency", &self.base_currency);
         for s in &self.sinks {
@@ -206,6 +217,7 @@ impl Serialize for SinksConfig {
         m.serialize_entry("data_dir", &self.data_dir)?;
         m.serialize_entry("app", &self.app)?;
         m.serialize_entry("max_backoff_ms", &self.max_backoff_ms)?;
+        m.serialize_entry("write_timeout_ms", &self.write_timeout_ms)?;
         m.serialize_entry("max_poll", &self.max_poll)?;
         m.serialize_entry("base_currency", &self.base_currency)?;
         for sec in &self.sinks {
@@ -238,6 +250,7 @@ impl<'de> Deserialize<'de> for SinksConfig {
         take(&mut map, "data_dir", &mut c.data_dir).map_err(D::Error::custom)?;
         take(&mut map, "app", &mut c.app).map_err(D::Error::custom)?;
         take(&mut map, "max_backoff_ms", &mut c.max_backoff_ms).map_err(D::Error::custom)?;
+        take(&mut map, "write_timeout_ms", &mut c.write_timeout_ms).map_err(D::Error::custom)?;
         take(&mut map, "max_poll", &mut c.max_poll).map_err(D::Error::custom)?;
         take(&mut map, "base_currency", &mut c.base_currency).map_err(D::Error::custom)?;
         for s in &mut c.sinks {

@@ -94,7 +94,7 @@ pub enum SinkError {
     /// The sinks were stopped, or their runtime is gone.
     #[error("the sinks are stopped")]
     Stopped,
-    /// The sinks did not catch up in time.
+    /// The sinks did not catch up in time, or a store did not answer in time.
     #[error("timed out: {0}")]
     Timeout(String),
 }

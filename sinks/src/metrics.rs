@@ -5,7 +5,7 @@
 //! | `storeflow_sink_records_written_total` | sink | records written durably |
 //! | `storeflow_sink_records_skipped_total` | sink | records of the sink's topics it has nothing to write for |
 //! | `storeflow_sink_dlq_total` | sink | records sent to a dead-letter topic |
-//! | `storeflow_sink_errors_total` | sink, kind | failed writes (`transient`: retried; `permanent`: bisected to the bad record) |
+//! | `storeflow_sink_errors_total` | sink, kind | failed writes (`transient`: retried; `timeout`: no answer within `[sinks] write_timeout_ms`, retried; `permanent`: bisected to the bad record; `panic`: likewise) |
 //! | `storeflow_sink_batch_records` | sink | records per batch |
 //! | `storeflow_sink_write_seconds` | sink | latency of a batch write, retries included |
 //! | `storeflow_sink_lag` | sink, topic, partition | records not yet written |

@@ -166,6 +166,8 @@ pub struct RunnerSettings {
     pub max_poll: usize,
     /// Longest back-off between tries.
     pub max_backoff: Duration,
+    /// Longest a write may take before it counts as a transient failure.
+    pub write_timeout: Duration,
 }
 
 /// A running sink thread.
@@ -526,7 +528,10 @@ impl<S: Sink> Runner<S> {
         }
         if !assigned.is_empty() {
             loop {
-                match self.rt.block_on(self.sink.assigned(&assigned)) {
+                let timeout = self.settings.write_timeout;
+                let done = self.rt.block_on(async { tokio::time::timeout(timeout, self.sink.assigned(&assigned)).await });
+                let done = done.unwrap_or_else(|_| Err(SinkError::Timeout(format!("preparing assigned partitions: the store did not answer within {timeout:?} (write_timeout_ms)"))));
+                match done {
                     Ok(()) => break,
                     Err(e) if self.stop.load(Ordering::SeqCst) => return Err(e),
                     Err(e) => {
@@ -666,8 +671,21 @@ impl<S: Sink> Runner<S> {
         loop {
             // A panic while writing is the batch's failure, as a permanent error is: it is
             // bisected down to the record that panics, which goes to the DLQ.
-            let result = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.rt.block_on(self.sink.write(&batch)))) {
-                Ok(result) => result,
+            // A store that never answers must not hold the sink for good: past the write
+            // timeout the write is abandoned and tried again like any transient failure
+            // (writes are idempotent, so one that landed after all changes nothing).
+            let timeout = self.settings.write_timeout;
+            let result = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.rt.block_on(async { tokio::time::timeout(timeout, self.sink.write(&batch)).await }))) {
+                Ok(Ok(result)) => result,
+                Ok(Err(_elapsed)) => {
+                    self.metrics.errors.get_or_create(&SinkMetrics::error(name, "timeout")).inc();
+                    tries += 1;
+                    if tries == 1 || tries.is_power_of_two() {
+                        tracing::warn!(sink = name, "write of {} records took longer than {timeout:?} (try {tries}): the store does not answer; retrying in {:?}, offsets held", batch.len(), backoff.peek());
+                    }
+                    self.sleep(backoff.next())?;
+                    continue;
+                }
                 Err(panic) => {
                     let reason = format!("panic: {}", storeflow_ingest::threads::panic_message(&*panic));
                     self.metrics.errors.get_or_create(&SinkMetrics::error(name, "panic")).inc();
@@ -832,7 +850,7 @@ mod tests {
         let written = Arc::new(Mutex::new(Vec::new()));
         let rt = tokio::runtime::Runtime::new().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
-        let settings = RunnerSettings { name: "panicky", group: "t.panicky".into(), max_poll: 100, max_backoff: Duration::from_millis(100) };
+        let settings = RunnerSettings { name: "panicky", group: "t.panicky".into(), max_poll: 100, max_backoff: Duration::from_millis(100), write_timeout: Duration::from_secs(30) };
         let mut thread = spawn(Panicky(written.clone()), log.clone(), codec, rt.handle().clone(), settings, SinkMetrics::unregistered(), stop.clone()).unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
         let dlq = storeflow_avro::dlq_topic(Topic::Orders.name());
@@ -912,7 +930,7 @@ mod tests {
         let sink = FailsToStart { panics_left: Arc::new(AtomicU64::new(1)), written: written.clone() };
         let rt = tokio::runtime::Runtime::new().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
-        let settings = RunnerSettings { name: "fails-to-start", group: "t.restart".into(), max_poll: 100, max_backoff: Duration::from_millis(100) };
+        let settings = RunnerSettings { name: "fails-to-start", group: "t.restart".into(), max_poll: 100, max_backoff: Duration::from_millis(100), write_timeout: Duration::from_secs(30) };
         let mut thread = spawn(sink, log.clone(), codec, rt.handle().clone(), settings, SinkMetrics::unregistered(), stop.clone()).unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut seen_down = false;

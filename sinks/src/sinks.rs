@@ -90,7 +90,7 @@ impl Sinks {
     fn start_all(&mut self, rt: &tokio::runtime::Runtime, codec: Arc<Codec>, config: &SinksConfig, metrics: SinkMetrics) -> Result<()> {
         let cx = SinkContext { data_dir: config.data_dir.clone(), base_currency: config.base_currency.clone(), rt: rt.handle().clone() };
         for (name, sink) in config.enabled() {
-            let settings = RunnerSettings { name, group: config.group(name), max_poll: config.max_poll, max_backoff: config.max_backoff() };
+            let settings = RunnerSettings { name, group: config.group(name), max_poll: config.max_poll, max_backoff: config.max_backoff(), write_timeout: config.write_timeout() };
             let start = Start { cx: &cx, log: &self.log, codec: &codec, settings, metrics: metrics.clone(), stop: self.stop.clone() };
             let (thread, handle) = sink.start(start)?;
             self.threads.push(thread);
