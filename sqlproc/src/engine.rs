@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Int64Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
+use datafusion::datasource::MemTable;
+use datafusion::execution::{SessionState, TaskContext};
+use datafusion::logical_expr::{ColumnarValue, LogicalPlan, Volatility, create_udf};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use parking_lot::RwLock;
 use serde_json::Value;
@@ -36,8 +38,10 @@ pub struct Engine {
     pub query: Arc<Query>,
     /// The input tables, one per input type (in the order of `query.inputs`).
     pub inputs: Vec<Table>,
-    /// The reference tables (in the order of `query.references`).
+    /// The reference tables fed by events (in the order of `query.references`).
     pub references: Vec<Table>,
+    /// The reference tables read from files at start (in the order of `query.files`).
+    pub files: Vec<Table>,
     /// The output's columns (with `event_id` and `occurred_at`).
     pub out: Vec<OutColumn>,
     /// The query's own output columns (what it selects), in order.
@@ -46,6 +50,13 @@ pub struct Engine {
     pub rates: Arc<RwLock<Rates>>,
     ctx: SessionContext,
     rt: tokio::runtime::Runtime,
+    /// The tables as DataFusion sees them (inputs, then references): a run swaps in its
+    /// rows and reuses the plan.
+    tables: Vec<Arc<MemTable>>,
+    /// The query, parsed, analysed and optimised once (over `tables`).
+    plan: LogicalPlan,
+    state: SessionState,
+    task: Arc<TaskContext>,
 }
 
 fn with_window(schema: Schema) -> Schema {
@@ -135,10 +146,25 @@ impl Engine {
         let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(1).with_information_schema(false));
         ctx.register_udf(to_base_udf(rates.clone()));
         ctx.register_udf(base_currency_udf(base));
-        let mut engine = Engine { query: query.clone(), inputs, references, out: Vec::new(), selected: Vec::new(), rates, ctx, rt };
-        let empty: Vec<Vec<Value>> = vec![Vec::new(); engine.inputs.len()];
-        let empty_refs: Vec<Vec<Value>> = vec![Vec::new(); engine.references.len()];
-        let schema = engine.plan(&empty, &empty_refs)?;
+        let mut tables = Vec::new();
+        for t in inputs.iter().chain(&references) {
+            let mem = Arc::new(MemTable::try_new(t.schema.clone(), vec![Vec::new()]).map_err(|e| whole(format!("table {}: {e}", t.name)))?);
+            ctx.register_table(t.name.as_str(), mem.clone()).map_err(|e| whole(format!("table {}: {e}", t.name)))?;
+            tables.push(mem);
+        }
+        let mut files = Vec::new();
+        for f in &query.files {
+            let at = |message: String| SqlError { path: query.path.clone(), line: f.line, column: 0, message: format!("the reference table {} ({}): {message}", f.table, f.path.display()) };
+            let table = rt.block_on(read_file(&ctx, &f.path)).map_err(at)?;
+            ctx.register_table(f.table.as_str(), Arc::new(table.1)).map_err(|e| at(e.to_string()))?;
+            files.push(Table { name: f.table.clone(), schema: table.0 });
+        }
+        let df = rt.block_on(ctx.sql(&query.sql)).map_err(|e| sql_error(&query, &e))?;
+        let schema = df.schema().as_arrow().clone();
+        let state = ctx.state();
+        let plan = state.optimize(df.logical_plan()).map_err(|e| sql_error(&query, &e))?;
+        let task = Arc::new(TaskContext::from(&state));
+        let mut engine = Engine { query: query.clone(), inputs, references, files, out: Vec::new(), selected: Vec::new(), rates, ctx, rt, tables, plan, state, task };
         engine.out = out_columns(&schema).map_err(|m| SqlError { path: query.path.clone(), line: query.sql_line, column: 0, message: m })?;
         engine.selected = schema.fields().iter().map(|f| f.name().clone()).collect();
         for k in &query.key {
@@ -149,27 +175,8 @@ impl Engine {
         Ok(engine)
     }
 
-    fn register(&self, inputs: &[Vec<Value>], refs: &[Vec<Value>]) -> Result<(), String> {
-        for (t, rows) in self.inputs.iter().zip(inputs).chain(self.references.iter().zip(refs)) {
-            let batch = batch_of(&t.schema, rows).map_err(|e| format!("building table {}: {e}", t.name))?;
-            self.ctx.deregister_table(t.name.as_str()).map_err(|e| e.to_string())?;
-            self.ctx.register_batch(t.name.as_str(), batch).map_err(|e| e.to_string())?;
-        }
-        Ok(())
-    }
-
-    /// The query's output schema over these rows (what a plan checks).
-    fn plan(&self, inputs: &[Vec<Value>], refs: &[Vec<Value>]) -> Result<Schema, SqlError> {
-        self.register(inputs, refs).map_err(|m| SqlError { path: self.query.path.clone(), line: 0, column: 0, message: m })?;
-        let df = self.rt.block_on(self.ctx.sql(&self.query.sql)).map_err(|e| sql_error(&self.query, &e))?;
-        Ok(df.schema().as_arrow().clone())
-    }
-
     /// The plan, as DataFusion explains it.
     pub fn explain(&self) -> Result<String, SqlError> {
-        let empty: Vec<Vec<Value>> = vec![Vec::new(); self.inputs.len()];
-        let empty_refs: Vec<Vec<Value>> = vec![Vec::new(); self.references.len()];
-        self.register(&empty, &empty_refs).map_err(|m| SqlError { path: self.query.path.clone(), line: 0, column: 0, message: m })?;
         let text = self.rt.block_on(async {
             let df = self.ctx.sql(&format!("EXPLAIN {}", self.query.sql)).await?;
             let batches = df.collect().await?;
@@ -178,12 +185,27 @@ impl Engine {
         text.map_err(|e: datafusion::error::DataFusionError| sql_error(&self.query, &e))
     }
 
-    /// Runs the query over `inputs` (rows per input table, each with its window columns) and
-    /// `refs` (rows per reference table): its output rows, the selected columns in order,
-    /// sorted so that the same rows in any order give the same output.
-    pub fn run(&self, inputs: &[Vec<Value>], refs: &[Vec<Value>]) -> Result<Vec<Vec<Cell>>, String> {
-        self.register(inputs, refs)?;
-        let batches = self.rt.block_on(async { self.ctx.sql(&self.query.sql).await?.collect().await }).map_err(|e| e.to_string())?;
+    /// Runs the query over `inputs` (one batch per input table, of its schema, window
+    /// columns included) and `refs` (one batch per reference table): its output rows, the
+    /// selected columns in order, sorted so that the same rows in any order give the same
+    /// output.
+    pub fn run(&self, inputs: Vec<RecordBatch>, refs: &[RecordBatch]) -> Result<Vec<Vec<Cell>>, String> {
+        for ((mem, t), batch) in self.tables.iter().zip(self.inputs.iter().chain(&self.references)).zip(inputs.into_iter().chain(refs.iter().cloned())) {
+            let mut rows = mem.batches[0].try_write().map_err(|_| format!("table {} is in use", t.name))?;
+            *rows = vec![batch];
+        }
+        // The plan is the same for every run: only the physical plan (which snapshots the
+        // tables' rows) is made again.
+        let batches = self.rt.block_on(async {
+            let plan = self.state.query_planner().create_physical_plan(&self.plan, &self.state).await?;
+            datafusion::physical_plan::collect(plan, self.task.clone()).await
+        });
+        for mem in &self.tables {
+            if let Ok(mut rows) = mem.batches[0].try_write() {
+                rows.clear();
+            }
+        }
+        let batches = batches.map_err(|e| e.to_string())?;
         let query_cols: Vec<&OutColumn> = self.out.iter().filter(|c| self.selected.contains(&c.name)).collect();
         let mut rows = Vec::new();
         for b in &batches {
@@ -192,9 +214,31 @@ impl Engine {
                 rows.push(columns.iter().map(|c| c[r].clone()).collect::<Vec<Cell>>());
             }
         }
-        rows.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+        rows.sort_by_cached_key(|r| format!("{r:?}"));
         Ok(rows)
     }
+}
+
+/// A CSV (with a header line; column types inferred) or Parquet file, read in full into memory.
+async fn read_file(ctx: &SessionContext, path: &std::path::Path) -> Result<(SchemaRef, MemTable), String> {
+    use datafusion::prelude::{CsvReadOptions, ParquetReadOptions};
+    if !path.is_file() {
+        return Err("no such file".into());
+    }
+    let name = path.to_str().ok_or("the path is not UTF-8")?;
+    let parquet = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("parquet"));
+    // Whatever the case of its extension: DataFusion checks it against the options'.
+    let ext = path.extension().and_then(|e| e.to_str()).map(|e| format!(".{e}")).unwrap_or_default();
+    let df = if parquet {
+        ctx.read_parquet(name, ParquetReadOptions::default().file_extension(&ext)).await
+    } else {
+        ctx.read_csv(name, CsvReadOptions::new().has_header(true).file_extension(&ext)).await
+    }
+    .map_err(|e| e.to_string())?;
+    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+    let batches = df.collect().await.map_err(|e| e.to_string())?;
+    let table = MemTable::try_new(schema.clone(), vec![batches]).map_err(|e| e.to_string())?;
+    Ok((schema, table))
 }
 
 fn names(s: &Schema) -> String {

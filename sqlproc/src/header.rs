@@ -80,6 +80,18 @@ pub struct Reference {
     pub by: String,
 }
 
+/// A reference table read from a file (`<table> = <path>.csv` or `.parquet`): loaded once at
+/// start, the same for every window and every instance until the next start.
+#[derive(Clone, Debug)]
+pub struct FileTable {
+    /// Its table name in the query.
+    pub table: String,
+    /// The file (a relative path is relative to the `.sql` file's folder).
+    pub path: PathBuf,
+    /// The header line that names it.
+    pub line: usize,
+}
+
 /// A parsed SQL processor file.
 #[derive(Clone, Debug)]
 pub struct Query {
@@ -101,8 +113,10 @@ pub struct Query {
     /// `lateness:` (ms, default 0): how long after a window's end a late event still
     /// updates it; later, it goes to the DLQ.
     pub lateness: i64,
-    /// `reference:` tables.
+    /// `reference:` tables fed by events.
     pub references: Vec<Reference>,
+    /// `reference:` tables read from a CSV or Parquet file.
+    pub files: Vec<FileTable>,
     /// `partition by:` — the input column the rows are grouped by before the query runs
     /// (a session window's `by`): inputs keyed by something else are re-keyed through an
     /// internal topic, so that every row of one value meets in one task.
@@ -217,6 +231,7 @@ impl Query {
         let (mut name, mut inputs, mut output, mut key, mut time, mut window, mut lateness, mut references, mut partition_by) =
             (stem.clone(), Vec::new(), None, Vec::new(), "occurred_at".to_string(), None, 0, Vec::new(), None);
         let mut sql_start = None;
+        let mut files = Vec::new();
         for (i, raw) in text.lines().enumerate() {
             let line = i + 1;
             let trimmed = raw.trim();
@@ -245,8 +260,20 @@ impl Query {
                 "lateness" => lateness = parse_duration(v).map_err(|m| err(line, col, m))?,
                 "reference" => {
                     // products = ProductCreated, ProductUpdated by product_id
-                    let bad = || err(line, col, format!("`{v}` is not a reference; write `<table> = <EventType>[, <EventType>…] by <key column>`"));
+                    // regions = regions.csv
+                    let bad = || err(line, col, format!("`{v}` is not a reference; write `<table> = <EventType>[, <EventType>…] by <key column>` or `<table> = <file>.csv` (or `.parquet`)"));
                     let (table, rest) = v.split_once('=').ok_or_else(bad)?;
+                    let (table, rest) = (table.trim(), rest.trim());
+                    let lower = rest.to_ascii_lowercase();
+                    if lower.ends_with(".csv") || lower.ends_with(".parquet") {
+                        if table.is_empty() {
+                            return Err(bad());
+                        }
+                        let file = Path::new(rest);
+                        let file = if file.is_absolute() { file.to_path_buf() } else { path.parent().unwrap_or(Path::new("")).join(file) };
+                        files.push(FileTable { table: table.to_string(), path: file, line });
+                        continue;
+                    }
                     let (types, by) = rest.rsplit_once(" by ").ok_or_else(bad)?;
                     let mut ts = Vec::new();
                     for n in types.split(',').map(str::trim).filter(|n| !n.is_empty()) {
@@ -297,6 +324,7 @@ impl Query {
             window,
             lateness,
             references,
+            files,
             sql,
             sql_line: sql_start + 1,
         })
@@ -403,6 +431,15 @@ mod tests {
         assert!(parse_duration("0s").is_err());
         assert_eq!(ms(300_000), "5m");
         assert_eq!(ms(1500), "1500ms");
+    }
+
+    #[test]
+    fn a_reference_table_from_a_file_is_found_beside_the_sql_file() {
+        let q = Query::parse(Path::new("jobs/x.sql"), "-- from: OrderPlaced\n-- to: sql.x\n-- key: a\n-- reference: regions = ref/regions.CSV\n-- reference: rates = /data/r.parquet\nSELECT 1 AS a").unwrap();
+        assert_eq!(q.files.len(), 2);
+        assert_eq!((q.files[0].table.as_str(), q.files[0].path.as_path(), q.files[0].line), ("regions", Path::new("jobs/ref/regions.CSV"), 4));
+        assert_eq!(q.files[1].path, Path::new("/data/r.parquet"));
+        assert!(q.references.is_empty() && q.reference_topics().is_empty());
     }
 
     #[test]

@@ -6,17 +6,20 @@
 //! Everything that depends on the records lives in the task's state: rows (`rows`, kept
 //! until their last window is past its lateness) and sessions (`sessions`), so a SQL
 //! processor survives SIGKILL and rebalance like any other, and its outputs commit in the
-//! same transaction as its input offsets.
+//! same transaction as its input offsets. What the processor keeps in memory — each pane's
+//! rows decoded into Arrow, the reference tables as batches — is a cache of that state,
+//! checked against it at every firing, never a source of results.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use arrow::array::{ArrayRef, RecordBatch, TimestampMillisecondArray, UInt32Array};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use storeflow_avro::{Codec, Event, EventType};
 use storeflow_processors::{Ctx, Flow, Input, ProcessError, Processor, Store, Timer, Wire};
 
-use crate::engine::{Engine, WINDOW_END, WINDOW_START};
+use crate::engine::{Engine, WINDOW_END, WINDOW_START, batch_of};
 use crate::header::{Query, Window, ms};
 use crate::types::{Cell, OutType};
 
@@ -59,7 +62,14 @@ impl Wire for Raw {
 
 /// Rows waiting for their windows: `<pane>|<time>|<cause>|<input>` (time windows) or
 /// `s|<session key>|<time>|<cause>|<input>` (sessions) → the record's bytes.
-const ROWS: Store<Vec<u8>> = Store::new("rows");
+const ROWS: Store<RowBytes> = Store::new("rows");
+
+/// A stored row: the record's bytes, read and written as one blob (postcard encodes it
+/// exactly as the `Vec<u8>` it replaced, so stores and changelogs written before read the
+/// same; a `Vec<u8>` would be decoded byte by byte).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+struct RowBytes(#[serde(with = "serde_bytes")] Vec<u8>);
 /// Sessions per session key, in start order.
 const SESSIONS: Store<Vec<Session>> = Store::new("sessions");
 
@@ -94,6 +104,19 @@ pub struct SqlProcessor {
     repartition: Option<String>,
     /// Reference tables: per table, the latest row per key.
     refs: Vec<BTreeMap<String, Value>>,
+    /// The reference tables as batches, until a reference row changes.
+    ref_batches: Option<Vec<RecordBatch>>,
+    /// Decoded panes per (task, pane start): what a window's firing reuses instead of
+    /// decoding its rows again. The state stays the truth: a firing scans the pane's keys
+    /// and decodes only the rows the cache has not seen (a late row, or everything after a
+    /// restart), so a cache out of step (a rewind, a rebalance) costs time, never a result.
+    panes: BTreeMap<(u32, i64), Pane>,
+}
+
+/// One pane's rows, decoded: per input, the state keys of its rows (in key order) and the
+/// rows as a batch of that input's table (window columns left at 0), in the same order.
+struct Pane {
+    inputs: Vec<(Vec<String>, RecordBatch)>,
 }
 
 fn leak(s: String) -> &'static str {
@@ -113,6 +136,8 @@ impl SqlProcessor {
             name: leak(q.name.clone()),
             repartition: q.repartition_topic(app),
             refs: vec![BTreeMap::new(); q.references.len()],
+            ref_batches: None,
+            panes: BTreeMap::new(),
             engine,
             codec,
             out,
@@ -154,7 +179,7 @@ impl SqlProcessor {
         if last_end + lateness <= now {
             return Err(late(t, now, lateness, last_end));
         }
-        ctx.put_until(ROWS, &format!("{pane:020}|{row_key}"), &bytes.to_vec(), last_end + lateness + 1)?;
+        ctx.put_until(ROWS, &format!("{pane:020}|{row_key}"), &RowBytes(bytes.to_vec()), last_end + lateness + 1)?;
         let mut start = pane - size + slide;
         while start <= pane {
             let end = start + size;
@@ -187,37 +212,133 @@ impl SqlProcessor {
         kept.push(merged);
         kept.sort_by_key(|s| s.start);
         ctx.put(SESSIONS, key, &kept)?;
-        ctx.put(ROWS, &format!("s|{key}|{row_key}"), &bytes.to_vec())?;
+        ctx.put(ROWS, &format!("s|{key}|{row_key}"), &RowBytes(bytes.to_vec()))?;
         ctx.set_timer((merged.last + gap).max(now), &format!("s|{key}"));
         Ok(())
     }
 
-    /// The rows of `prefix` as input tables, with their window columns.
-    fn tables(&self, ctx: &mut Ctx<'_, Raw>, prefixes: &[String], window: (i64, i64), keep: impl Fn(i64) -> bool) -> Result<Vec<Vec<Value>>, ProcessError> {
+    /// The rows of `prefixes` as one batch per input table, with their window columns.
+    fn tables(&self, ctx: &mut Ctx<'_, Raw>, prefixes: &[String], window: (i64, i64), keep: impl Fn(i64) -> bool) -> Result<Vec<RecordBatch>, ProcessError> {
         let mut tables = vec![Vec::new(); self.q.inputs.len()];
         for p in prefixes {
-            for (k, bytes) in ctx.scan_prefix(ROWS, p)? {
-                let mut parts = k[p.len()..].split('|');
-                let t: i64 = parts.next().and_then(|t| t.parse().ok()).unwrap_or(i64::MIN);
-                let input: usize = parts.nth(1).and_then(|i| i.parse().ok()).unwrap_or(usize::MAX);
+            for (k, RowBytes(bytes)) in ctx.scan_prefix(ROWS, p)? {
+                let (t, input) = row_of(&k[p.len()..]);
                 if !keep(t) || input >= tables.len() {
                     continue;
                 }
-                let event = self.codec.decode(&bytes).map_err(permanent)?;
-                let mut json = event.to_json();
-                if let Value::Object(m) = &mut json {
-                    m.insert(WINDOW_START.into(), Value::from(window.0));
-                    m.insert(WINDOW_END.into(), Value::from(window.1));
-                }
-                tables[input].push(json);
+                tables[input].push(self.row_json(&bytes, window)?);
             }
         }
-        Ok(tables)
+        tables.iter().zip(&self.engine.inputs).map(|(rows, t)| batch_of(&t.schema, rows).map_err(|e| permanent(format!("building table {}: {e}", t.name)))).collect()
+    }
+
+    /// A stored row as a JSON row of its table, with its window columns.
+    fn row_json(&self, bytes: &[u8], window: (i64, i64)) -> Result<Value, ProcessError> {
+        let event = self.codec.decode(bytes).map_err(permanent)?;
+        let mut json = event.to_json();
+        if let Value::Object(m) = &mut json {
+            m.insert(WINDOW_START.into(), Value::from(window.0));
+            m.insert(WINDOW_END.into(), Value::from(window.1));
+        }
+        Ok(json)
+    }
+
+    /// The rows of a time window (the panes starting at `panes`) as one batch per input
+    /// table: each pane from the cache, brought up to date with the state.
+    fn window_tables(&mut self, ctx: &mut Ctx<'_, Raw>, panes: &[i64], window: (i64, i64)) -> Result<Vec<RecordBatch>, ProcessError> {
+        let task = ctx.partition();
+        let (size, _) = self.sizes();
+        // Panes whose rows have all expired (see `add_to_windows`) are not needed again.
+        let now = ctx.time();
+        let lateness = self.q.lateness;
+        self.panes.retain(|&(p, start), _| p != task || start + size + lateness + 1 > now);
+        let n = self.q.inputs.len();
+        let mut parts: Vec<Vec<RecordBatch>> = vec![Vec::new(); n];
+        for &start in panes {
+            let prefix = format!("{start:020}|");
+            let mut scanned: Vec<Vec<(String, Vec<u8>)>> = vec![Vec::new(); n];
+            for (k, RowBytes(bytes)) in ctx.scan_prefix(ROWS, &prefix)? {
+                let (_, input) = row_of(&k[prefix.len()..]);
+                if input < n {
+                    scanned[input].push((k, bytes));
+                }
+            }
+            let cached = self.panes.remove(&(task, start));
+            let mut pane = Pane { inputs: Vec::with_capacity(n) };
+            for (i, rows) in scanned.into_iter().enumerate() {
+                let old = cached.as_ref().map(|c| &c.inputs[i]);
+                let updated = self.update_pane(i, old, rows)?;
+                parts[i].push(updated.1.clone());
+                pane.inputs.push(updated);
+            }
+            self.panes.insert((task, start), pane);
+        }
+        let mut out = Vec::with_capacity(n);
+        for (i, batches) in parts.into_iter().enumerate() {
+            let schema = &self.engine.inputs[i].schema;
+            let all = arrow::compute::concat_batches(schema, &batches).map_err(|e| permanent(format!("building table {}: {e}", self.engine.inputs[i].name)))?;
+            out.push(with_window_columns(all, window).map_err(permanent)?);
+        }
+        Ok(out)
+    }
+
+    /// One input's rows of a pane, from what the cache has (`old`) and what the state holds
+    /// (`rows`, in key order): only the rows the cache lacks are decoded; rows gone from the
+    /// state are dropped; the order is the state's.
+    fn update_pane(&self, input: usize, old: Option<&(Vec<String>, RecordBatch)>, rows: Vec<(String, Vec<u8>)>) -> Result<(Vec<String>, RecordBatch), ProcessError> {
+        let table = &self.engine.inputs[input];
+        let built = |e: String| permanent(format!("building table {}: {e}", table.name));
+        if let Some((keys, batch)) = old
+            && keys.len() == rows.len()
+            && keys.iter().zip(&rows).all(|(a, (b, _))| a == b)
+        {
+            return Ok((keys.clone(), batch.clone()));
+        }
+        let (old_keys, old_batch) = match old {
+            Some((k, b)) => (k.as_slice(), Some(b)),
+            None => (&[][..], None),
+        };
+        let base = old_batch.map_or(0, RecordBatch::num_rows) as u32;
+        let mut fresh = Vec::new();
+        let mut take = Vec::with_capacity(rows.len());
+        let mut keys = Vec::with_capacity(rows.len());
+        for (k, bytes) in rows {
+            match old_keys.binary_search(&k) {
+                Ok(at) => take.push(at as u32),
+                Err(_) => {
+                    take.push(base + fresh.len() as u32);
+                    fresh.push(self.row_json(&bytes, (0, 0))?);
+                }
+            }
+            keys.push(k);
+        }
+        let fresh = batch_of(&table.schema, &fresh).map_err(built)?;
+        let batch = match old_batch {
+            Some(b) if base > 0 => {
+                let both = arrow::compute::concat_batches(&table.schema, [b, &fresh]).map_err(|e| built(e.to_string()))?;
+                arrow::compute::take_record_batch(&both, &UInt32Array::from(take)).map_err(|e| built(e.to_string()))?
+            }
+            _ => fresh,
+        };
+        Ok((keys, batch))
+    }
+
+    /// The reference tables as batches (built again only after a reference row changed).
+    fn reference_batches(&mut self) -> Result<Vec<RecordBatch>, ProcessError> {
+        if self.ref_batches.is_none() {
+            let mut batches = Vec::with_capacity(self.refs.len());
+            for (rows, t) in self.refs.iter().zip(&self.engine.references) {
+                let rows: Vec<Value> = rows.values().cloned().collect();
+                batches.push(batch_of(&t.schema, &rows).map_err(|e| permanent(format!("building table {}: {e}", t.name)))?);
+            }
+            self.ref_batches = Some(batches);
+        }
+        Ok(self.ref_batches.clone().unwrap_or_default())
     }
 
     /// Runs the query over `tables` and emits its rows for the window `(start, end)`.
-    fn emit_results(&self, ctx: &mut Ctx<'_, Raw>, tables: &[Vec<Value>], window: (i64, i64)) -> Result<(), ProcessError> {
-        let refs: Vec<Vec<Value>> = self.refs.iter().map(|m| m.values().cloned().collect()).collect();
+    fn emit_results(&mut self, ctx: &mut Ctx<'_, Raw>, tables: Vec<RecordBatch>, window: (i64, i64)) -> Result<(), ProcessError> {
+        let refs = self.reference_batches()?;
         let rows = self.engine.run(tables, &refs).map_err(|e| permanent(format!("the query failed over the window {}..{}: {e}", window.0, window.1)))?;
         let selected = &self.engine.selected;
         for (i, row) in rows.iter().enumerate() {
@@ -257,6 +378,27 @@ impl SqlProcessor {
         }
         Ok(())
     }
+}
+
+/// (time, input) of a row's state key after its pane or session prefix
+/// (`<time>|<cause>|<input>`).
+fn row_of(rest: &str) -> (i64, usize) {
+    let mut parts = rest.split('|');
+    let t = parts.next().and_then(|t| t.parse().ok()).unwrap_or(i64::MIN);
+    let input = parts.nth(1).and_then(|i| i.parse().ok()).unwrap_or(usize::MAX);
+    (t, input)
+}
+
+/// `batch` with its window columns set to `window`.
+fn with_window_columns(batch: RecordBatch, window: (i64, i64)) -> Result<RecordBatch, String> {
+    let schema = batch.schema();
+    let rows = batch.num_rows();
+    let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+    for (name, at) in [(WINDOW_START, window.0), (WINDOW_END, window.1)] {
+        let i = schema.index_of(name).map_err(|e| e.to_string())?;
+        columns[i] = Arc::new(TimestampMillisecondArray::from_value(at, rows));
+    }
+    RecordBatch::try_new(schema, columns).map_err(|e| e.to_string())
 }
 
 fn late(t: i64, now: i64, lateness: i64, end: i64) -> ProcessError {
@@ -335,6 +477,7 @@ impl Processor for SqlProcessor {
                 }
             }
             self.refs[i].insert(key, Value::Object(row));
+            self.ref_batches = None;
         }
     }
 
@@ -343,18 +486,24 @@ impl Processor for SqlProcessor {
         let ty = self.codec.event_type_of(bytes).map_err(|e| permanent(format!("cannot decode: {e}")))?;
         let Some(which) = self.q.inputs.iter().position(|t| t.name == ty.name) else { return Ok(()) };
         let event = self.codec.decode(bytes).map_err(|e| permanent(format!("cannot decode: {e}")))?;
-        let json = event.to_json();
-        let t = self.time_of(&json, ty)?;
+        let rekeyed = self.repartition.as_ref().is_some_and(|r| &input.topic == r);
+        // The row as JSON only when a column must be read by name: a time other than
+        // `occurred_at`, or the value to re-key by (on the re-keyed topic it is the key).
+        let json = (self.q.time != "occurred_at" || (self.q.partition_by.is_some() && !rekeyed)).then(|| event.to_json());
+        let t = match &json {
+            Some(json) => self.time_of(json, ty)?,
+            None => event.occurred_at().millis(),
+        };
         let row_key = format!("{t:020}|{:020}|{which}", input.cause);
         let mut key = "";
         if let (Some(by), Some(r)) = (&self.q.partition_by, &self.repartition) {
-            // A row without a value to group by belongs to no group.
-            let Some(k) = json.get(by).and_then(Value::as_str) else { return Ok(()) };
-            if &input.topic != r {
+            if !rekeyed {
+                // A row without a value to group by belongs to no group.
+                let Some(k) = json.as_ref().and_then(|j| j.get(by)).and_then(Value::as_str) else { return Ok(()) };
                 ctx.emit_to(r, k, Raw { topic: r.clone(), key: k.to_string(), bytes: bytes.clone(), time: t, kind: ty.name });
                 return Ok(());
             }
-            key = k;
+            key = input.key.as_str();
         }
         match &self.q.window {
             Window::Session { .. } => self.add_to_session(ctx, key, t, &row_key, bytes),
@@ -366,13 +515,13 @@ impl Processor for SqlProcessor {
         if let Some(start) = timer.key.strip_prefix("w|") {
             let start: i64 = start.parse().map_err(permanent)?;
             let (size, slide) = self.sizes();
-            let prefixes: Vec<String> = (0..size / slide).map(|i| format!("{:020}|", start + i * slide)).collect();
+            let panes: Vec<i64> = (0..size / slide).map(|i| start + i * slide).collect();
             let window = (start, start + size);
-            let tables = self.tables(ctx, &prefixes, window, |_| true)?;
-            if tables.iter().all(Vec::is_empty) {
+            let tables = self.window_tables(ctx, &panes, window)?;
+            if tables.iter().all(|t| t.num_rows() == 0) {
                 return Ok(());
             }
-            return self.emit_results(ctx, &tables, window);
+            return self.emit_results(ctx, tables, window);
         }
         let Some(key) = timer.key.strip_prefix("s|") else { return Ok(()) };
         let Window::Session { gap, .. } = self.q.window else { return Ok(()) };
@@ -383,7 +532,7 @@ impl Processor for SqlProcessor {
             let (close, purge) = (s.last + gap, s.last + gap + self.q.lateness);
             if close <= now && !s.emitted {
                 let tables = self.tables(ctx, &[format!("s|{key}|")], (s.start, close), |t| t >= s.start && t <= s.last)?;
-                self.emit_results(ctx, &tables, (s.start, close))?;
+                self.emit_results(ctx, tables, (s.start, close))?;
                 s.emitted = true;
             }
             if purge <= now {
@@ -434,4 +583,25 @@ fn avro_json(v: apache_avro::types::Value) -> Value {
 /// Whether an output column is a timestamp (for printing).
 pub fn is_time(ty: OutType) -> bool {
     ty == OutType::Millis
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use storeflow_processors::state::{decode_value, encode_value};
+
+    #[test]
+    fn a_stored_row_reads_and_writes_exactly_as_the_byte_vector_it_replaced() {
+        let bytes: Vec<u8> = (0..=255u8).chain([0, 1, 2]).collect();
+        let old = encode_value(&bytes, Some(42)).unwrap();
+        assert_eq!(encode_value(&RowBytes(bytes.clone()), Some(42)).unwrap(), old, "the same bytes in the store and the changelog");
+        let RowBytes(back) = decode_value(&old).unwrap();
+        assert_eq!(back, bytes);
+    }
+
+    #[test]
+    fn a_row_key_gives_its_time_and_input() {
+        assert_eq!(row_of("00000000001767225600000|00000000000000000042|1"), (1_767_225_600_000, 1));
+        assert_eq!(row_of("garbage"), (i64::MIN, usize::MAX));
+    }
 }
