@@ -359,10 +359,14 @@ impl Partition {
             frame::encode(&mut w.buf, first + i as u64, *ts, txn, *key, *value, headers);
             max_ts = max_ts.max(*ts);
         }
-        w.active
-            .file
-            .write_all_at(&w.buf, size)
-            .map_err(io(format!("appending to {}", w.active.path.display())))?;
+        if let Err(e) = w.active.file.write_all_at(&w.buf, size) {
+            // A write that failed half-way (a full disk) leaves the bytes it got out past the
+            // segment's end: cut them, so that nothing but whole acknowledged frames is ever
+            // in the file (the next append starts at `size` again either way) and the space
+            // they took is free.
+            let _ = w.active.file.set_len(size);
+            return Err(io(format!("appending to {}", w.active.path.display()))(e));
+        }
         w.active.size.store(size + w.buf.len() as u64, Ordering::Release);
         w.active.max_ts.fetch_max(max_ts, Ordering::Relaxed);
         if !positions.is_empty() {
