@@ -142,6 +142,24 @@ fn hung(proxy: &Proxy, sinks: &Sinks, registry: &Registry, sink: &str, publish_b
     println!("{sink}: the store hung for {:?}; the write timeout fired {fired} times; offsets held at lag {lag}", since.elapsed());
 }
 
+/// Starts `sink` (its store set by `store`) over the first `split` of `events`, makes its
+/// store hang while the rest is published ([`hung`]), and returns the sinks once they have
+/// drained the backlog (with the folder the log lives in).
+fn through_a_hang(proxy: &Proxy, sink: &str, events: &[Event], split: usize, store: impl FnOnce(&mut SinksConfig)) -> (Sinks, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, codec) = (log(&dir.path().join("log")), codec());
+    let (first, second) = events.split_at(split);
+    publish(log.as_ref(), &codec, first);
+    let mut cfg = config(dir.path(), sink);
+    store(&mut cfg);
+    let mut registry = Registry::default();
+    let sinks = Sinks::start(log.clone(), codec.clone(), cfg, &mut registry).expect("start");
+    sinks.wait_caught_up(PATIENCE).expect("caught up");
+    hung(proxy, &sinks, &registry, sink, || publish(log.as_ref(), &codec, second));
+    sinks.wait_caught_up(PATIENCE).expect("drained once the store answers");
+    (sinks, dir)
+}
+
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Runtime::new().expect("runtime")
 }
@@ -151,18 +169,8 @@ fn a_hung_postgres_times_the_writes_out_and_the_read_model_ends_with_exactly_the
     init();
     let Some((url, _cleanup)) = postgres() else { return };
     let (url, proxy) = through_proxy(&url);
-    let dir = tempfile::tempdir().unwrap();
-    let (log, codec) = (log(&dir.path().join("log")), codec());
     let events = sim(6_000, 41);
-    let (first, second) = events.split_at(2_000);
-    publish(log.as_ref(), &codec, first);
-    let mut cfg = config(dir.path(), "read_model");
-    *cfg.sink_mut::<ReadModelSink>() = ReadModelConfig { postgres_url: Some(url.into()), max_wait_ms: 50, ..ReadModelConfig::default() };
-    let mut registry = Registry::default();
-    let sinks = Sinks::start(log.clone(), codec.clone(), cfg, &mut registry).expect("start");
-    sinks.wait_caught_up(PATIENCE).expect("caught up");
-    hung(&proxy, &sinks, &registry, "read_model", || publish(log.as_ref(), &codec, second));
-    sinks.wait_caught_up(PATIENCE).expect("drained once the store answers");
+    let (sinks, _dir) = through_a_hang(&proxy, "read_model", &events, 2_000, |cfg| *cfg.sink_mut::<ReadModelSink>() = ReadModelConfig { postgres_url: Some(url.into()), max_wait_ms: 50, ..ReadModelConfig::default() });
     let counts = rt().block_on(sinks.read_model().expect("read model").counts()).expect("counts");
     let items: i64 = events.iter().map(|e| if let Event::OrderPlaced(o) = e { o.items.len() as i64 } else { 0 }).sum();
     assert_eq!(counts["orders"], count(&events, "OrderPlaced"));
@@ -179,18 +187,8 @@ fn a_hung_clickhouse_times_the_inserts_out_and_analytics_ends_with_exactly_the_i
     let Some((mut ch, _cleanup)) = clickhouse() else { return };
     let (url, proxy) = through_proxy(&ch.url);
     ch.url = url;
-    let dir = tempfile::tempdir().unwrap();
-    let (log, codec) = (log(&dir.path().join("log")), codec());
     let events = sim(8_000, 42);
-    let (first, second) = events.split_at(3_000);
-    publish(log.as_ref(), &codec, first);
-    let mut cfg = config(dir.path(), "analytics");
-    *cfg.sink_mut::<AnalyticsSink>() = AnalyticsConfig { clickhouse: Some(ch), max_wait_ms: 200, ..AnalyticsConfig::default() };
-    let mut registry = Registry::default();
-    let sinks = Sinks::start(log.clone(), codec.clone(), cfg, &mut registry).expect("start");
-    sinks.wait_caught_up(PATIENCE).expect("caught up");
-    hung(&proxy, &sinks, &registry, "analytics", || publish(log.as_ref(), &codec, second));
-    sinks.wait_caught_up(PATIENCE).expect("drained once the store answers");
+    let (sinks, _dir) = through_a_hang(&proxy, "analytics", &events, 3_000, |cfg| *cfg.sink_mut::<AnalyticsSink>() = AnalyticsConfig { clickhouse: Some(ch), max_wait_ms: 200, ..AnalyticsConfig::default() });
     let counts = rt().block_on(sinks.analytics().expect("analytics").row_counts()).expect("counts");
     let lines: u64 = events.iter().map(|e| if let Event::OrderPlaced(o) = e { o.items.len() as u64 } else { 0 }).sum();
     assert_eq!(counts["fact_orders"], count(&events, "OrderPlaced") as u64);
@@ -205,18 +203,8 @@ fn a_hung_elasticsearch_times_the_bulk_writes_out_and_the_index_ends_with_exactl
     let Some((mut es, _cleanup)) = elasticsearch() else { return };
     let (url, proxy) = through_proxy(&es.url);
     es.url = url;
-    let dir = tempfile::tempdir().unwrap();
-    let (log, codec) = (log(&dir.path().join("log")), codec());
     let events = sim(8_000, 43);
-    let (first, second) = events.split_at(3_000);
-    publish(log.as_ref(), &codec, first);
-    let mut cfg = config(dir.path(), "search");
-    *cfg.sink_mut::<SearchSink>() = SearchConfig { elasticsearch: Some(es), max_wait_ms: 200, ..SearchConfig::default() };
-    let mut registry = Registry::default();
-    let sinks = Sinks::start(log.clone(), codec.clone(), cfg, &mut registry).expect("start");
-    sinks.wait_caught_up(PATIENCE).expect("caught up");
-    hung(&proxy, &sinks, &registry, "search", || publish(log.as_ref(), &codec, second));
-    sinks.wait_caught_up(PATIENCE).expect("drained once the store answers");
+    let (sinks, _dir) = through_a_hang(&proxy, "search", &events, 3_000, |cfg| *cfg.sink_mut::<SearchSink>() = SearchConfig { elasticsearch: Some(es), max_wait_ms: 200, ..SearchConfig::default() });
     let s = sinks.search().expect("search");
     let products: Vec<&ProductCreated> = events.iter().filter_map(|e| if let Event::ProductCreated(p) = e { Some(p) } else { None }).collect();
     let (views, reviews) = rt().block_on(async {
