@@ -136,6 +136,10 @@ pub enum Command {
     #[command(subcommand)]
     Groups(GroupsCommand),
 
+    /// The sinks' stores: rebuild one from the log.
+    #[command(subcommand)]
+    Sinks(SinksCommand),
+
     /// Run stream processors only (no API): scale out by starting more of these with the
     /// same configuration; instances share partitions, and state moves with them.
     Process {
@@ -400,6 +404,39 @@ pub fn parse_datetime(s: &str) -> Result<i64, String> {
     chrono::DateTime::parse_from_rfc3339(s)
         .map(|t| t.timestamp_millis())
         .map_err(|e| format!("`{s}` is not an RFC 3339 time such as 2026-12-01T09:00:00Z: {e}"))
+}
+
+/// `storeflow sinks …`
+#[derive(Debug, Subcommand)]
+pub enum SinksCommand {
+    /// Replay the log into a fresh store of one sink, then swap it in for the live one.
+    ///
+    /// For a store that is damaged, lost, or written by an older sink: the sink runs alone
+    /// into an empty store beside the live one (the embedded twins under
+    /// <data_dir>/sinks/rebuild-<time>/, a Postgres read model in a new database
+    /// <db>_rebuild_<time>), in a consumer group of its own, until it has read everything.
+    /// Then the live store moves aside — kept as <data_dir>/sinks/replaced-<time>/ or database
+    /// <db>_replaced_<time> until you delete it — the new one takes its place, and the sink's
+    /// group is set to where the new store is, so the next `storeflow run` goes on from
+    /// there. Records that cannot be written are counted; their dead letters are not
+    /// published twice.
+    ///
+    /// Stop the storeflow processes that run the sink first (refused while its group has
+    /// live members, or while sessions use the Postgres database). Not supported yet:
+    /// ClickHouse analytics and the Elasticsearch index.
+    #[command(after_help = "Examples:
+          storeflow sinks rebuild read_model --data-dir ./data
+          storeflow sinks rebuild search
+          STOREFLOW__SINKS__READ_MODEL__POSTGRES_URL=postgres://storeflow@127.0.0.1/storeflow storeflow sinks rebuild read_model")]
+    Rebuild {
+        /// The sink: read_model, analytics or search.
+        sink: String,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+        #[command(flatten)]
+        place: Place,
+    },
 }
 
 /// `storeflow groups …`

@@ -12,7 +12,7 @@ mod sql;
 use std::process::ExitCode;
 
 use clap::Parser;
-use cli::{Cli, Command, DlqCommand, GroupsCommand, LogCommand, SchemasCommand, SqlCommand, TopicsCommand};
+use cli::{Cli, Command, DlqCommand, GroupsCommand, LogCommand, SchemasCommand, SinksCommand, SqlCommand, TopicsCommand};
 use config::Config;
 
 fn main() -> ExitCode {
@@ -92,6 +92,10 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         Command::Groups(GroupsCommand::Reset { group, to, topic, execute, place }) => {
             backends::apply_place(&mut config, &place);
             commands::groups::reset(&backends::open(&config)?, &config, &group, &to, topic.as_deref(), execute)?;
+        }
+        Command::Sinks(SinksCommand::Rebuild { sink, quiet, place }) => {
+            backends::apply_place(&mut config, &place);
+            commands::sinks::rebuild(&backends::open(&config)?, &config, &sink, quiet)?;
         }
         Command::Log(LogCommand::Check { data_dir }) => return commands::log::check(&data_dir.unwrap_or(config.data_dir)),
         Command::Log(LogCommand::Repair { data_dir, partition, truncate_at, yes }) => {

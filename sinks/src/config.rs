@@ -127,6 +127,18 @@ impl SinksConfig {
         self
     }
 
+    /// Sink `name`'s section, its type erased.
+    pub(crate) fn section(&self, name: &str) -> Option<&dyn DynConfig> {
+        self.sinks.iter().find(|s| s.name == name).map(|s| s.config.as_ref())
+    }
+
+    /// Replaces sink `name`'s section (a rebuild points it at a staged store).
+    pub(crate) fn set_section(&mut self, name: &str, config: Box<dyn DynConfig>) {
+        if let Some(s) = self.sinks.iter_mut().find(|s| s.name == name) {
+            s.config = config;
+        }
+    }
+
     /// Names of the registered sinks, in start order.
     pub fn names(&self) -> Vec<&'static str> {
         self.sinks.iter().map(|s| s.name).collect()

@@ -18,7 +18,8 @@
 //! [`registry()`] below (docs/ADDING-A-SINK.md). [`Sinks::start`] starts the enabled sinks
 //! on a log and hands out async query handles ([`ReadModel`], [`Search`], [`Analytics`], or
 //! any sink's with [`Sinks::handle`]) that the API's axum handlers can await.
-//! [`snapshot`] dumps the embedded stores of a data dir canonically, read-only, for checks
+//! [`rebuild`] replays the log into a fresh store of one sink and swaps it in
+//! (`storeflow sinks rebuild`). [`snapshot`] dumps the embedded stores of a data dir canonically, read-only, for checks
 //! that two runs (or a rebuild) end with the same stores.
 //! See `docs/SINKS.md`.
 
@@ -32,6 +33,7 @@ mod error;
 pub mod metrics;
 pub mod money;
 pub mod read_model;
+pub mod rebuild;
 pub mod redact;
 pub mod reference;
 pub mod registry;
@@ -44,7 +46,7 @@ pub use analytics::{Analytics, AnalyticsSink, CustomerInsight, Dashboard, Dashbo
 pub use config::SinksConfig;
 pub use error::{Result, Retry, SinkError};
 pub use read_model::{ReadModel, ReadModelSink};
-pub use registry::{Registered, SinkConfig, SinkContext};
+pub use registry::{Registered, SinkConfig, SinkContext, Store};
 pub use search::{Search, SearchQuery, SearchResults, SearchSink, SortBy};
 pub use sinks::{SinkCounts, Sinks};
 

@@ -37,6 +37,28 @@ pub trait SinkConfig: Serialize + DeserializeOwned + Default + Clone + std::fmt:
     /// Where the sink writes, in words, for the start-up banner (credentials masked), e.g.
     /// `embedded SQLite, data/sinks/read_model.sqlite`.
     fn describe(&self, data_dir: &Path) -> String;
+    /// The store this configuration writes to, as `storeflow sinks rebuild` stages a fresh
+    /// one beside it ([`crate::rebuild`]). Default: a store the rebuild cannot stage.
+    fn store(&self) -> Store {
+        Store::Unsupported("the sink does not say where its store is (SinkConfig::store)".into())
+    }
+    /// This configuration writing to `store` instead (a fresh store of the same kind that
+    /// a rebuild staged). Embedded stores move with `[sinks] data_dir`, so the default is the
+    /// configuration unchanged.
+    fn pointed_at(&self, _store: &Store) -> Self {
+        self.clone()
+    }
+}
+
+/// A sink's store, as a rebuild sees it.
+#[derive(Clone, Debug)]
+pub enum Store {
+    /// Files or folders of this name under `[sinks] data_dir` (an embedded twin).
+    Embedded(&'static [&'static str]),
+    /// A Postgres database: the URL (its path names the database).
+    Postgres(secrecy::SecretString),
+    /// A store a rebuild cannot stage yet, and why, in words.
+    Unsupported(String),
 }
 
 /// What a sink is given to open its store and make its query handle.
@@ -146,6 +168,10 @@ pub trait DynConfig: Send + Sync {
     fn validate(&self) -> Result<()>;
     /// [`SinkConfig::describe`].
     fn describe(&self, data_dir: &Path) -> String;
+    /// [`SinkConfig::store`].
+    fn store(&self) -> Store;
+    /// [`SinkConfig::pointed_at`].
+    fn pointed_at(&self, store: &Store) -> Box<dyn DynConfig>;
     /// `Debug` of the typed configuration.
     fn debug(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result;
     /// Opens the store and starts the sink on its own thread; returns the thread and the
@@ -194,6 +220,14 @@ impl<S: Registered> DynConfig for Typed<S> {
 
     fn describe(&self, data_dir: &Path) -> String {
         self.0.describe(data_dir)
+    }
+
+    fn store(&self) -> Store {
+        self.0.store()
+    }
+
+    fn pointed_at(&self, store: &Store) -> Box<dyn DynConfig> {
+        Box::new(Typed::<S>(self.0.pointed_at(store), PhantomData))
     }
 
     fn debug(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

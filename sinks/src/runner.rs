@@ -168,6 +168,20 @@ pub struct RunnerSettings {
     pub max_backoff: Duration,
     /// Longest a write may take before it counts as a transient failure.
     pub write_timeout: Duration,
+    /// Dead letters already on the log, not to be published again (a rebuild reads records
+    /// that went to the dead-letter topic the first time); `None` for a sink that runs.
+    pub known_dead: Option<Arc<KnownDead>>,
+}
+
+/// Dead letters a sink published before, by the record they stand for: a rebuild
+/// ([`crate::rebuild`]) reads the log again, and a record that could not be written then
+/// cannot be now — it is counted here instead of being dead-lettered twice.
+#[derive(Debug, Default)]
+pub struct KnownDead {
+    /// `(topic, partition, offset)` of each record already dead-lettered by this sink.
+    pub records: std::collections::HashSet<(String, u32, u64)>,
+    /// How many of them came up again.
+    pub met: AtomicU64,
 }
 
 /// A running sink thread.
@@ -749,7 +763,21 @@ impl<S: Sink> Runner<S> {
     fn dead_letter(&mut self, records: &[Record], dead: &[(usize, String)]) -> std::result::Result<(), Stopping> {
         let name = self.settings.name;
         let now = chrono::Utc::now().timestamp_millis();
-        let out: Vec<ProduceRecord> = dead.iter().map(|(i, reason)| storeflow_ingest::dlq::dead_letter(name, &records[*i], reason, now)).collect();
+        let fresh = |r: &Record| match &self.settings.known_dead {
+            Some(k) if k.records.contains(&(r.topic.to_string(), r.partition, r.offset)) => {
+                k.met.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+            _ => true,
+        };
+        let out: Vec<ProduceRecord> = dead
+            .iter()
+            .filter(|(i, _)| fresh(&records[*i]))
+            .map(|(i, reason)| storeflow_ingest::dlq::dead_letter(name, &records[*i], reason, now))
+            .collect();
+        if out.is_empty() {
+            return Ok(());
+        }
         let mut backoff = Backoff::new(Duration::from_millis(100), self.settings.max_backoff);
         loop {
             let sent = self.producer.send_batch(out.clone()).and_then(|acks| acks.into_iter().try_for_each(|a| a.wait().map(|_| ())));
@@ -850,7 +878,7 @@ mod tests {
         let written = Arc::new(Mutex::new(Vec::new()));
         let rt = tokio::runtime::Runtime::new().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
-        let settings = RunnerSettings { name: "panicky", group: "t.panicky".into(), max_poll: 100, max_backoff: Duration::from_millis(100), write_timeout: Duration::from_secs(30) };
+        let settings = RunnerSettings { name: "panicky", group: "t.panicky".into(), max_poll: 100, max_backoff: Duration::from_millis(100), write_timeout: Duration::from_secs(30), known_dead: None };
         let mut thread = spawn(Panicky(written.clone()), log.clone(), codec, rt.handle().clone(), settings, SinkMetrics::unregistered(), stop.clone()).unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
         let dlq = storeflow_avro::dlq_topic(Topic::Orders.name());
@@ -930,7 +958,7 @@ mod tests {
         let sink = FailsToStart { panics_left: Arc::new(AtomicU64::new(1)), written: written.clone() };
         let rt = tokio::runtime::Runtime::new().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
-        let settings = RunnerSettings { name: "fails-to-start", group: "t.restart".into(), max_poll: 100, max_backoff: Duration::from_millis(100), write_timeout: Duration::from_secs(30) };
+        let settings = RunnerSettings { name: "fails-to-start", group: "t.restart".into(), max_poll: 100, max_backoff: Duration::from_millis(100), write_timeout: Duration::from_secs(30), known_dead: None };
         let mut thread = spawn(sink, log.clone(), codec, rt.handle().clone(), settings, SinkMetrics::unregistered(), stop.clone()).unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut seen_down = false;

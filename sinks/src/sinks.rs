@@ -21,7 +21,7 @@ use crate::config::SinksConfig;
 use crate::metrics::SinkMetrics;
 use crate::read_model::{ReadModel, ReadModelSink};
 use crate::registry::{AnyHandle, Registered, SinkContext, Start};
-use crate::runner::{RunnerSettings, SinkThread};
+use crate::runner::{KnownDead, RunnerSettings, SinkThread};
 use crate::search::{Search, SearchSink};
 use crate::{Result, SinkError};
 
@@ -58,6 +58,16 @@ impl Sinks {
     /// sink on its own thread in its consumer group `<app>.sink.<name>`. Metrics are
     /// registered in `registry` under `storeflow_sink_`.
     pub fn start(log: Arc<dyn Log>, codec: Arc<Codec>, config: SinksConfig, registry: &mut Registry) -> Result<Sinks> {
+        Sinks::launch(log, codec, config, registry, None)
+    }
+
+    /// [`Sinks::start`] for a rebuild: every enabled sink in consumer group `group` instead
+    /// of its own, not publishing the dead letters in `known` again.
+    pub(crate) fn start_replay(log: Arc<dyn Log>, codec: Arc<Codec>, config: SinksConfig, group: String, known: Arc<KnownDead>) -> Result<Sinks> {
+        Sinks::launch(log, codec, config, &mut Registry::default(), Some((group, known)))
+    }
+
+    fn launch(log: Arc<dyn Log>, codec: Arc<Codec>, config: SinksConfig, registry: &mut Registry, replay: Option<(String, Arc<KnownDead>)>) -> Result<Sinks> {
         config.validate()?;
         let metrics = SinkMetrics::register(registry);
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -74,7 +84,7 @@ impl Sinks {
             handles: Vec::new(),
             metrics: metrics.clone(),
         };
-        match sinks.start_all(&rt, codec, &config, metrics) {
+        match sinks.start_all(&rt, codec, &config, metrics, replay) {
             Ok(()) => {
                 sinks.rt = Some(rt);
                 Ok(sinks)
@@ -87,16 +97,30 @@ impl Sinks {
         }
     }
 
-    fn start_all(&mut self, rt: &tokio::runtime::Runtime, codec: Arc<Codec>, config: &SinksConfig, metrics: SinkMetrics) -> Result<()> {
+    fn start_all(&mut self, rt: &tokio::runtime::Runtime, codec: Arc<Codec>, config: &SinksConfig, metrics: SinkMetrics, replay: Option<(String, Arc<KnownDead>)>) -> Result<()> {
         let cx = SinkContext { data_dir: config.data_dir.clone(), base_currency: config.base_currency.clone(), rt: rt.handle().clone() };
         for (name, sink) in config.enabled() {
-            let settings = RunnerSettings { name, group: config.group(name), max_poll: config.max_poll, max_backoff: config.max_backoff(), write_timeout: config.write_timeout() };
+            let (group, known_dead) = match &replay {
+                Some((group, known)) => (group.clone(), Some(known.clone())),
+                None => (config.group(name), None),
+            };
+            let settings = RunnerSettings { name, group, max_poll: config.max_poll, max_backoff: config.max_backoff(), write_timeout: config.write_timeout(), known_dead };
             let start = Start { cx: &cx, log: &self.log, codec: &codec, settings, metrics: metrics.clone(), stop: self.stop.clone() };
             let (thread, handle) = sink.start(start)?;
             self.threads.push(thread);
             self.handles.push((name, handle));
         }
         Ok(())
+    }
+
+    /// The first running sink's failure, if one stopped with an error.
+    pub fn failure(&self) -> Option<String> {
+        self.threads.iter().find_map(|t| t.failure.lock().clone().map(|f| format!("the {} sink: {f}", t.name)))
+    }
+
+    /// The topics sink `name` reads (empty when it does not run).
+    pub fn topics(&self, name: &str) -> Vec<String> {
+        self.threads.iter().find(|t| t.name == name).map(|t| t.topics.clone()).unwrap_or_default()
     }
 
     /// Names of the running sinks.

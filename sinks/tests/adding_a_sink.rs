@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use storeflow_avro::{Event, Topic};
 use storeflow_ingest::TopicPartition;
 use storeflow_sinks::runner::{Batching, Item, Sink};
-use storeflow_sinks::{Registered, Result, Retry, SinkConfig, SinkContext, SinkError};
+use storeflow_sinks::{Registered, Result, Retry, SinkConfig, SinkContext, SinkError, Store};
 
 /// `[sinks.ratings]` in storeflow.toml; every field documented, defaults in `Default`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -48,6 +48,11 @@ impl SinkConfig for RatingsConfig {
     // The start-up banner's line: "ratings: a JSON file, data/sinks/ratings.json".
     fn describe(&self, data_dir: &Path) -> String {
         format!("a JSON file, {}", data_dir.join("ratings.json").display())
+    }
+
+    // What `storeflow sinks rebuild ratings` replays into a fresh copy of, and swaps.
+    fn store(&self) -> Store {
+        Store::Embedded(&["ratings.json"])
     }
 }
 

@@ -7,5 +7,6 @@ pub mod log;
 pub mod run;
 pub mod schemas;
 pub mod simulate;
+pub mod sinks;
 pub mod sql;
 pub mod topics;

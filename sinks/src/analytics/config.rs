@@ -5,7 +5,7 @@ use std::path::Path;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
-use crate::registry::SinkConfig;
+use crate::registry::{SinkConfig, Store};
 use crate::runner::Batching;
 use crate::{Result, SinkError, redact};
 
@@ -92,6 +92,16 @@ impl SinkConfig for AnalyticsConfig {
         match &self.clickhouse {
             Some(ch) => format!("ClickHouse at {}, database {} (instead of embedded Parquet + DataFusion)", redact::url(&ch.url), ch.database),
             None => format!("embedded Parquet + DataFusion, {}", data_dir.join("analytics").display()),
+        }
+    }
+
+    fn store(&self) -> Store {
+        match &self.clickhouse {
+            Some(ch) => Store::Unsupported(format!(
+                "a rebuild of ClickHouse (database {}) is not supported yet: its rollups' materialized views name their tables, so a staged database cannot simply be renamed into place",
+                ch.database
+            )),
+            None => Store::Embedded(&["analytics"]),
         }
     }
 }

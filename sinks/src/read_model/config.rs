@@ -5,9 +5,12 @@ use std::path::Path;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
-use crate::registry::SinkConfig;
+use crate::registry::{SinkConfig, Store};
 use crate::runner::Batching;
 use crate::{Result, SinkError, redact};
+
+/// The embedded twin's file under `[sinks] data_dir`.
+pub(crate) const SQLITE_FILE: &str = "read_model.sqlite";
 
 /// Configuration of the read model sink.
 #[derive(Clone, Serialize, Deserialize)]
@@ -72,7 +75,22 @@ impl SinkConfig for ReadModelConfig {
     fn describe(&self, data_dir: &Path) -> String {
         match &self.postgres_url {
             Some(url) => format!("Postgres at {} (instead of embedded SQLite)", redact::url(secrecy::ExposeSecret::expose_secret(url))),
-            None => format!("embedded SQLite, {}", data_dir.join("read_model.sqlite").display()),
+            None => format!("embedded SQLite, {}", data_dir.join(SQLITE_FILE).display()),
+        }
+    }
+
+    fn store(&self) -> Store {
+        match &self.postgres_url {
+            Some(url) => Store::Postgres(url.clone()),
+            // The database and its write-ahead log and shared-memory index move together.
+            None => Store::Embedded(&[SQLITE_FILE, "read_model.sqlite-wal", "read_model.sqlite-shm"]),
+        }
+    }
+
+    fn pointed_at(&self, store: &Store) -> Self {
+        match store {
+            Store::Postgres(url) => ReadModelConfig { postgres_url: Some(url.clone()), ..self.clone() },
+            _ => self.clone(),
         }
     }
 }

@@ -844,7 +844,7 @@ impl ReadModelSink {
         config.validate()?;
         let db = match &config.postgres_url {
             Some(url) => Db::postgres(url.expose_secret(), config.pool_size).await?,
-            None => Db::sqlite(&data_dir.join("read_model.sqlite"), config.pool_size).await?,
+            None => Db::sqlite(&data_dir.join(super::config::SQLITE_FILE), config.pool_size).await?,
         };
         Ok(ReadModelSink { db, batching: config.batching() })
     }

@@ -5,7 +5,7 @@ use std::path::Path;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
-use crate::registry::SinkConfig;
+use crate::registry::{SinkConfig, Store};
 use crate::runner::Batching;
 use crate::{Result, SinkError, redact};
 
@@ -97,6 +97,16 @@ impl SinkConfig for SearchConfig {
         match &self.elasticsearch {
             Some(es) => format!("Elasticsearch at {}, index {} (instead of the embedded tantivy index)", redact::url(&es.url), es.index),
             None => format!("embedded tantivy index, {}", data_dir.join("search").display()),
+        }
+    }
+
+    fn store(&self) -> Store {
+        match &self.elasticsearch {
+            Some(es) => Store::Unsupported(format!(
+                "a rebuild of Elasticsearch (index {}) is not supported yet: it needs the index behind an alias to swap",
+                es.index
+            )),
+            None => Store::Embedded(&["search"]),
         }
     }
 }
