@@ -413,17 +413,17 @@ pub enum SinksCommand {
     ///
     /// For a store that is damaged, lost, or written by an older sink: the sink runs alone
     /// into an empty store beside the live one (the embedded twins under
-    /// <data_dir>/sinks/rebuild-<time>/, a Postgres read model in a new database
-    /// <db>_rebuild_<time>), in a consumer group of its own, until it has read everything.
-    /// Then the live store moves aside — kept as <data_dir>/sinks/replaced-<time>/ or database
-    /// <db>_replaced_<time> until you delete it — the new one takes its place, and the sink's
-    /// group is set to where the new store is, so the next `storeflow run` goes on from
-    /// there. Records that cannot be written are counted; their dead letters are not
-    /// published twice.
+    /// <data_dir>/sinks/rebuild-<time>/; a new Postgres or ClickHouse database
+    /// <db>_rebuild_<time>; a new Elasticsearch index <index>-rebuild-<time>), in a consumer
+    /// group of its own, until it has read everything. Then the live store moves aside — kept
+    /// as <data_dir>/sinks/replaced-<time>/, <db>_replaced_<time> or <index>-replaced-<time>
+    /// until you delete it — the new one takes its place, and the sink's group is set to
+    /// where the new store is, so the next `storeflow run` goes on from there. Records that
+    /// cannot be written are counted; their dead letters are not published twice.
     ///
     /// Stop the storeflow processes that run the sink first (refused while its group has
-    /// live members, or while sessions use the Postgres database). Not supported yet:
-    /// ClickHouse analytics and the Elasticsearch index.
+    /// live members, or while sessions use the Postgres database). docs/OPERATIONS.md says
+    /// how each store is swapped.
     #[command(after_help = "Examples:
           storeflow sinks rebuild read_model --data-dir ./data
           storeflow sinks rebuild search

@@ -315,7 +315,7 @@ fn a_rebuilt_store_equals_the_old_one_undamaged_keeps_the_old_aside_publishes_no
 }
 
 #[test]
-fn a_rebuild_of_a_sink_that_does_not_exist_or_of_a_store_it_cannot_stage_changes_nothing_and_says_why() {
+fn a_rebuild_of_a_sink_that_does_not_exist_is_disabled_or_cannot_reach_its_store_changes_nothing_and_says_why() {
     let dir = tempfile::tempdir().unwrap();
     let o = storeflow(&["demo", "--events", "300", "--quiet", "--data-dir", "data"], dir.path());
     assert!(o.status.success(), "{}", text(&o));
@@ -323,10 +323,13 @@ fn a_rebuild_of_a_sink_that_does_not_exist_or_of_a_store_it_cannot_stage_changes
     let o = storeflow(&["sinks", "rebuild", "readmodel", "--data-dir", "data"], dir.path());
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("there is no sink `readmodel`: the sinks are read_model, analytics, search"), "{}", text(&o));
-    // ClickHouse cannot be staged yet: refused before anything is touched (no server needed).
-    let o = storeflow_env(&["sinks", "rebuild", "analytics", "--data-dir", "data"], dir.path(), &[("STOREFLOW__SINKS__ANALYTICS__CLICKHOUSE__URL", "http://127.0.0.1:9")]);
+    let o = storeflow_env(&["sinks", "rebuild", "search", "--data-dir", "data"], dir.path(), &[("STOREFLOW__SINKS__SEARCH__ENABLED", "false")]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    assert!(text(&o).contains("a rebuild of ClickHouse (database storeflow) is not supported yet"), "{}", text(&o));
+    assert!(text(&o).contains("the search sink is not enabled"), "{}", text(&o));
+    // A store that cannot be reached: nothing is staged, nothing moved.
+    let o = storeflow_env(&["sinks", "rebuild", "search", "--data-dir", "data"], dir.path(), &[("STOREFLOW__SINKS__SEARCH__ELASTICSEARCH__URL", "http://127.0.0.1:9")]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("rebuilding the search sink") && text(&o).contains("storeflow-products-rebuild-"), "{}", text(&o));
     assert_eq!(stores(dir.path()), before);
     let entries: Vec<String> = std::fs::read_dir(dir.path().join("data/sinks")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     assert!(!entries.iter().any(|e| e.starts_with("rebuild-") || e.starts_with("replaced-")), "{entries:?}");

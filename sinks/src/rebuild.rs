@@ -12,7 +12,8 @@
 //!    running `storeflow` out);
 //! 2. stages an empty store of the same kind beside the live one ([`Store`]): the embedded
 //!    twins under `<data_dir>/rebuild-<tag>/`, a Postgres read model in a new database
-//!    `<db>_rebuild_<tag>`;
+//!    `<db>_rebuild_<tag>`, ClickHouse analytics in a new database `<db>_rebuild_<tag>`, the
+//!    Elasticsearch product index in a new index `<index>-rebuild-<tag>`;
 //! 3. runs the sink alone into it, in a consumer group of its own
 //!    (`<app>.sink.<name>.rebuild-<tag>`), from the start of the log until it has committed
 //!    everything (progress through the caller's callback). Records it cannot write are the
@@ -20,14 +21,20 @@
 //!    and offset, [`KnownDead`]) are counted, not published again;
 //! 4. swaps: the live store moves aside, kept as `<data_dir>/replaced-<tag>/` or database
 //!    `<db>_replaced_<tag>` (delete it when the new one looks right), and the staged one
-//!    takes its place — Postgres renames both databases in one transaction;
+//!    takes its place — Postgres renames both databases in one transaction; ClickHouse
+//!    exchanges each table with the live one of its name (atomic per table, so the live
+//!    database's materialized views go on feeding the rebuilt rollups), and the staged
+//!    database, now holding the old tables, becomes `<db>_replaced_<tag>`; Elasticsearch,
+//!    which cannot rename an index, clones the live one to `<index>-replaced-<tag>` and the
+//!    staged one to the live name (hard links, under a write block) and deletes the sources;
 //! 5. sets the sink's group to the offsets the rebuild committed, so the next `storeflow run`
 //!    goes on from where the new store is. Store first, offsets second: a crash between the
 //!    two leaves the new store with older offsets, and the sink writes those records again,
 //!    which changes nothing (writes are idempotent). The other order would skip records.
 //!
-//! Not supported yet (refused with the reason, before anything changes): ClickHouse
-//! analytics and the Elasticsearch index ([`SinkConfig::store`](crate::SinkConfig::store)).
+//! A sink whose configuration does not say where its store is
+//! ([`SinkConfig::store`](crate::SinkConfig::store)) is refused with the reason, before
+//! anything changes.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -168,6 +175,10 @@ struct Staged {
     data_dir: Option<PathBuf>,
     /// The staged Postgres database and the live one's name.
     postgres: Option<Postgres>,
+    /// The live ClickHouse database and the staged one's name.
+    clickhouse: Option<(crate::analytics::ClickHouseConfig, String)>,
+    /// The live Elasticsearch index and the staged one's name.
+    elasticsearch: Option<(crate::search::config::ElasticsearchConfig, String)>,
 }
 
 struct Postgres {
@@ -187,7 +198,7 @@ impl Staged {
                     return Err(SinkError::Config(format!("{} exists: another rebuild started this second", dir.display())));
                 }
                 std::fs::create_dir_all(&dir).map_err(SinkError::io(format!("creating {}", dir.display())))?;
-                Ok(Staged { store: store.clone(), data_dir: Some(dir), postgres: None })
+                Ok(Staged { store: store.clone(), data_dir: Some(dir), postgres: None, clickhouse: None, elasticsearch: None })
             }
             Store::Postgres(url) => {
                 let live = database_of(url.expose_secret())?;
@@ -206,7 +217,19 @@ impl Staged {
                     Ok(())
                 })?;
                 let url: SecretString = with_database(url.expose_secret(), &staged).into();
-                Ok(Staged { store: Store::Postgres(url), data_dir: None, postgres: Some(Postgres { admin, live, staged }) })
+                Ok(Staged { store: Store::Postgres(url), data_dir: None, postgres: Some(Postgres { admin, live, staged }), clickhouse: None, elasticsearch: None })
+            }
+            Store::ClickHouse(live) => {
+                let staged = sibling(&live.database, "rebuild", tag);
+                block_on(crate::analytics::clickhouse::stage(live, &staged))?;
+                let store = Store::ClickHouse(crate::analytics::ClickHouseConfig { database: staged.clone(), ..live.clone() });
+                Ok(Staged { store, data_dir: None, postgres: None, clickhouse: Some((live.clone(), staged)), elasticsearch: None })
+            }
+            Store::Elasticsearch(live) => {
+                let staged = format!("{}-rebuild-{tag}", live.index);
+                block_on(crate::search::elastic::stage(live, &staged))?;
+                let store = Store::Elasticsearch(crate::search::config::ElasticsearchConfig { index: staged.clone(), ..live.clone() });
+                Ok(Staged { store, data_dir: None, postgres: None, clickhouse: None, elasticsearch: Some((live.clone(), staged)) })
             }
             Store::Unsupported(why) => Err(SinkError::Config(why.clone())),
         }
@@ -214,10 +237,14 @@ impl Staged {
 
     /// The staged store, in words.
     fn describe(&self) -> String {
-        match (&self.data_dir, &self.postgres) {
-            (Some(d), _) => d.display().to_string(),
-            (_, Some(p)) => format!("database {}", p.staged),
-            _ => "nothing".into(),
+        match (&self.data_dir, &self.postgres, &self.clickhouse) {
+            (Some(d), _, _) => d.display().to_string(),
+            (_, Some(p), _) => format!("database {}", p.staged),
+            (_, _, Some((_, staged))) => format!("ClickHouse database {staged}"),
+            _ => match &self.elasticsearch {
+                Some((_, staged)) => format!("Elasticsearch index {staged}"),
+                None => "nothing".into(),
+            },
         }
     }
 
@@ -234,6 +261,16 @@ impl Staged {
             }
             std::fs::remove_dir_all(staged_dir).map_err(SinkError::io(format!("removing {}", staged_dir.display())))?;
             return Ok(replaced.display().to_string());
+        }
+        if let Some((live, staged)) = &self.clickhouse {
+            let replaced = sibling(&live.database, "replaced", tag);
+            block_on(crate::analytics::clickhouse::swap(live, staged, &replaced))?;
+            return Ok(format!("ClickHouse database {replaced}"));
+        }
+        if let Some((live, staged)) = &self.elasticsearch {
+            let replaced = format!("{}-replaced-{tag}", live.index);
+            block_on(crate::search::elastic::swap(live, staged, &replaced))?;
+            return Ok(format!("Elasticsearch index {replaced}"));
         }
         let Some(p) = &self.postgres else { return Err(SinkError::Config("nothing was staged".into())) };
         let replaced = sibling(&p.live, "replaced", tag);

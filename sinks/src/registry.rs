@@ -57,6 +57,10 @@ pub enum Store {
     Embedded(&'static [&'static str]),
     /// A Postgres database: the URL (its path names the database).
     Postgres(secrecy::SecretString),
+    /// A ClickHouse database.
+    ClickHouse(crate::analytics::ClickHouseConfig),
+    /// An Elasticsearch index.
+    Elasticsearch(crate::search::config::ElasticsearchConfig),
     /// A store a rebuild cannot stage yet, and why, in words.
     Unsupported(String),
 }

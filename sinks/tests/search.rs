@@ -59,6 +59,7 @@ on_both!(
     results_sort_paginate_and_highlight,
     forty_racing_reservations_leave_the_product_out_of_stock_whatever_the_event_times,
     forty_receipts_of_one_unit_leave_forty_available_whatever_the_event_times,
+    a_rebuilt_index_equals_the_old_one_which_is_kept_aside_and_the_sink_goes_on_from_the_rebuild,
 );
 
 fn rt() -> tokio::runtime::Runtime {
@@ -539,4 +540,95 @@ fn results_sort_paginate_and_highlight(b: Backend) {
         let title = r.hits[0].highlights.get("title").and_then(|t| t.first()).cloned().unwrap_or_default();
         assert!(title.contains("<em>Nordlicht</em>"), "{:?}", r.hits[0].highlights);
     });
+}
+
+/// Every document of the index, canonical, without its revision (`version`, which counts
+/// applications in an order that depends on how topics interleave in batches): the tantivy
+/// twin through [`storeflow_sinks::snapshot`], Elasticsearch through `_search`.
+fn documents(b: &Backend, dir: &Path) -> BTreeMap<String, Vec<String>> {
+    match b {
+        Backend::Tantivy => rt()
+            .block_on(storeflow_sinks::snapshot::embedded(&dir.join("sinks")))
+            .unwrap()
+            .into_iter()
+            .filter(|(t, _)| t.starts_with("search."))
+            .collect(),
+        Backend::Elasticsearch(c) => rt().block_on(async {
+            let transport = ::elasticsearch::http::transport::Transport::single_node(&c.url).unwrap();
+            let es = ::elasticsearch::Elasticsearch::new(transport);
+            es.indices().refresh(::elasticsearch::indices::IndicesRefreshParts::Index(&[&c.index])).send().await.unwrap();
+            let r = es
+                .search(::elasticsearch::SearchParts::Index(&[&c.index]))
+                .body(serde_json::json!({"size": 10000, "query": {"match_all": {}}}))
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status_code().is_success(), "{}", r.status_code());
+            let v: serde_json::Value = r.json().await.unwrap();
+            let mut rows: Vec<String> = v["hits"]["hits"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|h| {
+                    let mut d = h["_source"].clone();
+                    d.as_object_mut().unwrap().remove("version");
+                    d["_id"] = h["_id"].clone();
+                    storeflow_sinks::snapshot::canonical(&d)
+                })
+                .collect();
+            rows.sort();
+            BTreeMap::from([("search.products".to_string(), rows)])
+        }),
+    }
+}
+
+fn a_rebuilt_index_equals_the_old_one_which_is_kept_aside_and_the_sink_goes_on_from_the_rebuild(b: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = log(&dir.path().join("log"));
+    let codec = codec();
+    let ps = fixture();
+    let evs = events(&ps);
+    let (first, second) = evs.split_at(evs.len() / 2);
+    publish(log.as_ref(), &codec, first);
+    let sinks = storeflow_sinks::Sinks::start(log.clone(), codec.clone(), b.sinks(dir.path()), &mut Registry::default()).expect("start");
+    sinks.wait_caught_up(PATIENCE).expect("caught up");
+    sinks.stop().expect("stop");
+    let before = documents(&b, dir.path());
+    assert!(before["search.products"].len() > 3, "{before:?}");
+
+    let r = storeflow_sinks::rebuild::rebuild(log.clone(), codec.clone(), &b.sinks(dir.path()), "search", &|_, _| {}).expect("rebuild");
+    let after = documents(&b, dir.path());
+    let diff = storeflow_sinks::snapshot::differences(&before, &after);
+    assert!(diff.is_empty(), "the rebuilt index differs:\n{}", diff.join("\n"));
+    if let Backend::Elasticsearch(c) = &b {
+        let old = r.replaced.strip_prefix("Elasticsearch index ").expect("an index").to_string();
+        let _drop_old = cleanup({
+            let url = c.url.clone();
+            let old = old.clone();
+            move || {
+                let _ = rt().block_on(async move {
+                    let es = ::elasticsearch::Elasticsearch::new(::elasticsearch::http::transport::Transport::single_node(&url)?);
+                    es.indices().delete(::elasticsearch::indices::IndicesDeleteParts::Index(&[&old])).send().await.map(|_| ())
+                });
+            }
+        });
+        assert_eq!(documents(&Backend::Elasticsearch(ElasticsearchConfig { index: old, ..c.clone() }), dir.path()), before, "the replaced index is not the old one");
+    }
+
+    // The sink goes on from the rebuild: the index takes writes again and ends with every
+    // product as it should be.
+    publish(log.as_ref(), &codec, second);
+    let sinks = storeflow_sinks::Sinks::start(log.clone(), codec, b.sinks(dir.path()), &mut Registry::default()).expect("restart");
+    sinks.wait_caught_up(PATIENCE).expect("drained");
+    let s = sinks.search().expect("search");
+    rt().block_on(async {
+        s.refresh().await.expect("refresh");
+        let r = s.search(&SearchQuery { per_page: 100, ..SearchQuery::default() }).await.expect("search");
+        assert_eq!(r.total, ps.len() as u64);
+        for p in &ps {
+            let d = s.product(&p.id).await.expect("read").expect("doc");
+            assert_eq!((d.rating_count, d.in_stock), (p.ratings.len() as i64, p.in_stock()), "{}", p.id);
+        }
+    });
+    sinks.stop().expect("stop");
 }

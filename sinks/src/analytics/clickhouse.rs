@@ -126,13 +126,69 @@ struct Mark {
     offset: u64,
 }
 
+/// A client of the server `config` names, on no database in particular.
+pub(crate) fn server(config: &ClickHouseConfig) -> clickhouse::Client {
+    let client = clickhouse::Client::default().with_url(&config.url).with_user(&config.user);
+    match &config.password {
+        Some(p) => client.with_password(p.expose_secret()),
+        None => client,
+    }
+}
+
+/// For a rebuild ([`crate::rebuild`]): makes the (empty) database `staged` on the server of
+/// `live`, after making sure the live database has its tables and rollups (one that was
+/// lost is created empty, as `storeflow run` would).
+pub(crate) async fn stage(live: &ClickHouseConfig, staged: &str) -> Result<()> {
+    ClickHouseStore::open(live).await?;
+    let client = server(live);
+    client.query(&format!("CREATE DATABASE `{staged}`")).execute().await.map_err(SinkError::ch(format!("creating ClickHouse database {staged}")))
+}
+
+/// For a rebuild: swaps each table of database `staged` with the live one of its name
+/// (`EXCHANGE TABLES`, atomic per table), then renames `staged`, which now holds the old
+/// tables, to `replaced`. The live database's materialized views name the live tables, so
+/// they go on feeding the rollups, now the rebuilt ones; the views of the replaced database
+/// are dropped (they named tables of a database that no longer exists under that name).
+pub(crate) async fn swap(live: &ClickHouseConfig, staged: &str, replaced: &str) -> Result<()> {
+    let client = server(live);
+    let tables = |db: String| {
+        let client = client.clone();
+        async move {
+            let rows: Vec<ColumnName> = client
+                .query("SELECT name FROM system.tables WHERE database = ? AND engine NOT IN ('MaterializedView', 'View') ORDER BY name")
+                .bind(&db)
+                .fetch_all()
+                .await
+                .map_err(SinkError::ch(format!("listing the tables of {db}")))?;
+            Ok::<Vec<String>, SinkError>(rows.into_iter().map(|r| r.name).collect())
+        }
+    };
+    let have = tables(live.database.clone()).await?;
+    let db = &live.database;
+    for t in tables(staged.to_string()).await? {
+        let sql = if have.contains(&t) {
+            format!("EXCHANGE TABLES `{db}`.`{t}` AND `{staged}`.`{t}`")
+        } else {
+            format!("RENAME TABLE `{staged}`.`{t}` TO `{db}`.`{t}`")
+        };
+        client.query(&sql).execute().await.map_err(SinkError::ch(format!("swapping {t} into {db}")))?;
+    }
+    let views: Vec<ColumnName> = client
+        .query("SELECT name FROM system.tables WHERE database = ? AND engine = 'MaterializedView'")
+        .bind(staged)
+        .fetch_all()
+        .await
+        .map_err(SinkError::ch(format!("listing the views of {staged}")))?;
+    for v in views {
+        client.query(&format!("DROP VIEW `{staged}`.`{}`", v.name)).execute().await.map_err(SinkError::ch(format!("dropping {staged}.{}", v.name)))?;
+    }
+    client.query(&format!("RENAME DATABASE `{staged}` TO `{replaced}`")).execute().await.map_err(SinkError::ch(format!("renaming {staged} to {replaced}")))
+}
+
 impl ClickHouseStore {
     /// Connects, creates the database if missing and applies the DDL.
     pub async fn open(config: &ClickHouseConfig) -> Result<ClickHouseStore> {
-        let mut client = clickhouse::Client::default().with_url(&config.url).with_user(&config.user);
-        if let Some(p) = &config.password {
-            client = client.with_password(p.expose_secret());
-        }
+        let client = server(config);
         client
             .query(&format!("CREATE DATABASE IF NOT EXISTS `{}`", config.database))
             .execute()

@@ -97,11 +97,15 @@ impl SinkConfig for AnalyticsConfig {
 
     fn store(&self) -> Store {
         match &self.clickhouse {
-            Some(ch) => Store::Unsupported(format!(
-                "a rebuild of ClickHouse (database {}) is not supported yet: its rollups' materialized views name their tables, so a staged database cannot simply be renamed into place",
-                ch.database
-            )),
+            Some(ch) => Store::ClickHouse(ch.clone()),
             None => Store::Embedded(&["analytics"]),
+        }
+    }
+
+    fn pointed_at(&self, store: &Store) -> Self {
+        match store {
+            Store::ClickHouse(ch) => AnalyticsConfig { clickhouse: Some(ch.clone()), ..self.clone() },
+            _ => self.clone(),
         }
     }
 }

@@ -102,11 +102,15 @@ impl SinkConfig for SearchConfig {
 
     fn store(&self) -> Store {
         match &self.elasticsearch {
-            Some(es) => Store::Unsupported(format!(
-                "a rebuild of Elasticsearch (index {}) is not supported yet: it needs the index behind an alias to swap",
-                es.index
-            )),
+            Some(es) => Store::Elasticsearch(es.clone()),
             None => Store::Embedded(&["search"]),
+        }
+    }
+
+    fn pointed_at(&self, store: &Store) -> Self {
+        match store {
+            Store::Elasticsearch(es) => SearchConfig { elasticsearch: Some(es.clone()), ..self.clone() },
+            _ => self.clone(),
         }
     }
 }

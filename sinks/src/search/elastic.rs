@@ -63,18 +63,70 @@ async fn body(context: &str, r: elasticsearch::http::response::Response) -> Resu
     Ok(v)
 }
 
+/// For a rebuild ([`crate::rebuild`]): creates the empty index `staged` beside the live one
+/// (refused if it exists).
+pub(crate) async fn stage(live: &ElasticsearchConfig, staged: &str) -> Result<()> {
+    let es = ElasticIndex::connect(&ElasticsearchConfig { index: staged.to_string(), ..live.clone() })?;
+    if es.exists(staged).await? {
+        return Err(SinkError::Config(format!("Elasticsearch index {staged} exists: another rebuild started this second")));
+    }
+    es.create().await
+}
+
+/// For a rebuild: Elasticsearch cannot rename an index, but it can clone one (hard links to
+/// its segments, so it is cheap): the live index is write-blocked (which flushes it) and
+/// cloned to `replaced`, which keeps the block, then deleted; the staged index is
+/// write-blocked, cloned to the live name, unblocked there and deleted. Between the delete
+/// and the clone the live name is missing for a moment (the sink is stopped); a crash there
+/// leaves both copies, `replaced` and `staged`, to clone back by hand.
+pub(crate) async fn swap(live: &ElasticsearchConfig, staged: &str, replaced: &str) -> Result<()> {
+    let es = ElasticIndex::connect(live)?;
+    let name = &live.index;
+    if es.exists(name).await? {
+        es.call(Method::Put, &format!("/{name}/_block/write"), None, &format!("blocking writes to {name}")).await?;
+        es.call(Method::Post, &format!("/{name}/_clone/{replaced}"), None, &format!("cloning {name} to {replaced}")).await?;
+        es.call(Method::Delete, &format!("/{name}"), None, &format!("deleting {name} (kept as {replaced})")).await?;
+    }
+    es.call(Method::Put, &format!("/{staged}/_block/write"), None, &format!("blocking writes to {staged}")).await?;
+    es.call(Method::Post, &format!("/{staged}/_clone/{name}"), None, &format!("cloning {staged} to {name}")).await?;
+    es.call(Method::Put, &format!("/{name}/_settings"), Some(json!({"index.blocks.write": false})), &format!("unblocking writes to {name}")).await?;
+    es.call(Method::Delete, &format!("/{staged}"), None, &format!("deleting {staged} (cloned to {name})")).await?;
+    Ok(())
+}
+
 impl ElasticIndex {
     /// Connects and creates the index if it does not exist.
     pub async fn open(config: &ElasticsearchConfig) -> Result<ElasticIndex> {
+        let es = ElasticIndex::connect(config)?;
+        es.create().await?;
+        Ok(es)
+    }
+
+    /// A client of the index `config` names, without touching the server.
+    fn connect(config: &ElasticsearchConfig) -> Result<ElasticIndex> {
         let url = Url::parse(&config.url).map_err(|e| SinkError::Config(format!("[sinks.search.elasticsearch] url: {e}")))?;
         let mut tb = TransportBuilder::new(SingleNodeConnectionPool::new(url)).timeout(Duration::from_secs(30));
         if let (Some(u), Some(p)) = (&config.username, &config.password) {
             tb = tb.auth(elasticsearch::auth::Credentials::Basic(u.clone(), p.expose_secret().to_string()));
         }
         let transport = tb.build().map_err(|e| SinkError::Config(format!("[sinks.search.elasticsearch]: {e}")))?;
-        let es = ElasticIndex { client: Elasticsearch::new(transport), index: config.index.clone() };
-        es.create().await?;
-        Ok(es)
+        Ok(ElasticIndex { client: Elasticsearch::new(transport), index: config.index.clone() })
+    }
+
+    async fn exists(&self, index: &str) -> Result<bool> {
+        let ctx = format!("looking for Elasticsearch index {index}");
+        let r = self.client.indices().exists(IndicesExistsParts::Index(&[index])).send().await.map_err(transport_err(&ctx))?;
+        Ok(r.status_code().is_success())
+    }
+
+    /// One request of a rebuild's swap; fails on an error status.
+    async fn call(&self, method: Method, path: &str, body: Option<Value>, what: &str) -> Result<Value> {
+        let r = self
+            .client
+            .send(method, path, HeaderMap::new(), Option::<&()>::None, body.map(|b| b.to_string()), None)
+            .await
+            .map_err(transport_err(what))?;
+        self::body(what, r).await
     }
 
     /// The index name.

@@ -93,7 +93,8 @@ impl Drop for Cleanup {
     }
 }
 
-fn cleanup(f: impl FnOnce() + Send + 'static) -> Cleanup {
+/// A guard that runs `f` when dropped.
+pub fn cleanup(f: impl FnOnce() + Send + 'static) -> Cleanup {
     Cleanup(Some(Box::new(f)))
 }
 
