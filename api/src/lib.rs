@@ -129,6 +129,8 @@ fn api_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(dashboard))
         .routes(routes!(vendor_analytics))
         .routes(routes!(customer_analytics))
+        .routes(routes!(inventory_analytics))
+        .routes(routes!(fraud_analytics))
         .routes(routes!(crate::vendors::change_plan))
         .routes(routes!(crate::vendors::onboarding))
         .routes(routes!(create_key, list_keys))

@@ -13,7 +13,7 @@ use crate::error::ApiError;
 use crate::live::Live;
 pub use crate::ready::{ReadError, ReadFuture, ReadResult, Ready, ThreadsReady};
 
-pub use storeflow_sinks::analytics::{CustomerInsight, Dashboard, DashboardRange, Funnel, TopCategory, TopProduct, VendorPerformance};
+pub use storeflow_sinks::analytics::{CustomerInsight, Dashboard, DashboardRange, FraudBoard, Funnel, InventoryHealth, TopCategory, TopProduct, VendorPerformance};
 pub use storeflow_sinks::read_model::{
     FraudView, InventoryView, OrderDetail, OrderEventView, OrderItemView, OrderView, PaymentView, ProductView, RefundView,
     ReservationView, ShipmentView, WarehouseStockView,

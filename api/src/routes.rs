@@ -893,6 +893,38 @@ pub async fn dashboard(
     Ok(Json(s.inner.reads.analytics()?.dashboard(range, None).await.map_err(sink_error("computing the dashboard"))?))
 }
 
+/// Inventory health: low stock and stock per warehouse now, reservations per hour of the
+/// range (analysts and admins).
+#[utoipa::path(get, path = "/v1/analytics/inventory", tag = "analytics", params(RangeParams),
+    responses((status = 200, body = InventoryHealth), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn inventory_analytics(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    q: Result<Query<RangeParams>, QueryRejection>,
+) -> ApiResult<Json<InventoryHealth>> {
+    caller.require("read inventory health", &[&Role::Analyst])?;
+    let range = query(q)?.range.unwrap_or(DashboardRange::Day);
+    Ok(Json(s.inner.reads.analytics()?.inventory(range, None).await.map_err(sink_error("computing inventory health"))?))
+}
+
+/// The fraud verdicts of the range: orders per decision, the held and reviewed orders, the
+/// signals that fired most (analysts and admins).
+#[utoipa::path(get, path = "/v1/analytics/fraud", tag = "analytics", params(RangeParams),
+    responses((status = 200, body = FraudBoard), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn fraud_analytics(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    q: Result<Query<RangeParams>, QueryRejection>,
+) -> ApiResult<Json<FraudBoard>> {
+    caller.require("read the fraud verdicts", &[&Role::Analyst])?;
+    let range = query(q)?.range.unwrap_or(DashboardRange::Day);
+    Ok(Json(s.inner.reads.analytics()?.fraud(range, None).await.map_err(sink_error("computing the fraud board"))?))
+}
+
 /// One vendor's performance (the vendor itself, analysts and admins).
 #[utoipa::path(get, path = "/v1/analytics/vendors/{id}", tag = "analytics",
     params(("id" = String, Path), RangeParams),

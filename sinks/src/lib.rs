@@ -42,7 +42,10 @@ pub mod search;
 pub mod snapshot;
 mod sinks;
 
-pub use analytics::{Analytics, AnalyticsSink, CustomerInsight, Dashboard, DashboardRange, Granularity, SalesBucket, VendorPerformance};
+pub use analytics::{
+    Analytics, AnalyticsSink, CohortMonth, CustomerInsight, CustomerValue, Dashboard, DashboardRange, FraudBoard, FraudDecision, FraudSignal, Granularity, HeldOrder,
+    InventoryHealth, LowStock, ReservationBucket, SalesBucket, VendorPerformance, VendorSales, WarehouseStock,
+};
 pub use config::SinksConfig;
 pub use error::{Result, Retry, SinkError};
 pub use read_model::{ReadModel, ReadModelSink};

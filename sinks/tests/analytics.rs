@@ -67,6 +67,7 @@ on_both!(
     transfers_reversals_and_disputes_show_per_vendor_day_and_currency,
     simulated_traffic_through_the_payments_worker_balances_every_vendor_day,
     a_rebuilt_analytics_store_equals_the_old_one_and_its_rollups_go_on_from_the_rebuild,
+    the_inventory_and_fraud_boards_match_a_reference_over_the_events,
 );
 
 fn rt() -> tokio::runtime::Runtime {
@@ -242,6 +243,37 @@ fn the_dashboard_matches_a_brute_force_count_over_the_events(b: Backend) {
             let got: Vec<(&str, i64)> = d.top_products.iter().map(|p| (p.product_id.as_str(), p.gmv_eur_minor)).collect();
             assert_eq!(got, best.into_iter().take(10).collect::<Vec<_>>());
             assert!(d.top_products.iter().all(|p| p.title.is_some() && p.category.is_some()), "{:?}", d.top_products);
+            // The series: per hour (or day), inside the window, adding up to the totals.
+            let unit = if matches!(range, DashboardRange::Month) { 86_400_000 } else { 3_600_000 };
+            let mut buckets: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
+            for o in &orders {
+                let at = o.occurred_at.millis();
+                let b = buckets.entry(at - at.rem_euclid(unit)).or_default();
+                b.0 += 1;
+                b.1 += eur(o.total_minor(), &o.currency, at);
+            }
+            let got: Vec<(i64, (i64, i64))> = d.series.iter().map(|b| (b.bucket, (b.orders, b.gmv_eur_minor))).collect();
+            assert_eq!(got, buckets.into_iter().collect::<Vec<_>>(), "{range:?}");
+            // Vendor performance: GMV of each vendor's lines, best first, with its name.
+            let mut per: BTreeMap<&str, (HashSet<&str>, i64, i64)> = BTreeMap::new();
+            for o in &orders {
+                for l in &o.items {
+                    let v = per.entry(&l.vendor_id).or_default();
+                    v.0.insert(&o.order_id);
+                    v.1 += i64::from(l.quantity);
+                    v.2 += eur(i64::from(l.quantity) * l.unit_price_minor, &o.currency, o.occurred_at.millis());
+                }
+            }
+            let mut best: Vec<(&str, i64, i64, i64)> = per.into_iter().map(|(v, (o, u, g))| (v, o.len() as i64, u, g)).collect();
+            best.sort_by(|a, b| b.3.cmp(&a.3).then(a.0.cmp(b.0)));
+            best.truncate(20);
+            let got: Vec<(&str, i64, i64, i64)> = d.vendors.iter().map(|v| (v.vendor_id.as_str(), v.orders, v.units, v.gmv_eur_minor)).collect();
+            assert_eq!(got, best, "{range:?}");
+            let names: HashSet<&str> = events.iter().filter_map(|e| if let Event::VendorOnboarded(v) = e { Some(v.name.as_str()) } else { None }).collect();
+            assert!(d.vendors.iter().all(|v| v.name.as_deref().is_some_and(|n| names.contains(n))), "{:?}", d.vendors);
+            assert_eq!(d.top_customers, a.customer_value().await.expect("ranking"));
+            assert_eq!(d.cohorts, a.cohorts().await.expect("cohorts"));
+            assert!(!d.top_customers.is_empty() && !d.cohorts.is_empty());
         }
     });
 }
@@ -485,40 +517,9 @@ fn the_inventory_and_fraud_grafana_dashboards_show_the_latest_levels_and_every_v
     let fraud = grafana_panels("fraud");
     assert_eq!((inventory.len(), fraud.len()), (3, 3), "{inventory:?} {fraud:?}");
     let Some((c, _cleanup)) = clickhouse() else { return };
-    let mut events = [
-        racing_reservations("sku-race", "wh-a", "p-race", 5, 40),
-        racing_reservations("sku-few", "wh-a", "p-few", 3, 2),
-        racing_reservations("sku-many", "wh-b", "p-many", 10, 4),
-        receipts("sku-recv", "wh-b", 40),
-        receipts("sku-low", "wh-a", 3),
-    ]
-    .concat();
-    let codes = ["ip_velocity_10m", "new_customer_high_value", "card_country_mismatch", "many_cards_24h"];
-    for k in 0..60i64 {
-        let score = (k * 37 % 100) as i32;
-        let reasons: Vec<FraudReason> =
-            codes.iter().enumerate().filter(|(i, _)| score > 0 && (k >> i) & 1 == 1).map(|(_, c)| FraudReason { code: (*c).into(), points: 10, detail: "d".into() }).collect();
-        events.push(Event::FraudScored(FraudScored {
-            event_id: format!("fs-{k}"),
-            // Newest first: the panel orders by score, then time, whatever the log's order.
-            occurred_at: Timestamp(START + 3_600_000 - k * 50_000),
-            order_id: format!("o-fraud-{k}"),
-            customer_id: format!("c-{}", k % 7),
-            score,
-            reasons,
-            decision: (if score >= 70 { "hold" } else if score >= 40 { "review" } else { "allow" }).into(),
-        }));
-    }
+    let events = stock_and_fraud();
     // The reference: the highest version per sku and warehouse; verdicts as published.
-    let mut latest: BTreeMap<(String, String), &StockLevelChanged> = BTreeMap::new();
-    for e in &events {
-        if let Event::StockLevelChanged(s) = e {
-            let k = (s.sku.clone(), s.warehouse_id.clone());
-            if latest.get(&k).is_none_or(|l| l.version < s.version) {
-                latest.insert(k, s);
-            }
-        }
-    }
+    let latest = latest_levels(&events);
     assert!(newest_by_event_time(&receipts("sku-recv", "wh-b", 40)).is_some_and(|s| s.on_hand < 40), "the fixture's clocks disagree");
     let scores: Vec<&FraudScored> = events.iter().filter_map(|e| if let Event::FraudScored(f) = e { Some(f) } else { None }).collect();
     let (from, to) = (START / 1000 - 3_600, START / 1000 + 7_200);
@@ -610,6 +611,122 @@ fn the_inventory_and_fraud_grafana_dashboards_show_the_latest_levels_and_every_v
             }
             println!("panel {panel}: {} rows, checked", rows.len());
         }
+    });
+}
+
+/// Racing reservations, receipts on several clocks, and sixty fraud verdicts with every
+/// decision and combinations of four signals: the inventory and fraud boards' fixture.
+fn stock_and_fraud() -> Vec<Event> {
+    let mut events = [
+        racing_reservations("sku-race", "wh-a", "p-race", 5, 40),
+        racing_reservations("sku-few", "wh-a", "p-few", 3, 2),
+        racing_reservations("sku-many", "wh-b", "p-many", 10, 4),
+        receipts("sku-recv", "wh-b", 40),
+        receipts("sku-low", "wh-a", 3),
+    ]
+    .concat();
+    let codes = ["ip_velocity_10m", "new_customer_high_value", "card_country_mismatch", "many_cards_24h"];
+    for k in 0..60i64 {
+        let score = (k * 37 % 100) as i32;
+        let reasons: Vec<FraudReason> =
+            codes.iter().enumerate().filter(|(i, _)| score > 0 && (k >> i) & 1 == 1).map(|(_, c)| FraudReason { code: (*c).into(), points: 10, detail: "d".into() }).collect();
+        events.push(Event::FraudScored(FraudScored {
+            event_id: format!("fs-{k}"),
+            // Newest first: the panel orders by score, then time, whatever the log's order.
+            occurred_at: Timestamp(START + 3_600_000 - k * 50_000),
+            order_id: format!("o-fraud-{k}"),
+            customer_id: format!("c-{}", k % 7),
+            score,
+            reasons,
+            decision: (if score >= 70 { "hold" } else if score >= 40 { "review" } else { "allow" }).into(),
+        }));
+    }
+    events
+}
+
+/// The latest level of each sku and warehouse: the highest snapshot version.
+fn latest_levels(events: &[Event]) -> BTreeMap<(String, String), &StockLevelChanged> {
+    let mut latest: BTreeMap<(String, String), &StockLevelChanged> = BTreeMap::new();
+    for e in events {
+        if let Event::StockLevelChanged(s) = e {
+            let k = (s.sku.clone(), s.warehouse_id.clone());
+            if latest.get(&k).is_none_or(|l| l.version < s.version) {
+                latest.insert(k, s);
+            }
+        }
+    }
+    latest
+}
+
+fn the_inventory_and_fraud_boards_match_a_reference_over_the_events(b: Backend) {
+    let events = stock_and_fraud();
+    let latest = latest_levels(&events);
+    let scores: Vec<&FraudScored> = events.iter().filter_map(|e| if let Event::FraudScored(f) = e { Some(f) } else { None }).collect();
+    let dir = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        let mut sink = AnalyticsSink::open(&b.config(), "EUR", dir.path()).await.expect("open");
+        sink.write(&items(&events)).await.expect("write");
+        let a = handle(&sink);
+        let as_of = START + 3_600_000;
+        let inv = a.inventory(DashboardRange::Day, Some(as_of)).await.expect("inventory");
+        let mut low: Vec<(String, String, i64, i64, i64)> = latest
+            .values()
+            .filter(|s| s.available <= 5)
+            .map(|s| (s.sku.clone(), s.warehouse_id.clone(), s.on_hand.into(), s.reserved.into(), s.available.into()))
+            .collect();
+        low.sort_by(|a, b| (a.4, &a.0, &a.1).cmp(&(b.4, &b.0, &b.1)));
+        let got: Vec<(String, String, i64, i64, i64)> = inv.low_stock.iter().map(|l| (l.sku.clone(), l.warehouse_id.clone(), l.on_hand, l.reserved, l.available)).collect();
+        assert_eq!(got, low);
+        assert_eq!(low.iter().map(|w| w.0.as_str()).collect::<Vec<_>>(), ["sku-race", "sku-few", "sku-low"], "the fixture's low skus");
+        assert!(inv.low_stock.iter().all(|l| l.product_id.is_none()), "the fixture has no catalogue, so no product is known: {:?}", inv.low_stock);
+        let mut per: BTreeMap<String, [i64; 4]> = BTreeMap::new();
+        for s in latest.values() {
+            let w = per.entry(s.warehouse_id.clone()).or_default();
+            w[0] += i64::from(s.on_hand);
+            w[1] += i64::from(s.reserved);
+            w[2] += i64::from(s.available);
+            w[3] += i64::from(s.available <= 0);
+        }
+        let got: Vec<(String, [i64; 4])> = inv.warehouses.iter().map(|w| (w.warehouse_id.clone(), [w.on_hand, w.reserved, w.available, w.skus_out_of_stock])).collect();
+        assert_eq!(got, per.into_iter().collect::<Vec<_>>());
+        let made: HashSet<&str> = events.iter().filter_map(|e| if let Event::ReservationMade(r) = e { Some(r.order_id.as_str()) } else { None }).collect();
+        let rejected: HashSet<&str> = events.iter().filter_map(|e| if let Event::ReservationRejected(r) = e { Some(r.order_id.as_str()) } else { None }).collect();
+        assert_eq!((made.len(), rejected.len()), (5 + 2 + 4, 35), "the fixture");
+        assert_eq!(
+            (inv.reservations.iter().map(|r| r.reserved).sum::<i64>(), inv.reservations.iter().map(|r| r.rejected).sum::<i64>()),
+            (made.len() as i64, rejected.len() as i64)
+        );
+        assert!(inv.reservations.windows(2).all(|w| w[0].bucket < w[1].bucket) && inv.reservations.iter().all(|r| r.bucket % 3_600_000 == 0 && (inv.from..inv.to).contains(&r.bucket)));
+
+        let f = a.fraud(DashboardRange::Day, Some(as_of)).await.expect("fraud");
+        let inside: Vec<&&FraudScored> = scores.iter().filter(|s| (f.from..f.to).contains(&s.occurred_at.millis())).collect();
+        assert_eq!(inside.len(), scores.len(), "the fixture's verdicts are all in the window");
+        assert_eq!(f.decisions.iter().map(|d| d.decision.as_str()).collect::<Vec<_>>(), ["allow", "hold", "review"]);
+        for d in &f.decisions {
+            let of: Vec<i64> = scores.iter().filter(|s| s.decision == d.decision).map(|s| i64::from(s.score)).collect();
+            assert_eq!(d.orders, of.len() as i64, "{d:?}");
+            let avg = of.iter().sum::<i64>() as f64 / of.len() as f64;
+            assert_eq!(d.avg_score, (avg * 10.0).round() / 10.0, "{d:?}");
+        }
+        let mut held: Vec<&&FraudScored> = scores.iter().filter(|s| s.decision != "allow").collect();
+        held.sort_by(|a, b| (b.score, b.occurred_at.millis(), &a.order_id).cmp(&(a.score, a.occurred_at.millis(), &b.order_id)));
+        held.truncate(20);
+        let want: Vec<(i64, String, i64, String, String)> = held
+            .iter()
+            .map(|s| (s.occurred_at.millis(), s.order_id.clone(), s.score.into(), s.decision.clone(), s.reasons.iter().map(|r| r.code.as_str()).collect::<Vec<_>>().join(",")))
+            .collect();
+        let got: Vec<(i64, String, i64, String, String)> = f.held.iter().map(|h| (h.at, h.order_id.clone(), h.score, h.decision.clone(), h.reasons.clone())).collect();
+        assert_eq!(got, want);
+        let mut signals: BTreeMap<&str, i64> = BTreeMap::new();
+        for r in scores.iter().flat_map(|s| &s.reasons) {
+            *signals.entry(r.code.as_str()).or_default() += 1;
+        }
+        let mut signals: Vec<(String, i64)> = signals.into_iter().map(|(c, n)| (c.to_string(), n)).collect();
+        signals.sort_by(|a, b| (b.1, &a.0).cmp(&(a.1, &b.0)));
+        assert_eq!(f.signals.iter().map(|s| (s.reason.clone(), s.orders)).collect::<Vec<_>>(), signals);
+        // A window before any verdict is empty, not an error.
+        let early = a.fraud(DashboardRange::Hour, Some(START - 86_400_000)).await.expect("fraud");
+        assert!(early.decisions.is_empty() && early.held.is_empty() && early.signals.is_empty(), "{early:?}");
     });
 }
 

@@ -93,6 +93,15 @@ const HOUR: i64 = 3_600_000;
 const DAY: i64 = 24 * HOUR;
 
 impl DashboardRange {
+    /// The buckets of a series over the range: hours for `1h` and `24h`, days for `7d` and
+    /// `30d`.
+    pub fn granularity(self) -> Granularity {
+        match self {
+            DashboardRange::Hour | DashboardRange::Day => Granularity::Hour,
+            DashboardRange::Week | DashboardRange::Month => Granularity::Day,
+        }
+    }
+
     /// `[from, to)` in milliseconds for a dashboard as of `as_of`.
     pub fn window(self, as_of: i64) -> (i64, i64) {
         match self {
@@ -265,6 +274,144 @@ pub struct Dashboard {
     /// The money flow in the window, per currency (all vendors; disputes of orders without
     /// transfers included).
     pub money: Vec<MoneyFlow>,
+    /// Sales per hour (`1h`, `24h`) or UTC day (`7d`, `30d`) in the window, oldest first;
+    /// buckets without sales are left out.
+    pub series: Vec<SalesBucket>,
+    /// The twenty vendors with the highest GMV in the window.
+    pub vendors: Vec<VendorSales>,
+    /// The ten customers with the highest lifetime value (all time).
+    pub top_customers: Vec<CustomerValue>,
+    /// Cohort acquisition (all time): per registration month and order month.
+    pub cohorts: Vec<CohortMonth>,
+}
+
+/// One vendor's sales in a window (the dashboard's vendor performance panel).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct VendorSales {
+    /// Vendor.
+    pub vendor_id: String,
+    /// Its name (`None` before its onboarding reached analytics).
+    pub name: Option<String>,
+    /// Orders with at least one of its lines.
+    pub orders: i64,
+    /// Units of its lines.
+    pub units: i64,
+    /// GMV of its lines, base currency.
+    pub gmv_eur_minor: i64,
+}
+
+/// Inventory health (`GET /v1/analytics/inventory`): stock now, and reservations in a window.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct InventoryHealth {
+    /// The window of `reservations`.
+    pub range: DashboardRange,
+    /// Start (ms, inclusive).
+    pub from: i64,
+    /// End (ms, exclusive).
+    pub to: i64,
+    /// Sku-warehouses with 5 or fewer units available now, fewest first (at most 20).
+    pub low_stock: Vec<LowStock>,
+    /// Per warehouse, stock now.
+    pub warehouses: Vec<WarehouseStock>,
+    /// Orders that reserved stock and orders refused for want of it, per hour of the window.
+    pub reservations: Vec<ReservationBucket>,
+}
+
+/// A sku in a warehouse with little left.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LowStock {
+    /// Sku.
+    pub sku: String,
+    /// Warehouse.
+    pub warehouse_id: String,
+    /// Its product.
+    pub product_id: Option<String>,
+    /// Units on hand.
+    pub on_hand: i64,
+    /// Units reserved.
+    pub reserved: i64,
+    /// On hand − reserved.
+    pub available: i64,
+}
+
+/// One warehouse's stock now.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct WarehouseStock {
+    /// Warehouse.
+    pub warehouse_id: String,
+    /// Units on hand.
+    pub on_hand: i64,
+    /// Units reserved.
+    pub reserved: i64,
+    /// Units available.
+    pub available: i64,
+    /// Skus with none available there.
+    pub skus_out_of_stock: i64,
+}
+
+/// Reservations in one hour.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ReservationBucket {
+    /// Start of the hour (ms).
+    pub bucket: i64,
+    /// Orders that reserved stock.
+    pub reserved: i64,
+    /// Orders refused for want of stock.
+    pub rejected: i64,
+}
+
+/// Fraud (`GET /v1/analytics/fraud`): the verdicts of a window.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct FraudBoard {
+    /// The window.
+    pub range: DashboardRange,
+    /// Start (ms, inclusive).
+    pub from: i64,
+    /// End (ms, exclusive).
+    pub to: i64,
+    /// Orders scored per decision.
+    pub decisions: Vec<FraudDecision>,
+    /// The twenty highest-scored verdicts other than `allow`.
+    pub held: Vec<HeldOrder>,
+    /// The ten signals that fired most often.
+    pub signals: Vec<FraudSignal>,
+}
+
+/// Orders scored with one decision.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct FraudDecision {
+    /// `allow`, `review` or `hold`.
+    pub decision: String,
+    /// Orders.
+    pub orders: i64,
+    /// Their average score.
+    pub avg_score: f64,
+}
+
+/// A verdict other than `allow`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct HeldOrder {
+    /// When it was scored (ms).
+    pub at: i64,
+    /// Order.
+    pub order_id: String,
+    /// Its customer.
+    pub customer_id: String,
+    /// Score, 0–100.
+    pub score: i64,
+    /// `review` or `hold`.
+    pub decision: String,
+    /// The signals that fired, comma-separated.
+    pub reasons: String,
+}
+
+/// A fraud signal and how often it fired.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct FraudSignal {
+    /// The signal.
+    pub reason: String,
+    /// Verdicts it was among the reasons of.
+    pub orders: i64,
 }
 
 /// One vendor's performance in a window.
@@ -333,21 +480,23 @@ impl FromStr for Granularity {
     }
 }
 
-/// A vendor's sales in one hour or day.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// Sales in one hour or day: a vendor's (its lines) or the marketplace's. (Named
+/// `AnalyticsSalesBucket` in the OpenAPI document: the API's live `SalesBucket` is another.)
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[schema(as = AnalyticsSalesBucket)]
 pub struct SalesBucket {
     /// Start of the hour or UTC day (ms).
     pub bucket: i64,
-    /// Orders with at least one of the vendor's lines.
+    /// Orders (a vendor's: with at least one of its lines).
     pub orders: i64,
     /// Units sold.
     pub units: i64,
-    /// GMV of the vendor's lines, base currency.
+    /// GMV (a vendor's: of its lines), base currency.
     pub gmv_eur_minor: i64,
 }
 
 /// A customer's lifetime value.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct CustomerValue {
     /// Customer.
     pub customer_id: String,
@@ -427,7 +576,7 @@ impl CustomerInsight {
 }
 
 /// A cohort's orders in one month.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct CohortMonth {
     /// Month the customers registered (ms at its start).
     pub cohort_month: i64,
@@ -514,6 +663,11 @@ impl Analytics {
             let (returned_orders, returned_units) =
                 returns.map_or((0, 0), |r| (r.returned_orders.unwrap_or(0), r.returned_units.unwrap_or(0)));
             let money = questions::run(&store, Question::Money, &p).await?;
+            let unit = [("from", Param::Time(from)), ("to", Param::Time(to)), ("unit", Param::Text(range.granularity().unit().to_string()))];
+            let series = questions::run(&store, Question::SalesSeries, &unit).await?;
+            let vendors = questions::run(&store, Question::Vendors, &p).await?;
+            let top_customers = questions::run(&store, Question::CustomerValue, &[]).await?;
+            let cohorts = questions::run(&store, Question::Cohorts, &[]).await?;
             Ok(Dashboard {
                 range,
                 from,
@@ -532,6 +686,50 @@ impl Analytics {
                 returned_units,
                 return_rate: ratio(returned_orders, orders),
                 money,
+                series,
+                vendors,
+                top_customers,
+                cohorts,
+            })
+        })
+        .await
+    }
+
+    /// Inventory health: stock now, reservations in `range` as of `as_of` (ms; default now).
+    pub async fn inventory(&self, range: DashboardRange, as_of: Option<i64>) -> Result<InventoryHealth> {
+        let (from, to) = range.window(as_of.unwrap_or_else(|| chrono::Utc::now().timestamp_millis()));
+        let store = self.store.clone();
+        self.on_rt(async move {
+            let p = [("from", Param::Time(from)), ("to", Param::Time(to))];
+            Ok(InventoryHealth {
+                range,
+                from,
+                to,
+                low_stock: questions::run(&store, Question::LowStock, &[]).await?,
+                warehouses: questions::run(&store, Question::Warehouses, &[]).await?,
+                reservations: questions::run(&store, Question::ReservationsSeries, &p).await?,
+            })
+        })
+        .await
+    }
+
+    /// The fraud verdicts of `range` as of `as_of` (ms; default now).
+    pub async fn fraud(&self, range: DashboardRange, as_of: Option<i64>) -> Result<FraudBoard> {
+        let (from, to) = range.window(as_of.unwrap_or_else(|| chrono::Utc::now().timestamp_millis()));
+        let store = self.store.clone();
+        self.on_rt(async move {
+            let p = [("from", Param::Time(from)), ("to", Param::Time(to))];
+            let mut decisions: Vec<FraudDecision> = questions::run(&store, Question::FraudDecisions, &p).await?;
+            for d in &mut decisions {
+                d.avg_score = (d.avg_score * 10.0).round() / 10.0;
+            }
+            Ok(FraudBoard {
+                range,
+                from,
+                to,
+                decisions,
+                held: questions::run(&store, Question::FraudHeld, &p).await?,
+                signals: questions::run(&store, Question::FraudSignals, &p).await?,
             })
         })
         .await

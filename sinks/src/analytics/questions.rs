@@ -60,6 +60,14 @@ questions! {
     CustomerValue = "customer_value",
     Customer = "customer",
     Cohorts = "cohorts",
+    SalesSeries = "sales_series",
+    Vendors = "vendors",
+    LowStock = "low_stock",
+    Warehouses = "warehouses",
+    ReservationsSeries = "reservations_series",
+    FraudDecisions = "fraud_decisions",
+    FraudHeld = "fraud_held",
+    FraudSignals = "fraud_signals",
 }
 
 /// Asks `store` question `q`; `params` are `from`/`to` (times, ms), `vendor`, `customer`,
