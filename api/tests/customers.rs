@@ -209,6 +209,8 @@ async fn a_customer_is_refused_wherever_customers_are_not_explicitly_allowed() {
         "/v1/analytics/dashboard",
         "/v1/analytics/vendors/V-A",
         "/v1/analytics/customers/C1",
+        "/v1/analytics/inventory",
+        "/v1/analytics/fraud",
         "/v1/admin/keys",
     ] {
         let (st, _, v) = h.call(Method::GET, uri, Some(&me), None).await;

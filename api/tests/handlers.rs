@@ -125,6 +125,8 @@ fn protected() -> Vec<(Method, &'static str, Option<Value>)> {
         (Method::GET, "/v1/analytics/dashboard?range=1h", None),
         (Method::GET, "/v1/analytics/vendors/V-A", None),
         (Method::GET, "/v1/analytics/customers/C1", None),
+        (Method::GET, "/v1/analytics/inventory?range=24h", None),
+        (Method::GET, "/v1/analytics/fraud?range=24h", None),
         (Method::POST, "/v1/admin/keys", Some(json!({"role": "app"}))),
     ]
 }
@@ -154,6 +156,8 @@ async fn a_role_without_the_right_gets_403() {
         (&h.analyst, Method::GET, "/v1/orders/o-1", None),
         (&h.app_key, Method::GET, "/v1/analytics/dashboard", None),
         (&h.vendor_a, Method::GET, "/v1/analytics/dashboard", None),
+        (&h.vendor_a, Method::GET, "/v1/analytics/inventory", None),
+        (&h.app_key, Method::GET, "/v1/analytics/fraud", None),
         (&h.app_key, Method::GET, "/v1/vendors/V-A/sales", None),
         (&h.analyst, Method::GET, "/v1/recommendations?type=trending", None),
         (&h.app_key, Method::POST, "/v1/admin/keys", Some(json!({"role": "admin"}))),
@@ -648,7 +652,8 @@ async fn every_route_is_in_the_openapi_document() {
         ("post", "/v1/orders/{id}/returns"), ("post", "/v1/webhooks/stripe"), ("get", "/v1/inventory/{sku}"), ("get", "/v1/products/{id}"), ("get", "/v1/search"),
         ("get", "/v1/recommendations"), ("get", "/v1/vendors/{id}/sales"), ("get", "/v1/vendors/{id}/sales/stream"),
         ("post", "/v1/vendors/{id}/plan"), ("get", "/v1/vendors/{id}/onboarding"),
-        ("get", "/v1/analytics/dashboard"), ("get", "/v1/analytics/vendors/{id}"), ("get", "/v1/analytics/customers/{id}"), ("post", "/v1/admin/keys"),
+        ("get", "/v1/analytics/dashboard"), ("get", "/v1/analytics/vendors/{id}"), ("get", "/v1/analytics/customers/{id}"),
+        ("get", "/v1/analytics/inventory"), ("get", "/v1/analytics/fraud"), ("post", "/v1/admin/keys"),
         ("get", "/v1/admin/keys"), ("delete", "/v1/admin/keys/{id}"),
         ("get", "/healthz"), ("get", "/readyz"), ("get", "/metrics"),
     ];

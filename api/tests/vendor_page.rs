@@ -175,7 +175,8 @@ async fn the_vendor_page_updates_todays_gmv_live_for_a_new_order_another_vendor_
             {"type": "VendorOnboarded", "event_id": uuid(1), "occurred_at": now(), "vendor_id": "V-A", "name": "Acme", "country": "DE", "plan": "pro", "payout_currency": "EUR"},
             {"type": "ProductCreated", "event_id": uuid(2), "occurred_at": now(), "product_id": "P1", "vendor_id": "V-A", "sku": "S1", "title": "Headphones", "description": "Closed-back",
              "category": "electronics/audio", "brand": "Acme", "price_minor": 4999, "currency": "EUR"},
-            {"type": "StockReceived", "event_id": uuid(3), "occurred_at": now(), "sku": "S1", "warehouse_id": "wh-de-berlin", "quantity": 10}
+            {"type": "StockReceived", "event_id": uuid(3), "occurred_at": now(), "sku": "S1", "warehouse_id": "wh-de-berlin", "quantity": 10},
+            {"type": "StockReceived", "event_id": uuid(5), "occurred_at": now(), "sku": "S2", "warehouse_id": "wh-de-berlin", "quantity": 3}
         ]}))
         .await;
     assert_eq!(st, 202, "{v}");
@@ -233,6 +234,11 @@ async fn the_vendor_page_updates_todays_gmv_live_for_a_new_order_another_vendor_
     // The analysts' page: every panel, from the same analytics the dashboard API reads.
     let analyst = c.new_key(&admin, "analyst").await;
     c.eventually("/v1/analytics/dashboard?range=24h", &analyst, "dashboard", |v| v["orders"] == 1).await;
+    c.eventually("/v1/analytics/inventory?range=24h", &analyst, "low stock", |v| v["low_stock"].as_array().is_some_and(|l| l.iter().any(|l| l["sku"] == "S2"))).await;
+    let fraud = c.eventually("/v1/analytics/fraud?range=24h", &analyst, "the order scored", |v| v["decisions"].as_array().is_some_and(|d| !d.is_empty())).await;
+    let decision = fraud["decisions"][0]["decision"].as_str().unwrap().to_string();
+    let held = fraud["held"][0]["order_id"].as_str().map_or("No order held".to_string(), str::to_string);
+    let signal = fraud["signals"][0]["reason"].as_str().map_or("No fraud signal fired".to_string(), str::to_string);
     browser.eval("sessionStorage.clear(); return 1").await;
     browser.goto(&format!("{base}/analytics#key={vendor}")).await;
     browser.until(Duration::from_secs(10), "a vendor's key is refused the dashboard", "const s = document.getElementById('status').textContent; return s.includes('cannot read') && s").await;
@@ -240,10 +246,10 @@ async fn the_vendor_page_updates_todays_gmv_live_for_a_new_order_another_vendor_
     browser.goto(&format!("{base}/analytics#key={analyst}")).await;
     browser.until(Duration::from_secs(20), "the dashboard loads", "const s = document.getElementById('status').textContent; return s.startsWith('Updated') && s").await;
     let panels = browser
-        .eval("return Object.fromEntries([...document.querySelectorAll('[data-panel]')].map(p => [p.dataset.panel, ((p.querySelector('.big, tbody') || {}).textContent || '') + (p.querySelector('canvas') ? '[chart]' : '')]))")
+        .eval("return Object.fromEntries([...document.querySelectorAll('[data-panel]')].map(p => [p.dataset.panel, ((p.querySelector('.big, tbody[id]') || {}).textContent || '') + (p.querySelector('canvas') ? '[chart]' : '')]))")
         .await;
     eprintln!("analytics panels: {panels}");
-    for (panel, want) in [
+    let expected = [
         ("total-sales", "99.98"),
         ("orders", "1"),
         ("aov", "99.98"),
@@ -255,10 +261,30 @@ async fn the_vendor_page_updates_todays_gmv_live_for_a_new_order_another_vendor_
         ("top-categories", "electronics/audio"),
         ("top-products", "Headphones"),
         ("money", "in this range"),
-    ] {
+        ("sales-series", "99.98"),
+        ("sales-series", "[chart]"),
+        ("vendors", "Acme"),
+        ("top-customers", "C1"),
+        ("cohorts", "99.98"),
+        ("low-stock", "S2"),
+        ("warehouses", "wh-de-berlin"),
+        ("reservations", ":00"),
+        ("fraud-decisions", &decision),
+        ("held-orders", &held),
+        ("fraud-signals", &signal),
+    ];
+    for (panel, want) in expected {
         let shown = panels[panel].as_str().unwrap_or_else(|| panic!("no panel {panel}: {panels}"));
         assert!(shown.contains(want), "panel {panel} shows {shown:?}, not {want:?}");
     }
+    let cells = |id: &str| format!("return [...document.querySelectorAll('#{id} td')].map(td => td.textContent)");
+    let reservations = browser.eval(&cells("reservations")).await;
+    assert_eq!((&reservations[1], &reservations[2]), (&json!("1"), &json!("0")), "one order reserved, none refused: {reservations}");
+    assert_eq!(browser.eval(&cells("warehouses")).await, json!(["wh-de-berlin", "13", "2", "11", "0"]));
+    assert_eq!(browser.eval(&cells("low-stock")).await, json!(["S2", "wh-de-berlin", "3", "0", "3"]));
+    // Every panel of the page is one asserted above.
+    let on_page: std::collections::BTreeSet<&str> = panels.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(on_page, expected.iter().map(|(p, _)| *p).collect(), "the page's panels and the asserted ones differ");
     assert_eq!(browser.eval(GMV).await, "9998");
     let fits = browser.eval("return document.documentElement.scrollWidth <= window.innerWidth").await;
     assert_eq!(fits, true, "the analytics page scrolls sideways on a phone");
