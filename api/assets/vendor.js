@@ -1,6 +1,8 @@
 // The vendors' live page: today's sales from GET /v1/vendors/{id}/sales, updated from the
-// SSE stream /v1/vendors/{id}/sales/stream without a reload; top products and stock from
-// GET /v1/analytics/vendors/{id}. Needs common.js.
+// SSE stream /v1/vendors/{id}/sales/stream without a reload; top products, stock and
+// transfers from GET /v1/analytics/vendors/{id}; recent orders and the skus running out from
+// GET /v1/vendors/{id}/orders and /low-stock (the read model), read again as sales come in.
+// Needs common.js.
 "use strict";
 
 const vendorId = decodeURIComponent(location.pathname.replace(/^\/vendors\//, "").replace(/\/$/, ""));
@@ -92,9 +94,29 @@ async function loadAnalytics() {
     rows($("top"), top.map((t) => [t.title || t.product_id, count(t.units), money(t.gmv_eur_minor, "EUR")]));
     $("top-status").textContent = top.length ? "" : "No sales in the last 24 hours yet.";
     $("stock").textContent = count(p.available) + " units available of " + count(p.on_hand) + " on hand";
+    const moved = (p.money || []).filter((m) => m.transferred_minor !== 0);
+    $("transferred").textContent = moved.length ? moved.map((m) => money(m.transferred_minor, m.currency)).join(" · ") : money(0, p.money && p.money[0] ? p.money[0].currency : "EUR");
   } catch (e) {
     if (deny(e)) return;
     $("top-status").textContent = "Analytics are not available right now (" + e.message + ").";
+  }
+}
+
+/** Recent orders and the skus running out; at most one read in flight. */
+let ordersPending = false;
+async function loadOrders() {
+  if (ordersPending) return;
+  ordersPending = true;
+  try {
+    const [orders, low] = await Promise.all([json(vendorPath + "/orders?limit=10"), json(vendorPath + "/low-stock")]);
+    rows($("recent"), orders.map((o) => [o.order_id, o.placed_at ? new Date(o.placed_at).toLocaleTimeString() : "–", o.status,
+      o.payment_status, o.fulfillment_status, count(o.units), money(o.lines_minor, o.currency)]), "No orders yet.");
+    rows($("low-stock"), low.map((l) => [l.title || l.product_id, l.sku, l.warehouse_id, count(l.available), count(l.reserved)]), "Nothing is running out.");
+  } catch (e) {
+    if (deny(e)) return;
+    rows($("recent"), [], "Orders are not available right now (" + e.message + ").");
+  } finally {
+    ordersPending = false;
   }
 }
 
@@ -145,6 +167,7 @@ function message(block) {
     }
     upsert(JSON.parse(data));
     render();
+    loadOrders();
   } else if (event === "lagged") {
     loadSales().catch(() => {});
   }
@@ -170,9 +193,11 @@ async function start() {
   stream = {};
   follow();
   loadAnalytics();
+  loadOrders();
   if (!timers) {
     timers = true;
     setInterval(() => stream && loadAnalytics(), 30000);
+    setInterval(() => stream && loadOrders(), 30000);
     setInterval(() => stream && render(), 60000);
   }
 }

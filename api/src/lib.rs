@@ -126,6 +126,8 @@ fn api_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(recommendations))
         .routes(routes!(vendor_sales))
         .routes(routes!(vendor_sales_stream))
+        .routes(routes!(vendor_orders))
+        .routes(routes!(vendor_low_stock))
         .routes(routes!(dashboard))
         .routes(routes!(vendor_analytics))
         .routes(routes!(customer_analytics))

@@ -15,8 +15,8 @@ pub use crate::ready::{ReadError, ReadFuture, ReadResult, Ready, ThreadsReady};
 
 pub use storeflow_sinks::analytics::{CustomerInsight, Dashboard, DashboardRange, FraudBoard, Funnel, InventoryHealth, TopCategory, TopProduct, VendorPerformance};
 pub use storeflow_sinks::read_model::{
-    FraudView, InventoryView, OrderDetail, OrderEventView, OrderItemView, OrderView, PaymentView, ProductView, RefundView,
-    ReservationView, ShipmentView, WarehouseStockView,
+    FraudView, InventoryView, LowStockView, OrderDetail, OrderEventView, OrderItemView, OrderView, PaymentView, ProductView, RefundView,
+    ReservationView, ShipmentView, VendorOrderView, WarehouseStockView,
 };
 pub use storeflow_sinks::search::{FacetCount, Facets, Hit, SearchQuery, SearchResults, SortBy};
 

@@ -206,6 +206,8 @@ async fn a_customer_is_refused_wherever_customers_are_not_explicitly_allowed() {
         "/v1/recommendations?type=trending",
         "/v1/vendors/V-A/sales",
         "/v1/vendors/V-A/sales/stream",
+        "/v1/vendors/V-A/orders",
+        "/v1/vendors/V-A/low-stock",
         "/v1/analytics/dashboard",
         "/v1/analytics/vendors/V-A",
         "/v1/analytics/customers/C1",

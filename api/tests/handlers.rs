@@ -122,6 +122,8 @@ fn protected() -> Vec<(Method, &'static str, Option<Value>)> {
         (Method::GET, "/v1/recommendations?type=trending", None),
         (Method::GET, "/v1/vendors/V-A/sales", None),
         (Method::GET, "/v1/vendors/V-A/sales/stream", None),
+        (Method::GET, "/v1/vendors/V-A/orders", None),
+        (Method::GET, "/v1/vendors/V-A/low-stock", None),
         (Method::GET, "/v1/analytics/dashboard?range=1h", None),
         (Method::GET, "/v1/analytics/vendors/V-A", None),
         (Method::GET, "/v1/analytics/customers/C1", None),
@@ -651,7 +653,7 @@ async fn every_route_is_in_the_openapi_document() {
         ("post", "/v1/events"), ("post", "/v1/orders"), ("get", "/v1/orders/{id}"), ("post", "/v1/orders/{id}/cancel"),
         ("post", "/v1/orders/{id}/returns"), ("post", "/v1/webhooks/stripe"), ("get", "/v1/inventory/{sku}"), ("get", "/v1/products/{id}"), ("get", "/v1/search"),
         ("get", "/v1/recommendations"), ("get", "/v1/vendors/{id}/sales"), ("get", "/v1/vendors/{id}/sales/stream"),
-        ("post", "/v1/vendors/{id}/plan"), ("get", "/v1/vendors/{id}/onboarding"),
+        ("post", "/v1/vendors/{id}/plan"), ("get", "/v1/vendors/{id}/onboarding"), ("get", "/v1/vendors/{id}/orders"), ("get", "/v1/vendors/{id}/low-stock"),
         ("get", "/v1/analytics/dashboard"), ("get", "/v1/analytics/vendors/{id}"), ("get", "/v1/analytics/customers/{id}"),
         ("get", "/v1/analytics/inventory"), ("get", "/v1/analytics/fraud"), ("post", "/v1/admin/keys"),
         ("get", "/v1/admin/keys"), ("delete", "/v1/admin/keys/{id}"),
@@ -707,4 +709,52 @@ async fn absurd_amounts_do_not_crash_the_sinks_or_the_api() {
     assert_eq!((st, v["orders"].as_i64()), (StatusCode::OK, Some(0)), "{v}");
     let (st, _, _) = h.raw(Method::GET, "/v1/orders/%FF%FE", Some(&h.service), None, &[]).await;
     assert!(st == StatusCode::NOT_FOUND || st == StatusCode::BAD_REQUEST, "{st}");
+}
+
+#[tokio::test]
+async fn a_vendor_reads_its_recent_orders_and_running_out_skus_and_another_vendor_gets_403() {
+    let h = harness();
+    h.seed_catalog();
+    h.seed_order("o-1", "placed");
+    h.seed_order("o-2", "confirmed");
+    let (st, _, v) = h.call(Method::GET, "/v1/vendors/V-A/orders", Some(&h.vendor_a), None).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let mut got: Vec<(String, String, i64, i64, String)> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| (o["order_id"].as_str().unwrap().into(), o["status"].as_str().unwrap().into(), o["units"].as_i64().unwrap(), o["lines_minor"].as_i64().unwrap(), o["currency"].as_str().unwrap().into()))
+        .collect();
+    got.sort();
+    assert_eq!(got, [("o-1".into(), "placed".into(), 2, 3998, "EUR".into()), ("o-2".into(), "confirmed".into(), 2, 3998, "EUR".into())]);
+    assert!(v[0].get("customer_id").is_none(), "a vendor does not see who ordered: {v}");
+    // V-B has no line in them; V-B's key cannot read V-A's.
+    let (st, _, v) = h.call(Method::GET, "/v1/vendors/V-B/orders", Some(&h.vendor_b), None).await;
+    assert_eq!((st, v), (StatusCode::OK, json!([])));
+    let (st, _, v) = h.call(Method::GET, "/v1/vendors/V-A/orders", Some(&h.vendor_b), None).await;
+    assert_eq!((st, error_of(&v).0), (StatusCode::FORBIDDEN, "forbidden"), "{v}");
+    let (st, _, v) = h.call(Method::GET, "/v1/vendors/V-A/orders?limit=1", Some(&h.analyst), None).await;
+    assert_eq!((st, v.as_array().map(Vec::len)), (StatusCode::OK, Some(1)), "{v}");
+    for bad in ["limit=0", "limit=101", "limit=many"] {
+        let (st, _, v) = h.call(Method::GET, &format!("/v1/vendors/V-A/orders?{bad}"), Some(&h.vendor_a), None).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{bad}: {v}");
+        assert!(v.to_string().contains("limit"), "{bad}: {v}");
+    }
+
+    // Running out: S2 is sold out in W1, S1 has 5 left in W2 (the default bar is 5); with a
+    // higher bar S1 in W1 shows too, fewest first; with 0 only what is sold out.
+    let (st, _, v) = h.call(Method::GET, "/v1/vendors/V-A/low-stock?max_available=0", Some(&h.vendor_a), None).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v, json!([{"sku": "S2", "product_id": "P2", "title": "Product P2", "warehouse_id": "W1", "on_hand": 0, "reserved": 0, "available": 0}]));
+    let (_, _, v) = h.call(Method::GET, "/v1/vendors/V-A/low-stock", Some(&h.vendor_a), None).await;
+    let rows: Vec<(&str, &str, i64)> = v.as_array().unwrap().iter().map(|r| (r["sku"].as_str().unwrap(), r["warehouse_id"].as_str().unwrap(), r["available"].as_i64().unwrap())).collect();
+    assert_eq!(rows, [("S2", "W1", 0), ("S1", "W2", 5)]);
+    let (_, _, v) = h.call(Method::GET, "/v1/vendors/V-A/low-stock?max_available=20", Some(&h.vendor_a), None).await;
+    let rows: Vec<(&str, &str, i64)> = v.as_array().unwrap().iter().map(|r| (r["sku"].as_str().unwrap(), r["warehouse_id"].as_str().unwrap(), r["available"].as_i64().unwrap())).collect();
+    assert_eq!(rows, [("S2", "W1", 0), ("S1", "W2", 5), ("S1", "W1", 8)]);
+    let (st, _, v) = h.call(Method::GET, "/v1/vendors/V-A/low-stock", Some(&h.vendor_b), None).await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{v}");
+    let (st, _, v) = h.call(Method::GET, "/v1/vendors/V-A/low-stock?max_available=-1", Some(&h.vendor_a), None).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    assert!(v.to_string().contains("max_available"), "{v}");
 }

@@ -175,6 +175,8 @@ async fn the_vendor_page_updates_todays_gmv_live_for_a_new_order_another_vendor_
             {"type": "VendorOnboarded", "event_id": uuid(1), "occurred_at": now(), "vendor_id": "V-A", "name": "Acme", "country": "DE", "plan": "pro", "payout_currency": "EUR"},
             {"type": "ProductCreated", "event_id": uuid(2), "occurred_at": now(), "product_id": "P1", "vendor_id": "V-A", "sku": "S1", "title": "Headphones", "description": "Closed-back",
              "category": "electronics/audio", "brand": "Acme", "price_minor": 4999, "currency": "EUR"},
+            {"type": "ProductCreated", "event_id": uuid(6), "occurred_at": now(), "product_id": "P2", "vendor_id": "V-A", "sku": "S2", "title": "Earbuds", "description": "In-ear",
+             "category": "electronics/audio", "brand": "Acme", "price_minor": 2999, "currency": "EUR"},
             {"type": "StockReceived", "event_id": uuid(3), "occurred_at": now(), "sku": "S1", "warehouse_id": "wh-de-berlin", "quantity": 10},
             {"type": "StockReceived", "event_id": uuid(5), "occurred_at": now(), "sku": "S2", "warehouse_id": "wh-de-berlin", "quantity": 3}
         ]}))
@@ -210,6 +212,13 @@ async fn the_vendor_page_updates_todays_gmv_live_for_a_new_order_another_vendor_
     assert_eq!(browser.eval("return document.getElementById('orders').textContent").await, "1");
     let shown = browser.eval("return document.getElementById('gmv').textContent").await;
     assert!(shown.as_str().unwrap().contains("99.98"), "{shown}");
+    // The order shows among the recent ones, with its status, and S2 (3 left) is running out.
+    let recent = browser
+        .until(Duration::from_secs(5), "the order shows in the recent orders", &format!("const t = document.getElementById('recent').textContent; return t.includes('{id}') && t"))
+        .await;
+    assert!(recent.as_str().unwrap().contains("€99.98"), "{recent}");
+    let cells = browser.eval("return [...document.querySelectorAll('#low-stock td')].map(td => td.textContent)").await;
+    assert_eq!(cells, json!(["Earbuds", "S2", "wh-de-berlin", "3", "0"]), "the skus running out");
     // Readable on a phone: nothing wider than the 412 px window.
     let fits = browser.eval("return document.documentElement.scrollWidth <= window.innerWidth").await;
     assert_eq!(fits, true, "the page scrolls sideways on a phone");

@@ -62,6 +62,7 @@ on_both!(
     a_shipment_keeps_what_it_shipped_when_its_creation_is_delivered_again,
     a_vendor_takes_its_plan_changes_and_account_in_processing_order,
     a_rebuilt_read_model_equals_the_old_one_which_is_kept_aside_and_the_sink_goes_on_from_the_rebuild,
+    a_vendor_sees_its_orders_with_its_lines_only_newest_first,
 );
 
 fn rt() -> tokio::runtime::Runtime {
@@ -772,4 +773,31 @@ fn a_rebuilt_read_model_equals_the_old_one_which_is_kept_aside_and_the_sink_goes
         assert_eq!(counts[table], want, "{table}");
     }
     sinks.stop().expect("stop");
+}
+
+fn a_vendor_sees_its_orders_with_its_lines_only_newest_first(b: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        let mut sink = ReadModelSink::open(&b.config(), dir.path()).await.expect("open");
+        let mut events = an_order("o-1");
+        let mut later = an_order("o-2");
+        for e in &mut later {
+            // o-2 is placed a minute after o-1, with its own event ids.
+            if let Event::OrderPlaced(o) = e {
+                o.occurred_at = Timestamp(START + 60_000);
+                o.event_id = "op-o-2".into();
+            }
+        }
+        events.extend(later);
+        sink.write(&items(&events)).await.expect("write");
+        let rm = ReadModel::new(sink.db().clone(), tokio::runtime::Handle::current());
+        let v1 = rm.vendor_orders("v-1", 10).await.expect("read");
+        let got: Vec<(&str, Option<i64>, &str, i64, i64)> = v1.iter().map(|o| (o.order_id.as_str(), o.placed_at, o.status.as_str(), o.units, o.lines_minor)).collect();
+        // v-1's line only (2 × 9.99), not the order's total.
+        assert_eq!(got, [("o-2", Some(START + 60_000), "confirmed", 2, 1_998), ("o-1", Some(START), "confirmed", 2, 1_998)]);
+        let v2 = rm.vendor_orders("v-2", 1).await.expect("read");
+        assert_eq!(v2.iter().map(|o| (o.order_id.as_str(), o.lines_minor)).collect::<Vec<_>>(), [("o-2", 600)]);
+        assert!(rm.vendor_orders("v-none", 10).await.expect("read").is_empty());
+        assert!(rm.vendor_orders("v-1' OR '1'='1", 10).await.expect("read").is_empty(), "ids are parameters");
+    });
 }

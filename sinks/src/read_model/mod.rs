@@ -21,8 +21,8 @@ use tokio::runtime::Handle;
 pub use config::ReadModelConfig;
 pub use dialect::Db;
 pub use queries::{
-    CustomerView, FraudView, InventoryView, OrderDetail, OrderEventView, OrderItemView, OrderView, PaymentView, ProductView, RefundView,
-    ReservationView, ShipmentView, VendorView, WarehouseStockView,
+    CustomerView, FraudView, InventoryView, LowStockView, OrderDetail, OrderEventView, OrderItemView, OrderView, PaymentView, ProductView,
+    RefundView, ReservationView, ShipmentView, VendorOrderView, VendorView, WarehouseStockView,
 };
 pub use sink::ReadModelSink;
 
@@ -99,6 +99,18 @@ impl ReadModel {
     pub async fn recent_orders(&self, customer_id: Option<&str>, limit: u32) -> Result<Vec<OrderView>> {
         let c = customer_id.map(str::to_string);
         self.run(move |db| async move { queries::recent_orders(&db, c.as_deref(), i64::from(limit)).await }).await
+    }
+
+    /// The newest orders with lines of `vendor_id`, with those lines' units and value.
+    pub async fn vendor_orders(&self, vendor_id: &str, limit: u32) -> Result<Vec<VendorOrderView>> {
+        let v = vendor_id.to_string();
+        self.run(move |db| async move { queries::vendor_orders(&db, &v, i64::from(limit)).await }).await
+    }
+
+    /// The skus of `vendor_id` with at most `max_available` units available in a warehouse.
+    pub async fn vendor_low_stock(&self, vendor_id: &str, max_available: i64) -> Result<Vec<LowStockView>> {
+        let v = vendor_id.to_string();
+        self.run(move |db| async move { queries::vendor_low_stock(&db, &v, max_available).await }).await
     }
 
     /// A sku's stock per warehouse and in total; `None` if never seen.

@@ -199,6 +199,47 @@ pub struct WarehouseStockView {
     pub updated_at: i64,
 }
 
+/// An order with lines of one vendor, as that vendor sees it: where the order is, and its
+/// lines' units and value (no customer).
+#[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
+pub struct VendorOrderView {
+    /// Order.
+    pub order_id: String,
+    /// When it was placed (ms).
+    pub placed_at: Option<i64>,
+    /// Where the saga has it (`placed`, `reserved`, `confirmed`, …, `cancelled`).
+    pub status: String,
+    /// `pending`, `authorized`, `captured`, …
+    pub payment_status: String,
+    /// `unfulfilled`, `shipped`, `delivered`, …
+    pub fulfillment_status: String,
+    /// Currency of the order (and of `lines_minor`).
+    pub currency: Option<String>,
+    /// Units of this vendor's lines.
+    pub units: i64,
+    /// Quantity × unit price of this vendor's lines, in the order's currency.
+    pub lines_minor: i64,
+}
+
+/// A sku of a vendor that is running out in a warehouse.
+#[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
+pub struct LowStockView {
+    /// Sku.
+    pub sku: String,
+    /// Its product.
+    pub product_id: String,
+    /// The product's title.
+    pub title: Option<String>,
+    /// Warehouse.
+    pub warehouse_id: String,
+    /// Units in the warehouse.
+    pub on_hand: i64,
+    /// Units held for orders.
+    pub reserved: i64,
+    /// Units that can be sold.
+    pub available: i64,
+}
+
 /// Stock of a sku: per warehouse and in total.
 #[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
 pub struct InventoryView {
@@ -542,6 +583,60 @@ pub async fn recent_orders(db: &Db, customer: Option<&str>, limit: i64) -> Resul
             order_row
         ),
     }
+}
+
+/// The newest orders with lines of `vendor`, with those lines' units and value.
+pub async fn vendor_orders(db: &Db, vendor: &str, limit: i64) -> Result<Vec<VendorOrderView>> {
+    fetch_all!(
+        db,
+        "SELECT o.order_id AS order_id, o.placed_at AS placed_at, o.status AS status, o.payment_status AS payment_status, \
+         o.fulfillment_status AS fulfillment_status, o.currency AS currency, CAST(SUM(i.quantity) AS BIGINT) AS units, \
+         CAST(SUM(i.quantity * i.unit_price_minor) AS BIGINT) AS lines_minor \
+         FROM order_items i JOIN orders o ON o.order_id = i.order_id WHERE i.vendor_id = $1 \
+         GROUP BY o.order_id, o.placed_at, o.status, o.payment_status, o.fulfillment_status, o.currency \
+         ORDER BY o.placed_at DESC, o.order_id LIMIT $2",
+        [vendor, limit],
+        vendor_order_row
+    )
+}
+
+fn vendor_order_row(r: &impl RowLike) -> Result<VendorOrderView> {
+    Ok(VendorOrderView {
+        order_id: r.text("order_id")?,
+        placed_at: r.opt_int("placed_at")?,
+        status: r.text("status")?,
+        payment_status: r.text("payment_status")?,
+        fulfillment_status: r.text("fulfillment_status")?,
+        currency: r.opt_text("currency")?,
+        units: r.int("units")?,
+        lines_minor: r.int("lines_minor")?,
+    })
+}
+
+/// The skus of `vendor` with at most `max_available` units available in a warehouse, fewest
+/// first (at most 50).
+pub async fn vendor_low_stock(db: &Db, vendor: &str, max_available: i64) -> Result<Vec<LowStockView>> {
+    fetch_all!(
+        db,
+        "SELECT s.sku AS sku, p.product_id AS product_id, p.title AS title, s.warehouse_id AS warehouse_id, \
+         CAST(s.on_hand AS BIGINT) AS on_hand, CAST(s.reserved AS BIGINT) AS reserved, CAST(s.available AS BIGINT) AS available \
+         FROM inventory s JOIN products p ON p.sku = s.sku WHERE p.vendor_id = $1 AND s.available <= $2 \
+         ORDER BY s.available, s.sku, s.warehouse_id LIMIT 50",
+        [vendor, max_available],
+        low_stock_row
+    )
+}
+
+fn low_stock_row(r: &impl RowLike) -> Result<LowStockView> {
+    Ok(LowStockView {
+        sku: r.text("sku")?,
+        product_id: r.text("product_id")?,
+        title: r.opt_text("title")?,
+        warehouse_id: r.text("warehouse_id")?,
+        on_hand: r.int("on_hand")?,
+        reserved: r.int("reserved")?,
+        available: r.int("available")?,
+    })
 }
 
 /// Stock of a sku per warehouse, with totals; `None` if never seen.
