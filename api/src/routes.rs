@@ -57,7 +57,7 @@ pub(crate) fn typed<T: serde::de::DeserializeOwned>(v: Value) -> ApiResult<T> {
 }
 
 /// Query strings: 400 naming the parameter.
-fn query<T>(q: Result<Query<T>, QueryRejection>) -> ApiResult<T> {
+pub(crate) fn query<T>(q: Result<Query<T>, QueryRejection>) -> ApiResult<T> {
     match q {
         Ok(Query(t)) => Ok(t),
         Err(r) => {
@@ -827,66 +827,6 @@ pub async fn vendor_sales(
     }
     let buckets = s.inner.reads.live.sales(&id, from, to, granularity);
     Ok(Json(SalesReport { vendor_id: id, from, to, granularity, buckets }))
-}
-
-/// `?limit=` of `GET /v1/vendors/{id}/orders`.
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct VendorOrdersParams {
-    /// How many, newest first: 1 to 100 (default 20).
-    pub limit: Option<u32>,
-}
-
-/// The newest orders with lines of the vendor: status, payment and fulfilment, and its lines'
-/// units and value in the order's currency (the vendor itself, analysts and admins).
-#[utoipa::path(get, path = "/v1/vendors/{id}/orders", tag = "vendors",
-    params(("id" = String, Path), VendorOrdersParams),
-    responses((status = 200, body = Vec<VendorOrderView>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)),
-    security(("bearer" = [])))]
-pub async fn vendor_orders(
-    State(s): State<ApiState>,
-    Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
-    q: Result<Query<VendorOrdersParams>, QueryRejection>,
-) -> ApiResult<Json<Vec<VendorOrderView>>> {
-    caller.require_vendor(&id, "read the orders", false, true)?;
-    crate::vendors::vendor_id(&id)?;
-    let limit = query(q)?.limit.unwrap_or(20);
-    if !(1..=100).contains(&limit) {
-        return Err(ApiError::field("limit", "1 to 100"));
-    }
-    Ok(Json(s.inner.reads.read_model()?.vendor_orders(&id, limit).await.map_err(sink_error("reading the vendor's orders"))?))
-}
-
-/// `?max_available=` of `GET /v1/vendors/{id}/low-stock`.
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct LowStockParams {
-    /// Skus with at most this many units available in a warehouse: 0 to 100000 (default 5).
-    pub max_available: Option<i64>,
-}
-
-/// The vendor's skus running out: per warehouse, at most `max_available` units available,
-/// fewest first (the vendor itself, analysts and admins).
-#[utoipa::path(get, path = "/v1/vendors/{id}/low-stock", tag = "vendors",
-    params(("id" = String, Path), LowStockParams),
-    responses((status = 200, body = Vec<LowStockView>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)),
-    security(("bearer" = [])))]
-pub async fn vendor_low_stock(
-    State(s): State<ApiState>,
-    Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
-    q: Result<Query<LowStockParams>, QueryRejection>,
-) -> ApiResult<Json<Vec<LowStockView>>> {
-    caller.require_vendor(&id, "read the stock", false, true)?;
-    crate::vendors::vendor_id(&id)?;
-    let max = query(q)?.max_available.unwrap_or(5);
-    if !(0..=100_000).contains(&max) {
-        return Err(ApiError::field("max_available", "0 to 100000"));
-    }
-    Ok(Json(s.inner.reads.read_model()?.vendor_low_stock(&id, max).await.map_err(sink_error("reading the vendor's stock"))?))
 }
 
 /// A vendor's sales as Server-Sent Events: one `sales` message (a minute bucket as JSON)

@@ -10,20 +10,20 @@
 //! Both: the vendor itself or an admin.
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use storeflow_avro::{Event, PlanChangeRequested, Timestamp, VendorAccountUpdated};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Caller;
 use crate::connect::{Connect, ConnectError};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::ids::derived_uuid;
-use crate::read::sink_error;
-use crate::routes::{json_body, typed};
+use crate::read::{LowStockView, VendorOrderView, sink_error};
+use crate::routes::{json_body, query, typed};
 use crate::state::ApiState;
 use crate::writes::Checked;
 
@@ -164,4 +164,64 @@ async fn blocking<T: Send + 'static>(connect: std::sync::Arc<dyn Connect>, f: im
             ApiError::Unavailable("the payment provider refused the onboarding request (the reason is in the server's log)".into())
         }
     })
+}
+
+/// `?limit=` of `GET /v1/vendors/{id}/orders`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct VendorOrdersParams {
+    /// How many, newest first: 1 to 100 (default 20).
+    pub limit: Option<u32>,
+}
+
+/// The newest orders with lines of the vendor: status, payment and fulfilment, and its lines'
+/// units and value in the order's currency (the vendor itself, analysts and admins).
+#[utoipa::path(get, path = "/v1/vendors/{id}/orders", tag = "vendors",
+    params(("id" = String, Path), VendorOrdersParams),
+    responses((status = 200, body = Vec<VendorOrderView>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn vendor_orders(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    q: Result<Query<VendorOrdersParams>, QueryRejection>,
+) -> ApiResult<Json<Vec<VendorOrderView>>> {
+    caller.require_vendor(&id, "read the orders", false, true)?;
+    vendor_id(&id)?;
+    let limit = query(q)?.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::field("limit", "1 to 100"));
+    }
+    Ok(Json(s.inner.reads.read_model()?.vendor_orders(&id, limit).await.map_err(sink_error("reading the vendor's orders"))?))
+}
+
+/// `?max_available=` of `GET /v1/vendors/{id}/low-stock`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct LowStockParams {
+    /// Skus with at most this many units available in a warehouse: 0 to 100000 (default 5).
+    pub max_available: Option<i64>,
+}
+
+/// The vendor's skus running out: per warehouse, at most `max_available` units available,
+/// fewest first (the vendor itself, analysts and admins).
+#[utoipa::path(get, path = "/v1/vendors/{id}/low-stock", tag = "vendors",
+    params(("id" = String, Path), LowStockParams),
+    responses((status = 200, body = Vec<LowStockView>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn vendor_low_stock(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    q: Result<Query<LowStockParams>, QueryRejection>,
+) -> ApiResult<Json<Vec<LowStockView>>> {
+    caller.require_vendor(&id, "read the stock", false, true)?;
+    vendor_id(&id)?;
+    let max = query(q)?.max_available.unwrap_or(5);
+    if !(0..=100_000).contains(&max) {
+        return Err(ApiError::field("max_available", "0 to 100000"));
+    }
+    Ok(Json(s.inner.reads.read_model()?.vendor_low_stock(&id, max).await.map_err(sink_error("reading the vendor's stock"))?))
 }

@@ -25,11 +25,16 @@ pub struct SinkLabel {
 }
 
 /// Labels naming a sink and an error kind.
+/// The `kind`s of `storeflow_sink_errors_total`: `transient` (retried), `permanent`
+/// (bisected, then dead-lettered), `timeout` (a write past `[sinks] write_timeout_ms`,
+/// retried), `panic` (the write panicked: the record is dead-lettered).
+pub const ERROR_KINDS: [&str; 4] = ["transient", "permanent", "timeout", "panic"];
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
     /// Sink name.
     pub sink: String,
-    /// `transient` or `permanent`.
+    /// One of [`ERROR_KINDS`].
     pub kind: String,
 }
 
@@ -89,6 +94,21 @@ impl SinkMetrics {
     /// Metrics that are counted but not exported (tests, tools).
     pub fn unregistered() -> SinkMetrics {
         SinkMetrics::register(&mut Registry::default())
+    }
+
+    /// Creates sink `name`'s series at zero, so that they are exported from its start: a
+    /// dashboard's `rate()` or an alert on dead letters or failures needs the series to exist
+    /// before the first one happens (Prometheus' "missing metrics" trap).
+    pub(crate) fn touch(&self, name: &str) {
+        let l = SinkMetrics::sink(name);
+        for f in [&self.written, &self.skipped, &self.dlq] {
+            let _ = f.get_or_create(&l);
+        }
+        let _ = self.batch_records.get_or_create(&l);
+        let _ = self.write_seconds.get_or_create(&l);
+        for kind in ERROR_KINDS {
+            let _ = self.errors.get_or_create(&SinkMetrics::error(name, kind));
+        }
     }
 
     pub(crate) fn sink(name: &str) -> SinkLabel {

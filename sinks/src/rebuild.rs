@@ -219,17 +219,19 @@ impl Staged {
                 let url: SecretString = with_database(url.expose_secret(), &staged).into();
                 Ok(Staged { store: Store::Postgres(url), data_dir: None, postgres: Some(Postgres { admin, live, staged }), clickhouse: None, elasticsearch: None })
             }
-            Store::ClickHouse(live) => {
-                let staged = sibling(&live.database, "rebuild", tag);
-                block_on(crate::analytics::clickhouse::stage(live, &staged))?;
-                let store = Store::ClickHouse(crate::analytics::ClickHouseConfig { database: staged.clone(), ..live.clone() });
-                Ok(Staged { store, data_dir: None, postgres: None, clickhouse: Some((live.clone(), staged)), elasticsearch: None })
+            Store::ClickHouse { url, user, password, database } => {
+                let live = crate::analytics::ClickHouseConfig::of(store).expect("a ClickHouse store");
+                let staged = sibling(database, "rebuild", tag);
+                block_on(crate::analytics::clickhouse::stage(&live, &staged))?;
+                let store = Store::ClickHouse { url: url.clone(), user: user.clone(), password: password.clone(), database: staged.clone() };
+                Ok(Staged { store, data_dir: None, postgres: None, clickhouse: Some((live, staged)), elasticsearch: None })
             }
-            Store::Elasticsearch(live) => {
-                let staged = format!("{}-rebuild-{tag}", live.index);
-                block_on(crate::search::elastic::stage(live, &staged))?;
-                let store = Store::Elasticsearch(crate::search::config::ElasticsearchConfig { index: staged.clone(), ..live.clone() });
-                Ok(Staged { store, data_dir: None, postgres: None, clickhouse: None, elasticsearch: Some((live.clone(), staged)) })
+            Store::Elasticsearch { url, username, password, index } => {
+                let live = crate::search::config::ElasticsearchConfig::of(store).expect("an Elasticsearch store");
+                let staged = format!("{index}-rebuild-{tag}");
+                block_on(crate::search::elastic::stage(&live, &staged))?;
+                let store = Store::Elasticsearch { url: url.clone(), username: username.clone(), password: password.clone(), index: staged.clone() };
+                Ok(Staged { store, data_dir: None, postgres: None, clickhouse: None, elasticsearch: Some((live, staged)) })
             }
             Store::Unsupported(why) => Err(SinkError::Config(why.clone())),
         }

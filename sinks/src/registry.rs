@@ -57,10 +57,10 @@ pub enum Store {
     Embedded(&'static [&'static str]),
     /// A Postgres database: the URL (its path names the database).
     Postgres(secrecy::SecretString),
-    /// A ClickHouse database.
-    ClickHouse(crate::analytics::ClickHouseConfig),
-    /// An Elasticsearch index.
-    Elasticsearch(crate::search::config::ElasticsearchConfig),
+    /// A ClickHouse database on a server (the fields of `[sinks.analytics.clickhouse]`).
+    ClickHouse { url: String, user: String, password: Option<secrecy::SecretString>, database: String },
+    /// An Elasticsearch index on a server (the fields of `[sinks.search.elasticsearch]`).
+    Elasticsearch { url: String, username: Option<String>, password: Option<secrecy::SecretString>, index: String },
     /// A store a rebuild cannot stage yet, and why, in words.
     Unsupported(String),
 }

@@ -106,6 +106,7 @@ impl Sinks {
             };
             let settings = RunnerSettings { name, group, max_poll: config.max_poll, max_backoff: config.max_backoff(), write_timeout: config.write_timeout(), known_dead };
             let start = Start { cx: &cx, log: &self.log, codec: &codec, settings, metrics: metrics.clone(), stop: self.stop.clone() };
+            metrics.touch(name);
             let (thread, handle) = sink.start(start)?;
             self.threads.push(thread);
             self.handles.push((name, handle));

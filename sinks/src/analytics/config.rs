@@ -72,6 +72,18 @@ impl AnalyticsConfig {
     }
 }
 
+impl ClickHouseConfig {
+    /// The server and database of a [`Store::ClickHouse`].
+    pub(crate) fn of(store: &Store) -> Option<ClickHouseConfig> {
+        match store {
+            Store::ClickHouse { url, user, password, database } => {
+                Some(ClickHouseConfig { url: url.clone(), user: user.clone(), password: password.clone(), database: database.clone() })
+            }
+            _ => None,
+        }
+    }
+}
+
 impl SinkConfig for AnalyticsConfig {
     fn validate(&self) -> Result<()> {
         if self.max_batch == 0 {
@@ -97,15 +109,15 @@ impl SinkConfig for AnalyticsConfig {
 
     fn store(&self) -> Store {
         match &self.clickhouse {
-            Some(ch) => Store::ClickHouse(ch.clone()),
+            Some(ch) => Store::ClickHouse { url: ch.url.clone(), user: ch.user.clone(), password: ch.password.clone(), database: ch.database.clone() },
             None => Store::Embedded(&["analytics"]),
         }
     }
 
     fn pointed_at(&self, store: &Store) -> Self {
-        match store {
-            Store::ClickHouse(ch) => AnalyticsConfig { clickhouse: Some(ch.clone()), ..self.clone() },
-            _ => self.clone(),
+        match ClickHouseConfig::of(store) {
+            Some(ch) => AnalyticsConfig { clickhouse: Some(ch), ..self.clone() },
+            None => self.clone(),
         }
     }
 }

@@ -74,6 +74,18 @@ impl SearchConfig {
     }
 }
 
+impl ElasticsearchConfig {
+    /// The server and index of a [`Store::Elasticsearch`].
+    pub(crate) fn of(store: &Store) -> Option<ElasticsearchConfig> {
+        match store {
+            Store::Elasticsearch { url, username, password, index } => {
+                Some(ElasticsearchConfig { url: url.clone(), username: username.clone(), password: password.clone(), index: index.clone() })
+            }
+            _ => None,
+        }
+    }
+}
+
 impl SinkConfig for SearchConfig {
     fn validate(&self) -> Result<()> {
         if self.max_batch == 0 {
@@ -102,15 +114,15 @@ impl SinkConfig for SearchConfig {
 
     fn store(&self) -> Store {
         match &self.elasticsearch {
-            Some(es) => Store::Elasticsearch(es.clone()),
+            Some(es) => Store::Elasticsearch { url: es.url.clone(), username: es.username.clone(), password: es.password.clone(), index: es.index.clone() },
             None => Store::Embedded(&["search"]),
         }
     }
 
     fn pointed_at(&self, store: &Store) -> Self {
-        match store {
-            Store::Elasticsearch(es) => SearchConfig { elasticsearch: Some(es.clone()), ..self.clone() },
-            _ => self.clone(),
+        match ElasticsearchConfig::of(store) {
+            Some(es) => SearchConfig { elasticsearch: Some(es), ..self.clone() },
+            None => self.clone(),
         }
     }
 }
