@@ -78,15 +78,21 @@ pub enum LogError {
 }
 
 impl LogError {
-    /// True when trying again later may succeed (a broker restarting, a timeout); false
-    /// when the operation can never succeed as it is.
+    /// True when trying again later may succeed (a broker restarting, a timeout, a full
+    /// disk); false when the operation can never succeed as it is.
     pub fn is_retriable(&self) -> bool {
         match self {
             LogError::Kafka { retriable, .. } => *retriable,
             LogError::Timeout(_) => true,
+            // A full disk passes when the operator frees space (the embedded log takes
+            // appends again on the same handle: tests/embedded_disk_full.rs).
             LogError::Io { source, .. } => matches!(
                 source.kind(),
-                std::io::ErrorKind::Interrupted | std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                std::io::ErrorKind::Interrupted
+                    | std::io::ErrorKind::WouldBlock
+                    | std::io::ErrorKind::TimedOut
+                    | std::io::ErrorKind::StorageFull
+                    | std::io::ErrorKind::QuotaExceeded
             ),
             _ => false,
         }

@@ -132,3 +132,55 @@ fn a_full_disk_refuses_appends_with_the_reason_loses_nothing_acknowledged_and_re
     assert!(back == acked, "the records read back are not the acknowledged ones in order");
     println!("full disk: {full_at} records fitted, 20 appends refused with \"{}\", 1 taken on the same handle once space returned and 100 after a restart, {} read back", refusal.chars().take(120).collect::<String>(), back.len());
 }
+
+/// Sends `values` as one batch and waits for every acknowledgement: the offsets, or the first
+/// error.
+fn send_batch(p: &dyn Producer, values: &[String]) -> std::result::Result<Vec<u64>, String> {
+    let acks = p.send_batch(values.iter().map(|v| ProduceRecord::new("t", "k", v.as_str())).collect()).map_err(|e| e.to_string())?;
+    acks.into_iter().map(|d| d.wait().map(|d| d.offset).map_err(|e| e.to_string())).collect()
+}
+
+/// Small records in batches, as the API writes them: a refused batch had already moved the
+/// segment index's last position past the end it is written again from, and the next append
+/// on that partition panicked (an overflow; found by `api/tests/disk_full.rs`).
+#[test]
+fn after_a_refused_batch_of_small_records_the_partition_takes_appends_again_and_reads_back_whole() {
+    let Some(disk) = Tmpfs::mount(2048) else { return };
+    let ballast = disk.dir.join("ballast");
+    std::fs::write(&ballast, vec![7u8; 512 * 1024]).unwrap();
+    let dir = disk.dir.join("log");
+    // Segments larger than the free space: the disk fills in the middle of one, not at the
+    // start of a new one (where the index starts over anyway).
+    let big = EmbeddedConfig { segment_bytes: 4 << 20, ..EmbeddedConfig::default() };
+    let log = EmbeddedLog::open_with(&dir, big.clone()).unwrap();
+    log.create_topics(&[TopicSpec::new("t", 1)]).unwrap();
+    let p = log.producer().unwrap();
+    let mut acked: Vec<String> = Vec::new();
+    let refusal = (0..10_000)
+        .find_map(|b| {
+            let batch: Vec<String> = (0..50).map(|i| format!("b{b:05}-{i:02}-{}", "y".repeat(200))).collect();
+            match send_batch(p.as_ref(), &batch) {
+                Ok(offsets) => {
+                    assert_eq!(offsets, (acked.len() as u64..acked.len() as u64 + 50).collect::<Vec<_>>());
+                    acked.extend(batch);
+                    None
+                }
+                Err(e) => Some(e),
+            }
+        })
+        .expect("a 2 MiB disk filled up");
+    assert!(refusal.contains("No space left on device"), "{refusal}");
+    // Still full: refused again, not a panic.
+    let again: Vec<String> = (0..50).map(|i| format!("again-{i:02}-{}", "y".repeat(200))).collect();
+    assert!(send_batch(p.as_ref(), &again).is_err(), "the disk is still full");
+    std::fs::remove_file(&ballast).unwrap();
+    let later: Vec<String> = (0..50).map(|i| format!("later-{i:02}-{}", "y".repeat(200))).collect();
+    let offsets = send_batch(p.as_ref(), &later).unwrap_or_else(|e| panic!("a batch after space returned: {e}"));
+    assert_eq!(offsets[0], acked.len() as u64, "the refused batches took no offsets");
+    acked.extend(later);
+    drop(p);
+    drop(log);
+    let log = EmbeddedLog::open_with(&dir, big).expect("the log opens again");
+    drop(log);
+    assert!(read_all(&dir) == acked, "the records read back are not the acknowledged ones in order");
+}

@@ -51,6 +51,12 @@ pub fn harness() -> Harness {
 pub fn harness_with(config: ApiConfig, reads: impl FnOnce(Reads) -> Reads) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let log: Arc<dyn Log> = Arc::new(EmbeddedLog::open(dir.path().join("log")).unwrap());
+    harness_on(dir, log, config, reads)
+}
+
+/// [`harness_with`] on `log` (say, an embedded log on a disk of the test's own); keys and
+/// sinks' stores live in `dir`.
+pub fn harness_on(dir: tempfile::TempDir, log: Arc<dyn Log>, config: ApiConfig, reads: impl FnOnce(Reads) -> Reads) -> Harness {
     log.create_topics(&contract_topics(Some(2))).unwrap();
     let codec = Arc::new(Codec::embedded().unwrap());
     let live = Live::new();

@@ -350,11 +350,14 @@ impl Partition {
             size = 0;
         }
         let mut max_ts = i64::MIN;
+        // The index's last position moves only once the frames are on disk: a write refused
+        // half-way (a full disk) is written again from `size`, which is then behind it.
+        let mut last_index_pos = w.last_index_pos;
         for (i, (key, value, headers, ts)) in records.iter().enumerate() {
             let at = size + w.buf.len() as u64;
-            if at == 0 || at - w.last_index_pos >= INDEX_INTERVAL {
+            if at == 0 || at.saturating_sub(last_index_pos) >= INDEX_INTERVAL {
                 positions.push((first + i as u64, at));
-                w.last_index_pos = at;
+                last_index_pos = at;
             }
             frame::encode(&mut w.buf, first + i as u64, *ts, txn, *key, *value, headers);
             max_ts = max_ts.max(*ts);
@@ -367,6 +370,7 @@ impl Partition {
             let _ = w.active.file.set_len(size);
             return Err(io(format!("appending to {}", w.active.path.display()))(e));
         }
+        w.last_index_pos = last_index_pos;
         w.active.size.store(size + w.buf.len() as u64, Ordering::Release);
         w.active.max_ts.fetch_max(max_ts, Ordering::Relaxed);
         if !positions.is_empty() {
