@@ -1,13 +1,16 @@
-//! Vendors' premium plans and Connect onboarding:
+//! Vendors' premium plans and Connect onboarding, and what the vendors' page reads of the
+//! read model:
 //! - `POST /v1/vendors/{id}/plan` publishes `PlanChangeRequested` on `payments.commands`; the
 //!   payments worker starts, changes or cancels the Stripe subscription and answers with
 //!   `VendorPlanChanged` (docs/PAYMENTS.md, "Plans");
 //! - `GET /v1/vendors/{id}/onboarding` obtains the vendor's connected account through
 //!   [`crate::connect::Connect`] (creating it the first time), publishes
 //!   `VendorAccountUpdated` on `storefront.catalog` and answers with an onboarding link
-//!   (docs/PAYMENTS.md, "Onboarding").
+//!   (docs/PAYMENTS.md, "Onboarding");
+//! - `GET /v1/vendors/{id}/orders` and `/low-stock`: the vendor's recent orders (its lines
+//!   only, no customer) and its skus running out.
 //!
-//! Both: the vendor itself or an admin.
+//! Plan and onboarding: the vendor itself or an admin. Orders and stock: also analysts.
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
