@@ -316,6 +316,8 @@ impl Log for KafkaLog {
             .map_err(|e| kerr("creating a consumer", e))?;
         Ok(Box::new(KafkaConsumer {
             consumer: Some(consumer),
+            config: cc,
+            subscription: None,
             group: config.group,
             positions: BTreeMap::new(),
             timeout: self.settings.timeout,
@@ -592,6 +594,10 @@ impl ConsumerContext for RebalanceContext {
 
 struct KafkaConsumer {
     consumer: Option<BaseConsumer<RebalanceContext>>,
+    /// What it was created from, to create it again after a fatal error.
+    config: ClientConfig,
+    /// The topics it subscribed to, if it is a group member (else it was assigned partitions).
+    subscription: Option<Vec<String>>,
     group: String,
     positions: BTreeMap<TopicPartition, u64>,
     timeout: Duration,
@@ -601,11 +607,57 @@ impl KafkaConsumer {
     fn c(&self) -> Result<&BaseConsumer<RebalanceContext>> {
         self.consumer.as_ref().ok_or(LogError::Closed)
     }
+
+    /// After a fatal consumer error librdkafka's handle is dead for good: every later poll
+    /// fails the same way. Seen on a broker restart: the group coordinator came back, the
+    /// static member's session had timed out, and its rejoin was refused as "fenced by
+    /// another consumer with the same group.instance.id" — the other being itself. Without
+    /// this the processor polled a dead handle forever with its partitions gone. The new
+    /// handle carries the same listener: partitions still assigned to the old one are
+    /// revoked through it first (as librdkafka does when a member loses its assignment),
+    /// then the new one joins the group (or takes the same partitions at the same positions)
+    /// and its assignment arrives through the listener at a later poll.
+    fn recreate(&mut self, why: &KafkaError) -> Result<()> {
+        let Some(old) = self.consumer.take() else { return Err(LogError::Closed) };
+        let mut listener = old.context().listener.lock().expect("listener lock").take();
+        if let (Some(l), Ok(assigned)) = (listener.as_mut(), old.assignment()) {
+            let tps = tps_of(&assigned);
+            if !tps.is_empty() && self.subscription.is_some() {
+                let mut committer = ConsumerCommitter { consumer: &old };
+                l.on_revoked(&tps, &mut committer);
+            }
+        }
+        std::thread::spawn(move || drop(old)); // the same care as Drop
+        tracing::warn!(group = %self.group, error = %why, "the Kafka consumer failed for good; creating it again");
+        let consumer: BaseConsumer<RebalanceContext> = self
+            .config
+            .create_with_context(RebalanceContext { listener: Mutex::new(listener), timeout: self.timeout })
+            .map_err(|e| kerr("creating the consumer again", e))?;
+        match &self.subscription {
+            Some(topics) => {
+                let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+                consumer.subscribe(&topics).map_err(|e| kerr("subscribing again", e))?;
+            }
+            None if !self.positions.is_empty() => {
+                let mut tpl = TopicPartitionList::new();
+                for (tp, o) in &self.positions {
+                    tpl.add_partition_offset(&tp.topic, tp.partition as i32, Offset::Offset(*o as i64))
+                        .map_err(|e| kerr("building an assignment", e))?;
+                }
+                consumer.assign(&tpl).map_err(|e| kerr("assigning partitions again", e))?;
+            }
+            None => {}
+        }
+        self.consumer = Some(consumer);
+        Ok(())
+    }
 }
 
 impl Consumer for KafkaConsumer {
     fn subscribe(&mut self, topics: &[&str]) -> Result<()> {
-        self.c()?.subscribe(topics).map_err(|e| kerr("subscribing", e))
+        self.c()?.subscribe(topics).map_err(|e| kerr("subscribing", e))?;
+        self.subscription = Some(topics.iter().map(|t| t.to_string()).collect());
+        Ok(())
     }
 
     fn assign(&mut self, partitions: &[(TopicPartition, u64)]) -> Result<()> {
@@ -653,9 +705,11 @@ impl Consumer for KafkaConsumer {
                 }
                 Some(Err(KafkaError::PartitionEOF(_))) => {}
                 Some(Err(e)) => {
-                    let fatal = matches!(e, KafkaError::MessageConsumptionFatal(_));
-                    if fatal {
-                        return Err(kerr("consuming", e));
+                    if matches!(e, KafkaError::MessageConsumptionFatal(_)) {
+                        self.recreate(&e)?;
+                        // Retriable: the caller polls again, and the new handle's
+                        // assignment arrives through the listener.
+                        return Err(LogError::Kafka { message: format!("consuming: {e}; the consumer was created again"), retriable: true });
                     }
                     tracing::warn!(error = %e, group = %self.group, "consumer error (retrying)");
                     if out.is_empty() && Instant::now() >= deadline {

@@ -176,3 +176,15 @@ mod tests {
         assert_eq!(out, expected.map(|(k, n)| (k.to_string(), n)));
     }
 }
+
+/// Prints a line of the fault suite's counts (kills landed, faults injected, invariants
+/// checked) and appends it to `<tmpdir>/fault-report.txt`, which `scripts/test` prints after
+/// the tests: cargo shows a passing test's output to nobody. Tests pass their
+/// `env!("CARGO_TARGET_TMPDIR")`.
+pub fn report_fault(tmpdir: &std::path::Path, line: &str) {
+    use std::io::Write;
+    println!("{line}");
+    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(tmpdir.join("fault-report.txt")) {
+        let _ = writeln!(f, "{line}");
+    }
+}

@@ -50,15 +50,10 @@ pub fn storeflow(dir: &Path) -> Command {
 }
 
 /// Prints a line of the fault suite's counts (kills landed, invariants checked, requests
-/// fuzzed) and appends it to `$CARGO_TARGET_TMPDIR/fault-report.txt`, which `scripts/test`
-/// prints after the tests: cargo shows a passing test's output to nobody.
+/// fuzzed) for `scripts/test` to print after the tests.
 #[allow(dead_code)]
 pub fn report(line: &str) {
-    println!("{line}");
-    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fault-report.txt");
-    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
-        let _ = writeln!(f, "{line}");
-    }
+    storeflow_processors::testing::report_fault(Path::new(env!("CARGO_TARGET_TMPDIR")), line);
 }
 
 /// A free TCP port on 127.0.0.1.

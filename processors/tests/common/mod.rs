@@ -119,3 +119,92 @@ pub fn wait_for_while(log: &Arc<dyn Log>, topic: &str, n: u64, patience: Duratio
     }
     c.close().unwrap();
 }
+
+/// A `storeflow-pipeline-stress` process that is killed when the test ends, failed or not, so
+/// no orphan outlives the test (and the services it talks to).
+pub struct Pipeline(pub std::process::Child);
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl std::ops::Deref for Pipeline {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Pipeline {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Pipeline {
+    /// One instance of the two-stage pipeline on Kafka, named `name` in its groups, its state
+    /// under `dir/<name>`, its stderr in `dir/<name>.log` and its stdout piped (a clean stop
+    /// prints how many records it processed).
+    pub fn on_kafka(brokers: &str, prefix: &str, dir: &std::path::Path, name: &str) -> Pipeline {
+        let stderr = std::fs::File::create(dir.join(format!("{name}.log"))).expect("instance log");
+        Pipeline(
+            std::process::Command::new(env!("CARGO_BIN_EXE_storeflow-pipeline-stress"))
+                .args(["--kafka", brokers, "--prefix", prefix, "--instance", name, "--state"])
+                .arg(dir.join(name))
+                .stdout(std::process::Stdio::piped())
+                .stderr(stderr)
+                .spawn()
+                .expect("start an instance"),
+        )
+    }
+
+    /// Fails the calling wait at once, with the instance's log, if it has exited.
+    pub fn alive(&mut self, dir: &std::path::Path, name: &str) -> Result<(), String> {
+        match self.0.try_wait() {
+            Ok(Some(status)) => {
+                let log = std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default();
+                Err(format!("instance {name} exited ({status}); its log:\n{log}"))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// SIGTERM, then the exit status within `patience`, and what it printed.
+    pub fn terminate(mut self, patience: Duration) -> (std::process::ExitStatus, String) {
+        let _ = std::process::Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+        let deadline = Instant::now() + patience;
+        let status = loop {
+            if let Some(s) = self.0.try_wait().expect("wait") {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "the instance did not stop within {patience:?} of SIGTERM");
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let mut out = String::new();
+        if let Some(mut o) = self.0.stdout.take() {
+            use std::io::Read;
+            let _ = o.read_to_string(&mut out);
+        }
+        (status, out)
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`, …) to the process.
+    pub fn signal(&self, signal: &str) {
+        let ok = std::process::Command::new("kill").arg(format!("-{signal}")).arg(self.0.id().to_string()).status().expect("kill");
+        assert!(ok.success(), "kill -{signal} failed");
+    }
+}
+
+/// Each partition's end offset of `topic` (what has been written to it, committed or not).
+pub fn ends(log: &dyn Log, topic: &str) -> BTreeMap<u32, u64> {
+    let info = log.describe_topics().unwrap().into_iter().find(|t| t.name == topic).unwrap_or_else(|| panic!("{topic} missing"));
+    info.partitions.iter().map(|p| (p.partition, p.end)).collect()
+}
+
+/// A line of the fault suite's counts, printed after the tests by `scripts/test`.
+pub fn report(line: &str) {
+    storeflow_processors::testing::report_fault(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")), line);
+}
