@@ -188,3 +188,51 @@ pub fn report_fault(tmpdir: &std::path::Path, line: &str) {
         let _ = writeln!(f, "{line}");
     }
 }
+
+/// A Kafka broker of a test's own, started by `scripts/services up kafka` in the run folder
+/// `run` on free ports, from the install the shared test broker uses: for a test that needs
+/// the contract topics to hold nothing else (on the shared broker other tests write to
+/// them), or a broker per run. Stopped by PID, its data removed, when dropped. Callers check
+/// first that a Kafka is configured at all (`service_address("STOREFLOW_TEST_KAFKA", …)`).
+pub struct PrivateKafka {
+    run: std::path::PathBuf,
+    ports: (u16, u16),
+    /// Its bootstrap address.
+    pub brokers: String,
+}
+
+impl PrivateKafka {
+    /// Starts it and waits until it answers; panics, with the script's output, if it fails.
+    pub fn start(run: &std::path::Path) -> PrivateKafka {
+        let free = || std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port");
+        let ports = (free(), free());
+        let k = PrivateKafka { run: run.to_path_buf(), ports, brokers: format!("127.0.0.1:{}", ports.0) };
+        let out = k.services("up");
+        assert!(
+            out.status.success(),
+            "scripts/services up kafka (a private broker on {}) failed: {}{}",
+            k.brokers,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        k
+    }
+
+    fn services(&self, command: &str) -> std::process::Output {
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/services");
+        std::process::Command::new("bash")
+            .arg(&script)
+            .args([command, "kafka"])
+            .env("STOREFLOW_RUN_DIR", &self.run)
+            .env("STOREFLOW_KAFKA_PORT", self.ports.0.to_string())
+            .env("STOREFLOW_KAFKA_CONTROLLER_PORT", self.ports.1.to_string())
+            .output()
+            .expect("run scripts/services")
+    }
+}
+
+impl Drop for PrivateKafka {
+    fn drop(&mut self) {
+        self.services("down");
+    }
+}

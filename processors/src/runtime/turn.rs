@@ -44,7 +44,7 @@ pub(super) fn views(t: &RtTask, shared: &Shared, watch: &Watch, ends: &EndCache,
                     if shared.topology.is_derived(&m.tp.topic) || !g.is_empty(i) {
                         return MemberView::default();
                     }
-                    let lagging = ends.lags(consumer, &m.tp);
+                    let lagging = ends.lags(consumer, &m.tp, t.fetched_to.get(&m.tp).copied());
                     let idle = !lagging && t.last_fetch.get(&m.tp).is_none_or(|at| at.elapsed() >= idle_after);
                     // A declaration holds while its producer keeps its lease.
                     let live = watch.board.declared(&m.tp.topic, wall).is_some();

@@ -52,9 +52,16 @@ impl EndCache {
         EndCache { log, slack, ends: std::cell::RefCell::new((Instant::now() - Duration::from_secs(1), BTreeMap::new())) }
     }
 
-    /// True when `tp` has records the consumer has not fetched yet.
-    pub(super) fn lags(&self, consumer: &dyn Consumer, tp: &TopicPartition) -> bool {
-        let Some(pos) = consumer.position(tp) else { return false };
+    /// True when `tp` has records the task has not fetched yet. Its position is the
+    /// consumer's or, where that is further or not known yet, how far the task has fetched
+    /// (`fetched`: from its committed offset until a record arrives). On Kafka the consumer's
+    /// position is unknown until its first record, and an unknown position used to count as
+    /// caught up: an input idled at once, and at the end of input (`runtime.idle =
+    /// "end_of_input"`) an idle input holds nothing back, so stream time jumped to the end
+    /// of time and every record read after that was stamped i64::MAX, which Kafka refuses
+    /// (INVALID_TIMESTAMP: the transaction aborted and the task rewound, again and again).
+    pub(super) fn lags(&self, consumer: &dyn Consumer, tp: &TopicPartition, fetched: Option<u64>) -> bool {
+        let pos = consumer.position(tp).max(fetched).unwrap_or(0);
         let mut cache = self.ends.borrow_mut();
         let stale = cache.0.elapsed() > Duration::from_millis(50);
         if stale || !cache.1.contains_key(tp) {
