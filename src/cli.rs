@@ -84,6 +84,13 @@ pub struct Traffic {
     #[arg(long, default_value_t = 0.01)]
     pub fraud_ring: f64,
 
+    /// Date the traffic to end at this RFC 3339 time instead of now: the same --seed and
+    /// --ending-at give the same events on any log (to replay one traffic on several
+    /// brokers, or to compare two builds); personal data is sealed under each data
+    /// directory's own keys (copy `data/keys` to seal it alike).
+    #[arg(long, value_name = "RFC3339", value_parser = parse_datetime)]
+    pub ending_at: Option<i64>,
+
     /// Hide the progress bar (it is hidden anyway when output is not a terminal).
     #[arg(long)]
     pub quiet: bool,

@@ -260,6 +260,7 @@ pub fn sinks_config(config: &Config) -> SinksConfig {
     if c.data_dir.as_os_str().is_empty() {
         c.data_dir = config.data_dir.join("sinks");
     }
+    c.instance = config.runtime.instance.clone();
     c
 }
 

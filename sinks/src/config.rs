@@ -36,6 +36,11 @@ pub struct SinksConfig {
     /// Currency every amount is also kept in, converted when written (analytics'
     /// `*_eur_minor` columns, search's base price): an ISO-4217 code.
     pub base_currency: String,
+    /// This instance's stable name (`[runtime] instance`, not a `[sinks]` key): on Kafka the
+    /// sinks' static group membership, `<group>.<instance>`, so a restarted instance takes
+    /// its partitions straight back instead of waiting out the dead member's session
+    /// timeout (45 s by default).
+    pub instance: Option<String>,
     /// `[sinks.<name>]` of every registered sink, in registry order.
     sinks: Vec<Section>,
 }
@@ -62,6 +67,7 @@ impl Clone for SinksConfig {
             write_timeout_ms: self.write_timeout_ms,
             max_poll: self.max_poll,
             base_currency: self.base_currency.clone(),
+            instance: self.instance.clone(),
             sinks: self.sinks.clone(),
         }
     }
@@ -88,6 +94,7 @@ impl SinksConfig {
             write_timeout_ms: 60_000,
             max_poll: 10_000,
             base_currency: "EUR".into(),
+            instance: None,
             sinks: registry.into_iter().map(|r| Section { name: r.name, enabled: true, config: r.defaults() }).collect(),
         }
     }

@@ -162,6 +162,9 @@ pub struct RunnerSettings {
     pub name: &'static str,
     /// Consumer group.
     pub group: String,
+    /// This instance's stable name: on Kafka, static membership of the group
+    /// (`group.instance.id = <group>.<instance>`).
+    pub instance: Option<String>,
     /// Records per poll.
     pub max_poll: usize,
     /// Longest back-off between tries.
@@ -232,7 +235,7 @@ pub fn spawn<S: Sink>(
     let topics = sink.topics();
     ensure_topics(log.as_ref(), &topics)?;
     let names: Vec<String> = topics.iter().map(|t| t.name().to_string()).collect();
-    let (consumer, rebalance) = subscribe(log.as_ref(), &settings.group, &names)?;
+    let (consumer, rebalance) = subscribe(log.as_ref(), &settings, &names)?;
     let producer = log.producer()?;
     let name = settings.name;
     let reference = sink.reference_topics();
@@ -277,10 +280,13 @@ pub fn spawn<S: Sink>(
 }
 
 /// A consumer of `group` subscribed to `topics`, with the rebalances it sees.
-fn subscribe(log: &dyn Log, group: &str, topics: &[String]) -> Result<(Box<dyn storeflow_ingest::Consumer>, Arc<Mutex<Rebalance>>)> {
+fn subscribe(log: &dyn Log, settings: &RunnerSettings, topics: &[String]) -> Result<(Box<dyn storeflow_ingest::Consumer>, Arc<Mutex<Rebalance>>)> {
     let rebalance = Arc::new(Mutex::new(Rebalance::default()));
-    let mut cfg = ConsumerConfig::new(group);
+    let mut cfg = ConsumerConfig::new(&settings.group);
     cfg.reset = OffsetReset::Earliest;
+    if let Some(instance) = &settings.instance {
+        cfg.properties.push(("group.instance.id".into(), format!("{}.{instance}", settings.group)));
+    }
     let mut consumer = log.consumer(cfg, Some(Box::new(Listener(rebalance.clone()))))?;
     let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&refs)?;
@@ -467,7 +473,7 @@ impl<S: Sink> Runner<S> {
         {
             tracing::warn!(sink = self.settings.name, "closing the reference consumer: {e}");
         }
-        let (consumer, rebalance) = subscribe(self.log.as_ref(), &self.settings.group, &names)?;
+        let (consumer, rebalance) = subscribe(self.log.as_ref(), &self.settings, &names)?;
         let old = std::mem::replace(&mut self.consumer, consumer);
         if let Err(e) = old.close() {
             tracing::warn!(sink = self.settings.name, "closing the consumer: {e}");
@@ -878,7 +884,7 @@ mod tests {
         let written = Arc::new(Mutex::new(Vec::new()));
         let rt = tokio::runtime::Runtime::new().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
-        let settings = RunnerSettings { name: "panicky", group: "t.panicky".into(), max_poll: 100, max_backoff: Duration::from_millis(100), write_timeout: Duration::from_secs(30), known_dead: None };
+        let settings = RunnerSettings { name: "panicky", group: "t.panicky".into(), instance: None, max_poll: 100, max_backoff: Duration::from_millis(100), write_timeout: Duration::from_secs(30), known_dead: None };
         let mut thread = spawn(Panicky(written.clone()), log.clone(), codec, rt.handle().clone(), settings, SinkMetrics::unregistered(), stop.clone()).unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
         let dlq = storeflow_avro::dlq_topic(Topic::Orders.name());
@@ -958,7 +964,7 @@ mod tests {
         let sink = FailsToStart { panics_left: Arc::new(AtomicU64::new(1)), written: written.clone() };
         let rt = tokio::runtime::Runtime::new().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
-        let settings = RunnerSettings { name: "fails-to-start", group: "t.restart".into(), max_poll: 100, max_backoff: Duration::from_millis(100), write_timeout: Duration::from_secs(30), known_dead: None };
+        let settings = RunnerSettings { name: "fails-to-start", group: "t.restart".into(), instance: None, max_poll: 100, max_backoff: Duration::from_millis(100), write_timeout: Duration::from_secs(30), known_dead: None };
         let mut thread = spawn(sink, log.clone(), codec, rt.handle().clone(), settings, SinkMetrics::unregistered(), stop.clone()).unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut seen_down = false;

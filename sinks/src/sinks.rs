@@ -100,11 +100,13 @@ impl Sinks {
     fn start_all(&mut self, rt: &tokio::runtime::Runtime, codec: Arc<Codec>, config: &SinksConfig, metrics: SinkMetrics, replay: Option<(String, Arc<KnownDead>)>) -> Result<()> {
         let cx = SinkContext { data_dir: config.data_dir.clone(), base_currency: config.base_currency.clone(), rt: rt.handle().clone() };
         for (name, sink) in config.enabled() {
-            let (group, known_dead) = match &replay {
-                Some((group, known)) => (group.clone(), Some(known.clone())),
-                None => (config.group(name), None),
+            // A rebuild's group is its own, read once: no static membership.
+            let (group, known_dead, instance) = match &replay {
+                Some((group, known)) => (group.clone(), Some(known.clone()), None),
+                None => (config.group(name), None, config.instance.clone()),
             };
-            let settings = RunnerSettings { name, group, max_poll: config.max_poll, max_backoff: config.max_backoff(), write_timeout: config.write_timeout(), known_dead };
+            let settings =
+                RunnerSettings { name, group, instance, max_poll: config.max_poll, max_backoff: config.max_backoff(), write_timeout: config.write_timeout(), known_dead };
             let start = Start { cx: &cx, log: &self.log, codec: &codec, settings, metrics: metrics.clone(), stop: self.stop.clone() };
             metrics.touch(name);
             let (thread, handle) = sink.start(start)?;

@@ -253,7 +253,7 @@ fn seeds_ran(b: &Backends, topic: &str) -> anyhow::Result<Vec<Vec<u8>>> {
     Ok(keys)
 }
 
-/// The simulator for `traffic`, dated to end just before now.
+/// The simulator for `traffic`, dated to end just before now (or `--ending-at`).
 fn simulator(traffic: &Traffic, poison: usize) -> Simulator {
     let mut config = SimConfig {
         seed: traffic.seed.unwrap_or(DEFAULT_SEED),
@@ -264,7 +264,7 @@ fn simulator(traffic: &Traffic, poison: usize) -> Simulator {
         poison,
         ..SimConfig::default()
     };
-    config = config.ending_at(Timestamp::now(), traffic.events);
+    config = config.ending_at(traffic.ending_at.map_or_else(Timestamp::now, Timestamp), traffic.events);
     Simulator::new(config)
 }
 
