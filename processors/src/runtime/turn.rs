@@ -62,6 +62,24 @@ pub(super) fn views(t: &RtTask, shared: &Shared, watch: &Watch, ends: &EndCache,
         .collect()
 }
 
+/// How far slot `slot` may go while the task reads again what its last commit had fetched
+/// (after a restart): the records between its committed offsets and that point were
+/// fetched and lost with the crash, and they are in flight into this very task — none
+/// earlier than what that commit had pending for the slot. The writers forgot those commits
+/// (this task had fetched past them), so nothing else holds the slot's frontier below them;
+/// without this a record fetched again early could be processed before an earlier one
+/// still to come (seen on Kafka, whose fetches come in smaller pieces than the embedded
+/// log's: a payment command processed 410 ms late after a SIGKILL). `i64::MAX` once it has
+/// fetched that far again.
+fn held_bound(t: &RtTask, shared: &Shared, consumer: &dyn Consumer, slot: usize) -> i64 {
+    let Some(held) = &t.refetch else { return i64::MAX };
+    let behind = t.groups[slot].members.iter().any(|m| {
+        shared.topology.is_derived(&m.tp.topic)
+            && held.fetched.get(&*m.tp.topic).is_some_and(|old| *old > consumer.position(&m.tp).max(t.fetched_to.get(&m.tp).copied()).unwrap_or(0))
+    });
+    if behind { held.pending.get(slot).copied().unwrap_or(i64::MIN) } else { i64::MAX }
+}
+
 /// A task's progress to publish: what each slot has pending, how far it has fetched its
 /// derived inputs, and its recent commits on derived topics (with the outputs waiting for
 /// the next commit as the commit of unknown offsets).
@@ -153,7 +171,7 @@ pub(super) fn run_task(
     let own = progress_of(t, &v, shared, &watch.board, consumer);
     for (g, view) in v.iter_mut().enumerate() {
         if !shared.topology.derived_inputs(shared.me, g).is_empty() {
-            view.frontier = progress::frontier(&shared.topology, &watch.board, shared.config.lookahead_ms, shared.me, p, g, &own);
+            view.frontier = progress::frontier(&shared.topology, &watch.board, shared.config.lookahead_ms, shared.me, p, g, &own).min(held_bound(t, shared, consumer, g));
         }
     }
     let mut steps = 0u64;
