@@ -315,6 +315,51 @@ fn run_serves_the_http_api_with_a_fresh_admin_key_and_stops_cleanly_on_ctrl_c() 
 }
 
 #[test]
+fn the_same_seed_and_ending_at_give_the_same_events_on_two_logs_and_an_ending_at_in_the_future_is_refused_with_nothing_published() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, c) = (dir.path().join("a"), dir.path().join("b"), dir.path().join("c"));
+    let simulate = |cwd: &Path, end: &str| {
+        std::fs::create_dir_all(cwd).unwrap();
+        storeflow(&["simulate", "--events", "3000", "--seed", "3", "--ending-at", end, "--data-dir", "data", "--quiet"], cwd)
+    };
+    let end = "2026-11-30T12:00:00Z";
+    let first = simulate(&a, end);
+    assert!(first.status.success(), "{}", text(&first));
+    // Personal data is sealed under each data directory's keys: the second seals alike.
+    std::fs::create_dir_all(b.join("data")).unwrap();
+    let keys = a.join("data/keys");
+    if keys.is_dir() {
+        std::fs::create_dir_all(b.join("data/keys")).unwrap();
+        for e in std::fs::read_dir(&keys).unwrap() {
+            let e = e.unwrap();
+            if e.path().is_file() {
+                std::fs::copy(e.path(), b.join("data/keys").join(e.file_name())).unwrap();
+            }
+        }
+    }
+    let second = simulate(&b, end);
+    assert!(second.status.success(), "{}", text(&second));
+    let tail = |cwd: &Path, topic: &str| {
+        let o = storeflow(&["topics", "tail", topic, "--limit", "100000", "--data-dir", "data"], cwd);
+        assert!(o.status.success(), "{}", text(&o));
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    for topic in ["storefront.orders", "storefront.sessions", "storefront.customers"] {
+        let (x, y) = (tail(&a, topic), tail(&b, topic));
+        assert!(x.lines().count() > 10, "{topic}: too few records to compare:\n{x}");
+        assert_eq!(x, y, "{topic}: the same --seed and --ending-at gave other events");
+    }
+    let later = simulate(&c, "2999-01-01T00:00:00Z");
+    let out = text(&later);
+    assert!(!later.status.success() && out.contains("--ending-at") && out.contains("in the future"), "{out}");
+    let listed = text(&storeflow(&["topics", "list", "--data-dir", "data"], &c));
+    assert!(
+        listed.lines().filter(|l| l.starts_with("storefront.")).all(|l| l.split_whitespace().nth(2) == Some("0")),
+        "something was published:\n{listed}"
+    );
+}
+
+#[test]
 fn a_seed_that_already_ran_on_the_log_is_refused_before_anything_is_published_and_no_seed_takes_the_next_free_one() {
     let dir = tempfile::tempdir().unwrap();
     // The records on the input topics (storefront.*), from `storeflow topics list`.

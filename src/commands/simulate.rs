@@ -283,6 +283,14 @@ impl Publishing {
     /// Prepares `traffic.events` simulated events, planting `poison` records the pipeline
     /// must dead-letter; declares the producer on `<app>.progress`.
     pub fn new(b: &Backends, traffic: &Traffic, poison: usize, app: &str) -> anyhow::Result<Publishing> {
+        // Before anything is published: traffic dated past the wall clock would be
+        // dead-lettered by the processors (a source record may be at most minutes ahead).
+        if let Some(end) = traffic.ending_at.filter(|end| *end > Timestamp::now().millis()) {
+            anyhow::bail!(
+                "--ending-at {} is in the future: the traffic must have happened by now (leave it out to end now)",
+                chrono::DateTime::from_timestamp_millis(end).map_or_else(|| end.to_string(), |t| t.to_rfc3339())
+            );
+        }
         let topics: Vec<String> = Topic::ALL.iter().filter(|t| t.is_input()).map(|t| t.name().to_string()).collect();
         let batch_size = if traffic.rate > 0.0 { ((traffic.rate / 20.0).ceil() as usize).clamp(1, 2000) } else { 2000 };
         let name = format!("simulator-{}-{}", std::process::id(), Timestamp::now().millis());
