@@ -87,7 +87,17 @@ fn every_pipeline_panel_parses_and_selects_series_and_labels_that_storeflow_expo
         assert!(started.elapsed() < Duration::from_secs(120), "storeflow run did not come up");
         std::thread::sleep(Duration::from_millis(200));
     }
-    let exported = exposition(run.port);
+    // Some series appear only once their part has measured something (a sink's lag after
+    // its first poll): wait, up to the same limit, until every selected family is there.
+    let wanted: Vec<String> =
+        parsed.iter().flat_map(|p| p["selectors"].as_array().into_iter().flatten().filter_map(|s| s["name"].as_str().map(str::to_string))).collect();
+    let exported = loop {
+        let exported = exposition(run.port);
+        if wanted.iter().all(|n| exported.contains_key(n)) || started.elapsed() > Duration::from_secs(120) {
+            break exported;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     let mut checked = 0;
     for ((title, expr), p) in panels.iter().zip(&parsed) {
         assert!(p.get("error").is_none(), "panel {title:?}: {expr} does not parse: {}", p["error"]);
