@@ -139,6 +139,31 @@ fn invariants(dir: &Path, what: &str) {
     common::report(&format!("determinism: {what}: invariants hold over {} stock rows, {} orders, {} payments, {} refunds", stock.len(), orders.len(), payments.len(), refunds.len()));
 }
 
+/// Starts `storeflow run` in `dir` (settings `env`) again and again, each time SIGKILLing it
+/// `min_ms` to `min_ms + span_ms` of work after it has started processing: `$count_var`
+/// times (20 by default), at moments drawn from STOREFLOW_FAULT_SEED (printed, to repeat a
+/// run's moments). Returns how many kills landed mid-stream, the kills and the seed.
+fn kill_repeatedly(dir: &Path, env: &[(&str, &str)], count_var: &str, min_ms: u64, span_ms: u64) -> (u64, u64, u64) {
+    let kills: u64 = std::env::var(count_var).ok().map(|v| v.parse().unwrap_or_else(|_| panic!("{count_var}: a count"))).unwrap_or(20);
+    let seed: u64 = std::env::var("STOREFLOW_FAULT_SEED").ok().map(|v| v.parse().expect("STOREFLOW_FAULT_SEED: a number")).unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64);
+    println!("SIGKILL moments from seed {seed} (STOREFLOW_FAULT_SEED={seed} repeats them)");
+    let mut x = seed | 1;
+    let mut landed = 0;
+    for i in 0..kills {
+        // xorshift64*.
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        let more = Duration::from_millis(min_ms + x.wrapping_mul(0x2545_f491_4f6c_dd1d) % span_ms);
+        if Run::start_with(dir, env).kill_once_working(more) {
+            landed += 1;
+        } else {
+            println!("kill {} of {kills} came after the work was done", i + 1);
+        }
+    }
+    (landed, kills, seed)
+}
+
 #[test]
 fn two_runs_and_a_run_killed_mid_stream_over_the_same_log_end_with_identical_stores() {
     // STOREFLOW_TEST_KEEP=1 keeps the logs and stores, to look into a difference.
@@ -160,23 +185,7 @@ fn two_runs_and_a_run_killed_mid_stream_over_the_same_log_end_with_identical_sto
     // SIGKILL at random moments while it works: STOREFLOW_FAULT_KILLS (20 by default; 100+
     // for a soak, with more --events via STOREFLOW_FAULT_EVENTS), STOREFLOW_FAULT_SEED to
     // repeat a run's moments.
-    let kills: u64 = std::env::var("STOREFLOW_FAULT_KILLS").ok().map(|v| v.parse().expect("STOREFLOW_FAULT_KILLS: a count")).unwrap_or(20);
-    let seed: u64 = std::env::var("STOREFLOW_FAULT_SEED").ok().map(|v| v.parse().expect("STOREFLOW_FAULT_SEED: a number")).unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64);
-    println!("SIGKILL moments from seed {seed} (STOREFLOW_FAULT_SEED={seed} repeats them)");
-    let mut x = seed | 1;
-    let mut landed = 0;
-    for i in 0..kills {
-        // xorshift64*: 50–450 ms of work after it has started processing again.
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        let more = Duration::from_millis(50 + x.wrapping_mul(0x2545_f491_4f6c_dd1d) % 400);
-        if Run::start(&killed).kill_once_working(more) {
-            landed += 1;
-        } else {
-            println!("kill {} of {kills} came after the work was done", i + 1);
-        }
-    }
+    let (landed, kills, seed) = kill_repeatedly(&killed, &[], "STOREFLOW_FAULT_KILLS", 50, 400);
     Run::start(&killed).until_idle();
     common::report(&format!("determinism: {landed} of {kills} SIGKILLs of storeflow run landed mid-stream (seed {seed})"));
     assert_eq!(landed, kills, "only {landed} of {kills} kills landed while the pipeline was working: publish more (STOREFLOW_FAULT_EVENTS)");
@@ -253,22 +262,7 @@ fn a_clean_run_and_a_run_killed_mid_stream_on_kafka_end_with_identical_stores() 
     let (clean_env, killed_env) = (clean_on.each_ref().map(|(k, v)| (*k, v.as_str())), killed_on.each_ref().map(|(k, v)| (*k, v.as_str())));
     Run::start_with(&clean, &clean_env).until_idle();
 
-    let kills: u64 = std::env::var("STOREFLOW_FAULT_KAFKA_KILLS").ok().map(|v| v.parse().expect("STOREFLOW_FAULT_KAFKA_KILLS: a count")).unwrap_or(20);
-    let seed: u64 = std::env::var("STOREFLOW_FAULT_SEED").ok().map(|v| v.parse().expect("STOREFLOW_FAULT_SEED: a number")).unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64);
-    println!("SIGKILL moments from seed {seed} (STOREFLOW_FAULT_SEED={seed} repeats them)");
-    let mut x = seed | 1;
-    let mut landed = 0;
-    for i in 0..kills {
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        let more = Duration::from_millis(200 + x.wrapping_mul(0x2545_f491_4f6c_dd1d) % 1800);
-        if Run::start_with(&killed, &killed_env).kill_once_working(more) {
-            landed += 1;
-        } else {
-            println!("kill {} of {kills} came after the work was done", i + 1);
-        }
-    }
+    let (landed, kills, seed) = kill_repeatedly(&killed, &killed_env, "STOREFLOW_FAULT_KAFKA_KILLS", 200, 1800);
     Run::start_with(&killed, &killed_env).until_idle();
     common::report(&format!("determinism on Kafka: {landed} of {kills} SIGKILLs of storeflow run landed mid-stream (seed {seed})"));
     assert_eq!(landed, kills, "only {landed} of {kills} kills landed while the pipeline was working: publish more (STOREFLOW_FAULT_EVENTS)");
