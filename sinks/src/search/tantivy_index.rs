@@ -582,7 +582,32 @@ impl SegmentCollector for StockSegment {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use tantivy::schema::{STORED, Schema, TEXT};
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// Documents are stored as JSON: what comes back must be the same floats, bit for bit,
+        /// or a document read back and written again differs from one that never was.
+        #[test]
+        fn a_document_read_back_from_the_index_holds_the_very_floats_written(trending in 0.0f64..1e6, views in 0i64..1_000_000, rating in proptest::option::of(1.0f64..5.0)) {
+            let dir = tempfile::tempdir().unwrap();
+            let index = TantivyIndex::open(dir.path()).unwrap();
+            let mut d = ProductDoc::product("p-1");
+            (d.trending, d.views, d.rating) = (trending, views, rating);
+            d.popularity = d.views as f64 + 100.0 * d.trending;
+            let docs = BTreeMap::from([("p-1".to_string(), d.clone())]);
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let back = rt.block_on(async {
+                index.put(&docs).await.unwrap();
+                index.get(&["p-1".to_string()]).await.unwrap()
+            });
+            let back = &back["p-1"];
+            prop_assert_eq!(back.trending.to_bits(), trending.to_bits());
+            prop_assert_eq!(back.popularity.to_bits(), d.popularity.to_bits());
+            prop_assert_eq!(back.rating.map(f64::to_bits), rating.map(f64::to_bits));
+        }
+    }
 
     #[test]
     fn a_search_past_its_budget_ends_with_an_error_and_one_within_it_answers() {
