@@ -264,10 +264,11 @@ fn a_clean_run_and_a_run_killed_mid_stream_on_kafka_end_with_identical_stores() 
     invariants(&clean, "a clean run on Kafka");
     invariants(&killed, &format!("a run on Kafka killed {kills} times"));
     // Log positions of records on storefront.payments: the payments worker writes its
-    // outcomes there, beside the producers' records, in transactions; on Kafka an aborted transaction keeps its offsets
-    // (a killed run's last one is aborted when it restarts), so after a crash its outcomes
-    // sit at other offsets, and the stores that keep a record's position (or order by it)
-    // keep other numbers. Which record, and everything in it, must be the same.
+    // outcomes there, beside the producers' records, in transactions; on Kafka an aborted
+    // transaction keeps its offsets (a killed run's last one is aborted when it restarts), so
+    // after a crash its outcomes sit at other offsets, and the stores that keep a record's
+    // position (or order by it) keep other numbers. Which record, and everything in it, must
+    // be the same.
     let unchecked: Unchecked<'_> = &[
         ("analytics.fact_payments", &["src_offset"]),
         ("analytics.fact_refund_lines", &["src_offset"]),
